@@ -1,0 +1,75 @@
+"""The feed-adapter interface every market-data source implements.
+
+A feed is started with a :class:`FeedContext`: it calls ``ctx.emit(quote)`` for each
+normalized quote, ``ctx.error(kind)`` for each malformed or unexpected upstream message
+and ``ctx.reconnected()`` after each reconnect. The server tells the feed which symbols
+clients want with :meth:`Feed.set_demand`; a feed follows that set (subscribing upstream
+or polling only what is demanded) and reports its state through :meth:`Feed.health`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ticker.quote import Quote
+
+
+@dataclass(slots=True)
+class FeedHealth:
+    """A feed's state: ``up`` while connected (or polling), the monotonic time of its last data, and why it is down."""
+
+    up: bool = False
+    last_data: float | None = None
+    reason: str = "not started"
+
+
+@dataclass(slots=True)
+class FeedContext:
+    """What a running feed reports to: quotes, error kinds and reconnects."""
+
+    emit: Callable[[Quote], None]
+    error: Callable[[str], None] = field(default=lambda kind: None)
+    reconnected: Callable[[], None] = field(default=lambda: None)
+
+
+class Feed(ABC):
+    """Base class of feed adapters; subclasses implement :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.demand: frozenset[str] = frozenset()
+        self._health = FeedHealth()
+
+    @abstractmethod
+    async def start(self, ctx: FeedContext) -> None:
+        """Begin producing quotes into ``ctx``; returns once the feed runs in the background."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop producing quotes and release every connection or task."""
+
+    def set_demand(self, symbols: frozenset[str]) -> None:
+        """Record the set of symbols clients currently want; adapters override to act on changes."""
+        self.demand = symbols
+
+    def known_symbols(self) -> list[str]:
+        """Symbols this feed can offer for suggestions (``/api/symbols``); may be empty."""
+        return []
+
+    def health(self) -> FeedHealth:
+        """The feed's current :class:`FeedHealth`."""
+        return self._health
+
+    def _mark_up(self) -> None:
+        self._health.up = True
+        self._health.reason = ""
+
+    def _mark_down(self, reason: str) -> None:
+        self._health.up = False
+        self._health.reason = reason
+
+    def _mark_data(self) -> None:
+        self._health.last_data = time.monotonic()

@@ -1,0 +1,37 @@
+"""Feed names known to ``--feed`` and how each is built from the parsed command line."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from feeds.base import Feed
+from feeds.simulated import SimulatedFeed
+
+FeedFactory = Callable[[argparse.Namespace], Feed]
+
+
+def _simulated(args: argparse.Namespace) -> Feed:
+    return SimulatedFeed(symbols=args.symbols, rate=args.sim_rate, seed=args.seed)
+
+
+FEEDS: dict[str, FeedFactory] = {
+    "simulated": _simulated,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, env: Callable[[str, object], object]) -> None:
+    """Add the flags that feed adapters take (beyond the core ones) to ``parser``.
+
+    ``env(name, default)`` returns the ``TICKER_<NAME>`` environment value or ``default``.
+    """
+
+
+def create_feeds(names: list[str], args: argparse.Namespace) -> list[Feed]:
+    """Build one feed per name; unknown names raise ``ValueError``."""
+    feeds = []
+    for name in names:
+        if name not in FEEDS:
+            raise ValueError(f"unknown feed {name!r} (known: {', '.join(sorted(FEEDS))})")
+        feeds.append(FEEDS[name](args))
+    return feeds

@@ -1,0 +1,50 @@
+"""Symbol syntax rules and the default symbol universe (pure, no I/O)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+SYMBOL_RE = re.compile(r"^[A-Z0-9.\-:/_]{1,32}$")
+
+#: About 30 liquid US tickers with plausible reference prices (the simulated market's base prices).
+DEFAULT_UNIVERSE: dict[str, float] = {
+    "AAPL": 228.50, "MSFT": 415.30, "NVDA": 134.20, "AMZN": 201.40, "GOOGL": 172.60,
+    "META": 580.10, "TSLA": 251.70, "BRK.B": 462.80, "JPM": 224.90, "V": 289.40,
+    "UNH": 590.20, "XOM": 118.30, "JNJ": 156.70, "WMT": 84.10, "MA": 512.60,
+    "PG": 169.80, "AVGO": 168.90, "HD": 402.50, "CVX": 155.20, "KO": 63.40,
+    "PEP": 163.70, "COST": 905.30, "ORCL": 181.60, "BAC": 42.80, "NFLX": 760.40,
+    "AMD": 142.10, "ADBE": 512.90, "CRM": 318.40, "INTC": 23.10, "DIS": 96.80,
+    "SPY": 585.20, "QQQ": 505.60,
+}
+
+
+class InvalidSymbol(ValueError):
+    """A symbol that breaks the syntax rules; ``symbol`` holds the offending input."""
+
+    def __init__(self, symbol: object) -> None:
+        super().__init__(f"invalid symbol {symbol!r}: expected 1-32 characters of A-Z 0-9 . - : / _")
+        self.symbol = symbol
+
+
+def normalize_symbol(raw: object) -> str:
+    """Return ``raw`` upper-cased if it is a valid symbol, else raise :class:`InvalidSymbol`."""
+    if not isinstance(raw, str):
+        raise InvalidSymbol(raw)
+    sym = raw.strip().upper()
+    if not SYMBOL_RE.match(sym):
+        raise InvalidSymbol(raw)
+    return sym
+
+
+def normalize_symbols(raw: Iterable[object]) -> list[str]:
+    """Normalize every symbol in ``raw``, keeping first-seen order and dropping duplicates."""
+    out: dict[str, None] = {}
+    for item in raw:
+        out[normalize_symbol(item)] = None
+    return list(out)
+
+
+def parse_symbol_list(text: str) -> list[str]:
+    """Parse a comma-separated list such as ``"aapl, MSFT"``; empty items are ignored."""
+    return normalize_symbols(part for part in text.split(",") if part.strip())
