@@ -55,6 +55,10 @@ class Feed(ABC):
         """Record the set of symbols clients currently want; adapters override to act on changes."""
         self.demand = symbols
 
+    def owns(self, symbol: str) -> bool:
+        """Whether this feed serves ``symbol`` (with several feeds, each gets only the demand it owns)."""
+        return True
+
     def known_symbols(self) -> list[str]:
         """Symbols this feed can offer for suggestions (``/api/symbols``); may be empty."""
         return []

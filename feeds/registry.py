@@ -25,6 +25,30 @@ def add_arguments(parser: argparse.ArgumentParser, env: Callable[[str, object], 
 
     ``env(name, default)`` returns the ``TICKER_<NAME>`` environment value or ``default``.
     """
+    g = parser.add_argument_group("feed adapters")
+    g.add_argument(
+        "--feed-url",
+        default=env("FEED_URL", None),
+        help="endpoint of the upstream provider (a sandbox, a proxy, a local fake); default: the provider's own",
+    )
+    g.add_argument(
+        "--reconnect-base",
+        type=float,
+        default=env("RECONNECT_BASE", 0.5),
+        help="first reconnect delay ceiling in seconds (exponential backoff, full jitter)",
+    )
+    g.add_argument(
+        "--reconnect-cap",
+        type=float,
+        default=env("RECONNECT_CAP", 30.0),
+        help="largest reconnect delay ceiling in seconds",
+    )
+    g.add_argument(
+        "--feed-silence",
+        type=float,
+        default=env("FEED_SILENCE", 30.0),
+        help="seconds without data or heartbeat after which an upstream counts as dead and is reconnected",
+    )
 
 
 def create_feeds(names: list[str], args: argparse.Namespace) -> list[Feed]:
