@@ -1,0 +1,86 @@
+"""Turn one run's raw measurements into the figures the report shows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from bench.scenarios import Scenario
+
+
+def percentile(hist: Counter[int], q: float) -> int | None:
+    """The smallest value with at least fraction ``q`` of the histogram's mass at or below it."""
+    total = sum(hist.values())
+    if total == 0:
+        return None
+    need = q * total
+    seen = 0
+    for value in sorted(hist):
+        seen += hist[value]
+        if seen >= need:
+            return value
+    return max(hist)
+
+
+def summarize(sc: Scenario, raw: dict[str, Any]) -> dict[str, Any]:
+    """Figures of one run: rates at the clients, server CPU per update and frame, latency, memory, errors."""
+    reports = raw["reports"]
+    updates_per_s = sum(r["updates"] / r["wall"] for r in reports)
+    frames_per_s = sum(r["frames"] / r["wall"] for r in reports)
+    server_cores = raw["server_cpu_seconds"] / raw["window"]
+    client_cores = sum(r["cpu"] / r["wall"] for r in reports)
+    machine_cores = raw["machine_busy_seconds"] / raw["window"]
+    hist: Counter[int] = Counter()
+    for r in reports:
+        for value, count in r["latency_ms"]:
+            hist[int(value)] += count
+    connected = sum(r["connected"] for r in reports)
+    subscribed = sum(r["subscribed"] for r in reports)
+    errors = {
+        "connect_failed": sum(r["connect_failed"] for r in reports),
+        "not_subscribed": connected - subscribed,
+        "disconnects": sum(r["disconnects"] for r in reports),
+        "server_errors": sum(r["server_errors"] for r in reports),
+        "server_died": 0 if raw["server_alive"] else 1,
+    }
+    conflated = None
+    ours_sent = None
+    if raw.get("metrics_before") and raw.get("metrics_after"):
+        before, after = raw["metrics_before"], raw["metrics_after"]
+        conflated = int(after["ticker_updates_conflated_total"] - before["ticker_updates_conflated_total"])
+        ours_sent = int(after["ticker_updates_sent_total"] - before["ticker_updates_sent_total"])
+    offered = sc.offered_per_second()
+
+    def per(rate: float) -> float | None:
+        return server_cores / rate * 1e6 if rate > 0 else None
+
+    return {
+        "connections": connected,
+        "connect_seconds": round(raw["connect_seconds"], 2),
+        "window_s": round(raw["window"], 2),
+        "updates_per_s": updates_per_s,
+        "frames_per_s": frames_per_s,
+        "updates_per_frame": updates_per_s / frames_per_s if frames_per_s else None,
+        "offered_updates_per_s": offered,
+        "delivered_ratio": updates_per_s / offered if offered else None,
+        "server_cpu_cores": server_cores,
+        "server_cpu_us_per_update": per(updates_per_s),
+        "server_cpu_us_per_frame": per(frames_per_s),
+        "updates_per_server_cpu_s": updates_per_s / server_cores if server_cores > 0 else None,
+        "client_cpu_cores": client_cores,
+        "other_cpu_cores": max(0.0, machine_cores - server_cores - client_cores),
+        "latency_ms": {
+            "samples": sum(hist.values()),
+            "p50": percentile(hist, 0.50),
+            "p99": percentile(hist, 0.99),
+            "p999": percentile(hist, 0.999),
+            "max": max(hist) if hist else None,
+        },
+        "rss_before_kib": raw["rss_before_kib"],
+        "rss_after_kib": raw["rss_after_kib"],
+        "rss_per_conn_kib": (raw["rss_after_kib"] - raw["rss_before_kib"]) / connected if connected else None,
+        "conflated_updates": conflated,
+        "server_reported_updates_sent": ours_sent,
+        "errors": sum(errors.values()),
+        "error_detail": errors,
+    }

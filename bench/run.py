@@ -1,0 +1,253 @@
+"""``make bench``: run every scenario against ticker and its peers and write the results.
+
+Each (scenario, server) run starts the server as its own process on a free loopback port, opens
+the connections from separate load-generator processes, waits for a warm-up, then measures a
+window: the clients' counts and latency histograms, the server's CPU (utime + stime from
+/proc/PID/stat, its whole process tree) and RSS, the load generators' own CPU, and for ticker its
+/metrics counters. Results go to ``bench/results/<timestamp>.json`` and the tables to
+``docs/performance.md`` (see ``bench.report``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from bench import procs, servers
+from bench.figures import summarize
+from bench.scenarios import Scenario, scenarios
+
+ROOT = servers.ROOT
+WORK = ROOT / "bench" / ".work"
+METRICS = ("ticker_updates_conflated_total", "ticker_updates_sent_total", "ticker_frames_sent_total")
+
+
+class RunError(Exception):
+    """A run could not be measured (server did not start, load generator died, ...)."""
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def scrape(port: int) -> dict[str, float] | None:
+    """The ticker counters of interest from /metrics, summed over labels; None when unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    out = dict.fromkeys(METRICS, 0.0)
+    for line in text.splitlines():
+        for name in METRICS:
+            if line.startswith(name) and line[len(name)] in " {":
+                out[name] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def read_event(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
+    """The next JSON event line from a load generator."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RunError("load generator did not answer in time")
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                raise RunError(f"load generator exited (code {proc.wait()})")
+            if line.startswith("{"):
+                return dict(json.loads(line))
+
+
+def send(procs_: list[subprocess.Popen[str]], cmd: str) -> None:
+    """Send one command line to every load generator."""
+    for p in procs_:
+        assert p.stdin is not None
+        p.stdin.write(cmd + "\n")
+        p.stdin.flush()
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; the process (group) is gone afterwards."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def measure(server: str, sc: Scenario, logs: Path) -> dict[str, Any]:
+    """Run ``sc`` against ``server`` once and return the raw measurements."""
+    port = procs.free_port()
+    cmd = servers.command(server, sc, port)
+    log_file: IO[str] = open(logs / f"{sc.name}-{server}.log", "w")  # noqa: SIM115
+    srv = subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    gens: list[subprocess.Popen[str]] = []
+    try:
+        if not procs.wait_port(port, 20):
+            raise RunError(f"server did not listen within 20 s (exit {srv.poll()})")
+        time.sleep(0.5 if sc.workers == 1 else 1.5)
+        rss_before = procs.rss_kib(procs.tree(srv.pid))
+        per, extra = divmod(sc.conns, sc.loadgens)
+        first = 0
+        spec = json.dumps(dataclasses.asdict(sc))
+        for i in range(sc.loadgens):
+            count = per + (1 if i < extra else 0)
+            gens.append(subprocess.Popen(
+                [sys.executable, "-m", "bench.loadgen", "--url", f"ws://127.0.0.1:{port}/ws",
+                 "--scenario", spec, "--first", str(first), "--count", str(count)],
+                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+            ))
+            first += count
+        t_connect = time.monotonic()
+        ready = [read_event(g, 120) for g in gens]
+        connect_s = time.monotonic() - t_connect
+        time.sleep(sc.warmup)
+        pids = procs.tree(srv.pid)
+        send(gens, "mark")
+        cpu0, busy0, t0 = procs.cpu_seconds(pids), procs.machine_busy_seconds(), time.monotonic()
+        m0 = scrape(port) if server == "ours" else None
+        for g in gens:
+            read_event(g, 30)
+        time.sleep(max(0.0, sc.window - (time.monotonic() - t0)))
+        send(gens, "report")
+        cpu1, busy1, t1 = procs.cpu_seconds(pids), procs.machine_busy_seconds(), time.monotonic()
+        reports = [read_event(g, 60) for g in gens]
+        m1 = scrape(port) if server == "ours" else None
+        rss_after = procs.rss_kib(pids)
+        send(gens, "quit")
+        return {
+            "command": cmd, "ready": ready, "connect_seconds": connect_s, "reports": reports,
+            "server_cpu_seconds": cpu1 - cpu0, "machine_busy_seconds": busy1 - busy0, "window": t1 - t0,
+            "rss_before_kib": rss_before, "rss_after_kib": rss_after, "server_processes": len(pids),
+            "metrics_before": m0, "metrics_after": m1, "server_alive": srv.poll() is None,
+        }
+    finally:
+        for g in gens:
+            try:
+                g.wait(10)
+            except subprocess.TimeoutExpired:
+                stop(g)
+        stop(srv)
+        log_file.close()
+
+
+def machine_info() -> dict[str, Any]:
+    """What the results were measured on."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip() if (
+        servers.shutil.which("node")) else None
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
+    return {
+        "cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+        "python": platform.python_version(), "node": node, "commit": commit,
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def make_command(args: argparse.Namespace) -> str:
+    """The `make bench` command line equivalent to ``args``."""
+    parts = ["make bench"]
+    if args.sizes == "quick":
+        parts.append("QUICK=1")
+    if args.scenario:
+        parts.append(f"SCENARIO={args.scenario}")
+    if args.peers != ",".join(servers.PEERS):
+        parts.append(f"PEERS={args.peers}")
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", choices=["full", "quick", "smoke"], default="full")
+    ap.add_argument("--scenario", default="", help="comma list of scenario names (default: all)")
+    ap.add_argument("--peers", default=",".join(servers.PEERS), help="comma list of peers ('' for none)")
+    ap.add_argument("--no-ours", action="store_true", help="peers only")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory for the JSON")
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md", help="'' to skip")
+    args = ap.parse_args(argv)
+
+    chosen = scenarios(args.sizes)
+    if args.scenario:
+        wanted = args.scenario.split(",")
+        unknown = set(wanted) - {s.name for s in chosen}
+        if unknown:
+            ap.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from "
+                     f"{', '.join(s.name for s in chosen)}")
+        chosen = [s for s in chosen if s.name in wanted]
+    peers = [p for p in args.peers.split(",") if p]
+    if set(peers) - set(servers.PEERS):
+        ap.error(f"unknown peer(s); choose from {', '.join(servers.PEERS)}")
+    names = ([] if args.no_ours else ["ours"]) + peers
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    logs = WORK / stamp
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    result: dict[str, Any] = {
+        "started": stamp, "command": make_command(args), "sizes": args.sizes,
+        "machine": machine_info(), "runs": [],
+    }
+    for sc in chosen:
+        for server in names:
+            entry: dict[str, Any] = {"scenario": dataclasses.asdict(sc), "server": server}
+            reason = servers.unavailable(server, sc)
+            if reason is not None:
+                entry["skipped"] = reason
+                log(f"{sc.name:12} {server:10} skipped: {reason}")
+            else:
+                log(f"{sc.name:12} {server:10} running ({sc.conns} conns)")
+                try:
+                    raw = measure(server, sc, logs)
+                    entry["raw"] = raw
+                    entry["figures"] = summarize(sc, raw)
+                    f = entry["figures"]
+                    log(f"{sc.name:12} {server:10} {f['updates_per_s']:>12,.0f} upd/s  "
+                        f"{f['server_cpu_us_per_update']:.2f} µs/upd  p99 {f['latency_ms']['p99']} ms  "
+                        f"errors {f['errors']}")
+                except RunError as exc:
+                    entry["failed"] = str(exc)
+                    log(f"{sc.name:12} {server:10} FAILED: {exc}")
+            result["runs"].append(entry)
+    result["duration_seconds"] = round(time.monotonic() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{stamp}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    log(f"wrote {path} in {result['duration_seconds']} s")
+    if str(args.doc) not in ("", "."):
+        from bench.report import write_doc
+
+        write_doc(result, args.doc, path)
+        log(f"updated {args.doc}")
+    return 1 if any("failed" in r for r in result["runs"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

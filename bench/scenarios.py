@@ -1,0 +1,80 @@
+"""Benchmark scenarios (issue 5) and what each connection subscribes to.
+
+Every scenario runs against a server over a universe of 100 symbols (``S001``..``S100``) ticking
+``rate`` times per second each. ``sizes`` picks the full, quick (``QUICK=1``) or smoke (the test
+suite) variant: only connection counts, rates and the measured window shrink.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+UNIVERSE = [f"S{i:03d}" for i in range(1, 101)]
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One load shape: ``conns`` connections, each subscribed per ``mode`` to ``per_conn`` symbols."""
+
+    name: str
+    conns: int
+    mode: str  # "all" | "same" | "random" | "one"
+    per_conn: int
+    rate: float
+    description: str
+    workers: int = 1  # >1: ours only, with ``ticker serve --workers N``
+    loadgens: int = 2  # load-generator processes
+    warmup: float = 3.0  # seconds between "all subscribed" and the measured window
+    window: float = 10.0  # measured window, seconds
+
+    def symbols_for(self, conn: int) -> list[str]:
+        """The symbols connection number ``conn`` subscribes to (deterministic)."""
+        if self.mode == "all":
+            return UNIVERSE[: self.per_conn]
+        if self.mode == "same":
+            return UNIVERSE[: self.per_conn]
+        if self.mode == "one":
+            return [UNIVERSE[0]]
+        if self.mode == "random":
+            return random.Random(f"{self.name}:{conn}").sample(UNIVERSE, self.per_conn)
+        raise ValueError(f"unknown mode {self.mode!r}")
+
+    def offered_per_second(self) -> float:
+        """Updates per second the clients would get if every tick reached every subscriber."""
+        return self.conns * len(self.symbols_for(0)) * self.rate
+
+
+FULL: list[Scenario] = [
+    Scenario("firehose", 100, "all", 100, 100.0, "100 conns × all 100 symbols, 100 ticks/s/symbol"),
+    Scenario("crowd", 10_000, "same", 20, 1.0, "10,000 conns × the same 20 symbols, 1 tick/s/symbol"),
+    Scenario("broad", 2_000, "random", 10, 10.0, "2,000 conns × 10 random of 100 symbols, 10 ticks/s/symbol"),
+    Scenario("idle", 10_000, "one", 1, 0.1, "10,000 conns × one quiet symbol (0.1 tick/s)"),
+]
+MULTI: list[Scenario] = [
+    replace(FULL[0], name="firehose-2w", workers=2, description=FULL[0].description + ", 2 workers"),
+    replace(FULL[1], name="crowd-2w", workers=2, description=FULL[1].description + ", 2 workers"),
+]
+
+
+def _shrink(s: Scenario, conns: int, rate: float, warmup: float, window: float, loadgens: int) -> Scenario:
+    return replace(s, conns=conns, rate=rate, warmup=warmup, window=window, loadgens=loadgens)
+
+
+def scenarios(sizes: str = "full") -> list[Scenario]:
+    """All scenarios for ``sizes`` in run order ("full", "quick" or "smoke")."""
+    base = FULL + MULTI
+    if sizes == "full":
+        return base
+    if sizes == "quick":
+        conns = {"firehose": 20, "crowd": 1_000, "broad": 200, "idle": 1_000}
+        return [
+            _shrink(s, conns[s.name.split("-")[0]], s.rate, 1.0, 3.0, 2) for s in base if s.workers == 1
+        ] + [_shrink(s, conns[s.name.split("-")[0]], s.rate, 1.0, 3.0, 2) for s in base[4:5]]
+    if sizes == "smoke":
+        conns = {"firehose": 4, "crowd": 50, "broad": 20, "idle": 50}
+        rates = {"firehose": 20.0, "crowd": 2.0, "broad": 5.0, "idle": 1.0}
+        return [
+            _shrink(s, conns[s.name], rates[s.name], 0.3, 1.0, 1) for s in base if s.workers == 1
+        ]
+    raise ValueError(f"unknown sizes {sizes!r}")

@@ -1,0 +1,74 @@
+"""The servers under test: ticker itself and the peers, how to start each and whether it can run here."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.scenarios import UNIVERSE, Scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_DIR = ROOT / "bench" / "node"
+PEERS = ["naive", "websockets", "node"]
+LABELS = {
+    "ours": "ticker",
+    "naive": "naive Tornado",
+    "websockets": "websockets.broadcast",
+    "node": "Node ws",
+}
+
+
+def ticker_command() -> list[str]:
+    """How to invoke the ``ticker`` console script of this environment."""
+    script = Path(sys.executable).parent / "ticker"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ticker"]
+
+
+@functools.cache
+def ticker_help() -> str | None:
+    """``ticker serve --help`` output, or None when the server cannot start here."""
+    try:
+        out = subprocess.run(
+            [*ticker_command(), "serve", "--help"], capture_output=True, text=True, timeout=30, cwd=ROOT
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def unavailable(server: str, sc: Scenario) -> str | None:
+    """Why ``server`` cannot run scenario ``sc`` here, or None when it can."""
+    if sc.workers > 1 and server != "ours":
+        return "multi-worker scenarios run ticker only"
+    if server == "ours":
+        help_text = ticker_help()
+        if help_text is None:
+            return "`ticker serve` is not available"
+        if sc.workers > 1 and "--workers" not in help_text:
+            return "`ticker serve --workers` is not available yet"
+    elif server == "node":
+        if shutil.which("node") is None:
+            return "node is not installed"
+        if not (NODE_DIR / "node_modules" / "ws").is_dir():
+            return "bench/node/node_modules missing (run `npm ci` in bench/node)"
+    elif server not in PEERS:
+        return f"unknown server {server!r}"
+    return None
+
+
+def command(server: str, sc: Scenario, port: int) -> list[str]:
+    """The command line starting ``server`` for scenario ``sc`` on 127.0.0.1:``port``."""
+    common = ["--port", str(port), "--symbols", ",".join(UNIVERSE), "--sim-rate", f"{sc.rate:g}", "--seed", "1"]
+    if server == "ours":
+        extra = ["--workers", str(sc.workers)] if sc.workers > 1 else []
+        return [*ticker_command(), "serve", *common, "--log-level", "warning", *extra]
+    if server == "naive":
+        return [sys.executable, "-m", "bench.peers.naive_tornado", *common]
+    if server == "websockets":
+        return [sys.executable, "-m", "bench.peers.websockets_broadcast", *common]
+    if server == "node":
+        return ["node", str(NODE_DIR / "server.js"), *common]
+    raise ValueError(f"unknown server {server!r}")
