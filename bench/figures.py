@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from bench.scenarios import Scenario
 
 
-def percentile(hist: Counter[int], q: float) -> int | None:
+def percentile(hist: dict[int, float], q: float) -> int | None:
     """The smallest value with at least fraction ``q`` of the histogram's mass at or below it."""
     total = sum(hist.values())
     if total == 0:
         return None
     need = q * total
-    seen = 0
+    seen = 0.0
     for value in sorted(hist):
         seen += hist[value]
         if seen >= need:
@@ -30,10 +29,10 @@ def summarize(sc: Scenario, raw: dict[str, Any]) -> dict[str, Any]:
     server_cores = raw["server_cpu_seconds"] / raw["window"]
     client_cores = sum(r["cpu"] / r["wall"] for r in reports)
     machine_cores = raw["machine_busy_seconds"] / raw["window"]
-    hist: Counter[int] = Counter()
+    hist: dict[int, float] = {}
     for r in reports:
-        for value, count in r["latency_ms"]:
-            hist[int(value)] += count
+        for value, weight in r["latency_ms"]:
+            hist[int(value)] = hist.get(int(value), 0.0) + weight
     connected = sum(r["connected"] for r in reports)
     subscribed = sum(r["subscribed"] for r in reports)
     errors = {
@@ -57,6 +56,7 @@ def summarize(sc: Scenario, raw: dict[str, Any]) -> dict[str, Any]:
     return {
         "connections": connected,
         "connect_seconds": round(raw["connect_seconds"], 2),
+        "subscribe_seconds": round(raw["subscribe_seconds"], 2),
         "window_s": round(raw["window"], 2),
         "updates_per_s": updates_per_s,
         "frames_per_s": frames_per_s,
@@ -67,10 +67,12 @@ def summarize(sc: Scenario, raw: dict[str, Any]) -> dict[str, Any]:
         "server_cpu_us_per_update": per(updates_per_s),
         "server_cpu_us_per_frame": per(frames_per_s),
         "updates_per_server_cpu_s": updates_per_s / server_cores if server_cores > 0 else None,
+        "server_cpu_wait_ratio": raw.get("server_wait_seconds", 0.0) / raw["window"],
         "client_cpu_cores": client_cores,
+        "client_cpu_wait_ratio": sum(r.get("cpu_wait", 0.0) / r["wall"] for r in reports) / len(reports),
         "other_cpu_cores": max(0.0, machine_cores - server_cores - client_cores),
         "latency_ms": {
-            "samples": sum(hist.values()),
+            "weight": round(sum(hist.values())),
             "p50": percentile(hist, 0.50),
             "p99": percentile(hist, 0.99),
             "p999": percentile(hist, 0.999),

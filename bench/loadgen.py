@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
+import contextlib
+import os
 import resource
 import sys
 import time
-from collections import Counter
 from typing import Any
 
 import orjson
@@ -26,7 +26,45 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from bench.scenarios import Scenario
 
-T_RE = re.compile(rb'"t":(\d+)')
+QUOTES_PREFIX = b'{"type":"quotes"'
+LATENCY_SAMPLES = 8  # latency samples taken per quotes frame at most
+
+
+def _number_end(payload: bytes, start: int) -> int:
+    comma, brace = payload.find(b",", start), payload.find(b"}", start)
+    return comma if 0 <= comma < brace else brace
+
+
+def sample_latency(payload: bytes, hist: dict[int, float]) -> int:
+    """Count the Q entries of a quotes frame and add tick→client latencies (ms) to ``hist``.
+
+    Frames with at most LATENCY_SAMPLES entries contribute every entry; bigger ones contribute
+    LATENCY_SAMPLES entries spread evenly through the frame, each weighted by entries / samples,
+    so the histogram's mass stays one per update without scanning every entry.
+    """
+    now = int(time.time() * 1000)
+    n = payload.count(b'"s":')
+    find = payload.find
+    if n <= LATENCY_SAMPLES:
+        i = find(b'"t":')
+        while i >= 0:
+            end = _number_end(payload, i + 4)
+            x = now - int(payload[i + 4 : end])
+            hist[x] = hist.get(x, 0.0) + 1.0
+            i = find(b'"t":', end)
+    else:
+        weight = n / LATENCY_SAMPLES
+        stride = len(payload) // LATENCY_SAMPLES
+        for k in range(LATENCY_SAMPLES):
+            i = find(b'"t":', k * stride)
+            if i < 0:
+                break
+            end = _number_end(payload, i + 4)
+            x = now - int(payload[i + 4 : end])
+            hist[x] = hist.get(x, 0.0) + weight
+    return n
+
+
 CONNECT_CONCURRENCY = 100
 
 
@@ -36,6 +74,8 @@ class Stats:
     def __init__(self) -> None:
         self.reset()
         self.subscribed = 0
+        self.expected = 0  # acknowledgements awaited
+        self.all_acked = asyncio.Event()
         self.connect_failed = 0
         self.stopping = False
 
@@ -47,7 +87,7 @@ class Stats:
         self.other = 0
         self.server_errors = 0
         self.disconnects = 0
-        self.latency: Counter[int] = Counter()
+        self.latency: dict[int, float] = {}
 
 
 class Subscriber(WSListener):
@@ -59,7 +99,8 @@ class Subscriber(WSListener):
         self.acked = False
         self.partial: bytearray | None = None
 
-    def on_ws_connected(self, transport: WSTransport) -> None:
+    def subscribe(self, transport: WSTransport) -> None:
+        """Send this connection's subscribe request."""
         transport.send(WSMsgType.TEXT, self.request)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -82,13 +123,10 @@ class Subscriber(WSListener):
 
     def message(self, payload: bytes) -> None:
         st = self.stats
-        head = payload[:32]
-        if b'"quotes"' in head:
-            now = int(time.time() * 1000)
+        if payload.startswith(QUOTES_PREFIX):
             st.frames += 1
-            st.updates += payload.count(b'"s":')
+            st.updates += sample_latency(payload, st.latency)
             st.bytes += len(payload)
-            st.latency.update(map(now.__sub__, map(int, T_RE.findall(payload))))
             return
         try:
             msg: Any = orjson.loads(payload)
@@ -101,11 +139,15 @@ class Subscriber(WSListener):
             st.frames += 1
             st.updates += len(msg["data"])
             st.bytes += len(payload)
-            st.latency.update(now - int(q["t"]) for q in msg["data"])
+            for q in msg["data"]:
+                x = now - int(q["t"])
+                st.latency[x] = st.latency.get(x, 0.0) + 1.0
         elif kind == "subscribed":
             if not self.acked:
                 self.acked = True
                 st.subscribed += 1
+                if st.subscribed >= st.expected:
+                    st.all_acked.set()
         elif kind == "snapshot":
             st.snapshots += 1
         elif kind == "error":
@@ -131,64 +173,96 @@ def cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def wait_seconds() -> float:
+    """Seconds this process's threads spent runnable but waiting for a CPU."""
+    from bench.procs import run_wait_seconds
+
+    return run_wait_seconds([os.getpid()])
+
+
 def emit(event: dict[str, Any]) -> None:
     """Write one JSON event line to stdout."""
     sys.stdout.write(orjson.dumps(event).decode() + "\n")
     sys.stdout.flush()
 
 
-async def connect_all(url: str, sc: Scenario, first: int, count: int, stats: Stats) -> list[WSTransport]:
-    """Open ``count`` subscribers (connection numbers ``first``..) with bounded concurrency."""
+async def connect_all(
+    url: str, sc: Scenario, first: int, count: int, stats: Stats
+) -> list[tuple[WSTransport, Subscriber]]:
+    """Open ``count`` connections (numbers ``first``..) with bounded concurrency, not yet subscribed."""
     sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    transports: list[WSTransport] = []
+    conns: list[tuple[WSTransport, Subscriber]] = []
 
     async def one(i: int) -> None:
         request = orjson.dumps({"op": "subscribe", "symbols": sc.symbols_for(i)})
         async with sem:
             try:
-                transport, _ = await ws_connect(
+                transport, listener = await ws_connect(
                     lambda: Subscriber(stats, request), url, websocket_handshake_timeout=30
                 )
-            except (OSError, asyncio.TimeoutError, Exception):
+            except Exception:  # refused, reset, handshake timeout or rejection: all count as failures
                 stats.connect_failed += 1
                 return
-        transports.append(transport)
+        assert isinstance(listener, Subscriber)
+        conns.append((transport, listener))
 
     await asyncio.gather(*(one(i) for i in range(first, first + count)))
-    return transports
+    return conns
 
 
 async def main_async(args: argparse.Namespace) -> None:
     sc = Scenario(**orjson.loads(args.scenario))
     stats = Stats()
-    transports = await connect_all(args.url, sc, args.first, args.count, stats)
-    deadline = time.monotonic() + args.ready_timeout
-    while stats.subscribed < len(transports) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    emit({"event": "ready", "connected": len(transports), "subscribed": stats.subscribed,
-          "connect_failed": stats.connect_failed})
-
     loop = asyncio.get_running_loop()
     commands: asyncio.Queue[str] = asyncio.Queue()
     loop.add_reader(sys.stdin.fileno(), lambda: commands.put_nowait(sys.stdin.readline().strip() or "quit"))
-    t0 = time.monotonic()
-    c0 = cpu_seconds()
+    conns = await connect_all(args.url, sc, args.first, args.count, stats)
+    transports = [t for t, _ in conns]
+    emit({"event": "connected", "connected": len(conns), "connect_failed": stats.connect_failed})
+    if await commands.get() != "subscribe":
+        return
+    stats.expected = len(conns)
+    for transport, listener in conns:
+        listener.subscribe(transport)
+    if conns:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stats.all_acked.wait(), args.ready_timeout)
+    emit(
+        {
+            "event": "ready",
+            "connected": len(conns),
+            "subscribed": stats.subscribed,
+            "connect_failed": stats.connect_failed,
+        }
+    )
+    t0, c0, w0 = time.monotonic(), cpu_seconds(), wait_seconds()
     while True:
         cmd = await commands.get()
         if cmd == "mark":
             stats.reset()
-            t0, c0 = time.monotonic(), cpu_seconds()
+            t0, c0, w0 = time.monotonic(), cpu_seconds(), wait_seconds()
             emit({"event": "marked"})
         elif cmd == "report":
-            wall, cpu = time.monotonic() - t0, cpu_seconds() - c0
-            emit({
-                "event": "report", "wall": wall, "cpu": cpu, "frames": stats.frames,
-                "updates": stats.updates, "bytes": stats.bytes, "snapshots": stats.snapshots,
-                "other": stats.other, "server_errors": stats.server_errors,
-                "disconnects": stats.disconnects, "connect_failed": stats.connect_failed,
-                "connected": len(transports), "subscribed": stats.subscribed,
-                "latency_ms": sorted(stats.latency.items()),
-            })
+            wall, cpu, waited = time.monotonic() - t0, cpu_seconds() - c0, wait_seconds() - w0
+            emit(
+                {
+                    "event": "report",
+                    "wall": wall,
+                    "cpu": cpu,
+                    "cpu_wait": waited,
+                    "frames": stats.frames,
+                    "updates": stats.updates,
+                    "bytes": stats.bytes,
+                    "snapshots": stats.snapshots,
+                    "other": stats.other,
+                    "server_errors": stats.server_errors,
+                    "disconnects": stats.disconnects,
+                    "connect_failed": stats.connect_failed,
+                    "connected": len(transports),
+                    "subscribed": stats.subscribed,
+                    "latency_ms": sorted(stats.latency.items()),
+                }
+            )
         else:
             break
     loop.remove_reader(sys.stdin.fileno())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -83,3 +84,20 @@ def wait_port(port: int, timeout: float) -> bool:
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def run_wait_seconds(pids: list[int]) -> float:
+    """Seconds the threads of ``pids`` spent runnable but waiting for a CPU (/proc/PID/task/*/schedstat).
+
+    A busy machine shows here: time the process wanted to run while other work held the cores.
+    """
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+    return total / 1e9

@@ -114,34 +114,69 @@ def measure(server: str, sc: Scenario, logs: Path) -> dict[str, Any]:
         spec = json.dumps(dataclasses.asdict(sc))
         for i in range(sc.loadgens):
             count = per + (1 if i < extra else 0)
-            gens.append(subprocess.Popen(
-                [sys.executable, "-m", "bench.loadgen", "--url", f"ws://127.0.0.1:{port}/ws",
-                 "--scenario", spec, "--first", str(first), "--count", str(count)],
-                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
-            ))
+            gens.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.loadgen",
+                        "--url",
+                        f"ws://127.0.0.1:{port}/ws",
+                        "--scenario",
+                        spec,
+                        "--first",
+                        str(first),
+                        "--count",
+                        str(count),
+                    ],
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    start_new_session=True,
+                )
+            )
             first += count
         t_connect = time.monotonic()
-        ready = [read_event(g, 120) for g in gens]
+        connected = [read_event(g, 180) for g in gens]
         connect_s = time.monotonic() - t_connect
+        send(gens, "subscribe")
+        t_sub = time.monotonic()
+        ready = [read_event(g, 90) for g in gens]
+        subscribe_s = time.monotonic() - t_sub
         time.sleep(sc.warmup)
         pids = procs.tree(srv.pid)
         send(gens, "mark")
         cpu0, busy0, t0 = procs.cpu_seconds(pids), procs.machine_busy_seconds(), time.monotonic()
+        wait0 = procs.run_wait_seconds(pids)
         m0 = scrape(port) if server == "ours" else None
         for g in gens:
             read_event(g, 30)
         time.sleep(max(0.0, sc.window - (time.monotonic() - t0)))
         send(gens, "report")
         cpu1, busy1, t1 = procs.cpu_seconds(pids), procs.machine_busy_seconds(), time.monotonic()
+        wait1 = procs.run_wait_seconds(pids)
         reports = [read_event(g, 60) for g in gens]
         m1 = scrape(port) if server == "ours" else None
         rss_after = procs.rss_kib(pids)
         send(gens, "quit")
         return {
-            "command": cmd, "ready": ready, "connect_seconds": connect_s, "reports": reports,
-            "server_cpu_seconds": cpu1 - cpu0, "machine_busy_seconds": busy1 - busy0, "window": t1 - t0,
-            "rss_before_kib": rss_before, "rss_after_kib": rss_after, "server_processes": len(pids),
-            "metrics_before": m0, "metrics_after": m1, "server_alive": srv.poll() is None,
+            "command": cmd,
+            "connected": connected,
+            "ready": ready,
+            "connect_seconds": connect_s,
+            "subscribe_seconds": subscribe_s,
+            "reports": reports,
+            "server_cpu_seconds": cpu1 - cpu0,
+            "server_wait_seconds": wait1 - wait0,
+            "machine_busy_seconds": busy1 - busy0,
+            "window": t1 - t0,
+            "rss_before_kib": rss_before,
+            "rss_after_kib": rss_after,
+            "server_processes": len(pids),
+            "metrics_before": m0,
+            "metrics_after": m1,
+            "server_alive": srv.poll() is None,
         }
     finally:
         for g in gens:
@@ -161,13 +196,21 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip() if (
-        servers.shutil.which("node")) else None
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip()
+    node = (
+        subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+        if (servers.shutil.which("node"))
+        else None
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
     return {
-        "cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
-        "python": platform.python_version(), "node": node, "commit": commit,
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": node,
+        "commit": commit,
         "loadavg_start": os.getloadavg(),
     }
 
@@ -199,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         wanted = args.scenario.split(",")
         unknown = set(wanted) - {s.name for s in chosen}
         if unknown:
-            ap.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from "
-                     f"{', '.join(s.name for s in chosen)}")
+            ap.error(
+                f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from "
+                f"{', '.join(s.name for s in chosen)}"
+            )
         chosen = [s for s in chosen if s.name in wanted]
     peers = [p for p in args.peers.split(",") if p]
     if set(peers) - set(servers.PEERS):
@@ -212,8 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     result: dict[str, Any] = {
-        "started": stamp, "command": make_command(args), "sizes": args.sizes,
-        "machine": machine_info(), "runs": [],
+        "started": stamp,
+        "command": make_command(args),
+        "sizes": args.sizes,
+        "machine": machine_info(),
+        "runs": [],
     }
     for sc in chosen:
         for server in names:
@@ -229,9 +277,11 @@ def main(argv: list[str] | None = None) -> int:
                     entry["raw"] = raw
                     entry["figures"] = summarize(sc, raw)
                     f = entry["figures"]
-                    log(f"{sc.name:12} {server:10} {f['updates_per_s']:>12,.0f} upd/s  "
+                    log(
+                        f"{sc.name:12} {server:10} {f['updates_per_s']:>12,.0f} upd/s  "
                         f"{f['server_cpu_us_per_update']:.2f} µs/upd  p99 {f['latency_ms']['p99']} ms  "
-                        f"errors {f['errors']}")
+                        f"errors {f['errors']}"
+                    )
                 except RunError as exc:
                     entry["failed"] = str(exc)
                     log(f"{sc.name:12} {server:10} FAILED: {exc}")

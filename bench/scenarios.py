@@ -74,7 +74,5 @@ def scenarios(sizes: str = "full") -> list[Scenario]:
     if sizes == "smoke":
         conns = {"firehose": 4, "crowd": 50, "broad": 20, "idle": 50}
         rates = {"firehose": 20.0, "crowd": 2.0, "broad": 5.0, "idle": 1.0}
-        return [
-            _shrink(s, conns[s.name], rates[s.name], 0.3, 1.0, 1) for s in base if s.workers == 1
-        ]
+        return [_shrink(s, conns[s.name], rates[s.name], 0.3, 1.0, 1) for s in base if s.workers == 1]
     raise ValueError(f"unknown sizes {sizes!r}")

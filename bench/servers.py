@@ -61,7 +61,16 @@ def unavailable(server: str, sc: Scenario) -> str | None:
 
 def command(server: str, sc: Scenario, port: int) -> list[str]:
     """The command line starting ``server`` for scenario ``sc`` on 127.0.0.1:``port``."""
-    common = ["--port", str(port), "--symbols", ",".join(UNIVERSE), "--sim-rate", f"{sc.rate:g}", "--seed", "1"]
+    common = [
+        "--port",
+        str(port),
+        "--symbols",
+        ",".join(UNIVERSE),
+        "--sim-rate",
+        f"{sc.rate:g}",
+        "--seed",
+        "1",
+    ]
     if server == "ours":
         extra = ["--workers", str(sc.workers)] if sc.workers > 1 else []
         return [*ticker_command(), "serve", *common, "--log-level", "warning", *extra]

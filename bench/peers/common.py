@@ -52,7 +52,9 @@ def subscribed_message(symbols: set[str]) -> bytes:
     return orjson.dumps({"type": "subscribed", "symbols": sorted(symbols)})
 
 
-def make_feed(args: argparse.Namespace, on_update: Callable[[str, bytes], None]) -> tuple[SimulatedFeed, FeedContext]:
+def make_feed(
+    args: argparse.Namespace, on_update: Callable[[str, bytes], None]
+) -> tuple[SimulatedFeed, FeedContext]:
     """A simulated feed over ``--symbols`` whose quotes arrive encoded as single-entry quotes messages."""
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
     feed = SimulatedFeed(symbols, rate=args.sim_rate, seed=args.seed)
