@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install run test lint system-deps clean
+.PHONY: install run test lint system-deps clean bench
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check ticker feeds tests
 	$(VENV)/bin/mypy
+
+# make bench [QUICK=1] [SCENARIO=crowd,...] [PEERS=naive,websockets,node]: see docs/performance.md.
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_ARGS  := $(if $(QUICK),--sizes quick) $(if $(SCENARIO),--scenario $(SCENARIO)) \
+               $(if $(filter command line environment,$(origin PEERS)),--peers '$(PEERS)')
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	@test -d bench/node/node_modules/ws || { command -v npm >/dev/null && \
+	  (cd bench/node && npm ci --no-audit --no-fund --loglevel=error); } || \
+	  echo "npm unavailable: the Node ws peer will be skipped"
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -216,7 +216,9 @@ def machine_info() -> dict[str, Any]:
 
 
 def make_command(args: argparse.Namespace) -> str:
-    """The `make bench` command line equivalent to ``args``."""
+    """The `make bench` command line equivalent to ``args`` (the module's for smoke runs)."""
+    if args.sizes == "smoke":
+        return " ".join(["python -m bench.run", *(sys.argv[1:])])
     parts = ["make bench"]
     if args.sizes == "quick":
         parts.append("QUICK=1")

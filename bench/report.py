@@ -1,0 +1,254 @@
+"""Render a results JSON into the generated part of docs/performance.md (and a PNG chart).
+
+Only the text between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` is rewritten; the
+hand-written analysis around it stays. ``python -m bench.report RESULTS.json`` re-renders an
+existing result without running anything.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.scenarios import Scenario
+from bench.servers import LABELS, ROOT
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+CHART = "performance.png"
+
+
+def _num(v: float | None, digits: int = 0) -> str:
+    if v is None:
+        return "–"
+    return f"{v:,.{digits}f}"
+
+
+def _ms(v: int | None) -> str:
+    return "–" if v is None else f"{max(v, 0)}"
+
+
+def _runs(result: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Runs by scenario name then server."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in result["runs"]:
+        out.setdefault(r["scenario"]["name"], {})[r["server"]] = r
+    return out
+
+
+def scenario_table(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """One markdown table: a row per server of one scenario."""
+    lines = [
+        "| server | updates/s | frames/s | upd/frame | delivered | server CPU | µs CPU/update | µs CPU/frame "
+        "| latency p50 / p99 / p99.9 ms | RSS KiB/conn | conflated | errors | client CPU | server CPU wait |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for server, r in runs.items():
+        label = LABELS.get(server, server)
+        if "figures" not in r:
+            why = r.get("skipped") or f"failed: {r.get('failed')}"
+            lines.append(f"| {label} | {why} |" + " |" * 13)
+            continue
+        f = r["figures"]
+        lat = f["latency_ms"]
+        delivered = f["delivered_ratio"]
+        lines.append(
+            f"| {label} | {_num(f['updates_per_s'])} | {_num(f['frames_per_s'])} "
+            f"| {_num(f['updates_per_frame'], 1)} | {_num(delivered * 100 if delivered else None)} % "
+            f"| {_num(f['server_cpu_cores'] * 100)} % | {_num(f['server_cpu_us_per_update'], 2)} "
+            f"| {_num(f['server_cpu_us_per_frame'], 2)} "
+            f"| {_ms(lat['p50'])} / {_ms(lat['p99'])} / {_ms(lat['p999'])} "
+            f"| {_num(f['rss_per_conn_kib'], 1)} | {_num(f['conflated_updates'])} | {f['errors']} "
+            f"| {_num(f['client_cpu_cores'] * 100)} % | {_num(f['server_cpu_wait_ratio'] * 100)} % |"
+        )
+    return lines
+
+
+def _ratio(ours: dict[str, Any] | None, peer: dict[str, Any] | None) -> float | None:
+    if not ours or not peer or "figures" not in ours or "figures" not in peer:
+        return None
+    a, b = ours["figures"]["updates_per_server_cpu_s"], peer["figures"]["updates_per_server_cpu_s"]
+    return a / b if a and b else None
+
+
+def ratio_table(by: dict[str, dict[str, dict[str, Any]]], peers: list[str]) -> list[str]:
+    """Updates per server CPU-second: ours, each peer, and ours ÷ peer."""
+    head = "| scenario | ticker upd/CPU-s | " + " | ".join(
+        f"{LABELS[p]} upd/CPU-s | ticker ÷ it" for p in peers
+    )
+    lines = [head + " |", "|---|---:|" + "---:|---:|" * len(peers)]
+    for name, runs in by.items():
+        ours = runs.get("ours")
+        if ours is None or "figures" not in ours:
+            continue
+        cells = [name, _num(ours["figures"]["updates_per_server_cpu_s"])]
+        for p in peers:
+            peer = runs.get(p)
+            ok = peer is not None and "figures" in peer
+            cells.append(_num(peer["figures"]["updates_per_server_cpu_s"]) if ok and peer else "–")
+            ratio = _ratio(ours, peer)
+            cells.append("–" if ratio is None else f"{ratio:.1f}×")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def targets(by: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) for each of issue 5's targets that this run measured."""
+
+    def fig(scenario: str, server: str = "ours") -> dict[str, Any] | None:
+        r = by.get(scenario, {}).get(server)
+        return r.get("figures") if r else None
+
+    out: list[tuple[str, str, bool | None]] = []
+    f = fig("firehose")
+    if f:
+        u = f["updates_per_s"]
+        out.append(
+            ("firehose ≥ 1,000,000 updates/s delivered", f"{u:,.0f} ({u / 1e6:.2f}× target)", u >= 1e6)
+        )
+        us = f["server_cpu_us_per_update"]
+        out.append(("firehose ≤ 1 µs server CPU per update", f"{us:.2f} µs", us <= 1.0))
+    f = fig("crowd")
+    if f:
+        d, c = f["delivered_ratio"], f["conflated_updates"]
+        out.append(
+            (
+                "crowd: every update delivered (or conflation counted)",
+                f"{d * 100:.1f} % of offered, {c} conflated",
+                d >= 0.98 or bool(c),
+            )
+        )
+        p99 = f["latency_ms"]["p99"]
+        out.append(("crowd p99 tick→client ≤ 50 ms", f"{p99} ms", p99 is not None and p99 <= 50))
+        us = f["server_cpu_us_per_frame"]
+        out.append(("crowd ≤ 5 µs server CPU per frame", f"{us:.2f} µs", us <= 5.0))
+    f = fig("broad")
+    if f:
+        p99 = f["latency_ms"]["p99"]
+        out.append(("broad p99 tick→client ≤ 50 ms", f"{p99} ms", p99 is not None and p99 <= 50))
+    f = fig("idle")
+    if f:
+        kib = f["rss_per_conn_kib"]
+        out.append(("idle ≤ 10 KiB RSS per connection", f"{kib:.1f} KiB", kib <= 10.0))
+    for peer, need in (("naive", 10.0), ("websockets", 3.0), ("node", 1.0)):
+        ratios = {n: _ratio(runs.get("ours"), runs.get(peer)) for n, runs in by.items() if n != "idle"}
+        got = {n: r for n, r in ratios.items() if r is not None}
+        if got:
+            worst = min(got, key=lambda n: got[n])
+            word = "ahead of" if need == 1.0 else f"≥ {need:g}×"
+            out.append(
+                (
+                    f"updates per server CPU-second {word} {LABELS[peer]} (each scenario but idle)",
+                    ", ".join(f"{n} {r:.1f}×" for n, r in got.items()),
+                    got[worst] > need if need == 1.0 else got[worst] >= need,
+                )
+            )
+    return out
+
+
+def render(result: dict[str, Any], json_name: str, chart: bool) -> str:
+    """The generated markdown block (markers included)."""
+    by = _runs(result)
+    m = result["machine"]
+    peers = [p for p in ("naive", "websockets", "node") if any(p in runs for runs in by.values())]
+    measured = [r["figures"] for r in result["runs"] if "figures" in r]
+    other = sum(f["other_cpu_cores"] for f in measured) / len(measured) if measured else 0.0
+    lines = [
+        BEGIN,
+        "<!-- Generated by `make bench` (bench/report.py): edit outside these markers only. -->",
+        "",
+        f"Run `{result['started']}`: `{result['command']}` — {result['duration_seconds']:.0f} s in all, "
+        f"raw figures in `bench/results/{json_name}`.",
+        "",
+        f"Machine: {m['cpus']} × {m['cpu_model']}, Linux {m['kernel']}, Python {m['python']}, "
+        f"Node {m['node'] or '–'}, commit `{m['commit']}`. Load average at start "
+        f"{m['loadavg_start'][0]:.1f}; other processes (not the server, not the load generators) used "
+        f"{other:.2f} cores on average during the measured windows.",
+        "",
+    ]
+    for name, runs in by.items():
+        sc = Scenario(**next(iter(runs.values()))["scenario"])
+        lines += [
+            f"### {name}",
+            "",
+            f"{sc.describe()}; {sc.loadgens} load-generator processes, {sc.warmup:g} s warm-up, "
+            f"{sc.window:g} s measured; offered {sc.offered_per_second():,.0f} updates/s.",
+            "",
+            *scenario_table(runs),
+            "",
+        ]
+    if peers:
+        lines += [
+            "### Updates per server CPU-second, ticker against the peers",
+            "",
+            *ratio_table(by, peers),
+            "",
+        ]
+    tg = targets(by)
+    if tg:
+        lines += ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
+        for what, got, met in tg:
+            lines.append(f"| {what} | {got} | {'yes' if met else 'no'} |")
+        lines.append("")
+    if chart:
+        lines += [f"![updates per server CPU-second]({CHART})", ""]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_chart(result: dict[str, Any], path: Path) -> bool:
+    """Bar chart of updates per server CPU-second per scenario and server (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    by = _runs(result)
+    names = [n for n in by if n != "idle"]
+    servers = [s for s in ("ours", "naive", "websockets", "node") if any(s in by[n] for n in names)]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / max(1, len(servers))
+    for i, s in enumerate(servers):
+        vals = []
+        for n in names:
+            r = by[n].get(s)
+            vals.append(r["figures"]["updates_per_server_cpu_s"] if r and "figures" in r else 0)
+        ax.bar([x + i * width for x in range(len(names))], vals, width, label=LABELS[s])
+    ax.set_xticks([x + width * (len(servers) - 1) / 2 for x in range(len(names))], names)
+    ax.set_yscale("log")
+    ax.set_ylabel("updates delivered per server CPU-second")
+    ax.set_title(f"ticker vs peers — {result['command']} ({result['started']})")
+    ax.legend()
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_doc(result: dict[str, Any], doc: Path, json_path: Path) -> None:
+    """Rewrite the generated block of ``doc`` (creating the file or the markers when missing)."""
+    chart = write_chart(result, doc.parent / CHART)
+    block = render(result, json_path.name, chart)
+    text = doc.read_text() if doc.exists() else "# Performance\n\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+
+
+def main() -> None:
+    src = Path(sys.argv[1])
+    doc = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "docs" / "performance.md"
+    write_doc(json.loads(src.read_text()), doc, src)
+
+
+if __name__ == "__main__":
+    main()

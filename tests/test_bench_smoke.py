@@ -1,0 +1,85 @@
+"""Smoke run of the benchmark harness (`make bench` in miniature): every figure is produced and sane.
+
+Tiny scenario sizes, a one-second window, ticker and the naive Tornado peer. It checks that the
+figures exist, are positive, ordered and error-free, and that the report keeps hand-written text;
+it asserts no timings (those belong to `make bench` only).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text(
+        f"# Performance\n\nIntro by hand.\n\n{BEGIN}\nstale table\n{END}\n\n## Analysis\n\nKept.\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--sizes",
+            "smoke",
+            "--scenario",
+            "firehose,idle",
+            "--peers",
+            "naive",
+            "--out",
+            str(tmp_path),
+            "--doc",
+            str(doc),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [result_file] = tmp_path.glob("*.json")
+    result = json.loads(result_file.read_text())
+    assert result["command"].startswith("python -m bench.run --sizes smoke --scenario firehose,idle")
+    runs = {(r["scenario"]["name"], r["server"]): r for r in result["runs"]}
+    assert set(runs) == {("firehose", "ours"), ("firehose", "naive"), ("idle", "ours"), ("idle", "naive")}
+
+    for (scenario, server), run in runs.items():
+        assert "figures" in run, (scenario, server, run.get("failed") or run.get("skipped"))
+        f = run["figures"]
+        where = f"{scenario}/{server}"
+        assert f["errors"] == 0, (where, f["error_detail"])
+        assert f["connections"] == run["scenario"]["conns"], where
+        assert f["updates_per_s"] > 0 and f["frames_per_s"] > 0, where
+        assert f["updates_per_s"] >= f["frames_per_s"], where  # a quotes frame holds at least one update
+        assert 0 < f["delivered_ratio"] <= 1.5, where
+        assert f["server_cpu_cores"] > 0 and f["client_cpu_cores"] > 0, where
+        assert 0 < f["server_cpu_us_per_update"] <= f["server_cpu_us_per_frame"], where
+        assert f["updates_per_server_cpu_s"] > 0, where
+        lat = f["latency_ms"]
+        assert lat["weight"] > 0, where
+        assert 0 <= lat["p50"] <= lat["p99"] <= lat["p999"] <= lat["max"], (where, lat)
+        assert f["rss_before_kib"] > 0 and f["rss_after_kib"] > 0, where
+        if server == "ours":
+            assert f["conflated_updates"] == 0, where  # the counter was scraped from /metrics
+            assert f["server_reported_updates_sent"] > 0, where
+        else:
+            assert f["conflated_updates"] is None, where
+    assert runs[("idle", "ours")]["figures"]["rss_per_conn_kib"] > 0
+    # Coalescing: ticker packs many updates per frame where the naive peer sends one frame per update.
+    assert runs[("firehose", "naive")]["figures"]["updates_per_frame"] == 1.0
+    assert runs[("firehose", "ours")]["figures"]["updates_per_frame"] > 1.0
+
+    text = doc.read_text()
+    assert text.startswith("# Performance\n\nIntro by hand.\n")
+    assert text.rstrip().endswith("## Analysis\n\nKept.")
+    generated = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    assert "stale table" not in generated
+    assert result_file.name in generated
+    for needle in ("### firehose", "### idle", "| ticker |", "| naive Tornado |", "upd/CPU-s", "### Targets"):
+        assert needle in generated, needle
