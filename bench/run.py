@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench import procs, servers
+from bench import profile as prof
 from bench.figures import summarize
 from bench.scenarios import Scenario, scenarios
 
@@ -97,7 +98,7 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
             proc.wait()
 
 
-def measure(server: str, sc: Scenario, logs: Path) -> dict[str, Any]:
+def measure(server: str, sc: Scenario, logs: Path, profile: bool = False) -> dict[str, Any]:
     """Run ``sc`` against ``server`` once and return the raw measurements."""
     port = procs.free_port()
     cmd = servers.command(server, sc, port)
@@ -149,7 +150,9 @@ def measure(server: str, sc: Scenario, logs: Path) -> dict[str, Any]:
         send(gens, "mark")
         cpu0, busy0, t0 = procs.cpu_seconds(pids), procs.machine_busy_seconds(), time.monotonic()
         wait0 = procs.run_wait_seconds(pids)
-        m0 = scrape(port) if server == "ours" else None
+        # With several workers each scrape reaches one of them at random: no usable delta.
+        m0 = scrape(port) if server == "ours" and sc.workers == 1 else None
+        spy = prof.start(srv.pid, sc.window, logs / f"{sc.name}-{server}.prof") if profile else None
         for g in gens:
             read_event(g, 30)
         time.sleep(max(0.0, sc.window - (time.monotonic() - t0)))
@@ -157,7 +160,11 @@ def measure(server: str, sc: Scenario, logs: Path) -> dict[str, Any]:
         cpu1, busy1, t1 = procs.cpu_seconds(pids), procs.machine_busy_seconds(), time.monotonic()
         wait1 = procs.run_wait_seconds(pids)
         reports = [read_event(g, 60) for g in gens]
-        m1 = scrape(port) if server == "ours" else None
+        m1 = scrape(port) if m0 is not None else None
+        profile_summary = None
+        if spy is not None:
+            spy.wait(30)
+            profile_summary = prof.summarize(logs / f"{sc.name}-{server}.prof")
         rss_after = procs.rss_kib(pids)
         send(gens, "quit")
         return {
@@ -177,6 +184,7 @@ def measure(server: str, sc: Scenario, logs: Path) -> dict[str, Any]:
             "metrics_before": m0,
             "metrics_after": m1,
             "server_alive": srv.poll() is None,
+            "profile": profile_summary,
         }
     finally:
         for g in gens:
@@ -186,6 +194,15 @@ def measure(server: str, sc: Scenario, logs: Path) -> dict[str, Any]:
                 stop(g)
         stop(srv)
         log_file.close()
+
+
+def brief(f: dict[str, Any]) -> str:
+    """One progress line of a run's main figures."""
+    us = f["server_cpu_us_per_update"]
+    return (
+        f"{f['updates_per_s']:>12,.0f} upd/s  {'–' if us is None else f'{us:.2f}'} µs/upd  "
+        f"p99 {f['latency_ms']['p99']} ms  errors {f['errors']}"
+    )
 
 
 def machine_info() -> dict[str, Any]:
@@ -222,6 +239,8 @@ def make_command(args: argparse.Namespace) -> str:
     parts = ["make bench"]
     if args.sizes == "quick":
         parts.append("QUICK=1")
+    if args.profile:
+        parts.append("PROFILE=1")
     if args.scenario:
         parts.append(f"SCENARIO={args.scenario}")
     if args.peers != ",".join(servers.PEERS):
@@ -235,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenario", default="", help="comma list of scenario names (default: all)")
     ap.add_argument("--peers", default=",".join(servers.PEERS), help="comma list of peers ('' for none)")
     ap.add_argument("--no-ours", action="store_true", help="peers only")
+    ap.add_argument("--profile", action="store_true", help="ticker only, sampled by py-spy; no doc update")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory for the JSON")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md", help="'' to skip")
     args = ap.parse_args(argv)
@@ -253,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     if set(peers) - set(servers.PEERS):
         ap.error(f"unknown peer(s); choose from {', '.join(servers.PEERS)}")
     names = ([] if args.no_ours else ["ours"]) + peers
+    if args.profile:
+        if prof.py_spy() is None:
+            ap.error("--profile needs py-spy (pip install -e '.[bench]')")
+        names, args.doc = ["ours"], Path("")
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     logs = WORK / stamp
@@ -267,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for sc in chosen:
         for server in names:
+            if sc.workers > 1 and server != "ours":
+                continue
             entry: dict[str, Any] = {"scenario": dataclasses.asdict(sc), "server": server}
             reason = servers.unavailable(server, sc)
             if reason is not None:
@@ -275,15 +301,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 log(f"{sc.name:12} {server:10} running ({sc.conns} conns)")
                 try:
-                    raw = measure(server, sc, logs)
+                    raw = measure(server, sc, logs, args.profile)
                     entry["raw"] = raw
                     entry["figures"] = summarize(sc, raw)
-                    f = entry["figures"]
-                    log(
-                        f"{sc.name:12} {server:10} {f['updates_per_s']:>12,.0f} upd/s  "
-                        f"{f['server_cpu_us_per_update']:.2f} µs/upd  p99 {f['latency_ms']['p99']} ms  "
-                        f"errors {f['errors']}"
-                    )
+                    log(f"{sc.name:12} {server:10} {brief(entry['figures'])}")
+                    if raw["profile"]:
+                        log(prof.render(sc.name, raw["profile"]))
                 except RunError as exc:
                     entry["failed"] = str(exc)
                     log(f"{sc.name:12} {server:10} FAILED: {exc}")

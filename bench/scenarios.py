@@ -74,8 +74,8 @@ def scenarios(sizes: str = "full") -> list[Scenario]:
     if sizes == "quick":
         conns = {"firehose": 20, "crowd": 1_000, "broad": 200, "idle": 1_000}
         return [
-            _shrink(s, conns[s.name.split("-")[0]], s.rate, 1.0, 3.0, 2) for s in base if s.workers == 1
-        ] + [_shrink(s, conns[s.name.split("-")[0]], s.rate, 1.0, 3.0, 2) for s in base[4:5]]
+            _shrink(s, conns[s.name.split("-")[0]], s.rate, 0.5, 2.0, 2) for s in base if s.workers == 1
+        ] + [_shrink(s, conns[s.name.split("-")[0]], s.rate, 0.5, 2.0, 2) for s in base[4:5]]
     if sizes == "smoke":
         conns = {"firehose": 4, "crowd": 50, "broad": 20, "idle": 50}
         rates = {"firehose": 20.0, "crowd": 2.0, "broad": 5.0, "idle": 2.0}

@@ -41,8 +41,6 @@ def ticker_help() -> str | None:
 
 def unavailable(server: str, sc: Scenario) -> str | None:
     """Why ``server`` cannot run scenario ``sc`` here, or None when it can."""
-    if sc.workers > 1 and server != "ours":
-        return "multi-worker scenarios run ticker only"
     if server == "ours":
         help_text = ticker_help()
         if help_text is None:
