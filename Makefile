@@ -27,10 +27,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check ticker feeds tests
 	$(VENV)/bin/mypy
 
-# make bench [QUICK=1] [SCENARIO=crowd,...] [PEERS=naive,websockets,node] [PROFILE=1]: see docs/performance.md.
+# make bench [QUICK=1] [SCENARIO=crowd,...] [PEERS=naive,websockets,node] [PROFILE=1] [DOC=]: see docs/performance.md.
 BENCH_STAMP := $(VENV)/.bench-installed
 BENCH_ARGS  := $(if $(QUICK),--sizes quick) $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(PROFILE),--profile) \
-               $(if $(filter command line environment,$(origin PEERS)),--peers '$(PEERS)')
+               $(if $(filter command line environment,$(origin PEERS)),--peers '$(PEERS)') \
+               $(if $(filter command line,$(origin DOC)),--doc '$(DOC)')
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'

@@ -40,29 +40,44 @@ def _runs(result: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
 def scenario_table(runs: dict[str, dict[str, Any]]) -> list[str]:
     """One markdown table: a row per server of one scenario."""
     lines = [
-        "| server | updates/s | frames/s | upd/frame | delivered | server CPU | µs CPU/update | µs CPU/frame "
-        "| latency p50 / p99 / p99.9 ms | RSS KiB/conn | conflated | errors | client CPU | server CPU wait |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | updates/s | frames/s | upd/frame | delivered | µs CPU/update | µs CPU/frame "
+        "| latency p50 / p99 / p99.9 ms | RSS KiB/conn | conflated | errors "
+        "| CPU cores: server / clients / other | server run-queue wait |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for server, r in runs.items():
         label = LABELS.get(server, server)
         if "figures" not in r:
             why = r.get("skipped") or f"failed: {r.get('failed')}"
-            lines.append(f"| {label} | {why} |" + " |" * 13)
+            lines.append(f"| {label} | {why} |" + " |" * 11)
             continue
         f = r["figures"]
         lat = f["latency_ms"]
         delivered = f["delivered_ratio"]
+        cpu = f"{f['server_cpu_cores']:.2f} / {f['client_cpu_cores']:.2f} / {f['other_cpu_cores']:.2f}"
         lines.append(
             f"| {label} | {_num(f['updates_per_s'])} | {_num(f['frames_per_s'])} "
             f"| {_num(f['updates_per_frame'], 1)} | {_num(delivered * 100 if delivered else None)} % "
-            f"| {_num(f['server_cpu_cores'] * 100)} % | {_num(f['server_cpu_us_per_update'], 2)} "
-            f"| {_num(f['server_cpu_us_per_frame'], 2)} "
+            f"| {_num(f['server_cpu_us_per_update'], 2)} | {_num(f['server_cpu_us_per_frame'], 2)} "
             f"| {_ms(lat['p50'])} / {_ms(lat['p99'])} / {_ms(lat['p999'])} "
             f"| {_num(f['rss_per_conn_kib'], 1)} | {_num(f['conflated_updates'])} | {f['errors']} "
-            f"| {_num(f['client_cpu_cores'] * 100)} % | {_num(f['server_cpu_wait_ratio'] * 100)} % |"
+            f"| {cpu} | {_num(f['server_cpu_wait_ratio'] * 100)} % |"
         )
     return lines
+
+
+LEGEND = (
+    "Columns: *updates/s* and *frames/s* as counted by the clients; *delivered* is updates/s over the "
+    "offered rate (ticks × subscribers; ticker coalesces to the latest value per symbol per flush, the "
+    "peers send every tick); *µs CPU* is the server's user+system CPU over the window divided by what "
+    "the clients received; latency is the client's clock minus the quote's `t` (1 ms resolution); "
+    "*RSS KiB/conn* is the server's VmRSS growth after connecting divided by the connections; "
+    "*conflated* is ticker's `ticker_updates_conflated_total` over the window; *errors* counts failed "
+    "connects, missing subscribe acknowledgements, disconnects and error frames; *CPU cores* splits "
+    "the machine's busy time between the server, the load generators and everything else; *run-queue "
+    "wait* is the time the server's threads were runnable but had no core (summed over threads), "
+    "i.e. how much the machine was oversubscribed."
+)
 
 
 def _ratio(ours: dict[str, Any] | None, peer: dict[str, Any] | None) -> float | None:
@@ -166,6 +181,8 @@ def render(result: dict[str, Any], json_name: str, chart: bool) -> str:
         f"Node {m['node'] or '–'}, commit `{m['commit']}`. Load average at start "
         f"{m['loadavg_start'][0]:.1f}; other processes (not the server, not the load generators) used "
         f"{other:.2f} cores on average during the measured windows.",
+        "",
+        LEGEND,
         "",
     ]
     for name, runs in by.items():

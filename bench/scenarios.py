@@ -43,7 +43,7 @@ class Scenario:
     def describe(self) -> str:
         """One line saying what this scenario runs."""
         workers = f", `ticker serve --workers {self.workers}`" if self.workers > 1 else ""
-        return f"{self.conns:,} connections {self.description}, {self.rate:g} ticks/s per symbol{workers}"
+        return f"{self.conns:,} connections {self.description}, {self.rate:g} tick{'' if self.rate == 1 else 's'}/s per symbol{workers}"
 
     def offered_per_second(self) -> float:
         """Updates per second the clients would get if every tick reached every subscriber."""
