@@ -22,28 +22,17 @@ def py_spy() -> str | None:
     return str(local) if local.exists() else shutil.which("py-spy")
 
 
-def start(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+def start(pid: int, seconds: float, out: Path, native: bool = False) -> subprocess.Popen[bytes] | None:
     """Start sampling ``pid`` (and its subprocesses) for ``seconds`` into ``out`` (collapsed stacks)."""
     exe = py_spy()
     if exe is None:
         return None
-    cmd = [
-        exe,
-        "record",
-        "--pid",
-        str(pid),
-        "--duration",
-        str(max(1, round(seconds))),
-        "--rate",
-        "250",
-        "--format",
-        "raw",
-        "--output",
-        str(out),
-        "--nonblocking",
-        "--subprocesses",
-    ]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "250"]
+    cmd += ["--format", "raw", "--output", str(out), "--subprocesses"]
+    # Native: C frames too (uvloop, orjson, the send syscall); py-spy must pause the process for them.
+    cmd.append("--native" if native else "--nonblocking")
+    log = out.with_suffix(".py-spy.log").open("w")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
 
 def _frame_name(frame: str) -> str:
@@ -54,6 +43,14 @@ def _frame_name(frame: str) -> str:
 
 def summarize(raw: Path, top: int = 15) -> dict[str, Any]:
     """Own ("self") and inclusive sample shares per function from py-spy's collapsed output."""
+    if not raw.exists():
+        log = raw.with_suffix(".py-spy.log")
+        return {
+            "samples": 0,
+            "own": [],
+            "inclusive": [],
+            "error": log.read_text()[-500:] if log.exists() else "",
+        }
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0

@@ -98,7 +98,7 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
             proc.wait()
 
 
-def measure(server: str, sc: Scenario, logs: Path, profile: bool = False) -> dict[str, Any]:
+def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[str, Any]:
     """Run ``sc`` against ``server`` once and return the raw measurements."""
     port = procs.free_port()
     cmd = servers.command(server, sc, port)
@@ -152,7 +152,11 @@ def measure(server: str, sc: Scenario, logs: Path, profile: bool = False) -> dic
         wait0 = procs.run_wait_seconds(pids)
         # With several workers each scrape reaches one of them at random: no usable delta.
         m0 = scrape(port) if server == "ours" and sc.workers == 1 else None
-        spy = prof.start(srv.pid, sc.window, logs / f"{sc.name}-{server}.prof") if profile else None
+        spy = (
+            prof.start(srv.pid, sc.window, logs / f"{sc.name}-{server}.prof", profile == "native")
+            if profile
+            else None
+        )
         for g in gens:
             read_event(g, 30)
         time.sleep(max(0.0, sc.window - (time.monotonic() - t0)))
@@ -240,7 +244,7 @@ def make_command(args: argparse.Namespace) -> str:
     if args.sizes == "quick":
         parts.append("QUICK=1")
     if args.profile:
-        parts.append("PROFILE=1")
+        parts.append(f"PROFILE={'native' if args.profile == 'native' else 1}")
     if args.scenario:
         parts.append(f"SCENARIO={args.scenario}")
     if args.peers != ",".join(servers.PEERS):
@@ -254,7 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenario", default="", help="comma list of scenario names (default: all)")
     ap.add_argument("--peers", default=",".join(servers.PEERS), help="comma list of peers ('' for none)")
     ap.add_argument("--no-ours", action="store_true", help="peers only")
-    ap.add_argument("--profile", action="store_true", help="ticker only, sampled by py-spy; no doc update")
+    ap.add_argument(
+        "--profile",
+        nargs="?",
+        const="python",
+        default="",
+        choices=["python", "native"],
+        help="ticker only, sampled by py-spy (native: C frames too); no doc update",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory for the JSON")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md", help="'' to skip")
     args = ap.parse_args(argv)

@@ -1,0 +1,236 @@
+"""A minimal WebSocket subscriber as an asyncio Protocol, built to cost the load generator little.
+
+It does the RFC 6455 client handshake, sends masked text frames, answers pings, and reads the
+server's unmasked frames chunk by chunk: a short Python loop only walks the frame headers (to
+find control frames and where the last complete frame ends); counting quotes frames, updates
+(``"s":`` keys) and acknowledgements is done by ``bytes.count`` over the whole chunk, and
+tick→client latency is sampled from a few ``"t":`` values per chunk, weighted so that each
+update counts once. Per-frame Python work stays at a few integer operations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+from typing import Any, cast
+
+QUOTES = b'{"type":"quotes"'
+SNAPSHOT = b'"type":"snapshot"'
+SUBSCRIBED = b'"type":"subscribed"'
+ERROR = b'"type":"error"'
+LATENCY_SAMPLES = 8  # "t" values sampled per chunk at most
+
+
+class Stats:
+    """Counters of one load-generator process over the current window."""
+
+    def __init__(self) -> None:
+        self.reset()
+        self.subscribed = 0
+        self.expected = 0  # acknowledgements awaited
+        self.all_acked = asyncio.Event()
+        self.connect_failed = 0
+        self.stopping = False
+
+    def reset(self) -> None:
+        """Zero the window's counters."""
+        self.frames = 0
+        self.updates = 0
+        self.bytes = 0
+        self.snapshots = 0
+        self.server_errors = 0
+        self.disconnects = 0
+        self.latency: dict[int, float] = {}
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """A final, masked client frame (clients must mask, RFC 6455 §5.3)."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    mask = os.urandom(4)
+    if n == 0:
+        return header + mask
+    key = (mask * (n // 4 + 1))[:n]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+    return header + mask + masked
+
+
+def sample_latency(data: bytes, end: int, updates: int, hist: dict[int, float]) -> None:
+    """Add ``updates`` worth of tick→client latency (ms) to ``hist`` from ``"t":`` values in ``data[:end]``."""
+    now = int(time.time() * 1000)
+    find = data.find
+    samples = min(updates, LATENCY_SAMPLES)
+    weight = updates / samples
+    stride = end // samples
+    for k in range(samples):
+        i = find(b'"t":', k * stride, end)
+        if i < 0:
+            i = find(b'"t":', 0, end)
+            if i < 0:
+                return
+        start = i + 4
+        stop = start
+        while 48 <= data[stop] <= 57:
+            stop += 1
+        x = now - int(data[start:stop])
+        hist[x] = hist.get(x, 0.0) + weight
+
+
+class Subscriber(asyncio.Protocol):
+    """One connection: handshake, then subscribe on request, then count what arrives."""
+
+    def __init__(self, stats: Stats, host: str, path: str, request: bytes) -> None:
+        self.stats = stats
+        self.request = request
+        self.key = base64.b64encode(os.urandom(16)).decode()
+        self.handshake = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {self.key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        self.open: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.upgraded = False
+        self.acked = False
+        self.closed = False
+        self.buf = b""
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        transport = self.transport
+        transport.write(self.handshake)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.open.done():
+            self.open.set_exception(ConnectionError("closed during the handshake"))
+        elif not self.stats.stopping and not self.closed:
+            self.stats.disconnects += 1
+        self.closed = True
+
+    def data_received(self, data: bytes) -> None:
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        if not self.upgraded:
+            head_end = data.find(b"\r\n\r\n")
+            if head_end < 0:
+                self.buf = data
+                return
+            status = data[: data.find(b"\r\n")]
+            if b" 101 " not in status + b" ":
+                self.open.set_exception(ConnectionError(status.decode(errors="replace")))
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self.upgraded = True
+            self.open.set_result(None)
+            data = data[head_end + 4 :]
+            if not data:
+                return
+        self.frames(data)
+
+    # -- frames ------------------------------------------------------------------------------
+    def subscribe(self) -> None:
+        """Send this connection's subscribe request."""
+        if self.transport is not None and not self.closed:
+            self.transport.write(client_frame(0x1, self.request))
+
+    def frames(self, data: bytes) -> None:
+        """Walk complete frames in ``data``; count them in bulk; keep an incomplete tail for later."""
+        n = len(data)
+        i = 0
+        special = False
+        while n - i >= 2:
+            b0 = data[i]
+            length = data[i + 1] & 0x7F
+            head = 2
+            if length == 126:
+                if n - i < 4:
+                    break
+                length = (data[i + 2] << 8) | data[i + 3]
+                head = 4
+            elif length == 127:
+                if n - i < 10:
+                    break
+                length = int.from_bytes(data[i + 2 : i + 10], "big")
+                head = 10
+            end = i + head + length
+            if end > n:
+                break
+            if b0 & 0x08:  # control frame: ping, pong or close
+                special = True
+                self.control(b0 & 0x0F, data[i + head : end])
+            i = end
+        if i < n:
+            self.buf = data[i:]
+        if i == 0:
+            return
+        st = self.stats
+        count = data.count
+        quotes = count(QUOTES, 0, i)
+        if quotes:
+            updates = count(b'"s":', 0, i)
+            st.frames += quotes
+            st.updates += updates
+            st.bytes += i
+            sample_latency(data, i, updates, st.latency)
+        if quotes == 0 or special or not self.acked:
+            self.rare(data[:i])
+
+    def rare(self, data: bytes) -> None:
+        """Acknowledgements, snapshots and errors (only looked for when they can be there)."""
+        st = self.stats
+        if not self.acked and SUBSCRIBED in data:
+            self.acked = True
+            st.subscribed += 1
+            if st.subscribed >= st.expected:
+                st.all_acked.set()
+        st.snapshots += data.count(SNAPSHOT)
+        st.server_errors += data.count(ERROR)
+
+    def control(self, opcode: int, payload: bytes) -> None:
+        """Answer a ping, note a close."""
+        assert self.transport is not None
+        if opcode == 0x9:
+            self.transport.write(client_frame(0xA, payload))
+        elif opcode == 0x8:
+            if not self.stats.stopping and not self.closed:
+                self.stats.disconnects += 1
+            self.closed = True
+            self.transport.write(client_frame(0x8, payload[:2]))
+            self.transport.close()
+
+    def disconnect(self) -> None:
+        """Drop the connection without a closing handshake (end of run)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+
+async def connect(stats: Stats, host: str, port: int, path: str, request: bytes) -> Subscriber:
+    """Open one connection and complete its handshake (callers bound the time)."""
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_connection(
+        lambda: Subscriber(stats, f"{host}:{port}", path, request), host, port
+    )
+    await proto.open
+    return proto
+
+
+def as_event(stats: Stats) -> dict[str, Any]:
+    """The window's counters as report fields."""
+    return {
+        "frames": stats.frames,
+        "updates": stats.updates,
+        "bytes": stats.bytes,
+        "snapshots": stats.snapshots,
+        "server_errors": stats.server_errors,
+        "disconnects": stats.disconnects,
+        "latency_ms": sorted(stats.latency.items()),
+    }
