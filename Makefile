@@ -27,9 +27,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check ticker feeds tests
 	$(VENV)/bin/mypy
 
-# make bench [QUICK=1] [SCENARIO=crowd,...] [PEERS=naive,websockets,node] [PROFILE=1] [DOC=]: see docs/performance.md.
+# make bench [QUICK=1] [SCENARIO=crowd,...] [PEERS=naive,websockets,node] [PROFILE=1|native] [DOC=]: see docs/performance.md.
 BENCH_STAMP := $(VENV)/.bench-installed
-BENCH_ARGS  := $(if $(QUICK),--sizes quick) $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(PROFILE),--profile) \
+BENCH_ARGS  := $(if $(QUICK),--sizes quick) $(if $(SCENARIO),--scenario $(SCENARIO)) \
+               $(if $(PROFILE),--profile $(if $(filter native,$(PROFILE)),native,python)) \
                $(if $(filter command line environment,$(origin PEERS)),--peers '$(PEERS)') \
                $(if $(filter command line,$(origin DOC)),--doc '$(DOC)')
 
