@@ -172,7 +172,7 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
         rss_after = procs.rss_kib(pids)
         send(gens, "quit")
         return {
-            "command": cmd,
+            "command": [c.replace(f"{ROOT}/", "") for c in cmd],  # repository-relative, no machine paths
             "connected": connected,
             "ready": ready,
             "connect_seconds": connect_s,
