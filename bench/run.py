@@ -240,7 +240,8 @@ def make_command(args: argparse.Namespace) -> str:
     """The `make bench` command line equivalent to ``args`` (the module's for smoke runs)."""
     if args.sizes == "smoke":
         return " ".join(["python -m bench.run", *(sys.argv[1:])])
-    parts = ["make bench"]
+    env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("TICKER_")]
+    parts = [*env, "make bench"]
     if args.sizes == "quick":
         parts.append("QUICK=1")
     if args.profile:
@@ -298,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": make_command(args),
         "sizes": args.sizes,
         "machine": machine_info(),
+        "ticker_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("TICKER_")},
         "runs": [],
     }
     for sc in chosen:
