@@ -200,6 +200,31 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
         log_file.close()
 
 
+def dump(result: dict[str, Any]) -> str:
+    """The result as indented JSON, with each latency histogram kept on one line."""
+    hists: list[str] = []
+
+    def compact(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {
+                k: (_token(hists, v) if k == "latency_ms" and isinstance(v, list) else compact(v))
+                for k, v in obj.items()
+            }
+        if isinstance(obj, list):
+            return [compact(v) for v in obj]
+        return obj
+
+    text = json.dumps(compact(result), indent=1)
+    for i, h in enumerate(hists):
+        text = text.replace(f'"@hist{i}@"', h, 1)
+    return text + "\n"
+
+
+def _token(hists: list[str], value: list[Any]) -> str:
+    hists.append(json.dumps(value, separators=(",", ":")))
+    return f"@hist{len(hists) - 1}@"
+
+
 def brief(f: dict[str, Any]) -> str:
     """One progress line of a run's main figures."""
     us = f["server_cpu_us_per_update"]
@@ -327,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     result["duration_seconds"] = round(time.monotonic() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{stamp}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path.write_text(dump(result))
     log(f"wrote {path} in {result['duration_seconds']} s")
     if str(args.doc) not in ("", "."):
         from bench.report import write_doc
