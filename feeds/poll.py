@@ -333,9 +333,9 @@ class PollingFeed(Feed):
         session = self._session
         if session is None:
             return
-        url, params, headers = self.request(batch)
         try:
             await self.authenticate(session)
+            url, params, headers = self.request(batch)
             self.requests += 1
             async with session.get(url, params=params, headers=headers, allow_redirects=False) as resp:
                 status = resp.status
