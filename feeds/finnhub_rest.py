@@ -39,7 +39,9 @@ class FinnhubRestFeed(PollingFeed):
         name: str = "finnhub-rest",
     ) -> None:
         if not token:
-            raise ValueError("finnhub-rest needs an API token in FINNHUB_TOKEN (or a file named by FINNHUB_TOKEN_FILE)")
+            raise ValueError(
+                "finnhub-rest needs an API token in FINNHUB_TOKEN (or a file named by FINNHUB_TOKEN_FILE)"
+            )
         super().__init__(
             name,
             interval=interval,

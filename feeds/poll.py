@@ -31,7 +31,7 @@ from ticker.quote import Quote
 log = logging.getLogger("ticker.feeds.poll")
 
 MAX_BODY = 4 * 1024 * 1024  # bytes; a larger response body is refused as malformed
-MAX_RETRY_AFTER = 600.0  # seconds; a longer Retry-After is clamped so a typo upstream cannot stall us for days
+MAX_RETRY_AFTER = 600.0  # seconds; a longer Retry-After is clamped (a typo upstream must not stall us)
 USER_AGENT = "Mozilla/5.0 (compatible; ticker/0.1; +https://github.com/ticker)"
 
 
@@ -50,7 +50,9 @@ def secret(name: str) -> str | None:
 class TokenBucket:
     """At most ``rate`` acquisitions per second on average and ``capacity`` at once (starts full)."""
 
-    def __init__(self, rate: float, capacity: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate: float, capacity: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if rate <= 0 or capacity < 1:
             raise ValueError("a token bucket needs rate > 0 and capacity >= 1")
         self.rate = rate
@@ -78,9 +80,11 @@ class TokenBucket:
         return False
 
     async def acquire(self) -> None:
-        """Wait until a token is available and take it."""
-        while not self.try_take():
-            await asyncio.sleep(self.delay())
+        """Take a token, waiting until it is due (the token is reserved, so waiters queue fairly)."""
+        self._refill()
+        self._tokens -= 1.0
+        if self._tokens < 0:
+            await asyncio.sleep(-self._tokens / self.rate)
 
 
 class ThrottledLog:
@@ -186,9 +190,9 @@ class PollingFeed(Feed):
 
     @abstractmethod
     def parse(self, batch: Sequence[str], data: Any) -> None:
-        """Turn a decoded JSON body for ``batch`` into quotes (via :meth:`offer`); raise ``ValueError`` if malformed."""
+        """Emit quotes from the decoded body for ``batch`` (via :meth:`offer`); ValueError if malformed."""
 
-    async def authenticate(self, session: aiohttp.ClientSession) -> None:  # noqa: B027 - optional hook
+    async def authenticate(self, session: aiohttp.ClientSession) -> None:
         """Obtain whatever session state the provider needs before polling (default: nothing)."""
 
     def unauthorized(self, status: int, body: bytes) -> str:
@@ -298,7 +302,10 @@ class PollingFeed(Feed):
                 batch = [s for s in batch if s in self.demand]  # demand may have shrunk meanwhile
                 if not batch:
                     continue
-                while (wait := self._resume_at - time.monotonic()) > 0:
+                while True:  # a 429 or backoff may push the resume time on while we wait
+                    wait = self._resume_at - time.monotonic()
+                    if wait <= 0:
+                        break
                     await asyncio.sleep(wait)
                 await self.bucket.acquire()
                 await self._sem.acquire()
@@ -356,7 +363,9 @@ class PollingFeed(Feed):
             delay = self.backoff.next_delay()
             self._pause(delay)
             self._mark_down(f"network error: {type(exc).__name__}")
-            self.problem("network", "request failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
+            self.problem(
+                "network", "request failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
+            )
             return
         if status == 429:
             self._rate_limited(retry_after(ra))

@@ -35,7 +35,7 @@ def _num(value: Any) -> float | None:
 
 
 class YahooFeed(PollingFeed):
-    """Polls the v7 quote endpoint for the demand in batches (Yahoo's symbols: ``AAPL``, ``BRK-B``, ``BTC-USD``)."""
+    """Polls the v7 quote endpoint in batches (Yahoo's own symbols: ``AAPL``, ``BRK-B``, ``BTC-USD``)."""
 
     batch_size = BATCH
     # Keep cookies of IP-address hosts too (a proxy or a local fake given by --feed-url).

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+
 import pytest
 from fakes.fake_finnhub_rest import QUOTE_PATH, FakeFinnhubRest
 from fakes.poll_fakes import Sink, wait_for
@@ -11,7 +13,7 @@ from feeds.finnhub_rest import MAX_RATE, FinnhubRestFeed
 
 
 @pytest.fixture
-async def fake():
+async def fake() -> AsyncIterator[FakeFinnhubRest]:
     async with FakeFinnhubRest() as f:
         yield f
 
@@ -23,8 +25,10 @@ async def started(feed: FinnhubRestFeed, demand: set[str]) -> Sink:
     return sink
 
 
-async def test_polls_only_demanded_symbols_and_emits_fields(fake):
-    feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=40.0, backoff_base=0.05, backoff_cap=0.2)
+async def test_polls_only_demanded_symbols_and_emits_fields(fake: FakeFinnhubRest) -> None:
+    feed = FinnhubRestFeed(
+        "test-token", url=fake.url, interval=0.0, rate=40.0, backoff_base=0.05, backoff_cap=0.2
+    )
     sink = await started(feed, {"AAPL", "MSFT"})
     try:
         await wait_for(lambda: {"AAPL", "MSFT"} <= sink.symbols() and len(sink.quotes) >= 6)
@@ -51,7 +55,7 @@ async def test_polls_only_demanded_symbols_and_emits_fields(fake):
     assert sink.errors == []
 
 
-async def test_token_in_header_not_url(fake):
+async def test_token_in_header_not_url(fake: FakeFinnhubRest) -> None:
     feed = FinnhubRestFeed("test-token", url=fake.url + "/api/v1", interval=0.0, rate=20.0)
     sink = await started(feed, {"AAPL"})
     try:
@@ -62,7 +66,7 @@ async def test_token_in_header_not_url(fake):
         await feed.stop()
 
 
-async def test_stays_within_rate_limit():
+async def test_stays_within_rate_limit() -> None:
     # The fake enforces 10 requests per second (429 beyond); the feed is configured for 8/s.
     async with FakeFinnhubRest(limit=10, window=1.0) as fake:
         feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=8.0)
@@ -70,7 +74,7 @@ async def test_stays_within_rate_limit():
         try:
             await wait_for(lambda: len(fake.hits) >= 1)
             t0 = fake.hits[0].at
-            await wait_for(lambda: fake.count(QUOTE_PATH, since=t0 + 3.0) >= 1, timeout=15)
+            await wait_for(lambda: fake.count(QUOTE_PATH, since=t0 + 3.0) >= 1, within=15)
         finally:
             await feed.stop()
         in_window = fake.count(QUOTE_PATH, since=t0, until=t0 + 3.0)
@@ -79,14 +83,14 @@ async def test_stays_within_rate_limit():
         assert all(h.status == 200 for h in fake.hits)  # never rate-limited by the provider
 
 
-def test_rate_is_capped_at_finnhubs_per_second_limit():
+def test_rate_is_capped_at_finnhubs_per_second_limit() -> None:
     feed = FinnhubRestFeed("t", rate=1000.0)
     assert feed.bucket.rate == MAX_RATE
     with pytest.raises(ValueError, match="FINNHUB_TOKEN"):
         FinnhubRestFeed("")
 
 
-async def test_429_with_retry_after_pauses_polling(fake):
+async def test_429_with_retry_after_pauses_polling(fake: FakeFinnhubRest) -> None:
     fake.faults.append("429:1")
     feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=20.0)
     sink = await started(feed, {"AAPL"})
@@ -102,16 +106,18 @@ async def test_429_with_retry_after_pauses_polling(fake):
     assert later and later[0].at - first.at >= 0.95
 
 
-async def test_429_without_retry_after_backs_off():
+async def test_429_without_retry_after_backs_off() -> None:
     async with FakeFinnhubRest() as fake:
         fake.always_429 = True
-        feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=30.0, backoff_base=0.5, backoff_cap=2.0)
+        feed = FinnhubRestFeed(
+            "test-token", url=fake.url, interval=0.0, rate=30.0, backoff_base=0.5, backoff_cap=2.0
+        )
         sink = await started(feed, {"AAPL"})
         try:
             await asyncio.sleep(3.0)
             throttled = len(fake.hits)
             fake.always_429 = False
-            await wait_for(lambda: len(sink.quotes) >= 1, timeout=10)
+            await wait_for(lambda: len(sink.quotes) >= 1, within=10)
         finally:
             await feed.stop()
     # at 30/s it would have sent ~90 requests in 3 s; backing off with full jitter sends a handful
@@ -119,10 +125,12 @@ async def test_429_without_retry_after_backs_off():
     assert sink.errors.count("rate_limited") == throttled
 
 
-async def test_survives_garbage_errors_and_drops(fake):
+async def test_survives_garbage_errors_and_drops(fake: FakeFinnhubRest) -> None:
     # aiohttp retries a request once when a reused connection is dropped, so drop twice in a row
     fake.faults.extend(["garbage", "shape", "500", "drop", "drop", "garbage"])
-    feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=30.0, backoff_base=0.05, backoff_cap=0.1)
+    feed = FinnhubRestFeed(
+        "test-token", url=fake.url, interval=0.0, rate=30.0, backoff_base=0.05, backoff_cap=0.1
+    )
     sink = await started(feed, {"AAPL"})
     try:
         await wait_for(lambda: len(sink.quotes) >= 3)
@@ -135,7 +143,7 @@ async def test_survives_garbage_errors_and_drops(fake):
     assert [q.price for q in sink.quotes] == sorted(q.price for q in sink.quotes)
 
 
-async def test_unknown_symbol_reported_once(fake):
+async def test_unknown_symbol_reported_once(fake: FakeFinnhubRest) -> None:
     feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=30.0)
     sink = await started(feed, {"AAPL", "NOSUCH"})
     try:
@@ -147,7 +155,7 @@ async def test_unknown_symbol_reported_once(fake):
     assert sink.symbols() == {"AAPL"}
 
 
-async def test_bad_token_marks_feed_down(fake):
+async def test_bad_token_marks_feed_down(fake: FakeFinnhubRest) -> None:
     feed = FinnhubRestFeed("wrong", url=fake.url, interval=0.0, rate=30.0, backoff_base=0.05, backoff_cap=0.1)
     sink = await started(feed, {"AAPL"})
     try:
@@ -159,7 +167,7 @@ async def test_bad_token_marks_feed_down(fake):
     assert sink.quotes == []
 
 
-async def test_unchanged_quotes_are_not_emitted_again(fake):
+async def test_unchanged_quotes_are_not_emitted_again(fake: FakeFinnhubRest) -> None:
     fake.frozen = True
     feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=30.0)
     sink = await started(feed, {"AAPL"})

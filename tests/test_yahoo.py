@@ -1,8 +1,10 @@
-"""yahoo against a fake of the unofficial v7 quote endpoint: crumb, batching, unknown symbols, 429, garbage."""
+"""yahoo against a fake of the unofficial v7 quote endpoint: crumb, batches, unknown symbols, 429, garbage."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from fakes.fake_yahoo import CRUMB_PATH, QUOTE_PATH, FakeYahoo
@@ -12,13 +14,13 @@ from feeds.yahoo import BATCH, YahooFeed
 
 
 @pytest.fixture
-async def fake():
+async def fake() -> AsyncIterator[FakeYahoo]:
     async with FakeYahoo() as f:
         yield f
 
 
-def fast(fake: FakeYahoo, **kw) -> YahooFeed:
-    opts = {"interval": 0.05, "rate": 50.0, "backoff_base": 0.05, "backoff_cap": 0.2} | kw
+def fast(fake: FakeYahoo, **kw: Any) -> YahooFeed:
+    opts: dict[str, Any] = {"interval": 0.05, "rate": 50.0, "backoff_base": 0.05, "backoff_cap": 0.2} | kw
     return YahooFeed(url=fake.url, **opts)
 
 
@@ -29,7 +31,7 @@ async def started(feed: YahooFeed, demand: set[str]) -> Sink:
     return sink
 
 
-async def test_cookie_crumb_then_batched_quotes(fake):
+async def test_cookie_crumb_then_batched_quotes(fake: FakeYahoo) -> None:
     feed = fast(fake)
     sink = await started(feed, {"AAPL", "MSFT", "BTC-USD"})
     try:
@@ -41,13 +43,15 @@ async def test_cookie_crumb_then_batched_quotes(fake):
     assert all(sorted(b) == ["AAPL", "BTC-USD", "MSFT"] for b in fake.batches())  # one request for all three
     assert all(h.query.get("formatted") == "false" for h in fake.hits if h.path == QUOTE_PATH)
     q = next(q for q in sink.quotes if q.symbol == "AAPL")
-    assert q.price > 333.7 and q.bid == pytest.approx(q.price - 0.02) and q.ask == pytest.approx(q.price + 0.02)
+    assert (
+        q.price > 333.7 and q.bid == pytest.approx(q.price - 0.02) and q.ask == pytest.approx(q.price + 0.02)
+    )
     assert q.prev_close == pytest.approx(q.price - 1.0) and q.volume == 3916296
     assert q.change == pytest.approx(1.0)
     assert sink.errors == []
 
 
-async def test_large_demand_is_split_into_batches(fake):
+async def test_large_demand_is_split_into_batches(fake: FakeYahoo) -> None:
     symbols = {f"S{i:03d}" for i in range(BATCH * 2 + 7)}
     fake.prices.update({s: 10.0 for s in symbols})
     feed = fast(fake)
@@ -61,7 +65,7 @@ async def test_large_demand_is_split_into_batches(fake):
     assert set().union(*fake.batches()) == symbols  # only demanded symbols requested
 
 
-async def test_unknown_symbols_are_reported_not_fatal(fake):
+async def test_unknown_symbols_are_reported_not_fatal(fake: FakeYahoo) -> None:
     feed = fast(fake)
     sink = await started(feed, {"AAPL", "NOPE", "ZZZZ"})
     try:
@@ -74,7 +78,7 @@ async def test_unknown_symbols_are_reported_not_fatal(fake):
     assert sink.symbols() == {"AAPL"}
 
 
-async def test_expired_crumb_is_renewed(fake):
+async def test_expired_crumb_is_renewed(fake: FakeYahoo) -> None:
     feed = fast(fake)
     sink = await started(feed, {"AAPL"})
     try:
@@ -88,7 +92,7 @@ async def test_expired_crumb_is_renewed(fake):
     assert "auth" in sink.errors and any(h.status == 401 for h in fake.hits)
 
 
-async def test_429_backs_off_and_garbage_survives(fake):
+async def test_429_backs_off_and_garbage_survives(fake: FakeYahoo) -> None:
     fake.faults.extend(["429:1", "garbage", "shape", "500"])
     feed = fast(fake)
     sink = await started(feed, {"AAPL"})
@@ -101,7 +105,7 @@ async def test_429_backs_off_and_garbage_survives(fake):
     assert sink.errors == ["rate_limited", "malformed", "malformed", "http_5xx"]
 
 
-async def test_persistent_429_polls_rarely():
+async def test_persistent_429_polls_rarely() -> None:
     async with FakeYahoo() as fake:
         fake.always_429 = True
         feed = YahooFeed(url=fake.url, interval=0.0, rate=50.0, backoff_base=0.5, backoff_cap=2.0)

@@ -8,6 +8,7 @@ request (so each poll brings a new quote); unknown ones get Finnhub's all-zero a
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -20,7 +21,7 @@ UNKNOWN = {"c": 0, "d": None, "dp": None, "h": 0, "l": 0, "o": 0, "pc": 0, "t": 
 class FakeFinnhubRest(FakeHttpProvider):
     """Finnhub's quote endpoint with a configurable rate limit (``limit`` requests per ``window`` s)."""
 
-    def __init__(self, token: str = "test-token", prices: dict[str, float] | None = None, **kw) -> None:
+    def __init__(self, token: str = "test-token", prices: dict[str, float] | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.token = token
         self.prices = dict(prices or {"AAPL": 261.74, "MSFT": 415.30, "NVDA": 134.20})

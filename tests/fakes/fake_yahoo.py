@@ -9,6 +9,7 @@ known symbols only (unknown ones are missing) or 401 with Yahoo's Unauthorized b
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from aiohttp import web
 
@@ -17,14 +18,17 @@ from fakes.poll_fakes import FakeHttpProvider
 QUOTE_PATH = "/v7/finance/quote"
 CRUMB_PATH = "/v1/test/getcrumb"
 UNAUTHORIZED = {
-    "finance": {"result": None, "error": {"code": "Unauthorized", "description": "User is unable to access this feature"}}
+    "finance": {
+        "result": None,
+        "error": {"code": "Unauthorized", "description": "User is unable to access this feature"},
+    }
 }
 
 
 class FakeYahoo(FakeHttpProvider):
     """Yahoo's quote endpoint; :meth:`rotate_crumb` invalidates the crumb handed out so far."""
 
-    def __init__(self, prices: dict[str, float] | None = None, **kw) -> None:
+    def __init__(self, prices: dict[str, float] | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.prices = dict(prices or {"AAPL": 333.7, "MSFT": 415.3, "BTC-USD": 97000.5})
         self.cookie = "d=" + secrets.token_hex(8)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 
 from aiohttp import web
 
@@ -47,16 +49,14 @@ class FakeHttpProvider:
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
 
-    async def start(self) -> FakeHttpProvider:
+    async def start(self) -> Self:
         app = web.Application()
         self.routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
         return self
 
     async def stop(self) -> None:
@@ -64,7 +64,7 @@ class FakeHttpProvider:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> FakeHttpProvider:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -112,7 +112,9 @@ class FakeHttpProvider:
 
     def too_many(self, retry_after: str | None) -> web.Response:
         headers = {"Retry-After": retry_after} if retry_after else {}
-        return web.Response(status=429, headers=headers, body=self.too_many_body(), content_type="application/json")
+        return web.Response(
+            status=429, headers=headers, body=self.too_many_body(), content_type="application/json"
+        )
 
     def too_many_body(self) -> bytes:
         return b'{"error": "Too Many Requests"}'
@@ -121,10 +123,10 @@ class FakeHttpProvider:
         return sum(1 for h in self.hits if h.path == path and since <= h.at < until)
 
 
-async def wait_for(predicate, timeout: float = 10.0, step: float = 0.02) -> None:
-    """Wait until ``predicate()`` is true, else fail the test after ``timeout`` seconds."""
+async def wait_for(predicate: Callable[[], bool], within: float = 10.0, step: float = 0.02) -> None:
+    """Wait until ``predicate()`` is true, else fail the test after ``within`` seconds."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not predicate():
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
@@ -140,7 +142,9 @@ class Sink:
         self.quotes: list = []
         self.errors: list[str] = []
         self.reconnects = 0
-        self.ctx = FeedContext(emit=self.quotes.append, error=self.errors.append, reconnected=self._reconnected)
+        self.ctx = FeedContext(
+            emit=self.quotes.append, error=self.errors.append, reconnected=self._reconnected
+        )
 
     def _reconnected(self) -> None:
         self.reconnects += 1
