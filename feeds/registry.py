@@ -8,6 +8,7 @@ from collections.abc import Callable
 from feeds.base import Feed
 from feeds.finnhub_rest import FinnhubRestFeed
 from feeds.poll import secret
+from feeds.recording import Reader
 from feeds.replay import ReplayFeed
 from feeds.simulated import SimulatedFeed
 from feeds.yahoo import YahooFeed
@@ -41,12 +42,14 @@ def _yahoo(args: argparse.Namespace) -> Feed:
 
 
 def _replay(args: argparse.Namespace) -> Feed:
-    return ReplayFeed(
+    feed = ReplayFeed(
         args.replay_file,
         speed=args.replay_speed,
         loop=args.replay_loop,
         keep_timestamps=args.replay_keep_time,
     )
+    Reader(feed.path).close()  # a missing or foreign file is an error at startup, not later
+    return feed
 
 
 FEEDS: dict[str, FeedFactory] = {
