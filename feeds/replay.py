@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from feeds.base import Feed, FeedContext
-from feeds.poll import ThrottledLog
+from feeds.ratelimit import ThrottledLog
 from feeds.recording import Reader, RecordingError, Summary, scan
 
 log = logging.getLogger("ticker.feeds.replay")

@@ -17,7 +17,8 @@ from typing import Any
 
 import aiohttp
 
-from feeds.poll import AuthFailed, PollingFeed, RateLimited, number, retry_after
+from feeds.poll import AuthFailed, PollingFeed, RateLimited, number
+from feeds.ratelimit import retry_after
 
 QUOTE_URL = "https://query1.finance.yahoo.com/v7/finance/quote"
 CRUMB_URL = "https://query2.finance.yahoo.com/v1/test/getcrumb"

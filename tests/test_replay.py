@@ -23,7 +23,7 @@ T0 = 1_763_000_000_000
 
 
 def q(sym: str, price: float, t: int = T0, **kw: float) -> Quote:
-    return Quote(symbol=sym, price=price, ts_ms=t, **kw)  # type: ignore[arg-type]
+    return Quote(symbol=sym, price=price, ts_ms=t, **kw)
 
 
 def wire(quote: Quote) -> dict:
@@ -80,8 +80,7 @@ async def test_fast_replay_keeps_timestamps_and_gzip(tmp_path: Path) -> None:
     path = tmp_path / "long.jsonl.gz"
     records = [(T0 + i * 10_000, q("X", float(i), t=T0 + i)) for i in range(500)]  # 5000 s of recording
     write_all(path, ["test"], records)
-    with open(path, "rb") as fh:
-        assert fh.read(2) == b"\x1f\x8b"
+    assert path.read_bytes()[:2] == b"\x1f\x8b"  # gzip magic
     feed = ReplayFeed(path, speed=0, keep_timestamps=True)
     sink = Sink()
     await feed.start(sink.ctx)
@@ -186,7 +185,9 @@ async def test_record_then_replay_round_trip(tmp_path: Path) -> None:
     assert [x.prev_close for x in replayed.quotes] == [x.prev_close for x in live.quotes]
 
 
-async def test_run_record_writes_a_replayable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_run_record_writes_a_replayable_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "cli.jsonl"
     args = argparse.Namespace(
         feed="simulated", symbols=["AAPL", "NVDA"], sim_rate=20.0, seed=1, out=str(out), duration=1.0
@@ -198,7 +199,9 @@ async def test_run_record_writes_a_replayable_file(tmp_path: Path, capsys: pytes
     assert f"{summary.count} quotes of 2 symbols" in capsys.readouterr().err
 
 
-async def test_run_record_reports_bad_feed_and_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_run_record_reports_bad_feed_and_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = argparse.Namespace(feed="nope", symbols=None, out=str(tmp_path / "x.jsonl"), duration=1.0)
     assert await run_record(args) == 2
     assert "unknown feed 'nope'" in capsys.readouterr().err
