@@ -220,8 +220,7 @@ class PollingFeed(Feed):
                 continue
             cycle_start = loop.time()
             for batch in self.batches(symbols):
-                batch = [s for s in batch if s in self.demand]  # demand may have shrunk meanwhile
-                if not batch:
+                if not any(s in self.demand for s in batch):
                     continue
                 await self.bucket.acquire()
                 while True:  # a 429 or backoff may push the resume time on while we wait
@@ -230,6 +229,10 @@ class PollingFeed(Feed):
                         break
                     await asyncio.sleep(wait)
                 await self._sem.acquire()
+                batch = [s for s in batch if s in self.demand]  # demand may have shrunk meanwhile
+                if not batch:
+                    self._sem.release()
+                    continue
                 task = loop.create_task(self._poll(batch))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)

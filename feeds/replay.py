@@ -107,8 +107,9 @@ class ReplayFeed(Feed):
                     if not batch:
                         break
                     for r, quote in batch:
-                        if base_r is None:
+                        if base_r is None:  # anchor the lap at its first quote (reading takes a while)
                             base_r = r
+                            lap_start = last_due = max(lap_start, loop.time())
                         if not fast:
                             # monotone schedule: a quote received "earlier" than its predecessor goes at once
                             due = max(last_due, lap_start + (r - base_r) / 1000.0 / self.speed)

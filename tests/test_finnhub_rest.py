@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from fakes.fake_finnhub_rest import QUOTE_PATH, FakeFinnhubRest
-from fakes.poll_fakes import Sink, wait_for
 
 from feeds.finnhub_rest import MAX_RATE, FinnhubRestFeed
+from tests.fakes.fake_finnhub_rest import QUOTE_PATH, FakeFinnhubRest
+from tests.fakes.poll_fakes import Sink, wait_for
 
 
 @pytest.fixture

@@ -12,11 +12,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from fakes.fake_finnhub_rest import FakeFinnhubRest
-from fakes.fake_yahoo import FakeYahoo
-from fakes.poll_fakes import ServeProcess, run_cli, ws_quotes
-
 from feeds.recording import Reader, encode, header, scan
+from tests.fakes.fake_finnhub_rest import FakeFinnhubRest
+from tests.fakes.fake_yahoo import FakeYahoo
+from tests.fakes.poll_fakes import run_cli, serving, ws_quotes
 from ticker.quote import Quote
 
 
@@ -31,7 +30,7 @@ def http_get(url: str) -> tuple[int, str]:
 async def test_finnhub_rest_prices_reach_a_subscriber() -> None:
     async with FakeFinnhubRest() as fake:
         fake.faults.extend(["429:0.3", "garbage"])
-        async with ServeProcess(
+        async with serving(
             "--feed",
             "finnhub-rest",
             "--feed-url",
@@ -58,7 +57,7 @@ async def test_finnhub_rest_prices_reach_a_subscriber() -> None:
 
 async def test_finnhub_rest_bad_token_shows_in_readyz() -> None:
     async with FakeFinnhubRest() as fake:
-        async with ServeProcess(
+        async with serving(
             "--feed",
             "finnhub-rest",
             "--feed-url",
@@ -74,12 +73,12 @@ async def test_finnhub_rest_bad_token_shows_in_readyz() -> None:
                     await ws_quotes(srv.url, ["AAPL"], lambda e: True)  # demand AAPL
                     await asyncio.sleep(0.2)
             assert "unauthorized" in r[1]
-        assert "wrong" not in "".join(srv.log)  # the token is never logged
+        assert "wrong" not in srv.output()  # the token is never logged
 
 
 async def test_yahoo_prices_reach_a_subscriber() -> None:
     async with FakeYahoo() as fake:
-        async with ServeProcess(
+        async with serving(
             "--feed",
             "yahoo",
             "--feed-url",
@@ -100,11 +99,11 @@ async def test_yahoo_prices_reach_a_subscriber() -> None:
             await asyncio.sleep(0.5)
             _, metrics = await asyncio.to_thread(http_get, srv.url + "/metrics")
             assert 'ticker_feed_errors_total{feed="yahoo",kind="unknown_symbol"} 1.0' in metrics
-        assert "NOPE" in "".join(srv.log)  # reported in the log
+        assert "NOPE" in srv.output()  # reported in the log
 
 
 async def test_replay_of_the_bundled_sample_serves_every_recorded_symbol() -> None:
-    async with ServeProcess("--feed", "replay", "--replay-speed", "10") as srv:
+    async with serving("--feed", "replay", "--replay-speed", "10") as srv:
         got = await ws_quotes(srv.url, ["AAPL", "SPY"], lambda e: {"AAPL", "SPY"} <= {x["s"] for x in e})
         assert all(200 < e["p"] < 260 for e in got if e["s"] == "AAPL")
         _, symbols = await asyncio.to_thread(http_get, srv.url + "/api/symbols")
@@ -118,7 +117,7 @@ async def test_replay_keeps_order_and_loops(tmp_path: Path) -> None:
         encode(Quote("ZZZ", float(i), t0 + i * 100), t0 + i * 100) for i in range(1, 21)
     ]
     path.write_bytes(b"".join(lines))
-    async with ServeProcess(
+    async with serving(
         "--feed", "replay", "--replay-file", str(path), "--replay-loop", "--symbols", "ZZZ"
     ) as srv:
         got = await ws_quotes(srv.url, ["ZZZ"], lambda e: len(e) >= 25, within=30)
@@ -151,7 +150,7 @@ async def test_record_then_serve_the_recording(tmp_path: Path) -> None:
     assert f"ticker record: {summary.count} quotes of 2 symbols" in err
     recorded = {round(q.price, 2) for _, q in Reader(out) if q.symbol == "MSFT"}
 
-    async with ServeProcess(
+    async with serving(
         "--feed", "replay", "--replay-file", str(out), "--replay-speed", "0", "--symbols", "AAPL,MSFT"
     ) as srv:
         got = await ws_quotes(srv.url, ["MSFT"], lambda e: len(e) >= 1)

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fakes.poll_fakes import FakeHttpProvider
+from tests.fakes.poll_fakes import FakeHttpProvider
 
 QUOTE_PATH = "/api/v1/quote"
 UNKNOWN = {"c": 0, "d": None, "dp": None, "h": 0, "l": 0, "o": 0, "pc": 0, "t": 0}

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fakes.poll_fakes import FakeHttpProvider
+from tests.fakes.poll_fakes import FakeHttpProvider
 
 QUOTE_PATH = "/v7/finance/quote"
 CRUMB_PATH = "/v1/test/getcrumb"

@@ -10,13 +10,16 @@ Retry-After), ``"429:SECONDS"``, ``"500"``, ``"garbage"`` (a non-JSON body), ``"
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Self
 
 from aiohttp import web
+
+from tests.serverproc import ServerProcess
 
 
 @dataclass
@@ -153,74 +156,15 @@ class Sink:
         return {q.symbol for q in self.quotes}
 
 
-class ServeProcess:
-    """``ticker serve --port 0 ...`` in a subprocess; :attr:`port` is read from its "listening" log line."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.args = args
-        self.env = env or {}
-        self.proc: asyncio.subprocess.Process | None = None
-        self.port = 0
-        self.log: list[str] = []
-        self._drain: asyncio.Task[None] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> Self:
-        import os
-        import re
-        import sys
-
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TICKER_", "FINNHUB_"))}
-        env.update(self.env)
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "ticker",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--loop",
-            "asyncio",
-            *self.args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        assert self.proc.stderr is not None
-        async with asyncio.timeout(20):
-            while True:
-                line = (await self.proc.stderr.readline()).decode(errors="replace")
-                if not line:
-                    raise AssertionError("ticker serve exited early:\n" + "".join(self.log))
-                self.log.append(line)
-                if m := re.search(r"listening on http://[\d.]+:(\d+)", line):
-                    self.port = int(m.group(1))
-                    break
-        self._drain = asyncio.get_running_loop().create_task(self._drain_stderr())
-        return self
-
-    async def _drain_stderr(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        while line := await self.proc.stderr.readline():
-            self.log.append(line.decode(errors="replace"))
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        if self._drain is not None:
-            await self._drain
+@contextlib.asynccontextmanager
+async def serving(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[ServerProcess]:
+    """A real ``ticker serve --port 0 ARGS`` process, started and stopped off the event loop."""
+    srv = ServerProcess(["--host", "127.0.0.1", "--loop", "asyncio", *args], env=env)
+    await asyncio.to_thread(srv.start, 20.0)
+    try:
+        yield srv
+    finally:
+        await asyncio.to_thread(srv.stop)
 
 
 async def run_cli(*args: str, env: dict[str, str] | None = None, within: float = 30) -> tuple[int, str]:
