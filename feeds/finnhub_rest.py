@@ -5,7 +5,8 @@ minute on the free plan by default, never above Finnhub's 30 calls per second ca
 plan. The token (``FINNHUB_TOKEN``) travels in the ``X-Finnhub-Token`` header, never in a URL.
 Response fields: ``c`` current, ``d`` change, ``dp`` percent change, ``h``/``l``/``o`` day
 high/low/open, ``pc`` previous close, ``t`` UNIX seconds. A symbol Finnhub does not know
-comes back as all zeros and is reported, not emitted.
+comes back as all zeros and is reported, not emitted; one outside the plan gets 403 and is
+reported likewise (kind ``no_access``), without marking the feed down.
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ class FinnhubRestFeed(PollingFeed):
 
     def request(self, batch: Sequence[str]) -> tuple[str, dict[str, str], dict[str, str]]:
         return self.quote_url, {"symbol": batch[0]}, {"X-Finnhub-Token": self._token}
+
+    def refused(self, batch: Sequence[str], status: int, body: bytes) -> bool:
+        # Finnhub answers 403 "You don't have access to this resource." for a symbol outside the plan;
+        # a bad token gets 401, so a 403 blocks only this symbol.
+        if status != 403:
+            return False
+        self.report_unknown(batch[0], "no_access", "the plan has no access to")
+        return True
 
     def parse(self, batch: Sequence[str], data: Any) -> None:
         symbol = batch[0]

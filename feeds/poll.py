@@ -116,6 +116,10 @@ class PollingFeed(Feed):
     async def authenticate(self, session: aiohttp.ClientSession) -> None:
         """Obtain whatever session state the provider needs before polling (default: nothing)."""
 
+    def refused(self, batch: Sequence[str], status: int, body: bytes) -> bool:
+        """Whether a 4xx answer refuses only these symbols (not the whole feed); default: no."""
+        return False
+
     def unauthorized(self, status: int, body: bytes) -> str:
         """Handle a 401/403 and return the reason shown in health; subclasses may reset auth state."""
         return f"unauthorized (HTTP {status})"
@@ -149,14 +153,16 @@ class PollingFeed(Feed):
         self._last_emitted[quote.symbol] = key
         self._ctx.emit(quote)
 
-    def report_unknown(self, symbol: str) -> None:
-        """Count and log (once per symbol while demanded) a symbol the provider does not know."""
+    def report_unknown(
+        self, symbol: str, kind: str = "unknown_symbol", why: str = "the provider does not know"
+    ) -> None:
+        """Count and log (once per symbol while demanded) a symbol the provider does not serve."""
         if symbol in self.unknown:
             return
         self.unknown.add(symbol)
         if self._ctx is not None:
-            self._ctx.error("unknown_symbol")
-        log.warning("%s: the provider does not know symbol %s; it gets no quotes", self.name, symbol)
+            self._ctx.error(kind)
+        log.warning("%s: %s symbol %s; it gets no quotes", self.name, why, symbol)
 
     def report_known(self, symbol: str) -> None:
         self.unknown.discard(symbol)
@@ -293,6 +299,10 @@ class PollingFeed(Feed):
             return
         if status == 429:
             self._rate_limited(retry_after(ra))
+            return
+        if 400 <= status < 500 and self.refused(batch, status, body):
+            self._mark_up()
+            self._mark_data()
             return
         if status in (401, 403):
             reason = self.unauthorized(status, body)

@@ -155,6 +155,19 @@ async def test_unknown_symbol_reported_once(fake: FakeFinnhubRest) -> None:
     assert sink.symbols() == {"AAPL"}
 
 
+async def test_symbol_outside_the_plan_is_refused_alone(fake: FakeFinnhubRest) -> None:
+    fake.forbidden.add("NVDA")
+    feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=30.0)
+    sink = await started(feed, {"AAPL", "NVDA"})
+    try:
+        await wait_for(lambda: fake.symbols_polled().count("NVDA") >= 3 and len(sink.quotes) >= 3)
+        assert feed.health().up
+    finally:
+        await feed.stop()
+    assert sink.errors == ["no_access"] and feed.unknown == {"NVDA"}
+    assert sink.symbols() == {"AAPL"}
+
+
 async def test_bad_token_marks_feed_down(fake: FakeFinnhubRest) -> None:
     feed = FinnhubRestFeed("wrong", url=fake.url, interval=0.0, rate=30.0, backoff_base=0.05, backoff_cap=0.1)
     sink = await started(feed, {"AAPL"})

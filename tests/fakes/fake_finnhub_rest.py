@@ -26,6 +26,7 @@ class FakeFinnhubRest(FakeHttpProvider):
         self.token = token
         self.prices = dict(prices or {"AAPL": 261.74, "MSFT": 415.30, "NVDA": 134.20})
         self.prev_close = {s: round(p - 2.29, 2) for s, p in self.prices.items()}
+        self.forbidden: set[str] = set()  # symbols outside the plan: 403 as Finnhub answers
         self.frozen = False  # when set, quotes stop changing (same price, same timestamp)
 
     def routes(self, app: web.Application) -> None:
@@ -46,8 +47,11 @@ class FakeFinnhubRest(FakeHttpProvider):
         instead = self.gate(request, hit, b'{"unexpected": true}')
         if instead is not None:
             return instead
-        hit.status = 200
         symbol = request.query.get("symbol", "")
+        if symbol in self.forbidden:
+            hit.status = 403
+            return web.json_response({"error": "You don't have access to this resource."}, status=403)
+        hit.status = 200
         if symbol not in self.prices:
             return web.json_response(UNKNOWN)
         if not self.frozen:
