@@ -140,7 +140,9 @@ def family_of(name: str, histograms: set[str]) -> str:
 
 def label_values_metric(query: str) -> str:
     """The metric a Grafana ``label_values(metric{...}, label)`` variable query reads."""
-    m = re.fullmatch(r"\s*label_values\(\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(\{[^}]*\})?\s*,\s*\w+\s*\)\s*", query)
+    m = re.fullmatch(
+        r"\s*label_values\(\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(\{[^}]*\})?\s*,\s*\w+\s*\)\s*", query
+    )
     if not m:
         raise ValueError(f"not a label_values(metric, label) query: {query!r}")
     return m.group(1)
@@ -199,3 +201,16 @@ def require_binary(name: str) -> str:
             pytrace=False,
         )
     return path
+
+
+def documented_metrics() -> dict[str, tuple[str, set[str]]]:
+    """The metrics reference table of docs/operations.md: exposed name → (type, label names)."""
+    text = OPERATIONS_DOC.read_text()
+    section = text.split("## Metrics reference", 1)[1].split("\n## ", 1)[0]
+    table: dict[str, tuple[str, set[str]]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and (m := re.fullmatch(r"`([a-z_:]+)`", cells[0])):
+            labels = set(re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", cells[2])))
+            table[m.group(1)] = (cells[1], labels)
+    return table

@@ -49,7 +49,10 @@ SEVERITIES = {"critical", "warning", "info"}
             "sum without (le) (rate(a_total[1m])) / on (instance) group_left (version) b_info offset 5m",
             {"a_total", "b_info"},
         ),
-        ('rate(x_total{job=~"$job", instance=~"${instance}", code!="a,b}"}[$__rate_interval]) > bool 1e3', {"x_total"}),
+        (
+            'rate(x_total{job=~"$job", instance=~"${instance}", code!="a,b}"}[$__rate_interval]) > bool 1e3',
+            {"x_total"},
+        ),
         ("count(max_over_time(sum_of_things[5m:1m])) and ignoring (kind) topk(3, max)", {"sum_of_things"}),
         ("sum(rate(x[5m])) by (le) # trailing comment naming not_a_metric", {"x"}),
     ],
@@ -74,7 +77,9 @@ def test_family_of_strips_histogram_suffixes_only_for_histograms() -> None:
 
 
 def test_label_values_metric() -> None:
-    assert label_values_metric('label_values(ticker_build_info{job=~"$job"}, instance)') == "ticker_build_info"
+    assert (
+        label_values_metric('label_values(ticker_build_info{job=~"$job"}, instance)') == "ticker_build_info"
+    )
     with pytest.raises(ValueError):
         label_values_metric("query_result(up)")
 
@@ -113,7 +118,7 @@ def test_dashboard_panels_have_unique_ids_and_do_not_overlap() -> None:
     cells: dict[tuple[int, int], str] = {}
     for p in panels:
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
         for x in range(g["x"], g["x"] + g["w"]):
             for y in range(g["y"], g["y"] + g["h"]):
                 assert (x, y) not in cells, f"{p['title']!r} overlaps {cells[(x, y)]!r}"
@@ -224,14 +229,18 @@ def test_every_alert_has_a_unit_test_where_it_fires() -> None:
 
 def test_promtool_check_rules() -> None:
     promtool = require_binary("promtool")
-    done = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(load_rules())} rules found" in done.stdout
 
 
 def test_promtool_check_config() -> None:
     promtool = require_binary("promtool")
-    done = subprocess.run([promtool, "check", "config", str(PROM_CONFIG)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [promtool, "check", "config", str(PROM_CONFIG)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 rule files found" in done.stdout  # rule_files resolves to alerts.yml beside it
 
@@ -239,7 +248,11 @@ def test_promtool_check_config() -> None:
 def test_promtool_rule_unit_tests() -> None:
     promtool = require_binary("promtool")
     done = subprocess.run(
-        [promtool, "test", "rules", ALERTS_TEST.name], cwd=ALERTS_TEST.parent, capture_output=True, text=True, timeout=120
+        [promtool, "test", "rules", ALERTS_TEST.name],
+        cwd=ALERTS_TEST.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
