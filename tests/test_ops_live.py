@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -217,28 +218,41 @@ def _prometheus_config(tmp_path: Path, target: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _prometheus(tmp_path: Path, config: Path) -> Iterator[str]:
-    """A real Prometheus on a free loopback port with temporary storage; yields its base URL."""
-    binary = require_binary("prometheus")
-    for attempt in range(3):
+def _start_prometheus(
+    binary: str, config: Path, data: Path, log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start Prometheus on a free loopback port and wait until it is ready; retry on a lost port race."""
+    for _attempt in range(3):
         port = _free_port()
-        log = tmp_path / f"prometheus-{attempt}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / f'data-{attempt}'}",
+                [binary, f"--config.file={config}", f"--storage.tsdb.path={data}",
                  f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
                 stdout=out, stderr=out,
             )  # fmt: skip
-        time.sleep(0.3)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 15
+        while proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
+                if resp.status == 200:
+                    return proc, url
+            time.sleep(0.1)
         if proc.poll() is None:
-            break
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"prometheus was not ready within 15 s:\n{log.read_text()}")
         if "address already in use" not in log.read_text():
             pytest.fail(f"prometheus exited with {proc.returncode}:\n{log.read_text()}")
-    else:
-        pytest.fail("prometheus found no free port in 3 tries")
+    pytest.fail("prometheus found no free port in 3 tries")
+
+
+@contextlib.contextmanager
+def _prometheus(tmp_path: Path, config: Path) -> Iterator[str]:
+    """A real, ready Prometheus on loopback with temporary storage; yields its base URL."""
+    binary = require_binary("prometheus")
+    proc, url = _start_prometheus(binary, config, tmp_path / "data", tmp_path / "prometheus.log")
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         proc.terminate()
         try:
@@ -277,14 +291,6 @@ async def test_real_prometheus_scrapes_ticker_and_evaluates_the_rules(ticker: st
     deadline = time.monotonic() + 40
     async with _subscriber(ticker) as received, aiohttp.ClientSession() as http:
         with _prometheus(tmp_path, _prometheus_config(tmp_path, ticker)) as prom:
-
-            async def ready() -> bool:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{prom}/-/ready") as resp:
-                        return resp.status == 200
-                return False
-
-            await _until("Prometheus to be ready", deadline, ready)
             up = 'up{job="ticker"}'
             assert await _until("a scrape of ticker", deadline, lambda: _query(http, prom, up)) == 1.0
 
