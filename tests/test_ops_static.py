@@ -256,3 +256,14 @@ def test_promtool_rule_unit_tests() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
+
+
+def test_docs_alert_table_matches_the_rules() -> None:
+    table = {
+        m.group(1): (m.group(2), m.group(3))
+        for m in re.finditer(
+            r"^\| \[(\w+)\]\(#\w+\) \| (\w+) \| .* \| (\d+[smh]) \|$", OPERATIONS_DOC.read_text(), re.M
+        )
+    }
+    rules = {r["alert"]: (r["labels"]["severity"], r["for"]) for r in load_rules()}
+    assert table == rules
