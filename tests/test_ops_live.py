@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from asyncio.subprocess import PIPE
@@ -23,7 +22,10 @@ import orjson
 import pytest
 import websockets
 import yaml
-from ops_promql import (
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.ops_promql import (
     ALERTS,
     BROKER_ONLY,
     PROM_CONFIG,
@@ -36,8 +38,7 @@ from ops_promql import (
     metric_names,
     require_binary,
 )
-from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
+from tests.serverproc import ServerProcess
 
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM"]
 SERVER_ARGS = [
@@ -52,36 +53,18 @@ SERVER_ARGS = [
     "--symbols",
     ",".join(SYMBOLS),
 ]
-LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
-
-
-@contextlib.contextmanager
-def _ticker(tmp_path: Path) -> Iterator[str]:
-    """A real `ticker serve` on an ephemeral loopback port; yields host:port, stops it with SIGTERM."""
-    log = tmp_path / "ticker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ticker", "serve", *SERVER_ARGS], stdout=out, stderr=out
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while not (m := LISTENING.search(log.read_text())):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"ticker did not start (exit {proc.poll()}):\n{log.read_text()}")
-            time.sleep(0.05)
-        yield f"127.0.0.1:{m.group(1)}"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0, log.read_text()  # docs/operations.md: exit 0 within 5 s
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
-def ticker(tmp_path: Path) -> Iterator[str]:
-    with _ticker(tmp_path) as addr:
-        yield addr
+def ticker() -> Iterator[str]:
+    """A real `ticker serve` on an ephemeral loopback port; yields host:port, then stops it with SIGTERM."""
+    srv = ServerProcess(SERVER_ARGS).start()
+    try:
+        yield f"127.0.0.1:{srv.port}"
+        srv.signal(signal.SIGTERM)
+        assert srv.wait(10) == 0, srv.output()  # docs/operations.md: exit 0 within 5 s
+    finally:
+        srv.stop()
 
 
 async def _count_quotes(ws: Any, counter: list[int], first: asyncio.Event) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
-from ops_promql import (
+
+from tests.ops_promql import (
     ALERTS,
     ALERTS_TEST,
     BROKER_ONLY,
