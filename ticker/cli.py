@@ -171,6 +171,12 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="server processes sharing the port with SO_REUSEPORT (1)",
     )
     p.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=_env("METRICS_PORT", None),
+        help="also serve /metrics, /healthz, /readyz on this port; with --workers, worker i uses PORT+i",
+    )
+    p.add_argument(
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
         default=_env("LOOP", "auto"),
@@ -245,6 +251,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         rate_burst=args.rate_burst,
         stale_after=args.stale_after,
         workers=args.workers,
+        metrics_port=args.metrics_port,
         args=args,
     )
 
