@@ -141,12 +141,11 @@ class Row {
       if (p > hi) hi = p;
     }
     const span = hi - lo || 1;
-    const step = SPARK_W / (SPARK_POINTS - 1);
-    const x0 = SPARK_W - (h.length - 1) * step; // newest point on the right edge
+    const step = SPARK_W / Math.max(h.length - 1, 1); // the line spans the width, newest on the right
     const pts = new Array(h.length);
     for (let i = 0; i < h.length; i++) {
       const y = SPARK_H - 1 - ((h[i] - lo) / span) * (SPARK_H - 2);
-      pts[i] = `${(x0 + i * step).toFixed(1)},${y.toFixed(1)}`;
+      pts[i] = `${(i * step).toFixed(1)},${y.toFixed(1)}`;
     }
     this.line.setAttribute("points", pts.join(" "));
     const trend = direction(h[h.length - 1] - h[0]);
@@ -235,7 +234,7 @@ export class QuoteTable {
   }
 
   setSort(sort) {
-    this.sort = sort && this.thead.querySelector(`th[data-key="${sort.key}"]`) ? sort : null;
+    this.sort = sort && this.thead.querySelector(`th[data-key="${CSS.escape(sort.key)}"]`) ? sort : null;
     for (const th of this.thead.querySelectorAll("th[data-key]")) {
       const on = this.sort && th.dataset.key === this.sort.key;
       th.setAttribute("aria-sort", on ? (this.sort.dir > 0 ? "ascending" : "descending") : "none");
