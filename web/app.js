@@ -16,7 +16,7 @@ const emptyEl = $("empty");
 const summaryEl = $("summary");
 
 /** Counters for the curious (and for the browser tests): frames rendered, quotes applied or ignored. */
-const stats = { frames: 0, applied: 0, ignored: 0, perSecond: 0 };
+const stats = { frames: 0, applied: 0, ignored: 0, perSecond: 0, latencyMs: null, latencyMaxMs: null };
 window.tickerStats = stats;
 
 const pending = new Map(); // symbol → newest Q not yet on screen
@@ -156,10 +156,10 @@ function receive(data) {
 
 function render(now) {
   rafId = 0;
-  stats.frames += 1;
   const batch = [...pending.values()];
   pending.clear();
-  table.update(batch);
+  if (batch.length) stats.frames += 1;
+  table.update(batch, now);
   const wall = Date.now();
   for (const q of batch) {
     if (!isNum(q.t)) continue;
@@ -170,15 +170,17 @@ function render(now) {
   }
   stats.applied += batch.length;
   table.maybeResort(now);
+  if (table.sweep(now)) rafId = requestAnimationFrame(render);
 }
 
 setInterval(() => {
   if (latCount) {
-    latencyEl.textContent = `latency ${Math.round(latSum / latCount)} ms`;
-    latencyEl.title = `Feed timestamp to screen over the last second: average ${Math.round(
-      latSum / latCount,
-    )} ms, worst ${Math.round(latMax)} ms`;
+    stats.latencyMs = Math.round(latSum / latCount);
+    stats.latencyMaxMs = Math.round(latMax);
+    latencyEl.textContent = `latency ${stats.latencyMs} ms`;
+    latencyEl.title = `Feed timestamp to screen over the last second: average ${stats.latencyMs} ms, worst ${stats.latencyMaxMs} ms`;
   } else {
+    stats.latencyMs = stats.latencyMaxMs = null;
     latencyEl.textContent = "latency —";
   }
   latSum = latMax = latCount = 0;

@@ -2,10 +2,12 @@
 // price flashes on up and down ticks, a bounded SVG sparkline per row, sorting and stale marking.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-export const SPARK_POINTS = 60; // prices kept per row for its sparkline
+export const SPARK_POINTS = 60; // points kept per row for its sparkline
+const SPARK_BUCKET_MS = 500; // one point per half second: the sparkline shows the last 30 s
 const SPARK_W = 60;
 const SPARK_H = 20;
 const RESORT_MS = 1_000; // a sort on a live column re-orders at most once a second, so rows stay readable
+const FLASH_MS = 450; // how long a price cell stays tinted after an up or down tick
 
 const fmt = {
   price: new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 4 }),
@@ -32,6 +34,7 @@ function isNum(x) {
 function cell(tag, className) {
   const el = document.createElement(tag);
   el.className = className;
+  el.setAttribute("role", "cell");
   el.textContent = "—";
   el._text = "—";
   return el;
@@ -54,13 +57,16 @@ class Row {
     this.sym = sym;
     this.q = null;
     this.history = [];
-    this.flip = false;
+    this.bucketAt = -Infinity;
+    this.flashUntil = 0;
     const tr = document.createElement("tr");
     tr.dataset.testid = `row-${sym}`;
     tr.dataset.symbol = sym;
     tr.className = "waiting";
+    tr.setAttribute("role", "row"); // the CSS grid layout needs explicit table roles
     const th = document.createElement("th");
     th.scope = "row";
+    th.setAttribute("role", "rowheader");
     th.className = "col-symbol";
     const name = document.createElement("span");
     name.className = "sym";
@@ -79,6 +85,7 @@ class Row {
     this.time = cell("td", "num col-time");
     const sparkCell = document.createElement("td");
     sparkCell.className = "col-spark";
+    sparkCell.setAttribute("role", "cell");
     this.svg = document.createElementNS(SVG_NS, "svg");
     this.svg.setAttribute("class", "spark");
     this.svg.setAttribute("viewBox", `0 0 ${SPARK_W} ${SPARK_H}`);
@@ -89,6 +96,7 @@ class Row {
     sparkCell.append(this.svg);
     const removeCell = document.createElement("td");
     removeCell.className = "col-remove";
+    removeCell.setAttribute("role", "cell");
     const remove = document.createElement("button");
     remove.type = "button";
     remove.className = "remove";
@@ -103,16 +111,22 @@ class Row {
     this.el = tr;
   }
 
-  /** Show quote `q` (already known to be newer than the one shown). */
-  apply(q) {
+  /**
+   * Show quote `q` (already known to be newer than the one shown) at time `now` (performance.now()).
+   * Returns true when the price cell started flashing.
+   */
+  apply(q, now) {
     const prev = this.q;
     this.q = q;
     if (prev === null) this.el.classList.remove("waiting");
     this.el.classList.remove("stale");
+    let flashed = false;
     if (prev !== null && q.p !== prev.p) {
-      // Alternate between two identical animations so each tick restarts the flash.
-      this.flip = !this.flip;
-      this.price.dataset.flash = (q.p > prev.p ? "up" : "down") + (this.flip ? "1" : "2");
+      // A plain tint, cleared by QuoteTable.sweep: no per-frame animation to repaint.
+      const dir = q.p > prev.p ? "up" : "down";
+      if (this.price.dataset.flash !== dir) this.price.dataset.flash = dir;
+      this.flashUntil = now + FLASH_MS;
+      flashed = true;
     }
     setText(this.price, fmt.price.format(q.p));
     this.price.dataset.value = String(q.p);
@@ -127,9 +141,16 @@ class Row {
     setText(this.ask, isNum(q.a) ? fmt.price.format(q.a) : "—");
     setText(this.volume, isNum(q.v) ? fmt.volume.format(q.v) : "—");
     setText(this.time, isNum(q.t) ? fmt.time.format(q.t) : "—");
-    this.history.push(q.p);
-    if (this.history.length > SPARK_POINTS) this.history.shift();
-    this._drawSpark();
+    // The sparkline keeps the last price of each half-second bucket and is redrawn when one closes.
+    if (now - this.bucketAt >= SPARK_BUCKET_MS) {
+      this.bucketAt = now;
+      this.history.push(q.p);
+      if (this.history.length > SPARK_POINTS) this.history.shift();
+      this._drawSpark();
+    } else {
+      this.history[this.history.length - 1] = q.p; // drawn when the bucket closes
+    }
+    return flashed;
   }
 
   _drawSpark() {
@@ -169,6 +190,7 @@ export class QuoteTable {
     this.sort = null; // {key, dir} or null
     this.dirty = false;
     this.lastSortAt = 0;
+    this.flashing = new Set(); // rows whose price cell is tinted
     tbody.addEventListener("click", (ev) => {
       const btn = ev.target.closest("button.remove");
       if (btn) onRemove(btn.dataset.symbol);
@@ -209,6 +231,7 @@ export class QuoteTable {
     if (!row) return;
     row.el.remove();
     this.rows.delete(sym);
+    this.flashing.delete(row);
     this.order = this.order.filter((s) => s !== sym);
   }
 
@@ -219,13 +242,24 @@ export class QuoteTable {
     return next ? next.querySelector("button.remove") : null;
   }
 
-  /** Apply a batch of quotes (the newest per symbol) in one go. */
-  update(quotes) {
+  /** Apply a batch of quotes (the newest per symbol) in one go; `now` is the frame's time. */
+  update(quotes, now) {
     for (const q of quotes) {
       const row = this.rows.get(q.s);
-      if (row) row.apply(q);
+      if (row && row.apply(q, now)) this.flashing.add(row);
     }
     if (this.sort && this.sort.key !== "symbol") this.dirty = true;
+  }
+
+  /** End the flashes that are over; true while some are still on (the caller asks for another frame). */
+  sweep(now) {
+    for (const row of this.flashing) {
+      if (now >= row.flashUntil) {
+        delete row.price.dataset.flash;
+        this.flashing.delete(row);
+      }
+    }
+    return this.flashing.size > 0;
   }
 
   /** Mark every row that shows data as stale (their numbers are no longer live). */
