@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import configparser
 import re
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pagekit import TickerServer, launch_chromium
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
+WEB = Path(__file__).resolve().parent.parent / "web"
 DEFAULT_ROWS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "SPY"]
 SIM = ("--seed", "7", "--sim-rate", "8")
 
@@ -294,3 +297,18 @@ def test_hundred_rows_render_at_most_once_per_frame(page: Page, browser: Browser
         assert stats["applied"] > stats["frames"], stats  # so quotes were batched
         assert stats["changed"] >= 95, stats  # (nearly) every row was updated in those 2 s
         assert console.errors == []
+
+
+def test_every_page_file_is_referenced_and_packaged() -> None:
+    """A non-editable ``pip install .`` ships every file of web/, and the page only loads files that exist."""
+    cfg = configparser.ConfigParser()
+    cfg.read(WEB.parent / "setup.cfg")
+    shipped = {Path(p.strip()).name for p in cfg["options.data_files"]["share/ticker/web"].split(",")}
+    on_disk = {p.name for p in WEB.iterdir() if p.is_file()}
+    assert shipped == on_disk
+    html = (WEB / "index.html").read_text()
+    loaded = set(re.findall(r'(?:src|href)="/static/([^"]+)"', html))
+    for js in WEB.glob("*.js"):
+        loaded |= set(re.findall(r'from "\./([^"]+)"', js.read_text()))
+    assert loaded <= on_disk
+    assert on_disk - loaded == {"index.html"}  # nothing shipped that the page does not use
