@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from pagekit import TickerServer, launch_chromium  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
+
+from tests.pagekit import launch_chromium  # noqa: E402
+from tests.serverproc import ServerProcess  # noqa: E402
 
 SAMPLE_JS = """(ms) => new Promise(done => {
   const gaps = [], lat = [], longTasks = [];
@@ -61,13 +63,15 @@ def main() -> None:
     args = ap.parse_args()
     symbols = [f"B{i:03d}" for i in range(args.rows)]
     with (
-        TickerServer("--seed", "1", "--sim-rate", str(args.rate), "--symbols", ",".join(symbols)) as srv,
+        ServerProcess(["--seed", "1", "--sim-rate", str(args.rate), "--symbols", ",".join(symbols)]) as srv,
         sync_playwright() as pw,
     ):
         browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{srv.url}/?symbols={','.join(symbols)}")
-        page.wait_for_function("() => document.querySelectorAll('#rows tr.waiting').length === 0", timeout=20_000)
+        page.wait_for_function(
+            "() => document.querySelectorAll('#rows tr.waiting').length === 0", timeout=20_000
+        )
         page.wait_for_timeout(2000)  # warm up
         r: dict[str, Any] = page.evaluate(SAMPLE_JS, args.seconds * 1000)
         browser.close()

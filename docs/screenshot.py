@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from pagekit import TickerServer, launch_chromium  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
+
+from tests.pagekit import launch_chromium  # noqa: E402
+from tests.serverproc import ServerProcess  # noqa: E402
 
 SYMBOLS = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,BRK.B,JPM,KO,COST,SPY"
 
@@ -29,7 +31,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=12.0, help="history to gather before the shot")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
     args = ap.parse_args()
-    with TickerServer("--seed", "42", "--sim-rate", "4") as srv, sync_playwright() as pw:
+    server = ServerProcess(["--seed", "42", "--sim-rate", "4", "--log-level", "warning"])
+    with server as srv, sync_playwright() as pw:
         browser = launch_chromium(pw)
         height = args.height or (700 if args.width >= 700 else 820)
         ctx = browser.new_context(

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import configparser
 import re
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pagekit import TickerServer, launch_chromium
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from tests.pagekit import launch_chromium
+from tests.serverproc import ServerProcess, scrape
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 DEFAULT_ROWS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "SPY"]
-SIM = ("--seed", "7", "--sim-rate", "8")
+SIM = ["--seed", "7", "--sim-rate", "8", "--log-level", "warning"]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,9 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def server() -> Iterator[TickerServer]:
-    with TickerServer(*SIM) as srv:
+def server() -> Iterator[ServerProcess]:
+    """A server of its own per test: subscription counts in /metrics then belong to the test's page."""
+    with ServerProcess(SIM) as srv:
         yield srv
 
 
@@ -81,20 +83,16 @@ def wait_price_change(page: Page, sym: str, timeout: float = 10_000) -> None:
     )
 
 
-def metric(srv: TickerServer, name: str) -> float:
-    with urllib.request.urlopen(f"{srv.url}/metrics", timeout=5) as res:
-        text = res.read().decode()
-    m = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
-    assert m, f"{name} missing from /metrics"
-    return float(m.group(1))
+def metric(srv: ServerProcess, name: str) -> float:
+    return scrape(srv.url)[name]
 
 
-def open_page(page: Page, srv: TickerServer, query: str = "") -> None:
+def open_page(page: Page, srv: ServerProcess, query: str = "") -> None:
     page.goto(f"{srv.url}/{query}")
     expect(page.get_by_test_id("conn-status")).to_have_attribute("data-state", "connected")
 
 
-def test_page_loads_live_with_no_console_errors(page: Page, server: TickerServer, console: Console) -> None:
+def test_page_loads_live_with_no_console_errors(page: Page, server: ServerProcess, console: Console) -> None:
     open_page(page, server)
     assert row_symbols(page) == DEFAULT_ROWS  # the first visit's default watchlist
     for sym in DEFAULT_ROWS:
@@ -108,7 +106,7 @@ def test_page_loads_live_with_no_console_errors(page: Page, server: TickerServer
     assert console.exceptions == []
 
 
-def test_add_and_remove_symbols(page: Page, server: TickerServer, console: Console) -> None:
+def test_add_and_remove_symbols(page: Page, server: ServerProcess, console: Console) -> None:
     open_page(page, server)
     subs = metric(server, "ticker_subscriptions")
     page.get_by_test_id("symbol-input").fill("nflx")
@@ -141,7 +139,7 @@ def test_add_and_remove_symbols(page: Page, server: TickerServer, console: Conso
     assert console.errors == []
 
 
-def test_invalid_symbol_shows_its_message(page: Page, server: TickerServer, console: Console) -> None:
+def test_invalid_symbol_shows_its_message(page: Page, server: ServerProcess, console: Console) -> None:
     open_page(page, server)
     box = page.get_by_test_id("symbol-input")
     box.fill("BAD$SYM")
@@ -162,7 +160,7 @@ def test_invalid_symbol_shows_its_message(page: Page, server: TickerServer, cons
 
 
 def test_server_refusal_is_shown_and_undone(page: Page, browser: Browser, console: Console) -> None:
-    with TickerServer(*SIM, "--max-symbols", "2") as srv:
+    with ServerProcess([*SIM, "--max-symbols", "2"]) as srv:
         open_page(page, srv, "?symbols=AAPL,MSFT")
         expect(page.get_by_test_id("row-MSFT")).not_to_have_class(re.compile(r"\bwaiting\b"))
         page.get_by_test_id("symbol-input").fill("NFLX")
@@ -177,7 +175,7 @@ def test_server_refusal_is_shown_and_undone(page: Page, browser: Browser, consol
 
 
 def test_restart_reconnects_resubscribes_and_resumes(
-    page: Page, server: TickerServer, console: Console
+    page: Page, server: ServerProcess, console: Console
 ) -> None:
     open_page(page, server, "?symbols=AAPL,MSFT,ZZ.RESTART")
     wait_price_change(page, "ZZ.RESTART")
@@ -192,13 +190,15 @@ def test_restart_reconnects_resubscribes_and_resumes(
         }"""
     )
     server.stop()
+    assert server.proc is not None and server.proc.returncode == 0
     status = page.get_by_test_id("conn-status")
     expect(status).to_have_attribute("data-state", "reconnecting")
     for sym in ("AAPL", "MSFT", "ZZ.RESTART"):
         expect(page.get_by_test_id(f"row-{sym}")).to_have_class(re.compile(r"\bstale\b"))
         expect(page.get_by_test_id(f"row-{sym}").locator(".stale-badge")).to_be_visible()
     page.wait_for_timeout(1500)  # a few failed attempts while the server is down
-    server.start(server.port)
+    server.requested_port = server.port  # the same port again
+    server.start()
     expect(status).to_have_attribute("data-state", "connected", timeout=15_000)
     # The new server counts sequences from 1 again: its snapshot must still be shown at once.
     for sym in ("AAPL", "MSFT", "ZZ.RESTART"):
@@ -209,7 +209,7 @@ def test_restart_reconnects_resubscribes_and_resumes(
     assert console.exceptions == []
 
 
-def test_watchlist_and_sort_survive_a_reload(page: Page, server: TickerServer, console: Console) -> None:
+def test_watchlist_and_sort_survive_a_reload(page: Page, server: ServerProcess, console: Console) -> None:
     open_page(page, server)
     page.get_by_test_id("remove-TSLA").click()
     page.get_by_test_id("symbol-input").fill("KO")
@@ -228,7 +228,7 @@ def test_watchlist_and_sort_survive_a_reload(page: Page, server: TickerServer, c
 
 
 def test_symbols_in_the_url_override_the_saved_list(
-    page: Page, server: TickerServer, console: Console
+    page: Page, server: ServerProcess, console: Console
 ) -> None:
     open_page(page, server)
     page.get_by_test_id("remove-AAPL").click()  # the saved list now differs from the default
@@ -249,7 +249,7 @@ def test_symbols_in_the_url_override_the_saved_list(
     assert console.errors == []
 
 
-def test_sort_by_live_column(page: Page, server: TickerServer) -> None:
+def test_sort_by_live_column(page: Page, server: ServerProcess) -> None:
     # Prices far apart, so a few ticks between the sort and the check cannot swap two rows.
     listed = ["MSFT", "KO", "COST", "AAPL"]
     open_page(page, server, "?symbols=" + ",".join(listed))
@@ -272,7 +272,7 @@ def test_sort_by_live_column(page: Page, server: TickerServer) -> None:
 
 def test_hundred_rows_render_at_most_once_per_frame(page: Page, browser: Browser, console: Console) -> None:
     symbols = [f"LOAD{i:03d}" for i in range(100)]
-    with TickerServer("--seed", "3", "--sim-rate", "10", "--symbols", ",".join(symbols)) as srv:
+    with ServerProcess(["--seed", "3", "--sim-rate", "10", "--symbols", ",".join(symbols)]) as srv:
         open_page(page, srv, "?symbols=" + ",".join(symbols))
         page.wait_for_function("() => document.querySelectorAll('#rows tr.waiting').length === 0")
         stats: dict[str, Any] = page.evaluate(
