@@ -219,7 +219,14 @@ def test_watchlist_and_sort_survive_a_reload(page: Page, server: ServerProcess, 
     page.get_by_role("button", name="Symbol").click()
     expected = sorted([s for s in DEFAULT_ROWS if s != "TSLA"] + ["KO"], reverse=True)
     assert row_symbols(page) == expected
+    toggle = page.locator("#theme-toggle")
+    dark_before = toggle.get_attribute("aria-pressed") == "true"
+    toggle.click()  # the theme choice is kept too
+    theme = "light" if dark_before else "dark"
+    expect(page.locator("html")).to_have_attribute("data-theme", theme)
     page.reload()
+    expect(page.locator("html")).to_have_attribute("data-theme", theme)
+    expect(toggle).to_have_attribute("aria-pressed", "false" if dark_before else "true")
     expect(page.get_by_test_id("conn-status")).to_have_attribute("data-state", "connected")
     assert row_symbols(page) == expected
     expect(page.locator("th[data-key=symbol]")).to_have_attribute("aria-sort", "descending")
