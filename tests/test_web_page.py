@@ -13,6 +13,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 
 from tests.pagekit import launch_chromium
 from tests.serverproc import ServerProcess, scrape
+from ticker.symbols import InvalidSymbol, normalize_symbol
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 DEFAULT_ROWS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "SPY"]
@@ -319,3 +320,29 @@ def test_every_page_file_is_referenced_and_packaged() -> None:
         loaded |= set(re.findall(r'from "\./([^"]+)"', js.read_text()))
     assert loaded <= on_disk
     assert on_disk - loaded == {"index.html"}  # nothing shipped that the page does not use
+
+
+def test_page_symbol_rule_matches_the_server_and_backoff_is_bounded(
+    page: Page, server: ServerProcess
+) -> None:
+    cases = ["aapl", " msft ", "BRK.B", "BTC-USD", "X:EURUSD", "BTC/USDT", "A_B", "9", "X" * 32, "X" * 33,
+             "", " ", "AB$", "ÄPFEL", "A B", "a\u0131", "🙂", "NVDA\n", "ok;"]  # fmt: skip
+    open_page(page, server)
+    got = page.evaluate(
+        "async (cases) => { const m = await import('/static/symbols.js');"
+        " return cases.map(c => m.normalizeSymbol(c)); }",
+        cases,
+    )
+    for case, js in zip(cases, got, strict=True):
+        try:
+            py: str | None = normalize_symbol(case)
+        except InvalidSymbol:
+            py = None
+        assert js == py, case
+    delays = page.evaluate(
+        "async () => { const m = await import('/static/connection.js');"
+        " return [0, 1, 2, 3, 10, 50].map(a => [m.backoffDelay(a, () => 0), m.backoffDelay(a, () => 0.999)]); }"
+    )
+    lows = [lo for lo, _ in delays]
+    assert lows == sorted(lows) and lows[0] >= 250 and delays[-1][1] <= 15_000  # grows, jittered, capped
+    assert all(hi > lo for lo, hi in delays)

@@ -96,9 +96,12 @@ function onMessage(msg) {
       if (outstanding.length) outstanding[0].errors.push(msg);
       else say(msg.message || String(msg.code), "error");
       break;
-    case "pong":
-      if (outstanding.length && msg.id === outstanding[0].id) settle(outstanding.shift());
+    case "pong": {
+      // Settle every op up to this one (an op whose own ping was dropped settles with the next).
+      const i = outstanding.findIndex((op) => op.id === msg.id);
+      for (const op of outstanding.splice(0, i + 1)) settle(op);
       break;
+    }
     default:
       break; // unknown types are ignored: newer servers may add some
   }
@@ -112,7 +115,6 @@ function onOpen() {
 
 function onState(state, info) {
   status.dataset.state = state;
-  document.body.dataset.conn = state;
   if (state === "connected") {
     statusText.textContent = "Live";
     status.title = info.rttMs === null ? "Connected" : `Connected · round trip ${info.rttMs} ms`;
