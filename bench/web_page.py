@@ -72,6 +72,9 @@ def main() -> None:
         page.wait_for_function(
             "() => document.querySelectorAll('#rows tr.waiting').length === 0", timeout=20_000
         )
+        first_ms = page.evaluate(
+            "performance.now()"
+        )  # navigation start → every row shows a quote (upper bound)
         page.wait_for_timeout(2000)  # warm up
         r: dict[str, Any] = page.evaluate(SAMPLE_JS, args.seconds * 1000)
         browser.close()
@@ -81,6 +84,7 @@ def main() -> None:
         "rows": args.rows,
         "rate_per_symbol": args.rate,
         "seconds": round(secs, 1),
+        "all_rows_filled_after_ms": round(first_ms),
         "fps": round(len(gaps) / secs, 1),
         "frame_interval_ms": {
             "p50": round(pct(gaps, 0.5), 1),
