@@ -116,9 +116,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 counter.start()
                 before = [scrape(n.url) for n in nodes]
                 assert pub.proc is not None and r.proc is not None
-                cpu0 = {
-                    p.pid: cpu_seconds(p.pid) for p in [pub.proc, r.proc] + [n.proc for n in nodes if n.proc]
-                }
+                pids = [pub.proc.pid, r.proc.pid] + [n.proc.pid for n in nodes if n.proc is not None]
+                cpu0 = {pid: cpu_seconds(pid) for pid in pids}
                 t0 = time.monotonic()
                 await asyncio.gather(*tasks)
                 elapsed = time.monotonic() - t0
