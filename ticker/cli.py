@@ -186,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     serve = sub.add_parser("serve", help="serve quotes over WebSocket, REST and a web page")
     _add_serve_flags(serve)
+    from ticker.watch import add_watch_flags
+
+    watch = sub.add_parser("watch", help="watch live quotes in the terminal (or as JSON lines)")
+    add_watch_flags(watch, _env)
     return parser
 
 
@@ -251,4 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.exit(2, f"ticker: error: {exc}\n")
         _install_loop(args.loop)
         return serve(config)
+    if args.command == "watch":
+        from ticker.watch import run_watch
+
+        return run_watch(args)
     parser.error(f"unknown command {args.command}")

@@ -258,6 +258,7 @@ class TickerClient:
         self._requests.clear()
         if self._first is not None and not self._first.done():
             self._first.set_exception(ClientClosedError("the client was closed"))
+            self._first.exception()  # start() may be gone already: no "never retrieved" warning
         self._emit(EventKind.CLOSED)
         for q in self._listeners:
             _put_dropping(q, None)

@@ -46,7 +46,7 @@ class Quote:
             raise ValueError(f"malformed quote entry {str(q)[:200]}")
         if not isinstance(t, int) or not isinstance(seq, int):
             raise ValueError(f"malformed quote entry {str(q)[:200]}")
-        return cls(s, float(p), t, seq, _opt(q, "b"), _opt(q, "a"), _opt(q, "v"), _opt(q, "c"), _opt(q, "cp"))
+        return cls(s, p, t, seq, _opt(q, "b"), _opt(q, "a"), _opt(q, "v"), _opt(q, "c"), _opt(q, "cp"))
 
     def to_wire(self) -> dict[str, Any]:
         """The Q object (short field names, absent fields left out)."""
@@ -67,7 +67,7 @@ class Quote:
 
 def _opt(q: dict[str, Any], key: str) -> float | None:
     v = q.get(key)
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+    return v if isinstance(v, int | float) and not isinstance(v, bool) else None  # ints stay ints
 
 
 class State(enum.Enum):
