@@ -23,8 +23,8 @@ from ticker.client import (
     Quote,
     State,
     TickerClient,
+    TooManySymbolsError,
 )
-from ticker.client_models import TooManySymbolsError
 
 FAST = Backoff(base=0.05, cap=0.5)
 ARGS = ["--sim-rate", "50", "--log-level", "warning"]

@@ -94,3 +94,22 @@ def test_buffer_discard_drops_a_symbol_everywhere():
         buf.push(q(sym, i))
     buf.discard(["A"])
     assert [(x.symbol, x.seq) for x in iter(buf.pop, None)] == [("B", 2), ("C", 4), ("B", 5)]
+
+
+def test_subscriptions_apply_dedupes_by_q_until_a_new_connection():
+    from ticker.client_link import Subscriptions
+
+    subs = Subscriptions(["AAPL", "MSFT"], buffer_limit=100)
+    e = lambda s, seq: {"s": s, "p": float(seq), "t": seq, "q": seq}  # noqa: E731
+    subs.apply([e("AAPL", 5), e("MSFT", 2), e("NVDA", 9)])  # NVDA is not followed
+    subs.apply([e("AAPL", 5), e("AAPL", 4), e("AAPL", 6), {"s": "AAPL"}])  # repeat, older, newer, malformed
+    assert [(x.symbol, x.seq) for x in iter(subs.buffer.pop, None)] == [("AAPL", 5), ("MSFT", 2), ("AAPL", 6)]
+    assert subs.data.is_set() and subs.latest["AAPL"].seq == 6
+    subs.new_connection()  # another server process: its snapshot wins whatever its q
+    subs.apply([e("AAPL", 1)])
+    assert subs.latest["AAPL"].seq == 1 and subs.buffer.pop().seq == 1  # type: ignore[union-attr]
+    subs.apply([e("AAPL", 1)])
+    assert subs.buffer.pop() is None
+    subs.forget(["AAPL"])
+    subs.apply([e("AAPL", 2)])
+    assert "AAPL" not in subs.latest and subs.buffer.pop() is None

@@ -16,30 +16,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import aiohttp
-import orjson
 
 from feeds.backoff import Backoff
 from ticker import protocol
+from ticker.client_link import Link, Subscriptions
 from ticker.client_models import (
     ClientClosedError,
     ConnectError,
+    ConnectionLost,
     Event,
     EventKind,
     InvalidSymbolError,
     Quote,
-    QuoteBuffer,
+    RateLimitedError,
     ServerError,
     State,
     TickerError,
-    server_error,
+    TooManySymbolsError,
 )
 
 __all__ = [
@@ -50,21 +49,15 @@ __all__ = [
     "EventKind",
     "InvalidSymbolError",
     "Quote",
+    "RateLimitedError",
     "ServerError",
     "State",
     "TickerClient",
     "TickerError",
+    "TooManySymbolsError",
 ]
 
 log = logging.getLogger("ticker.client")
-
-
-class ConnectionLost(TickerError):
-    """The connection ended: closed by the server (``code``), broken, or silent past the ping timeout."""
-
-    def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(slots=True)
@@ -72,16 +65,6 @@ class _Request:
     op: str
     symbols: list[str]
     future: asyncio.Future[frozenset[str]]
-
-
-@dataclass(slots=True)
-class _Exchange:
-    """One request on the wire, answered when the pong of the ping sent right after it arrives."""
-
-    token: str
-    future: asyncio.Future[None]
-    errors: list[ServerError] = field(default_factory=list)
-    subscribed: frozenset[str] | None = None
 
 
 class TickerClient:
@@ -110,11 +93,8 @@ class TickerClient:
         self.ping_timeout = ping_timeout
         self.connect_timeout = connect_timeout
         self.handshake_timeout = handshake_timeout
-        #: The latest quote of every subscribed symbol (kept current even when the loop lags).
-        self.latest: dict[str, Quote] = {}
-        self._symbols: dict[str, None] = dict.fromkeys(valid)
+        self._subs = Subscriptions(valid, buffer_limit)
         self._backoff = backoff or Backoff(base=0.5, cap=30.0)
-        self._buffer = QuoteBuffer(buffer_limit)
         self._on_event = on_event
         self._headers = dict(headers or {})
         self._session = session
@@ -126,15 +106,10 @@ class TickerClient:
         self._last_error: BaseException | None = None
         self._requests: deque[_Request] = deque()
         self._wake = asyncio.Event()
-        self._data = asyncio.Event()
         self._listeners: list[asyncio.Queue[Event | None]] = []
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
         self._first: asyncio.Future[None] | None = None
-        self._last_q: dict[str, int] = {}
-        self._current: _Exchange | None = None
-        self._pings: dict[str, asyncio.Future[None]] = {}
-        self._ids = itertools.count(1)
         self.connections = 0  # successful connections so far
 
     # -- public API --------------------------------------------------------------------------
@@ -144,14 +119,19 @@ class TickerClient:
         return self._state
 
     @property
+    def latest(self) -> dict[str, Quote]:
+        """The latest quote of every followed symbol (kept current even when the loop lags)."""
+        return self._subs.latest
+
+    @property
     def symbols(self) -> frozenset[str]:
         """The symbols this client follows."""
-        return frozenset(self._symbols)
+        return frozenset(self._subs.symbols)
 
     @property
     def conflated(self) -> int:
         """Updates replaced in the buffer by a newer value because the loop fell behind."""
-        return self._buffer.conflated
+        return self._subs.buffer.conflated
 
     async def __aenter__(self) -> TickerClient:
         await self.start()
@@ -202,7 +182,7 @@ class TickerClient:
         valid, invalid = protocol.split_symbols(symbols)
         if invalid:
             raise InvalidSymbolError(protocol.invalid_symbols_message(invalid), invalid)
-        self._forget(valid)
+        self._subs.forget(valid)
         return await self._request("unsubscribe", valid)
 
     def events(self, maxsize: int = 256) -> AsyncIterator[Event]:
@@ -219,15 +199,15 @@ class TickerClient:
 
     async def __anext__(self) -> Quote:
         while True:
-            quote = self._buffer.pop()
+            quote = self._subs.buffer.pop()
             if quote is not None:
                 return quote
             if self._state is State.CLOSED:
                 raise StopAsyncIteration
             if self._task is None:
                 raise ClientClosedError("the client is not started: use 'async with' or await start()")
-            self._data.clear()
-            await self._data.wait()
+            self._subs.data.clear()
+            await self._subs.data.wait()
 
     async def close(self) -> None:
         """Close the connection (code 1000) and stop; iteration ends after the buffered quotes."""
@@ -247,7 +227,7 @@ class TickerClient:
         self._finish()
 
     def __repr__(self) -> str:
-        return f"<TickerClient {self.url} {self._state.value} symbols={len(self._symbols)}>"
+        return f"<TickerClient {self.url} {self._state.value} symbols={len(self._subs.symbols)}>"
 
     # -- internals: lifecycle ----------------------------------------------------------------
     def _finish(self) -> None:
@@ -263,7 +243,7 @@ class TickerClient:
         for q in self._listeners:
             _put_dropping(q, None)
         self._listeners.clear()
-        self._data.set()
+        self._subs.data.set()
 
     async def _run(self) -> None:
         try:
@@ -319,14 +299,15 @@ class TickerClient:
     async def _connection(self, ws: aiohttp.ClientWebSocketResponse) -> BaseException:
         """Serve one connection until it ends; return why it ended."""
         self._ws = ws
-        self._last_q.clear()  # sequence numbers are per server process: the new snapshot wins
+        self._subs.new_connection()
+        link = Link(ws, self._subs, self.ping_interval, self.ping_timeout, self._unsolicited)
         resumed = self._ever_connected
         self._set_state(State.CONNECTED)
         self._emit(EventKind.CONNECTED)
         tasks = [
-            asyncio.create_task(self._reader(ws)),
-            asyncio.create_task(self._writer(ws, resumed)),
-            asyncio.create_task(self._heartbeat(ws)),
+            asyncio.create_task(link.reader()),
+            asyncio.create_task(self._writer(link, resumed)),
+            asyncio.create_task(link.heartbeat()),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -341,25 +322,15 @@ class TickerClient:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._ws = None
-            self._current = None
-            self._pings.clear()
             if not ws.closed:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 1.0)
 
-    # -- internals: one connection -----------------------------------------------------------
-    async def _reader(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for msg in ws:
-            if msg.type is aiohttp.WSMsgType.TEXT:
-                self._handle(msg.data)
-            elif msg.type is aiohttp.WSMsgType.ERROR:
-                raise ConnectionLost(f"connection error: {ws.exception()}")
-        raise ConnectionLost(f"server closed the connection (code {ws.close_code})", ws.close_code)
-
-    async def _writer(self, ws: aiohttp.ClientWebSocketResponse, resumed: bool) -> None:
+    async def _writer(self, link: Link, resumed: bool) -> None:
+        """Resubscribe the whole set, report the connection, then send the user's requests in order."""
         try:
-            if self._symbols:
-                await self._exchange(ws, "subscribe", list(self._symbols))
+            if self._subs.symbols:
+                await link.exchange("subscribe", list(self._subs.symbols))
         except ServerError as exc:
             if self._first is not None and not self._first.done():
                 self._first.set_exception(exc)
@@ -370,7 +341,7 @@ class TickerClient:
         self.connections += 1
         self._ever_connected = True
         if resumed:
-            self._emit(EventKind.RESUMED)
+            self._emit(EventKind.RESUMED)  # the snapshot came before the pong that ended the exchange
         if self._first is not None and not self._first.done():
             self._first.set_result(None)
         while True:
@@ -380,110 +351,21 @@ class TickerClient:
                     self._requests.popleft()
                     continue
                 try:
-                    result = await self._exchange(ws, req.op, req.symbols)
+                    result = await link.exchange(req.op, req.symbols)
                 except ServerError as exc:
                     self._requests.popleft()
                     if not req.future.done():
                         req.future.set_exception(exc)
                     continue
-                self._requests.popleft()
+                self._requests.popleft()  # a lost connection leaves it first in line for the next one
                 if not req.future.done():
                     req.future.set_result(result)
             self._wake.clear()
             await self._wake.wait()
 
-    async def _heartbeat(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        while True:
-            await asyncio.sleep(self.ping_interval)
-            token = f"hb-{next(self._ids)}"
-            fut = self._pings[token] = asyncio.get_running_loop().create_future()
-            try:
-                await ws.send_str(orjson.dumps({"op": "ping", "id": token}).decode())
-                await asyncio.wait_for(fut, self.ping_timeout)
-            except TimeoutError:
-                raise ConnectionLost(f"no pong within {self.ping_timeout} s: server unresponsive") from None
-            finally:
-                self._pings.pop(token, None)
-
-    async def _exchange(
-        self, ws: aiohttp.ClientWebSocketResponse, op: str, symbols: list[str]
-    ) -> frozenset[str]:
-        """Send one request and the ping that marks its end; return the confirmed set or raise its error."""
-        token = f"req-{next(self._ids)}"
-        ex = self._current = _Exchange(token, asyncio.get_running_loop().create_future())
-        added = [s for s in symbols if s not in self._symbols] if op == "subscribe" else []
-        self._symbols.update(dict.fromkeys(added))  # accept their snapshot entries
-        done = False
-        try:
-            await ws.send_str(orjson.dumps({"op": op, "symbols": symbols}).decode())
-            await ws.send_str(orjson.dumps({"op": "ping", "id": token}).decode())
-            try:
-                await asyncio.wait_for(ex.future, self.ping_timeout)
-            except TimeoutError:
-                raise ConnectionLost(f"no answer to {op} within {self.ping_timeout} s") from None
-            done = True
-        finally:
-            self._current = None
-            if not done or ex.subscribed is None:
-                self._forget(added)  # not (known to be) subscribed: retried after a reconnect
-        if ex.subscribed is not None:  # the server's set is authoritative (symbols it refused go)
-            confirmed = ex.subscribed
-            self._forget([s for s in self._symbols if s not in confirmed])
-        if ex.errors:
-            raise ex.errors[0]
-        return frozenset(self._symbols)
-
-    def _handle(self, data: str) -> None:
-        try:
-            msg = orjson.loads(data)
-            kind = msg["type"]
-        except (orjson.JSONDecodeError, TypeError, KeyError):
-            log.warning("ignoring a malformed server message: %.200s", data)
-            return
-        if kind == "quotes" or kind == "snapshot":
-            self._apply(msg.get("data") or ())
-        elif kind == "pong":
-            ping_id = msg.get("id")
-            ex = self._current
-            if ex is not None and ping_id == ex.token:
-                if not ex.future.done():
-                    ex.future.set_result(None)
-            elif (
-                isinstance(ping_id, str) and (fut := self._pings.get(ping_id)) is not None and not fut.done()
-            ):
-                fut.set_result(None)
-        elif kind == "subscribed":
-            if self._current is not None:
-                self._current.subscribed = frozenset(msg.get("symbols") or ())
-        elif kind == "error":
-            err = server_error(str(msg.get("code")), str(msg.get("message")))
-            if self._current is not None:
-                self._current.errors.append(err)
-            else:
-                log.warning("ticker server error: %s", err)
-                self._emit(EventKind.ERROR, error=err)
-
-    def _apply(self, entries: Any) -> None:
-        symbols, last_q, latest, buf = self._symbols, self._last_q, self.latest, self._buffer
-        pushed = False
-        for e in entries:
-            try:
-                quote = Quote.from_wire(e)
-            except ValueError as exc:
-                log.warning("ignoring %s", exc)
-                continue
-            sym = quote.symbol
-            if sym not in symbols:
-                continue  # unsubscribed: a frame already on the wire
-            last = last_q.get(sym)
-            if last is not None and quote.seq <= last:
-                continue  # already applied (snapshot repeated by the next frame)
-            last_q[sym] = quote.seq
-            latest[sym] = quote
-            buf.push(quote)
-            pushed = True
-        if pushed:
-            self._data.set()
+    def _unsolicited(self, err: ServerError) -> None:
+        log.warning("ticker server error: %s", err)
+        self._emit(EventKind.ERROR, error=err)
 
     # -- internals: helpers ------------------------------------------------------------------
     async def _request(self, op: str, symbols: list[str]) -> frozenset[str]:
@@ -493,13 +375,6 @@ class TickerClient:
         self._requests.append(_Request(op, symbols, fut))
         self._wake.set()
         return await fut
-
-    def _forget(self, symbols: list[str]) -> None:
-        for s in symbols:
-            self._symbols.pop(s, None)
-            self._last_q.pop(s, None)
-            self.latest.pop(s, None)
-        self._buffer.discard(symbols)
 
     def _set_state(self, state: State) -> None:
         self._state = state

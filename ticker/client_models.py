@@ -125,6 +125,14 @@ class ConnectError(TickerError):
     """The first connection could not be made in time."""
 
 
+class ConnectionLost(TickerError):
+    """The connection ended: closed by the server (``code``), broken, or silent past the ping timeout."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class ServerError(TickerError):
     """The server refused a request: ``code`` is the protocol's error slug, ``message`` its text."""
 

@@ -118,14 +118,16 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
             msg = f"{len(valid)} symbols requested; the limit is {cfg.max_symbols} per connection"
             self._refuse(400, protocol.TOO_MANY_SYMBOLS, msg)
             return
-        self._open(valid)
+        if not self._open(valid):
+            return
         assert self._sse_done is not None
         await self._sse_done
         if self.close_reason_label == "shutdown" and self._sse_stream and not self._sse_stream.closed():
             await self.finish()  # the last chunk: a clean end of the stream
             self._sse_stream.close()
 
-    def _open(self, symbols: list[str]) -> None:
+    def _open(self, symbols: list[str]) -> bool:
+        """Register, subscribe and send the opening snapshot; False if the hub refused (400 sent)."""
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Connection", "close")
         self.set_header("X-Accel-Buffering", "no")  # tell nginx not to buffer the stream
@@ -146,12 +148,15 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self.registered = True
         try:
             _added, snap = self.server.hub.subscribe(self, symbols)
-        except TooManySymbols:  # cannot happen after the check above; keep the hub's word final
-            snap = []
+        except TooManySymbols as exc:  # the hub has the last word on its cap; nothing is written yet
+            self._end("client")
+            self._refuse(400, protocol.TOO_MANY_SYMBOLS, str(exc))
+            return False
         head = b"retry: %d\nid: %s\n" % (RETRY_MS, self.instance.encode())
         self.write(head + sse_event("snapshot", protocol.encode_quotes(protocol.SNAPSHOT, snap)))
         self.flush()  # headers and the snapshot go out before any quotes frame of the fan-out
         self._arm_heartbeat()
+        return True
 
     # -- heartbeat ---------------------------------------------------------------------------
     def _arm_heartbeat(self) -> None:
