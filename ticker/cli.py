@@ -171,11 +171,45 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="server processes sharing the port with SO_REUSEPORT (1)",
     )
     p.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=_env("METRICS_PORT", None),
+        help="also serve /metrics, /healthz, /readyz on this port; with --workers, worker i uses PORT+i",
+    )
+    p.add_argument(
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
         default=_env("LOOP", "auto"),
         help="event loop implementation (auto: uvloop when installed)",
     )
+    registry.add_arguments(p, _env)
+
+
+def _add_record_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=_env("RECORD_OUT", None), help="file to write (.gz: gzip-compressed)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=_env("RECORD_DURATION", "0"),
+        help="seconds to record; 0 = until SIGINT/SIGTERM (0)",
+    )
+    p.add_argument(
+        "--feed",
+        type=_names,
+        default=_env("FEED", "simulated"),
+        help="feed adapter(s) to record, comma-separated: " + ", ".join(sorted(registry.FEEDS)),
+    )
+    p.add_argument(
+        "--symbols",
+        type=_symbols,
+        default=_env("SYMBOLS", ",".join(DEFAULT_UNIVERSE)),
+        help="comma-separated symbols to demand from the feeds (default: about 30 US tickers)",
+    )
+    p.add_argument(
+        "--sim-rate", type=_positive(float), default=_env("SIM_RATE", "2"), help="simulated ticks/s"
+    )
+    p.add_argument("--seed", type=int, default=_env("SEED", None), help="seed of the simulated market")
+    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, default=_env("LOG_LEVEL", "info"))
     registry.add_arguments(p, _env)
 
 
@@ -186,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     serve = sub.add_parser("serve", help="serve quotes over WebSocket, REST and a web page")
     _add_serve_flags(serve)
+    record = sub.add_parser(
+        "record", help="write the normalized quotes of any feed to a file for --feed replay"
+    )
+    _add_record_flags(record)
     from ticker.watch import add_watch_flags
 
     watch = sub.add_parser("watch", help="watch live quotes in the terminal (or as JSON lines)")
@@ -217,6 +255,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         rate_burst=args.rate_burst,
         stale_after=args.stale_after,
         workers=args.workers,
+        metrics_port=args.metrics_port,
         args=args,
     )
 
@@ -255,6 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.exit(2, f"ticker: error: {exc}\n")
         _install_loop(args.loop)
         return serve(config)
+    if args.command == "record":
+        from feeds.recorder import run_record
+
+        if not args.out:
+            parser.exit(2, "ticker: error: record needs --out FILE\n")
+        _install_loop("auto")
+        return asyncio.run(run_record(args))
     if args.command == "watch":
         from ticker.watch import run_watch
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -53,7 +54,7 @@ def _serve_workers(config: Config) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
             try:
-                asyncio.run(_serve_async(config, sockets))
+                asyncio.run(_serve_async(dataclasses.replace(config, worker_index=i), sockets))
                 code = 0
             except SystemExit as exc:
                 code = int(exc.code or 0)

@@ -50,6 +50,7 @@ class Server:
         self._drained = asyncio.Event()
         self.started = time.monotonic()
         self._http: tornado.httpserver.HTTPServer | None = None
+        self._metrics_http: tornado.httpserver.HTTPServer | None = None
         self._health_task: asyncio.Task[None] | None = None
         self.port = config.port
         m = self.metrics
@@ -146,9 +147,8 @@ class Server:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, sockets: Iterable[socket.socket] | None = None) -> None:
         """Start broker and feeds, then listen (on ``sockets`` if given, else on host:port)."""
-        from ticker.http import (
-            make_app,  # the HTTP edge imports the server; keep the cycle out of import time
-        )
+        # The HTTP edge imports this module; importing it here keeps the cycle out of import time.
+        from ticker.http import make_app, make_metrics_app
 
         await self.broker.start(self._deliver)
         for f in self.feeds:
@@ -165,6 +165,14 @@ class Server:
         )
         self._http.add_sockets(socks)
         self.port = socks[0].getsockname()[1]
+        if self.config.metrics_port is not None:
+            mport = self.config.metrics_port + self.config.worker_index if self.config.metrics_port else 0
+            self._metrics_http = tornado.httpserver.HTTPServer(make_metrics_app(self))
+            msocks = tornado.netutil.bind_sockets(mport, self.config.host)
+            self._metrics_http.add_sockets(msocks)
+            announce.info(
+                "ticker metrics on http://%s:%d/metrics", self.config.host, msocks[0].getsockname()[1]
+            )
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
         announce.info(
             "ticker listening on http://%s:%d (feeds: %s, broker: %s)",
@@ -197,6 +205,8 @@ class Server:
         await self.broker.stop()
         if self._health_task is not None:
             self._health_task.cancel()
+        if self._metrics_http is not None:
+            self._metrics_http.stop()
         if self._http is not None:
             try:
                 await asyncio.wait_for(self._http.close_all_connections(), timeout=1.0)

@@ -172,12 +172,15 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self._arm_heartbeat()
 
     # -- fan-out side ------------------------------------------------------------------------
-    def write_frame(self, frame: bytes) -> bool:
+    def write_frame(self, frame: bytes) -> int:
         stream = self._sse_stream
-        if stream is None or stream.closed():
-            return False
+        if stream is None:
+            return -1
+        buf = stream._write_buffer  # Tornado's private buffer, dropped once the stream is closed
+        if buf is None or stream.closed():
+            return -1
         data: bytes | memoryview = frame if self._sse_chunked else _unchunked(frame)
-        if self._sse_direct and not stream._write_buffer and stream.socket is not None:
+        if self._sse_direct and not buf._size and stream.socket is not None:
             try:
                 sent = stream.socket.send(data)
             except (BlockingIOError, InterruptedError):
@@ -185,17 +188,18 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
             except OSError:
                 sent = 0  # let Tornado meet the error below and close the stream its own way
             if sent == len(data):
-                return True
+                return 0
             data = data[sent:]
         try:
             stream.write(data)
         except tornado.iostream.StreamClosedError:
-            return False
-        return True
+            return -1
+        return stream._write_buffer._size if stream._write_buffer is not None else -1
 
     def buffered(self) -> int:
         stream = self._sse_stream
-        return len(stream._write_buffer) if stream is not None else 0
+        buf = stream._write_buffer if stream is not None else None
+        return buf._size if buf is not None else 0
 
     def close_slow(self) -> None:
         self._end("slow_consumer")
