@@ -244,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
         symbols_help="symbols always carried, whatever the nodes demand (default: about 30 US tickers)",
     )
     _add_runtime_flags(feed)
+    from ticker.watch import add_watch_flags
+
+    watch = sub.add_parser("watch", help="watch live quotes in the terminal (or as JSON lines)")
+    add_watch_flags(watch, _env)
     return parser
 
 
@@ -336,4 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.exit(2, f"ticker: error: {exc}\n")
         _install_loop(args.loop)
         return run_feed(args)
+    if args.command == "watch":
+        from ticker.watch import run_watch
+
+        return run_watch(args)
     parser.error(f"unknown command {args.command}")

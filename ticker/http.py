@@ -14,6 +14,7 @@ import tornado.web
 from ticker import protocol
 from ticker.metrics import Metrics
 from ticker.server import Server
+from ticker.sse import sse_route
 from ticker.symbols import InvalidSymbol, normalize_symbol
 from ticker.ws import QuoteSocket
 
@@ -152,6 +153,7 @@ def make_app(server: Server) -> tornado.web.Application:
     return tornado.web.Application(
         [
             (r"/ws", QuoteSocket, s),
+            sse_route(server),
             (r"/api/quotes", QuotesHandler, s),
             (r"/api/symbols", SymbolsHandler, s),
             *ops_routes(server.metrics, server.readiness),
