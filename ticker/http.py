@@ -161,7 +161,7 @@ def make_app(server: Server) -> tornado.web.Application:
             (r"/static/(.*)", PageHandler, {"path": web}),
         ],
         websocket_max_message_size=cfg.max_message_bytes,
-        websocket_ping_interval=cfg.ping_interval,
-        websocket_ping_timeout=cfg.ping_timeout,
+        # No per-connection ping task: the server's heartbeat pings every connection (QuoteSocket.heartbeat).
+        websocket_ping_interval=None,
         compress_response=True,
     )

@@ -59,7 +59,7 @@ class Server:
         self.started = time.monotonic()
         self._http: tornado.httpserver.HTTPServer | None = None
         self._metrics_http: tornado.httpserver.HTTPServer | None = None
-        self._health_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.port = config.port
         m = self.metrics
         m.subscriptions.set_function(lambda: self.hub.subscription_count)
@@ -170,6 +170,16 @@ class Server:
                 return False, f"feed {f.name} produced no data for {now - h.last_data:.0f} s"
         return True, "ready"
 
+    async def _heartbeat_loop(self) -> None:
+        """One timer for every connection's keep-alive, instead of a task or timer per connection."""
+        cfg = self.config
+        period = max(0.05, min(1.0, cfg.ping_interval / 4, cfg.ping_timeout / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.heartbeat(now)
+
     async def _health_loop(self) -> None:
         while True:
             for f in self.feeds:
@@ -215,7 +225,8 @@ class Server:
             announce.info(
                 "ticker metrics on http://%s:%d/metrics", self.config.host, msocks[0].getsockname()[1]
             )
-        self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._health_loop()), loop.create_task(self._heartbeat_loop())]
         announce.info(
             "ticker listening on http://%s:%d (feeds: %s, broker: %s)",
             self.config.host,
@@ -245,8 +256,8 @@ class Server:
             except Exception:  # a feed that fails to stop must not block shutdown
                 log.exception("feed %s did not stop cleanly", f.name)
         await self.broker.stop()
-        if self._health_task is not None:
-            self._health_task.cancel()
+        for task in self._tasks:
+            task.cancel()
         if self._metrics_http is not None:
             self._metrics_http.stop()
         if self._http is not None:

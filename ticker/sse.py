@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -20,7 +21,7 @@ import tornado.http1connection
 import tornado.iostream
 import tornado.web
 
-from ticker import protocol
+from ticker import protocol, streamwrite
 from ticker.fanout import Connection
 from ticker.frames import sse_event
 from ticker.hub import TooManySymbols
@@ -69,7 +70,7 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self.registered = False
         self.close_reason_label = "client"
         self._sse_done: asyncio.Future[None] | None = None
-        self._sse_beat: asyncio.TimerHandle | None = None
+        self._sse_beat = 0.0  # monotonic time of the last heartbeat
         self._sse_stream: tornado.iostream.IOStream | None = None
         self._sse_direct = False
         self._sse_chunked = True
@@ -139,8 +140,7 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         assert isinstance(conn, tornado.http1connection.HTTP1Connection)
         stream = conn.stream
         self._sse_stream = stream
-        # Fast path only for plain TCP streams: TLS sockets must go through Tornado.
-        self._sse_direct = type(stream) is tornado.iostream.IOStream
+        self._sse_direct = streamwrite.can_write_direct(stream)
         self._sse_chunked = self.request.version == "HTTP/1.1"
         self._sse_done = asyncio.get_running_loop().create_future()
         self.init_fanout_state()
@@ -155,51 +155,30 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         head = b"retry: %d\nid: %s\n" % (RETRY_MS, self.instance.encode())
         self.write(head + sse_event("snapshot", protocol.encode_quotes(protocol.SNAPSHOT, snap)))
         self.flush()  # headers and the snapshot go out before any quotes frame of the fan-out
-        self._arm_heartbeat()
+        self._sse_beat = time.monotonic()
         return True
 
     # -- heartbeat ---------------------------------------------------------------------------
-    def _arm_heartbeat(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._sse_beat = loop.call_later(self.server.config.ping_interval, self._heartbeat)
-
-    def _heartbeat(self) -> None:
-        self._sse_beat = None
-        if not self.registered:
-            return
-        if not self.conflating:
+    def heartbeat(self, now: float) -> None:
+        """A ``: hb`` comment every ``--ping-interval`` keeps proxies from closing an idle stream."""
+        if (
+            self.registered
+            and not self.conflating
+            and now - self._sse_beat >= self.server.config.ping_interval
+        ):
+            self._sse_beat = now
             self.write_frame(HEARTBEAT)
-        self._arm_heartbeat()
 
     # -- fan-out side ------------------------------------------------------------------------
     def write_frame(self, frame: bytes) -> int:
         stream = self._sse_stream
         if stream is None:
             return -1
-        buf = stream._write_buffer  # Tornado's private buffer, dropped once the stream is closed
-        if buf is None or stream.closed():
-            return -1
         data: bytes | memoryview = frame if self._sse_chunked else _unchunked(frame)
-        if self._sse_direct and not buf._size and stream.socket is not None:
-            try:
-                sent = stream.socket.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # let Tornado meet the error below and close the stream its own way
-            if sent == len(data):
-                return 0
-            data = data[sent:]
-        try:
-            stream.write(data)
-        except tornado.iostream.StreamClosedError:
-            return -1
-        return stream._write_buffer._size if stream._write_buffer is not None else -1
+        return streamwrite.write_frame(stream, data, self._sse_direct)
 
     def buffered(self) -> int:
-        stream = self._sse_stream
-        buf = stream._write_buffer if stream is not None else None
-        return buf._size if buf is not None else 0
+        return streamwrite.buffered(self._sse_stream)
 
     def close_slow(self) -> None:
         self._end("slow_consumer")
@@ -213,9 +192,6 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self._end(self.close_reason_label)
 
     def _end(self, reason: str) -> None:
-        if self._sse_beat is not None:
-            self._sse_beat.cancel()
-            self._sse_beat = None
         if self.registered:
             self.registered = False
             self.close_reason_label = reason
