@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from feeds import alpaca, binance, coinbase, finnhub, polygon
 from feeds.base import Feed
 from feeds.simulated import SimulatedFeed
 
@@ -17,7 +18,13 @@ def _simulated(args: argparse.Namespace) -> Feed:
 
 FEEDS: dict[str, FeedFactory] = {
     "simulated": _simulated,
+    "finnhub": finnhub.create,
+    "alpaca": alpaca.create,
+    "polygon": polygon.create,
+    "coinbase": coinbase.create,
+    "binance": binance.create,
 }
+_STREAMING = (finnhub, alpaca, polygon, coinbase, binance)
 
 
 def add_arguments(parser: argparse.ArgumentParser, env: Callable[[str, object], object]) -> None:
@@ -49,6 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser, env: Callable[[str, object], 
         default=env("FEED_SILENCE", 30.0),
         help="seconds without data or heartbeat after which an upstream counts as dead and is reconnected",
     )
+    g.add_argument(
+        "--feed-linger",
+        type=float,
+        default=env("FEED_LINGER", 5.0),
+        help="seconds a symbol stays subscribed upstream after its last client left",
+    )
+    for module in _STREAMING:
+        module.add_arguments(g, env)
 
 
 def create_feeds(names: list[str], args: argparse.Namespace) -> list[Feed]:
