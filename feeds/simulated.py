@@ -24,7 +24,7 @@ VOLATILITY = 0.0006  # per-tick relative standard deviation of the price
 
 
 class _SymbolSim:
-    __slots__ = ("symbol", "rng", "price", "prev_close", "volume", "acc", "tick_size")
+    __slots__ = ("acc", "prev_close", "price", "rng", "symbol", "tick_size", "volume")
 
     def __init__(self, symbol: str, seed: int | None, base: float | None) -> None:
         digest = hashlib.sha256(f"{seed}:{symbol}".encode()).digest()
@@ -43,15 +43,15 @@ class _SymbolSim:
         raw = self.price * math.exp(VOLATILITY * z - 0.5 * VOLATILITY * VOLATILITY)
         price = max(self.tick_size, round(raw / self.tick_size) * self.tick_size)
         self.price = price
-        half = max(self.tick_size, round(price * 0.0001 / self.tick_size) * self.tick_size) / 2
+        half = max(1, round(price * 0.0001 / self.tick_size)) * self.tick_size
         self.volume += self.rng.randrange(100, 2_000, 100)
         digits = 2 if self.tick_size >= 0.01 else 4
         return Quote(
             symbol=self.symbol,
             price=round(price, digits),
             ts_ms=ts_ms,
-            bid=round(price - half, digits + 1),
-            ask=round(price + half, digits + 1),
+            bid=round(price - half, digits),
+            ask=round(price + half, digits),
             volume=self.volume,
             prev_close=self.prev_close,
         )

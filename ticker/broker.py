@@ -1,0 +1,46 @@
+"""Brokers carry normalized quotes from feeds to the hub, and demand back from the hub to feeds.
+
+The in-process :class:`MemoryBroker` hands quotes straight to the hub. Other brokers
+(Redis) let publisher processes and edge nodes run apart; they implement the same class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ticker.quote import Quote
+
+Deliver = Callable[[Quote], None]
+
+
+class Broker:
+    """In-process broker (``memory``): feeds and hub share one process."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._deliver: Deliver | None = None
+
+    async def start(self, deliver: Deliver) -> None:
+        """Start delivering quotes for this node's demanded symbols to ``deliver``."""
+        self._deliver = deliver
+
+    async def stop(self) -> None:
+        """Stop delivering and release connections."""
+        self._deliver = None
+
+    def publish(self, quote: Quote) -> None:
+        """Feed side: pass one normalized quote on."""
+        if self._deliver is not None:
+            self._deliver(quote)
+
+    def set_demand(self, symbols: frozenset[str]) -> None:
+        """Hub side: the symbols this node's clients want (in-process feeds are told directly)."""
+
+    @property
+    def up(self) -> bool:
+        """Whether the broker is connected."""
+        return True
+
+
+MemoryBroker = Broker

@@ -1,0 +1,254 @@
+"""The ``ticker`` command line: ``ticker serve`` and friends. Every flag has a ``TICKER_*`` env twin."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from feeds import registry
+from ticker import __version__
+from ticker.config import Config
+from ticker.symbols import DEFAULT_UNIVERSE, InvalidSymbol, parse_symbol_list
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _env(name: str, default: object) -> object:
+    return os.environ.get(f"TICKER_{name}", default)
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def conv(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+        return value
+
+    conv.__name__ = kind.__name__
+    return conv
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {text!r}")
+    return value
+
+
+def _symbols(text: str) -> list[str]:
+    try:
+        symbols = parse_symbol_list(text)
+    except InvalidSymbol as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not symbols:
+        raise argparse.ArgumentTypeError("needs at least one symbol")
+    return symbols
+
+
+def _names(text: str) -> list[str]:
+    names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("needs at least one name")
+    return names
+
+
+def _origins(text: str) -> frozenset[str]:
+    return frozenset(p.strip().lower().rstrip("/") for p in text.split(",") if p.strip())
+
+
+def _add_serve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=_port, default=_env("PORT", "8888"), help="port to listen on; 0 picks one")
+    p.add_argument(
+        "--feed",
+        type=_names,
+        default=_env("FEED", "simulated"),
+        help="feed adapter(s), comma-separated: " + ", ".join(sorted(registry.FEEDS)) + ", none",
+    )
+    p.add_argument(
+        "--symbols",
+        type=_symbols,
+        default=_env("SYMBOLS", ",".join(DEFAULT_UNIVERSE)),
+        help="comma-separated symbols to carry (default: about 30 US tickers)",
+    )
+    p.add_argument(
+        "--sim-rate",
+        type=_positive(float),
+        default=_env("SIM_RATE", "2"),
+        help="simulated ticks per second per symbol (2)",
+    )
+    p.add_argument("--seed", type=int, default=_env("SEED", None), help="seed of the simulated market")
+    p.add_argument(
+        "--flush-ms",
+        type=_positive(float),
+        default=_env("FLUSH_MS", "20"),
+        help="fan-out flush interval in ms: at most one frame per connection per interval (20)",
+    )
+    p.add_argument(
+        "--allowed-origins",
+        type=_origins,
+        default=_env("ALLOWED_ORIGINS", ""),
+        help="extra browser origins allowed to open /ws, comma-separated (default: same host only)",
+    )
+    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, default=_env("LOG_LEVEL", "info"))
+    lim = p.add_argument_group("limits")
+    lim.add_argument(
+        "--max-symbols",
+        type=_positive(int),
+        default=_env("MAX_SYMBOLS", "500"),
+        help="symbols per connection (500)",
+    )
+    lim.add_argument(
+        "--max-message-bytes",
+        type=_positive(int),
+        default=_env("MAX_MESSAGE_BYTES", "65536"),
+        help="largest client frame; larger ones close the connection with 1009 (65536)",
+    )
+    lim.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        default=_env("MAX_CONNECTIONS", "50000"),
+        help="open connections before new ones get 503 (50000)",
+    )
+    lim.add_argument(
+        "--rate-limit",
+        type=_positive(float),
+        default=_env("RATE_LIMIT", "50"),
+        help="client messages per second per connection (50)",
+    )
+    lim.add_argument(
+        "--rate-burst",
+        type=_positive(int),
+        default=_env("RATE_BURST", "100"),
+        help="client messages allowed in a burst (100)",
+    )
+    lim.add_argument(
+        "--ping-interval",
+        type=_positive(float),
+        default=_env("PING_INTERVAL", "20"),
+        help="seconds between server pings (20)",
+    )
+    lim.add_argument(
+        "--ping-timeout",
+        type=_positive(float),
+        default=_env("PING_TIMEOUT", "20"),
+        help="seconds to wait for a pong before dropping the peer (20)",
+    )
+    lim.add_argument(
+        "--slow-bytes",
+        type=_positive(int),
+        default=_env("SLOW_BYTES", str(1 << 20)),
+        help="unsent bytes after which a connection is conflated (1048576)",
+    )
+    lim.add_argument(
+        "--slow-timeout",
+        type=_positive(float),
+        default=_env("SLOW_TIMEOUT", "10"),
+        help="seconds over --slow-bytes before closing with 1013 (10)",
+    )
+    lim.add_argument(
+        "--stale-after",
+        type=_positive(float),
+        default=_env("STALE_AFTER", "15"),
+        help="seconds without feed data before /readyz fails (15)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive(int),
+        default=_env("WORKERS", "1"),
+        help="server processes sharing the port with SO_REUSEPORT (1)",
+    )
+    p.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default=_env("LOOP", "auto"),
+        help="event loop implementation (auto: uvloop when installed)",
+    )
+    registry.add_arguments(p, _env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``ticker`` parser with its subcommands."""
+    parser = _Parser(prog="ticker", description="Real-time stock-quote push server.")
+    parser.add_argument("--version", action="version", version=f"ticker {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    serve = sub.add_parser("serve", help="serve quotes over WebSocket, REST and a web page")
+    _add_serve_flags(serve)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Turn parsed ``serve`` flags into a :class:`Config`."""
+    feeds = [] if args.feed == ["none"] else args.feed
+    return Config(
+        host=args.host,
+        port=args.port,
+        feeds=feeds,
+        symbols=args.symbols,
+        sim_rate=args.sim_rate,
+        seed=args.seed,
+        flush_ms=args.flush_ms,
+        allowed_origins=args.allowed_origins,
+        log_level=args.log_level,
+        max_symbols=args.max_symbols,
+        max_message_bytes=args.max_message_bytes,
+        max_connections=args.max_connections,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
+        slow_bytes=args.slow_bytes,
+        slow_timeout=args.slow_timeout,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        stale_after=args.stale_after,
+        workers=args.workers,
+        args=args,
+    )
+
+
+def _install_loop(kind: str) -> None:
+    if kind == "asyncio":
+        return
+    try:
+        import uvloop
+    except ImportError:
+        if kind == "uvloop":
+            raise SystemExit("ticker: error: --loop uvloop but uvloop is not installed") from None
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ticker`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "serve":
+        from ticker.run import serve
+
+        try:
+            config = config_from_args(args)
+            from feeds.registry import create_feeds
+
+            if config.feeds:
+                create_feeds(config.feeds, args)  # validate names and credentials before listening
+        except ValueError as exc:
+            parser.exit(2, f"ticker: error: {exc}\n")
+        _install_loop(args.loop)
+        return serve(config)
+    parser.error(f"unknown command {args.command}")

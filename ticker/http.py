@@ -1,0 +1,135 @@
+"""HTTP edge: the page, the REST snapshot, symbols, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import tornado.web
+
+from ticker import protocol
+from ticker.server import Server
+from ticker.symbols import InvalidSymbol, normalize_symbol
+from ticker.ws import QuoteSocket
+
+
+def find_web_dir() -> Path:
+    """The page's files: ``web/`` beside the package in a checkout, else where ``pip install`` put them."""
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "web", Path(sys.prefix) / "share" / "ticker" / "web"):
+        if (cand / "index.html").is_file():
+            return cand
+    raise FileNotFoundError("the web page's files (web/index.html) are not installed")
+
+
+class _Base(tornado.web.RequestHandler):
+    def initialize(self, server: Server) -> None:
+        self.server = server
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-store")
+
+    def send_json(self, obj: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(orjson.dumps(obj))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.send_json({"error": {"code": f"http_{status_code}", "message": self._reason}}, status_code)
+
+
+class QuotesHandler(_Base):
+    """``GET /api/quotes?symbols=A,B``: the last value of each symbol (all cached ones without ``symbols``)."""
+
+    def get(self) -> None:
+        raw = self.get_query_argument("symbols", None)
+        if raw is None:
+            symbols = self.server.hub.cached_symbols()[: self.server.config.max_symbols]
+        else:
+            symbols = []
+            bad = []
+            for part in raw.split(","):
+                try:
+                    symbols.append(normalize_symbol(part))
+                except InvalidSymbol:
+                    bad.append(part)
+            if bad or not symbols:
+                msg = protocol.invalid_symbols_message(bad or [raw])
+                self.send_json({"error": {"code": protocol.INVALID_SYMBOL, "message": msg}}, 400)
+                return
+            if len(symbols) > self.server.config.max_symbols:
+                msg = f"at most {self.server.config.max_symbols} symbols per request"
+                self.send_json({"error": {"code": protocol.TOO_MANY_SYMBOLS, "message": msg}}, 400)
+                return
+        entries = self.server.hub.last_encoded(dict.fromkeys(symbols))
+        self.set_header("Content-Type", "application/json")
+        self.finish(b'{"data":[' + b",".join(entries) + b"]}")
+
+
+class SymbolsHandler(_Base):
+    """``GET /api/symbols``: symbols the feeds offer and those with a last value."""
+
+    def get(self) -> None:
+        self.send_json({"symbols": self.server.known_symbols()})
+
+
+class HealthHandler(_Base):
+    """``GET /healthz``: 200 while the process serves."""
+
+    def get(self) -> None:
+        self.send_json({"status": "ok"})
+
+
+class ReadyHandler(_Base):
+    """``GET /readyz``: 200 when feeds are up and fresh, else 503 with the reason."""
+
+    def get(self) -> None:
+        ok, reason = self.server.readiness()
+        self.send_json({"status": "ready" if ok else "not ready", "reason": reason}, 200 if ok else 503)
+
+
+class MetricsHandler(_Base):
+    """``GET /metrics``: Prometheus text format."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(self.server.metrics.render())
+
+
+class PageHandler(tornado.web.StaticFileHandler):
+    """``GET /``: the trader's page, with a strict Content-Security-Policy."""
+
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'",
+        )
+
+
+def make_app(server: Server) -> tornado.web.Application:
+    """The Tornado application serving every endpoint of ``server``."""
+    cfg = server.config
+    web = str(find_web_dir())
+    s = {"server": server}
+    return tornado.web.Application(
+        [
+            (r"/ws", QuoteSocket, s),
+            (r"/api/quotes", QuotesHandler, s),
+            (r"/api/symbols", SymbolsHandler, s),
+            (r"/healthz", HealthHandler, s),
+            (r"/readyz", ReadyHandler, s),
+            (r"/metrics", MetricsHandler, s),
+            (r"/()", PageHandler, {"path": web, "default_filename": "index.html"}),
+            (r"/static/(.*)", PageHandler, {"path": web}),
+        ],
+        websocket_max_message_size=cfg.max_message_bytes,
+        websocket_ping_interval=cfg.ping_interval,
+        websocket_ping_timeout=cfg.ping_timeout,
+        compress_response=True,
+    )

@@ -1,0 +1,250 @@
+"""The hub: subscriber sets, last-value cache and per-symbol sequence numbers (pure, no I/O).
+
+Subscribers with the same set of symbols share a *group*, so one flush builds one payload
+per group however many connections are in it. Each update is encoded once (orjson) when it
+enters the hub; a flush joins the encoded entries of a group's changed symbols into one
+``quotes`` payload, holding only the latest value per symbol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from ticker import protocol
+from ticker.quote import Quote
+
+DemandListener = Callable[[frozenset[str]], None]
+S = TypeVar("S", bound=Hashable)
+
+
+class TooManySymbols(Exception):
+    """A subscription would pass the per-connection symbol cap; nothing was subscribed."""
+
+    def __init__(self, limit: int, wanted: int) -> None:
+        super().__init__(f"subscription would hold {wanted} symbols; the limit is {limit} per connection")
+        self.limit = limit
+
+
+class _Symbol:
+    __slots__ = ("encoded", "groups", "pending_since", "quote", "seq")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.quote: Quote | None = None
+        self.encoded: bytes | None = None
+        self.groups: set[_Group] = set()
+        self.pending_since: float | None = None
+
+
+class _Group:
+    __slots__ = ("entries", "key", "members", "symbols")
+
+    def __init__(self, key: frozenset[str]) -> None:
+        self.key = key
+        self.members: set[Any] = set()
+        self.entries: list[bytes] = []  # encoded Q entries due at the next flush
+        self.symbols: list[str] = []
+
+
+@dataclass(slots=True)
+class Batch(Generic[S]):
+    """One payload of a flush and the subscribers that all get exactly these bytes."""
+
+    payload: bytes
+    members: set[S]
+    symbols: list[str]
+
+
+@dataclass(slots=True)
+class Flush(Generic[S]):
+    """The result of :meth:`Hub.flush`: batches to write and the hub-entry times of the flushed updates."""
+
+    batches: list[Batch[S]]
+    pending_since: list[float]
+
+
+class Hub(Generic[S]):
+    """Subscriptions, last values and the batching of updates into payloads."""
+
+    def __init__(
+        self,
+        max_symbols: int = 500,
+        on_demand: DemandListener | None = None,
+        max_idle_symbols: int = 20_000,
+    ) -> None:
+        self.max_symbols = max_symbols
+        self.max_idle_symbols = max_idle_symbols
+        self.on_demand = on_demand
+        self._symbols: dict[str, _Symbol] = {}
+        self._groups: dict[frozenset[str], _Group] = {}
+        self._subs: dict[S, frozenset[str]] = {}
+        self._dirty: dict[str, _Symbol] = {}
+        self._idle: dict[str, None] = {}  # symbols nobody wants, oldest first (bounded cache)
+        self.updates_in = 0
+
+    # -- subscriptions -----------------------------------------------------------------------
+    @property
+    def connections(self) -> int:
+        """Number of registered subscribers."""
+        return len(self._subs)
+
+    @property
+    def subscription_count(self) -> int:
+        """Sum over subscribers of their symbol counts."""
+        return sum(len(g.key) * len(g.members) for g in self._groups.values())
+
+    def demand(self) -> frozenset[str]:
+        """Symbols with at least one subscriber."""
+        return frozenset(s for s, st in self._symbols.items() if st.groups)
+
+    def add(self, sub: S) -> None:
+        """Register a subscriber with no symbols."""
+        self._subs.setdefault(sub, frozenset())
+
+    def remove(self, sub: S) -> None:
+        """Forget a subscriber and its subscriptions."""
+        key = self._subs.pop(sub, None)
+        if key:
+            self._move(sub, key, frozenset())
+
+    def symbols_of(self, sub: S) -> frozenset[str]:
+        """The subscriber's current symbol set."""
+        return self._subs.get(sub, frozenset())
+
+    def subscribe(self, sub: S, symbols: Iterable[str]) -> tuple[list[str], list[bytes]]:
+        """Add ``symbols``; return (newly added symbols, encoded last values of those that have one).
+
+        Raises :class:`TooManySymbols` (subscribing nothing) when the cap would be passed.
+        """
+        old = self._subs.get(sub, frozenset())
+        added = [s for s in dict.fromkeys(symbols) if s not in old]
+        if not added:
+            return [], []
+        new = old.union(added)
+        if len(new) > self.max_symbols:
+            raise TooManySymbols(self.max_symbols, len(new))
+        self._subs[sub] = new
+        self._move(sub, old, new)
+        snap = [st.encoded for s in added if (st := self._symbols[s]).encoded is not None]
+        return added, snap
+
+    def unsubscribe(self, sub: S, symbols: Iterable[str]) -> list[str]:
+        """Remove ``symbols``; return the ones that were subscribed."""
+        old = self._subs.get(sub, frozenset())
+        gone = [s for s in dict.fromkeys(symbols) if s in old]
+        if gone:
+            new = old.difference(gone)
+            self._subs[sub] = new
+            self._move(sub, old, new)
+        return gone
+
+    def _move(self, sub: S, old: frozenset[str], new: frozenset[str]) -> None:
+        changed = False
+        if old:
+            g = self._groups[old]
+            g.members.discard(sub)
+            if not g.members:
+                del self._groups[old]
+                for s in old:
+                    st = self._symbols[s]
+                    st.groups.discard(g)
+                    if not st.groups:
+                        changed = True
+                        if st.encoded is None:  # never had data: nothing worth keeping
+                            del self._symbols[s]
+                        else:
+                            self._idle[s] = None
+        if new:
+            g2 = self._groups.get(new)
+            if g2 is None:
+                g2 = self._groups[new] = _Group(new)
+                for s in new:
+                    st2 = self._symbols.get(s)
+                    if st2 is None:
+                        st2 = self._symbols[s] = _Symbol()
+                    if not st2.groups:
+                        changed = True
+                        self._idle.pop(s, None)
+                    st2.groups.add(g2)
+            g2.members.add(sub)
+        if changed:
+            self._prune()
+            if self.on_demand is not None:
+                self.on_demand(self.demand())
+
+    def _prune(self) -> None:
+        # Keep last values of unwanted symbols for snapshots, but only the newest max_idle_symbols of them.
+        idle = self._idle
+        while len(idle) > self.max_idle_symbols:
+            s = next(iter(idle))
+            del idle[s], self._symbols[s]
+
+    # -- updates -----------------------------------------------------------------------------
+    def publish(self, quote: Quote, now: float) -> bool:
+        """Take one update entering the hub at monotonic time ``now``; return True if it is due for a flush."""
+        st = self._symbols.get(quote.symbol)
+        if st is None:
+            st = self._symbols[quote.symbol] = _Symbol()
+            self._idle[quote.symbol] = None
+        st.seq += 1
+        st.quote = quote
+        st.encoded = orjson.dumps(quote.wire(st.seq))
+        self.updates_in += 1
+        if not st.groups:
+            if len(self._idle) > self.max_idle_symbols:
+                self._prune()
+            return False
+        if st.pending_since is None:
+            st.pending_since = now
+            self._dirty[quote.symbol] = st
+        return True
+
+    @property
+    def pending(self) -> bool:
+        """Whether updates wait for a flush."""
+        return bool(self._dirty)
+
+    def flush(self) -> Flush[S]:
+        """Collect every group's changed symbols into one payload per group and reset the pending state."""
+        touched: list[_Group] = []
+        since: list[float] = []
+        for sym, st in self._dirty.items():
+            enc = st.encoded
+            assert enc is not None and st.pending_since is not None
+            since.append(st.pending_since)
+            st.pending_since = None
+            for g in st.groups:
+                if not g.entries:
+                    touched.append(g)
+                g.entries.append(enc)
+                g.symbols.append(sym)
+        self._dirty.clear()
+        batches: list[Batch[S]] = []
+        for g in touched:
+            batches.append(Batch(protocol.encode_quotes(protocol.QUOTES, g.entries), g.members, g.symbols))
+            g.entries = []
+            g.symbols = []
+        return Flush(batches, since)
+
+    # -- last values -------------------------------------------------------------------------
+    def last(self, symbol: str) -> Quote | None:
+        """The last quote of ``symbol``, if any."""
+        st = self._symbols.get(symbol)
+        return st.quote if st is not None else None
+
+    def last_encoded(self, symbols: Iterable[str]) -> list[bytes]:
+        """Encoded last values (with their sequence numbers) of those ``symbols`` that have one."""
+        out = []
+        for s in symbols:
+            st = self._symbols.get(s)
+            if st is not None and st.encoded is not None:
+                out.append(st.encoded)
+        return out
+
+    def cached_symbols(self) -> list[str]:
+        """Every symbol with a last value."""
+        return [s for s, st in self._symbols.items() if st.encoded is not None]

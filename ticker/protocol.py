@@ -1,0 +1,124 @@
+"""The wire protocol (Sans-I/O): parse client frames into commands, build server messages.
+
+Nothing here touches a socket; the transports feed text in and write the bytes out.
+The contract is written down in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ticker.symbols import InvalidSymbol, normalize_symbol
+
+# Error codes (the contract).
+BAD_JSON = "bad_json"
+BAD_REQUEST = "bad_request"
+UNKNOWN_OP = "unknown_op"
+INVALID_SYMBOL = "invalid_symbol"
+TOO_MANY_SYMBOLS = "too_many_symbols"
+RATE_LIMITED = "rate_limited"
+ERROR_CODES = (BAD_JSON, BAD_REQUEST, UNKNOWN_OP, INVALID_SYMBOL, TOO_MANY_SYMBOLS, RATE_LIMITED)
+
+
+class ProtocolError(Exception):
+    """A client frame the server refuses; the connection stays open and gets an error message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class Subscribe:
+    """``{"op":"subscribe"}``: ``symbols`` are the valid, normalized ones; ``invalid`` the refused inputs."""
+
+    symbols: list[str]
+    invalid: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Unsubscribe:
+    """``{"op":"unsubscribe"}``, with the same split as :class:`Subscribe`."""
+
+    symbols: list[str]
+    invalid: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Ping:
+    """``{"op":"ping","id":...}``; ``id`` is echoed back unchanged."""
+
+    id: Any = None
+
+
+Command = Subscribe | Unsubscribe | Ping
+
+
+def split_symbols(raw: Iterable[object]) -> tuple[list[str], list[str]]:
+    """Normalize ``raw`` symbols: (valid ones in first-seen order without duplicates, invalid inputs as text)."""
+    valid: dict[str, None] = {}
+    invalid: list[str] = []
+    for item in raw:
+        try:
+            valid[normalize_symbol(item)] = None
+        except InvalidSymbol:
+            invalid.append(item if isinstance(item, str) else orjson.dumps(item).decode())
+    return list(valid), invalid
+
+
+def parse_client_message(data: str | bytes) -> Command:
+    """Parse one client text frame; raise :class:`ProtocolError` for anything malformed."""
+    try:
+        msg = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(BAD_JSON, f"frame is not valid JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(BAD_REQUEST, 'a message must be a JSON object with an "op" field')
+    op = msg.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError(BAD_REQUEST, 'missing or non-string "op" field')
+    if op == "ping":
+        return Ping(msg.get("id"))
+    if op in ("subscribe", "unsubscribe"):
+        raw = msg.get("symbols")
+        if not isinstance(raw, list):
+            raise ProtocolError(BAD_REQUEST, f'"{op}" needs "symbols": a list of symbol strings')
+        valid, invalid = split_symbols(raw)
+        return Subscribe(valid, invalid) if op == "subscribe" else Unsubscribe(valid, invalid)
+    raise ProtocolError(UNKNOWN_OP, f"unknown op {op[:64]!r} (known: subscribe, unsubscribe, ping)")
+
+
+def invalid_symbols_message(invalid: Sequence[str]) -> str:
+    """The human text of an ``invalid_symbol`` error naming every refused symbol."""
+    names = ", ".join(repr(s[:40]) for s in invalid[:10])
+    more = f" and {len(invalid) - 10} more" if len(invalid) > 10 else ""
+    return f"invalid symbol {names}{more}: expected 1-32 characters of A-Z 0-9 . - : / _"
+
+
+def encode_quotes(kind: bytes, entries: Sequence[bytes]) -> bytes:
+    """``{"type":kind,"data":[...]}`` from already-encoded Q entries, joined without re-encoding."""
+    return b'{"type":"' + kind + b'","data":[' + b",".join(entries) + b"]}"
+
+
+QUOTES = b"quotes"
+SNAPSHOT = b"snapshot"
+
+
+def subscribed(symbols: Iterable[str]) -> bytes:
+    """``{"type":"subscribed","symbols":[...]}`` with the connection's full current set."""
+    return orjson.dumps({"type": "subscribed", "symbols": sorted(symbols)})
+
+
+def pong(ping_id: Any) -> bytes:
+    """``{"type":"pong","id":...}`` echoing the ping's id."""
+    return orjson.dumps({"type": "pong", "id": ping_id})
+
+
+def error(code: str, message: str) -> bytes:
+    """``{"type":"error","code":...,"message":...}``."""
+    return orjson.dumps({"type": "error", "code": code, "message": message})

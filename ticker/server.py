@@ -1,0 +1,202 @@
+"""The running server: hub, fan-out, broker and feeds wired together, plus its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Iterable
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from feeds.base import Feed, FeedContext
+from feeds.registry import create_feeds
+from ticker.broker import Broker
+from ticker.config import Config
+from ticker.fanout import Connection, Fanout
+from ticker.hub import Hub
+from ticker.metrics import Metrics
+from ticker.quote import Quote
+
+log = logging.getLogger("ticker")
+
+SHUTDOWN_GRACE = 2.0  # seconds given to clients to answer the 1001 close
+
+
+class Server:
+    """One ticker server process: owns the hub, the fan-out, the broker, the feeds and the connections."""
+
+    def __init__(self, config: Config, feeds: list[Feed] | None = None, broker: Broker | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.hub: Hub[Connection] = Hub(max_symbols=config.max_symbols, on_demand=self._on_demand)
+        self.fanout = Fanout(
+            self.hub,
+            self.metrics,
+            flush_interval=config.flush_ms / 1000.0,
+            slow_bytes=config.slow_bytes,
+            slow_timeout=config.slow_timeout,
+        )
+        self.broker = broker or Broker()
+        self.feeds = feeds if feeds is not None else create_feeds(config.feeds, config.args)
+        self.connections: set[Connection] = set()
+        self.closing = False
+        self._drained = asyncio.Event()
+        self.started = time.monotonic()
+        self._http: tornado.httpserver.HTTPServer | None = None
+        self._health_task: asyncio.Task[None] | None = None
+        self.port = config.port
+        m = self.metrics
+        m.subscriptions.set_function(lambda: self.hub.subscription_count)
+        m.symbols_active.set_function(lambda: len(self.hub.demand()))
+        for f in self.feeds:
+            m.feed_up.labels(f.name).set(0)
+
+    # -- connections -------------------------------------------------------------------------
+    def connection_count(self) -> int:
+        """Open client connections over every transport."""
+        return len(self.connections)
+
+    def register(self, conn: Connection) -> None:
+        """A transport accepted ``conn``."""
+        self.connections.add(conn)
+        self.hub.add(conn)
+        self.metrics.connections.labels(conn.transport).inc()
+        self.metrics.connections_opened.labels(conn.transport).inc()
+
+    def unregister(self, conn: Connection, reason: str) -> None:
+        """``conn`` closed, for ``reason`` (a bounded label: client, slow_consumer, flood, shutdown, ...)."""
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.hub.remove(conn)
+            self.fanout.remove(conn)
+            self.metrics.connections.labels(conn.transport).dec()
+            self.metrics.connections_closed.labels(conn.transport, reason).inc()
+            if self.closing and not self.connections:
+                self._drained.set()
+
+    # -- data in -----------------------------------------------------------------------------
+    def _on_demand(self, symbols: frozenset[str]) -> None:
+        for f in self.feeds:
+            f.set_demand(frozenset(s for s in symbols if f.owns(s)))
+        self.broker.set_demand(symbols)
+
+    def _feed_context(self, feed: Feed) -> FeedContext:
+        name = feed.name
+        m = self.metrics
+        lag = m.feed_lag.labels(name).observe
+        count = m.feed_updates.labels(name).inc
+        publish = self.broker.publish
+
+        def emit(quote: Quote) -> None:
+            lag(max(0.0, time.time() - quote.ts_ms / 1000.0))
+            count()
+            publish(quote)
+
+        return FeedContext(
+            emit=emit,
+            error=lambda kind: m.feed_errors.labels(name, kind).inc(),
+            reconnected=lambda: m.feed_reconnects.labels(name).inc(),
+        )
+
+    def _deliver(self, quote: Quote) -> None:
+        self.metrics.hub_updates.inc()
+        self.fanout.publish(quote)
+
+    # -- health ------------------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): every feed up and, where clients want data, producing it recently."""
+        if self.closing:
+            return False, "shutting down"
+        if not self.broker.up:
+            return False, f"broker {self.broker.name} is down"
+        now = time.monotonic()
+        for f in self.feeds:
+            h = f.health()
+            if not h.up:
+                return False, f"feed {f.name} is down: {h.reason or 'unknown'}"
+            if h.last_data is None:
+                if f.demand and now - self.started > self.config.stale_after:
+                    return False, f"feed {f.name} has produced no data yet"
+            elif now - h.last_data > self.config.stale_after and (f.demand or f.known_symbols()):
+                return False, f"feed {f.name} produced no data for {now - h.last_data:.0f} s"
+        return True, "ready"
+
+    async def _health_loop(self) -> None:
+        while True:
+            for f in self.feeds:
+                self.metrics.feed_up.labels(f.name).set(1 if f.health().up else 0)
+            self.metrics.ready.set(1 if self.readiness()[0] else 0)
+            await asyncio.sleep(1.0)
+
+    def known_symbols(self) -> list[str]:
+        """Symbols worth suggesting: what the feeds offer and what has a last value."""
+        out: dict[str, None] = {}
+        for f in self.feeds:
+            out.update(dict.fromkeys(f.known_symbols()))
+        out.update(dict.fromkeys(self.hub.cached_symbols()))
+        return sorted(out)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self, sockets: Iterable[socket.socket] | None = None) -> None:
+        """Start broker and feeds, then listen (on ``sockets`` if given, else on host:port)."""
+        from ticker.http import (
+            make_app,  # the HTTP edge imports the server; keep the cycle out of import time
+        )
+
+        await self.broker.start(self._deliver)
+        for f in self.feeds:
+            await f.start(self._feed_context(f))
+        self._on_demand(self.hub.demand())
+        app = make_app(self)
+        self._http = tornado.httpserver.HTTPServer(
+            app, max_body_size=1 << 20, idle_connection_timeout=60, xheaders=False
+        )
+        socks = (
+            list(sockets)
+            if sockets is not None
+            else tornado.netutil.bind_sockets(self.config.port, self.config.host)
+        )
+        self._http.add_sockets(socks)
+        self.port = socks[0].getsockname()[1]
+        self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
+        log.info(
+            "ticker listening on http://%s:%d (feeds: %s, broker: %s)",
+            self.config.host,
+            self.port,
+            ",".join(f.name for f in self.feeds) or "none",
+            self.broker.name,
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, close clients with 1001, stop feeds and broker."""
+        if self.closing:
+            return
+        self.closing = True
+        if self._http is not None:
+            self._http.stop()
+        self.fanout.close()
+        for conn in list(self.connections):
+            conn.close_going_away()
+        if self.connections:
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout=SHUTDOWN_GRACE)
+            except TimeoutError:
+                log.warning("%d connections did not answer the close in time", len(self.connections))
+        for f in self.feeds:
+            try:
+                await asyncio.wait_for(f.stop(), timeout=1.0)
+            except Exception:  # a feed that fails to stop must not block shutdown
+                log.exception("feed %s did not stop cleanly", f.name)
+        await self.broker.stop()
+        if self._health_task is not None:
+            self._health_task.cancel()
+        if self._http is not None:
+            try:
+                await asyncio.wait_for(self._http.close_all_connections(), timeout=1.0)
+            except TimeoutError:
+                log.warning("some HTTP connections did not close in time")
+        log.info("ticker stopped")

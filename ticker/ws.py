@@ -1,0 +1,175 @@
+"""The WebSocket transport: Tornado's WebSocketHandler at the edge of the protocol and the hub.
+
+Control messages (subscribed, snapshot, pong, error) go through ``write_message``; quote
+frames are built once per batch by the fan-out and written as the same bytes to every
+connection, straight to the socket while Tornado's own buffer is empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+import tornado.iostream
+import tornado.web
+import tornado.websocket
+
+from ticker import protocol
+from ticker.fanout import Connection
+from ticker.frames import ws_text_frame
+from ticker.hub import TooManySymbols
+from ticker.limits import TokenBucket
+from ticker.protocol import ProtocolError
+
+if TYPE_CHECKING:
+    from ticker.server import Server
+
+log = logging.getLogger("ticker.ws")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+def origin_allowed(origin: str, host: str, allowed: frozenset[str]) -> bool:
+    """Same host as the request's Host header, or listed in ``allowed`` (``*`` allows every origin)."""
+    if "*" in allowed or origin.lower().rstrip("/") in allowed:
+        return True
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
+class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
+    """One client on ``/ws``."""
+
+    transport: ClassVar[str] = "ws"
+    framer = staticmethod(ws_text_frame)
+
+    def initialize(self, server: Server) -> None:
+        self.server = server
+        self.registered = False
+        self.close_reason_label = "client"
+
+    # -- handshake ---------------------------------------------------------------------------
+    def check_origin(self, origin: str) -> bool:
+        ok = origin_allowed(origin, self.request.host, self.server.config.allowed_origins)
+        if not ok:
+            log.info("refused origin %r for host %r", origin[:200], self.request.host)
+        return ok
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        if self.server.closing:
+            raise tornado.web.HTTPError(503, reason="server shutting down")
+        if self.server.connection_count() >= self.server.config.max_connections:
+            raise tornado.web.HTTPError(503, reason="too many connections")
+        await super().get(*args, **kwargs)
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        cfg = self.server.config
+        self.init_fanout_state()
+        self.bucket = TokenBucket(cfg.rate_limit, cfg.rate_burst, time.monotonic())
+        self.violations = 0
+        stream = self.ws_connection.stream if self.ws_connection else None
+        self._stream: tornado.iostream.IOStream | None = stream
+        # Fast path only for plain TCP streams: TLS sockets must go through Tornado.
+        self._direct = type(stream) is tornado.iostream.IOStream
+        self.set_nodelay(True)
+        self.server.register(self)
+        self.registered = True
+        raw = self.get_query_argument("symbols", "")
+        if raw:
+            valid, invalid = protocol.split_symbols(p for p in raw.split(",") if p.strip())
+            self._subscribe(protocol.Subscribe(valid, invalid))
+
+    # -- inbound -----------------------------------------------------------------------------
+    def on_message(self, message: str | bytes) -> None:
+        if not self.bucket.take(time.monotonic()):
+            self.violations += 1
+            if self.violations > self.server.config.rate_burst:
+                self.close_reason_label = "flood"
+                self.close(CLOSE_POLICY, "rate limit exceeded")
+                return
+            if self.violations == 1 or self.violations % 10 == 0:
+                self._error(protocol.RATE_LIMITED, "too many messages; slow down (message dropped)")
+            return
+        self.violations = 0
+        if isinstance(message, bytes):
+            self._error(protocol.BAD_REQUEST, "binary frames are not supported; send JSON text frames")
+            return
+        try:
+            cmd = protocol.parse_client_message(message)
+        except ProtocolError as exc:
+            self._error(exc.code, exc.message)
+            return
+        if isinstance(cmd, protocol.Ping):
+            self._send(protocol.pong(cmd.id))
+        elif isinstance(cmd, protocol.Subscribe):
+            self._subscribe(cmd)
+        else:
+            if cmd.invalid:
+                self._error(protocol.INVALID_SYMBOL, protocol.invalid_symbols_message(cmd.invalid))
+            self.server.hub.unsubscribe(self, cmd.symbols)
+            for s in cmd.symbols:
+                self.pending.pop(s, None)
+            self._send(protocol.subscribed(self.server.hub.symbols_of(self)))
+
+    def _subscribe(self, cmd: protocol.Subscribe) -> None:
+        if cmd.invalid:
+            self._error(protocol.INVALID_SYMBOL, protocol.invalid_symbols_message(cmd.invalid))
+        hub = self.server.hub
+        try:
+            _added, snap = hub.subscribe(self, cmd.symbols)
+        except TooManySymbols as exc:
+            self._error(protocol.TOO_MANY_SYMBOLS, str(exc))
+            return
+        self._send(protocol.subscribed(hub.symbols_of(self)))
+        if snap:
+            self._send(protocol.encode_quotes(protocol.SNAPSHOT, snap))
+
+    def _error(self, code: str, message: str) -> None:
+        self.server.metrics.client_errors.labels(code).inc()
+        self._send(protocol.error(code, message))
+
+    def _send(self, payload: bytes) -> None:
+        with contextlib.suppress(tornado.websocket.WebSocketClosedError):
+            self.write_message(payload)
+
+    # -- fan-out side ------------------------------------------------------------------------
+    def write_frame(self, frame: bytes) -> bool:
+        stream = self._stream
+        if stream is None or stream.closed():
+            return False
+        if self._direct and not stream._write_buffer and stream.socket is not None:
+            try:
+                sent = stream.socket.send(frame)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # let Tornado meet the error below and close the stream its own way
+            if sent == len(frame):
+                return True
+            frame = frame[sent:]
+        try:
+            stream.write(frame)
+        except tornado.iostream.StreamClosedError:
+            return False
+        return True
+
+    def buffered(self) -> int:
+        stream = self._stream
+        return len(stream._write_buffer) if stream is not None else 0
+
+    def close_slow(self) -> None:
+        self.close_reason_label = "slow_consumer"
+        self.close(CLOSE_TRY_AGAIN_LATER, "slow consumer: not reading fast enough")
+
+    def close_going_away(self) -> None:
+        self.close_reason_label = "shutdown"
+        self.close(CLOSE_GOING_AWAY, "server shutting down")
+
+    def on_close(self) -> None:
+        if self.registered:
+            self.registered = False
+            self.server.unregister(self, self.close_reason_label)
