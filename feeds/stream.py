@@ -167,6 +167,11 @@ class StreamFeed(Feed):
         return self._last_subscribed
 
     @property
+    def symbol_limit(self) -> int | None:
+        """Most symbols held at once now (configured limit or learned provider cap); ``None``: no limit."""
+        return self._tracker.effective_limit
+
+    @property
     def held(self) -> frozenset[str]:
         """Symbols currently subscribed upstream."""
         return frozenset(self._held)

@@ -79,7 +79,9 @@ async def test_malformed_messages_are_counted_and_survived(setup):
         bad = ["{not json", *type(fake).BAD]
         for text in bad:
             await fake.broadcast_raw(text)
-        await eventually(lambda: rec.errors["malformed"] + rec.errors["unexpected"] >= len(bad), what="counts")
+        await eventually(
+            lambda: rec.errors["malformed"] + rec.errors["unexpected"] >= len(bad), what="counts"
+        )
         await _price_arrives(fake, rec, prov.symbol, 42.25)
         assert fake.connects == 1 and feed.health().up
 
@@ -98,7 +100,7 @@ async def test_upstream_subscriptions_follow_demand_with_linger(setup):
         await asyncio.sleep(0.6)
         assert fake.symbols() == {prov.symbol} and len(fake.received) == sent, "churned upstream"
         feed.set_demand(frozenset({prov.other}))
-        await fake.wait_for(lambda: fake.symbols() == {prov.symbol, prov.other}, timeout=0.3, what="other")
+        await fake.wait_for(lambda: fake.symbols() == {prov.symbol, prov.other}, within=0.3, what="other")
         await fake.wait_for(lambda: fake.symbols() == {prov.other}, what="unsubscribe after linger")
 
 
@@ -111,9 +113,12 @@ async def test_a_silent_upstream_is_reconnected(setup):
         await asyncio.sleep(1.3)  # heartbeats or pongs keep a quiet but healthy link up
         assert fake.connects == 1 and not rec.errors["silence"]
         fake.go_silent()
-        await eventually(lambda: rec.errors["silence"] >= 1, timeout=3.0, what="silence detected")
+        await eventually(lambda: rec.errors["silence"] >= 1, within=3.0, what="silence detected")
         fake.wake()
-        await fake.wait_for(lambda: fake.connects >= 2 and fake.symbols() == {prov.symbol}, what="resubscribe")
+        await fake.wait_for(
+            lambda: fake.connects >= 2 and len(fake.conns) == 1 and fake.symbols() == {prov.symbol},
+            what="one fresh connection, resubscribed",
+        )
         await _price_arrives(fake, rec, prov.symbol, 99.0)
         assert rec.reconnects >= 1
 

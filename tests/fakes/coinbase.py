@@ -71,7 +71,11 @@ class FakeCoinbase(FakeUpstream):
         bad = [p for _, p in pairs if p in self.invalid]
         if bad:
             await conn.send(
-                {"type": "error", "message": "Failed to subscribe", "reason": f"{bad[0]} is not a valid product"}
+                {
+                    "type": "error",
+                    "message": "Failed to subscribe",
+                    "reason": f"{bad[0]} is not a valid product",
+                }
             )
             return
         for channel, product in pairs:
@@ -82,7 +86,10 @@ class FakeCoinbase(FakeUpstream):
             channel, product = sub.split(":", 1)
             channels.setdefault(channel, []).append(product)
         await conn.send(
-            {"type": "subscriptions", "channels": [{"name": n, "product_ids": p} for n, p in channels.items()]}
+            {
+                "type": "subscriptions",
+                "channels": [{"name": n, "product_ids": p} for n, p in channels.items()],
+            }
         )
 
     BAD = (

@@ -25,7 +25,9 @@ class FakeFinnhub(FakeUpstream):
         '"trade"',
     )
 
-    def __init__(self, token: str = "test-token", limit: int = 50, ping_interval: float | None = None) -> None:
+    def __init__(
+        self, token: str = "test-token", limit: int = 50, ping_interval: float | None = None
+    ) -> None:
         super().__init__()
         self.token = token
         self.limit = limit

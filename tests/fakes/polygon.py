@@ -33,7 +33,10 @@ class FakePolygon(FakeUpstream):
     async def on_connect(self, conn: FakeConn) -> None:
         for other in [c for c in self.conns if c is not conn and c.authed]:
             await other.send(
-                status("max_connections", "Maximum number of websocket connections exceeded. You have been disconnected.")
+                status(
+                    "max_connections",
+                    "Maximum number of websocket connections exceeded. You have been disconnected.",
+                )
             )
             await other.close(1008)
         await conn.send(status("connected", "Connected Successfully"))

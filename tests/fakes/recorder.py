@@ -32,11 +32,12 @@ class Recorder:
     def prices(self, symbol: str) -> list[float]:
         return [q.price for q in self.quotes if q.symbol == symbol]
 
-    def last(self, symbol: str) -> Quote | None:
+    def last(self, symbol: str) -> Quote:
+        """The latest quote of ``symbol`` (fails the test if there is none)."""
         for q in reversed(self.quotes):
             if q.symbol == symbol:
                 return q
-        return None
+        raise AssertionError(f"no quote for {symbol}")
 
 
 def fast_options(url: str, **over: Any) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def fast_options(url: str, **over: Any) -> dict[str, Any]:
     return opts
 
 
-def cli_args(url: str, **over: Any) -> argparse.Namespace:
+def cli_args(url: str | None, **over: Any) -> argparse.Namespace:
     """A parsed-command-line stand-in for the registry factories."""
     ns = argparse.Namespace(
         feed_url=url,

@@ -38,7 +38,8 @@ class FakeConn:
 
     async def send_raw(self, text: str) -> None:
         if not self.ws.closed and not self.owner.silent:
-            await self.ws.send_str(text)
+            with contextlib.suppress(ConnectionError):  # the client went away meanwhile
+                await self.ws.send_str(text)
 
     async def close(self, code: int = 1000, message: bytes = b"") -> None:
         await self.ws.close(code=code, message=message)
@@ -72,7 +73,7 @@ class FakeUpstream:
     async def start(self) -> FakeUpstream:
         app = web.Application()
         app.router.add_get(self.path, self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -164,8 +165,10 @@ class FakeUpstream:
             out |= conn.subs
         return out
 
-    async def wait_for(self, cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-        await eventually(cond, timeout, what)
+    async def wait_for(
+        self, cond: Callable[[], object], within: float = 5.0, what: str = "condition"
+    ) -> None:
+        await eventually(cond, within, what)
 
     # -- the server side --------------------------------------------------------------------
 
@@ -214,9 +217,9 @@ class FakeUpstream:
         return ws
 
 
-async def eventually(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """Wait until ``cond()`` holds, polling; fail the test with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+async def eventually(cond: Callable[[], object], within: float = 5.0, what: str = "condition") -> None:
+    """Wait until ``cond()`` holds, polling; fail the test with ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
