@@ -93,6 +93,10 @@ class SimulatedFeed(Feed):
     async def start(self, ctx: FeedContext) -> None:
         self._ctx = ctx
         self._mark_up()
+        ts_ms = int(time.time() * 1000)
+        for sim in self._sims.values():  # an opening quote each, so snapshots are ready at once
+            ctx.emit(sim.step(ts_ms))
+        self._mark_data()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"feed-{self.name}")
 
     async def stop(self) -> None:

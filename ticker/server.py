@@ -22,6 +22,9 @@ from ticker.metrics import Metrics
 from ticker.quote import Quote
 
 log = logging.getLogger("ticker")
+# Where the server listens is printed whatever --log-level says: scripts and tests read it (port 0).
+announce = logging.getLogger("ticker.listen")
+announce.setLevel(logging.INFO)
 
 SHUTDOWN_GRACE = 2.0  # seconds given to clients to answer the 1001 close
 
@@ -163,7 +166,7 @@ class Server:
         self._http.add_sockets(socks)
         self.port = socks[0].getsockname()[1]
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
-        log.info(
+        announce.info(
             "ticker listening on http://%s:%d (feeds: %s, broker: %s)",
             self.config.host,
             self.port,

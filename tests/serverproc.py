@@ -1,0 +1,141 @@
+"""Run a real ``ticker`` server process on an ephemeral port for tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+_LISTEN = re.compile(r"listening on http://[^:]+:(\d+)")
+
+
+class ServerProcess:
+    """``python -m ticker serve --port 0 ARGS`` in a subprocess; ``port`` is known once it listens."""
+
+    def __init__(
+        self,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        port: int = 0,
+        python: str = sys.executable,
+        cwd: str | None = None,
+    ) -> None:
+        self.args = list(args)
+        self.python = python
+        self.cwd = cwd
+        self.env = {**os.environ, **(env or {})}
+        self.requested_port = port
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+        self._listening = threading.Event()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://127.0.0.1:PORT/ws``."""
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self, timeout: float = 15.0) -> ServerProcess:
+        """Start the process and wait until it listens."""
+        cmd = [self.python, "-m", "ticker", "serve", "--port", str(self.requested_port), *self.args]
+        self._listening.clear()
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=self.env,
+            cwd=self.cwd,
+        )
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        if not self._listening.wait(timeout):
+            self.stop()
+            raise RuntimeError("server did not start:\n" + "".join(self.lines[-30:]))
+        return self
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.lines.append(line)
+            m = _LISTEN.search(line)
+            if m and not self._listening.is_set():
+                self.port = int(m.group(1))
+                self._listening.set()
+
+    def output(self) -> str:
+        """Everything the server logged so far."""
+        return "".join(self.lines)
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` to the server."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        """Wait for exit and return the status."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 8 s; returns the exit status."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(8)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def rss_kib(self) -> int:
+        """Resident set size of the server process in KiB (Linux /proc)."""
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes (then fail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Fetch ``/metrics`` and return {"name{labels}": value} for every sample."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out

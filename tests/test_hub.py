@@ -1,0 +1,122 @@
+"""The hub's subscriptions, last values, sequences and batching, without a network."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from ticker.hub import Hub, TooManySymbols
+from ticker.quote import Quote
+
+
+def q(sym: str, price: float, ts: int = 1) -> Quote:
+    return Quote(sym, price, ts, bid=price - 0.01, ask=price + 0.01)
+
+
+def decode(batch) -> list[dict]:
+    msg = orjson.loads(batch.payload)
+    assert msg["type"] == "quotes"
+    return msg["data"]
+
+
+def test_snapshot_on_subscribe_holds_last_values_with_sequence():
+    hub: Hub[str] = Hub()
+    hub.publish(q("AAPL", 1.0), 0.0)
+    hub.publish(q("AAPL", 2.0), 0.0)
+    hub.add("c1")
+    added, snap = hub.subscribe("c1", ["AAPL", "MSFT"])
+    assert added == ["AAPL", "MSFT"]
+    assert [orjson.loads(s) for s in snap] == [{"s": "AAPL", "p": 2.0, "b": 1.99, "a": 2.01, "t": 1, "q": 2}]
+    assert hub.subscribe("c1", ["AAPL"]) == ([], [])
+
+
+def test_flush_gives_each_subscriber_exactly_its_symbols_latest_value_once():
+    hub: Hub[str] = Hub()
+    for c, syms in {"a": ["AAPL", "MSFT"], "b": ["MSFT"], "c": ["AAPL", "MSFT"], "d": ["NVDA"]}.items():
+        hub.add(c)
+        hub.subscribe(c, syms)
+    for price in (1.0, 2.0, 3.0):
+        hub.publish(q("AAPL", price), 10.0)
+    hub.publish(q("MSFT", 5.0), 11.0)
+    hub.publish(q("TSLA", 9.0), 11.0)  # nobody wants it
+    fl = hub.flush()
+    got: dict[str, list[dict]] = {}
+    for b in fl.batches:
+        for m in b.members:
+            assert m not in got, "one frame per connection per flush"
+            got[m] = decode(b)
+    assert {k: [(e["s"], e["p"], e["q"]) for e in v] for k, v in got.items()} == {
+        "a": [("AAPL", 3.0, 3), ("MSFT", 5.0, 1)],
+        "c": [("AAPL", 3.0, 3), ("MSFT", 5.0, 1)],
+        "b": [("MSFT", 5.0, 1)],
+    }
+    # identical subscription sets share one payload object
+    same = [b for b in fl.batches if "a" in b.members]
+    assert len(same) == 1 and same[0].members == {"a", "c"}
+    assert sorted(fl.pending_since) == [10.0, 11.0]
+    assert not hub.pending and hub.flush().batches == []
+
+
+def test_unsubscribe_and_remove_update_groups_and_demand():
+    seen: list[frozenset[str]] = []
+    hub: Hub[str] = Hub(on_demand=seen.append)
+    hub.add("a")
+    hub.add("b")
+    hub.subscribe("a", ["AAPL", "MSFT"])
+    hub.subscribe("b", ["MSFT"])
+    assert hub.demand() == {"AAPL", "MSFT"}
+    assert hub.unsubscribe("a", ["AAPL", "ZZZ"]) == ["AAPL"]
+    assert hub.symbols_of("a") == {"MSFT"}
+    assert hub.demand() == {"MSFT"}
+    hub.publish(q("MSFT", 1.0), 0.0)
+    fl = hub.flush()
+    assert len(fl.batches) == 1 and fl.batches[0].members == {"a", "b"}
+    hub.remove("a")
+    hub.remove("b")
+    assert hub.demand() == frozenset()
+    assert seen[-1] == frozenset()
+    assert hub.connections == 0 and hub.subscription_count == 0
+    assert hub.publish(q("MSFT", 2.0), 0.0) is False  # nobody to flush to
+
+
+def test_symbol_cap_is_atomic():
+    hub: Hub[str] = Hub(max_symbols=3)
+    hub.add("a")
+    hub.subscribe("a", ["A", "B"])
+    with pytest.raises(TooManySymbols):
+        hub.subscribe("a", ["C", "D"])
+    assert hub.symbols_of("a") == {"A", "B"}
+    hub.subscribe("a", ["C"])
+    assert hub.subscription_count == 3
+
+
+def test_sequence_is_per_symbol_and_monotonic():
+    hub: Hub[str] = Hub()
+    for i in range(5):
+        hub.publish(q("A", float(i)), 0.0)
+    hub.publish(q("B", 1.0), 0.0)
+    assert [orjson.loads(e)["q"] for e in hub.last_encoded(["A", "B", "NONE"])] == [5, 1]
+    assert hub.last("A").price == 4.0  # type: ignore[union-attr]
+
+
+def test_idle_last_values_are_bounded():
+    hub: Hub[str] = Hub(max_idle_symbols=100)
+    for i in range(1000):
+        hub.publish(q(f"S{i}", 1.0), 0.0)
+    assert len(hub.cached_symbols()) <= 101
+    assert "S999" in hub.cached_symbols()
+    # wanted symbols are never evicted
+    hub.add("a")
+    hub.subscribe("a", ["KEEP"])
+    hub.publish(q("KEEP", 1.0), 0.0)
+    for i in range(1000, 1500):
+        hub.publish(q(f"S{i}", 1.0), 0.0)
+    assert "KEEP" in hub.cached_symbols()
+
+
+def test_symbols_without_data_leave_with_their_last_subscriber():
+    hub: Hub[str] = Hub()
+    hub.add("a")
+    hub.subscribe("a", [f"X{i}" for i in range(50)])
+    hub.remove("a")
+    assert hub.cached_symbols() == [] and len(hub._symbols) == 0

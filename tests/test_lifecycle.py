@@ -1,0 +1,129 @@
+"""Command line, shutdown, workers and packaging, as an operator meets them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.serverproc import ServerProcess
+from tests.wsclient import collect_quotes, recv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "needle"),
+    [
+        (["--port", "99999"], {}, "port must be 0-65535"),
+        (["--sim-rate", "-1"], {}, "must be positive"),
+        (["--flush-ms", "abc"], {}, "--flush-ms"),
+        (["--feed", "nope"], {}, "unknown feed 'nope'"),
+        (["--symbols", "AAPL,bad$"], {}, "invalid symbol"),
+        (["--log-level", "loud"], {}, "--log-level"),
+        (["--bogus"], {}, "unrecognized arguments: --bogus"),
+        ([], {"TICKER_PORT": "abc"}, "--port"),
+        ([], {"TICKER_SIM_RATE": "0"}, "must be positive"),
+    ],
+)
+def test_bad_flags_give_one_line_and_exit_2(argv, env, needle):
+    r = subprocess.run(
+        [sys.executable, "-m", "ticker", "serve", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_env_vars_configure_the_server():
+    env = {"TICKER_SYMBOLS": "aapl,ibm", "TICKER_SIM_RATE": "5", "TICKER_LOG_LEVEL": "warning"}
+    with ServerProcess(env=env) as srv, urllib.request.urlopen(srv.url + "/api/symbols", timeout=5) as r:
+        assert r.read() == b'{"symbols":["AAPL","IBM"]}'
+
+
+async def test_sigterm_closes_clients_1001_and_exits_0_quickly():
+    srv = ServerProcess(["--log-level", "warning"]).start()
+    try:
+        clients = [await connect(srv.ws_url + "?symbols=AAPL") for _ in range(3)]
+        for ws in clients:
+            await recv(ws)
+        t0 = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        for ws in clients:
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            assert ws.close_code == 1001
+        assert await asyncio.to_thread(srv.wait, 5) == 0
+        assert time.monotonic() - t0 < 5
+    finally:
+        srv.stop()
+
+
+def test_sigint_exits_0():
+    srv = ServerProcess(["--log-level", "warning"]).start()
+    srv.signal(signal.SIGINT)
+    assert srv.wait(5) == 0
+
+
+async def test_workers_share_the_port_and_stop_together():
+    srv = ServerProcess(
+        ["--workers", "2", "--seed", "1", "--sim-rate", "10", "--log-level", "warning"]
+    ).start()
+    try:
+        clients = [await connect(srv.ws_url + "?symbols=AAPL,MSFT") for _ in range(8)]
+        for ws in clients:
+            await recv(ws)
+        got = await asyncio.gather(*(collect_quotes(ws, 1.0) for ws in clients))
+        assert all(entries for entries in got)
+        assert srv.output().count("listening on") == 2
+        srv.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(srv.wait, 8) == 0
+        for ws in clients:
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            assert ws.close_code == 1001
+    finally:
+        srv.stop()
+
+
+def test_non_editable_install_serves_the_page(tmp_path: Path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(ROOT)],
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
+    # Run the installed copy from a directory outside the checkout.
+    srv = ServerProcess(["--log-level", "warning"], python=str(py), cwd=str(tmp_path), env={"PYTHONPATH": ""})
+    with srv:
+        with urllib.request.urlopen(srv.url + "/", timeout=5) as r:
+            assert b"<html" in r.read()
+        with urllib.request.urlopen(srv.url + "/static/app.js", timeout=5) as r:
+            assert r.status == 200
+        out = subprocess.run(
+            [str(py), "-c", "import ticker; print(ticker.__file__)"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert str(venv) in out

@@ -1,0 +1,107 @@
+"""The wire protocol and frame builders, without a network."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from ticker import protocol
+from ticker.frames import sse_event, ws_text_frame
+from ticker.protocol import ProtocolError, parse_client_message
+from ticker.quote import Quote
+from ticker.symbols import InvalidSymbol, normalize_symbol, parse_symbol_list
+
+
+def test_subscribe_normalizes_and_splits_invalid():
+    cmd = parse_client_message('{"op":"subscribe","symbols":["aapl","MSFT","aapl","bad$",7,"BTC-USD","x"]}')
+    assert isinstance(cmd, protocol.Subscribe)
+    assert cmd.symbols == ["AAPL", "MSFT", "BTC-USD", "X"]
+    assert cmd.invalid == ["bad$", "7"]
+
+
+def test_unsubscribe_and_ping():
+    cmd = parse_client_message(b'{"op":"unsubscribe","symbols":["msft"]}')
+    assert isinstance(cmd, protocol.Unsubscribe) and cmd.symbols == ["MSFT"]
+    ping = parse_client_message('{"op":"ping","id":{"n":[1,2]}}')
+    assert isinstance(ping, protocol.Ping) and ping.id == {"n": [1, 2]}
+    assert orjson.loads(protocol.pong(ping.id)) == {"type": "pong", "id": {"n": [1, 2]}}
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "bad_json"),
+        ("{", "bad_json"),
+        ("[1,2]", "bad_request"),
+        ('"subscribe"', "bad_request"),
+        ('{"symbols":["A"]}', "bad_request"),
+        ('{"op":5}', "bad_request"),
+        ('{"op":"subscribe"}', "bad_request"),
+        ('{"op":"subscribe","symbols":"AAPL"}', "bad_request"),
+        ('{"op":"dance"}', "unknown_op"),
+    ],
+)
+def test_bad_frames(frame, code):
+    with pytest.raises(ProtocolError) as info:
+        parse_client_message(frame)
+    assert info.value.code == code
+    assert info.value.message
+
+
+@pytest.mark.parametrize("sym", ["A", "BRK.B", "BTC-USD", "EUR/USD", "X:BTCUSD", "ES_F", "Z" * 32, "aapl"])
+def test_valid_symbols(sym):
+    assert normalize_symbol(sym) == sym.upper()
+
+
+@pytest.mark.parametrize("sym", ["", "Z" * 33, "A B", "AAPL$", "ÄPFEL", None, 3, ["A"]])
+def test_invalid_symbols(sym):
+    with pytest.raises(InvalidSymbol):
+        normalize_symbol(sym)
+
+
+def test_parse_symbol_list():
+    assert parse_symbol_list("aapl, MSFT,,aapl") == ["AAPL", "MSFT"]
+
+
+def test_invalid_symbol_message_names_symbols():
+    msg = protocol.invalid_symbols_message(["bad$", "no way"])
+    assert "'bad$'" in msg and "'no way'" in msg
+
+
+def test_quote_wire_form_derives_change_and_omits_missing():
+    q = Quote("AAPL", 101.0, 1_700_000_000_000, prev_close=100.0)
+    assert q.wire(5) == {"s": "AAPL", "p": 101.0, "c": 1.0, "cp": 1.0, "t": 1_700_000_000_000, "q": 5}
+    q2 = Quote("X", 2.0, 1, bid=1.9, ask=2.1, volume=10, change=0.5, change_percent=33.3)
+    assert q2.wire(1) == {
+        "s": "X",
+        "p": 2.0,
+        "b": 1.9,
+        "a": 2.1,
+        "v": 10,
+        "c": 0.5,
+        "cp": 33.3,
+        "t": 1,
+        "q": 1,
+    }
+
+
+def test_encode_quotes_joins_entries():
+    payload = protocol.encode_quotes(protocol.QUOTES, [b'{"s":"A"}', b'{"s":"B"}'])
+    assert orjson.loads(payload) == {"type": "quotes", "data": [{"s": "A"}, {"s": "B"}]}
+
+
+@pytest.mark.parametrize("n", [0, 5, 125, 126, 65535, 65536, 100_000])
+def test_ws_text_frame_lengths(n):
+    payload = b"x" * n
+    frame = ws_text_frame(payload)
+    assert frame[0] == 0x81
+    if n < 126:
+        assert frame[1] == n and frame[2:] == payload
+    elif n < 65536:
+        assert frame[1] == 126 and int.from_bytes(frame[2:4], "big") == n and frame[4:] == payload
+    else:
+        assert frame[1] == 127 and int.from_bytes(frame[2:10], "big") == n and frame[10:] == payload
+
+
+def test_sse_event():
+    assert sse_event("quotes", b'{"a":1}') == b'event: quotes\ndata: {"a":1}\n\n'

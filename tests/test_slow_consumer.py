@@ -1,0 +1,98 @@
+"""A client that stops reading is conflated, then closed, while everyone else stays on time."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import time
+
+from websockets.asyncio.client import connect
+
+from tests.serverproc import ServerProcess, scrape
+from tests.wsclient import recv
+
+SYMBOLS = [f"S{i}" for i in range(50)]
+
+
+def stalled_client(port: int) -> socket.socket:
+    """Open /ws subscribed to every symbol with a tiny receive buffer, then never read."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        f"GET /ws?symbols={','.join(SYMBOLS)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+async def test_stalled_reader_is_conflated_then_closed_1013_others_unaffected():
+    args = [
+        "--symbols",
+        ",".join(SYMBOLS),
+        "--sim-rate",
+        "200",
+        "--flush-ms",
+        "5",
+        "--slow-bytes",
+        "65536",
+        "--slow-timeout",
+        "2",
+        "--log-level",
+        "warning",
+    ]
+    with ServerProcess(args) as srv:
+        async with connect(srv.ws_url + "?symbols=" + ",".join(SYMBOLS)) as good:
+            await recv(good)
+            rss_start = srv.rss_kib()
+            slow = await asyncio.to_thread(stalled_client, srv.port)
+            worst_lag = 0.0
+            worst_gap = 0.0
+            last = time.monotonic()
+            entries = 0
+            conflated_seen = False
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline:
+                msg = await recv(good, 5)
+                now = time.monotonic()
+                worst_gap = max(worst_gap, now - last)
+                last = now
+                if msg["type"] == "quotes":
+                    entries += len(msg["data"])
+                    worst_lag = max(worst_lag, time.time() - min(e["t"] for e in msg["data"]) / 1000)
+                if entries % 2000 < 60:
+                    m = await asyncio.to_thread(scrape, srv.url)
+                    conflated_seen |= m["ticker_updates_conflated_total"] > 0
+                    if m["ticker_slow_consumer_disconnects_total"] >= 1:
+                        break
+            metrics = await asyncio.to_thread(scrape, srv.url)
+            assert conflated_seen, "the stalled reader was never conflated"
+            assert metrics["ticker_slow_consumer_disconnects_total"] == 1
+            # Tornado waits up to 5 s for the peer to answer the close before dropping the socket.
+            key = 'ticker_connections_closed_total{reason="slow_consumer",transport="ws"}'
+            for _ in range(100):
+                metrics = await asyncio.to_thread(scrape, srv.url)
+                if metrics.get(key) == 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert metrics.get(key) == 1
+            # The good client kept getting fresh updates the whole time.
+            assert entries > 5000
+            assert worst_gap < 1.0, worst_gap
+            assert worst_lag < 1.0, worst_lag
+            # Memory stayed bounded: nothing queued for the stalled reader beyond the bound.
+            assert srv.rss_kib() - rss_start < 30_000
+        # The server really closed the stalled socket: draining it ends in EOF.
+        slow.settimeout(10)
+        total = 0
+        while chunk := slow.recv(1 << 16):
+            total += len(chunk)
+        slow.close()
+        assert total > 65536

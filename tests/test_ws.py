@@ -1,0 +1,222 @@
+"""The WebSocket protocol end to end: a real server process and real WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.serverproc import ServerProcess, scrape
+from tests.wsclient import collect_quotes, recv, recv_until, send
+
+
+async def test_subscribe_snapshot_updates_unsubscribe(server: ServerProcess):
+    async with connect(server.ws_url) as ws:
+        await send(ws, {"op": "subscribe", "symbols": ["aapl", "MSFT"]})
+        assert await recv(ws) == {"type": "subscribed", "symbols": ["AAPL", "MSFT"]}
+        snap = await recv(ws)
+        assert snap["type"] == "snapshot"
+        assert {e["s"] for e in snap["data"]} == {"AAPL", "MSFT"}
+        for e in snap["data"]:
+            assert {"s", "p", "t", "q"} <= e.keys() and e["b"] < e["a"]
+        entries = await collect_quotes(ws, 1.0)
+        assert {e["s"] for e in entries} == {"AAPL", "MSFT"}
+        last_q: dict[str, int] = {e["s"]: e["q"] for e in snap["data"]}
+        for e in entries:  # per-symbol sequence never goes back
+            assert e["q"] >= last_q[e["s"]]
+            last_q[e["s"]] = e["q"]
+        await send(ws, {"op": "unsubscribe", "symbols": ["aapl"]})
+        await recv_until(ws, lambda m: m["type"] == "subscribed")
+        await asyncio.sleep(0.1)  # a flush already on the wire may still carry AAPL
+        later = await collect_quotes(ws, 1.0)
+        assert later and {e["s"] for e in later} == {"MSFT"}
+
+
+async def test_at_most_one_entry_per_symbol_per_frame(server: ServerProcess):
+    async with connect(server.ws_url + "?symbols=AAPL,MSFT,NVDA") as ws:
+        frames = 0
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 1.5
+        while loop.time() < end:
+            m = await recv(ws)
+            if m["type"] == "quotes":
+                frames += 1
+                syms = [e["s"] for e in m["data"]]
+                assert len(syms) == len(set(syms))
+        assert frames > 5
+
+
+async def test_query_subscribe_at_connect(server: ServerProcess):
+    async with connect(server.ws_url + "?symbols=nvda,TSLA") as ws:
+        assert await recv(ws) == {"type": "subscribed", "symbols": ["NVDA", "TSLA"]}
+        assert (await recv(ws))["type"] == "snapshot"
+
+
+async def test_many_clients_each_get_exactly_their_symbols(server: ServerProcess):
+    sets = [["AAPL"], ["AAPL", "MSFT"], ["MSFT", "NVDA"], ["NVDA"], ["AAPL", "MSFT", "NVDA"], ["AMZN"]] * 3
+    conns = [await connect(server.ws_url) for _ in sets]
+    try:
+        for ws, syms in zip(conns, sets, strict=True):
+            await send(ws, {"op": "subscribe", "symbols": syms})
+        got = await asyncio.gather(*(collect_quotes(ws, 1.5) for ws in conns))
+        for entries, syms in zip(got, sets, strict=True):
+            assert {e["s"] for e in entries} == set(syms)
+    finally:
+        await asyncio.gather(*(ws.close() for ws in conns))
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{nope", "bad_json"),
+        ('["subscribe"]', "bad_request"),
+        ('{"op":"subscribe","symbols":"AAPL"}', "bad_request"),
+        ('{"op":"teleport"}', "unknown_op"),
+        ('{"op":"subscribe","symbols":["AAPL$"]}', "invalid_symbol"),
+    ],
+)
+async def test_errors_keep_the_connection_open(server: ServerProcess, frame: str, code: str):
+    async with connect(server.ws_url) as ws:
+        await ws.send(frame)
+        err = await recv(ws)
+        assert err["type"] == "error" and err["code"] == code and err["message"]
+        await send(ws, {"op": "ping", "id": 42})
+        assert await recv_until(ws, lambda m: m["type"] == "pong") == {"type": "pong", "id": 42}
+
+
+async def test_invalid_symbol_is_named_and_valid_ones_still_subscribe(server: ServerProcess):
+    async with connect(server.ws_url) as ws:
+        await send(ws, {"op": "subscribe", "symbols": ["AAPL", "no good", "MSFT"]})
+        err = await recv(ws)
+        assert err["code"] == "invalid_symbol" and "'no good'" in err["message"]
+        assert await recv(ws) == {"type": "subscribed", "symbols": ["AAPL", "MSFT"]}
+
+
+async def test_binary_frame_is_refused(server: ServerProcess):
+    async with connect(server.ws_url) as ws:
+        await ws.send(b'{"op":"ping"}')
+        err = await recv(ws)
+        assert err["code"] == "bad_request"
+
+
+async def test_too_many_symbols(server: ServerProcess):
+    async with connect(server.ws_url) as ws:
+        await send(ws, {"op": "subscribe", "symbols": [f"S{i}" for i in range(501)]})
+        err = await recv(ws)
+        assert err["code"] == "too_many_symbols"
+        await send(ws, {"op": "subscribe", "symbols": [f"S{i}" for i in range(500)]})
+        sub = await recv(ws)
+        assert sub["type"] == "subscribed" and len(sub["symbols"]) == 500
+
+
+async def test_oversize_frame_closes_1009(server: ServerProcess):
+    async with connect(server.ws_url, max_size=None) as ws:
+        await ws.send("x" * (64 * 1024 + 1))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 1009
+
+
+async def test_frame_at_the_limit_is_accepted(server: ServerProcess):
+    async with connect(server.ws_url) as ws:
+        frame = json.dumps({"op": "ping", "id": "y" * (64 * 1024 - 40)})
+        assert len(frame) <= 64 * 1024
+        await ws.send(frame)
+        assert (await recv_until(ws, lambda m: m["type"] == "pong"))["id"].startswith("yyy")
+
+
+async def test_flood_is_rate_limited_then_closed(server: ServerProcess):
+    async with connect(server.ws_url) as ws:
+        for i in range(400):
+            await send(ws, {"op": "ping", "id": i})
+        codes = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                m = await recv(ws)
+                if m["type"] == "error":
+                    codes.append(m["code"])
+        assert "rate_limited" in codes
+        assert ws.close_code == 1008
+
+
+async def test_foreign_origin_refused_same_host_allowed(server: ServerProcess):
+    with pytest.raises(InvalidStatus) as info:
+        await connect(server.ws_url, origin="http://evil.example")  # type: ignore[arg-type]
+    assert info.value.response.status_code == 403
+    async with connect(server.ws_url, origin=f"http://127.0.0.1:{server.port}") as ws:  # type: ignore[arg-type]
+        await send(ws, {"op": "ping", "id": 1})
+        assert (await recv(ws))["type"] == "pong"
+
+
+async def test_allowed_origins_flag():
+    with ServerProcess(["--allowed-origins", "https://desk.example.com", "--log-level", "warning"]) as srv:
+        async with connect(srv.ws_url, origin="https://desk.example.com") as ws:  # type: ignore[arg-type]
+            await send(ws, {"op": "ping", "id": 1})
+            assert (await recv(ws))["type"] == "pong"
+        with pytest.raises(InvalidStatus):
+            await connect(srv.ws_url, origin="https://other.example.com")  # type: ignore[arg-type]
+
+
+async def test_metrics_move(server: ServerProcess):
+    before = scrape(server.url)
+    async with connect(server.ws_url + "?symbols=AAPL,MSFT") as ws:
+        await collect_quotes(ws, 1.0)
+        await ws.send("garbage")
+        await recv_until(ws, lambda m: m["type"] == "error")
+        during = scrape(server.url)
+        assert during['ticker_connections{transport="ws"}'] >= 1
+        assert during["ticker_subscriptions"] >= 2
+        assert during["ticker_symbols_active"] >= 2
+    after = scrape(server.url)
+    for name in (
+        "ticker_frames_sent_total",
+        "ticker_updates_sent_total",
+        "ticker_bytes_sent_total",
+        "ticker_fanout_latency_seconds_count",
+        'ticker_feed_updates_total{feed="simulated"}',
+    ):
+        assert after[name] > before.get(name, 0), name
+    assert after['ticker_client_errors_total{code="bad_json"}'] >= 1
+    assert after['ticker_feed_up{feed="simulated"}'] == 1
+    assert after["ticker_bytes_sent_total"] > after["ticker_updates_sent_total"] * 20
+
+
+def _get(url: str) -> tuple[int, dict, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, dict(r.headers), json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read())
+
+
+def test_http_endpoints(server: ServerProcess):
+    status, headers, body = _get(server.url + "/api/quotes?symbols=aapl,MSFT")
+    assert status == 200 and headers["Cache-Control"] == "no-store"
+    assert {e["s"] for e in body["data"]} == {"AAPL", "MSFT"}
+    status, _, body = _get(server.url + "/api/quotes?symbols=AAPL,bad$")
+    assert status == 400 and body["error"]["code"] == "invalid_symbol" and "bad$" in body["error"]["message"]
+    status, _, body = _get(server.url + "/api/symbols")
+    assert status == 200 and "AAPL" in body["symbols"] and len(body["symbols"]) >= 30
+    assert _get(server.url + "/healthz")[0] == 200
+    status, _, body = _get(server.url + "/readyz")
+    assert status == 200 and body["status"] == "ready"
+    with urllib.request.urlopen(server.url + "/", timeout=5) as r:
+        page = r.read().decode()
+        assert r.status == 200 and "<html" in page
+        assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+
+
+async def test_readyz_fails_when_the_feed_stops_producing():
+    # A replay-free way to starve the feed: a sim rate so low nothing ticks within --stale-after.
+    args = ["--symbols", "QUIET", "--sim-rate", "0.001", "--stale-after", "1", "--log-level", "warning"]
+    with ServerProcess(args) as srv:
+        async with connect(srv.ws_url + "?symbols=QUIET") as ws:
+            await recv(ws)
+            await asyncio.sleep(2.5)
+            status, _, body = _get(srv.url + "/readyz")
+            assert status == 503 and "no data" in body["reason"]
