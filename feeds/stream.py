@@ -65,7 +65,6 @@ class StreamFeed(Feed):
         silence: float = 30.0,
         linger: float = 5.0,
         max_symbols: int | None = None,
-        symbols: Iterable[str] | None = None,
     ) -> None:
         super().__init__(name)
         self.url = url or self.default_url
@@ -80,7 +79,6 @@ class StreamFeed(Feed):
         self._backoff = Backoff(reconnect_base, reconnect_cap)
         self._tracker = DemandTracker(max_symbols, linger)
         self._throttle = LogThrottle(self.log)
-        self._symbols = [s for s in (symbols or []) if self.owns(s)]
         self._held: set[str] = set()  # subscribed upstream on the current link
         self._live: set[str] = set()  # symbols whose data is forwarded
         self._rejected: list[str] = []
@@ -185,9 +183,6 @@ class StreamFeed(Feed):
                 self.problem("malformed", f"malformed message ignored: {exc}")
 
     # ---- the Feed interface -------------------------------------------------------------------
-
-    def known_symbols(self) -> list[str]:
-        return list(self._symbols)
 
     def set_demand(self, symbols: frozenset[str]) -> None:
         owned = frozenset(s for s in symbols if self.owns(s))
@@ -356,5 +351,4 @@ def stream_options(args: argparse.Namespace) -> dict[str, Any]:
         "reconnect_cap": args.reconnect_cap,
         "silence": args.feed_silence,
         "linger": args.feed_linger,
-        "symbols": getattr(args, "symbols", None),
     }
