@@ -50,6 +50,11 @@ class DemandTracker:
             self._demanded[sym] = None
             self._leaving.pop(sym, None)
 
+    def discard(self, symbol: str) -> None:
+        """Stop holding ``symbol`` at once, without a linger (the provider refused it)."""
+        self._demanded.pop(symbol, None)
+        self._leaving.pop(symbol, None)
+
     @property
     def demanded(self) -> list[str]:
         """Demanded symbols in arrival order."""

@@ -150,7 +150,7 @@ class StreamFeed(Feed):
             return
         self._invalid[symbol] = reason
         self._held.discard(symbol)
-        self._tracker.set_demand(self._wanted(), time.monotonic())
+        self._tracker.discard(symbol)
         self.problem("invalid_symbol", f"{symbol}: {reason}")
         self._wake.set()
 

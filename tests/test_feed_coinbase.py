@@ -49,15 +49,17 @@ async def test_heartbeat_keeps_an_idle_connection_within_the_subscribe_deadline(
 
 async def test_invalid_product_is_refused_and_the_rest_of_its_batch_resubscribed(fake):
     fake.invalid.add("NOPE-USD")
-    feed = CoinbaseFeed("coinbase", **fast_options(fake.url))
+    feed = CoinbaseFeed("coinbase", **fast_options(fake.url, linger=5.0))
     async with running(feed) as rec:
         feed.set_demand(frozenset({"BTC-USD", "NOPE-USD", "ETH-USD"}))
         await fake.wait_for(lambda: fake.tickers() == {"BTC-USD", "ETH-USD"}, what="valid products")
-        assert rec.errors["invalid_symbol"] == 1
+        await asyncio.sleep(0.1)
+        assert rec.errors["invalid_symbol"] == 1 and rec.errors["upstream_error"] == 0
+        assert sum(1 for m in fake.received if "NOPE-USD" in m.get("product_ids", [])) == 1, "asked again"
         assert "NOPE-USD" in feed.health().reason
         # once no client wants it any more, it may be asked for again later
         feed.set_demand(frozenset({"BTC-USD"}))
-        await fake.wait_for(lambda: fake.tickers() == {"BTC-USD"}, what="unsubscribe")
+        await fake.wait_for(lambda: "NOPE-USD" not in feed.health().reason, what="refusal forgotten")
         assert "NOPE-USD" not in feed.health().reason
 
 

@@ -50,3 +50,10 @@ def test_learned_cap_lowers_the_effective_limit():
     assert t.effective_limit == 2 and t.plan(0).rejected == ["C"]
     t.cap = None
     assert t.plan(0).rejected == []
+
+
+def test_discard_drops_at_once_without_lingering():
+    t = DemandTracker(linger=5.0)
+    t.set_demand({"A", "B"}, now=0)
+    t.discard("B")
+    assert t.plan(0).target == ["A"] and t.next_deadline() is None
