@@ -179,6 +179,34 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     registry.add_arguments(p, _env)
 
 
+def _add_record_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=_env("RECORD_OUT", None), help="file to write (.gz: gzip-compressed)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=_env("RECORD_DURATION", "0"),
+        help="seconds to record; 0 = until SIGINT/SIGTERM (0)",
+    )
+    p.add_argument(
+        "--feed",
+        type=_names,
+        default=_env("FEED", "simulated"),
+        help="feed adapter(s) to record, comma-separated: " + ", ".join(sorted(registry.FEEDS)),
+    )
+    p.add_argument(
+        "--symbols",
+        type=_symbols,
+        default=_env("SYMBOLS", ",".join(DEFAULT_UNIVERSE)),
+        help="comma-separated symbols to demand from the feeds (default: about 30 US tickers)",
+    )
+    p.add_argument(
+        "--sim-rate", type=_positive(float), default=_env("SIM_RATE", "2"), help="simulated ticks/s"
+    )
+    p.add_argument("--seed", type=int, default=_env("SEED", None), help="seed of the simulated market")
+    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, default=_env("LOG_LEVEL", "info"))
+    registry.add_arguments(p, _env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``ticker`` parser with its subcommands."""
     parser = _Parser(prog="ticker", description="Real-time stock-quote push server.")
@@ -186,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     serve = sub.add_parser("serve", help="serve quotes over WebSocket, REST and a web page")
     _add_serve_flags(serve)
+    record = sub.add_parser(
+        "record", help="write the normalized quotes of any feed to a file for --feed replay"
+    )
+    _add_record_flags(record)
     return parser
 
 
@@ -251,4 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.exit(2, f"ticker: error: {exc}\n")
         _install_loop(args.loop)
         return serve(config)
+    if args.command == "record":
+        from feeds.recorder import run_record
+
+        if not args.out:
+            parser.exit(2, "ticker: error: record needs --out FILE\n")
+        _install_loop("auto")
+        return asyncio.run(run_record(args))
     parser.error(f"unknown command {args.command}")

@@ -34,8 +34,8 @@ class Connection:
         self.pending: dict[str, None] = {}
         self.over_since: float | None = None
 
-    def write_frame(self, frame: bytes) -> bool:
-        """Hand ``frame`` to the socket; return False if the connection is gone."""
+    def write_frame(self, frame: bytes) -> int:
+        """Hand ``frame`` to the socket; return the bytes still unsent afterwards, or -1 if the connection is gone."""
         raise NotImplementedError
 
     def buffered(self) -> int:
@@ -119,12 +119,13 @@ class Fanout:
                 frame = frames.get(conn.transport)
                 if frame is None:
                     frame = frames[conn.transport] = conn.framer(batch.payload)
-                if not conn.write_frame(frame):
+                unsent = conn.write_frame(frame)
+                if unsent < 0:
                     continue
                 frames_sent += 1
                 updates_sent += n
                 bytes_sent += len(frame)
-                if conn.buffered() > slow_bytes:
+                if unsent > slow_bytes:
                     self._start_conflating(conn, start)
         end = time.monotonic()
         m = self.metrics
@@ -175,7 +176,7 @@ class Fanout:
         conn.pending = {}
         if entries:
             frame = conn.framer(protocol.encode_quotes(protocol.QUOTES, entries))
-            if conn.write_frame(frame):
+            if conn.write_frame(frame) >= 0:
                 self.metrics.frames_sent.inc()
                 self.metrics.updates_sent.inc(len(entries))
                 self.metrics.bytes_sent.inc(len(frame))

@@ -137,11 +137,17 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
             self.write_message(payload)
 
     # -- fan-out side ------------------------------------------------------------------------
-    def write_frame(self, frame: bytes) -> bool:
+    def write_frame(self, frame: bytes) -> int:
         stream = self._stream
-        if stream is None or stream.closed():
-            return False
-        if self._direct and not stream._write_buffer and stream.socket is not None:
+        if stream is None:
+            return -1
+        # Tornado's private buffer: when it is empty nothing is queued ahead of us, so the frame can go
+        # straight to the socket (no copy into the buffer, no per-write Future). A closed stream has no
+        # socket and falls through to write(), which raises.
+        buf = stream._write_buffer
+        if buf is None:  # Tornado drops the buffer once the stream is closed
+            return -1
+        if self._direct and not buf._size and stream.socket is not None:
             try:
                 sent = stream.socket.send(frame)
             except (BlockingIOError, InterruptedError):
@@ -149,17 +155,18 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
             except OSError:
                 sent = 0  # let Tornado meet the error below and close the stream its own way
             if sent == len(frame):
-                return True
+                return 0
             frame = frame[sent:]
         try:
             stream.write(frame)
         except tornado.iostream.StreamClosedError:
-            return False
-        return True
+            return -1
+        return stream._write_buffer._size if stream._write_buffer is not None else -1
 
     def buffered(self) -> int:
         stream = self._stream
-        return len(stream._write_buffer) if stream is not None else 0
+        buf = stream._write_buffer if stream is not None else None
+        return buf._size if buf is not None else 0
 
     def close_slow(self) -> None:
         self.close_reason_label = "slow_consumer"
