@@ -34,7 +34,7 @@ class BinanceFeed(StreamFeed):
     """Binance spot combined streams."""
 
     default_url = "wss://stream.binance.com:9443/stream"
-    control_rate = 4  # documented: 5 incoming messages per second, pings and pongs included
+    control_rate = 4  # at most 1 + 4 = 5 frames in any second: the documented limit, pongs included
     client_ping = False  # the server pings every 20 s; those pings prove the link alive
 
     def __init__(self, name: str = "binance", *, streams: tuple[str, ...] = ("ticker", "trade"), **kw: Any):

@@ -29,7 +29,7 @@ class CoinbaseFeed(StreamFeed):
 
     default_url = "wss://ws-feed.exchange.coinbase.com"
     max_batch = 100
-    control_rate = 8  # the documented inbound limit is about 8-10 messages per second
+    control_rate = 7  # at most 8 frames in any second: the documented inbound limit is about 8-10
     client_ping = False  # the heartbeat channel proves the link alive every second
     heartbeat_product = "BTC-USD"
 

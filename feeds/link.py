@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from feeds.throttle import RateLimiter
+from feeds.ratelimit import TokenBucket
 from feeds.wire import Malformed
 
 
@@ -45,7 +45,7 @@ def chunks(items: list[str], size: int) -> Iterable[list[str]]:
 class Link:
     """One live upstream WebSocket: paced JSON sends and frame reads that track liveness."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, limiter: RateLimiter | None) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, limiter: TokenBucket | None) -> None:
         self.ws = ws
         self.limiter = limiter
         self.opened = self.last_alive = time.monotonic()

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from feeds import alpaca, binance, coinbase, finnhub, polygon
 from feeds.base import Feed
+from feeds.credentials import secret
 from feeds.finnhub_rest import FinnhubRestFeed
-from feeds.poll import secret
 from feeds.recording import Reader
 from feeds.replay import ReplayFeed
 from feeds.simulated import SimulatedFeed

@@ -38,7 +38,7 @@ from feeds.credentials import FeedConfigError
 from feeds.demand import DemandTracker
 from feeds.link import Link, UpstreamError, chunks, redact_url
 from feeds.normalize import QuoteBook
-from feeds.throttle import LogThrottle, RateLimiter
+from feeds.ratelimit import ThrottledLog, TokenBucket
 from feeds.wire import PARSE_ERRORS, Malformed
 
 CONNECT_TIMEOUT = 10.0  # seconds to open the WebSocket
@@ -51,7 +51,7 @@ class StreamFeed(Feed):
 
     default_url: ClassVar[str] = ""
     max_batch: int = 100  # symbols per subscribe/unsubscribe message
-    control_rate: ClassVar[int | None] = None  # frames per second the provider accepts from a client
+    control_rate: ClassVar[float | None] = None  # frames per second (sustained; bursts of one more)
     client_ping: ClassVar[bool] = True  # ping a quiet link (providers without app heartbeats)
     batch_window: ClassVar[float] = 0.02  # seconds to gather demand changes into one batch
 
@@ -78,7 +78,7 @@ class StreamFeed(Feed):
         self.connections = 0  # successful sessions so far
         self._backoff = Backoff(reconnect_base, reconnect_cap)
         self._tracker = DemandTracker(max_symbols, linger)
-        self._throttle = LogThrottle(self.log)
+        self._throttle = ThrottledLog(self.log)
         self._held: set[str] = set()  # subscribed upstream on the current link
         self._live: set[str] = set()  # symbols whose data is forwarded
         self._rejected: list[str] = []
@@ -135,7 +135,7 @@ class StreamFeed(Feed):
         """Count an error of ``kind`` and log ``message`` (at most once a minute per kind)."""
         if self._ctx is not None:
             self._ctx.error(kind)
-        self._throttle.log(level, kind, f"feed {self.name}: {message}")
+        self._throttle.log(level, kind, "feed %s: %s", self.name, message)
 
     def provider_limit_hit(self, refused: list[str], detail: str) -> None:
         """The provider refused ``refused`` for its own symbol limit: cap this connection at what it holds."""
@@ -234,11 +234,12 @@ class StreamFeed(Feed):
             for _ in new:
                 if self._ctx is not None:
                     self._ctx.error("symbol_limit")
-            self._throttle.log(
-                logging.WARNING,
+            self._throttle.warning(
                 "symbol_limit",
-                f"feed {self.name}: symbol limit {self._tracker.effective_limit} reached, not subscribed: "
-                + ", ".join(new[:10]),
+                "feed %s: symbol limit %s reached, not subscribed: %s",
+                self.name,
+                self._tracker.effective_limit,
+                ", ".join(new[:10]),
             )
 
     async def _run(self) -> None:
@@ -275,7 +276,7 @@ class StreamFeed(Feed):
             CONNECT_TIMEOUT,
         )
         try:
-            link = Link(ws, RateLimiter(self.control_rate) if self.control_rate else None)
+            link = Link(ws, TokenBucket(self.control_rate) if self.control_rate else None)
             await asyncio.wait_for(self.handshake(link), HANDSHAKE_TIMEOUT)
             self._link = link
             self._held = set()

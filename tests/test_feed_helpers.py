@@ -3,60 +3,21 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
 
 from feeds.credentials import FeedConfigError, require_env
 from feeds.link import redact_url
-from feeds.throttle import LogThrottle, RateLimiter
+from feeds.ratelimit import ThrottledLog
 from feeds.wire import Malformed, num, opt_num, rfc3339_ms
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def test_rate_limiter_sliding_window():
-    clock = Clock()
-    rl = RateLimiter(3, 1.0, clock=clock)
-    for _ in range(3):
-        assert rl.delay() == 0
-        rl._times.append(clock())
-    assert rl.delay() == pytest.approx(1.0)
-    clock.t += 0.4
-    assert rl.delay() == pytest.approx(0.6)
-    clock.t += 0.6
-    assert rl.delay() == 0
-
-
-async def test_rate_limiter_acquire_paces_real_time():
-    rl = RateLimiter(2, 0.2)
-    start = time.monotonic()
-    for _ in range(5):
-        await rl.acquire()
-    assert time.monotonic() - start >= 0.39  # 5 sends at 2 per 0.2 s need two full windows
-
-
-def test_log_throttle_logs_once_per_interval_with_the_held_count(caplog):
-    clock = Clock()
-    lt = LogThrottle(logging.getLogger("t"), interval=60, clock=clock)
+def test_throttled_log_keeps_the_level(caplog):
+    tlog = ThrottledLog(logging.getLogger("t"), interval=3600)
     with caplog.at_level(logging.WARNING):
-        assert lt.log(logging.WARNING, "malformed", "bad one")
-        assert not lt.log(logging.WARNING, "malformed", "bad two")
-        assert not lt.log(logging.WARNING, "malformed", "bad three")
-        assert lt.log(logging.WARNING, "auth", "other kind")
-        clock.t += 61
-        assert lt.log(logging.WARNING, "malformed", "bad four")
-    assert [r.getMessage() for r in caplog.records] == [
-        "bad one",
-        "other kind",
-        "bad four (2 more like it since the last report)",
-    ]
+        tlog.log(logging.ERROR, "auth", "refused %s", "once")
+        tlog.log(logging.ERROR, "auth", "refused %s", "twice")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(logging.ERROR, "refused once")]
 
 
 def test_numbers_from_json_or_decimal_strings():
@@ -86,3 +47,10 @@ def test_require_env_names_every_missing_variable(monkeypatch):
     assert require_env("f", "A_SET") == ["v"]
     with pytest.raises(FeedConfigError, match="B_MISSING"):
         require_env("f", "A_SET", "B_MISSING")
+
+
+def test_require_env_reads_a_file_named_by_name_file(monkeypatch, tmp_path):
+    (tmp_path / "key").write_text("from-file\n")
+    monkeypatch.delenv("C_KEY", raising=False)
+    monkeypatch.setenv("C_KEY_FILE", str(tmp_path / "key"))
+    assert require_env("f", "C_KEY") == ["from-file"]
