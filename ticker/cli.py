@@ -74,8 +74,10 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--feed",
         type=_names,
-        default=_env("FEED", "simulated"),
-        help="feed adapter(s), comma-separated: " + ", ".join(sorted(registry.FEEDS)) + ", none",
+        default=_env("FEED", None),
+        help="feed adapter(s), comma-separated: "
+        + ", ".join(sorted(registry.FEEDS))
+        + ", none (default: simulated; none with --broker redis)",
     )
     p.add_argument(
         "--symbols",
@@ -171,12 +173,21 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="server processes sharing the port with SO_REUSEPORT (1)",
     )
     p.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=_env("METRICS_PORT", None),
+        help="also serve /metrics, /healthz, /readyz on this port; with --workers, worker i uses PORT+i",
+    )
+    p.add_argument(
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
         default=_env("LOOP", "auto"),
         help="event loop implementation (auto: uvloop when installed)",
     )
     registry.add_arguments(p, _env)
+    from ticker.broker_cli import add_serve_broker_flags
+
+    add_serve_broker_flags(p, _env)
 
 
 def _add_record_flags(p: argparse.ArgumentParser) -> None:
@@ -218,12 +229,22 @@ def build_parser() -> argparse.ArgumentParser:
         "record", help="write the normalized quotes of any feed to a file for --feed replay"
     )
     _add_record_flags(record)
+    from ticker.broker_cli import add_feed_command
+
+    add_feed_command(sub, _env)
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Turn parsed ``serve`` flags into a :class:`Config`."""
+    redis = args.broker != "memory"
+    if args.feed is None:
+        args.feed = ["none"] if redis else ["simulated"]
     feeds = [] if args.feed == ["none"] else args.feed
+    if redis and feeds:
+        raise ValueError(
+            "with --broker redis the feeds run in `ticker feed`; start edge nodes with --feed none (the default)"
+        )
     return Config(
         host=args.host,
         port=args.port,
@@ -245,6 +266,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         rate_burst=args.rate_burst,
         stale_after=args.stale_after,
         workers=args.workers,
+        metrics_port=args.metrics_port,
+        broker=args.broker,
+        broker_prefix=args.broker_prefix,
+        demand_ttl=args.demand_ttl,
         args=args,
     )
 
@@ -290,4 +315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.exit(2, "ticker: error: record needs --out FILE\n")
         _install_loop("auto")
         return asyncio.run(run_record(args))
+    if args.command == "feed":
+        from ticker.broker_cli import check_feed_args, run_feed
+
+        try:
+            check_feed_args(args)
+        except ValueError as exc:
+            parser.exit(2, f"ticker: error: {exc}\n")
+        _install_loop(args.loop)
+        return run_feed(args)
     parser.error(f"unknown command {args.command}")

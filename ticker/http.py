@@ -112,6 +112,14 @@ class PageHandler(tornado.web.StaticFileHandler):
         )
 
 
+def make_metrics_app(server: Server) -> tornado.web.Application:
+    """The application of the separate metrics listener (``--metrics-port``)."""
+    s = {"server": server}
+    return tornado.web.Application(
+        [(r"/metrics", MetricsHandler, s), (r"/healthz", HealthHandler, s), (r"/readyz", ReadyHandler, s)]
+    )
+
+
 def make_app(server: Server) -> tornado.web.Application:
     """The Tornado application serving every endpoint of ``server``."""
     cfg = server.config

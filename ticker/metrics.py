@@ -111,6 +111,29 @@ class Metrics:
             "ticker_feed_reconnects", "Reconnects to a feed's upstream.", ["feed"], registry=r
         )
 
+        self.broker_up = Gauge(
+            "ticker_broker_up",
+            "1 while the broker is connected (always 1 for the in-process broker).",
+            registry=r,
+        )
+        self.broker_reconnects = Counter(
+            "ticker_broker_reconnects", "Reconnects to the broker after losing it.", registry=r
+        )
+        self.broker_lag = Histogram(
+            "ticker_broker_lag_seconds",
+            "Time from the publisher's publish of a quote batch to its receipt by this node (Redis broker).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.broker_messages = Counter(
+            "ticker_broker_messages",
+            "Quote messages received from (edge) or sent to (publisher) the broker.",
+            registry=r,
+        )
+        self.broker_errors = Counter(
+            "ticker_broker_errors", "Malformed messages from the broker, dropped.", registry=r
+        )
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)

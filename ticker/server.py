@@ -14,7 +14,8 @@ import tornado.web
 
 from feeds.base import Feed, FeedContext
 from feeds.registry import create_feeds
-from ticker.broker import Broker
+from ticker import protocol
+from ticker.broker import Broker, create_broker
 from ticker.config import Config
 from ticker.fanout import Connection, Fanout
 from ticker.hub import Hub
@@ -43,13 +44,21 @@ class Server:
             slow_bytes=config.slow_bytes,
             slow_timeout=config.slow_timeout,
         )
-        self.broker = broker or Broker()
+        self.broker = broker or create_broker(
+            config.broker,
+            self.metrics,
+            self.hub.last,
+            self.resync,
+            prefix=config.broker_prefix,
+            demand_ttl=config.demand_ttl,
+        )
         self.feeds = feeds if feeds is not None else create_feeds(config.feeds, config.args)
         self.connections: set[Connection] = set()
         self.closing = False
         self._drained = asyncio.Event()
         self.started = time.monotonic()
         self._http: tornado.httpserver.HTTPServer | None = None
+        self._metrics_http: tornado.httpserver.HTTPServer | None = None
         self._health_task: asyncio.Task[None] | None = None
         self.port = config.port
         m = self.metrics
@@ -80,6 +89,39 @@ class Server:
             self.metrics.connections_closed.labels(conn.transport, reason).inc()
             if self.closing and not self.connections:
                 self._drained.set()
+
+    def resync(self) -> int:
+        """Send every connection a ``snapshot`` of its symbols' last values (after a broker resume).
+
+        One payload per distinct symbol set and one frame per transport, as in the fan-out; a
+        conflating connection instead gets every symbol marked, so it resumes with the latest values.
+        Returns the number of connections written to.
+        """
+        hub = self.hub
+        payloads: dict[frozenset[str], bytes | None] = {}
+        frames: dict[tuple[frozenset[str], str], bytes] = {}
+        sent = 0
+        for conn in list(self.connections):
+            key = hub.symbols_of(conn)
+            if not key:
+                continue
+            if conn.conflating:
+                conn.pending.update(dict.fromkeys(key))
+                continue
+            if key not in payloads:
+                entries = hub.last_encoded(sorted(key))
+                payloads[key] = protocol.encode_quotes(protocol.SNAPSHOT, entries) if entries else None
+            payload = payloads[key]
+            if payload is None:
+                continue
+            frame = frames.get((key, conn.transport))
+            if frame is None:
+                frame = frames[key, conn.transport] = conn.framer(payload)
+            if conn.write_frame(frame):
+                sent += 1
+        if sent:
+            log.info("resynced %d connections", sent)
+        return sent
 
     # -- data in -----------------------------------------------------------------------------
     def _on_demand(self, symbols: frozenset[str]) -> None:
@@ -133,6 +175,7 @@ class Server:
             for f in self.feeds:
                 self.metrics.feed_up.labels(f.name).set(1 if f.health().up else 0)
             self.metrics.ready.set(1 if self.readiness()[0] else 0)
+            self.metrics.broker_up.set(1 if self.broker.up else 0)
             await asyncio.sleep(1.0)
 
     def known_symbols(self) -> list[str]:
@@ -146,9 +189,8 @@ class Server:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, sockets: Iterable[socket.socket] | None = None) -> None:
         """Start broker and feeds, then listen (on ``sockets`` if given, else on host:port)."""
-        from ticker.http import (
-            make_app,  # the HTTP edge imports the server; keep the cycle out of import time
-        )
+        # The HTTP edge imports this module; importing it here keeps the cycle out of import time.
+        from ticker.http import make_app, make_metrics_app
 
         await self.broker.start(self._deliver)
         for f in self.feeds:
@@ -165,6 +207,14 @@ class Server:
         )
         self._http.add_sockets(socks)
         self.port = socks[0].getsockname()[1]
+        if self.config.metrics_port is not None:
+            mport = self.config.metrics_port + self.config.worker_index if self.config.metrics_port else 0
+            self._metrics_http = tornado.httpserver.HTTPServer(make_metrics_app(self))
+            msocks = tornado.netutil.bind_sockets(mport, self.config.host)
+            self._metrics_http.add_sockets(msocks)
+            announce.info(
+                "ticker metrics on http://%s:%d/metrics", self.config.host, msocks[0].getsockname()[1]
+            )
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
         announce.info(
             "ticker listening on http://%s:%d (feeds: %s, broker: %s)",
@@ -197,6 +247,8 @@ class Server:
         await self.broker.stop()
         if self._health_task is not None:
             self._health_task.cancel()
+        if self._metrics_http is not None:
+            self._metrics_http.stop()
         if self._http is not None:
             try:
                 await asyncio.wait_for(self._http.close_all_connections(), timeout=1.0)
