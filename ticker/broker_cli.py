@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import tornado.httpserver
 import tornado.netutil
-import tornado.web
 
 from feeds import registry
 from ticker.metrics import Metrics
@@ -93,15 +92,8 @@ def _port_or_none(text: str) -> int | None:
     return value
 
 
-def add_feed_command(sub: argparse._SubParsersAction, env: Env) -> None:
-    """The ``ticker feed`` subcommand: the feed flags of ``serve`` plus where and how to publish."""
-    from ticker.cli import LOG_LEVELS, _names, _positive, _symbols  # cli imports this module lazily
-    from ticker.symbols import DEFAULT_UNIVERSE
-
-    p = sub.add_parser(
-        "feed",
-        help="run feed adapters and publish their quotes to Redis for edge nodes (`serve --broker redis://...`)",
-    )
+def add_publisher_flags(p: argparse.ArgumentParser, env: Env) -> None:
+    """The ``ticker feed`` flags saying where and how to publish (the feed flags come from the CLI)."""
     p.add_argument(
         "--broker",
         type=redis_url,
@@ -124,55 +116,6 @@ def add_feed_command(sub: argparse._SubParsersAction, env: Env) -> None:
         help="serve /metrics, /healthz and /readyz on this port (0 picks one; default: off)",
     )
     g.add_argument("--host", default=env("HOST", "127.0.0.1"), help="address of --metrics-port (127.0.0.1)")
-    p.add_argument(
-        "--feed",
-        type=_names,
-        default=env("FEED", "simulated"),
-        help="feed adapter(s), comma-separated: " + ", ".join(sorted(registry.FEEDS)),
-    )
-    p.add_argument(
-        "--symbols",
-        type=_symbols,
-        default=env("SYMBOLS", ",".join(DEFAULT_UNIVERSE)),
-        help="symbols always carried, whatever the nodes demand (default: about 30 US tickers)",
-    )
-    p.add_argument(
-        "--sim-rate",
-        type=_positive(float),
-        default=env("SIM_RATE", "2"),
-        help="simulated ticks per second per symbol (2)",
-    )
-    p.add_argument("--seed", type=int, default=env("SEED", None), help="seed of the simulated market")
-    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, default=env("LOG_LEVEL", "info"))
-    p.add_argument(
-        "--loop",
-        choices=("auto", "uvloop", "asyncio"),
-        default=env("LOOP", "auto"),
-        help="event loop implementation (auto: uvloop when installed)",
-    )
-    registry.add_arguments(p, env)
-
-
-async def _serve_metrics(args: argparse.Namespace, metrics: Metrics, ready: Callable[[], bool]) -> None:
-    class _Metrics(tornado.web.RequestHandler):
-        def get(self) -> None:
-            self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.finish(metrics.render())
-
-    class _Health(tornado.web.RequestHandler):
-        def get(self) -> None:
-            self.finish({"status": "ok"})
-
-    class _Ready(tornado.web.RequestHandler):
-        def get(self) -> None:
-            ok = ready()
-            self.set_status(200 if ok else 503)
-            self.finish({"status": "ready" if ok else "not ready"})
-
-    app = tornado.web.Application([(r"/metrics", _Metrics), (r"/healthz", _Health), (r"/readyz", _Ready)])
-    socks = tornado.netutil.bind_sockets(args.metrics_port, args.host)
-    tornado.httpserver.HTTPServer(app).add_sockets(socks)
-    announce.info("ticker feed metrics listening on http://%s:%d", args.host, socks[0].getsockname()[1])
 
 
 async def _run_feed_async(args: argparse.Namespace) -> None:
@@ -194,15 +137,25 @@ async def _run_feed_async(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    def ready() -> bool:
-        return pub.up and all(f.health().up for f in feeds)
+    def readiness() -> tuple[bool, str]:
+        if not pub.up:
+            return False, "broker redis is down"
+        for f in feeds:
+            h = f.health()
+            if not h.up:
+                return False, f"feed {f.name} is down: {h.reason or 'unknown'}"
+        return True, "ready"
 
     if args.metrics_port is not None:
+        from ticker.http import make_metrics_app
+
         try:
-            await _serve_metrics(args, metrics, ready)
+            socks = tornado.netutil.bind_sockets(args.metrics_port, args.host)
         except OSError as exc:
             log.error("cannot listen on %s:%d: %s", args.host, args.metrics_port, exc.strerror or exc)
             raise SystemExit(1) from None
+        tornado.httpserver.HTTPServer(make_metrics_app(metrics, readiness)).add_sockets(socks)
+        announce.info("ticker feed metrics listening on http://%s:%d", args.host, socks[0].getsockname()[1])
     await pub.start()
     announce.info("ticker feed running (feeds: %s, symbols: %d)", ",".join(args.feed), len(args.symbols))
 

@@ -71,27 +71,12 @@ def _origins(text: str) -> frozenset[str]:
 def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="address to listen on (127.0.0.1)")
     p.add_argument("--port", type=_port, default=_env("PORT", "8888"), help="port to listen on; 0 picks one")
-    p.add_argument(
-        "--feed",
-        type=_names,
-        default=_env("FEED", None),
-        help="feed adapter(s), comma-separated: "
-        + ", ".join(sorted(registry.FEEDS))
-        + ", none (default: simulated; none with --broker redis)",
+    _add_feed_flags(
+        p,
+        feed_default=None,
+        feed_help="none (default: simulated; none with --broker redis)",
+        symbols_help="comma-separated symbols to carry (default: about 30 US tickers)",
     )
-    p.add_argument(
-        "--symbols",
-        type=_symbols,
-        default=_env("SYMBOLS", ",".join(DEFAULT_UNIVERSE)),
-        help="comma-separated symbols to carry (default: about 30 US tickers)",
-    )
-    p.add_argument(
-        "--sim-rate",
-        type=_positive(float),
-        default=_env("SIM_RATE", "2"),
-        help="simulated ticks per second per symbol (2)",
-    )
-    p.add_argument("--seed", type=int, default=_env("SEED", None), help="seed of the simulated market")
     p.add_argument(
         "--flush-ms",
         type=_positive(float),
@@ -104,7 +89,6 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         default=_env("ALLOWED_ORIGINS", ""),
         help="extra browser origins allowed to open /ws, comma-separated (default: same host only)",
     )
-    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, default=_env("LOG_LEVEL", "info"))
     lim = p.add_argument_group("limits")
     lim.add_argument(
         "--max-symbols",
@@ -178,16 +162,44 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         default=_env("METRICS_PORT", None),
         help="also serve /metrics, /healthz, /readyz on this port; with --workers, worker i uses PORT+i",
     )
+    _add_runtime_flags(p)
+    from ticker.broker_cli import add_serve_broker_flags
+
+    add_serve_broker_flags(p, _env)
+
+
+def _add_feed_flags(
+    p: argparse.ArgumentParser, feed_default: str | None, feed_help: str, symbols_help: str
+) -> None:
+    """The flags choosing and configuring feeds, shared by ``serve``, ``record`` and ``feed``."""
+    p.add_argument(
+        "--feed",
+        type=_names,
+        default=_env("FEED", feed_default),
+        help="feed adapter(s), comma-separated: " + ", ".join(sorted(registry.FEEDS)) + f"; {feed_help}",
+    )
+    p.add_argument(
+        "--symbols", type=_symbols, default=_env("SYMBOLS", ",".join(DEFAULT_UNIVERSE)), help=symbols_help
+    )
+    p.add_argument(
+        "--sim-rate",
+        type=_positive(float),
+        default=_env("SIM_RATE", "2"),
+        help="simulated ticks per second per symbol (2)",
+    )
+    p.add_argument("--seed", type=int, default=_env("SEED", None), help="seed of the simulated market")
+    registry.add_arguments(p, _env)
+
+
+def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    """``--log-level`` and ``--loop``, shared by every long-running command."""
+    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, default=_env("LOG_LEVEL", "info"))
     p.add_argument(
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
         default=_env("LOOP", "auto"),
         help="event loop implementation (auto: uvloop when installed)",
     )
-    registry.add_arguments(p, _env)
-    from ticker.broker_cli import add_serve_broker_flags
-
-    add_serve_broker_flags(p, _env)
 
 
 def _add_record_flags(p: argparse.ArgumentParser) -> None:
@@ -198,24 +210,13 @@ def _add_record_flags(p: argparse.ArgumentParser) -> None:
         default=_env("RECORD_DURATION", "0"),
         help="seconds to record; 0 = until SIGINT/SIGTERM (0)",
     )
-    p.add_argument(
-        "--feed",
-        type=_names,
-        default=_env("FEED", "simulated"),
-        help="feed adapter(s) to record, comma-separated: " + ", ".join(sorted(registry.FEEDS)),
+    _add_feed_flags(
+        p,
+        feed_default="simulated",
+        feed_help="default: simulated",
+        symbols_help="comma-separated symbols to demand from the feeds (default: about 30 US tickers)",
     )
-    p.add_argument(
-        "--symbols",
-        type=_symbols,
-        default=_env("SYMBOLS", ",".join(DEFAULT_UNIVERSE)),
-        help="comma-separated symbols to demand from the feeds (default: about 30 US tickers)",
-    )
-    p.add_argument(
-        "--sim-rate", type=_positive(float), default=_env("SIM_RATE", "2"), help="simulated ticks/s"
-    )
-    p.add_argument("--seed", type=int, default=_env("SEED", None), help="seed of the simulated market")
-    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, default=_env("LOG_LEVEL", "info"))
-    registry.add_arguments(p, _env)
+    _add_runtime_flags(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,9 +230,24 @@ def build_parser() -> argparse.ArgumentParser:
         "record", help="write the normalized quotes of any feed to a file for --feed replay"
     )
     _add_record_flags(record)
-    from ticker.broker_cli import add_feed_command
+    from ticker.broker_cli import add_publisher_flags
 
-    add_feed_command(sub, _env)
+    feed = sub.add_parser(
+        "feed",
+        help="run feed adapters and publish their quotes to Redis for edge nodes (`serve --broker redis://...`)",
+    )
+    add_publisher_flags(feed, _env)
+    _add_feed_flags(
+        feed,
+        feed_default="simulated",
+        feed_help="default: simulated",
+        symbols_help="symbols always carried, whatever the nodes demand (default: about 30 US tickers)",
+    )
+    _add_runtime_flags(feed)
+    from ticker.watch import add_watch_flags
+
+    watch = sub.add_parser("watch", help="watch live quotes in the terminal (or as JSON lines)")
+    add_watch_flags(watch, _env)
     return parser
 
 
@@ -313,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not args.out:
             parser.exit(2, "ticker: error: record needs --out FILE\n")
-        _install_loop("auto")
+        _install_loop(args.loop)
         return asyncio.run(run_record(args))
     if args.command == "feed":
         from ticker.broker_cli import check_feed_args, run_feed
@@ -324,4 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.exit(2, f"ticker: error: {exc}\n")
         _install_loop(args.loop)
         return run_feed(args)
+    if args.command == "watch":
+        from ticker.watch import run_watch
+
+        return run_watch(args)
     parser.error(f"unknown command {args.command}")

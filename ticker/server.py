@@ -209,7 +209,7 @@ class Server:
         self.port = socks[0].getsockname()[1]
         if self.config.metrics_port is not None:
             mport = self.config.metrics_port + self.config.worker_index if self.config.metrics_port else 0
-            self._metrics_http = tornado.httpserver.HTTPServer(make_metrics_app(self))
+            self._metrics_http = tornado.httpserver.HTTPServer(make_metrics_app(self.metrics, self.readiness))
             msocks = tornado.netutil.bind_sockets(mport, self.config.host)
             self._metrics_http.add_sockets(msocks)
             announce.info(
