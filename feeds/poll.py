@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from abc import abstractmethod
 from collections.abc import Sequence
@@ -32,18 +31,6 @@ log = logging.getLogger("ticker.feeds.poll")
 
 MAX_BODY = 4 * 1024 * 1024  # bytes; a larger response body is refused as malformed
 USER_AGENT = "Mozilla/5.0 (compatible; ticker/0.1; +https://github.com/ticker)"
-
-
-def secret(name: str) -> str | None:
-    """Return the secret in env var ``name``, or the stripped contents of the file named by ``name_FILE``."""
-    value = os.environ.get(name)
-    if value:
-        return value.strip()
-    path = os.environ.get(f"{name}_FILE")
-    if path:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read().strip() or None
-    return None
 
 
 class RateLimited(Exception):

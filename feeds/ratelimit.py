@@ -61,6 +61,10 @@ class ThrottledLog:
         self._suppressed: dict[str, int] = {}
 
     def warning(self, kind: str, msg: str, *args: object) -> None:
+        self.log(logging.WARNING, kind, msg, *args)
+
+    def log(self, level: int, kind: str, msg: str, *args: object) -> None:
+        """Log ``msg % args`` at ``level`` unless a ``kind`` problem was logged within the interval."""
         now = time.monotonic()
         last = self._last.get(kind)
         if last is not None and now - last < self._interval:
@@ -69,7 +73,7 @@ class ThrottledLog:
         self._last[kind] = now
         n = self._suppressed.pop(kind, 0)
         suffix = f" ({n} similar suppressed)" if n else ""
-        self._logger.warning(msg + suffix, *args)
+        self._logger.log(level, msg + suffix, *args)
 
 
 def retry_after(value: str | None) -> float | None:

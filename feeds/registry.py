@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from feeds import alpaca, binance, coinbase, finnhub, polygon
 from feeds.base import Feed
+from feeds.credentials import secret
 from feeds.finnhub_rest import FinnhubRestFeed
-from feeds.poll import secret
 from feeds.recording import Reader
 from feeds.replay import ReplayFeed
 from feeds.simulated import SimulatedFeed
@@ -54,10 +55,16 @@ def _replay(args: argparse.Namespace) -> Feed:
 
 FEEDS: dict[str, FeedFactory] = {
     "simulated": _simulated,
+    "finnhub": finnhub.create,
+    "alpaca": alpaca.create,
+    "polygon": polygon.create,
+    "coinbase": coinbase.create,
+    "binance": binance.create,
     "finnhub-rest": _finnhub_rest,
     "yahoo": _yahoo,
     "replay": _replay,
 }
+_STREAMING = (finnhub, alpaca, polygon, coinbase, binance)
 
 
 def add_arguments(parser: argparse.ArgumentParser, env: Callable[[str, object], object]) -> None:
@@ -89,6 +96,14 @@ def add_arguments(parser: argparse.ArgumentParser, env: Callable[[str, object], 
         default=env("FEED_SILENCE", 30.0),
         help="seconds without data or heartbeat after which an upstream counts as dead and is reconnected",
     )
+    g.add_argument(
+        "--feed-linger",
+        type=float,
+        default=env("FEED_LINGER", 5.0),
+        help="seconds a symbol stays subscribed upstream after its last client left",
+    )
+    for module in _STREAMING:
+        module.add_arguments(g, env)
 
     g.add_argument(
         "--poll-interval",

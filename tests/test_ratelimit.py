@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from feeds.poll import secret
+from feeds.credentials import secret
 from feeds.ratelimit import MAX_RETRY_AFTER, ThrottledLog, TokenBucket, retry_after
 
 
