@@ -33,6 +33,8 @@ def sample_recording() -> Path:
 class ReplayFeed(Feed):
     """Replays a recording; :meth:`start` raises :class:`~feeds.recording.RecordingError` for a bad file."""
 
+    steady = True
+
     def __init__(
         self,
         path: str | Path | None = None,

@@ -117,7 +117,7 @@ class Server:
             frame = frames.get((key, conn.transport))
             if frame is None:
                 frame = frames[key, conn.transport] = conn.framer(payload)
-            if conn.write_frame(frame):
+            if conn.write_frame(frame) >= 0:
                 sent += 1
         if sent:
             log.info("resynced %d connections", sent)
@@ -153,7 +153,12 @@ class Server:
 
     # -- health ------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
-        """(ready, reason): every feed up and, where clients want data, producing it recently."""
+        """(ready, reason): broker and every feed up, and steady feeds producing data recently.
+
+        Provider feeds count as healthy while connected (or polling): a market that is closed sends
+        nothing, and that is no fault. Steady feeds (the simulated market, replay) always produce,
+        so silence from them longer than ``--stale-after`` means something is wrong.
+        """
         if self.closing:
             return False, "shutting down"
         if not self.broker.up:
@@ -163,11 +168,10 @@ class Server:
             h = f.health()
             if not h.up:
                 return False, f"feed {f.name} is down: {h.reason or 'unknown'}"
-            if h.last_data is None:
-                if f.demand and now - self.started > self.config.stale_after:
-                    return False, f"feed {f.name} has produced no data yet"
-            elif now - h.last_data > self.config.stale_after and (f.demand or f.known_symbols()):
-                return False, f"feed {f.name} produced no data for {now - h.last_data:.0f} s"
+            if f.steady and (h.last_data is None or now - h.last_data > self.config.stale_after):
+                quiet = now - (h.last_data or self.started)
+                if quiet > self.config.stale_after:
+                    return False, f"feed {f.name} produced no data for {quiet:.0f} s"
         return True, "ready"
 
     async def _heartbeat_loop(self) -> None:
