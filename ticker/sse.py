@@ -40,9 +40,15 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n" % len(data) + data + b"\r\n"
 
 
+_TYPE_PREFIX = b'{"type":"'
+
+
 def quotes_frame(payload: bytes) -> bytes:
-    """The fan-out's framer: a ``quotes`` event for one batch, as a chunk shared by every SSE connection."""
-    return chunk(sse_event("quotes", payload))
+    """The fan-out's framer: one batch as an event named by its ``type`` (``quotes``, or ``snapshot`` on a
+    resync), as a chunk shared by every SSE connection."""
+    start = len(_TYPE_PREFIX)
+    kind = payload[start : payload.index(b'"', start)] if payload.startswith(_TYPE_PREFIX) else b"quotes"
+    return chunk(sse_event(kind.decode(), payload))
 
 
 HEARTBEAT = chunk(b": hb\n\n")
