@@ -38,6 +38,10 @@ class FeedContext:
 class Feed(ABC):
     """Base class of feed adapters; subclasses implement :meth:`start` and :meth:`stop`."""
 
+    #: A steady feed produces data all the time (simulated, replay): readiness fails when it goes quiet.
+    #: Provider feeds are not steady: a closed market sends nothing, and being connected is their health.
+    steady = False
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.demand: frozenset[str] = frozenset()

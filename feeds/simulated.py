@@ -60,6 +60,8 @@ class _SymbolSim:
 class SimulatedFeed(Feed):
     """Simulated market ticking ``rate`` times per second per symbol."""
 
+    steady = True
+
     def __init__(
         self,
         symbols: list[str] | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, scrape
 from tests.wsclient import collect_quotes, recv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,9 +82,19 @@ def test_sigint_exits_0():
 
 
 async def test_workers_share_the_port_and_stop_together():
-    srv = ServerProcess(
-        ["--workers", "2", "--seed", "1", "--sim-rate", "10", "--log-level", "warning"]
-    ).start()
+    args = [
+        "--workers",
+        "2",
+        "--metrics-port",
+        "0",
+        "--seed",
+        "1",
+        "--sim-rate",
+        "10",
+        "--log-level",
+        "warning",
+    ]
+    srv = ServerProcess(args).start()
     try:
         clients = [await connect(srv.ws_url + "?symbols=AAPL,MSFT") for _ in range(8)]
         for ws in clients:
@@ -91,6 +102,11 @@ async def test_workers_share_the_port_and_stop_together():
         got = await asyncio.gather(*(collect_quotes(ws, 1.0) for ws in clients))
         assert all(entries for entries in got)
         assert srv.output().count("listening on") == 2
+        # Each worker has its own metrics listener, so a scrape target sees one process's counters.
+        mports = [int(p) for p in re.findall(r"metrics on http://[^:]+:(\d+)/metrics", srv.output())]
+        assert len(mports) == 2 and len(set(mports)) == 2
+        per_worker = [scrape(f"http://127.0.0.1:{p}")['ticker_connections{transport="ws"}'] for p in mports]
+        assert sum(per_worker) == 8
         srv.signal(signal.SIGTERM)
         assert await asyncio.to_thread(srv.wait, 8) == 0
         for ws in clients:

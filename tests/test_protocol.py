@@ -105,3 +105,11 @@ def test_ws_text_frame_lengths(n):
 
 def test_sse_event():
     assert sse_event("quotes", b'{"a":1}') == b'event: quotes\ndata: {"a":1}\n\n'
+
+
+def test_sse_framer_names_the_event_by_the_payload_type():
+    from ticker.sse import quotes_frame
+
+    snap = quotes_frame(protocol.encode_quotes(protocol.SNAPSHOT, [b'{"s":"A"}']))
+    assert b"\nevent: snapshot\ndata: " in snap and snap.endswith(b"\n\n\r\n")
+    assert b"\nevent: quotes\ndata: " in quotes_frame(protocol.encode_quotes(protocol.QUOTES, []))

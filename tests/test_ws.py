@@ -220,3 +220,23 @@ async def test_readyz_fails_when_the_feed_stops_producing():
             await asyncio.sleep(2.5)
             status, _, body = _get(srv.url + "/readyz")
             assert status == 503 and "no data" in body["reason"]
+
+
+async def test_peer_that_never_answers_pings_is_dropped_while_live_ones_stay():
+    from tests.test_slow_consumer import stalled_client
+
+    args = ["--ping-interval", "0.5", "--ping-timeout", "0.5", "--sim-rate", "5", "--log-level", "warning"]
+    with ServerProcess(args) as srv:
+        async with connect(srv.ws_url + "?symbols=AAPL") as live:  # websockets answers pings itself
+            mute = await asyncio.to_thread(stalled_client, srv.port)
+            mute.settimeout(10)
+            got = b""
+            while chunk := await asyncio.to_thread(mute.recv, 1 << 16):  # read, but never answer a ping
+                got += chunk
+            assert b"\x89\x00" in got  # it was pinged before being dropped
+            mute.close()
+            await asyncio.sleep(1.5)  # several ping rounds: the live client stays
+            assert await collect_quotes(live, 0.5)
+            m = scrape(srv.url)
+            assert m['ticker_connections_closed_total{reason="ping_timeout",transport="ws"}'] == 1
+            assert m['ticker_connections{transport="ws"}'] == 1

@@ -7,8 +7,12 @@ The in-process :class:`MemoryBroker` hands quotes straight to the hub. Other bro
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ticker.quote import Quote
+
+if TYPE_CHECKING:
+    from ticker.metrics import Metrics
 
 Deliver = Callable[[Quote], None]
 
@@ -44,3 +48,22 @@ class Broker:
 
 
 MemoryBroker = Broker
+
+
+def create_broker(
+    url: str,
+    metrics: Metrics,
+    last: Callable[[str], Quote | None],
+    resync: Callable[[], object],
+    prefix: str = "ticker",
+    demand_ttl: float = 15.0,
+) -> Broker:
+    """``memory`` → the in-process broker; ``redis://...`` → an edge node's :class:`RedisBroker`.
+
+    ``last(symbol)`` is the hub's last quote of a symbol; ``resync()`` sends every connection a fresh snapshot.
+    """
+    if url in ("", "memory"):
+        return Broker()
+    from ticker.redis_broker import RedisBroker  # redis-py loads only when used
+
+    return RedisBroker(url, metrics, last, resync, prefix=prefix, demand_ttl=demand_ttl)

@@ -71,25 +71,12 @@ def _origins(text: str) -> frozenset[str]:
 def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="address to listen on (127.0.0.1)")
     p.add_argument("--port", type=_port, default=_env("PORT", "8888"), help="port to listen on; 0 picks one")
-    p.add_argument(
-        "--feed",
-        type=_names,
-        default=_env("FEED", "simulated"),
-        help="feed adapter(s), comma-separated: " + ", ".join(sorted(registry.FEEDS)) + ", none",
+    _add_feed_flags(
+        p,
+        feed_default=None,
+        feed_help="none (default: simulated; none with --broker redis)",
+        symbols_help="comma-separated symbols to carry (default: about 30 US tickers)",
     )
-    p.add_argument(
-        "--symbols",
-        type=_symbols,
-        default=_env("SYMBOLS", ",".join(DEFAULT_UNIVERSE)),
-        help="comma-separated symbols to carry (default: about 30 US tickers)",
-    )
-    p.add_argument(
-        "--sim-rate",
-        type=_positive(float),
-        default=_env("SIM_RATE", "2"),
-        help="simulated ticks per second per symbol (2)",
-    )
-    p.add_argument("--seed", type=int, default=_env("SEED", None), help="seed of the simulated market")
     p.add_argument(
         "--flush-ms",
         type=_positive(float),
@@ -102,7 +89,6 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         default=_env("ALLOWED_ORIGINS", ""),
         help="extra browser origins allowed to open /ws, comma-separated (default: same host only)",
     )
-    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, default=_env("LOG_LEVEL", "info"))
     lim = p.add_argument_group("limits")
     lim.add_argument(
         "--max-symbols",
@@ -171,12 +157,66 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="server processes sharing the port with SO_REUSEPORT (1)",
     )
     p.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=_env("METRICS_PORT", None),
+        help="also serve /metrics, /healthz, /readyz on this port; with --workers, worker i uses PORT+i",
+    )
+    _add_runtime_flags(p)
+    from ticker.broker_cli import add_serve_broker_flags
+
+    add_serve_broker_flags(p, _env)
+
+
+def _add_feed_flags(
+    p: argparse.ArgumentParser, feed_default: str | None, feed_help: str, symbols_help: str
+) -> None:
+    """The flags choosing and configuring feeds, shared by ``serve``, ``record`` and ``feed``."""
+    p.add_argument(
+        "--feed",
+        type=_names,
+        default=_env("FEED", feed_default),
+        help="feed adapter(s), comma-separated: " + ", ".join(sorted(registry.FEEDS)) + f"; {feed_help}",
+    )
+    p.add_argument(
+        "--symbols", type=_symbols, default=_env("SYMBOLS", ",".join(DEFAULT_UNIVERSE)), help=symbols_help
+    )
+    p.add_argument(
+        "--sim-rate",
+        type=_positive(float),
+        default=_env("SIM_RATE", "2"),
+        help="simulated ticks per second per symbol (2)",
+    )
+    p.add_argument("--seed", type=int, default=_env("SEED", None), help="seed of the simulated market")
+    registry.add_arguments(p, _env)
+
+
+def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    """``--log-level`` and ``--loop``, shared by every long-running command."""
+    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, default=_env("LOG_LEVEL", "info"))
+    p.add_argument(
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
         default=_env("LOOP", "auto"),
         help="event loop implementation (auto: uvloop when installed)",
     )
-    registry.add_arguments(p, _env)
+
+
+def _add_record_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=_env("RECORD_OUT", None), help="file to write (.gz: gzip-compressed)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=_env("RECORD_DURATION", "0"),
+        help="seconds to record; 0 = until SIGINT/SIGTERM (0)",
+    )
+    _add_feed_flags(
+        p,
+        feed_default="simulated",
+        feed_help="default: simulated",
+        symbols_help="comma-separated symbols to demand from the feeds (default: about 30 US tickers)",
+    )
+    _add_runtime_flags(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,12 +226,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     serve = sub.add_parser("serve", help="serve quotes over WebSocket, REST and a web page")
     _add_serve_flags(serve)
+    record = sub.add_parser(
+        "record", help="write the normalized quotes of any feed to a file for --feed replay"
+    )
+    _add_record_flags(record)
+    from ticker.broker_cli import add_publisher_flags
+
+    feed = sub.add_parser(
+        "feed",
+        help="run feed adapters and publish their quotes to Redis for edge nodes (`serve --broker redis://...`)",
+    )
+    add_publisher_flags(feed, _env)
+    _add_feed_flags(
+        feed,
+        feed_default="simulated",
+        feed_help="default: simulated",
+        symbols_help="symbols always carried, whatever the nodes demand (default: about 30 US tickers)",
+    )
+    _add_runtime_flags(feed)
+    from ticker.watch import add_watch_flags
+
+    watch = sub.add_parser("watch", help="watch live quotes in the terminal (or as JSON lines)")
+    add_watch_flags(watch, _env)
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Turn parsed ``serve`` flags into a :class:`Config`."""
+    redis = args.broker != "memory"
+    if args.feed is None:
+        args.feed = ["none"] if redis else ["simulated"]
     feeds = [] if args.feed == ["none"] else args.feed
+    if redis and feeds:
+        raise ValueError(
+            "with --broker redis the feeds run in `ticker feed`; start edge nodes with --feed none (the default)"
+        )
     return Config(
         host=args.host,
         port=args.port,
@@ -213,6 +282,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         rate_burst=args.rate_burst,
         stale_after=args.stale_after,
         workers=args.workers,
+        metrics_port=args.metrics_port,
+        broker=args.broker,
+        broker_prefix=args.broker_prefix,
+        demand_ttl=args.demand_ttl,
         args=args,
     )
 
@@ -251,4 +324,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.exit(2, f"ticker: error: {exc}\n")
         _install_loop(args.loop)
         return serve(config)
+    if args.command == "record":
+        from feeds.recorder import run_record
+
+        if not args.out:
+            parser.exit(2, "ticker: error: record needs --out FILE\n")
+        _install_loop(args.loop)
+        return asyncio.run(run_record(args))
+    if args.command == "feed":
+        from ticker.broker_cli import check_feed_args, run_feed
+
+        try:
+            check_feed_args(args)
+        except ValueError as exc:
+            parser.exit(2, f"ticker: error: {exc}\n")
+        _install_loop(args.loop)
+        return run_feed(args)
+    if args.command == "watch":
+        from ticker.watch import run_watch
+
+        return run_watch(args)
     parser.error(f"unknown command {args.command}")

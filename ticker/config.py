@@ -30,5 +30,12 @@ class Config:
     rate_burst: int = 100
     stale_after: float = 15.0
     workers: int = 1
+    #: Serve /metrics, /healthz and /readyz on this port too (worker i of --workers uses port + i).
+    metrics_port: int | None = None
+    worker_index: int = 0
+    #: ``memory`` or ``redis://HOST:PORT/DB`` (an edge node fed by ``ticker feed``).
+    broker: str = "memory"
+    broker_prefix: str = "ticker"
+    demand_ttl: float = 15.0
     #: The parsed command line, for feed factories that read their own flags.
     args: argparse.Namespace = field(default_factory=argparse.Namespace)

@@ -46,6 +46,9 @@ class Connection:
         """Close because the peer does not keep up (WebSocket code 1013)."""
         raise NotImplementedError
 
+    def heartbeat(self, now: float) -> None:
+        """Called every second or so with the monotonic time: send keep-alives, drop dead peers."""
+
     def close_going_away(self) -> None:
         """Close because the server shuts down (WebSocket code 1001)."""
         raise NotImplementedError

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+import tornado.routing
 import tornado.web
 
 from ticker import protocol
+from ticker.metrics import Metrics
 from ticker.server import Server
+from ticker.sse import sse_route
 from ticker.symbols import InvalidSymbol, normalize_symbol
 from ticker.ws import QuoteSocket
 
@@ -24,10 +28,10 @@ def find_web_dir() -> Path:
     raise FileNotFoundError("the web page's files (web/index.html) are not installed")
 
 
-class _Base(tornado.web.RequestHandler):
-    def initialize(self, server: Server) -> None:
-        self.server = server
+Readiness = Callable[[], tuple[bool, str]]
 
+
+class _JSON(tornado.web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Cache-Control", "no-store")
@@ -39,6 +43,11 @@ class _Base(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.send_json({"error": {"code": f"http_{status_code}", "message": self._reason}}, status_code)
+
+
+class _Base(_JSON):
+    def initialize(self, server: Server) -> None:
+        self.server = server
 
 
 class QuotesHandler(_Base):
@@ -76,27 +85,46 @@ class SymbolsHandler(_Base):
         self.send_json({"symbols": self.server.known_symbols()})
 
 
-class HealthHandler(_Base):
+class _Ops(_JSON):
+    def initialize(self, metrics: Metrics, readiness: Readiness) -> None:
+        self.metrics = metrics
+        self.readiness = readiness
+
+
+class HealthHandler(_Ops):
     """``GET /healthz``: 200 while the process serves."""
 
     def get(self) -> None:
         self.send_json({"status": "ok"})
 
 
-class ReadyHandler(_Base):
-    """``GET /readyz``: 200 when feeds are up and fresh, else 503 with the reason."""
+class ReadyHandler(_Ops):
+    """``GET /readyz``: 200 when feeds (and broker) are up and fresh, else 503 with the reason."""
 
     def get(self) -> None:
-        ok, reason = self.server.readiness()
+        ok, reason = self.readiness()
         self.send_json({"status": "ready" if ok else "not ready", "reason": reason}, 200 if ok else 503)
 
 
-class MetricsHandler(_Base):
+class MetricsHandler(_Ops):
     """``GET /metrics``: Prometheus text format."""
 
     def get(self) -> None:
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(self.server.metrics.render())
+        self.finish(self.metrics.render())
+
+
+def ops_routes(metrics: Metrics, readiness: Readiness) -> list[tornado.routing.Rule]:
+    """``/metrics``, ``/healthz`` and ``/readyz`` for any process with metrics and a readiness check."""
+    o = {"metrics": metrics, "readiness": readiness}
+    return [
+        tornado.routing.Rule(tornado.routing.PathMatches(path), handler, o)
+        for path, handler in (
+            ("/metrics", MetricsHandler),
+            ("/healthz", HealthHandler),
+            ("/readyz", ReadyHandler),
+        )
+    ]
 
 
 class PageHandler(tornado.web.StaticFileHandler):
@@ -112,6 +140,11 @@ class PageHandler(tornado.web.StaticFileHandler):
         )
 
 
+def make_metrics_app(metrics: Metrics, readiness: Readiness) -> tornado.web.Application:
+    """A separate listener with only the operations endpoints (``--metrics-port``, the publisher)."""
+    return tornado.web.Application(ops_routes(metrics, readiness))
+
+
 def make_app(server: Server) -> tornado.web.Application:
     """The Tornado application serving every endpoint of ``server``."""
     cfg = server.config
@@ -120,16 +153,15 @@ def make_app(server: Server) -> tornado.web.Application:
     return tornado.web.Application(
         [
             (r"/ws", QuoteSocket, s),
+            sse_route(server),
             (r"/api/quotes", QuotesHandler, s),
             (r"/api/symbols", SymbolsHandler, s),
-            (r"/healthz", HealthHandler, s),
-            (r"/readyz", ReadyHandler, s),
-            (r"/metrics", MetricsHandler, s),
+            *ops_routes(server.metrics, server.readiness),
             (r"/()", PageHandler, {"path": web, "default_filename": "index.html"}),
             (r"/static/(.*)", PageHandler, {"path": web}),
         ],
         websocket_max_message_size=cfg.max_message_bytes,
-        websocket_ping_interval=cfg.ping_interval,
-        websocket_ping_timeout=cfg.ping_timeout,
+        # No per-connection ping task: the server's heartbeat pings every connection (QuoteSocket.heartbeat).
+        websocket_ping_interval=None,
         compress_response=True,
     )

@@ -23,23 +23,9 @@ disable_created_metrics()  # the *_created series only add noise to every scrape
 
 # Sub-millisecond to seconds.
 LATENCY_BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.02,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+    *(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075),
+    *(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)  # fmt: skip
 
 
 class Metrics:
@@ -123,6 +109,29 @@ class Metrics:
         )
         self.feed_reconnects = Counter(
             "ticker_feed_reconnects", "Reconnects to a feed's upstream.", ["feed"], registry=r
+        )
+
+        self.broker_up = Gauge(
+            "ticker_broker_up",
+            "1 while the broker is connected (always 1 for the in-process broker).",
+            registry=r,
+        )
+        self.broker_reconnects = Counter(
+            "ticker_broker_reconnects", "Reconnects to the broker after losing it.", registry=r
+        )
+        self.broker_lag = Histogram(
+            "ticker_broker_lag_seconds",
+            "Time from the publisher's publish of a quote batch to its receipt by this node (Redis broker).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.broker_messages = Counter(
+            "ticker_broker_messages",
+            "Quote messages received from (edge) or sent to (publisher) the broker.",
+            registry=r,
+        )
+        self.broker_errors = Counter(
+            "ticker_broker_errors", "Malformed messages from the broker, dropped.", registry=r
         )
 
     def render(self) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -42,18 +43,39 @@ def serve(config: Config) -> int:
     return _serve_workers(config)
 
 
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """A bound, not listening, SO_REUSEPORT socket: fixes the port (0 picks one) without taking connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
 def _serve_workers(config: Config) -> int:
-    """Bind once with SO_REUSEPORT, fork ``config.workers`` servers, forward signals, reap them."""
-    sockets = tornado.netutil.bind_sockets(config.port, config.host, reuse_port=True)
-    port = sockets[0].getsockname()[1]
+    """Fork ``config.workers`` servers, each listening on its own SO_REUSEPORT socket; forward signals, reap.
+
+    Separate listening sockets let the kernel spread new connections evenly over the workers (one shared
+    socket would hand most of them to whichever worker happens to be awake).
+    """
+    try:
+        reserved = _reserve_port(config.host, config.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
+        return 1
+    port = reserved.getsockname()[1]
+    config = dataclasses.replace(config, port=port)
     children: dict[int, int] = {}
     for i in range(config.workers):
         pid = os.fork()
         if pid == 0:  # child: its own event loop, its own feeds (or a broker)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
+            reserved.close()
             try:
-                asyncio.run(_serve_async(config, sockets))
+                sockets = tornado.netutil.bind_sockets(port, config.host, reuse_port=True)
+                asyncio.run(_serve_async(dataclasses.replace(config, worker_index=i), sockets))
                 code = 0
             except SystemExit as exc:
                 code = int(exc.code or 0)
@@ -64,8 +86,7 @@ def _serve_workers(config: Config) -> int:
             sys.stderr.flush()
             os._exit(code)
         children[pid] = i
-    for s in sockets:
-        s.close()
+    reserved.close()
     log.info("ticker supervisor: %d workers on port %d", config.workers, port)
 
     def forward(signum: int, _frame: object) -> None:

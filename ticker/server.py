@@ -14,7 +14,8 @@ import tornado.web
 
 from feeds.base import Feed, FeedContext
 from feeds.registry import create_feeds
-from ticker.broker import Broker
+from ticker import protocol
+from ticker.broker import Broker, create_broker
 from ticker.config import Config
 from ticker.fanout import Connection, Fanout
 from ticker.hub import Hub
@@ -43,14 +44,22 @@ class Server:
             slow_bytes=config.slow_bytes,
             slow_timeout=config.slow_timeout,
         )
-        self.broker = broker or Broker()
+        self.broker = broker or create_broker(
+            config.broker,
+            self.metrics,
+            self.hub.last,
+            self.resync,
+            prefix=config.broker_prefix,
+            demand_ttl=config.demand_ttl,
+        )
         self.feeds = feeds if feeds is not None else create_feeds(config.feeds, config.args)
         self.connections: set[Connection] = set()
         self.closing = False
         self._drained = asyncio.Event()
         self.started = time.monotonic()
         self._http: tornado.httpserver.HTTPServer | None = None
-        self._health_task: asyncio.Task[None] | None = None
+        self._metrics_http: tornado.httpserver.HTTPServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.port = config.port
         m = self.metrics
         m.subscriptions.set_function(lambda: self.hub.subscription_count)
@@ -80,6 +89,39 @@ class Server:
             self.metrics.connections_closed.labels(conn.transport, reason).inc()
             if self.closing and not self.connections:
                 self._drained.set()
+
+    def resync(self) -> int:
+        """Send every connection a ``snapshot`` of its symbols' last values (after a broker resume).
+
+        One payload per distinct symbol set and one frame per transport, as in the fan-out; a
+        conflating connection instead gets every symbol marked, so it resumes with the latest values.
+        Returns the number of connections written to.
+        """
+        hub = self.hub
+        payloads: dict[frozenset[str], bytes | None] = {}
+        frames: dict[tuple[frozenset[str], str], bytes] = {}
+        sent = 0
+        for conn in list(self.connections):
+            key = hub.symbols_of(conn)
+            if not key:
+                continue
+            if conn.conflating:
+                conn.pending.update(dict.fromkeys(key))
+                continue
+            if key not in payloads:
+                entries = hub.last_encoded(sorted(key))
+                payloads[key] = protocol.encode_quotes(protocol.SNAPSHOT, entries) if entries else None
+            payload = payloads[key]
+            if payload is None:
+                continue
+            frame = frames.get((key, conn.transport))
+            if frame is None:
+                frame = frames[key, conn.transport] = conn.framer(payload)
+            if conn.write_frame(frame) >= 0:
+                sent += 1
+        if sent:
+            log.info("resynced %d connections", sent)
+        return sent
 
     # -- data in -----------------------------------------------------------------------------
     def _on_demand(self, symbols: frozenset[str]) -> None:
@@ -111,7 +153,12 @@ class Server:
 
     # -- health ------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
-        """(ready, reason): every feed up and, where clients want data, producing it recently."""
+        """(ready, reason): broker and every feed up, and steady feeds producing data recently.
+
+        Provider feeds count as healthy while connected (or polling): a market that is closed sends
+        nothing, and that is no fault. Steady feeds (the simulated market, replay) always produce,
+        so silence from them longer than ``--stale-after`` means something is wrong.
+        """
         if self.closing:
             return False, "shutting down"
         if not self.broker.up:
@@ -121,18 +168,28 @@ class Server:
             h = f.health()
             if not h.up:
                 return False, f"feed {f.name} is down: {h.reason or 'unknown'}"
-            if h.last_data is None:
-                if f.demand and now - self.started > self.config.stale_after:
-                    return False, f"feed {f.name} has produced no data yet"
-            elif now - h.last_data > self.config.stale_after and (f.demand or f.known_symbols()):
-                return False, f"feed {f.name} produced no data for {now - h.last_data:.0f} s"
+            if f.steady and (h.last_data is None or now - h.last_data > self.config.stale_after):
+                quiet = now - (h.last_data or self.started)
+                if quiet > self.config.stale_after:
+                    return False, f"feed {f.name} produced no data for {quiet:.0f} s"
         return True, "ready"
+
+    async def _heartbeat_loop(self) -> None:
+        """One timer for every connection's keep-alive, instead of a task or timer per connection."""
+        cfg = self.config
+        period = max(0.05, min(1.0, cfg.ping_interval / 4, cfg.ping_timeout / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.heartbeat(now)
 
     async def _health_loop(self) -> None:
         while True:
             for f in self.feeds:
                 self.metrics.feed_up.labels(f.name).set(1 if f.health().up else 0)
             self.metrics.ready.set(1 if self.readiness()[0] else 0)
+            self.metrics.broker_up.set(1 if self.broker.up else 0)
             await asyncio.sleep(1.0)
 
     def known_symbols(self) -> list[str]:
@@ -146,9 +203,8 @@ class Server:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, sockets: Iterable[socket.socket] | None = None) -> None:
         """Start broker and feeds, then listen (on ``sockets`` if given, else on host:port)."""
-        from ticker.http import (
-            make_app,  # the HTTP edge imports the server; keep the cycle out of import time
-        )
+        # The HTTP edge imports this module; importing it here keeps the cycle out of import time.
+        from ticker.http import make_app, make_metrics_app
 
         await self.broker.start(self._deliver)
         for f in self.feeds:
@@ -165,7 +221,16 @@ class Server:
         )
         self._http.add_sockets(socks)
         self.port = socks[0].getsockname()[1]
-        self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
+        if self.config.metrics_port is not None:
+            mport = self.config.metrics_port + self.config.worker_index if self.config.metrics_port else 0
+            self._metrics_http = tornado.httpserver.HTTPServer(make_metrics_app(self.metrics, self.readiness))
+            msocks = tornado.netutil.bind_sockets(mport, self.config.host)
+            self._metrics_http.add_sockets(msocks)
+            announce.info(
+                "ticker metrics on http://%s:%d/metrics", self.config.host, msocks[0].getsockname()[1]
+            )
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._health_loop()), loop.create_task(self._heartbeat_loop())]
         announce.info(
             "ticker listening on http://%s:%d (feeds: %s, broker: %s)",
             self.config.host,
@@ -195,8 +260,10 @@ class Server:
             except Exception:  # a feed that fails to stop must not block shutdown
                 log.exception("feed %s did not stop cleanly", f.name)
         await self.broker.stop()
-        if self._health_task is not None:
-            self._health_task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        if self._metrics_http is not None:
+            self._metrics_http.stop()
         if self._http is not None:
             try:
                 await asyncio.wait_for(self._http.close_all_connections(), timeout=1.0)

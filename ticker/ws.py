@@ -17,7 +17,7 @@ import tornado.iostream
 import tornado.web
 import tornado.websocket
 
-from ticker import protocol
+from ticker import protocol, streamwrite
 from ticker.fanout import Connection
 from ticker.frames import ws_text_frame
 from ticker.hub import TooManySymbols
@@ -32,6 +32,7 @@ log = logging.getLogger("ticker.ws")
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
+PING_FRAME = b"\x89\x00"  # a final, empty ping control frame: the same two bytes for every connection
 
 
 def origin_allowed(origin: str, host: str, allowed: frozenset[str]) -> bool:
@@ -73,8 +74,9 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
         self.violations = 0
         stream = self.ws_connection.stream if self.ws_connection else None
         self._stream: tornado.iostream.IOStream | None = stream
-        # Fast path only for plain TCP streams: TLS sockets must go through Tornado.
-        self._direct = type(stream) is tornado.iostream.IOStream
+        self._direct = stream is not None and streamwrite.can_write_direct(stream)
+        self.alive_at = time.monotonic()  # last sign of life: connect, a pong or a message
+        self.ping_sent: float | None = None
         self.set_nodelay(True)
         self.server.register(self)
         self.registered = True
@@ -85,7 +87,8 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
 
     # -- inbound -----------------------------------------------------------------------------
     def on_message(self, message: str | bytes) -> None:
-        if not self.bucket.take(time.monotonic()):
+        now = self.alive_at = time.monotonic()
+        if not self.bucket.take(now):
             self.violations += 1
             if self.violations > self.server.config.rate_burst:
                 self.close_reason_label = "flood"
@@ -139,34 +142,30 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
     # -- fan-out side ------------------------------------------------------------------------
     def write_frame(self, frame: bytes) -> int:
         stream = self._stream
-        if stream is None:
-            return -1
-        # Tornado's private buffer: when it is empty nothing is queued ahead of us, so the frame can go
-        # straight to the socket (no copy into the buffer, no per-write Future). A closed stream has no
-        # socket and falls through to write(), which raises.
-        buf = stream._write_buffer
-        if buf is None:  # Tornado drops the buffer once the stream is closed
-            return -1
-        if self._direct and not buf._size and stream.socket is not None:
-            try:
-                sent = stream.socket.send(frame)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # let Tornado meet the error below and close the stream its own way
-            if sent == len(frame):
-                return 0
-            frame = frame[sent:]
-        try:
-            stream.write(frame)
-        except tornado.iostream.StreamClosedError:
-            return -1
-        return stream._write_buffer._size if stream._write_buffer is not None else -1
+        return streamwrite.write_frame(stream, frame, self._direct) if stream is not None else -1
 
     def buffered(self) -> int:
-        stream = self._stream
-        buf = stream._write_buffer if stream is not None else None
-        return buf._size if buf is not None else 0
+        return streamwrite.buffered(self._stream)
+
+    def heartbeat(self, now: float) -> None:
+        """Ping every ``--ping-interval``; drop a peer whose last ping went unanswered ``--ping-timeout``."""
+        cfg = self.server.config
+        if self.ping_sent is not None:
+            if now - self.ping_sent < cfg.ping_timeout:
+                return
+            if self.alive_at < self.ping_sent:
+                log.info("dropping a peer that did not answer a ping in %.0f s", cfg.ping_timeout)
+                self.close_reason_label = "ping_timeout"
+                if self._stream is not None:
+                    self._stream.close()  # a dead peer answers no close handshake either
+                return
+            self.ping_sent = None
+        if now - self.alive_at >= cfg.ping_interval:
+            self.write_frame(PING_FRAME)
+            self.ping_sent = now
+
+    def on_pong(self, data: bytes) -> None:
+        self.alive_at = time.monotonic()
 
     def close_slow(self) -> None:
         self.close_reason_label = "slow_consumer"

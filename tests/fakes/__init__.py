@@ -1,0 +1,1 @@
+"""Fake upstream market-data providers for the feed tests (local, ephemeral ports)."""

@@ -1,0 +1,83 @@
+"""A :class:`~feeds.base.FeedContext` that records what a feed reports, and a way to run a feed in a test."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+from feeds.base import Feed, FeedContext
+from ticker.quote import Quote
+
+
+class Recorder:
+    """Collects emitted quotes, error kinds and reconnects."""
+
+    def __init__(self) -> None:
+        self.quotes: list[Quote] = []
+        self.errors: Counter[str] = Counter()
+        self.reconnects = 0
+
+    def ctx(self) -> FeedContext:
+        return FeedContext(emit=self.quotes.append, error=self._error, reconnected=self._reconnected)
+
+    def _error(self, kind: str) -> None:
+        self.errors[kind] += 1
+
+    def _reconnected(self) -> None:
+        self.reconnects += 1
+
+    def prices(self, symbol: str) -> list[float]:
+        return [q.price for q in self.quotes if q.symbol == symbol]
+
+    def last(self, symbol: str) -> Quote:
+        """The latest quote of ``symbol`` (fails the test if there is none)."""
+        for q in reversed(self.quotes):
+            if q.symbol == symbol:
+                return q
+        raise AssertionError(f"no quote for {symbol}")
+
+
+def fast_options(url: str, **over: Any) -> dict[str, Any]:
+    """StreamFeed keyword arguments tuned for tests: quick reconnects and short silences and lingers."""
+    opts: dict[str, Any] = {
+        "url": url,
+        "reconnect_base": 0.02,
+        "reconnect_cap": 0.1,
+        "silence": 5.0,
+        "linger": 0.0,
+    }
+    opts.update(over)
+    return opts
+
+
+def cli_args(url: str | None, **over: Any) -> argparse.Namespace:
+    """A parsed-command-line stand-in for the registry factories."""
+    ns = argparse.Namespace(
+        feed_url=url,
+        reconnect_base=0.02,
+        reconnect_cap=0.1,
+        feed_silence=5.0,
+        feed_linger=0.0,
+        symbols=None,
+        finnhub_max_symbols=50,
+        alpaca_feed="iex",
+        alpaca_max_symbols=0,
+        binance_streams="ticker,trade",
+    )
+    for k, v in over.items():
+        setattr(ns, k, v)
+    return ns
+
+
+@contextlib.asynccontextmanager
+async def running(feed: Feed) -> AsyncIterator[Recorder]:
+    """Start ``feed`` with a fresh :class:`Recorder`; stop it on exit."""
+    rec = Recorder()
+    await feed.start(rec.ctx())
+    try:
+        yield rec
+    finally:
+        await feed.stop()

@@ -1,0 +1,34 @@
+"""Driving the trader's page in Debian's Chromium with Playwright (no ``playwright install`` needed).
+
+Used by the browser tests, docs/screenshot.py and bench/web_page.py. Chromium comes from the system
+(``.ci/system-deps.sh`` installs it); Playwright only drives it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    """The system Chromium (``TICKER_CHROMIUM`` overrides); raises when it is missing."""
+    path = os.environ.get("TICKER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        raise RuntimeError("chromium is not installed: run `make system-deps` (apt-get install chromium)")
+    return path
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """A headless Chromium browser driven by ``playwright`` (a started ``sync_playwright()``)."""
+    return playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)

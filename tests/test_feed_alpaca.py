@@ -1,0 +1,140 @@
+"""Alpaca adapter against the fake Alpaca stream: handshake, batching, documented error codes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from feeds import registry
+from feeds.alpaca import AlpacaFeed
+from tests.fakes.alpaca import FakeAlpaca
+from tests.fakes.recorder import cli_args, fast_options, running
+from tests.fakes.upstream import eventually
+
+
+@pytest.fixture
+async def fake():
+    f = FakeAlpaca(key="KEY", secret="SECRET")
+    await f.start()
+    yield f
+    await f.close()
+
+
+def make(fake: FakeAlpaca, **over) -> AlpacaFeed:
+    kw = {"key_id": "KEY", "secret": "SECRET", **over}
+    return AlpacaFeed(**kw, **fast_options(fake.url))
+
+
+async def test_connected_auth_subscribe_then_batched_trades_and_quotes(fake):
+    feed = make(fake)
+    async with running(feed) as rec:
+        feed.set_demand(frozenset({"AAPL", "AMD"}))
+        await fake.wait_for(lambda: fake.symbols() == {"AAPL", "AMD"})
+        assert fake.received[0] == {"action": "auth", "key": "KEY", "secret": "SECRET"}
+        assert fake.received[1] == {
+            "action": "subscribe",
+            "trades": ["AAPL", "AMD"],
+            "quotes": ["AAPL", "AMD"],
+        }
+        await eventually(lambda: feed.confirmed == {"AAPL", "AMD"}, what="subscription ack")
+        await fake.batch(
+            fake.quote_item("AMD", 87.66, 87.68),
+            fake.trade_item("AAPL", 126.55, size=1),
+            {
+                "T": "b",
+                "S": "SPY",
+                "o": 388.985,
+                "h": 389.13,
+                "l": 388.975,
+                "c": 389.12,
+                "v": 49378,
+                "t": "x",
+            },
+            fake.trade_item("AMD", 87.67, size=4),
+        )
+        await eventually(lambda: len(rec.quotes) == 3)
+        amd = rec.last("AMD")
+        assert (amd.price, amd.bid, amd.ask, amd.volume) == (87.67, 87.66, 87.68, 4)
+        assert rec.quotes[0].price == 87.67  # a quote before any trade: the mid-point
+        assert rec.last("AAPL").ts_ms == 1614009104208  # nanosecond RFC 3339, to the millisecond
+        assert not rec.errors
+
+
+async def test_auth_failure_402_keeps_the_feed_down_with_the_reason(fake, caplog):
+    feed = make(fake, secret="WRONG-SECRET")
+    with caplog.at_level(logging.DEBUG):
+        async with running(feed) as rec:
+            await eventually(lambda: rec.errors["auth"] >= 2, what="auth failures, retried")
+            health = feed.health()
+            assert not health.up and "auth failed (402)" in health.reason
+            assert fake.auth_failures >= 2 and not fake.symbols()
+    assert "WRONG-SECRET" not in caplog.text
+
+
+async def test_symbol_limit_405_reports_the_refused_symbols(fake):
+    fake.limit = 2
+    feed = make(fake, source="sip")  # sip: no limit configured, Alpaca's own one applies
+    async with running(feed) as rec:
+        feed.set_demand(frozenset({"AAPL", "AMD"}))
+        await fake.wait_for(lambda: fake.symbols() == {"AAPL", "AMD"})
+        await eventually(lambda: feed.confirmed == {"AAPL", "AMD"})
+        feed.set_demand(frozenset({"AAPL", "AMD", "NVDA"}))
+        await eventually(lambda: rec.errors["symbol_limit"] >= 2, what="405 counted and NVDA reported")
+        assert "NVDA" in feed.health().reason and feed.health().up
+        assert fake.symbols() == {"AAPL", "AMD"}
+
+
+async def test_iex_holds_at_most_30_symbols_in_one_batched_subscribe(fake):
+    feed = make(fake)
+    symbols = [f"S{i:02d}" for i in range(40)]
+    async with running(feed) as rec:
+        feed.set_demand(frozenset(symbols))
+        await fake.wait_for(lambda: len(fake.symbols()) == 30)
+        subs = [m for m in fake.received if m.get("action") == "subscribe"]
+        assert len(subs) == 1 and subs[0]["trades"] == symbols[:30]
+        assert rec.errors["symbol_limit"] == 10 and "limit of 30" in feed.health().reason
+
+
+async def test_connection_limit_406_then_reconnect_once_the_other_connection_is_gone(fake):
+    feed = make(fake)
+    other = make(fake)
+    async with running(other):
+        await fake.wait_for(lambda: any(c.authed for c in fake.conns), what="first connection")
+        async with running(feed) as rec:
+            await eventually(lambda: rec.errors["connection_limit"] >= 1, what="406")
+            assert "connection limit exceeded" in feed.health().reason
+            await other.stop()
+            await eventually(lambda: feed.health().up, what="reconnect after the other left")
+
+
+async def test_slow_client_407_reconnects_and_resubscribes(fake):
+    feed = make(fake)
+    async with running(feed) as rec:
+        feed.set_demand(frozenset({"AAPL"}))
+        await fake.wait_for(lambda: fake.symbols() == {"AAPL"})
+        await fake.slow_client()
+        await eventually(lambda: rec.errors["slow_client"] == 1 and rec.reconnects == 1)
+        await fake.wait_for(lambda: fake.symbols() == {"AAPL"}, what="resubscribe")
+
+
+async def test_other_documented_errors_are_counted_not_fatal(fake):
+    feed = make(fake)
+    async with running(feed) as rec:
+        await eventually(lambda: feed.health().up)
+        for code, msg in [(400, "invalid syntax"), (403, "already authenticated"), (500, "internal error")]:
+            await fake.batch({"T": "error", "code": code, "msg": msg})
+        await eventually(lambda: rec.errors["upstream_error"] == 3)
+        await asyncio.sleep(0.05)
+        assert feed.health().up and fake.connects == 1
+
+
+def test_feed_flag_picks_the_endpoint_and_limit(monkeypatch):
+    monkeypatch.setenv("ALPACA_KEY_ID", "k")
+    monkeypatch.setenv("ALPACA_SECRET_KEY", "s")
+    iex = registry.create_feeds(["alpaca"], cli_args(None))[0]
+    sip = registry.create_feeds(["alpaca"], cli_args(None, alpaca_feed="sip"))[0]
+    assert isinstance(iex, AlpacaFeed) and isinstance(sip, AlpacaFeed)
+    assert iex.url == "wss://stream.data.alpaca.markets/v2/iex" and iex.symbol_limit == 30
+    assert sip.url == "wss://stream.data.alpaca.markets/v2/sip" and sip.symbol_limit is None

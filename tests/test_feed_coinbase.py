@@ -1,0 +1,79 @@
+"""Coinbase adapter against a fake Coinbase Exchange feed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from feeds import registry
+from feeds.coinbase import CoinbaseFeed
+from tests.fakes.coinbase import FakeCoinbase
+from tests.fakes.recorder import cli_args, fast_options, running
+from tests.fakes.upstream import eventually
+
+
+@pytest.fixture
+async def fake():
+    f = FakeCoinbase(subscribe_deadline=0.5, heartbeat_interval=0.05)
+    await f.start()
+    yield f
+    await f.close()
+
+
+async def test_ticker_prices_arrive_normalized(fake):
+    feed = registry.create_feeds(["coinbase"], cli_args(fake.url))[0]
+    assert isinstance(feed, CoinbaseFeed)
+    async with running(feed) as rec:
+        feed.set_demand(frozenset({"ETH-USD"}))
+        await fake.wait_for(lambda: fake.tickers() == {"ETH-USD"}, what="ticker subscription")
+        sub = [m for m in fake.received if m.get("type") == "subscribe" and m.get("product_ids")]
+        assert sub == [{"type": "subscribe", "product_ids": ["ETH-USD"], "channels": ["ticker"]}]
+        await fake.ticker("ETH-USD", "1285.22", "1285.04", "1285.27")
+        await eventually(lambda: rec.quotes, what="a quote")
+        q = rec.quotes[-1]
+        assert (q.symbol, q.price, q.bid, q.ask) == ("ETH-USD", 1285.22, 1285.04, 1285.27)
+        assert q.volume == 245532.79269678 and q.prev_close == 1310.79
+        assert q.ts_ms == 1666222102061
+        assert feed.health().up and feed.health().last_data is not None
+
+
+async def test_heartbeat_keeps_an_idle_connection_within_the_subscribe_deadline(fake):
+    feed = CoinbaseFeed("coinbase", **fast_options(fake.url, silence=0.3))
+    async with running(feed) as rec:
+        await fake.wait_for(lambda: "heartbeat:BTC-USD" in fake.subscribed(), what="heartbeat subscription")
+        await asyncio.sleep(0.8)  # past the 0.5 s subscribe deadline and the 0.3 s silence limit
+        assert fake.deadline_kicks == 0 and fake.connects == 1
+        assert rec.reconnects == 0 and feed.health().up
+
+
+async def test_invalid_product_is_refused_and_the_rest_of_its_batch_resubscribed(fake):
+    fake.invalid.add("NOPE-USD")
+    feed = CoinbaseFeed("coinbase", **fast_options(fake.url, linger=5.0))
+    async with running(feed) as rec:
+        feed.set_demand(frozenset({"BTC-USD", "NOPE-USD", "ETH-USD"}))
+        await fake.wait_for(lambda: fake.tickers() == {"BTC-USD", "ETH-USD"}, what="valid products")
+        await asyncio.sleep(0.1)
+        assert rec.errors["invalid_symbol"] == 1 and rec.errors["upstream_error"] == 0
+        assert sum(1 for m in fake.received if "NOPE-USD" in m.get("product_ids", [])) == 1, "asked again"
+        assert "NOPE-USD" in feed.health().reason
+        # once no client wants it any more, it may be asked for again later
+        feed.set_demand(frozenset({"BTC-USD"}))
+        await fake.wait_for(lambda: "NOPE-USD" not in feed.health().reason, what="refusal forgotten")
+        assert "NOPE-USD" not in feed.health().reason
+
+
+async def test_upstream_error_message_is_counted(fake):
+    feed = CoinbaseFeed("coinbase", **fast_options(fake.url))
+    async with running(feed) as rec:
+        await fake.wait_for(lambda: fake.conns, what="connection")
+        await fake.broadcast({"type": "error", "message": "ErrSlowConsume", "reason": "too slow"})
+        await fake.broadcast({"type": "status", "products": []})
+        await eventually(lambda: rec.errors["upstream_error"] == 1 and rec.errors["unexpected"] == 1)
+        assert feed.health().up
+
+
+def test_owns_product_ids_only():
+    feed = CoinbaseFeed("coinbase", url="ws://x")
+    assert feed.owns("BTC-USD") and feed.owns("ETH-EUR")
+    assert not feed.owns("AAPL") and not feed.owns("BTCUSDT") and not feed.owns("BINANCE:BTCUSDT")

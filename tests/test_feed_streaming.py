@@ -1,0 +1,135 @@
+"""Behaviour every streaming adapter shares, run against each provider's fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from feeds import registry
+from feeds.stream import StreamFeed
+from tests.fakes.providers import PROVIDERS, Provider
+from tests.fakes.recorder import cli_args, running
+from tests.fakes.upstream import FakeUpstream, eventually
+
+
+@pytest.fixture(params=PROVIDERS, ids=str)
+async def setup(request, monkeypatch):
+    prov: Provider = request.param
+    for k, v in prov.env.items():
+        monkeypatch.setenv(k, v)
+    fake = prov.make_fake()
+    await fake.start()
+
+    def make(**over) -> StreamFeed:
+        feed = registry.create_feeds([prov.name], cli_args(fake.url, **over))[0]
+        assert isinstance(feed, StreamFeed)
+        return feed
+
+    yield prov, fake, make
+    await fake.close()
+
+
+async def _price_arrives(fake: FakeUpstream, rec, symbol: str, price: float) -> None:
+    """The fake trades ``symbol`` at ``price`` until the feed emits it (a connection the feed is just
+    abandoning may take the first trade); fails after 5 s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while price not in rec.prices(symbol):
+        assert loop.time() < deadline, f"{symbol} at {price} never arrived"
+        await fake.trade(symbol, price)
+        await asyncio.sleep(0.1)
+
+
+async def test_prices_from_the_fake_arrive_normalized(setup):
+    prov, fake, make = setup
+    feed = make()
+    async with running(feed) as rec:
+        feed.set_demand(frozenset({prov.symbol}))
+        await fake.wait_for(lambda: fake.symbols() == {prov.symbol}, what="upstream subscription")
+        await _price_arrives(fake, rec, prov.symbol, 123.45)
+        q = rec.last(prov.symbol)
+        assert q is not None and q.symbol == prov.symbol and q.ts_ms > 0
+        assert feed.health().up and feed.health().last_data is not None
+        assert rec.reconnects == 0 and not rec.errors
+
+
+@pytest.mark.parametrize("how", ["close", "kill"])
+async def test_reconnects_and_resubscribes_after_the_fake_drops_the_connection(setup, how):
+    prov, fake, make = setup
+    feed = make()
+    async with running(feed) as rec:
+        feed.set_demand(frozenset({prov.symbol, prov.other}))
+        await fake.wait_for(lambda: fake.symbols() == {prov.symbol, prov.other}, what="subscriptions")
+        if how == "close":
+            await fake.drop_all()
+        else:
+            fake.kill_all()
+        await fake.wait_for(lambda: fake.connects == 2, what="reconnect")
+        await fake.wait_for(lambda: fake.symbols() == {prov.symbol, prov.other}, what="resubscribe")
+        await eventually(lambda: rec.reconnects == 1, what="ctx.reconnected()")
+        await _price_arrives(fake, rec, prov.other, 77.5)
+        assert feed.health().up and rec.errors["disconnect"] == 1
+
+
+async def test_malformed_messages_are_counted_and_survived(setup):
+    prov, fake, make = setup
+    feed = make()
+    async with running(feed) as rec:
+        feed.set_demand(frozenset({prov.symbol}))
+        await fake.wait_for(lambda: fake.symbols() == {prov.symbol}, what="subscription")
+        bad = ["{not json", *type(fake).BAD]
+        for text in bad:
+            await fake.broadcast_raw(text)
+        await eventually(
+            lambda: rec.errors["malformed"] + rec.errors["unexpected"] >= len(bad), what="counts"
+        )
+        await _price_arrives(fake, rec, prov.symbol, 42.25)
+        assert fake.connects == 1 and feed.health().up
+
+
+async def test_upstream_subscriptions_follow_demand_with_linger(setup):
+    prov, fake, make = setup
+    feed = make(feed_linger=0.4)
+    async with running(feed):
+        feed.set_demand(frozenset({prov.symbol}))
+        await fake.wait_for(lambda: fake.symbols() == {prov.symbol}, what="subscribe on first demand")
+        sent = len(fake.received)
+        feed.set_demand(frozenset())
+        await asyncio.sleep(0.15)
+        assert fake.symbols() == {prov.symbol}, "unsubscribed before the linger ended"
+        feed.set_demand(frozenset({prov.symbol}))  # a client came back within the linger
+        await asyncio.sleep(0.6)
+        assert fake.symbols() == {prov.symbol} and len(fake.received) == sent, "churned upstream"
+        feed.set_demand(frozenset({prov.other}))
+        await fake.wait_for(lambda: fake.symbols() == {prov.symbol, prov.other}, within=0.3, what="other")
+        await fake.wait_for(lambda: fake.symbols() == {prov.other}, what="unsubscribe after linger")
+
+
+async def test_a_silent_upstream_is_reconnected(setup):
+    prov, fake, make = setup
+    feed = make(feed_silence=1.0)
+    async with running(feed) as rec:
+        feed.set_demand(frozenset({prov.symbol}))
+        await fake.wait_for(lambda: fake.symbols() == {prov.symbol}, what="subscription")
+        await asyncio.sleep(1.3)  # heartbeats or pongs keep a quiet but healthy link up
+        assert fake.connects == 1 and not rec.errors["silence"]
+        fake.go_silent()
+        await eventually(lambda: rec.errors["silence"] >= 1, within=3.0, what="silence detected")
+        fake.wake()
+        await fake.wait_for(
+            lambda: fake.connects >= 2 and len(fake.conns) == 1 and fake.symbols() == {prov.symbol},
+            what="one fresh connection, resubscribed",
+        )
+        await _price_arrives(fake, rec, prov.symbol, 99.0)
+        assert rec.reconnects >= 1
+
+
+@pytest.mark.parametrize("prov", [p for p in PROVIDERS if p.env], ids=str)
+def test_missing_credentials_fail_with_one_clear_line(prov, monkeypatch):
+    for k in prov.env:
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(ValueError) as err:
+        registry.create_feeds([prov.name], cli_args("ws://127.0.0.1:9/"))
+    msg = str(err.value)
+    assert "\n" not in msg and all(k in msg for k in prov.env) and prov.name in msg

@@ -1,0 +1,193 @@
+"""finnhub-rest against a fake Finnhub quote endpoint: demand, rate limit, 429, garbage, auth."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from feeds.finnhub_rest import MAX_RATE, FinnhubRestFeed
+from tests.fakes.fake_finnhub_rest import QUOTE_PATH, FakeFinnhubRest
+from tests.fakes.poll_fakes import Sink, wait_for
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeFinnhubRest]:
+    async with FakeFinnhubRest() as f:
+        yield f
+
+
+async def started(feed: FinnhubRestFeed, demand: set[str]) -> Sink:
+    sink = Sink()
+    await feed.start(sink.ctx)
+    feed.set_demand(frozenset(demand))
+    return sink
+
+
+async def test_polls_only_demanded_symbols_and_emits_fields(fake: FakeFinnhubRest) -> None:
+    feed = FinnhubRestFeed(
+        "test-token", url=fake.url, interval=0.0, rate=40.0, backoff_base=0.05, backoff_cap=0.2
+    )
+    sink = await started(feed, {"AAPL", "MSFT"})
+    try:
+        await wait_for(lambda: {"AAPL", "MSFT"} <= sink.symbols() and len(sink.quotes) >= 6)
+        assert set(fake.symbols_polled()) == {"AAPL", "MSFT"}
+        q = next(q for q in sink.quotes if q.symbol == "AAPL")
+        assert q.price > 261.74 and q.prev_close == 259.45
+        assert q.change == pytest.approx(q.price - 259.45, abs=0.011)
+        assert q.change_percent is not None and q.ts_ms > 1_600_000_000_000
+        assert feed.health().up and feed.health().last_data is not None
+
+        feed.set_demand(frozenset({"MSFT"}))
+        mark = len(fake.hits)
+        await wait_for(lambda: len(fake.hits) >= mark + 12)
+        # at most the requests already in flight (concurrency 4) may still be for AAPL
+        assert "AAPL" not in [h.query["symbol"] for h in fake.hits[mark + 4 :]]
+
+        feed.set_demand(frozenset())
+        await asyncio.sleep(0.3)
+        idle = len(fake.hits)
+        await asyncio.sleep(0.5)
+        assert len(fake.hits) == idle  # nothing demanded, nothing polled
+    finally:
+        await feed.stop()
+    assert sink.errors == []
+
+
+async def test_token_in_header_not_url(fake: FakeFinnhubRest) -> None:
+    feed = FinnhubRestFeed("test-token", url=fake.url + "/api/v1", interval=0.0, rate=20.0)
+    sink = await started(feed, {"AAPL"})
+    try:
+        await wait_for(lambda: len(sink.quotes) >= 1)
+        assert all("token" not in h.query for h in fake.hits)
+        assert "test-token" not in repr(feed)
+    finally:
+        await feed.stop()
+
+
+async def test_stays_within_rate_limit() -> None:
+    # The fake enforces 10 requests per second (429 beyond); the feed is configured for 8/s.
+    async with FakeFinnhubRest(limit=10, window=1.0) as fake:
+        feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=8.0)
+        await started(feed, {"AAPL", "MSFT", "NVDA"})
+        try:
+            await wait_for(lambda: len(fake.hits) >= 1)
+            t0 = fake.hits[0].at
+            await wait_for(lambda: fake.count(QUOTE_PATH, since=t0 + 3.0) >= 1, within=15)
+        finally:
+            await feed.stop()
+        in_window = fake.count(QUOTE_PATH, since=t0, until=t0 + 3.0)
+        assert in_window <= 8 * 3 + 1  # rate x window + the bucket's burst of one
+        assert in_window >= 8  # and it did poll
+        assert all(h.status == 200 for h in fake.hits)  # never rate-limited by the provider
+
+
+def test_rate_is_capped_at_finnhubs_per_second_limit() -> None:
+    feed = FinnhubRestFeed("t", rate=1000.0)
+    assert feed.bucket.rate == MAX_RATE
+    with pytest.raises(ValueError, match="FINNHUB_TOKEN"):
+        FinnhubRestFeed("")
+
+
+async def test_429_with_retry_after_pauses_polling(fake: FakeFinnhubRest) -> None:
+    fake.faults.append("429:1")
+    feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=20.0)
+    sink = await started(feed, {"AAPL"})
+    try:
+        await wait_for(lambda: len(sink.quotes) >= 2)
+    finally:
+        await feed.stop()
+    first, rest = fake.hits[0], fake.hits[1:]
+    assert first.status == 429
+    assert "rate_limited" in sink.errors
+    # requests already dispatched when the 429 arrived may follow at once; then a 1 s pause
+    later = [h for h in rest if h.at - first.at >= 0.2]
+    assert later and later[0].at - first.at >= 0.95
+
+
+async def test_429_without_retry_after_backs_off() -> None:
+    async with FakeFinnhubRest() as fake:
+        fake.always_429 = True
+        feed = FinnhubRestFeed(
+            "test-token", url=fake.url, interval=0.0, rate=30.0, backoff_base=0.5, backoff_cap=2.0
+        )
+        sink = await started(feed, {"AAPL"})
+        try:
+            await asyncio.sleep(3.0)
+            throttled = len(fake.hits)
+            fake.always_429 = False
+            await wait_for(lambda: len(sink.quotes) >= 1, within=10)
+        finally:
+            await feed.stop()
+    # at 30/s it would have sent ~90 requests in 3 s; backing off with full jitter sends a handful
+    assert throttled < 30
+    assert sink.errors.count("rate_limited") == throttled
+
+
+async def test_survives_garbage_errors_and_drops(fake: FakeFinnhubRest) -> None:
+    # aiohttp retries a request once when a reused connection is dropped, so drop twice in a row
+    fake.faults.extend(["garbage", "shape", "500", "drop", "drop", "garbage"])
+    feed = FinnhubRestFeed(
+        "test-token", url=fake.url, interval=0.0, rate=30.0, backoff_base=0.05, backoff_cap=0.1
+    )
+    sink = await started(feed, {"AAPL"})
+    try:
+        await wait_for(lambda: len(sink.quotes) >= 3)
+        assert feed.health().up
+    finally:
+        await feed.stop()
+    assert sink.errors.count("malformed") == 3
+    assert sink.errors.count("http_5xx") == 1
+    assert 1 <= sink.errors.count("network") <= 2
+    assert [q.price for q in sink.quotes] == sorted(q.price for q in sink.quotes)
+
+
+async def test_unknown_symbol_reported_once(fake: FakeFinnhubRest) -> None:
+    feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=30.0)
+    sink = await started(feed, {"AAPL", "NOSUCH"})
+    try:
+        await wait_for(lambda: fake.symbols_polled().count("NOSUCH") >= 3 and len(sink.quotes) >= 2)
+    finally:
+        await feed.stop()
+    assert feed.unknown == {"NOSUCH"}
+    assert sink.errors == ["unknown_symbol"]
+    assert sink.symbols() == {"AAPL"}
+
+
+async def test_symbol_outside_the_plan_is_refused_alone(fake: FakeFinnhubRest) -> None:
+    fake.forbidden.add("NVDA")
+    feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=30.0)
+    sink = await started(feed, {"AAPL", "NVDA"})
+    try:
+        await wait_for(lambda: fake.symbols_polled().count("NVDA") >= 3 and len(sink.quotes) >= 3)
+        assert feed.health().up
+    finally:
+        await feed.stop()
+    assert sink.errors == ["no_access"] and feed.unknown == {"NVDA"}
+    assert sink.symbols() == {"AAPL"}
+
+
+async def test_bad_token_marks_feed_down(fake: FakeFinnhubRest) -> None:
+    feed = FinnhubRestFeed("wrong", url=fake.url, interval=0.0, rate=30.0, backoff_base=0.05, backoff_cap=0.1)
+    sink = await started(feed, {"AAPL"})
+    try:
+        await wait_for(lambda: "auth" in sink.errors)
+        health = feed.health()
+        assert not health.up and "unauthorized" in health.reason
+    finally:
+        await feed.stop()
+    assert sink.quotes == []
+
+
+async def test_unchanged_quotes_are_not_emitted_again(fake: FakeFinnhubRest) -> None:
+    fake.frozen = True
+    feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=30.0)
+    sink = await started(feed, {"AAPL"})
+    try:
+        await wait_for(lambda: len(fake.hits) >= 6)
+        assert len(sink.quotes) == 1 and sink.quotes[0].ts_ms == 1582641000 * 1000
+        fake.frozen = False
+        await wait_for(lambda: len(sink.quotes) >= 2)
+    finally:
+        await feed.stop()

@@ -1,0 +1,230 @@
+"""The recording format, the replay feed and the recorder: order, scaled timing, loop, bad input, round trip."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import time
+from pathlib import Path
+
+import pytest
+
+from feeds import recorder as recorder_mod
+from feeds.recorder import Recorder, run_record
+from feeds.recording import RecordingError, decode, encode, header, scan, write_all
+from feeds.registry import create_feeds
+from feeds.replay import ReplayFeed, sample_recording
+from feeds.simulated import SimulatedFeed
+from tests.fakes.poll_fakes import Sink, wait_for
+from ticker.quote import Quote
+
+T0 = 1_763_000_000_000
+
+
+def q(sym: str, price: float, t: int = T0, **kw: float) -> Quote:
+    return Quote(symbol=sym, price=price, ts_ms=t, **kw)
+
+
+def wire(quote: Quote) -> dict:
+    return quote.wire(0)
+
+
+class TimedSink(Sink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+        inner = self.ctx.emit
+
+        def emit(quote: Quote) -> None:
+            self.times.append(time.monotonic())
+            inner(quote)
+
+        self.ctx.emit = emit
+
+
+def test_line_round_trip_keeps_every_field() -> None:
+    quote = q("BRK.B", 462.8, bid=462.79, ask=462.81, volume=1200.0, prev_close=460.0)
+    r, back = decode(encode(quote, T0 + 5))
+    assert r == T0 + 5
+    assert wire(back) == wire(quote)
+    assert back.prev_close == 460.0 and back.change == pytest.approx(2.8)
+    with pytest.raises(ValueError):
+        decode(b'{"s": "AAPL", "p": "1.0", "t": 1}')
+    with pytest.raises(ValueError):
+        decode(b"[1, 2]")
+
+
+async def test_replay_in_order_with_timing_scaled(tmp_path: Path) -> None:
+    path = tmp_path / "five.jsonl"
+    records = [(T0 + i * 200, q(sym, 10.0 + i)) for i, sym in enumerate(["A", "B", "A", "C", "B"])]
+    write_all(path, ["test"], records)
+    feed = ReplayFeed(path, speed=2.0)
+    sink = TimedSink()
+    before = int(time.time() * 1000)
+    await feed.start(sink.ctx)
+    try:
+        await asyncio.wait_for(feed.finished.wait(), 10)
+    finally:
+        await feed.stop()
+    assert [(x.symbol, x.price) for x in sink.quotes] == [(x.symbol, x.price) for _, x in records]
+    # 200 ms recorded / speed 2 = 100 ms apart: quote k is due k x 100 ms after the first (never early)
+    offsets = [t - sink.times[0] for t in sink.times]
+    assert all(off >= k * 0.1 - 0.005 for k, off in enumerate(offsets)), offsets
+    assert all(x.ts_ms >= before for x in sink.quotes)  # timestamps rewritten to now
+    assert feed.known_symbols() == ["A", "B", "C"]
+    assert feed.health().last_data is not None
+
+
+async def test_fast_replay_keeps_timestamps_and_gzip(tmp_path: Path) -> None:
+    path = tmp_path / "long.jsonl.gz"
+    records = [(T0 + i * 10_000, q("X", float(i), t=T0 + i)) for i in range(500)]  # 5000 s of recording
+    write_all(path, ["test"], records)
+    assert path.read_bytes()[:2] == b"\x1f\x8b"  # gzip magic
+    feed = ReplayFeed(path, speed=0, keep_timestamps=True)
+    sink = Sink()
+    await feed.start(sink.ctx)
+    try:
+        await asyncio.wait_for(feed.finished.wait(), 10)
+    finally:
+        await feed.stop()
+    assert [x.price for x in sink.quotes] == [float(i) for i in range(500)]
+    assert [x.ts_ms for x in sink.quotes] == [T0 + i for i in range(500)]
+
+
+async def test_loop_starts_over(tmp_path: Path) -> None:
+    path = tmp_path / "three.jsonl"
+    write_all(path, ["test"], [(T0 + i * 100, q("L", float(i))) for i in range(3)])
+    feed = ReplayFeed(path, speed=50.0, loop=True)
+    sink = Sink()
+    await feed.start(sink.ctx)
+    try:
+        await wait_for(lambda: len(sink.quotes) >= 8)
+        assert not feed.finished.is_set()
+    finally:
+        await feed.stop()
+    assert [x.price for x in sink.quotes[:8]] == [0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 0.0, 1.0]
+    assert feed.laps >= 2
+
+
+async def test_malformed_lines_are_counted_and_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    lines = [
+        header(["test"]),
+        encode(q("A", 1.0), T0),
+        b"{not json\n",
+        b'{"s": "A"}\n',
+        b"\n",
+        b"x" * 70_000 + b"\n",
+        encode(q("B", 2.0), T0 + 1),
+    ]
+    path.write_bytes(b"".join(lines))
+    feed = ReplayFeed(path, speed=0)
+    sink = Sink()
+    await feed.start(sink.ctx)
+    try:
+        await asyncio.wait_for(feed.finished.wait(), 10)
+    finally:
+        await feed.stop()
+    assert [x.symbol for x in sink.quotes] == ["A", "B"]
+    assert sink.errors == ["malformed"] * 3
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"format": "other", "version": 1}\n', "not a ticker recording"),
+        (b'{"format": "ticker-quotes", "version": 9}\n', "unsupported recording version 9"),
+        (b"garbage\n", "not a ticker recording"),
+        (b'{"format": "ticker-quotes", "version": 1}\n', "holds no quotes"),
+    ],
+)
+async def test_bad_files_give_clear_errors(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(RecordingError, match=message):
+        await ReplayFeed(path).start(Sink().ctx)
+
+
+async def test_missing_file_and_bad_speed() -> None:
+    with pytest.raises(RecordingError, match="cannot open recording"):
+        await ReplayFeed("/nonexistent/x.jsonl").start(Sink().ctx)
+    with pytest.raises(ValueError, match="replay-speed"):
+        ReplayFeed(None, speed=-1)
+
+
+def test_sample_recording_is_shipped_and_default() -> None:
+    path = sample_recording()
+    summary = scan(path)
+    assert len(summary.symbols) >= 30 and summary.malformed == 0
+    assert summary.first_ms is not None and summary.last_ms is not None
+    assert summary.last_ms - summary.first_ms >= 120_000  # a few minutes of ticks
+    args = argparse.Namespace(replay_file=None, replay_speed=1.0, replay_loop=False, replay_keep_time=False)
+    (feed,) = create_feeds(["replay"], args)
+    assert isinstance(feed, ReplayFeed) and feed.path == path
+
+
+async def test_record_then_replay_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "rec.jsonl.gz"
+    sim = SimulatedFeed(symbols=["AAPL", "MSFT", "SPY"], rate=20.0, seed=7)
+    rec = Recorder(path, ["simulated"], ["AAPL", "MSFT", "SPY"])
+    await rec.open()
+    live = Sink()
+    await sim.start(rec.wrap(live.ctx))
+    await wait_for(lambda: len(live.quotes) >= 60)
+    await sim.stop()
+    await rec.close()
+    assert rec.written == len(live.quotes) and rec.dropped == 0
+
+    feed = ReplayFeed(path, speed=0, keep_timestamps=True)
+    replayed = Sink()
+    await feed.start(replayed.ctx)
+    await asyncio.wait_for(feed.finished.wait(), 10)
+    await feed.stop()
+    assert [wire(x) for x in replayed.quotes] == [wire(x) for x in live.quotes]
+    assert [x.prev_close for x in replayed.quotes] == [x.prev_close for x in live.quotes]
+
+
+async def test_run_record_writes_a_replayable_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cli.jsonl"
+    args = argparse.Namespace(
+        feed="simulated", symbols=["AAPL", "NVDA"], sim_rate=20.0, seed=1, out=str(out), duration=1.0
+    )
+    assert await run_record(args) == 0
+    summary = scan(out)
+    assert summary.header["feeds"] == ["simulated"] and summary.header["symbols"] == ["AAPL", "NVDA"]
+    assert set(summary.symbols) == {"AAPL", "NVDA"} and summary.count >= 20
+    assert f"{summary.count} quotes of 2 symbols" in capsys.readouterr().err
+
+
+async def test_run_record_reports_bad_feed_and_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = argparse.Namespace(feed="nope", symbols=None, out=str(tmp_path / "x.jsonl"), duration=1.0)
+    assert await run_record(args) == 2
+    assert "unknown feed 'nope'" in capsys.readouterr().err
+    args = argparse.Namespace(
+        feed="simulated", symbols=None, sim_rate=1.0, seed=1, out=str(tmp_path / "no" / "x.jsonl"), duration=1
+    )
+    assert await run_record(args) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+async def test_recorder_bounds_pending_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(recorder_mod, "MAX_PENDING", 5)
+    rec = Recorder(tmp_path / "b.jsonl", ["test"])
+    await rec.open()
+    for i in range(8):
+        rec.record(q("A", float(i)))
+    await rec.close()
+    assert rec.written == 5 and rec.dropped == 3
+    assert scan(tmp_path / "b.jsonl").count == 5
+
+
+def test_gzip_is_detected_by_content(tmp_path: Path) -> None:
+    path = tmp_path / "no-suffix"
+    with gzip.open(path, "wb") as fh:
+        fh.write(header(["t"]) + encode(q("Z", 1.5), T0))
+    assert scan(path).symbols == ["Z"]

@@ -1,0 +1,223 @@
+"""Server-Sent Events end to end: a real server process and a real SSE client (httpx-sse)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import time
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import ServerSentEvent, aconnect_sse
+from websockets.asyncio.client import connect
+
+from tests.serverproc import ServerProcess, scrape, wait_for
+from tests.wsclient import collect_quotes, recv
+
+
+async def events(
+    url: str, n: int, timeout: float = 10.0, **kw: Any
+) -> tuple[httpx.Response, list[ServerSentEvent]]:
+    """The first ``n`` events of the stream at ``url``."""
+    out: list[ServerSentEvent] = []
+    async with httpx.AsyncClient(timeout=timeout) as http, aconnect_sse(http, "GET", url, **kw) as source:
+        source.response.raise_for_status()
+        async with asyncio.timeout(timeout):
+            async for ev in source.aiter_sse():
+                out.append(ev)
+                if len(out) == n:
+                    break
+        return source.response, out
+
+
+async def test_stream_parses_with_a_real_sse_client(server: ServerProcess):
+    resp, evs = await events(server.url + "/sse?symbols=aapl,MSFT", 20)
+    assert resp.headers["content-type"] == "text/event-stream"
+    assert resp.headers["cache-control"] == "no-store"
+    assert "content-encoding" not in resp.headers  # httpx asked for gzip: the stream is never compressed
+    first = evs[0]
+    assert first.event == "snapshot" and first.retry == 2000 and first.id
+    snap = first.json()
+    assert snap["type"] == "snapshot" and {e["s"] for e in snap["data"]} == {"AAPL", "MSFT"}
+    last = {e["s"]: e["q"] for e in snap["data"]}
+    for ev in evs[1:]:
+        assert ev.event == "quotes"
+        msg = ev.json()
+        assert msg["type"] == "quotes"
+        syms = [e["s"] for e in msg["data"]]
+        assert len(syms) == len(set(syms)) and set(syms) <= {"AAPL", "MSFT"}
+        for e in msg["data"]:
+            assert {"s", "p", "t", "q"} <= e.keys()
+            assert e["q"] > last[e["s"]]  # the same ordering rule as WebSocket
+            last[e["s"]] = e["q"]
+
+
+async def test_same_payloads_as_websocket(server: ServerProcess):
+    """An SSE and a WebSocket subscriber of the same symbols get the very same quotes payloads."""
+    async with connect(server.ws_url + "?symbols=NVDA,TSLA") as ws:
+        await recv(ws)
+        ws_task = asyncio.create_task(collect_quotes(ws, 2.0))
+        _, evs = await events(server.url + "/sse?symbols=NVDA,TSLA", 15)
+        ws_entries = await ws_task
+    sse_entries = {json.dumps(e, sort_keys=True) for ev in evs[1:] for e in ev.json()["data"]}
+    common = sse_entries & {json.dumps(e, sort_keys=True) for e in ws_entries}
+    assert len(common) >= len(sse_entries) - 2  # the first/last flush may fall outside the WS window
+
+
+async def test_instance_id_is_stable_per_process_and_last_event_id_resumes(server: ServerProcess):
+    _, a = await events(server.url + "/sse?symbols=AAPL", 1)
+    _, b = await events(server.url + "/sse?symbols=AAPL", 1, headers={"Last-Event-ID": a[0].id})
+    assert a[0].id == b[0].id
+    assert (
+        b[0].event == "snapshot" and b[0].json()["data"][0]["s"] == "AAPL"
+    )  # a resume gets the full snapshot
+    with ServerProcess(["--log-level", "warning"]) as other:
+        _, c = await events(other.url + "/sse?symbols=AAPL", 1, headers={"Last-Event-ID": a[0].id})
+        assert c[0].id != a[0].id
+
+
+async def test_heartbeat_comments():
+    args = ["--symbols", "QUIET", "--sim-rate", "0.001", "--ping-interval", "0.3", "--log-level", "warning"]
+    with ServerProcess(args) as srv:
+        lines: list[str] = []
+        async with (
+            httpx.AsyncClient(timeout=5) as http,
+            http.stream("GET", srv.url + "/sse?symbols=QUIET") as r,
+        ):
+            async with asyncio.timeout(5):
+                async for line in r.aiter_lines():
+                    lines.append(line)
+                    if lines.count(": hb") >= 3:
+                        break
+        assert lines[:2] == ["retry: 2000", lines[1]] and lines[1].startswith("id: ")
+        assert lines.count(": hb") == 3
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.get(url, headers=headers or {}, timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "needle"),
+    [
+        ("symbols=AAPL,bad$", "invalid_symbol", "'bad$'"),
+        ("symbols=", "bad_request", "symbols"),
+        ("", "bad_request", "symbols"),
+        ("symbols=" + ",".join(f"S{i}" for i in range(501)), "too_many_symbols", "500"),
+    ],
+)
+def test_bad_symbols_get_400_before_the_stream(server: ServerProcess, query: str, code: str, needle: str):
+    r = _get(server.url + "/sse?" + query)
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/json"
+    err = r.json()["error"]
+    assert err["code"] == code and needle in err["message"]
+
+
+async def test_origin_rules(server: ServerProcess):
+    r = _get(server.url + "/sse?symbols=AAPL", {"Origin": "http://evil.example"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden_origin"
+    own = f"http://127.0.0.1:{server.port}"
+    resp, evs = await events(server.url + "/sse?symbols=AAPL", 1, headers={"Origin": own})
+    assert evs[0].event == "snapshot" and resp.headers["access-control-allow-origin"] == own
+
+
+async def test_allowed_origins_flag_applies_to_sse():
+    with ServerProcess(["--allowed-origins", "https://desk.example.com", "--log-level", "warning"]) as srv:
+        ok = {"Origin": "https://desk.example.com"}
+        _, evs = await events(srv.url + "/sse?symbols=AAPL", 1, headers=ok)
+        assert evs[0].event == "snapshot"
+        assert _get(srv.url + "/sse?symbols=AAPL", {"Origin": "https://other.example.com"}).status_code == 403
+
+
+async def test_metrics_count_sse_connections(server: ServerProcess):
+    key = 'ticker_connections{transport="sse"}'
+    before = scrape(server.url)
+    async with (
+        httpx.AsyncClient(timeout=5) as http,
+        aconnect_sse(http, "GET", server.url + "/sse?symbols=AAPL") as s,
+    ):
+        it = s.aiter_sse()
+        for _ in range(5):
+            await anext(it)
+        during = await asyncio.to_thread(scrape, server.url)
+        assert during[key] == before.get(key, 0) + 1
+        assert during["ticker_subscriptions"] >= 1
+    wait_for(lambda: scrape(server.url)[key] == before.get(key, 0))
+    after = scrape(server.url)
+    assert after['ticker_connections_opened_total{transport="sse"}'] > before.get(
+        'ticker_connections_opened_total{transport="sse"}', 0
+    )
+    assert after['ticker_connections_closed_total{reason="client",transport="sse"}'] >= 1
+    assert after["ticker_frames_sent_total"] > before["ticker_frames_sent_total"]
+
+
+async def test_shutdown_ends_the_stream_cleanly():
+    with ServerProcess(["--log-level", "warning"]) as srv:
+        async with (
+            httpx.AsyncClient(timeout=10) as http,
+            aconnect_sse(http, "GET", srv.url + "/sse?symbols=AAPL") as s,
+        ):
+            it = s.aiter_sse()
+            assert (await anext(it)).event == "snapshot"
+            srv.signal(signal.SIGTERM)
+            t0 = time.monotonic()
+            async with asyncio.timeout(8):
+                async for _ in it:  # ends without a protocol error: the last chunk came
+                    pass
+            assert time.monotonic() - t0 < 5
+        assert srv.wait(10) == 0
+
+
+def test_http_10_gets_an_unchunked_stream(server: ServerProcess):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"GET /sse?symbols=AAPL HTTP/1.0\r\nHost: x\r\n\r\n")
+        data = b""
+        while data.count(b"event: quotes") < 3:
+            chunk = s.recv(65536)
+            assert chunk
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head
+    assert body.startswith(b"retry: 2000\nid: ")
+    for block in body.split(b"\n\n")[1:3]:
+        name, data_line = block.split(b"\n")
+        assert name == b"event: quotes" and json.loads(data_line.removeprefix(b"data: "))["type"] == "quotes"
+
+
+def stalled_sse_client(port: int, symbols: list[str]) -> socket.socket:
+    """Open /sse with a tiny receive buffer, then never read."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.sendall(f"GET /sse?symbols={','.join(symbols)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    return s
+
+
+async def test_stalled_sse_reader_is_conflated_then_closed():
+    symbols = [f"S{i}" for i in range(50)]
+    args = ["--symbols", ",".join(symbols), "--sim-rate", "200", "--flush-ms", "5"]
+    args += ["--slow-bytes", "65536", "--slow-timeout", "2", "--log-level", "warning"]
+    with ServerProcess(args) as srv:
+        slow = await asyncio.to_thread(stalled_sse_client, srv.port, symbols)
+        key = 'ticker_connections_closed_total{reason="slow_consumer",transport="sse"}'
+        conflated = False
+        async with asyncio.timeout(40):
+            while True:
+                m = await asyncio.to_thread(scrape, srv.url)
+                conflated |= m["ticker_updates_conflated_total"] > 0
+                if m.get(key) == 1:
+                    break
+                await asyncio.sleep(0.2)
+        assert conflated, "the stalled reader was never conflated"
+        assert m["ticker_slow_consumer_disconnects_total"] == 1
+        assert m['ticker_connections{transport="sse"}'] == 0
+        slow.settimeout(10)
+        total = 0
+        while chunk := slow.recv(1 << 16):  # the server closed it: draining ends in EOF
+            total += len(chunk)
+        slow.close()
+        assert total > 65536

@@ -1,0 +1,313 @@
+// The watchlist table: one row per symbol, updated in place (only the cells whose text changed),
+// price flashes on up and down ticks, a bounded SVG sparkline per row, sorting and stale marking.
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+export const SPARK_POINTS = 60; // points kept per row for its sparkline
+const SPARK_BUCKET_MS = 500; // one point per half second: the sparkline shows the last 30 s
+const SPARK_W = 60;
+const SPARK_H = 20;
+const RESORT_MS = 1_000; // a sort on a live column re-orders at most once a second, so rows stay readable
+const FLASH_MS = 450; // how long a price cell stays tinted after an up or down tick
+
+const fmt = {
+  price: new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 4 }),
+  change: new Intl.NumberFormat(undefined, {
+    minimumFractionDigits: 2,
+    maximumFractionDigits: 4,
+    signDisplay: "exceptZero",
+  }),
+  pct: new Intl.NumberFormat(undefined, {
+    minimumFractionDigits: 2,
+    maximumFractionDigits: 2,
+    signDisplay: "exceptZero",
+  }),
+  volume: new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 2 }),
+  time: new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" }),
+};
+
+const NUMERIC_KEYS = new Set(["p", "c", "cp", "b", "a", "v", "t"]);
+
+function isNum(x) {
+  return typeof x === "number" && Number.isFinite(x);
+}
+
+function cell(tag, className) {
+  const el = document.createElement(tag);
+  el.className = className;
+  el.setAttribute("role", "cell");
+  el.textContent = "—";
+  el._text = "—";
+  return el;
+}
+
+function setText(el, text) {
+  if (el._text !== text) {
+    el._text = text;
+    el.textContent = text;
+  }
+}
+
+function direction(x) {
+  if (!isNum(x) || x === 0) return "flat";
+  return x > 0 ? "up" : "down";
+}
+
+class Row {
+  constructor(sym) {
+    this.sym = sym;
+    this.q = null;
+    this.history = [];
+    this.bucketAt = -Infinity;
+    this.flashUntil = 0;
+    const tr = document.createElement("tr");
+    tr.dataset.testid = `row-${sym}`;
+    tr.dataset.symbol = sym;
+    tr.className = "waiting";
+    tr.setAttribute("role", "row"); // the CSS grid layout needs explicit table roles
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.setAttribute("role", "rowheader");
+    th.className = "col-symbol";
+    const name = document.createElement("span");
+    name.className = "sym";
+    name.textContent = sym;
+    const badge = document.createElement("span");
+    badge.className = "stale-badge";
+    badge.textContent = "stale";
+    th.append(name, badge);
+    this.price = cell("td", "num col-last");
+    this.price.dataset.testid = `price-${sym}`;
+    this.change = cell("td", "num col-chg");
+    this.pct = cell("td", "num col-pct");
+    this.bid = cell("td", "num col-bid");
+    this.ask = cell("td", "num col-ask");
+    this.volume = cell("td", "num col-vol");
+    this.time = cell("td", "num col-time");
+    const sparkCell = document.createElement("td");
+    sparkCell.className = "col-spark";
+    sparkCell.setAttribute("role", "cell");
+    this.svg = document.createElementNS(SVG_NS, "svg");
+    this.svg.setAttribute("class", "spark");
+    this.svg.setAttribute("viewBox", `0 0 ${SPARK_W} ${SPARK_H}`);
+    this.svg.setAttribute("preserveAspectRatio", "none");
+    this.svg.setAttribute("aria-hidden", "true");
+    this.line = document.createElementNS(SVG_NS, "polyline");
+    this.svg.append(this.line);
+    sparkCell.append(this.svg);
+    const removeCell = document.createElement("td");
+    removeCell.className = "col-remove";
+    removeCell.setAttribute("role", "cell");
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "remove";
+    remove.dataset.testid = `remove-${sym}`;
+    remove.dataset.symbol = sym;
+    remove.setAttribute("aria-label", `Remove ${sym}`);
+    remove.title = `Remove ${sym}`;
+    remove.textContent = "×";
+    removeCell.append(remove);
+    this.removeButton = remove;
+    tr.append(th, this.price, this.change, this.pct, this.bid, this.ask, this.volume, this.time, sparkCell, removeCell);
+    this.el = tr;
+  }
+
+  /**
+   * Show quote `q` (already known to be newer than the one shown) at time `now` (performance.now()).
+   * Returns true when the price cell started flashing.
+   */
+  apply(q, now) {
+    const prev = this.q;
+    this.q = q;
+    if (prev === null) this.el.classList.remove("waiting");
+    this.el.classList.remove("stale");
+    let flashed = false;
+    if (prev !== null && q.p !== prev.p) {
+      // A plain tint, cleared by QuoteTable.sweep: no per-frame animation to repaint.
+      const dir = q.p > prev.p ? "up" : "down";
+      if (this.price.dataset.flash !== dir) this.price.dataset.flash = dir;
+      this.flashUntil = now + FLASH_MS;
+      flashed = true;
+    }
+    setText(this.price, fmt.price.format(q.p));
+    this.price.dataset.value = String(q.p);
+    const dir = direction(isNum(q.c) ? q.c : q.cp);
+    if (this.change.dataset.dir !== dir) {
+      this.change.dataset.dir = dir;
+      this.pct.dataset.dir = dir;
+    }
+    setText(this.change, isNum(q.c) ? fmt.change.format(q.c) : "—");
+    setText(this.pct, isNum(q.cp) ? `${fmt.pct.format(q.cp)}%` : "—");
+    setText(this.bid, isNum(q.b) ? fmt.price.format(q.b) : "—");
+    setText(this.ask, isNum(q.a) ? fmt.price.format(q.a) : "—");
+    setText(this.volume, isNum(q.v) ? fmt.volume.format(q.v) : "—");
+    setText(this.time, isNum(q.t) ? fmt.time.format(q.t) : "—");
+    // The sparkline keeps the last price of each half-second bucket and is redrawn when one closes.
+    if (now - this.bucketAt >= SPARK_BUCKET_MS) {
+      this.bucketAt = now;
+      this.history.push(q.p);
+      if (this.history.length > SPARK_POINTS) this.history.shift();
+      this._drawSpark();
+    } else {
+      this.history[this.history.length - 1] = q.p; // drawn when the bucket closes
+    }
+    return flashed;
+  }
+
+  _drawSpark() {
+    const h = this.history;
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const p of h) {
+      if (p < lo) lo = p;
+      if (p > hi) hi = p;
+    }
+    const span = hi - lo || 1;
+    const step = SPARK_W / Math.max(h.length - 1, 1); // the line spans the width, newest on the right
+    const pts = new Array(h.length);
+    for (let i = 0; i < h.length; i++) {
+      const y = SPARK_H - 1 - ((h[i] - lo) / span) * (SPARK_H - 2);
+      pts[i] = `${(i * step).toFixed(1)},${y.toFixed(1)}`;
+    }
+    this.line.setAttribute("points", pts.join(" "));
+    const trend = direction(h[h.length - 1] - h[0]);
+    if (this.svg.dataset.trend !== trend) this.svg.dataset.trend = trend;
+  }
+
+  sortValue(key) {
+    if (key === "symbol") return this.sym;
+    const v = this.q ? this.q[key] : undefined;
+    return isNum(v) ? v : null;
+  }
+}
+
+export class QuoteTable {
+  /** tbody: where rows live; thead: its sort buttons; onRemove(sym) and onSort(sort) report clicks. */
+  constructor(tbody, thead, { onRemove, onSort }) {
+    this.tbody = tbody;
+    this.thead = thead;
+    this.rows = new Map();
+    this.order = []; // watchlist order
+    this.sort = null; // {key, dir} or null
+    this.dirty = false;
+    this.lastSortAt = 0;
+    this.flashing = new Set(); // rows whose price cell is tinted
+    tbody.addEventListener("click", (ev) => {
+      const btn = ev.target.closest("button.remove");
+      if (btn) onRemove(btn.dataset.symbol);
+    });
+    thead.addEventListener("click", (ev) => {
+      const th = ev.target.closest("th[data-key]");
+      if (!th || !ev.target.closest("button")) return;
+      onSort(this._nextSort(th.dataset.key));
+    });
+  }
+
+  has(sym) {
+    return this.rows.has(sym);
+  }
+
+  get symbols() {
+    return [...this.order];
+  }
+
+  /** Make the rows match `symbols` (in that order), keeping rows that stay. */
+  setSymbols(symbols) {
+    const keep = new Set(symbols);
+    for (const sym of [...this.rows.keys()]) if (!keep.has(sym)) this.remove(sym);
+    for (const sym of symbols) if (!this.rows.has(sym)) this.rows.set(sym, new Row(sym));
+    this.order = [...symbols];
+    this.applyOrder(true);
+  }
+
+  add(sym) {
+    if (this.rows.has(sym)) return;
+    this.rows.set(sym, new Row(sym));
+    this.order.push(sym);
+    this.applyOrder(true);
+  }
+
+  remove(sym) {
+    const row = this.rows.get(sym);
+    if (!row) return;
+    row.el.remove();
+    this.rows.delete(sym);
+    this.flashing.delete(row);
+    this.order = this.order.filter((s) => s !== sym);
+  }
+
+  /** The remove button to focus after `sym` goes: the next row's, else the previous row's, else null. */
+  neighbourButton(sym) {
+    const el = this.rows.get(sym)?.el;
+    const next = el?.nextElementSibling || el?.previousElementSibling;
+    return next ? next.querySelector("button.remove") : null;
+  }
+
+  /** Apply a batch of quotes (the newest per symbol) in one go; `now` is the frame's time. */
+  update(quotes, now) {
+    for (const q of quotes) {
+      const row = this.rows.get(q.s);
+      if (row && row.apply(q, now)) this.flashing.add(row);
+    }
+    if (this.sort && this.sort.key !== "symbol") this.dirty = true;
+  }
+
+  /** End the flashes that are over; true while some are still on (the caller asks for another frame). */
+  sweep(now) {
+    for (const row of this.flashing) {
+      if (now >= row.flashUntil) {
+        delete row.price.dataset.flash;
+        this.flashing.delete(row);
+      }
+    }
+    return this.flashing.size > 0;
+  }
+
+  /** Mark every row that shows data as stale (their numbers are no longer live). */
+  markStale() {
+    for (const row of this.rows.values()) if (row.q) row.el.classList.add("stale");
+  }
+
+  setSort(sort) {
+    this.sort = sort && this.thead.querySelector(`th[data-key="${CSS.escape(sort.key)}"]`) ? sort : null;
+    for (const th of this.thead.querySelectorAll("th[data-key]")) {
+      const on = this.sort && th.dataset.key === this.sort.key;
+      th.setAttribute("aria-sort", on ? (this.sort.dir > 0 ? "ascending" : "descending") : "none");
+    }
+    this.applyOrder(true);
+  }
+
+  /** Re-order the rows after updates, at most once a second (call once per frame). */
+  maybeResort(now) {
+    if (this.dirty && now - this.lastSortAt >= RESORT_MS) this.applyOrder(false);
+  }
+
+  _nextSort(key) {
+    // asc → desc → watchlist order
+    if (!this.sort || this.sort.key !== key) return { key, dir: 1 };
+    return this.sort.dir > 0 ? { key, dir: -1 } : null;
+  }
+
+  applyOrder(force) {
+    // Moving a row that holds keyboard focus would drop the focus: live re-sorting waits meanwhile.
+    if (!force && this.tbody.contains(document.activeElement)) return;
+    this.dirty = false;
+    this.lastSortAt = performance.now();
+    let rows = this.order.map((s) => this.rows.get(s));
+    const sort = this.sort;
+    if (sort) {
+      const numeric = NUMERIC_KEYS.has(sort.key);
+      rows = rows
+        .map((row, i) => ({ row, i, v: row.sortValue(sort.key) }))
+        .sort((x, y) => {
+          if (x.v === null || y.v === null) return x.v === y.v ? x.i - y.i : x.v === null ? 1 : -1;
+          const d = numeric ? x.v - y.v : x.v.localeCompare(y.v);
+          return d !== 0 ? d * sort.dir : x.i - y.i;
+        })
+        .map((x) => x.row);
+    }
+    const kids = this.tbody.children;
+    for (let i = 0; i < rows.length; i++) {
+      if (kids[i] !== rows[i].el) this.tbody.insertBefore(rows[i].el, kids[i] || null);
+    }
+  }
+}
