@@ -14,7 +14,8 @@ def q(sym: str, price: float, ts: int = 1) -> Quote:
 
 
 def decode(batch) -> list[dict]:
-    msg = orjson.loads(batch.payload)
+    payload, _members, _states = batch
+    msg = orjson.loads(payload)
     assert msg["type"] == "quotes"
     return msg["data"]
 
@@ -42,7 +43,7 @@ def test_flush_gives_each_subscriber_exactly_its_symbols_latest_value_once():
     fl = hub.flush()
     got: dict[str, list[dict]] = {}
     for b in fl.batches:
-        for m in b.members:
+        for m in b[1]:
             assert m not in got, "one frame per connection per flush"
             got[m] = decode(b)
     assert {k: [(e["s"], e["p"], e["q"]) for e in v] for k, v in got.items()} == {
@@ -51,8 +52,8 @@ def test_flush_gives_each_subscriber_exactly_its_symbols_latest_value_once():
         "b": [("MSFT", 5.0, 1)],
     }
     # identical subscription sets share one payload object
-    same = [b for b in fl.batches if "a" in b.members]
-    assert len(same) == 1 and same[0].members == {"a", "c"}
+    same = [members for _payload, members, _states in fl.batches if "a" in members]
+    assert same == [{"a", "c"}]
     assert sorted(fl.pending_since) == [10.0, 11.0]
     assert not hub.pending and hub.flush().batches == []
 
@@ -70,7 +71,8 @@ def test_unsubscribe_and_remove_update_groups_and_demand():
     assert hub.demand() == {"MSFT"}
     hub.publish(q("MSFT", 1.0), 0.0)
     fl = hub.flush()
-    assert len(fl.batches) == 1 and fl.batches[0].members == {"a", "b"}
+    assert len(fl.batches) == 1 and fl.batches[0][1] == {"a", "b"}
+    assert [st.symbol for st in fl.batches[0][2]] == ["MSFT"]
     hub.remove("a")
     hub.remove("b")
     assert hub.demand() == frozenset()

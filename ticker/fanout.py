@@ -107,21 +107,21 @@ class Fanout:
         fl = self.hub.flush()
         frames_sent = updates_sent = bytes_sent = conflated = 0
         slow_bytes = self.slow_bytes
-        for batch in fl.batches:
-            frames: dict[str, bytes] = {}
-            n = len(batch.symbols)
-            for conn in batch.members:
+        for payload, members, states in fl.batches:
+            n = len(states)
+            frame_of: dict[str, bytes] = {}  # this batch's frame per transport, built once
+            for conn in members:
                 if conn.conflating:
                     pending = conn.pending
-                    for sym in batch.symbols:
-                        if sym in pending:
+                    for st in states:
+                        if st.symbol in pending:
                             conflated += 1
                         else:
-                            pending[sym] = None
+                            pending[st.symbol] = None
                     continue
-                frame = frames.get(conn.transport)
+                frame = frame_of.get(conn.transport)
                 if frame is None:
-                    frame = frames[conn.transport] = conn.framer(batch.payload)
+                    frame = frame_of[conn.transport] = conn.framer(payload)
                 unsent = conn.write_frame(frame)
                 if unsent < 0:
                     continue
