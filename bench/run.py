@@ -192,6 +192,10 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
         }
     finally:
         for g in gens:
+            with contextlib.suppress(OSError):
+                assert g.stdin is not None
+                g.stdin.close()  # end of input: a load generator that did not get "quit" exits too
+        for g in gens:
             try:
                 g.wait(10)
             except subprocess.TimeoutExpired:
@@ -295,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory for the JSON")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md", help="'' to skip")
     args = ap.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the servers and load generators of the current run are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     chosen = scenarios(args.sizes)
     if args.scenario:
