@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for sc in chosen:
         for server in names:
-            if sc.workers > 1 and server != "ours":
+            if sc.ours_only and server != "ours":
                 continue
             entry: dict[str, Any] = {"scenario": dataclasses.asdict(sc), "server": server}
             reason = servers.unavailable(server, sc)

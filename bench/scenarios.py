@@ -24,6 +24,7 @@ class Scenario:
     rate: float
     description: str
     workers: int = 1  # >1: ours only, with ``ticker serve --workers N``
+    flush_ms: float | None = None  # set: ours only, with ``ticker serve --flush-ms N``
     loadgens: int = 2  # load-generator processes
     warmup: float = 3.0  # seconds between "all subscribed" and the measured window
     window: float = 10.0  # measured window, seconds
@@ -43,7 +44,14 @@ class Scenario:
     def describe(self) -> str:
         """One line saying what this scenario runs."""
         workers = f", `ticker serve --workers {self.workers}`" if self.workers > 1 else ""
+        if self.flush_ms is not None:
+            workers += f", `ticker serve --flush-ms {self.flush_ms:g}`"
         return f"{self.conns:,} connections {self.description}, {self.rate:g} tick{'' if self.rate == 1 else 's'}/s per symbol{workers}"
+
+    @property
+    def ours_only(self) -> bool:
+        """Whether only ticker runs this scenario (a ticker option, no peer equivalent)."""
+        return self.workers > 1 or self.flush_ms is not None
 
     def offered_per_second(self) -> float:
         """Updates per second the clients would get if every tick reached every subscriber."""
@@ -57,6 +65,8 @@ FULL: list[Scenario] = [
     Scenario("idle", 10_000, "one", 1, 0.1, "all subscribed to one quiet symbol"),
 ]
 MULTI: list[Scenario] = [
+    # The default 20 ms flush coalesces 100 ticks/s into at most 50 updates/s per symbol and connection.
+    replace(FULL[0], name="firehose-5ms", flush_ms=5.0),
     replace(FULL[0], name="firehose-2w", workers=2),
     replace(FULL[1], name="crowd-2w", workers=2),
 ]
@@ -77,10 +87,10 @@ def scenarios(sizes: str = "full") -> list[Scenario]:
         return [
             _shrink(s, conns[s.name.split("-")[0]], max(s.rate, 1.0), 0.5, 2.0, 2)
             for s in base
-            if s.workers == 1 or s.name == "firehose-2w"
+            if not s.ours_only or s.name == "firehose-2w"
         ]
     if sizes == "smoke":
         conns = {"firehose": 4, "crowd": 50, "broad": 20, "idle": 50}
         rates = {"firehose": 20.0, "crowd": 2.0, "broad": 5.0, "idle": 2.0}
-        return [_shrink(s, conns[s.name], rates[s.name], 0.3, 1.0, 1) for s in base if s.workers == 1]
+        return [_shrink(s, conns[s.name], rates[s.name], 0.3, 1.0, 1) for s in base if not s.ours_only]
     raise ValueError(f"unknown sizes {sizes!r}")

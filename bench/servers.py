@@ -71,6 +71,8 @@ def command(server: str, sc: Scenario, port: int) -> list[str]:
     ]
     if server == "ours":
         extra = ["--workers", str(sc.workers)] if sc.workers > 1 else []
+        if sc.flush_ms is not None:
+            extra += ["--flush-ms", f"{sc.flush_ms:g}"]
         return [*ticker_command(), "serve", *common, "--log-level", "warning", *extra]
     if server == "naive":
         return [sys.executable, "-m", "bench.peers.naive_tornado", *common]
