@@ -192,6 +192,10 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
         }
     finally:
         for g in gens:
+            with contextlib.suppress(OSError):
+                assert g.stdin is not None
+                g.stdin.close()  # end of input: a load generator that did not get "quit" exits too
+        for g in gens:
             try:
                 g.wait(10)
             except subprocess.TimeoutExpired:
@@ -293,8 +297,15 @@ def main(argv: list[str] | None = None) -> int:
         help="ticker only, sampled by py-spy (native: C frames too); no doc update",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory for the JSON")
-    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md", help="'' to skip")
+    ap.add_argument(
+        "--doc",
+        type=Path,
+        default=None,
+        help="markdown file for the tables ('' to skip); default docs/performance.md, for complete runs only",
+    )
     args = ap.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the servers and load generators of the current run are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     chosen = scenarios(args.sizes)
     if args.scenario:
@@ -354,7 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"{stamp}.json"
     path.write_text(dump(result))
     log(f"wrote {path} in {result['duration_seconds']} s")
-    if str(args.doc) not in ("", "."):
+    complete = args.sizes == "full" and not args.scenario and not args.no_ours and peers == servers.PEERS
+    if args.doc is None and not complete:
+        log("partial run: docs/performance.md left as it is (DOC=FILE writes the tables there)")
+    elif args.doc is None:
+        args.doc = ROOT / "docs" / "performance.md"
+    if args.doc is not None and str(args.doc) not in ("", "."):
         from bench.report import write_doc
 
         write_doc(result, args.doc, path)

@@ -21,28 +21,16 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     doc.write_text(
         f"# Performance\n\nIntro by hand.\n\n{BEGIN}\nstale table\n{END}\n\n## Analysis\n\nKept.\n"
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.run",
-            "--sizes",
-            "smoke",
-            "--scenario",
-            "firehose,idle",
-            "--peers",
-            "naive",
-            "--out",
-            str(tmp_path),
-            "--doc",
-            str(doc),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=150,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    cmd = [sys.executable, "-m", "bench.run", "--sizes", "smoke", "--scenario", "firehose,idle"]
+    cmd += ["--peers", "naive", "--out", str(tmp_path), "--doc", str(doc)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # the harness stops its servers and load generators on SIGTERM
+        _, stderr = proc.communicate(timeout=30)
+        raise AssertionError(f"bench smoke run timed out:\n{stderr[-3000:]}") from None
+    assert proc.returncode == 0, stderr[-3000:]
     [result_file] = tmp_path.glob("*.json")
     result = json.loads(result_file.read_text())
     assert result["command"].startswith("python -m bench.run --sizes smoke --scenario firehose,idle")
