@@ -18,6 +18,7 @@ from prometheus_client import (
 )
 
 from ticker import __version__
+from ticker.fastmetrics import FastCounter, FastHistogram
 
 disable_created_metrics()  # the *_created series only add noise to every scrape
 
@@ -56,7 +57,9 @@ class Metrics:
             "ticker_symbols_active", "Symbols with at least one subscriber.", registry=r
         )
         self.ready = Gauge("ticker_ready", "1 while /readyz answers 200, else 0.", registry=r)
-        self.hub_updates = Counter("ticker_hub_updates", "Quote updates that entered the hub.", registry=r)
+        self.hub_updates = FastCounter(
+            "ticker_hub_updates", "Quote updates that entered the hub.", registry=r
+        )
         self.frames_sent = Counter(
             "ticker_frames_sent", "Frames of quotes handed to client sockets.", registry=r
         )
@@ -79,7 +82,7 @@ class Metrics:
         self.client_errors = Counter(
             "ticker_client_errors", "Error messages sent to clients, by code.", ["code"], registry=r
         )
-        self.fanout_latency = Histogram(
+        self.fanout_latency = FastHistogram(
             "ticker_fanout_latency_seconds",
             "Time from an update reaching the hub to its frames being handed to the sockets.",
             buckets=LATENCY_BUCKETS,
@@ -91,14 +94,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.feed_lag = Histogram(
+        self.feed_lag = FastHistogram(
             "ticker_feed_lag_seconds",
             "Time from the feed's timestamp to receipt.",
             ["feed"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.feed_updates = Counter(
+        self.feed_updates = FastCounter(
             "ticker_feed_updates", "Quotes received from a feed.", ["feed"], registry=r
         )
         self.feed_up = Gauge(
@@ -119,7 +122,7 @@ class Metrics:
         self.broker_reconnects = Counter(
             "ticker_broker_reconnects", "Reconnects to the broker after losing it.", registry=r
         )
-        self.broker_lag = Histogram(
+        self.broker_lag = FastHistogram(
             "ticker_broker_lag_seconds",
             "Time from the publisher's publish of a quote batch to its receipt by this node (Redis broker).",
             buckets=LATENCY_BUCKETS,
