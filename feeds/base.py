@@ -9,10 +9,13 @@ or polling only what is demanded) and reports its state through :meth:`Feed.heal
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from ticker.quote import Quote
 
@@ -46,6 +49,7 @@ class Feed(ABC):
         self.name = name
         self.demand: frozenset[str] = frozenset()
         self._health = FeedHealth()
+        self._task: asyncio.Task[None] | None = None
 
     @abstractmethod
     async def start(self, ctx: FeedContext) -> None:
@@ -70,6 +74,19 @@ class Feed(ABC):
     def health(self) -> FeedHealth:
         """The feed's current :class:`FeedHealth`."""
         return self._health
+
+    def _run_in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run the feed's main loop as a task that :meth:`_stop_background` ends."""
+        self._task = asyncio.get_running_loop().create_task(coro, name=f"feed-{self.name}")
+
+    async def _stop_background(self) -> None:
+        """Cancel the main loop, wait for it, and mark the feed stopped."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._mark_down("stopped")
 
     def _mark_up(self) -> None:
         self._health.up = True

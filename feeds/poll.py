@@ -85,7 +85,6 @@ class PollingFeed(Feed):
         self._wake = asyncio.Event()
         self._ctx: FeedContext | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._log = ThrottledLog(log)
         self._health.reason = "starting"
@@ -173,7 +172,7 @@ class PollingFeed(Feed):
     async def start(self, ctx: FeedContext) -> None:
         self._ctx = ctx
         self._session = self.make_session()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"feed-{self.name}")
+        self._run_in_background(self._run())
 
     async def stop(self) -> None:
         tasks = [t for t in (self._task, *self._inflight) if t is not None]

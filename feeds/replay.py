@@ -10,7 +10,6 @@ starts over at its end, after the recording's mean gap between quotes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from importlib import resources
@@ -56,7 +55,6 @@ class ReplayFeed(Feed):
         self.laps = 0
         self.finished = asyncio.Event()
         self._ctx: FeedContext | None = None
-        self._task: asyncio.Task[None] | None = None
         self._log = ThrottledLog(log)
 
     def known_symbols(self) -> list[str]:
@@ -68,15 +66,10 @@ class ReplayFeed(Feed):
         if self.summary.count == 0:
             raise RecordingError(f"recording {str(self.path)!r} holds no quotes")
         self._mark_up()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"feed-{self.name}")
+        self._run_in_background(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self._mark_down("stopped")
+        await self._stop_background()
 
     async def _run(self) -> None:
         try:

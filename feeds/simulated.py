@@ -9,7 +9,6 @@ client demands joins the market with a generated base price and leaves when dema
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import math
 import random
@@ -74,7 +73,6 @@ class SimulatedFeed(Feed):
         self.seed = seed
         self._universe = list(symbols) if symbols is not None else list(DEFAULT_UNIVERSE)
         self._sims: dict[str, _SymbolSim] = {s: self._make(s) for s in self._universe}
-        self._task: asyncio.Task[None] | None = None
         self._ctx: FeedContext | None = None
 
     def _make(self, symbol: str) -> _SymbolSim:
@@ -99,15 +97,10 @@ class SimulatedFeed(Feed):
         for sim in self._sims.values():  # an opening quote each, so snapshots are ready at once
             ctx.emit(sim.step(ts_ms))
         self._mark_data()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"feed-{self.name}")
+        self._run_in_background(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self._mark_down("stopped")
+        await self._stop_background()
 
     def tick(self, elapsed: float, ts_ms: int) -> int:
         """Advance the market by ``elapsed`` seconds, emitting the ticks that fall due; returns their count."""

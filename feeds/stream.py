@@ -87,7 +87,6 @@ class StreamFeed(Feed):
         self._wake = asyncio.Event()
         self._link: Link | None = None
         self._ctx: FeedContext | None = None
-        self._task: asyncio.Task[None] | None = None
         self._got_data = False
 
     # ---- what subclasses describe -------------------------------------------------------------
@@ -201,15 +200,10 @@ class StreamFeed(Feed):
     async def start(self, ctx: FeedContext) -> None:
         self._ctx = ctx
         self._mark_down("connecting")
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"feed-{self.name}")
+        self._run_in_background(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self._mark_down("stopped")
+        await self._stop_background()
 
     # ---- internals ----------------------------------------------------------------------------
 

@@ -6,6 +6,9 @@ feed names, error codes and close reasons; never a connection or a symbol.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -17,8 +20,10 @@ from prometheus_client import (
     generate_latest,
 )
 
+from feeds.base import FeedContext
 from ticker import __version__
 from ticker.fastmetrics import FastCounter, FastHistogram
+from ticker.quote import Quote
 
 disable_created_metrics()  # the *_created series only add noise to every scrape
 
@@ -135,6 +140,24 @@ class Metrics:
         )
         self.broker_errors = Counter(
             "ticker_broker_errors", "Malformed messages from the broker, dropped.", registry=r
+        )
+
+    def feed_context(self, feed: str, publish: Callable[[Quote], None]) -> FeedContext:
+        """What a feed named ``feed`` reports to: quotes go to ``publish`` after their lag and count are
+        recorded; error kinds and reconnects are counted."""
+        lag = self.feed_lag.labels(feed).observe
+        count = self.feed_updates.labels(feed).inc
+        now = time.time
+
+        def emit(quote: Quote) -> None:
+            lag(max(0.0, now() - quote.ts_ms / 1000.0))
+            count()
+            publish(quote)
+
+        return FeedContext(
+            emit=emit,
+            error=lambda kind: self.feed_errors.labels(feed, kind).inc(),
+            reconnected=lambda: self.feed_reconnects.labels(feed).inc(),
         )
 
     def render(self) -> bytes:

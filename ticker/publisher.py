@@ -17,7 +17,6 @@ import time
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from feeds.backoff import Backoff
 from feeds.base import Feed, FeedContext
 from ticker import redis_common as rc
 from ticker.metrics import Metrics
@@ -119,22 +118,7 @@ class Publisher:
         self._set_up(False)
 
     def _context(self, feed: Feed) -> FeedContext:
-        name = feed.name
-        m = self.metrics
-        lag = m.feed_lag.labels(name).observe
-        count = m.feed_updates.labels(name).inc
-        emit = self._emit
-
-        def on_quote(quote: Quote) -> None:
-            lag(max(0.0, time.time() - quote.ts_ms / 1000.0))
-            count()
-            emit(quote)
-
-        return FeedContext(
-            emit=on_quote,
-            error=lambda kind: m.feed_errors.labels(name, kind).inc(),
-            reconnected=lambda: m.feed_reconnects.labels(name).inc(),
-        )
+        return self.metrics.feed_context(feed.name, self._emit)
 
     def _emit(self, quote: Quote) -> None:
         sym = quote.symbol
@@ -162,20 +146,7 @@ class Publisher:
             self._buf = {}
 
     async def _run(self) -> None:
-        backoff = Backoff(rc.BACKOFF_BASE, rc.BACKOFF_CAP)
-        while True:
-            try:
-                await self._session()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self._up:
-                    log.warning("lost Redis at %s: %s; reconnecting", rc.redact(self.url), exc or type(exc))
-                    backoff.reset()
-                else:
-                    log.debug("cannot reach Redis: %r", exc)
-            self._set_up(False)
-            await asyncio.sleep(backoff.next_delay())
+        await rc.stay_connected(self._session, self.url, lambda: self._up, lambda: self._set_up(False))
 
     async def _session(self) -> None:
         client = rc.connect(self.url, "ticker-publisher")

@@ -20,7 +20,6 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from feeds.backoff import Backoff
 from ticker import redis_common as rc
 from ticker.broker import Broker, Deliver
 from ticker.metrics import Metrics
@@ -117,20 +116,7 @@ class RedisBroker(Broker):
         self.metrics.broker_up.set(1 if up else 0)
 
     async def _run(self) -> None:
-        backoff = Backoff(rc.BACKOFF_BASE, rc.BACKOFF_CAP)
-        while True:
-            try:
-                await self._session()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any loss of Redis: reconnect with backoff
-                if self._up:
-                    log.warning("lost Redis at %s: %s; reconnecting", rc.redact(self.url), exc or type(exc))
-                    backoff.reset()
-                else:
-                    log.debug("cannot reach Redis: %r", exc)
-            self._set_up(False)
-            await asyncio.sleep(backoff.next_delay())
+        await rc.stay_connected(self._session, self.url, lambda: self._up, lambda: self._set_up(False))
 
     async def _session(self) -> None:
         name = f"ticker-edge:{self.node}"

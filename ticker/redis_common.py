@@ -14,11 +14,12 @@ so deployments sharing a Redis must use different prefixes):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from feeds.backoff import Backoff
 from ticker.quote import Quote
 
 log = logging.getLogger("ticker.redis")
@@ -175,3 +177,23 @@ def decode_message(data: bytes) -> tuple[float, list[Quote]]:
         return float(pt), [decode_quote(q) for q in msg["q"]]
     except (orjson.JSONDecodeError, KeyError, TypeError, AssertionError) as exc:
         raise ValueError(f"malformed quote message: {exc}") from None
+
+
+async def stay_connected(
+    session: Callable[[], Awaitable[None]], url: str, was_up: Callable[[], bool], set_down: Callable[[], None]
+) -> None:
+    """Run ``session`` for ever: after any loss of Redis, wait (backoff with full jitter) and start again."""
+    backoff = Backoff(BACKOFF_BASE, BACKOFF_CAP)
+    while True:
+        try:
+            await session()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any loss of Redis: reconnect with backoff
+            if was_up():
+                log.warning("lost Redis at %s: %s; reconnecting", redact(url), exc or type(exc))
+                backoff.reset()
+            else:
+                log.debug("cannot reach Redis: %r", exc)
+        set_down()
+        await asyncio.sleep(backoff.next_delay())

@@ -130,22 +130,7 @@ class Server:
         self.broker.set_demand(symbols)
 
     def _feed_context(self, feed: Feed) -> FeedContext:
-        name = feed.name
-        m = self.metrics
-        lag = m.feed_lag.labels(name).observe
-        count = m.feed_updates.labels(name).inc
-        publish = self.broker.publish
-
-        def emit(quote: Quote) -> None:
-            lag(max(0.0, time.time() - quote.ts_ms / 1000.0))
-            count()
-            publish(quote)
-
-        return FeedContext(
-            emit=emit,
-            error=lambda kind: m.feed_errors.labels(name, kind).inc(),
-            reconnected=lambda: m.feed_reconnects.labels(name).inc(),
-        )
+        return self.metrics.feed_context(feed.name, self.broker.publish)
 
     def _deliver(self, quote: Quote) -> None:
         self.metrics.hub_updates.inc()
