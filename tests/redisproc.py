@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from typing import Any
 
@@ -19,6 +16,8 @@ import pytest
 import redis
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
+
+from tests.serverproc import TickerProcess
 
 
 def free_port() -> int:
@@ -122,68 +121,20 @@ class RedisProcess:
         self.stop()
 
 
-class FeedProcess:
+class FeedProcess(TickerProcess):
     """``python -m ticker feed ARGS`` (the publisher) in a subprocess, with its log kept."""
 
+    command = "feed"
+
     def __init__(self, args: list[str]) -> None:
-        self.args = args
-        self.proc: subprocess.Popen[str] | None = None
-        self.lines: list[str] = []
-        self._running = threading.Event()
+        super().__init__(args)
         self.metrics_port = 0
 
-    def start(self, timeout: float = 15.0) -> FeedProcess:
-        """Start and wait until it runs (its feeds started)."""
-        self._running.clear()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ticker", "feed", *self.args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        if not self._running.wait(timeout):
-            self.stop()
-            raise RuntimeError("publisher did not start:\n" + self.output()[-3000:])
-        return self
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            self.lines.append(line)
-            m = re.search(r"metrics listening on http://[^:]+:(\d+)", line)
-            if m:
-                self.metrics_port = int(m.group(1))
-            if "ticker feed running" in line:
-                self._running.set()
-
-    def output(self) -> str:
-        """Everything the publisher logged so far."""
-        return "".join(self.lines)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after 8 s; returns the exit status."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(8)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
-
-    def __enter__(self) -> FeedProcess:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+    def _on_line(self, line: str) -> bool:
+        m = re.search(r"metrics listening on http://[^:]+:(\d+)", line)
+        if m:
+            self.metrics_port = int(m.group(1))
+        return "ticker feed running" in line
 
 
 class Recorder:

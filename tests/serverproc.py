@@ -10,19 +10,20 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 _LISTEN = re.compile(r"listening on http://[^:]+:(\d+)")
 
 
-class ServerProcess:
-    """``python -m ticker serve --port 0 ARGS`` in a subprocess; ``port`` is known once it listens."""
+class TickerProcess:
+    """``python -m ticker COMMAND ARGS`` in a subprocess, its log kept; ready once :meth:`_on_line` says so."""
+
+    command = "serve"
 
     def __init__(
         self,
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
-        port: int = 0,
         python: str = sys.executable,
         cwd: str | None = None,
     ) -> None:
@@ -30,26 +31,21 @@ class ServerProcess:
         self.python = python
         self.cwd = cwd
         self.env = {**os.environ, **(env or {})}
-        self.requested_port = port
-        self.port = 0
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
-        self._listening = threading.Event()
+        self._ready = threading.Event()
 
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
+    def _argv(self) -> list[str]:
+        return self.args
 
-    @property
-    def ws_url(self) -> str:
-        """``ws://127.0.0.1:PORT/ws``."""
-        return f"ws://127.0.0.1:{self.port}/ws"
+    def _on_line(self, line: str) -> bool:
+        """Look at one log line; True once the process is ready."""
+        raise NotImplementedError
 
-    def start(self, timeout: float = 15.0) -> ServerProcess:
-        """Start the process and wait until it listens."""
-        cmd = [self.python, "-m", "ticker", "serve", "--port", str(self.requested_port), *self.args]
-        self._listening.clear()
+    def start(self, timeout: float = 15.0) -> Self:
+        """Start the process and wait until it is ready; returns ``self``."""
+        cmd = [self.python, "-m", "ticker", self.command, *self._argv()]
+        self._ready.clear()
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.DEVNULL,
@@ -60,19 +56,17 @@ class ServerProcess:
             cwd=self.cwd,
         )
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        if not self._listening.wait(timeout):
+        if not self._ready.wait(timeout):
             self.stop()
-            raise RuntimeError("server did not start:\n" + "".join(self.lines[-30:]))
+            raise RuntimeError(f"ticker {self.command} did not start:\n" + "".join(self.lines[-30:]))
         return self
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
             self.lines.append(line)
-            m = _LISTEN.search(line)
-            if m and not self._listening.is_set():
-                self.port = int(m.group(1))
-                self._listening.set()
+            if not self._ready.is_set() and self._on_line(line):
+                self._ready.set()
 
     def output(self) -> str:
         """Everything the server logged so far."""
@@ -99,6 +93,12 @@ class ServerProcess:
             self.proc.kill()
             return self.proc.wait(5)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
     def rss_kib(self) -> int:
         """Resident set size of the server process in KiB (Linux /proc)."""
         assert self.proc is not None
@@ -108,11 +108,46 @@ class ServerProcess:
                     return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class ServerProcess(TickerProcess):
+    """``python -m ticker serve --port 0 ARGS``; ``port`` is known once it listens."""
+
+    def __init__(
+        self,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        port: int = 0,
+        python: str = sys.executable,
+        cwd: str | None = None,
+    ) -> None:
+        super().__init__(args, env, python, cwd)
+        self.requested_port = port
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://127.0.0.1:PORT/ws``."""
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def _argv(self) -> list[str]:
+        return ["--port", str(self.requested_port), *self.args]
+
+    def _on_line(self, line: str) -> bool:
+        m = _LISTEN.search(line)
+        if m:
+            self.port = int(m.group(1))
+        return m is not None
 
 
 def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:
