@@ -15,9 +15,8 @@
     return media && media.matches ? "dark" : "light";
   }
   function apply() {
-    var s = saved();
-    if (s === "dark" || s === "light") root.setAttribute("data-theme", s);
-    else root.removeAttribute("data-theme");
+    // Always the resolved theme, so style.css needs one palette per theme and no media query.
+    root.setAttribute("data-theme", current());
     var btn = document.getElementById("theme-toggle");
     if (btn) {
       var dark = current() === "dark";
