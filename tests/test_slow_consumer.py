@@ -16,14 +16,14 @@ from tests.wsclient import recv
 SYMBOLS = [f"S{i}" for i in range(50)]
 
 
-def stalled_client(port: int) -> socket.socket:
-    """Open /ws subscribed to every symbol with a tiny receive buffer, then never read."""
+def stalled_client(port: int, symbols: list[str] = SYMBOLS) -> socket.socket:
+    """Open /ws subscribed to ``symbols`` with a tiny receive buffer, then never read."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall(
-        f"GET /ws?symbols={','.join(SYMBOLS)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"GET /ws?symbols={','.join(symbols)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
     head = b""
@@ -96,3 +96,33 @@ async def test_stalled_reader_is_conflated_then_closed_1013_others_unaffected():
             total += len(chunk)
         slow.close()
         assert total > 65536
+
+
+def masked_text_frame(payload: bytes) -> bytes:
+    """A client's (masked) WebSocket text frame."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big"))
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def test_peer_that_sends_but_never_reads_is_closed_and_memory_stays_bounded():
+    args = ["--slow-bytes", "65536", "--slow-timeout", "1", "--rate-limit", "40", "--log-level", "warning"]
+    with ServerProcess(args) as srv:
+        rss_start = srv.rss_kib()
+        sock = await asyncio.to_thread(stalled_client, srv.port, [])  # no quotes: only replies queue
+        frame = masked_text_frame(b'{"op":"ping","id":"' + b"x" * 30_000 + b'"}')
+        sock.settimeout(0.5)
+        closed = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not closed:
+            try:
+                sock.sendall(frame)  # each ping makes a 30 KB pong the peer never reads
+            except OSError:
+                closed = True
+            await asyncio.sleep(1 / 30)
+            m = await asyncio.to_thread(scrape, srv.url)
+            closed = closed or m["ticker_slow_consumer_disconnects_total"] >= 1
+        sock.close()
+        assert closed, "a peer that never reads its replies was never closed"
+        assert srv.rss_kib() - rss_start < 30_000

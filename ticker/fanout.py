@@ -53,6 +53,10 @@ class Connection:
         """Close because the server shuts down (WebSocket code 1001)."""
         raise NotImplementedError
 
+    def abort(self) -> None:
+        """Drop the connection at once, without a closing handshake."""
+        raise NotImplementedError
+
 
 class Fanout:
     """Schedules flushes of the hub and writes their batches to the connections."""
@@ -143,6 +147,17 @@ class Fanout:
         if conflated:
             m.updates_conflated.inc(conflated)
 
+    def mark_slow(self, conn: Connection) -> None:
+        """``conn`` has passed the unsent-bytes bound outside a flush (control messages): conflate it."""
+        if not conn.conflating:
+            self._start_conflating(conn, time.monotonic())
+
+    def drop_slow(self, conn: Connection) -> None:
+        """Close ``conn`` as a slow consumer (1013) and count it."""
+        self._slow.discard(conn)
+        self.metrics.slow_disconnects.inc()
+        conn.close_slow()
+
     def _start_conflating(self, conn: Connection, now: float) -> None:
         conn.conflating = True
         conn.over_since = now
@@ -151,22 +166,15 @@ class Fanout:
             self._sweeper = asyncio.get_running_loop().call_later(0.05, self._sweep)
 
     def _sweep(self) -> None:
-        """Check conflated connections: resume the drained ones, close those over the bound too long."""
+        """Check conflated connections: resume those drained below half the bound; close (1013) those
+        that have not drained within ``slow_timeout`` of passing it."""
         self._sweeper = None
         now = time.monotonic()
         for conn in list(self._slow):
-            n = conn.buffered()
-            if n <= self.slow_bytes // 2:
+            if conn.buffered() <= self.slow_bytes // 2:
                 self._resume(conn)
-            elif n > self.slow_bytes:
-                if conn.over_since is None:
-                    conn.over_since = now
-                elif now - conn.over_since > self.slow_timeout:
-                    self._slow.discard(conn)
-                    self.metrics.slow_disconnects.inc()
-                    conn.close_slow()
-            else:
-                conn.over_since = None
+            elif conn.over_since is not None and now - conn.over_since > self.slow_timeout:
+                self.drop_slow(conn)
         if self._slow and not self._closed:
             self._sweeper = asyncio.get_running_loop().call_later(0.05, self._sweep)
 

@@ -239,6 +239,8 @@ class Server:
                 await asyncio.wait_for(self._drained.wait(), timeout=SHUTDOWN_GRACE)
             except TimeoutError:
                 log.warning("%d connections did not answer the close in time", len(self.connections))
+                for conn in list(self.connections):
+                    conn.abort()
         for f in self.feeds:
             try:
                 await asyncio.wait_for(f.stop(), timeout=1.0)

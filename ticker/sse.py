@@ -191,6 +191,11 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         if self._sse_stream is not None:
             self._sse_stream.close()  # the buffer is over the bound: drop it, no polite end
 
+    def abort(self) -> None:
+        self._end("shutdown" if self.server.closing else self.close_reason_label)
+        if self._sse_stream is not None:
+            self._sse_stream.close()
+
     def close_going_away(self) -> None:
         self._end("shutdown")
 

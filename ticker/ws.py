@@ -51,6 +51,7 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
     def initialize(self, server: Server) -> None:
         self.server = server
         self.registered = False
+        self._closing = False  # set once we sent Close (or dropped the stream): nothing more is written
         self.close_reason_label = "client"
 
     # -- handshake ---------------------------------------------------------------------------
@@ -75,7 +76,7 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
         stream = self.ws_connection.stream if self.ws_connection else None
         self._stream: tornado.iostream.IOStream | None = stream
         self._direct = stream is not None and streamwrite.can_write_direct(stream)
-        self.alive_at = time.monotonic()  # last sign of life: connect, a pong or a message
+        self.alive_at = time.monotonic()  # the connect, then the last pong
         self.ping_sent: float | None = None
         self.set_nodelay(True)
         self.server.register(self)
@@ -87,8 +88,7 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
 
     # -- inbound -----------------------------------------------------------------------------
     def on_message(self, message: str | bytes) -> None:
-        now = self.alive_at = time.monotonic()
-        if not self.bucket.take(now):
+        if not self.bucket.take(time.monotonic()):
             self.violations += 1
             if self.violations > self.server.config.rate_burst:
                 self.close_reason_label = "flood"
@@ -136,13 +136,23 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
         self._send(protocol.error(code, message))
 
     def _send(self, payload: bytes) -> None:
+        if self._closing:
+            return
         with contextlib.suppress(tornado.websocket.WebSocketClosedError):
             self.write_message(payload)
+        # A peer that sends but never reads must not make replies queue without bound either.
+        unsent, bound = self.buffered(), self.server.config.slow_bytes
+        if unsent > 4 * bound:
+            self.server.fanout.drop_slow(self)
+        elif unsent > bound:
+            self.server.fanout.mark_slow(self)
 
     # -- fan-out side ------------------------------------------------------------------------
     def write_frame(self, frame: bytes) -> int:
         stream = self._stream
-        return streamwrite.write_frame(stream, frame, self._direct) if stream is not None else -1
+        if stream is None or self._closing:  # nothing may follow our Close frame (RFC 6455 5.5.1)
+            return -1
+        return streamwrite.write_frame(stream, frame, self._direct)
 
     def buffered(self) -> int:
         return streamwrite.buffered(self._stream)
@@ -150,22 +160,29 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
     def heartbeat(self, now: float) -> None:
         """Ping every ``--ping-interval``; drop a peer whose last ping went unanswered ``--ping-timeout``."""
         cfg = self.server.config
-        if self.ping_sent is not None:
-            if now - self.ping_sent < cfg.ping_timeout:
-                return
-            if self.alive_at < self.ping_sent:
+        if self._closing:
+            return
+        if self.ping_sent is not None:  # only a pong answers a ping: messages do not count
+            if now - self.ping_sent >= cfg.ping_timeout:
                 log.info("dropping a peer that did not answer a ping in %.0f s", cfg.ping_timeout)
                 self.close_reason_label = "ping_timeout"
-                if self._stream is not None:
-                    self._stream.close()  # a dead peer answers no close handshake either
-                return
-            self.ping_sent = None
-        if now - self.alive_at >= cfg.ping_interval:
+                self.abort()  # a dead peer answers no close handshake either
+        elif now - self.alive_at >= cfg.ping_interval:
             self.write_frame(PING_FRAME)
             self.ping_sent = now
 
     def on_pong(self, data: bytes) -> None:
         self.alive_at = time.monotonic()
+        self.ping_sent = None
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        self._closing = True
+        super().close(code, reason)
+
+    def abort(self) -> None:
+        self._closing = True
+        if self._stream is not None:
+            self._stream.close()
 
     def close_slow(self) -> None:
         self.close_reason_label = "slow_consumer"
