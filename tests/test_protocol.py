@@ -113,3 +113,15 @@ def test_sse_framer_names_the_event_by_the_payload_type():
     snap = quotes_frame(protocol.encode_quotes(protocol.SNAPSHOT, [b'{"s":"A"}']))
     assert b"\nevent: snapshot\ndata: " in snap and snap.endswith(b"\n\n\r\n")
     assert b"\nevent: quotes\ndata: " in quotes_frame(protocol.encode_quotes(protocol.QUOTES, []))
+
+
+def test_deeply_nested_values_are_refused_not_crashed_on():
+    deep = "[" * 300 + "]" * 300
+    with pytest.raises(ProtocolError) as info:
+        parse_client_message('{"op":"ping","id":' + deep + "}")
+    assert info.value.code == "bad_request"
+    cmd = parse_client_message('{"op":"subscribe","symbols":[' + deep + ',"AAPL"]}')
+    assert isinstance(cmd, protocol.Subscribe) and cmd.symbols == ["AAPL"] and cmd.invalid == ["<nested value>"]
+    long_bad = "$" * 10_000
+    cmd = parse_client_message(orjson.dumps({"op": "subscribe", "symbols": [long_bad]}))
+    assert isinstance(cmd, protocol.Subscribe) and len(cmd.invalid[0]) <= 40

@@ -30,13 +30,17 @@ class TooManySymbols(Exception):
 
 
 class SymbolState:
-    """What the hub holds for one symbol; batches carry these for the updates they hold."""
+    """What the hub holds for one symbol; batches carry these for the updates they hold.
+
+    ``seq`` starts at the hub's count of updates so far, not at 0: a symbol evicted from the idle
+    cache and seen again later keeps going up from above any ``q`` it had before.
+    """
 
     __slots__ = ("encoded", "groups", "pending_since", "quote", "seq", "symbol")
 
-    def __init__(self, symbol: str) -> None:
+    def __init__(self, symbol: str, seq: int) -> None:
         self.symbol = symbol
-        self.seq = 0
+        self.seq = seq
         self.quote: Quote | None = None
         self.encoded: bytes | None = None
         self.groups: set[_Group] = set()
@@ -165,7 +169,7 @@ class Hub(Generic[S]):
                 for s in new:
                     st2 = self._symbols.get(s)
                     if st2 is None:
-                        st2 = self._symbols[s] = SymbolState(s)
+                        st2 = self._symbols[s] = SymbolState(s, self.updates_in)
                     if not st2.groups:
                         changed = True
                         self._idle.pop(s, None)
@@ -188,7 +192,7 @@ class Hub(Generic[S]):
         """Take one update entering the hub at monotonic time ``now``; return True if it is due for a flush."""
         st = self._symbols.get(quote.symbol)
         if st is None:
-            st = self._symbols[quote.symbol] = SymbolState(quote.symbol)
+            st = self._symbols[quote.symbol] = SymbolState(quote.symbol, self.updates_in)
             self._idle[quote.symbol] = None
         st.seq += 1
         st.quote = quote

@@ -67,8 +67,15 @@ def split_symbols(raw: Iterable[object]) -> tuple[list[str], list[str]]:
         try:
             valid[normalize_symbol(item)] = None
         except InvalidSymbol:
-            invalid.append(item if isinstance(item, str) else orjson.dumps(item).decode())
+            invalid.append(item[:40] if isinstance(item, str) else _short_json(item))
     return list(valid), invalid
+
+
+def _short_json(value: object) -> str:
+    try:
+        return orjson.dumps(value).decode()[:40]
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads deeper than it writes)
+        return "<nested value>"
 
 
 def parse_client_message(data: str | bytes) -> Command:
@@ -83,7 +90,12 @@ def parse_client_message(data: str | bytes) -> Command:
     if not isinstance(op, str):
         raise ProtocolError(BAD_REQUEST, 'missing or non-string "op" field')
     if op == "ping":
-        return Ping(msg.get("id"))
+        ping_id = msg.get("id")
+        try:
+            orjson.dumps(ping_id)
+        except orjson.JSONEncodeError:
+            raise ProtocolError(BAD_REQUEST, "ping id is nested too deeply to echo") from None
+        return Ping(ping_id)
     if op in ("subscribe", "unsubscribe"):
         raw = msg.get("symbols")
         if not isinstance(raw, list):

@@ -48,7 +48,8 @@ class InvalidSymbol(ValueError):
     """A symbol that breaks the syntax rules; ``symbol`` holds the offending input."""
 
     def __init__(self, symbol: object) -> None:
-        super().__init__(f"invalid symbol {symbol!r}: expected 1-32 characters of A-Z 0-9 . - : / _")
+        shown = repr(symbol)[:40] if isinstance(symbol, str) else type(symbol).__name__
+        super().__init__(f"invalid symbol {shown}: expected 1-32 characters of A-Z 0-9 . - : / _")
         self.symbol = symbol
 
 
