@@ -88,6 +88,7 @@ class Hub(Generic[S]):
         self._subs: dict[S, frozenset[str]] = {}
         self._dirty: dict[str, SymbolState] = {}
         self._idle: dict[str, None] = {}  # symbols nobody wants, oldest first (bounded cache)
+        self._wanted: set[str] = set()  # symbols with at least one subscriber, kept up to date
         self.updates_in = 0
 
     # -- subscriptions -----------------------------------------------------------------------
@@ -103,7 +104,12 @@ class Hub(Generic[S]):
 
     def demand(self) -> frozenset[str]:
         """Symbols with at least one subscriber."""
-        return frozenset(s for s, st in self._symbols.items() if st.groups)
+        return frozenset(self._wanted)
+
+    @property
+    def demand_count(self) -> int:
+        """How many symbols have at least one subscriber."""
+        return len(self._wanted)
 
     def add(self, sub: S) -> None:
         """Register a subscriber with no symbols."""
@@ -158,6 +164,7 @@ class Hub(Generic[S]):
                     st.groups.discard(g)
                     if not st.groups:
                         changed = True
+                        self._wanted.discard(s)
                         if st.encoded is None:  # never had data: nothing worth keeping
                             del self._symbols[s]
                         else:
@@ -172,6 +179,7 @@ class Hub(Generic[S]):
                         st2 = self._symbols[s] = SymbolState(s, self.updates_in)
                     if not st2.groups:
                         changed = True
+                        self._wanted.add(s)
                         self._idle.pop(s, None)
                     st2.groups.add(g2)
             g2.members.add(sub)

@@ -55,6 +55,7 @@ class Server:
         self.feeds = feeds if feeds is not None else create_feeds(config.feeds, config.args)
         self.connections: set[Connection] = set()
         self.closing = False
+        self._demand_due = False
         self._drained = asyncio.Event()
         self.started = time.monotonic()
         self._http: tornado.httpserver.HTTPServer | None = None
@@ -63,7 +64,7 @@ class Server:
         self.port = config.port
         m = self.metrics
         m.subscriptions.set_function(lambda: self.hub.subscription_count)
-        m.symbols_active.set_function(lambda: len(self.hub.demand()))
+        m.symbols_active.set_function(lambda: self.hub.demand_count)
         for f in self.feeds:
             m.feed_up.labels(f.name).set(0)
 
@@ -125,6 +126,14 @@ class Server:
 
     # -- data in -----------------------------------------------------------------------------
     def _on_demand(self, symbols: frozenset[str]) -> None:
+        # Subscription changes come one message at a time: tell feeds and broker once per loop pass.
+        if not self._demand_due:
+            self._demand_due = True
+            asyncio.get_running_loop().call_soon(self._push_demand)
+
+    def _push_demand(self) -> None:
+        self._demand_due = False
+        symbols = self.hub.demand()
         for f in self.feeds:
             f.set_demand(frozenset(s for s in symbols if f.owns(s)))
         self.broker.set_demand(symbols)
@@ -194,7 +203,7 @@ class Server:
         await self.broker.start(self._deliver)
         for f in self.feeds:
             await f.start(self._feed_context(f))
-        self._on_demand(self.hub.demand())
+        self._push_demand()
         app = make_app(self)
         self._http = tornado.httpserver.HTTPServer(
             app, max_body_size=1 << 20, idle_connection_timeout=60, xheaders=False
