@@ -143,3 +143,18 @@ def test_non_editable_install_serves_the_page(tmp_path: Path):
             check=True,
         ).stdout
         assert str(venv) in out
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.5, 0.8])  # after imports: during the forks and start-up
+def test_sigterm_during_worker_start_still_exits_0(delay: float):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ticker", "serve", "--port", "0", "--workers", "2", "--log-level", "warning"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err

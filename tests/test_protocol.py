@@ -121,7 +121,9 @@ def test_deeply_nested_values_are_refused_not_crashed_on():
         parse_client_message('{"op":"ping","id":' + deep + "}")
     assert info.value.code == "bad_request"
     cmd = parse_client_message('{"op":"subscribe","symbols":[' + deep + ',"AAPL"]}')
-    assert isinstance(cmd, protocol.Subscribe) and cmd.symbols == ["AAPL"] and cmd.invalid == ["<nested value>"]
+    assert (
+        isinstance(cmd, protocol.Subscribe) and cmd.symbols == ["AAPL"] and cmd.invalid == ["<nested value>"]
+    )
     long_bad = "$" * 10_000
     cmd = parse_client_message(orjson.dumps({"op": "subscribe", "symbols": [long_bad]}))
     assert isinstance(cmd, protocol.Subscribe) and len(cmd.invalid[0]) <= 40

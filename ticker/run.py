@@ -18,6 +18,7 @@ from ticker.config import Config
 from ticker.server import Server
 
 log = logging.getLogger("ticker")
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _tune_gc() -> None:
@@ -39,6 +40,8 @@ async def _serve_async(config: Config, sockets: list[socket.socket] | None) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # A worker is forked with these signals blocked, so one sent before this point waits for us.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         await server.start(sockets)
     except OSError as exc:
@@ -82,10 +85,21 @@ def _serve_workers(config: Config) -> int:
     port = reserved.getsockname()[1]
     config = dataclasses.replace(config, port=port)
     children: dict[int, int] = {}
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    # Block SIGINT/SIGTERM while forking: a signal that comes now is forwarded once every worker
+    # exists, and each worker receives it only once its own handlers are in place.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
     for i in range(config.workers):
         pid = os.fork()
-        if pid == 0:  # child: its own event loop, its own feeds (or a broker)
-            for sig in (signal.SIGINT, signal.SIGTERM):
+        if pid == 0:  # child: its own event loop, its own feeds (or a broker); signals stay blocked
+            for sig in STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
             reserved.close()
             try:
@@ -103,14 +117,7 @@ def _serve_workers(config: Config) -> int:
         children[pid] = i
     reserved.close()
     log.info("ticker supervisor: %d workers on port %d", config.workers, port)
-
-    def forward(signum: int, _frame: object) -> None:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     status = 0
     while children:
         try:
