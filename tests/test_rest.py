@@ -34,3 +34,11 @@ def test_bad_symbols_get_a_clear_400(server: ServerProcess, symbols: str, code: 
     assert r.headers["cache-control"] == "no-store" and r.headers["content-type"] == "application/json"
     err = r.json()["error"]
     assert err["code"] == code and needle in err["message"]
+
+
+def test_quotes_ignore_empty_items_and_repeats(server: ServerProcess):
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(server.url + "/api/quotes?symbols=aapl,,AAPL,msft,", timeout=5) as r:
+        assert sorted(e["s"] for e in json.loads(r.read())["data"]) == ["AAPL", "MSFT"]

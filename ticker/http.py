@@ -15,7 +15,6 @@ from ticker import protocol
 from ticker.metrics import Metrics
 from ticker.server import Server
 from ticker.sse import sse_route
-from ticker.symbols import InvalidSymbol, normalize_symbol
 from ticker.ws import QuoteSocket
 
 
@@ -58,13 +57,7 @@ class QuotesHandler(_Base):
         if raw is None:
             symbols = self.server.hub.cached_symbols()[: self.server.config.max_symbols]
         else:
-            symbols = []
-            bad = []
-            for part in raw.split(","):
-                try:
-                    symbols.append(normalize_symbol(part))
-                except InvalidSymbol:
-                    bad.append(part)
+            symbols, bad = protocol.split_symbols(p for p in raw.split(",") if p.strip())
             if bad or not symbols:
                 msg = protocol.invalid_symbols_message(bad or [raw])
                 self.send_json({"error": {"code": protocol.INVALID_SYMBOL, "message": msg}}, 400)
@@ -73,7 +66,7 @@ class QuotesHandler(_Base):
                 msg = f"at most {self.server.config.max_symbols} symbols per request"
                 self.send_json({"error": {"code": protocol.TOO_MANY_SYMBOLS, "message": msg}}, 400)
                 return
-        entries = self.server.hub.last_encoded(dict.fromkeys(symbols))
+        entries = self.server.hub.last_encoded(symbols)
         self.set_header("Content-Type", "application/json")
         self.finish(b'{"data":[' + b",".join(entries) + b"]}")
 
