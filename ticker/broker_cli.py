@@ -12,6 +12,7 @@ import tornado.httpserver
 import tornado.netutil
 
 from feeds import registry
+from ticker import argtypes
 from ticker.metrics import Metrics
 
 log = logging.getLogger("ticker")
@@ -61,7 +62,7 @@ def add_serve_broker_flags(p: argparse.ArgumentParser, env: Env) -> None:
     _add_prefix(g, env)
     g.add_argument(
         "--demand-ttl",
-        type=_positive_float,
+        type=argtypes.positive(float),
         default=env("DEMAND_TTL", "15"),
         help="seconds a node's advertised demand lives in Redis without a refresh (15; refreshed every third)",
     )
@@ -74,22 +75,6 @@ def _add_prefix(g: argparse._ArgumentGroup, env: Env) -> None:
         default=env("BROKER_PREFIX", "ticker"),
         help="prefix of every Redis key and channel; one per deployment sharing a Redis (ticker)",
     )
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-    return value
-
-
-def _port_or_none(text: str) -> int | None:
-    if text in ("", "none"):
-        return None
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {text!r}")
-    return value
 
 
 def add_publisher_flags(p: argparse.ArgumentParser, env: Env) -> None:
@@ -105,13 +90,13 @@ def add_publisher_flags(p: argparse.ArgumentParser, env: Env) -> None:
     _add_prefix(g, env)
     g.add_argument(
         "--publish-ms",
-        type=_positive_float,
+        type=argtypes.positive(float),
         default=env("PUBLISH_MS", "5"),
         help="publish window in ms: at most one message per symbol per window, one round trip each (5)",
     )
     g.add_argument(
         "--metrics-port",
-        type=_port_or_none,
+        type=argtypes.optional_port,
         default=env("METRICS_PORT", None),
         help="serve /metrics, /healthz and /readyz on this port (0 picks one; default: off)",
     )

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import NoReturn
 
 from feeds import registry
-from ticker import __version__
+from ticker import __version__, argtypes
 from ticker.config import Config
 from ticker.symbols import DEFAULT_UNIVERSE, InvalidSymbol, parse_symbol_list
 
@@ -25,26 +24,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _env(name: str, default: object) -> object:
-    return os.environ.get(f"TICKER_{name}", default)
-
-
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def conv(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-        return value
-
-    conv.__name__ = kind.__name__
-    return conv
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {text!r}")
-    return value
+_env = argtypes.env
+_positive = argtypes.positive
+_port = argtypes.port
 
 
 def _symbols(text: str) -> list[str]:
@@ -158,7 +140,7 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--metrics-port",
-        type=_port,
+        type=argtypes.optional_port,
         default=_env("METRICS_PORT", None),
         help="also serve /metrics, /healthz, /readyz on this port; with --workers, worker i uses PORT+i",
     )
