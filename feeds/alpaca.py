@@ -26,7 +26,7 @@ from typing import Any
 from feeds.credentials import FeedConfigError, require_env
 from feeds.link import AuthFailed, Link, UpstreamError
 from feeds.stream import StreamFeed, stream_options
-from feeds.wire import PARSE_ERRORS, Malformed, num, rfc3339_ms, text
+from feeds.wire import Malformed, num, rfc3339_ms, text
 
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(\.[A-Z]{1,2})?$")
 SOURCES = ("iex", "sip")
@@ -92,13 +92,7 @@ class AlpacaFeed(StreamFeed):
         return [{"action": "unsubscribe", "trades": symbols, "quotes": symbols}]
 
     def on_message(self, msg: Any) -> None:
-        if not isinstance(msg, list):
-            raise Malformed("expected a JSON array")
-        for item in msg:
-            try:  # one bad item does not cost the rest of the batch
-                self._on_item(item)
-            except PARSE_ERRORS as exc:
-                self.problem("malformed", f"malformed item ignored ({type(exc).__name__}: {exc})")
+        self.each_item(msg, self._on_item)
 
     def _on_item(self, item: Any) -> None:
         if not isinstance(item, dict):

@@ -23,7 +23,7 @@ from yarl import URL
 
 from feeds.credentials import require_env
 from feeds.stream import StreamFeed, stream_options
-from feeds.wire import PARSE_ERRORS, Malformed, epoch_ms, num, text
+from feeds.wire import Malformed, epoch_ms, num, text
 
 SYMBOL_RE = re.compile(r"^([A-Z][A-Z0-9]{0,9}(\.[A-Z]{1,2})?|[A-Z0-9]+:[A-Z0-9_.\-]+)$")
 
@@ -50,24 +50,22 @@ class FinnhubFeed(StreamFeed):
     def unsubscribe_messages(self, symbols: list[str]) -> list[Any]:
         return [{"type": "unsubscribe", "symbol": s} for s in symbols]
 
+    def _on_trade(self, trade: Any) -> None:
+        if not isinstance(trade, dict):
+            raise Malformed("expected a trade object")
+        self.update(
+            text(trade.get("s"), "s"),
+            epoch_ms(trade.get("t"), "t"),
+            price=num(trade.get("p"), "p"),
+            size=num(trade.get("v", 0), "v"),
+        )
+
     def on_message(self, msg: Any) -> None:
         if not isinstance(msg, dict):
             raise Malformed("expected a JSON object")
         kind = msg.get("type")
         if kind == "trade":
-            trades = msg.get("data")
-            if not isinstance(trades, list):
-                raise Malformed("data: expected a list of trades")
-            for trade in trades:
-                try:  # one bad trade does not cost the others in the frame
-                    self.update(
-                        text(trade.get("s"), "s"),
-                        epoch_ms(trade.get("t"), "t"),
-                        price=num(trade.get("p"), "p"),
-                        size=num(trade.get("v", 0), "v"),
-                    )
-                except PARSE_ERRORS as exc:
-                    self.problem("malformed", f"malformed trade ignored ({type(exc).__name__}: {exc})")
+            self.each_item(msg.get("data"), self._on_trade, "trade")
         elif kind == "ping":
             return  # liveness only
         elif kind == "error":

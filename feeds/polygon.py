@@ -19,7 +19,7 @@ from typing import Any
 from feeds.credentials import require_env
 from feeds.link import AuthFailed, Link, UpstreamError
 from feeds.stream import StreamFeed, stream_options
-from feeds.wire import PARSE_ERRORS, Malformed, epoch_ms, num, text
+from feeds.wire import Malformed, epoch_ms, num, text
 
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(\.[A-Z]{1,2})?$")
 IGNORED = frozenset({"A", "AM", "LULD", "NOI"})
@@ -60,13 +60,7 @@ class PolygonFeed(StreamFeed):
         return [{"action": "unsubscribe", "params": ",".join(f"T.{s},Q.{s}" for s in symbols)}]
 
     def on_message(self, msg: Any) -> None:
-        if not isinstance(msg, list):
-            raise Malformed("expected a JSON array")
-        for item in msg:
-            try:  # one bad event does not cost the rest of the frame
-                self._on_event(item)
-            except PARSE_ERRORS as exc:
-                self.problem("malformed", f"malformed event ignored ({type(exc).__name__}: {exc})")
+        self.each_item(msg, self._on_event, "event")
 
     def _on_event(self, item: Any) -> None:
         if not isinstance(item, dict):

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from abc import abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import aiohttp
@@ -135,6 +135,17 @@ class StreamFeed(Feed):
         if self._ctx is not None:
             self._ctx.error(kind)
         self._throttle.log(level, kind, "feed %s: %s", self.name, message)
+
+    def each_item(self, items: Any, handle: Callable[[Any], None], what: str = "item") -> None:
+        """Run ``handle`` on every element of a batched frame; a malformed element is counted and skipped,
+        so one bad item does not cost the rest of the batch."""
+        if not isinstance(items, list):
+            raise Malformed(f"expected a JSON array of {what}s")
+        for item in items:
+            try:
+                handle(item)
+            except PARSE_ERRORS as exc:
+                self.problem("malformed", f"malformed {what} ignored ({type(exc).__name__}: {exc})")
 
     def provider_limit_hit(self, refused: list[str], detail: str) -> None:
         """The provider refused ``refused`` for its own symbol limit: cap this connection at what it holds."""
