@@ -129,6 +129,11 @@ class TickerClient:
         return frozenset(self._subs.symbols)
 
     @property
+    def pending(self) -> int:
+        """Quotes received and waiting for the consumer (at most the buffer limit plus one per symbol)."""
+        return len(self._subs.buffer)
+
+    @property
     def conflated(self) -> int:
         """Updates replaced in the buffer by a newer value because the loop fell behind."""
         return self._subs.buffer.conflated
