@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.serverproc import ServerProcess
+from tests.support.serverproc import ServerProcess
 from ticker.client import Event, EventKind, TickerClient
 
 ARGS = ["--sim-rate", "20", "--log-level", "warning"]

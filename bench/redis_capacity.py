@@ -29,8 +29,8 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.redisproc import FeedProcess, RedisProcess  # noqa: E402
-from tests.serverproc import ServerProcess, scrape  # noqa: E402
+from tests.support.redisproc import FeedProcess, RedisProcess  # noqa: E402
+from tests.support.serverproc import ServerProcess, scrape  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 

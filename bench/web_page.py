@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from tests.pagekit import launch_chromium  # noqa: E402
-from tests.serverproc import ServerProcess  # noqa: E402
+from tests.support.pagekit import launch_chromium  # noqa: E402
+from tests.support.serverproc import ServerProcess  # noqa: E402
 
 SAMPLE_JS = """(ms) => new Promise(done => {
   const gaps = [], lat = [], longTasks = [];

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from feeds import alpaca, binance, coinbase, finnhub, polygon
 from feeds.base import Feed
 from feeds.credentials import secret
-from feeds.finnhub_rest import FinnhubRestFeed
-from feeds.recording import Reader
-from feeds.replay import ReplayFeed
+from feeds.polled.finnhub_rest import FinnhubRestFeed
+from feeds.polled.yahoo import YahooFeed
+from feeds.recording.format import Reader
+from feeds.recording.replay import ReplayFeed
 from feeds.simulated import SimulatedFeed
-from feeds.yahoo import YahooFeed
+from feeds.streaming import alpaca, binance, coinbase, finnhub, polygon
 
 FeedFactory = Callable[[argparse.Namespace], Feed]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from feeds.backoff import Backoff
-from tests.serverproc import ServerProcess, scrape
+from tests.support.serverproc import ServerProcess, scrape
+from ticker.backoff import Backoff
 from ticker.client import (
     ClientClosedError,
     ConnectError,

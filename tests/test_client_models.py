@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ticker.client_models import (
+from ticker.client.models import (
     InvalidSymbolError,
     Quote,
     QuoteBuffer,
@@ -97,7 +97,7 @@ def test_buffer_discard_drops_a_symbol_everywhere():
 
 
 def test_subscriptions_apply_dedupes_by_q_until_a_new_connection():
-    from ticker.client_link import Subscriptions
+    from ticker.client.link import Subscriptions
 
     subs = Subscriptions(["AAPL", "MSFT"], buffer_limit=100)
     e = lambda s, seq: {"s": s, "p": float(seq), "t": seq, "q": seq}  # noqa: E731

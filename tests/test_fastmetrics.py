@@ -6,8 +6,8 @@ import random
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from ticker.fastmetrics import FastCounter, FastHistogram
-from ticker.metrics import LATENCY_BUCKETS
+from ticker.metrics.fast import FastCounter, FastHistogram
+from ticker.metrics.registry import LATENCY_BUCKETS
 
 
 def samples(registry: CollectorRegistry) -> list[str]:
@@ -41,4 +41,6 @@ def test_unlabelled_histogram_and_counters_match():
         rc.inc()
         fl.labels("x").inc(2)
         rl.labels("x").inc(2)
-    assert samples(ours) == samples(theirs)  # ticker.metrics turned the *_created series off for both
+    assert samples(ours) == samples(
+        theirs
+    )  # ticker.metrics.registry turned the *_created series off for both

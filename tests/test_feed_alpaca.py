@@ -8,10 +8,10 @@ import logging
 import pytest
 
 from feeds import registry
-from feeds.alpaca import AlpacaFeed
-from tests.fakes.alpaca import FakeAlpaca
-from tests.fakes.recorder import cli_args, fast_options, running
-from tests.fakes.upstream import eventually
+from feeds.streaming.alpaca import AlpacaFeed
+from tests.support.fakes.alpaca import FakeAlpaca
+from tests.support.fakes.recorder import cli_args, fast_options, running
+from tests.support.fakes.upstream import eventually
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from feeds.binance import BinanceFeed
 from feeds.credentials import FeedConfigError
-from tests.fakes.binance import FakeBinance
-from tests.fakes.recorder import fast_options, running
-from tests.fakes.upstream import eventually
+from feeds.streaming.binance import BinanceFeed
+from tests.support.fakes.binance import FakeBinance
+from tests.support.fakes.recorder import fast_options, running
+from tests.support.fakes.upstream import eventually
 
 
 @pytest.fixture

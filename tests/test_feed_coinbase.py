@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from feeds import registry
-from feeds.coinbase import CoinbaseFeed
-from tests.fakes.coinbase import FakeCoinbase
-from tests.fakes.recorder import cli_args, fast_options, running
-from tests.fakes.upstream import eventually
+from feeds.streaming.coinbase import CoinbaseFeed
+from tests.support.fakes.coinbase import FakeCoinbase
+from tests.support.fakes.recorder import cli_args, fast_options, running
+from tests.support.fakes.upstream import eventually
 
 
 @pytest.fixture

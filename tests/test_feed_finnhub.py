@@ -7,11 +7,11 @@ import logging
 import pytest
 
 from feeds import registry
-from feeds.finnhub import FinnhubFeed
-from tests.fakes.finnhub import FakeFinnhub
-from tests.fakes.recorder import fast_options, running
-from tests.fakes.upstream import eventually
-from ticker.cli import build_parser
+from feeds.streaming.finnhub import FinnhubFeed
+from tests.support.fakes.finnhub import FakeFinnhub
+from tests.support.fakes.recorder import fast_options, running
+from tests.support.fakes.upstream import eventually
+from ticker.cli.main import build_parser
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ async def test_symbols_over_the_limit_are_reported_not_silently_missing(fake, ca
     async with running(feed) as rec:
         feed.set_demand(frozenset({"AAPL", "MSFT"}))
         await fake.wait_for(lambda: fake.symbols() == {"AAPL", "MSFT"})
-        with caplog.at_level(logging.WARNING, logger="feeds.finnhub"):
+        with caplog.at_level(logging.WARNING, logger="feeds.streaming.finnhub"):
             feed.set_demand(frozenset({"AAPL", "MSFT", "NVDA", "TSLA"}))
             await eventually(lambda: rec.errors["symbol_limit"] == 2, what="two symbols reported")
         assert fake.symbols() == {"AAPL", "MSFT"}

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from feeds.credentials import FeedConfigError, require_env
-from feeds.link import redact_url
 from feeds.ratelimit import ThrottledLog
+from feeds.streaming.link import redact_url
 from feeds.wire import Malformed, num, opt_num, rfc3339_ms
 
 

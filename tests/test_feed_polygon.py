@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from feeds.polygon import PolygonFeed
-from tests.fakes.polygon import FakePolygon
-from tests.fakes.recorder import fast_options, running
-from tests.fakes.upstream import eventually
+from feeds.streaming.polygon import PolygonFeed
+from tests.support.fakes.polygon import FakePolygon
+from tests.support.fakes.recorder import fast_options, running
+from tests.support.fakes.upstream import eventually
 
 
 @pytest.fixture

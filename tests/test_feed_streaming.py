@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from feeds import registry
-from feeds.stream import StreamFeed
-from tests.fakes.providers import PROVIDERS, Provider
-from tests.fakes.recorder import cli_args, running
-from tests.fakes.upstream import FakeUpstream, eventually
+from feeds.streaming.engine import StreamFeed
+from tests.support.fakes.providers import PROVIDERS, Provider
+from tests.support.fakes.recorder import cli_args, running
+from tests.support.fakes.upstream import FakeUpstream, eventually
 
 
 @pytest.fixture(params=PROVIDERS, ids=str)

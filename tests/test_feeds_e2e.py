@@ -13,10 +13,10 @@ import urllib.request
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.fakes.providers import PROVIDERS, Provider
-from tests.fakes.upstream import FakeUpstream, eventually
-from tests.serverproc import ServerProcess, scrape
-from tests.wsclient import recv, recv_until, send
+from tests.support.fakes.providers import PROVIDERS, Provider
+from tests.support.fakes.upstream import FakeUpstream, eventually
+from tests.support.serverproc import ServerProcess, scrape
+from tests.support.wsclient import recv, recv_until, send
 
 
 @pytest.fixture(params=PROVIDERS, ids=str)

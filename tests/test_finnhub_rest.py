@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from feeds.finnhub_rest import MAX_RATE, FinnhubRestFeed
-from tests.fakes.fake_finnhub_rest import QUOTE_PATH, FakeFinnhubRest
-from tests.fakes.poll_fakes import Sink, wait_for
+from feeds.polled.finnhub_rest import MAX_RATE, FinnhubRestFeed
+from tests.support.fakes.fake_finnhub_rest import QUOTE_PATH, FakeFinnhubRest
+from tests.support.fakes.poll_fakes import Sink, wait_for
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.serverproc import ServerProcess, scrape
-from tests.wsclient import collect_quotes, recv
+from tests.support.serverproc import ServerProcess, scrape
+from tests.support.wsclient import collect_quotes, recv
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -25,7 +25,7 @@ import yaml
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.ops_promql import (
+from tests.support.promql import (
     ALERTS,
     BROKER_ONLY,
     PROM_CONFIG,
@@ -38,7 +38,7 @@ from tests.ops_promql import (
     metric_names,
     require_binary,
 )
-from tests.serverproc import ServerProcess
+from tests.support.serverproc import ServerProcess
 
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM"]
 SERVER_ARGS = [

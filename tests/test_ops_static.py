@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ops_promql import (
+from tests.support.promql import (
     ALERTS,
     ALERTS_TEST,
     BROKER_ONLY,

@@ -12,10 +12,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from feeds.recording import Reader, encode, header, scan
-from tests.fakes.fake_finnhub_rest import FakeFinnhubRest
-from tests.fakes.fake_yahoo import FakeYahoo
-from tests.fakes.poll_fakes import run_cli, serving, ws_quotes
+from feeds.recording.format import Reader, encode, header, scan
+from tests.support.fakes.fake_finnhub_rest import FakeFinnhubRest
+from tests.support.fakes.fake_yahoo import FakeYahoo
+from tests.support.fakes.poll_fakes import run_cli, serving, ws_quotes
 from ticker.quote import Quote
 
 

@@ -108,7 +108,7 @@ def test_sse_event():
 
 
 def test_sse_framer_names_the_event_by_the_payload_type():
-    from ticker.sse import quotes_frame
+    from ticker.server.sse import quotes_frame
 
     snap = quotes_frame(protocol.encode_quotes(protocol.SNAPSHOT, [b'{"s":"A"}']))
     assert b"\nevent: snapshot\ndata: " in snap and snap.endswith(b"\n\n\r\n")

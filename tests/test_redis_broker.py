@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.redisproc import FeedProcess, Recorder, RedisProcess
-from tests.serverproc import ServerProcess
-from tests.wsclient import recv, recv_until
+from tests.support.redisproc import FeedProcess, Recorder, RedisProcess
+from tests.support.serverproc import ServerProcess
+from tests.support.wsclient import recv, recv_until
 
 SYMS = "AAPL,MSFT,ZZZ"  # ZZZ exists only because a client demands it
 

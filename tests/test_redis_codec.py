@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from ticker import redis_common as rc
+from ticker.broker import redis_layout as rc
 from ticker.quote import Quote
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from feeds import recorder as recorder_mod
-from feeds.recorder import Recorder, run_record
-from feeds.recording import RecordingError, decode, encode, header, scan, write_all
+from feeds.recording import recorder as recorder_mod
+from feeds.recording.format import RecordingError, decode, encode, header, scan, write_all
+from feeds.recording.recorder import Recorder, run_record
+from feeds.recording.replay import ReplayFeed, sample_recording
 from feeds.registry import create_feeds
-from feeds.replay import ReplayFeed, sample_recording
 from feeds.simulated import SimulatedFeed
-from tests.fakes.poll_fakes import Sink, wait_for
+from tests.support.fakes.poll_fakes import Sink, wait_for
 from ticker.quote import Quote
 
 T0 = 1_763_000_000_000

@@ -9,8 +9,8 @@ from pathlib import Path
 import jsonschema
 from websockets.asyncio.client import connect
 
-from tests.serverproc import ServerProcess
-from tests.wsclient import collect_quotes, recv, send
+from tests.support.serverproc import ServerProcess
+from tests.support.wsclient import collect_quotes, recv, send
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 

@@ -10,8 +10,8 @@ import time
 
 from websockets.asyncio.client import connect
 
-from tests.serverproc import ServerProcess, scrape
-from tests.wsclient import recv
+from tests.support.serverproc import ServerProcess, scrape
+from tests.support.wsclient import recv
 
 SYMBOLS = [f"S{i}" for i in range(50)]
 

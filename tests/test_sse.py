@@ -14,8 +14,8 @@ import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 from websockets.asyncio.client import connect
 
-from tests.serverproc import ServerProcess, scrape, wait_for
-from tests.wsclient import collect_quotes, recv
+from tests.support.serverproc import ServerProcess, scrape, wait_for
+from tests.support.wsclient import collect_quotes, recv
 
 
 async def events(

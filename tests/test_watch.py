@@ -14,7 +14,7 @@ import sys
 import termios
 import time
 
-from tests.serverproc import ServerProcess
+from tests.support.serverproc import ServerProcess
 
 WATCH = [sys.executable, "-m", "ticker", "watch"]
 Q_KEYS = {"s", "p", "t", "q"}

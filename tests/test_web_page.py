@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from tests.pagekit import launch_chromium
-from tests.serverproc import ServerProcess, scrape
+from tests.support.pagekit import launch_chromium
+from tests.support.serverproc import ServerProcess, scrape
 from ticker.symbols import InvalidSymbol, normalize_symbol
 
 WEB = Path(__file__).resolve().parent.parent / "web"

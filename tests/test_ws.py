@@ -11,8 +11,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.serverproc import ServerProcess, scrape
-from tests.wsclient import collect_quotes, recv, recv_until, send
+from tests.support.serverproc import ServerProcess, scrape
+from tests.support.wsclient import collect_quotes, recv, recv_until, send
 
 
 async def test_subscribe_snapshot_updates_unsubscribe(server: ServerProcess):

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from feeds.yahoo import BATCH, YahooFeed
-from tests.fakes.fake_yahoo import CRUMB_PATH, QUOTE_PATH, FakeYahoo
-from tests.fakes.poll_fakes import Sink, wait_for
+from feeds.polled.yahoo import BATCH, YahooFeed
+from tests.support.fakes.fake_yahoo import CRUMB_PATH, QUOTE_PATH, FakeYahoo
+from tests.support.fakes.poll_fakes import Sink, wait_for
 
 
 @pytest.fixture

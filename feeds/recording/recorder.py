@@ -1,0 +1,183 @@
+"""``ticker record``: writes the normalized quote stream of any feed to a recording file.
+
+A :class:`Recorder` wraps a :class:`~feeds.base.FeedContext`: every emitted quote is encoded
+on the event loop and written by a background flush in a worker thread, so a slow disk
+never blocks the server. Pending lines are bounded; beyond the bound quotes are dropped
+and counted rather than letting memory grow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from feeds.base import Feed, FeedContext
+from feeds.recording.format import encode, header, open_write
+from feeds.registry import create_feeds
+from ticker.quote import Quote
+
+log = logging.getLogger("ticker.feeds.recorder")
+
+FLUSH_INTERVAL = 0.25  # seconds between background writes
+MAX_PENDING = 200_000  # lines waiting for the disk before new quotes are dropped
+
+
+class Recorder:
+    """Writes quotes to ``path`` in the recording format; use :meth:`wrap` to tap a feed's context."""
+
+    def __init__(self, path: str | Path, feeds: list[str], symbols: list[str] | None = None) -> None:
+        self.path = Path(path)
+        self.feeds = feeds
+        self.symbols = symbols
+        self.written = 0
+        self.dropped = 0
+        self.symbols_seen: set[str] = set()
+        self._pending: list[bytes] = []
+        self._fh: IO[bytes] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Create the file and write the header (raises ``OSError`` if the path is not writable)."""
+        self._fh = await asyncio.to_thread(open_write, self.path)
+        await asyncio.to_thread(self._fh.write, header(self.feeds, self.symbols))
+        self._task = asyncio.get_running_loop().create_task(self._flusher(), name="recorder-flush")
+
+    def record(self, quote: Quote) -> None:
+        """Queue one quote for writing (stamped with the time it arrived)."""
+        if len(self._pending) >= MAX_PENDING:
+            self.dropped += 1
+            return
+        self._pending.append(encode(quote, int(time.time() * 1000)))
+        self.symbols_seen.add(quote.symbol)
+
+    def wrap(self, inner: FeedContext | None = None) -> FeedContext:
+        """A context that records each quote and then passes everything on to ``inner``."""
+        if inner is None:
+            return FeedContext(emit=self.record)
+        inner_emit = inner.emit
+
+        def emit(quote: Quote) -> None:
+            self.record(quote)
+            inner_emit(quote)
+
+        return FeedContext(emit=emit, error=inner.error, reconnected=inner.reconnected)
+
+    async def flush(self) -> None:
+        """Write everything queued so far."""
+        async with self._write_lock:
+            if not self._pending or self._fh is None:
+                return
+            chunk, self._pending = self._pending, []
+            await asyncio.to_thread(self._fh.write, b"".join(chunk))
+            self.written += len(chunk)
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            try:
+                await self.flush()
+            except OSError as exc:  # disk full, file gone: keep the server alive, stop recording
+                log.error("recording to %s failed: %s; recording stopped", self.path, exc)
+                self._pending.clear()
+                self._fh = None
+                return
+
+    async def close(self) -> None:
+        """Write what is queued and close the file."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+        if self._fh is not None:
+            await asyncio.to_thread(self._fh.close)
+            self._fh = None
+
+
+def _names(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [n.strip() for n in value.split(",") if n.strip()]
+    if isinstance(value, list | tuple):
+        return [str(n).strip() for n in value if str(n).strip()]
+    return ["simulated"]
+
+
+def _symbols(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [s.strip().upper() for s in value.split(",") if s.strip()]
+    return [str(s).upper() for s in value]  # type: ignore[attr-defined]
+
+
+def _demand(feed: Feed, symbols: list[str] | None) -> frozenset[str]:
+    wanted = symbols if symbols is not None else feed.known_symbols()
+    return frozenset(s for s in wanted if feed.owns(s))
+
+
+async def run_record(args: argparse.Namespace) -> int:
+    """Record the feeds named by ``args.feed`` for ``args.symbols`` into ``args.out``.
+
+    Runs for ``args.duration`` seconds (0 or ``None``: until SIGINT/SIGTERM) and returns
+    the process exit code. Progress and the summary go to stderr.
+    """
+    names = _names(getattr(args, "feed", None))
+    symbols = _symbols(getattr(args, "symbols", None))
+    duration = float(getattr(args, "duration", 0) or 0)
+    try:
+        feeds = create_feeds(names, args)
+    except ValueError as exc:
+        print(f"ticker record: {exc}", file=sys.stderr)
+        return 2
+    recorder = Recorder(args.out, names, symbols)
+    try:
+        await recorder.open()
+    except OSError as exc:
+        print(f"ticker record: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    errors: collections.Counter[str] = collections.Counter()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    started: list[Feed] = []
+    t0 = time.monotonic()
+    code = 0
+    try:
+        for feed in feeds:
+            ctx = recorder.wrap(FeedContext(emit=lambda q: None, error=lambda kind: errors.update((kind,))))
+            await feed.start(ctx)
+            started.append(feed)
+            feed.set_demand(_demand(feed, symbols))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=duration if duration > 0 else None)
+    except (ValueError, OSError) as exc:
+        print(f"ticker record: {exc}", file=sys.stderr)
+        code = 2
+    finally:
+        for feed in started:
+            await feed.stop()
+        await recorder.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    took = time.monotonic() - t0
+    extra = f", {recorder.dropped} dropped" if recorder.dropped else ""
+    errs = f", upstream errors: {dict(errors)}" if errors else ""
+    print(
+        f"ticker record: {recorder.written} quotes of {len(recorder.symbols_seen)} symbols in {took:.1f}s "
+        f"written to {args.out}{extra}{errs}",
+        file=sys.stderr,
+    )
+    return code

@@ -1,0 +1,174 @@
+"""Alpaca market data stream v2 (``ALPACA_KEY_ID``, ``ALPACA_SECRET_KEY``): trades and quotes.
+
+``--alpaca-feed iex`` (default, free, IEX only) or ``sip`` (all US exchanges, paid plan)
+picks ``wss://stream.data.alpaca.markets/v2/{feed}``. Symbols are US tickers (``AAPL``).
+The session is: ``[{"T":"success","msg":"connected"}]`` → ``{"action":"auth",...}`` →
+``[{"T":"success","msg":"authenticated"}]`` → ``{"action":"subscribe","trades":[...],
+"quotes":[...]}`` → ``[{"T":"subscription",...}]`` (always the full current set). Every
+server frame is a JSON array; data is batched. Trades (``T: t``) update price and volume,
+quotes (``T: q``) bid and ask; timestamps are RFC 3339 with nanoseconds.
+
+Errors, as documented: 402 auth failed, 408 v2 not enabled, 409 insufficient subscription
+→ the feed is down with that reason and retries with growing backoff; 404 auth timeout,
+406 connection limit exceeded (another connection uses the keys) and 407 slow client (the
+server drops the connection) → reconnect with backoff; 405 symbol limit exceeded → the
+refused symbols are reported and the feed holds what Alpaca accepted; 400, 401, 403, 410,
+500 → counted and logged. The IEX plan allows 30 symbols (``--alpaca-max-symbols``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from typing import Any
+
+from feeds.credentials import FeedConfigError, require_env
+from feeds.streaming.engine import StreamFeed, stream_options
+from feeds.streaming.link import AuthFailed, Link, UpstreamError
+from feeds.wire import Malformed, num, rfc3339_ms, text
+
+SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(\.[A-Z]{1,2})?$")
+SOURCES = ("iex", "sip")
+IEX_SYMBOL_LIMIT = 30
+AUTH_CODES = {402: "auth failed", 408: "v2 not enabled", 409: "insufficient subscription"}
+IGNORED = frozenset({"c", "x", "s", "l", "b", "d", "u"})  # corrections, cancels, statuses, LULDs, bars
+
+
+class AlpacaFeed(StreamFeed):
+    """Alpaca real-time trades and quotes (v2)."""
+
+    default_url = "wss://stream.data.alpaca.markets/v2/{source}"
+    max_batch = 200
+
+    def __init__(
+        self,
+        name: str = "alpaca",
+        *,
+        key_id: str,
+        secret: str,
+        source: str = "iex",
+        max_symbols: int | None = None,
+        url: str | None = None,
+        **kw: Any,
+    ) -> None:
+        if source not in SOURCES:
+            raise FeedConfigError(f"--alpaca-feed must be iex or sip, not {source!r}")
+        if max_symbols is None and source == "iex":
+            max_symbols = IEX_SYMBOL_LIMIT
+        super().__init__(
+            name, url=url or self.default_url.format(source=source), max_symbols=max_symbols, **kw
+        )
+        self.source = source
+        self._key_id = key_id
+        self._secret = secret
+        self.confirmed: frozenset[str] = frozenset()  # symbols in Alpaca's last subscription ack
+
+    def owns(self, symbol: str) -> bool:
+        return SYMBOL_RE.match(symbol) is not None
+
+    async def handshake(self, link: Link) -> None:
+        await self._expect(link, "connected")
+        await link.send({"action": "auth", "key": self._key_id, "secret": self._secret})
+        await self._expect(link, "authenticated")
+        self.confirmed = frozenset()
+
+    async def _expect(self, link: Link, want: str) -> None:
+        while True:
+            frame = await self.next_message(link)
+            for item in frame if isinstance(frame, list) else [frame]:
+                if not isinstance(item, dict):
+                    continue
+                if item.get("T") == "success" and item.get("msg") == want:
+                    return
+                if item.get("T") == "error":
+                    self._on_error(item)
+            self.problem("unexpected", f"expected {want!r} during the handshake")
+
+    def subscribe_messages(self, symbols: list[str]) -> list[Any]:
+        return [{"action": "subscribe", "trades": symbols, "quotes": symbols}]
+
+    def unsubscribe_messages(self, symbols: list[str]) -> list[Any]:
+        return [{"action": "unsubscribe", "trades": symbols, "quotes": symbols}]
+
+    def on_message(self, msg: Any) -> None:
+        self.each_item(msg, self._on_item)
+
+    def _on_item(self, item: Any) -> None:
+        if not isinstance(item, dict):
+            raise Malformed("expected an object in the array")
+        kind = item.get("T")
+        if kind == "t":
+            self.update(
+                text(item.get("S"), "S"),
+                rfc3339_ms(item.get("t"), "t"),
+                price=num(item.get("p"), "p"),
+                size=num(item.get("s", 0), "s"),
+            )
+        elif kind == "q":
+            self.update(
+                text(item.get("S"), "S"),
+                rfc3339_ms(item.get("t"), "t"),
+                bid=num(item.get("bp"), "bp"),
+                ask=num(item.get("ap"), "ap"),
+            )
+        elif kind == "subscription":
+            trades, quotes = item.get("trades"), item.get("quotes")
+            if not isinstance(trades, list) or not isinstance(quotes, list):
+                raise Malformed("subscription: expected trades and quotes lists")
+            self.confirmed = frozenset(trades) | frozenset(quotes)
+        elif kind == "error":
+            self._on_error(item)
+        elif kind == "success" or kind in IGNORED:
+            return
+        else:
+            self.problem("unexpected", f"unexpected message type {str(kind)[:40]!r}")
+
+    def _on_error(self, item: dict[str, Any]) -> None:
+        code = item.get("code")
+        detail = f"{str(item.get('msg', ''))[:200]} ({code})"
+        if code in AUTH_CODES:
+            hint = " - try --alpaca-feed iex" if code == 409 and self.source == "sip" else ""
+            raise AuthFailed(f"alpaca refused the session: {detail}{hint}")
+        if code == 404:
+            raise UpstreamError(f"alpaca: {detail}", "auth")
+        if code == 406:
+            raise UpstreamError(f"alpaca: {detail}: another connection uses these keys", "connection_limit")
+        if code == 407:
+            raise UpstreamError(
+                f"alpaca: {detail}: the server drops a client that reads too slowly", "slow_client"
+            )
+        if code == 405:
+            refused = [s for s in self.last_subscribed if s not in self.confirmed]
+            self.provider_limit_hit(refused, f"alpaca: {detail}")
+            return
+        self.problem("upstream_error", f"alpaca error: {detail}")
+
+
+def create(args: argparse.Namespace) -> AlpacaFeed:
+    """``--feed alpaca``."""
+    key_id, secret = require_env("alpaca", "ALPACA_KEY_ID", "ALPACA_SECRET_KEY")
+    return AlpacaFeed(
+        "alpaca",
+        key_id=key_id,
+        secret=secret,
+        source=str(args.alpaca_feed),
+        max_symbols=args.alpaca_max_symbols or None,
+        **stream_options(args),
+    )
+
+
+def add_arguments(group: argparse._ArgumentGroup, env: Callable[[str, object], object]) -> None:
+    """``--alpaca-feed`` and ``--alpaca-max-symbols``."""
+    group.add_argument(
+        "--alpaca-feed",
+        choices=SOURCES,
+        default=env("ALPACA_FEED", "iex"),
+        help="alpaca: data feed, iex (free, default) or sip (all exchanges, paid plan)",
+    )
+    group.add_argument(
+        "--alpaca-max-symbols",
+        type=int,
+        default=env("ALPACA_MAX_SYMBOLS", 0),
+        help=f"alpaca: most symbols subscribed at once (default {IEX_SYMBOL_LIMIT} on iex, no limit on sip)",
+    )

@@ -1,0 +1,139 @@
+"""Binance spot WebSocket feed: combined streams ``<symbol>@ticker``, ``@bookTicker`` and ``@trade``, no key.
+
+Symbols are Binance pairs in capitals (``BTCUSDT``); stream names use them lower-cased
+(``btcusdt@ticker``). The connection goes to the combined endpoint (``/stream``), so every
+payload arrives wrapped as ``{"stream": name, "data": payload}``; subscriptions change with
+``SUBSCRIBE``/``UNSUBSCRIBE`` requests whose ids come back in ``{"result": null, "id": N}``
+acks. Binance allows 5 incoming messages per second per connection (pongs included) and
+1024 streams per connection, pings every 20 seconds, disconnects after 24 hours and sends
+``serverShutdown`` before maintenance: the feed stays under 4 messages per second, holds at
+most ``1024 // streams-per-symbol`` symbols, answers pings, and reconnects on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from feeds.credentials import FeedConfigError
+from feeds.streaming.engine import StreamFeed, stream_options
+from feeds.streaming.link import UpstreamError
+from feeds.wire import Malformed, epoch_ms, num, opt_num, text
+
+STREAMS = ("ticker", "bookTicker", "trade")
+MAX_STREAMS = 1024  # per connection
+MAX_PARAMS = 200  # streams per SUBSCRIBE request (keeps each request small)
+QUOTE_ASSETS = ("USDT", "FDUSD", "USDC", "TUSD", "BUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY")
+_PAIR_RE = re.compile(r"^[A-Z0-9]{4,20}$")
+
+
+class BinanceFeed(StreamFeed):
+    """Binance spot combined streams."""
+
+    default_url = "wss://stream.binance.com:9443/stream"
+    control_rate = 4  # at most 1 + 4 = 5 frames in any second: the documented limit, pongs included
+    client_ping = False  # the server pings every 20 s; those pings prove the link alive
+
+    def __init__(self, name: str = "binance", *, streams: tuple[str, ...] = ("ticker", "trade"), **kw: Any):
+        bad = [s for s in streams if s not in STREAMS]
+        if bad or not streams:
+            raise FeedConfigError(
+                f"--binance-streams: choose from {', '.join(STREAMS)} (got {bad or 'none'})"
+            )
+        per_conn = MAX_STREAMS // len(streams)
+        limit = kw.pop("max_symbols", None)
+        super().__init__(name, max_symbols=min(limit or per_conn, per_conn), **kw)
+        self.streams = tuple(streams)
+        self.max_batch = MAX_PARAMS // len(streams)
+        self.pending: dict[int, str] = {}  # request id -> method, until acknowledged
+        self._next_id = 1
+
+    def owns(self, symbol: str) -> bool:
+        return _PAIR_RE.match(symbol) is not None and any(
+            symbol.endswith(q) and len(symbol) > len(q) + 1 for q in QUOTE_ASSETS
+        )
+
+    def _request(self, method: str, symbols: list[str]) -> dict[str, Any]:
+        rid = self._next_id
+        self._next_id += 1
+        if len(self.pending) > 1000:  # acks that never came must not grow memory without bound
+            self.pending.clear()
+        self.pending[rid] = method
+        params = [f"{s.lower()}@{st}" for s in symbols for st in self.streams]
+        return {"method": method, "params": params, "id": rid}
+
+    def subscribe_messages(self, symbols: list[str]) -> list[Any]:
+        return [self._request("SUBSCRIBE", symbols)]
+
+    def unsubscribe_messages(self, symbols: list[str]) -> list[Any]:
+        return [self._request("UNSUBSCRIBE", symbols)]
+
+    def on_message(self, msg: Any) -> None:
+        if not isinstance(msg, dict):
+            raise Malformed("expected a JSON object")
+        if "data" in msg and "stream" in msg:
+            data = msg["data"]
+            if not isinstance(data, dict):
+                raise Malformed("data: expected an object")
+        elif "id" in msg and "result" in msg:
+            if self.pending.pop(msg["id"], None) is None:
+                self.problem("unexpected", f"ack for unknown request id {str(msg['id'])[:20]}")
+            return
+        elif "code" in msg and "msg" in msg:
+            self.pending.pop(msg.get("id"), None)  # type: ignore[arg-type]
+            self.problem("upstream_error", f"binance error {msg['code']}: {str(msg['msg'])[:200]}")
+            return
+        else:
+            data = msg  # a raw (unwrapped) stream payload
+        self._on_data(data)
+
+    def _on_data(self, d: dict[str, Any]) -> None:
+        event = d.get("e")
+        if event == "24hrTicker":
+            self.update(
+                text(d.get("s"), "s"),
+                epoch_ms(d.get("E"), "E"),
+                price=num(d.get("c"), "c"),
+                bid=opt_num(d.get("b"), "b"),
+                ask=opt_num(d.get("a"), "a"),
+                volume=opt_num(d.get("v"), "v"),
+                change=opt_num(d.get("p"), "p"),
+                change_percent=opt_num(d.get("P"), "P"),
+                prev_close=opt_num(d.get("o"), "o"),
+            )
+        elif event == "trade":
+            self.update(
+                text(d.get("s"), "s"),
+                epoch_ms(d.get("T", d.get("E")), "T"),
+                price=num(d.get("p"), "p"),
+                size=num(d.get("q"), "q"),
+            )
+        elif event is None and "u" in d and "b" in d and "a" in d:  # bookTicker has no event field
+            self.update(
+                text(d.get("s"), "s"),
+                int(time.time() * 1000),
+                bid=num(d.get("b"), "b"),
+                ask=num(d.get("a"), "a"),
+            )
+        elif event == "serverShutdown":
+            raise UpstreamError("server shutdown announced", "server_shutdown")
+        else:
+            self.problem("unexpected", f"unexpected event {str(event)[:40]!r}")
+
+
+def create(args: argparse.Namespace) -> BinanceFeed:
+    """``--feed binance``."""
+    streams = tuple(s.strip() for s in str(args.binance_streams).split(",") if s.strip())
+    return BinanceFeed("binance", streams=streams, **stream_options(args))
+
+
+def add_arguments(group: argparse._ArgumentGroup, env: Callable[[str, object], object]) -> None:
+    """``--binance-streams``."""
+    group.add_argument(
+        "--binance-streams",
+        default=env("BINANCE_STREAMS", "ticker,trade"),
+        help="binance: streams per symbol, from ticker,bookTicker,trade (default ticker,trade)",
+    )

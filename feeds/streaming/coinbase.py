@@ -1,0 +1,91 @@
+"""Coinbase Exchange WebSocket feed: the public ``ticker`` channel, no key.
+
+Symbols are Coinbase product ids as they are (``BTC-USD``, ``ETH-EUR``). A ticker message
+carries the last trade price, best bid/ask, 24-hour volume and the price 24 hours ago
+(``open_24h``, used as the previous close for change and change percent); all decimals
+arrive as strings. The server drops a client that subscribes to nothing within 5 seconds
+of connecting, so every connection at once subscribes the ``heartbeat`` channel of one
+product: that keeps an idle connection open and proves it alive every second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from feeds.streaming.engine import StreamFeed, stream_options
+from feeds.streaming.link import Link
+from feeds.wire import Malformed, num, opt_num, rfc3339_ms, text
+
+PRODUCT_RE = re.compile(r"^[A-Z0-9]{2,10}-[A-Z0-9]{2,10}$")
+_INVALID_RE = re.compile(r"^(\S+) is not a valid product")
+
+
+class CoinbaseFeed(StreamFeed):
+    """Coinbase Exchange ``ticker`` + ``heartbeat`` channels."""
+
+    default_url = "wss://ws-feed.exchange.coinbase.com"
+    max_batch = 100
+    control_rate = 7  # at most 8 frames in any second: the documented inbound limit is about 8-10
+    client_ping = False  # the heartbeat channel proves the link alive every second
+    heartbeat_product = "BTC-USD"
+
+    def owns(self, symbol: str) -> bool:
+        return PRODUCT_RE.match(symbol) is not None
+
+    async def after_connect(self, link: Link) -> None:
+        await link.send(
+            {
+                "type": "subscribe",
+                "channels": [{"name": "heartbeat", "product_ids": [self.heartbeat_product]}],
+            }
+        )
+
+    def subscribe_messages(self, symbols: list[str]) -> list[Any]:
+        return [{"type": "subscribe", "product_ids": symbols, "channels": ["ticker"]}]
+
+    def unsubscribe_messages(self, symbols: list[str]) -> list[Any]:
+        return [{"type": "unsubscribe", "product_ids": symbols, "channels": ["ticker"]}]
+
+    def on_message(self, msg: Any) -> None:
+        if not isinstance(msg, dict):
+            raise Malformed("expected a JSON object")
+        kind = msg.get("type")
+        if kind in ("ticker", "ticker_batch"):
+            ts = rfc3339_ms(msg["time"]) if "time" in msg else int(time.time() * 1000)
+            self.update(
+                text(msg.get("product_id"), "product_id"),
+                ts,
+                price=num(msg.get("price"), "price"),
+                bid=opt_num(msg.get("best_bid"), "best_bid"),
+                ask=opt_num(msg.get("best_ask"), "best_ask"),
+                volume=opt_num(msg.get("volume_24h"), "volume_24h"),
+                prev_close=opt_num(msg.get("open_24h"), "open_24h"),
+            )
+        elif kind in ("heartbeat", "subscriptions"):
+            return  # liveness (any frame counts) and subscription acks
+        elif kind == "error":
+            self._on_error(str(msg.get("message", "")), str(msg.get("reason", "")))
+        else:
+            self.problem("unexpected", f"unexpected message type {str(kind)[:40]!r}")
+
+    def _on_error(self, message: str, reason: str) -> None:
+        m = _INVALID_RE.match(reason)
+        if m:
+            # The whole subscribe failed: drop the bad product and subscribe the rest of its batch again.
+            self.invalid_symbol(m.group(1), reason)
+            self.resubscribe(s for s in self.last_subscribed if s != m.group(1))
+            return
+        self.problem("upstream_error", f"coinbase error: {message[:200]} {reason[:200]}".rstrip())
+
+
+def create(args: argparse.Namespace) -> CoinbaseFeed:
+    """``--feed coinbase``."""
+    return CoinbaseFeed("coinbase", **stream_options(args))
+
+
+def add_arguments(group: argparse._ArgumentGroup, env: Callable[[str, object], object]) -> None:
+    """Coinbase takes no flags beyond the common ones."""

@@ -1,0 +1,126 @@
+"""Fake Alpaca market data stream v2 (``/v2/iex`` and ``/v2/sip``), per the documented wire format.
+
+Every server frame is a JSON array. connected → auth (402 on bad keys, then close; 404 if no
+auth within ``auth_deadline``) → subscribe trades/quotes (401 before auth; 405 past ``limit``
+symbols; ack with the full current set). One connection per key: a second one gets 406 and
+is closed. :meth:`slow_client` sends 407 and closes, as the server does to a slow reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.support.fakes.upstream import FakeConn, FakeUpstream
+
+
+def _rfc3339_ns(ms: int) -> str:
+    dt = datetime.fromtimestamp(ms / 1000, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}689322Z"
+
+
+class FakeAlpaca(FakeUpstream):
+    BAD = (
+        '{"T":"t","S":"AAPL","p":1}',
+        '[{"T":"t","S":"AAPL","p":"x","t":"2021-02-22T15:51:44.208Z"}]',
+        '[{"T":"q","S":"AAPL","bp":1,"ap":2,"t":"not a time"}]',
+        "[42]",
+    )
+
+    def __init__(
+        self,
+        key: str = "KEY",
+        secret: str = "SECRET",
+        limit: int = 30,
+        auth_deadline: float = 5.0,
+        source: str = "iex",
+    ) -> None:
+        super().__init__()
+        self.key, self.secret = key, secret
+        self.limit = limit
+        self.auth_deadline = auth_deadline
+        self.auth_failures = 0
+        self.path = f"/v2/{source}"
+
+    @staticmethod
+    def error(code: int, msg: str) -> list[dict[str, Any]]:
+        return [{"T": "error", "code": code, "msg": msg}]
+
+    async def on_connect(self, conn: FakeConn) -> None:
+        if any(c.authed for c in self.conns if c is not conn):
+            await conn.send(self.error(406, "connection limit exceeded"))
+            await conn.close(1008)
+            return
+        await conn.send([{"T": "success", "msg": "connected"}])
+        self.background(self._auth_deadline(conn))
+
+    async def _auth_deadline(self, conn: FakeConn) -> None:
+        await asyncio.sleep(self.auth_deadline)
+        if not conn.authed and not conn.ws.closed:
+            await conn.send(self.error(404, "auth timeout"))
+            await conn.close(1008)
+
+    async def on_bad_frame(self, conn: FakeConn, text: str) -> None:
+        await conn.send(self.error(400, "invalid syntax"))
+
+    async def on_message(self, conn: FakeConn, msg: Any) -> None:
+        action = msg.get("action") if isinstance(msg, dict) else None
+        if action == "auth":
+            if conn.authed:
+                await conn.send(self.error(403, "already authenticated"))
+            elif msg.get("key") == self.key and msg.get("secret") == self.secret:
+                conn.authed = True
+                await conn.send([{"T": "success", "msg": "authenticated"}])
+            else:
+                self.auth_failures += 1
+                await conn.send(self.error(402, "auth failed"))
+                await conn.close(1008)
+        elif action in ("subscribe", "unsubscribe"):
+            if not conn.authed:
+                await conn.send(self.error(401, "not authenticated"))
+                return
+            symbols = set(msg.get("trades", [])) | set(msg.get("quotes", []))
+            if action == "subscribe":
+                if len(conn.subs | symbols) > self.limit:
+                    await conn.send(self.error(405, "symbol limit exceeded"))
+                    return
+                conn.subs |= symbols
+            else:
+                conn.subs -= symbols
+            subs = sorted(conn.subs)
+            await conn.send([{"T": "subscription", "trades": subs, "quotes": subs, "bars": []}])
+        else:
+            await conn.send(self.error(400, "invalid syntax"))
+
+    def symbols(self) -> set[str]:
+        return self.subscribed()
+
+    async def batch(self, *items: dict[str, Any]) -> int:
+        """One array frame of the given items, to every authenticated connection."""
+        return await self.broadcast(list(items), to=lambda c: c.authed)
+
+    @staticmethod
+    def trade_item(symbol: str, price: float, size: int = 100, ms: int = 1614009104208) -> dict[str, Any]:
+        return {
+            "T": "t", "i": 96921, "S": symbol, "x": "D", "p": price, "s": size,
+            "t": _rfc3339_ns(ms), "c": ["@", "I"], "z": "C",
+        }  # fmt: skip
+
+    @staticmethod
+    def quote_item(symbol: str, bid: float, ask: float, ms: int = 1614009105335) -> dict[str, Any]:
+        return {
+            "T": "q", "S": symbol, "bx": "U", "bp": bid, "bs": 1, "ax": "Q", "ap": ask, "as": 4,
+            "t": _rfc3339_ns(ms), "c": ["R"], "z": "C",
+        }  # fmt: skip
+
+    async def trade(self, symbol: str, price: float) -> int:
+        return await self.broadcast(
+            [self.trade_item(symbol, price), self.quote_item(symbol, price - 0.01, price + 0.01)],
+            to=lambda c: symbol in c.subs,
+        )
+
+    async def slow_client(self) -> None:
+        for conn in list(self.conns):
+            await conn.send(self.error(407, "slow client"))
+            await conn.close(1008)

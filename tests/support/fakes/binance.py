@@ -1,0 +1,111 @@
+"""Fake Binance spot combined-stream endpoint (``/stream``), per the documented wire format.
+
+SUBSCRIBE/UNSUBSCRIBE/LIST_SUBSCRIPTIONS with ids answered by ``{"result":..., "id":...}``;
+payloads wrapped as ``{"stream": name, "data": payload}``. The rules are enforced: more than
+``max_rate`` client frames (pongs included) in a second, or more than 1024 streams, end the
+connection; the server pings every ``ping_interval`` seconds; a connection lives at most
+``max_age`` seconds (24 hours upstream); :meth:`shutdown` announces ``serverShutdown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from tests.support.fakes.upstream import FakeConn, FakeUpstream
+
+MAX_STREAMS = 1024
+
+
+class FakeBinance(FakeUpstream):
+    path = "/stream"
+    BAD = (
+        '{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","p":"x","q":"1","T":1}}',
+        '{"stream":"btcusdt@ticker","data":{"e":"24hrTicker","s":"BTCUSDT","E":"later","c":"1"}}',
+        '{"stream":"btcusdt@trade","data":[1,2]}',
+        '{"stream":"btcusdt@trade","data":{"e":"kline"}}',
+    )
+
+    def __init__(self, ping_interval: float = 20.0, max_age: float = 86400.0, max_rate: int = 5) -> None:
+        super().__init__()
+        self.ping_interval = ping_interval
+        self.max_age = max_age
+        self.max_rate = max_rate
+        self.rate_kicks = 0
+        self.pings_sent = 0
+        self.requests: list[dict[str, Any]] = []
+
+    async def on_connect(self, conn: FakeConn) -> None:
+        self.background(self._pings(conn))
+        self.background(self._expire(conn))
+
+    async def _pings(self, conn: FakeConn) -> None:
+        while not conn.ws.closed:
+            await asyncio.sleep(self.ping_interval)
+            if not self.silent and not conn.ws.closed:
+                self.pings_sent += 1
+                await conn.ws.ping(b"binance")
+
+    async def _expire(self, conn: FakeConn) -> None:
+        await asyncio.sleep(self.max_age)
+        await conn.close(1000)
+
+    async def on_frame(self, conn: FakeConn) -> None:
+        now = time.monotonic()
+        recent = [t for t in conn.frame_times if t > now - 1.0]
+        if len(recent) > self.max_rate:
+            self.rate_kicks += 1
+            await conn.close(1008, b"Too many requests")
+
+    async def on_message(self, conn: FakeConn, msg: Any) -> None:
+        if not isinstance(msg, dict) or "method" not in msg:
+            await conn.send({"code": 2, "msg": "Invalid request: missing field `method`"})
+            return
+        self.requests.append(msg)
+        method, rid, params = msg["method"], msg.get("id"), msg.get("params", [])
+        if method == "SUBSCRIBE":
+            if len(conn.subs | set(params)) > MAX_STREAMS:
+                await conn.send({"code": 2, "msg": "Invalid request: too many streams", "id": rid})
+                return
+            conn.subs |= set(params)
+            await conn.send({"result": None, "id": rid})
+        elif method == "UNSUBSCRIBE":
+            conn.subs -= set(params)
+            await conn.send({"result": None, "id": rid})
+        elif method == "LIST_SUBSCRIPTIONS":
+            await conn.send({"result": sorted(conn.subs), "id": rid})
+        else:
+            await conn.send({"code": 1, "msg": f"Unknown method {method}", "id": rid})
+
+    def symbols(self) -> set[str]:
+        return {s.split("@", 1)[0].upper() for s in self.subscribed()}
+
+    async def publish(self, stream: str, data: dict[str, Any]) -> int:
+        return await self.broadcast({"stream": stream, "data": data}, to=lambda c: stream in c.subs)
+
+    async def ticker(self, symbol: str, last: str, bid: str, ask: str) -> int:
+        s = symbol.lower()
+        return await self.publish(
+            f"{s}@ticker",
+            {
+                "e": "24hrTicker", "E": 1672515782136, "s": symbol, "p": "0.0015", "P": "250.00",
+                "w": "0.0018", "x": "0.0009", "c": last, "Q": "10", "b": bid, "B": "10", "a": ask,
+                "A": "100", "o": "0.0010", "h": "0.0025", "l": "0.0010", "v": "10000", "q": "18",
+                "O": 0, "C": 86400000, "F": 0, "L": 18150, "n": 18151,
+            },
+        )  # fmt: skip
+
+    async def book(self, symbol: str, bid: str, ask: str) -> int:
+        data = {"u": 400900217, "s": symbol, "b": bid, "B": "31.21", "a": ask, "A": "40.66"}
+        return await self.publish(f"{symbol.lower()}@bookTicker", data)
+
+    async def trade(self, symbol: str, price: float) -> int:
+        data = {
+            "e": "trade", "E": 1672515782136, "s": symbol, "t": 12345, "p": f"{price:.8f}",
+            "q": "0.5", "T": 1672515782136, "m": True, "M": True,
+        }  # fmt: skip
+        return await self.publish(f"{symbol.lower()}@trade", data)
+
+    async def shutdown(self) -> int:
+        return await self.broadcast({"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 1}})

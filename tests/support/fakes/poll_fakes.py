@@ -1,0 +1,208 @@
+"""Shared parts of the fake HTTP providers used by the polled-feed tests (finnhub-rest, yahoo).
+
+A :class:`FakeHttpProvider` runs an aiohttp web app on an ephemeral port of 127.0.0.1,
+logs every request with the server's own arrival time, enforces an optional rate limit
+the way the provider would (HTTP 429), and plays scripted faults: ``"429"`` (no
+Retry-After), ``"429:SECONDS"``, ``"500"``, ``"garbage"`` (a non-JSON body), ``"shape"``
+(JSON of the wrong shape), ``"drop"`` (the connection is closed without a response).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Self
+
+from aiohttp import web
+
+from tests.support.serverproc import ServerProcess
+
+
+@dataclass
+class Hit:
+    """One request as the fake saw it."""
+
+    at: float  # the fake's time.monotonic() on arrival
+    path: str
+    query: dict[str, str]
+    status: int = 0
+
+
+class FakeHttpProvider:
+    """Base of the fakes: subclasses add routes in :meth:`routes` and answer through :meth:`gate`."""
+
+    def __init__(self, *, limit: int | None = None, window: float = 1.0) -> None:
+        self.hits: list[Hit] = []
+        self.faults: deque[str] = deque()
+        self.limit = limit
+        self.window = window
+        self.limited: deque[float] = deque()  # arrival times inside the rate-limit window
+        self.always_429 = False
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        app = web.Application()
+        self.routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def log(self, request: web.Request) -> Hit:
+        hit = Hit(time.monotonic(), request.path, dict(request.query))
+        self.hits.append(hit)
+        return hit
+
+    def gate(self, request: web.Request, hit: Hit, shape_body: bytes) -> web.StreamResponse | None:
+        """Apply rate limit and scripted faults; returns the response to send instead, or ``None``."""
+        now = hit.at
+        if self.limit is not None:
+            while self.limited and now - self.limited[0] >= self.window:
+                self.limited.popleft()
+            if len(self.limited) >= self.limit:
+                hit.status = 429
+                return self.too_many(None)
+            self.limited.append(now)
+        if self.always_429:
+            hit.status = 429
+            return self.too_many(None)
+        if not self.faults:
+            return None
+        fault = self.faults.popleft()
+        if fault.startswith("429"):
+            hit.status = 429
+            return self.too_many(fault.partition(":")[2] or None)
+        if fault == "500":
+            hit.status = 500
+            return web.Response(status=500, text="Internal Server Error")
+        if fault == "garbage":
+            hit.status = 200
+            return web.Response(body=b"<html>\x00\xff not json", content_type="application/json")
+        if fault == "shape":
+            hit.status = 200
+            return web.Response(body=shape_body, content_type="application/json")
+        if fault == "drop":
+            hit.status = -1
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)  # never reaches the client
+        raise AssertionError(f"unknown fault {fault!r}")
+
+    def too_many(self, retry_after: str | None) -> web.Response:
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        return web.Response(
+            status=429, headers=headers, body=self.too_many_body(), content_type="application/json"
+        )
+
+    def too_many_body(self) -> bytes:
+        return b'{"error": "Too Many Requests"}'
+
+    def count(self, path: str, since: float = 0.0, until: float = float("inf")) -> int:
+        return sum(1 for h in self.hits if h.path == path and since <= h.at < until)
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 10.0, step: float = 0.02) -> None:
+    """Wait until ``predicate()`` is true, else fail the test after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(step)
+
+
+class Sink:
+    """Collects what a feed reports through its FeedContext."""
+
+    def __init__(self) -> None:
+        from feeds.base import FeedContext
+
+        self.quotes: list = []
+        self.errors: list[str] = []
+        self.reconnects = 0
+        self.ctx = FeedContext(
+            emit=self.quotes.append, error=self.errors.append, reconnected=self._reconnected
+        )
+
+    def _reconnected(self) -> None:
+        self.reconnects += 1
+
+    def symbols(self) -> set[str]:
+        return {q.symbol for q in self.quotes}
+
+
+@contextlib.asynccontextmanager
+async def serving(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[ServerProcess]:
+    """A real ``ticker serve --port 0 ARGS`` process, started and stopped off the event loop."""
+    srv = ServerProcess(["--host", "127.0.0.1", "--loop", "asyncio", *args], env=env)
+    await asyncio.to_thread(srv.start, 20.0)
+    try:
+        yield srv
+    finally:
+        await asyncio.to_thread(srv.stop)
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None, within: float = 30) -> tuple[int, str]:
+    """Run ``python -m ticker ARGS`` to completion; returns (exit status, stderr)."""
+    import os
+    import sys
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TICKER_", "FINNHUB_"))}
+    full_env.update(env or {})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ticker",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=full_env,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), within)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode(errors="replace")
+
+
+async def ws_quotes(
+    url: str, symbols: list[str], want: Callable[[list[dict]], bool], within: float = 20
+) -> list[dict]:
+    """Subscribe to ``symbols`` on ``url``/ws and collect Q entries (snapshot and quotes) until ``want(entries)``."""
+    import orjson
+    import websockets
+
+    entries: list[dict] = []
+    async with asyncio.timeout(within), websockets.connect(url.replace("http", "ws", 1) + "/ws") as ws:
+        await ws.send(orjson.dumps({"op": "subscribe", "symbols": symbols}).decode())
+        while not want(entries):
+            msg = orjson.loads(await ws.recv())
+            if msg.get("type") in ("snapshot", "quotes"):
+                entries.extend(msg["data"])
+            elif msg.get("type") == "error":
+                raise AssertionError(f"server error: {msg}")
+    return entries

@@ -1,0 +1,276 @@
+"""The publisher process (``ticker feed --broker redis://...``): feed adapters → Redis.
+
+It runs the feed adapters, follows the union of every edge node's demand plus ``--symbols``,
+and publishes normalized quotes: per symbol channel, one message per publish window holding
+that window's quotes, all of a window's messages and the last-value hash update in one
+pipelined round trip. While Redis is away it keeps only the last value per symbol; when
+Redis is back it rewrites the hash and says ``hello`` so nodes resync. Layout: ticker/redis_common.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from feeds.base import Feed, FeedContext
+from ticker.broker import redis_layout as rc
+from ticker.metrics.registry import Metrics
+from ticker.quote import Quote
+from ticker.symbols import InvalidSymbol, normalize_symbol
+
+log = logging.getLogger("ticker.broker.publisher")
+
+DEMAND_POLL = 2.0  # seconds between demand reads without notifications (expires dead nodes' demand)
+DEMAND_DEBOUNCE = 0.02  # seconds to gather notifications of several nodes into one read
+MAX_PER_SYMBOL = 64  # quotes of one symbol kept per window; older ones are conflated away
+START_WAIT = 3.0
+
+# Union of every live node's demand set; prunes nodes whose demand key expired. One round trip, atomic.
+_READ_DEMAND = """
+local seen, out = {}, {}
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[1] .. node
+  if redis.call('EXISTS', key) == 1 then
+    for _, s in ipairs(redis.call('SMEMBERS', key)) do
+      if not seen[s] then seen[s] = true; out[#out + 1] = s end
+    end
+  else
+    redis.call('SREM', KEYS[1], node)
+  end
+end
+return out
+"""
+
+
+class Publisher:
+    """Runs ``feeds`` and publishes their quotes to Redis, following the nodes' demand."""
+
+    def __init__(
+        self,
+        url: str,
+        feeds: list[Feed],
+        metrics: Metrics,
+        symbols: frozenset[str] = frozenset(),
+        prefix: str = "ticker",
+        window: float = 0.005,
+    ) -> None:
+        self.url = rc.check_url(url)
+        self.feeds = feeds
+        self.metrics = metrics
+        self.static = symbols
+        self.layout = rc.Layout(prefix)
+        self.window = window
+        self.carried: frozenset[str] = symbols
+        self.published = 0  # quotes published (for logs and tests)
+        self._last: dict[str, bytes] = {}  # symbol → its latest encoded Q
+        self._buf: dict[str, list[bytes]] = {}
+        self._pending = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._demand_dirty = asyncio.Event()
+        self._dropped: set[str] = set()  # symbols no longer carried whose last value must leave the hash
+        self._up = False
+        self._ever_up = False
+        self._first_up = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_flush = 0.0
+        self._hello_due = False
+
+    @property
+    def up(self) -> bool:
+        """Whether the publisher is connected to Redis."""
+        return self._up
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect (waiting briefly, so the feeds start with the nodes' demand), then start the feeds."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="publisher")
+        try:
+            await asyncio.wait_for(self._first_up.wait(), START_WAIT)
+        except TimeoutError:
+            log.warning(
+                "Redis at %s is not reachable yet; feeds start, publishing when it is", rc.redact(self.url)
+            )
+        for f in self.feeds:
+            f.set_demand(frozenset(s for s in self.carried if f.owns(s)))
+            await f.start(self._context(f))
+
+    async def stop(self) -> None:
+        """Stop the feeds, publish what is buffered (briefly), disconnect."""
+        for f in self.feeds:
+            try:
+                await asyncio.wait_for(f.stop(), 1.0)
+            except Exception:
+                log.exception("feed %s did not stop cleanly", f.name)
+        if self._up and self._buf:
+            self._flushed.clear()
+            self._pending.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flushed.wait(), 1.0)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._set_up(False)
+
+    def _context(self, feed: Feed) -> FeedContext:
+        return self.metrics.feed_context(feed.name, self._emit)
+
+    def _emit(self, quote: Quote) -> None:
+        sym = quote.symbol
+        if sym not in self.carried:  # nobody wants it (a feed still winding down a symbol)
+            return
+        enc = rc.encode_quote(quote)
+        self._last[sym] = enc
+        if not self._up:
+            return
+        entries = self._buf.get(sym)
+        if entries is None:
+            self._buf[sym] = [enc]
+        else:
+            entries.append(enc)
+            if len(entries) > MAX_PER_SYMBOL:
+                del entries[0]
+        if not self._pending.is_set():
+            self._pending.set()
+
+    # -- connection --------------------------------------------------------------------------
+    def _set_up(self, up: bool) -> None:
+        self._up = up
+        self.metrics.broker_up.set(1 if up else 0)
+        if not up:
+            self._buf = {}
+
+    async def _run(self) -> None:
+        await rc.stay_connected(self._session, self.url, lambda: self._up, lambda: self._set_up(False))
+
+    async def _session(self) -> None:
+        client = rc.connect(self.url, "ticker-publisher")
+        sub_client = rc.connect(self.url, "ticker-publisher", socket_timeout=None)
+        pubsub = sub_client.pubsub(ignore_subscribe_messages=True)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            read_demand = client.register_script(_READ_DEMAND)
+            await pubsub.subscribe(self.layout.ctl)
+            await self._update_demand(client, read_demand)
+            if self._last:  # Redis may have restarted empty: restore every last value, then say hello
+                pipe = client.pipeline(transaction=False)
+                pipe.hset(self.layout.last, mapping=dict(self._last))  # type: ignore[arg-type]
+                pipe.publish(self.layout.ctl, rc.HELLO)
+                await pipe.execute()
+                self._hello_due = False
+            else:  # a fresh publisher says hello with its first data
+                self._hello_due = True
+            self._buf = {}
+            self._set_up(True)
+            if self._ever_up:
+                self.metrics.broker_reconnects.inc()
+                log.info("Redis is back; republished %d last values", len(self._last))
+            else:
+                log.info("publishing to Redis at %s", rc.redact(self.url))
+            self._ever_up = True
+            self._first_up.set()
+            loop = asyncio.get_running_loop()
+            tasks = [
+                loop.create_task(self._flusher(client)),
+                loop.create_task(self._read(pubsub)),
+                loop.create_task(self._demand_loop(client, read_demand)),
+            ]
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                t.result()
+            raise ConnectionError("a publisher task ended")
+        finally:
+            for t in tasks:
+                t.cancel()
+                with contextlib.suppress(BaseException):
+                    await t
+            for closing in (pubsub.aclose(), client.aclose(), sub_client.aclose()):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(closing, 1.0)
+
+    # -- publishing --------------------------------------------------------------------------
+    async def _flusher(self, client: Redis) -> None:
+        """One pipelined round trip per window: the last-value hash and one PUBLISH per symbol."""
+        m = self.metrics
+        while True:
+            await self._pending.wait()
+            delay = self._last_flush + self.window - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)  # gather the window's quotes
+            self._pending.clear()
+            buf, self._buf = self._buf, {}
+            dropped, self._dropped = self._dropped, set()
+            if not buf and not dropped:
+                continue
+            pt = time.time() * 1000.0
+            pipe = client.pipeline(transaction=False)
+            if dropped:
+                pipe.hdel(self.layout.last, *dropped)
+            if buf:
+                pipe.hset(self.layout.last, mapping={s: e[-1] for s, e in buf.items()})
+            n = 0
+            for sym, entries in buf.items():
+                pipe.publish(self.layout.channel(sym), rc.encode_message(entries, pt))
+                n += len(entries)
+            hello = self._hello_due and bool(buf)
+            if hello:  # the first data of this publisher: nodes re-read and resync their clients
+                pipe.publish(self.layout.ctl, rc.HELLO)
+            await pipe.execute()
+            if hello:
+                self._hello_due = False
+            self._flushed.set()
+            self._last_flush = time.monotonic()
+            self.published += n
+            m.broker_messages.inc(len(buf))
+
+    async def _read(self, pubsub: PubSub) -> None:
+        async for msg in pubsub.listen():
+            if msg["type"] == "message" and msg["data"] == rc.DEMAND:
+                self._demand_dirty.set()
+
+    # -- demand ------------------------------------------------------------------------------
+    async def _demand_loop(self, client: Redis, read_demand: object) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._demand_dirty.wait(), DEMAND_POLL)
+                await asyncio.sleep(DEMAND_DEBOUNCE)
+            self._demand_dirty.clear()
+            await self._update_demand(client, read_demand)
+
+    async def _update_demand(self, client: Redis, read_demand: object) -> None:
+        prefix = self.layout.demand("")
+        raw = await read_demand(keys=[self.layout.nodes], args=[prefix], client=client)  # type: ignore[operator]
+        want: set[str] = set()
+        for item in raw:
+            try:
+                want.add(normalize_symbol(item.decode() if isinstance(item, bytes) else str(item)))
+            except (InvalidSymbol, UnicodeDecodeError):
+                self.metrics.broker_errors.inc()
+        self._set_carried(frozenset(want) | self.static)
+
+    def _set_carried(self, carried: frozenset[str]) -> None:
+        if carried == self.carried:
+            return
+        added = carried - self.carried
+        removed = self.carried - carried
+        self.carried = carried
+        log.info(
+            "carrying %d symbols (+%s, -%s)",
+            len(carried),
+            ",".join(sorted(added)[:10]) or "none",
+            ",".join(sorted(removed)[:10]) or "none",
+        )
+        for f in self.feeds:
+            f.set_demand(frozenset(s for s in carried if f.owns(s)))
+        self._dropped -= added
+        for s in removed:
+            self._last.pop(s, None)
+            self._buf.pop(s, None)
+        if removed:
+            self._dropped.update(removed)
+            self._pending.set()

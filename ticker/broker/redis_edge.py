@@ -1,0 +1,260 @@
+"""The Redis broker of an edge node (``ticker serve --broker redis://...``).
+
+The node subscribes in Redis only to the channels of the symbols its clients want, in one
+SUBSCRIBE/UNSUBSCRIBE per demand change, and reads the last values of newly wanted symbols
+from the last-value hash in one HMGET, so their subscribers get data at once. It advertises
+its demand to the publisher as a set with a TTL that it refreshes, so a dead node's demand
+expires. When Redis comes back after a loss, or a publisher (re)starts, the node re-reads
+every wanted symbol and sends each connection a fresh snapshot. Layout: ticker/redis_common.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from ticker.broker import redis_layout as rc
+from ticker.broker.base import Broker, Deliver
+from ticker.metrics.registry import Metrics
+from ticker.quote import Quote
+
+log = logging.getLogger("ticker.redis")
+
+CHECK_INTERVAL = 1.0  # seconds between liveness and refresh checks
+PUBSUB_PING_AFTER = 5.0  # idle seconds on the subscription before pinging it
+PUBSUB_DEAD_AFTER = 15.0  # idle seconds (pings unanswered) before the subscription counts as dead
+START_WAIT = 3.0  # seconds start() waits for the first connection before serving without it
+
+
+class RedisBroker(Broker):
+    """Edge side of the Redis broker: demanded symbols in, demand out."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        metrics: Metrics,
+        last: Callable[[str], Quote | None],
+        resync: Callable[[], object] | None = None,
+        prefix: str = "ticker",
+        demand_ttl: float = 15.0,
+    ) -> None:
+        super().__init__()
+        self.url = rc.check_url(url)
+        self.metrics = metrics
+        self.layout = rc.Layout(prefix)
+        self.node = rc.node_id()
+        self.demand_ttl = demand_ttl
+        self._last = last
+        self._resync = resync
+        self._demand: frozenset[str] = frozenset()
+        self._subscribed: set[str] = set()
+        self._wake = asyncio.Event()
+        self._full = False
+        self._up = False
+        self._ever_up = False
+        self._first_up = asyncio.Event()
+        self._refresh_due = 0.0
+        self._last_rx = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._client: Redis | None = None
+
+    # -- Broker interface --------------------------------------------------------------------
+    async def start(self, deliver: Deliver) -> None:
+        """Connect in the background; wait a moment for the first connection so snapshots are ready."""
+        self._deliver = deliver
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="redis-broker")
+        try:
+            await asyncio.wait_for(self._first_up.wait(), START_WAIT)
+        except TimeoutError:
+            log.warning("Redis at %s is not reachable yet; serving and retrying", rc.redact(self.url))
+
+    async def stop(self) -> None:
+        """Withdraw this node's demand (best effort), then disconnect."""
+        client = self._client
+        if client is not None and self._up:
+            with contextlib.suppress(Exception):
+                pipe = client.pipeline(transaction=True)
+                pipe.delete(self.layout.demand(self.node))
+                pipe.srem(self.layout.nodes, self.node)
+                pipe.publish(self.layout.ctl, rc.DEMAND)
+                await asyncio.wait_for(pipe.execute(), 1.0)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._set_up(False)
+        self._deliver = None
+
+    def publish(self, quote: Quote) -> None:
+        """In-process feeds of an edge node reach only this node (``ticker feed`` publishes to Redis)."""
+        if self._deliver is not None:
+            self._deliver(quote)
+
+    def set_demand(self, symbols: frozenset[str]) -> None:
+        """The hub's demand changed: (un)subscribe in Redis on the next loop pass, batched."""
+        if symbols != self._demand:
+            self._demand = symbols
+            self._wake.set()
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    # -- connection loop ---------------------------------------------------------------------
+    def _set_up(self, up: bool) -> None:
+        self._up = up
+        self.metrics.broker_up.set(1 if up else 0)
+
+    async def _run(self) -> None:
+        await rc.stay_connected(self._session, self.url, lambda: self._up, lambda: self._set_up(False))
+
+    async def _session(self) -> None:
+        name = f"ticker-edge:{self.node}"
+        client = rc.connect(self.url, name)
+        sub_client = rc.connect(self.url, name, socket_timeout=None)
+        pubsub = sub_client.pubsub(ignore_subscribe_messages=True)
+        reader: asyncio.Task[None] | None = None
+        try:
+            await client.ping()
+            self._client = client
+            self._subscribed = set()
+            await pubsub.subscribe(self.layout.ctl)
+            self._last_rx = time.monotonic()
+            reader = asyncio.get_running_loop().create_task(self._read(pubsub), name="redis-reader")
+            reconnect = self._ever_up
+            await self._sync(client, pubsub, full=True)
+            self._set_up(True)
+            self._ever_up = True
+            self._first_up.set()
+            if reconnect:
+                self.metrics.broker_reconnects.inc()
+                log.info("Redis is back; resubscribed %d symbols", len(self._subscribed))
+                self._resync_clients()
+            else:
+                log.info("connected to Redis at %s as node %s", rc.redact(self.url), self.node)
+            while True:
+                self._wake.clear()
+                waiter = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait(
+                    {reader, waiter}, timeout=CHECK_INTERVAL, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+                if reader.done():
+                    reader.result()  # raises the reader's error
+                    raise ConnectionError("subscription ended")
+                full, self._full = self._full, False
+                await self._sync(client, pubsub, full=full)
+                if full:
+                    self._resync_clients()
+                idle = time.monotonic() - self._last_rx
+                if idle > PUBSUB_DEAD_AFTER:
+                    raise ConnectionError(f"subscription silent for {idle:.0f} s")
+                if idle > PUBSUB_PING_AFTER:
+                    await pubsub.ping()
+        finally:
+            self._client = None
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await reader
+            for closing in (pubsub.aclose(), client.aclose(), sub_client.aclose()):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(closing, 1.0)
+
+    async def _read(self, pubsub: PubSub) -> None:
+        ctl = self.layout.ctl
+        async for msg in pubsub.listen():
+            self._last_rx = time.monotonic()
+            if msg["type"] != "message":
+                continue
+            channel = msg["channel"]
+            if channel == ctl:
+                if msg["data"] == rc.HELLO:  # a publisher (re)started: re-read everything
+                    self._full = True
+                    self._wake.set()
+            else:
+                self._on_quotes(channel, msg["data"])
+
+    def _on_quotes(self, channel: bytes, data: bytes) -> None:
+        deliver = self._deliver
+        if deliver is None:
+            return
+        m = self.metrics
+        try:
+            pt, quotes = rc.decode_message(data)
+            symbol = self.layout.symbol_of(channel)
+            if any(q.symbol != symbol for q in quotes):
+                raise ValueError(f"quote for another symbol on {channel!r}")
+        except ValueError as exc:
+            m.broker_errors.inc()
+            log.debug("dropped a message: %s", exc)
+            return
+        m.broker_messages.inc()
+        m.broker_lag.observe(max(0.0, time.time() - pt / 1000.0))
+        for q in quotes:
+            deliver(q)
+
+    # -- demand and last values --------------------------------------------------------------
+    async def _sync(self, client: Redis, pubsub: PubSub, full: bool) -> None:
+        """Bring subscriptions in line with demand; fetch last values of new symbols (all when ``full``)."""
+        want = self._demand
+        add = [s for s in want if s not in self._subscribed]
+        drop = [s for s in self._subscribed if s not in want]
+        if add:
+            await pubsub.subscribe(*(self.layout.channel(s) for s in add))
+            self._subscribed.update(add)
+        if drop:
+            await pubsub.unsubscribe(*(self.layout.channel(s) for s in drop))
+            self._subscribed.difference_update(drop)
+        fetch = sorted(want) if full else add
+        if fetch:
+            self._apply_last(fetch, await client.hmget(self.layout.last, fetch))
+        changed = bool(add or drop or full)
+        if changed or time.monotonic() >= self._refresh_due:
+            await self._write_demand(client, want, announce=changed)
+
+    def _apply_last(self, symbols: list[str], values: list[bytes | str | None]) -> None:
+        deliver = self._deliver
+        if deliver is None:
+            return
+        for symbol, raw in zip(symbols, values, strict=True):
+            if raw is None:
+                continue
+            try:
+                q = rc.decode_quote(orjson.loads(raw))
+                if q.symbol != symbol:
+                    raise ValueError("symbol mismatch")
+            except (ValueError, KeyError, TypeError, AssertionError):
+                self.metrics.broker_errors.inc()
+                continue
+            cur = self._last(symbol)
+            if cur is None or q.ts_ms > cur.ts_ms:
+                deliver(q)
+
+    async def _write_demand(self, client: Redis, want: frozenset[str], announce: bool) -> None:
+        """Rewrite this node's demand set with its TTL (a full rewrite also heals a Redis restart)."""
+        key = self.layout.demand(self.node)
+        pipe = client.pipeline(transaction=True)
+        pipe.sadd(self.layout.nodes, self.node)
+        pipe.delete(key)
+        if want:
+            pipe.sadd(key, *want)
+            pipe.expire(key, max(1, round(self.demand_ttl)))
+        if announce:
+            pipe.publish(self.layout.ctl, rc.DEMAND)
+        await pipe.execute()
+        self._refresh_due = time.monotonic() + self.demand_ttl / 3
+
+    def _resync_clients(self) -> None:
+        if self._resync is not None:
+            self._resync()

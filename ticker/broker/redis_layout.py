@@ -1,0 +1,199 @@
+"""What the Redis publisher and the Redis edge nodes agree on: key layout, payload codec, connections.
+
+Layout (``P`` is ``--broker-prefix``, default ``ticker``; Redis pub/sub ignores the DB number,
+so deployments sharing a Redis must use different prefixes):
+
+- ``P:q:SYMBOL`` — one pub/sub channel per symbol. A message is ``{"pt":publish_ms,"q":[Q,...]}``:
+  the publish time (epoch ms, fractional) and every quote of that symbol in one publish window,
+  oldest first. Q is the wire protocol's entry without ``q`` (the sequence is per edge node).
+- ``P:last`` — hash SYMBOL → Q: the last value of every carried symbol, for snapshots.
+- ``P:demand:NODE`` — set of the symbols node NODE's clients want, with a TTL the node refreshes.
+- ``P:nodes`` — set of node ids that may hold a demand key (the publisher prunes expired ones).
+- ``P:ctl`` — channel: ``demand`` (a node's demand changed) and ``hello`` (a publisher (re)started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ticker.backoff import Backoff
+from ticker.quote import Quote
+
+log = logging.getLogger("ticker.redis")
+
+# Reconnect backoff (full jitter) towards Redis: it is our own infrastructure, so retry fast.
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 2.0
+SOCKET_TIMEOUT = 5.0  # seconds a command may take before the connection counts as dead
+HELLO = b"hello"
+DEMAND = b"demand"
+
+
+def check_url(url: str) -> str:
+    """Validate a ``redis://`` / ``rediss://`` / ``unix://`` URL; raise ``ValueError`` with a clear reason."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"broker URL must start with redis://, rediss:// or unix://, got {url!r}")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError(f"broker URL {url!r} has no host")
+    try:
+        parts.port  # noqa: B018 -- raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"broker URL {url!r} has a bad port") from None
+    db = parts.path.strip("/")
+    if parts.scheme != "unix" and db and not db.isdigit():
+        raise ValueError(f"broker URL {url!r}: the path must be a DB number")
+    return url
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + netloc).geturl()
+
+
+def connect(url: str, name: str, socket_timeout: float | None = SOCKET_TIMEOUT) -> Redis:
+    """A client that fails fast (no internal retries): the caller owns reconnects and backoff.
+
+    Pub/sub clients pass ``socket_timeout=None`` (an idle subscription is no error) and check
+    liveness with their own pings. A password may come from the URL or, to keep it off the command line, from ``TICKER_REDIS_PASSWORD``.
+    """
+    kwargs: dict[str, Any] = {}
+    password = os.environ.get("TICKER_REDIS_PASSWORD")
+    if password and urlsplit(url).password is None:
+        kwargs["password"] = password
+    return Redis.from_url(
+        url,
+        retry=Retry(NoBackoff(), 0),
+        socket_connect_timeout=SOCKET_TIMEOUT,
+        socket_timeout=socket_timeout,
+        socket_keepalive=True,
+        client_name=name,
+        **kwargs,
+    )
+
+
+def node_id() -> str:
+    """A unique id for this process: host, pid and a random part (a restarted process is a new node)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Key and channel names under one prefix."""
+
+    prefix: str = "ticker"
+
+    def channel(self, symbol: str) -> bytes:
+        """The pub/sub channel of ``symbol``."""
+        return f"{self.prefix}:q:{symbol}".encode()
+
+    def symbol_of(self, channel: bytes) -> str:
+        """The symbol of a quote channel."""
+        return channel[len(self.prefix) + 3 :].decode()
+
+    @property
+    def last(self) -> str:
+        return f"{self.prefix}:last"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.prefix}:nodes"
+
+    def demand(self, node: str) -> str:
+        """The demand set of ``node``."""
+        return f"{self.prefix}:demand:{node}"
+
+    @property
+    def ctl(self) -> bytes:
+        return f"{self.prefix}:ctl".encode()
+
+
+def encode_quote(quote: Quote) -> bytes:
+    """One Q for Redis: the wire entry without the per-node sequence ``q``."""
+    d = quote.wire(0)
+    del d["q"]
+    return orjson.dumps(d)
+
+
+def encode_message(entries: Iterable[bytes], publish_ms: float) -> bytes:
+    """A channel message from already-encoded Q entries of one symbol."""
+    return b'{"pt":' + repr(round(publish_ms, 3)).encode() + b',"q":[' + b",".join(entries) + b"]}"
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError("not a number")
+    return v
+
+
+def decode_quote(d: Any) -> Quote:
+    """A :class:`Quote` from a decoded Q; raises ``ValueError`` (or ``TypeError``/``KeyError``) when malformed."""
+    if not isinstance(d, dict):
+        raise ValueError("Q is not an object")
+    s, p, t = d["s"], d["p"], d["t"]
+    if not isinstance(s, str) or not isinstance(t, int) or isinstance(t, bool):
+        raise ValueError("bad s or t")
+    price = _num(p)
+    assert price is not None
+    return Quote(
+        symbol=s,
+        price=price,
+        ts_ms=t,
+        bid=_num(d.get("b")),
+        ask=_num(d.get("a")),
+        volume=_num(d.get("v")),
+        change=_num(d.get("c")),
+        change_percent=_num(d.get("cp")),
+    )
+
+
+def decode_message(data: bytes) -> tuple[float, list[Quote]]:
+    """(publish time in epoch ms, quotes) of a channel message; raises ``ValueError`` when malformed."""
+    try:
+        msg = orjson.loads(data)
+        pt = msg["pt"]
+        if not isinstance(pt, int | float):
+            raise ValueError("bad pt")
+        return float(pt), [decode_quote(q) for q in msg["q"]]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AssertionError) as exc:
+        raise ValueError(f"malformed quote message: {exc}") from None
+
+
+async def stay_connected(
+    session: Callable[[], Awaitable[None]], url: str, was_up: Callable[[], bool], set_down: Callable[[], None]
+) -> None:
+    """Run ``session`` for ever: after any loss of Redis, wait (backoff with full jitter) and start again."""
+    backoff = Backoff(BACKOFF_BASE, BACKOFF_CAP)
+    while True:
+        try:
+            await session()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any loss of Redis: reconnect with backoff
+            if was_up():
+                log.warning("lost Redis at %s: %s; reconnecting", redact(url), exc or type(exc))
+                backoff.reset()
+            else:
+                log.debug("cannot reach Redis: %r", exc)
+        set_down()
+        await asyncio.sleep(backoff.next_delay())

@@ -1,0 +1,392 @@
+"""An asyncio client of the ticker WebSocket protocol, on aiohttp.
+
+::
+
+    async with TickerClient("ws://127.0.0.1:8888/ws", symbols=["AAPL", "MSFT"]) as client:
+        async for quote in client:
+            print(quote.symbol, quote.price)
+
+The client reconnects by itself (exponential backoff with full jitter), resubscribes its whole
+symbol set and applies the new snapshot, so the loop above keeps going across server restarts.
+It checks liveness with the protocol's ``ping``, keeps ``latest[symbol]`` up to date, and hands
+quotes to the loop through a bounded buffer that conflates per symbol when the loop falls behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from ticker import protocol
+from ticker.backoff import Backoff
+from ticker.client.link import Link, Subscriptions
+from ticker.client.models import (
+    ClientClosedError,
+    ConnectError,
+    ConnectionLost,
+    Event,
+    EventKind,
+    InvalidSymbolError,
+    Quote,
+    ServerError,
+    State,
+    TickerError,
+)
+
+log = logging.getLogger("ticker.client")
+
+
+@dataclass(slots=True)
+class _Request:
+    op: str
+    symbols: list[str]
+    future: asyncio.Future[frozenset[str]]
+
+
+class TickerClient:
+    """A self-healing subscription to a ticker server; iterate it for :class:`Quote` objects."""
+
+    def __init__(
+        self,
+        url: str,
+        symbols: list[str] | tuple[str, ...] = (),
+        *,
+        backoff: Backoff | None = None,
+        ping_interval: float = 10.0,
+        ping_timeout: float = 10.0,
+        connect_timeout: float | None = 10.0,
+        handshake_timeout: float = 10.0,
+        buffer_limit: int = 10_000,
+        on_event: Callable[[Event], None] | None = None,
+        headers: Mapping[str, str] | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        valid, invalid = protocol.split_symbols(symbols)
+        if invalid:
+            raise InvalidSymbolError(protocol.invalid_symbols_message(invalid), invalid)
+        self.url = url
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.connect_timeout = connect_timeout
+        self.handshake_timeout = handshake_timeout
+        self._subs = Subscriptions(valid, buffer_limit)
+        self._backoff = backoff or Backoff(base=0.5, cap=30.0)
+        self._on_event = on_event
+        self._headers = dict(headers or {})
+        self._session = session
+        self._own_session = session is None
+        self._state = State.IDLE
+        self._closing = False
+        self._ever_connected = False
+        self._attempt = 0
+        self._last_error: BaseException | None = None
+        self._requests: deque[_Request] = deque()
+        self._wake = asyncio.Event()
+        self._listeners: list[asyncio.Queue[Event | None]] = []
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._first: asyncio.Future[None] | None = None
+        self.connections = 0  # successful connections so far
+
+    # -- public API --------------------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        """The connection state."""
+        return self._state
+
+    @property
+    def latest(self) -> dict[str, Quote]:
+        """The latest quote of every followed symbol (kept current even when the loop lags)."""
+        return self._subs.latest
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        """The symbols this client follows."""
+        return frozenset(self._subs.symbols)
+
+    @property
+    def pending(self) -> int:
+        """Quotes received and waiting for the consumer (at most the buffer limit plus one per symbol)."""
+        return len(self._subs.buffer)
+
+    @property
+    def conflated(self) -> int:
+        """Updates replaced in the buffer by a newer value because the loop fell behind."""
+        return self._subs.buffer.conflated
+
+    async def __aenter__(self) -> TickerClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Connect and subscribe; return once the initial snapshot is applied.
+
+        Raises :class:`ConnectError` when no connection succeeds within ``connect_timeout``
+        (``None``: wait for ever) or the server refuses the handshake outright, and the
+        :class:`ServerError` of a refused initial subscription.
+        """
+        if self._task is not None:
+            raise TickerError("the client was already started")
+        loop = asyncio.get_running_loop()
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        self._first = loop.create_future()
+        self._task = loop.create_task(self._run(), name="ticker-client")
+        try:
+            await asyncio.wait_for(asyncio.shield(self._first), self.connect_timeout)
+        except TimeoutError:
+            err = ConnectError(
+                f"no connection to {self.url} within {self.connect_timeout} s: {self._last_error}"
+            )
+            await self.close()
+            raise err from None
+        except BaseException:
+            await self.close()
+            raise
+
+    async def subscribe(self, *symbols: str) -> frozenset[str]:
+        """Add symbols; return the full set the server confirms. Waits while disconnected.
+
+        Raises :class:`InvalidSymbolError` (nothing is sent) for malformed symbols and
+        :class:`~ticker.client.models.TooManySymbolsError` when the server's cap would be passed.
+        """
+        valid, invalid = protocol.split_symbols(symbols)
+        if invalid:
+            raise InvalidSymbolError(protocol.invalid_symbols_message(invalid), invalid)
+        return await self._request("subscribe", valid)
+
+    async def unsubscribe(self, *symbols: str) -> frozenset[str]:
+        """Remove symbols; from the moment of the call no quote of theirs is yielded any more."""
+        valid, invalid = protocol.split_symbols(symbols)
+        if invalid:
+            raise InvalidSymbolError(protocol.invalid_symbols_message(invalid), invalid)
+        self._subs.forget(valid)
+        return await self._request("unsubscribe", valid)
+
+    def events(self, maxsize: int = 256) -> AsyncIterator[Event]:
+        """Connection events from now on, until the client closes (oldest dropped past ``maxsize``)."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
+        if self._state is State.CLOSED:
+            queue.put_nowait(None)
+        else:
+            self._listeners.append(queue)
+        return self._event_iter(queue)
+
+    def __aiter__(self) -> TickerClient:
+        return self
+
+    async def __anext__(self) -> Quote:
+        while True:
+            quote = self._subs.buffer.pop()
+            if quote is not None:
+                return quote
+            if self._state is State.CLOSED:
+                raise StopAsyncIteration
+            if self._task is None:
+                raise ClientClosedError("the client is not started: use 'async with' or await start()")
+            self._subs.data.clear()
+            await self._subs.data.wait()
+
+    async def close(self) -> None:
+        """Close the connection (code 1000) and stop; iteration ends after the buffered quotes."""
+        if self._state is State.CLOSED:
+            return
+        self._closing = True
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2.0)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._own_session and self._session is not None:
+            await self._session.close()
+        self._finish()
+
+    def __repr__(self) -> str:
+        return f"<TickerClient {self.url} {self._state.value} symbols={len(self._subs.symbols)}>"
+
+    # -- internals: lifecycle ----------------------------------------------------------------
+    def _finish(self) -> None:
+        self._set_state(State.CLOSED)
+        for req in self._requests:
+            if not req.future.done():
+                req.future.set_exception(ClientClosedError("the client was closed"))
+        self._requests.clear()
+        if self._first is not None and not self._first.done():
+            self._first.set_exception(ClientClosedError("the client was closed"))
+            self._first.exception()  # start() may be gone already: no "never retrieved" warning
+        self._emit(EventKind.CLOSED)
+        for q in self._listeners:
+            _put_dropping(q, None)
+        self._listeners.clear()
+        self._subs.data.set()
+
+    async def _run(self) -> None:
+        try:
+            while not self._closing:
+                self._set_state(State.RECONNECTING if self._ever_connected else State.CONNECTING)
+                try:
+                    ws = await asyncio.wait_for(self._connect(), self.handshake_timeout)
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    if self._refused_for_good(exc):
+                        return
+                    await self._retry(exc)
+                    continue
+                error = await self._connection(ws)
+                if self._closing:
+                    return
+                self._set_state(State.RECONNECTING)
+                self._emit(EventKind.DISCONNECTED, error=error)
+                await self._retry(error)
+        except Exception as exc:  # a bug must not leave the user's loop hanging
+            log.exception("ticker client stopped")
+            if self._first is not None and not self._first.done():
+                self._first.set_exception(exc)
+            self._finish()
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+        assert self._session is not None
+        return await self._session.ws_connect(self.url, headers=self._headers, autoping=True)
+
+    def _refused_for_good(self, exc: BaseException) -> bool:
+        # Before the first success a 4xx handshake answer (bad URL, refused origin) will not heal.
+        if (
+            not self._ever_connected
+            and isinstance(exc, aiohttp.WSServerHandshakeError)
+            and 400 <= exc.status < 500
+            and exc.status != 429
+            and self._first is not None
+            and not self._first.done()
+        ):
+            self._first.set_exception(ConnectError(f"{self.url} refused the WebSocket handshake: {exc}"))
+            return True
+        return False
+
+    async def _retry(self, error: BaseException) -> None:
+        self._last_error = error
+        self._attempt += 1
+        delay = self._backoff.next_delay()
+        if self._ever_connected:
+            self._set_state(State.RECONNECTING)
+        self._emit(EventKind.RECONNECTING, delay=delay, error=error)
+        log.info("ticker client: %s; retrying in %.2f s", error, delay)
+        await asyncio.sleep(delay)
+
+    async def _connection(self, ws: aiohttp.ClientWebSocketResponse) -> BaseException:
+        """Serve one connection until it ends; return why it ended."""
+        self._ws = ws
+        self._subs.new_connection()
+        link = Link(ws, self._subs, self.ping_interval, self.ping_timeout, self._unsolicited)
+        resumed = self._ever_connected
+        self._set_state(State.CONNECTED)
+        self._emit(EventKind.CONNECTED)
+        tasks = [
+            asyncio.create_task(link.reader()),
+            asyncio.create_task(self._writer(link, resumed)),
+            asyncio.create_task(link.heartbeat()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            error: BaseException = ConnectionLost("connection closed")
+            for t in done:
+                exc = t.exception()
+                if exc is not None:
+                    error = exc
+            return error
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._ws = None
+            if not ws.closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 1.0)
+
+    async def _writer(self, link: Link, resumed: bool) -> None:
+        """Resubscribe the whole set, report the connection, then send the user's requests in order."""
+        try:
+            if self._subs.symbols:
+                await link.exchange("subscribe", list(self._subs.symbols))
+        except ServerError as exc:
+            if self._first is not None and not self._first.done():
+                self._first.set_exception(exc)
+                await asyncio.Future()  # start() closes the client
+            self._emit(EventKind.ERROR, error=exc)
+        self._backoff.reset()
+        self._attempt = 0
+        self.connections += 1
+        self._ever_connected = True
+        if resumed:
+            self._emit(EventKind.RESUMED)  # the snapshot came before the pong that ended the exchange
+        if self._first is not None and not self._first.done():
+            self._first.set_result(None)
+        while True:
+            while self._requests:
+                req = self._requests[0]
+                if req.future.done():  # cancelled by the caller
+                    self._requests.popleft()
+                    continue
+                try:
+                    result = await link.exchange(req.op, req.symbols)
+                except ServerError as exc:
+                    self._requests.popleft()
+                    if not req.future.done():
+                        req.future.set_exception(exc)
+                    continue
+                self._requests.popleft()  # a lost connection leaves it first in line for the next one
+                if not req.future.done():
+                    req.future.set_result(result)
+            self._wake.clear()
+            await self._wake.wait()
+
+    def _unsolicited(self, err: ServerError) -> None:
+        log.warning("ticker server error: %s", err)
+        self._emit(EventKind.ERROR, error=err)
+
+    # -- internals: helpers ------------------------------------------------------------------
+    async def _request(self, op: str, symbols: list[str]) -> frozenset[str]:
+        if self._state is State.CLOSED or self._closing:
+            raise ClientClosedError("the client is closed")
+        fut: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
+        self._requests.append(_Request(op, symbols, fut))
+        self._wake.set()
+        return await fut
+
+    def _set_state(self, state: State) -> None:
+        self._state = state
+
+    def _emit(self, kind: EventKind, delay: float | None = None, error: BaseException | None = None) -> None:
+        ev = Event(kind, self._state, self._attempt, delay, error)
+        for q in self._listeners:
+            _put_dropping(q, ev)
+        if self._on_event is not None:
+            try:
+                self._on_event(ev)
+            except Exception:
+                log.exception("on_event callback failed")
+
+    async def _event_iter(self, queue: asyncio.Queue[Event | None]) -> AsyncIterator[Event]:
+        try:
+            while (ev := await queue.get()) is not None:
+                yield ev
+        finally:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(queue)
+
+
+def _put_dropping(queue: asyncio.Queue[Event | None], item: Event | None) -> None:
+    if queue.full():
+        with contextlib.suppress(asyncio.QueueEmpty):
+            queue.get_nowait()
+    queue.put_nowait(item)

@@ -1,0 +1,165 @@
+"""Prometheus metrics of one server (its own registry, so several servers can share a process).
+
+Names are part of the contract (docs/operations.md). Label values are bounded: transports,
+feed names, error codes and close reasons; never a connection or a symbol.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from feeds.base import FeedContext
+from ticker import __version__
+from ticker.metrics.fast import FastCounter, FastHistogram
+from ticker.quote import Quote
+
+disable_created_metrics()  # the *_created series only add noise to every scrape
+
+# Sub-millisecond to seconds.
+LATENCY_BUCKETS = (
+    *(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075),
+    *(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)  # fmt: skip
+
+
+class Metrics:
+    """Every metric the server exposes, registered in :attr:`registry`."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.build_info = Gauge(
+            "ticker_build_info", "Version of the running ticker server.", ["version"], registry=r
+        )
+        self.build_info.labels(__version__).set(1)
+        self.connections = Gauge("ticker_connections", "Open client connections.", ["transport"], registry=r)
+        self.connections_opened = Counter(
+            "ticker_connections_opened", "Client connections accepted.", ["transport"], registry=r
+        )
+        self.connections_closed = Counter(
+            "ticker_connections_closed",
+            "Client connections closed, by reason.",
+            ["transport", "reason"],
+            registry=r,
+        )
+        self.subscriptions = Gauge(
+            "ticker_subscriptions", "Symbol subscriptions over all connections.", registry=r
+        )
+        self.symbols_active = Gauge(
+            "ticker_symbols_active", "Symbols with at least one subscriber.", registry=r
+        )
+        self.ready = Gauge("ticker_ready", "1 while /readyz answers 200, else 0.", registry=r)
+        self.hub_updates = FastCounter(
+            "ticker_hub_updates", "Quote updates that entered the hub.", registry=r
+        )
+        self.frames_sent = Counter(
+            "ticker_frames_sent", "Frames of quotes handed to client sockets.", registry=r
+        )
+        self.updates_sent = Counter(
+            "ticker_updates_sent", "Quote entries (Q) delivered to clients.", registry=r
+        )
+        self.bytes_sent = Counter(
+            "ticker_bytes_sent", "Bytes of quote frames handed to client sockets.", registry=r
+        )
+        self.updates_conflated = Counter(
+            "ticker_updates_conflated",
+            "Updates replaced by a newer value of the same symbol before a slow connection could take them.",
+            registry=r,
+        )
+        self.slow_disconnects = Counter(
+            "ticker_slow_consumer_disconnects",
+            "Connections closed with 1013 for staying over the unsent-bytes bound too long.",
+            registry=r,
+        )
+        self.client_errors = Counter(
+            "ticker_client_errors", "Error messages sent to clients, by code.", ["code"], registry=r
+        )
+        self.fanout_latency = FastHistogram(
+            "ticker_fanout_latency_seconds",
+            "Time from an update reaching the hub to its frames being handed to the sockets.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.flush_duration = Histogram(
+            "ticker_flush_duration_seconds",
+            "Duration of one fan-out flush.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.feed_lag = FastHistogram(
+            "ticker_feed_lag_seconds",
+            "Time from the feed's timestamp to receipt.",
+            ["feed"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.feed_updates = FastCounter(
+            "ticker_feed_updates", "Quotes received from a feed.", ["feed"], registry=r
+        )
+        self.feed_up = Gauge(
+            "ticker_feed_up", "1 while a feed is connected (or polling), else 0.", ["feed"], registry=r
+        )
+        self.feed_errors = Counter(
+            "ticker_feed_errors", "Malformed or unexpected upstream messages.", ["feed", "kind"], registry=r
+        )
+        self.feed_reconnects = Counter(
+            "ticker_feed_reconnects", "Reconnects to a feed's upstream.", ["feed"], registry=r
+        )
+
+        self.broker_up = Gauge(
+            "ticker_broker_up",
+            "1 while the broker is connected (always 1 for the in-process broker).",
+            registry=r,
+        )
+        self.broker_reconnects = Counter(
+            "ticker_broker_reconnects", "Reconnects to the broker after losing it.", registry=r
+        )
+        self.broker_lag = FastHistogram(
+            "ticker_broker_lag_seconds",
+            "Time from the publisher's publish of a quote batch to its receipt by this node (Redis broker).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.broker_messages = Counter(
+            "ticker_broker_messages",
+            "Quote messages received from (edge) or sent to (publisher) the broker.",
+            registry=r,
+        )
+        self.broker_errors = Counter(
+            "ticker_broker_errors", "Malformed messages from the broker, dropped.", registry=r
+        )
+
+    def feed_context(self, feed: str, publish: Callable[[Quote], None]) -> FeedContext:
+        """What a feed named ``feed`` reports to: quotes go to ``publish`` after their lag and count are
+        recorded; error kinds and reconnects are counted."""
+        lag = self.feed_lag.labels(feed).observe
+        count = self.feed_updates.labels(feed).inc
+        now = time.time
+
+        def emit(quote: Quote) -> None:
+            lag(max(0.0, now() - quote.ts_ms / 1000.0))
+            count()
+            publish(quote)
+
+        return FeedContext(
+            emit=emit,
+            error=lambda kind: self.feed_errors.labels(feed, kind).inc(),
+            reconnected=lambda: self.feed_reconnects.labels(feed).inc(),
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

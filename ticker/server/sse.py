@@ -1,0 +1,212 @@
+"""The Server-Sent Events transport: ``GET /sse?symbols=A,B`` as one more fan-out connection.
+
+The stream opens with ``retry:`` (the reconnect delay hint), ``id:`` (this server process's
+instance id) and a ``snapshot`` event; then ``quotes`` events carry the same JSON payloads as
+the WebSocket ``quotes`` frames, and ``: hb`` comments keep idle connections alive. Quote
+events are built once per batch by the fan-out, already wrapped as an HTTP/1.1 chunk, and
+written as the same bytes to every SSE connection, straight to the socket while its buffer
+is empty — the same path, limits, conflation and slow-consumer close as WebSocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import orjson
+import tornado.http1connection
+import tornado.iostream
+import tornado.web
+
+from ticker import protocol
+from ticker.frames import sse_event
+from ticker.hub import TooManySymbols
+from ticker.server import tornado_io
+from ticker.server.fanout import Connection
+from ticker.server.websocket import origin_allowed
+
+if TYPE_CHECKING:
+    from ticker.server.node import Server
+
+log = logging.getLogger("ticker.server.sse")
+
+RETRY_MS = 2000  # the reconnect delay an EventSource is told to use
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk (RFC 9112 §7.1)."""
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+_TYPE_PREFIX = b'{"type":"'
+
+
+def quotes_frame(payload: bytes) -> bytes:
+    """The fan-out's framer: one batch as an event named by its ``type`` (``quotes``, or ``snapshot`` on a
+    resync), as a chunk shared by every SSE connection."""
+    start = len(_TYPE_PREFIX)
+    kind = payload[start : payload.index(b'"', start)] if payload.startswith(_TYPE_PREFIX) else b"quotes"
+    return chunk(sse_event(kind.decode(), payload))
+
+
+HEARTBEAT = chunk(b": hb\n\n")
+
+
+def _unchunked(frame: bytes) -> memoryview:
+    """The event inside a chunk, for HTTP/1.0 peers (no copy)."""
+    return memoryview(frame)[frame.index(b"\r\n") + 2 : -2]
+
+
+def sse_route(server: Server) -> tuple[str, type[QuoteStream], dict[str, Any]]:
+    """The ``/sse`` route of ``server``'s application, with a fresh instance id for its events."""
+    return (r"/sse", QuoteStream, {"server": server, "instance": secrets.token_hex(6)})
+
+
+class QuoteStream(tornado.web.RequestHandler, Connection):
+    """One client on ``/sse``."""
+
+    transport: ClassVar[str] = "sse"
+    framer = staticmethod(quotes_frame)
+
+    def initialize(self, server: Server, instance: str) -> None:
+        self.server = server
+        self.instance = instance
+        self.registered = False
+        self.close_reason_label = "client"
+        self._sse_done: asyncio.Future[None] | None = None
+        self._sse_beat = 0.0  # monotonic time of the last heartbeat
+        self._sse_stream: tornado.iostream.IOStream | None = None
+        self._sse_direct = False
+        self._sse_chunked = True
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-store")
+
+    def prepare(self) -> None:
+        # An event stream must not be gzipped: compression would hold events back in its buffer.
+        self._transforms = [t for t in self._transforms if not isinstance(t, tornado.web.GZipContentEncoding)]
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(orjson.dumps({"error": {"code": code, "message": message}}))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self._refuse(status_code, f"http_{status_code}", self._reason)
+
+    async def get(self) -> None:
+        srv, cfg = self.server, self.server.config
+        origin = self.request.headers.get("Origin")
+        if origin is not None:
+            if not origin_allowed(origin, self.request.host, cfg.allowed_origins):
+                log.info("refused origin %r for host %r", origin[:200], self.request.host)
+                self._refuse(403, "forbidden_origin", "this origin may not open the event stream")
+                return
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Vary", "Origin")
+        if srv.closing:
+            self._refuse(503, "unavailable", "server shutting down")
+            return
+        if srv.connection_count() >= cfg.max_connections:
+            self._refuse(503, "unavailable", "too many connections")
+            return
+        raw = self.get_query_argument("symbols", "")
+        valid, invalid = protocol.split_symbols(p for p in raw.split(",") if p.strip())
+        if invalid:
+            self._refuse(400, protocol.INVALID_SYMBOL, protocol.invalid_symbols_message(invalid))
+            return
+        if not valid:
+            self._refuse(400, protocol.BAD_REQUEST, "name the symbols to stream: /sse?symbols=AAPL,MSFT")
+            return
+        if len(valid) > cfg.max_symbols:
+            msg = f"{len(valid)} symbols requested; the limit is {cfg.max_symbols} per connection"
+            self._refuse(400, protocol.TOO_MANY_SYMBOLS, msg)
+            return
+        if not self._open(valid):
+            return
+        assert self._sse_done is not None
+        await self._sse_done
+        if self.close_reason_label == "shutdown" and self._sse_stream and not self._sse_stream.closed():
+            await self.finish()  # the last chunk: a clean end of the stream
+            self._sse_stream.close()
+
+    def _open(self, symbols: list[str]) -> bool:
+        """Register, subscribe and send the opening snapshot; False if the hub refused (400 sent)."""
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Connection", "close")
+        self.set_header("X-Accel-Buffering", "no")  # tell nginx not to buffer the stream
+        last = self.request.headers.get("Last-Event-ID")
+        if last is not None:
+            same = last == self.instance
+            log.debug("event stream resumed (%s instance)", "same" if same else "another")
+        conn = self.request.connection
+        assert isinstance(conn, tornado.http1connection.HTTP1Connection)
+        stream = conn.stream
+        self._sse_stream = stream
+        self._sse_direct = tornado_io.can_write_direct(stream)
+        self._sse_chunked = self.request.version == "HTTP/1.1"
+        self._sse_done = asyncio.get_running_loop().create_future()
+        self.init_fanout_state()
+        self.server.register(self)
+        self.registered = True
+        try:
+            _added, snap = self.server.hub.subscribe(self, symbols)
+        except TooManySymbols as exc:  # the hub has the last word on its cap; nothing is written yet
+            self._end("client")
+            self._refuse(400, protocol.TOO_MANY_SYMBOLS, str(exc))
+            return False
+        head = b"retry: %d\nid: %s\n" % (RETRY_MS, self.instance.encode())
+        self.write(head + sse_event("snapshot", protocol.encode_quotes(protocol.SNAPSHOT, snap)))
+        self.flush()  # headers and the snapshot go out before any quotes frame of the fan-out
+        self._sse_beat = time.monotonic()
+        return True
+
+    # -- heartbeat ---------------------------------------------------------------------------
+    def heartbeat(self, now: float) -> None:
+        """A ``: hb`` comment every ``--ping-interval`` keeps proxies from closing an idle stream."""
+        if (
+            self.registered
+            and not self.conflating
+            and now - self._sse_beat >= self.server.config.ping_interval
+        ):
+            self._sse_beat = now
+            self.write_frame(HEARTBEAT)
+
+    # -- fan-out side ------------------------------------------------------------------------
+    def write_frame(self, frame: bytes) -> int:
+        stream = self._sse_stream
+        if stream is None:
+            return -1
+        data: bytes | memoryview = frame if self._sse_chunked else _unchunked(frame)
+        return tornado_io.write_frame(stream, data, self._sse_direct)
+
+    def buffered(self) -> int:
+        return tornado_io.buffered(self._sse_stream)
+
+    def close_slow(self) -> None:
+        self._end("slow_consumer")
+        if self._sse_stream is not None:
+            self._sse_stream.close()  # the buffer is over the bound: drop it, no polite end
+
+    def abort(self) -> None:
+        self._end("shutdown" if self.server.closing else self.close_reason_label)
+        if self._sse_stream is not None:
+            self._sse_stream.close()
+
+    def close_going_away(self) -> None:
+        self._end("shutdown")
+
+    def on_connection_close(self) -> None:
+        self._end(self.close_reason_label)
+
+    def _end(self, reason: str) -> None:
+        if self.registered:
+            self.registered = False
+            self.close_reason_label = reason
+            self.server.unregister(self, reason)
+        if self._sse_done is not None and not self._sse_done.done():
+            self._sse_done.set_result(None)
