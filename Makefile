@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install run test lint system-deps clean bench
+.PHONY: install run test test-unit lint system-deps clean bench
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,10 @@ system-deps:
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q $(ARGS)
+
+# The fast half: pure unit tests, no sockets and no processes (seconds).
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

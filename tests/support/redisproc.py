@@ -17,7 +17,7 @@ import redis
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.serverproc import TickerProcess
+from tests.support.serverproc import ServerProcess, TickerProcess
 
 
 def free_port() -> int:
@@ -171,3 +171,14 @@ class Recorder:
             if time.monotonic() > deadline:
                 raise AssertionError("condition not met in time")
             await asyncio.sleep(0.02)
+
+
+def publisher(r: RedisProcess, *extra: str) -> FeedProcess:
+    """A `ticker feed` of the simulated market (seed 1, 20 ticks/s) publishing to ``r``."""
+    sim = ["--feed", "simulated", "--seed", "1", "--sim-rate", "20"]
+    return FeedProcess(["--broker", r.url, *sim, "--log-level", "info", *extra])
+
+
+def node(r: RedisProcess, *extra: str) -> ServerProcess:
+    """An edge node (`ticker serve --broker`) reading from ``r``."""
+    return ServerProcess(["--broker", r.url, "--feed", "none", "--log-level", "info", *extra])

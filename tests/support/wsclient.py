@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -51,3 +54,20 @@ async def collect_quotes(ws: ClientConnection, seconds: float) -> list[dict[str,
         if msg["type"] == "quotes":
             out.extend(msg["data"])
     return out
+
+
+def stalled_client(port: int, symbols: list[str]) -> socket.socket:
+    """Open /ws subscribed to ``symbols`` with a tiny receive buffer, then never read."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        f"GET /ws?symbols={','.join(symbols)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s

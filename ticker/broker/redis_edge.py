@@ -95,11 +95,6 @@ class RedisBroker(Broker):
         self._set_up(False)
         self._deliver = None
 
-    def publish(self, quote: Quote) -> None:
-        """In-process feeds of an edge node reach only this node (``ticker feed`` publishes to Redis)."""
-        if self._deliver is not None:
-            self._deliver(quote)
-
     def set_demand(self, symbols: frozenset[str]) -> None:
         """The hub's demand changed: (un)subscribe in Redis on the next loop pass, batched."""
         if symbols != self._demand:

@@ -132,7 +132,7 @@ async def _run_feed_async(args: argparse.Namespace) -> None:
         return True, "ready"
 
     if args.metrics_port is not None:
-        from ticker.server.app import make_metrics_app
+        from ticker.server.ops import make_metrics_app
 
         try:
             socks = tornado.netutil.bind_sockets(args.metrics_port, args.host)

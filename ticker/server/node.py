@@ -1,21 +1,19 @@
-"""The running server: hub, fan-out, broker and feeds wired together, plus its lifecycle."""
+"""A node: hub, fan-out, broker, feeds and client connections wired together, and their lifecycle.
+
+The node knows no HTTP; :mod:`ticker.server.service` puts its transports on listening sockets.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
-from collections.abc import Iterable
-
-import tornado.httpserver
-import tornado.netutil
-import tornado.web
 
 from feeds.base import Feed, FeedContext
 from feeds.registry import create_feeds
 from ticker import protocol
-from ticker.broker.base import Broker, create_broker
+from ticker.broker import create_broker
+from ticker.broker.base import Broker
 from ticker.hub import Hub
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
@@ -23,15 +21,12 @@ from ticker.server.config import Config
 from ticker.server.fanout import Connection, Fanout
 
 log = logging.getLogger("ticker")
-# Where the server listens is printed whatever --log-level says: scripts and tests read it (port 0).
-announce = logging.getLogger("ticker.listen")
-announce.setLevel(logging.INFO)
 
 SHUTDOWN_GRACE = 2.0  # seconds given to clients to answer the 1001 close
 
 
-class Server:
-    """One ticker server process: owns the hub, the fan-out, the broker, the feeds and the connections."""
+class Node:
+    """One ticker node: owns the hub, the fan-out, the broker, the feeds and the connections."""
 
     def __init__(self, config: Config, feeds: list[Feed] | None = None, broker: Broker | None = None) -> None:
         self.config = config
@@ -58,10 +53,7 @@ class Server:
         self._demand_due = False
         self._drained = asyncio.Event()
         self.started = time.monotonic()
-        self._http: tornado.httpserver.HTTPServer | None = None
-        self._metrics_http: tornado.httpserver.HTTPServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.port = config.port
         m = self.metrics
         m.subscriptions.set_function(lambda: self.hub.subscription_count)
         m.symbols_active.set_function(lambda: self.hub.demand_count)
@@ -195,51 +187,20 @@ class Server:
         return sorted(out)
 
     # -- lifecycle ---------------------------------------------------------------------------
-    async def start(self, sockets: Iterable[socket.socket] | None = None) -> None:
-        """Start broker and feeds, then listen (on ``sockets`` if given, else on host:port)."""
-        # The HTTP edge imports this module; importing it here keeps the cycle out of import time.
-        from ticker.server.app import make_app, make_metrics_app
-
+    async def start(self) -> None:
+        """Start broker and feeds, push the first demand and start the keep-alive and health loops."""
         await self.broker.start(self._deliver)
         for f in self.feeds:
             await f.start(self._feed_context(f))
         self._push_demand()
-        app = make_app(self)
-        self._http = tornado.httpserver.HTTPServer(
-            app, max_body_size=1 << 20, idle_connection_timeout=60, xheaders=False
-        )
-        socks = (
-            list(sockets)
-            if sockets is not None
-            else tornado.netutil.bind_sockets(self.config.port, self.config.host)
-        )
-        self._http.add_sockets(socks)
-        self.port = socks[0].getsockname()[1]
-        if self.config.metrics_port is not None:
-            mport = self.config.metrics_port + self.config.worker_index if self.config.metrics_port else 0
-            self._metrics_http = tornado.httpserver.HTTPServer(make_metrics_app(self.metrics, self.readiness))
-            msocks = tornado.netutil.bind_sockets(mport, self.config.host)
-            self._metrics_http.add_sockets(msocks)
-            announce.info(
-                "ticker metrics on http://%s:%d/metrics", self.config.host, msocks[0].getsockname()[1]
-            )
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._health_loop()), loop.create_task(self._heartbeat_loop())]
-        announce.info(
-            "ticker listening on http://%s:%d (feeds: %s, broker: %s)",
-            self.config.host,
-            self.port,
-            ",".join(f.name for f in self.feeds) or "none",
-            self.broker.name,
-        )
 
     async def stop(self) -> None:
-        """Stop accepting, close clients with 1001, stop feeds and broker."""
+        """Close clients with 1001 (waiting briefly for them), then stop feeds and broker."""
         if self.closing:
             return
         self.closing = True
-        if self._http is not None:
-            self._http.stop()
         self.fanout.close()
         for conn in list(self.connections):
             conn.close_going_away()
@@ -261,11 +222,3 @@ class Server:
                 log.error("a feed or the broker failed to stop: %r", t.exception())
         for task in self._tasks:
             task.cancel()
-        if self._metrics_http is not None:
-            self._metrics_http.stop()
-        if self._http is not None:
-            try:
-                await asyncio.wait_for(self._http.close_all_connections(), timeout=1.0)
-            except TimeoutError:
-                log.warning("some HTTP connections did not close in time")
-        log.info("ticker stopped")

@@ -15,7 +15,7 @@ import sys
 import tornado.netutil
 
 from ticker.server.config import Config
-from ticker.server.node import Server
+from ticker.server.service import Service
 
 log = logging.getLogger("ticker")
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -35,7 +35,7 @@ def _tune_gc() -> None:
 
 
 async def _serve_async(config: Config, sockets: list[socket.socket] | None) -> None:
-    server = Server(config)
+    server = Service(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -29,7 +29,7 @@ from ticker.server.fanout import Connection
 from ticker.server.websocket import origin_allowed
 
 if TYPE_CHECKING:
-    from ticker.server.node import Server
+    from ticker.server.node import Node
 
 log = logging.getLogger("ticker.server.sse")
 
@@ -60,7 +60,7 @@ def _unchunked(frame: bytes) -> memoryview:
     return memoryview(frame)[frame.index(b"\r\n") + 2 : -2]
 
 
-def sse_route(server: Server) -> tuple[str, type[QuoteStream], dict[str, Any]]:
+def sse_route(server: Node) -> tuple[str, type[QuoteStream], dict[str, Any]]:
     """The ``/sse`` route of ``server``'s application, with a fresh instance id for its events."""
     return (r"/sse", QuoteStream, {"server": server, "instance": secrets.token_hex(6)})
 
@@ -71,7 +71,7 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
     transport: ClassVar[str] = "sse"
     framer = staticmethod(quotes_frame)
 
-    def initialize(self, server: Server, instance: str) -> None:
+    def initialize(self, server: Node, instance: str) -> None:
         self.server = server
         self.instance = instance
         self.registered = False

@@ -26,7 +26,7 @@ from ticker.server.fanout import Connection
 from ticker.tokenbucket import TokenBucket
 
 if TYPE_CHECKING:
-    from ticker.server.node import Server
+    from ticker.server.node import Node
 
 log = logging.getLogger("ticker.server.websocket")
 
@@ -49,7 +49,7 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
     transport: ClassVar[str] = "ws"
     framer = staticmethod(ws_text_frame)
 
-    def initialize(self, server: Server) -> None:
+    def initialize(self, server: Node) -> None:
         self.server = server
         self.registered = False
         self._closing = False  # set once we sent Close (or dropped the stream): nothing more is written

@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from tests.support.serverproc import ServerProcess
 from tests.support.wsclient import collect_quotes, recv, send
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
 
 def schemas() -> tuple[dict, dict]:

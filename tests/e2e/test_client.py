@@ -28,7 +28,7 @@ from ticker.client import (
 
 FAST = Backoff(base=0.05, cap=0.5)
 ARGS = ["--sim-rate", "50", "--log-level", "warning"]
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "clients.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "clients.md"
 
 
 async def take(client: TickerClient, n: int, timeout: float = 10.0) -> list[Quote]:

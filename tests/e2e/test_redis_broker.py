@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.support.redisproc import FeedProcess, Recorder, RedisProcess
-from tests.support.serverproc import ServerProcess
+from tests.support.redisproc import Recorder, RedisProcess, node, publisher
 from tests.support.wsclient import recv, recv_until
 
 SYMS = "AAPL,MSFT,ZZZ"  # ZZZ exists only because a client demands it
@@ -24,15 +23,6 @@ SYMS = "AAPL,MSFT,ZZZ"  # ZZZ exists only because a client demands it
 def redis_srv() -> Iterator[RedisProcess]:
     with RedisProcess() as r:
         yield r
-
-
-def publisher(r: RedisProcess, *extra: str) -> FeedProcess:
-    sim = ["--feed", "simulated", "--seed", "1", "--sim-rate", "20"]
-    return FeedProcess(["--broker", r.url, *sim, "--log-level", "info", *extra])
-
-
-def node(r: RedisProcess, *extra: str) -> ServerProcess:
-    return ServerProcess(["--broker", r.url, "--feed", "none", "--log-level", "info", *extra])
 
 
 def by_key(entries: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[Any, ...]]:

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.support.redisproc import FeedProcess, Recorder, RedisProcess, free_port
+from tests.support.redisproc import FeedProcess, Recorder, RedisProcess, free_port, node, publisher
 from tests.support.serverproc import ServerProcess, scrape
-from tests.test_redis_broker import node, publisher
 
 SYMS = ("AAPL", "MSFT", "ZZZ")
 

@@ -15,7 +15,7 @@ from tests.support.pagekit import launch_chromium
 from tests.support.serverproc import ServerProcess, scrape
 from ticker.symbols import InvalidSymbol, normalize_symbol
 
-WEB = Path(__file__).resolve().parent.parent / "web"
+WEB = Path(__file__).resolve().parents[2] / "web"
 DEFAULT_ROWS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "SPY"]
 SIM = ["--seed", "7", "--sim-rate", "8", "--log-level", "warning"]
 

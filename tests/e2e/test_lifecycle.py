@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.support.serverproc import ServerProcess, scrape
 from tests.support.wsclient import collect_quotes, recv
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(

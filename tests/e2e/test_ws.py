@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.serverproc import ServerProcess, scrape
-from tests.support.wsclient import collect_quotes, recv, recv_until, send
+from tests.support.wsclient import collect_quotes, recv, recv_until, send, stalled_client
 
 
 async def test_subscribe_snapshot_updates_unsubscribe(server: ServerProcess):
@@ -223,12 +223,10 @@ async def test_readyz_fails_when_the_feed_stops_producing():
 
 
 async def test_peer_that_never_answers_pings_is_dropped_while_live_ones_stay():
-    from tests.test_slow_consumer import stalled_client
-
     args = ["--ping-interval", "0.5", "--ping-timeout", "0.5", "--sim-rate", "5", "--log-level", "warning"]
     with ServerProcess(args) as srv:
         async with connect(srv.ws_url + "?symbols=AAPL") as live:  # websockets answers pings itself
-            mute = await asyncio.to_thread(stalled_client, srv.port)
+            mute = await asyncio.to_thread(stalled_client, srv.port, ["AAPL"])
             mute.settimeout(10)
             got = b""
             while chunk := await asyncio.to_thread(mute.recv, 1 << 16):  # read, but never answer a ping

@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
-import socket
 import time
 
 from websockets.asyncio.client import connect
 
 from tests.support.serverproc import ServerProcess, scrape
-from tests.support.wsclient import recv
+from tests.support.wsclient import recv, stalled_client
 
 SYMBOLS = [f"S{i}" for i in range(50)]
-
-
-def stalled_client(port: int, symbols: list[str] = SYMBOLS) -> socket.socket:
-    """Open /ws subscribed to ``symbols`` with a tiny receive buffer, then never read."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall(
-        f"GET /ws?symbols={','.join(symbols)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += s.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return s
 
 
 async def test_stalled_reader_is_conflated_then_closed_1013_others_unaffected():
@@ -52,7 +33,7 @@ async def test_stalled_reader_is_conflated_then_closed_1013_others_unaffected():
         async with connect(srv.ws_url + "?symbols=" + ",".join(SYMBOLS)) as good:
             await recv(good)
             rss_start = srv.rss_kib()
-            slow = await asyncio.to_thread(stalled_client, srv.port)
+            slow = await asyncio.to_thread(stalled_client, srv.port, SYMBOLS)
             worst_lag = 0.0
             worst_gap = 0.0
             last = time.monotonic()

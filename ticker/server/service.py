@@ -1,0 +1,71 @@
+"""A serving node: the :class:`~ticker.server.node.Node` behind its HTTP listeners (the app and ``--metrics-port``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Iterable
+
+import tornado.httpserver
+import tornado.netutil
+
+from ticker.server.app import make_app, make_metrics_app
+from ticker.server.config import Config
+from ticker.server.node import Node
+
+log = logging.getLogger("ticker")
+# Where the server listens is printed whatever --log-level says: scripts and tests read it (port 0).
+announce = logging.getLogger("ticker.listen")
+announce.setLevel(logging.INFO)
+
+
+class Service:
+    """Starts a node, then listens; stops accepting, then stops the node, then closes what is left."""
+
+    def __init__(self, config: Config, node: Node | None = None) -> None:
+        self.config = config
+        self.node = node or Node(config)
+        self.port = config.port
+        self.metrics_port: int | None = None
+        self._http: tornado.httpserver.HTTPServer | None = None
+        self._metrics_http: tornado.httpserver.HTTPServer | None = None
+
+    async def start(self, sockets: Iterable[socket.socket] | None = None) -> None:
+        """Start the node, then listen on ``sockets`` if given, else on the configured host and port."""
+        cfg, node = self.config, self.node
+        await node.start()
+        self._http = tornado.httpserver.HTTPServer(
+            make_app(node), max_body_size=1 << 20, idle_connection_timeout=60, xheaders=False
+        )
+        socks = list(sockets) if sockets is not None else tornado.netutil.bind_sockets(cfg.port, cfg.host)
+        self._http.add_sockets(socks)
+        self.port = socks[0].getsockname()[1]
+        if cfg.metrics_port is not None:
+            mport = cfg.metrics_port + cfg.worker_index if cfg.metrics_port else 0
+            self._metrics_http = tornado.httpserver.HTTPServer(make_metrics_app(node.metrics, node.readiness))
+            msocks = tornado.netutil.bind_sockets(mport, cfg.host)
+            self._metrics_http.add_sockets(msocks)
+            self.metrics_port = msocks[0].getsockname()[1]
+            announce.info("ticker metrics on http://%s:%d/metrics", cfg.host, self.metrics_port)
+        announce.info(
+            "ticker listening on http://%s:%d (feeds: %s, broker: %s)",
+            cfg.host,
+            self.port,
+            ",".join(f.name for f in node.feeds) or "none",
+            node.broker.name,
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, stop the node (clients get 1001), then close the remaining HTTP connections."""
+        if self._http is not None:
+            self._http.stop()
+        await self.node.stop()
+        if self._metrics_http is not None:
+            self._metrics_http.stop()
+        if self._http is not None:
+            try:
+                await asyncio.wait_for(self._http.close_all_connections(), timeout=1.0)
+            except TimeoutError:
+                log.warning("some HTTP connections did not close in time")
+        log.info("ticker stopped")
