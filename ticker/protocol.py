@@ -12,25 +12,8 @@ from typing import Any
 
 import orjson
 
-from ticker.symbols import InvalidSymbol, normalize_symbol
-
-# Error codes (the contract).
-BAD_JSON = "bad_json"
-BAD_REQUEST = "bad_request"
-UNKNOWN_OP = "unknown_op"
-INVALID_SYMBOL = "invalid_symbol"
-TOO_MANY_SYMBOLS = "too_many_symbols"
-RATE_LIMITED = "rate_limited"
-ERROR_CODES = (BAD_JSON, BAD_REQUEST, UNKNOWN_OP, INVALID_SYMBOL, TOO_MANY_SYMBOLS, RATE_LIMITED)
-
-
-class ProtocolError(Exception):
-    """A client frame the server refuses; the connection stays open and gets an error message."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+from ticker.errors import BAD_JSON, BAD_REQUEST, UNKNOWN_OP, InvalidSymbol, ProtocolError
+from ticker.symbols import normalize_symbol
 
 
 @dataclass(slots=True)
@@ -103,13 +86,6 @@ def parse_client_message(data: str | bytes) -> Command:
         valid, invalid = split_symbols(raw)
         return Subscribe(valid, invalid) if op == "subscribe" else Unsubscribe(valid, invalid)
     raise ProtocolError(UNKNOWN_OP, f"unknown op {op[:64]!r} (known: subscribe, unsubscribe, ping)")
-
-
-def invalid_symbols_message(invalid: Sequence[str]) -> str:
-    """The human text of an ``invalid_symbol`` error naming every refused symbol."""
-    names = ", ".join(repr(s[:40]) for s in invalid[:10])
-    more = f" and {len(invalid) - 10} more" if len(invalid) > 10 else ""
-    return f"invalid symbol {names}{more}: expected 1-32 characters of A-Z 0-9 . - : / _"
 
 
 def encode_quotes(kind: bytes, entries: Sequence[bytes]) -> bytes:

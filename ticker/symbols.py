@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from ticker.errors import InvalidSymbol
+
 SYMBOL_RE = re.compile(r"^[A-Z0-9.\-:/_]{1,32}$")
 
 #: About 30 liquid US tickers with plausible reference prices (the simulated market's base prices).
@@ -42,15 +44,6 @@ DEFAULT_UNIVERSE: dict[str, float] = {
     "SPY": 585.20,
     "QQQ": 505.60,
 }
-
-
-class InvalidSymbol(ValueError):
-    """A symbol that breaks the syntax rules; ``symbol`` holds the offending input."""
-
-    def __init__(self, symbol: object) -> None:
-        shown = repr(symbol)[:40] if isinstance(symbol, str) else type(symbol).__name__
-        super().__init__(f"invalid symbol {shown}: expected 1-32 characters of A-Z 0-9 . - : / _")
-        self.symbol = symbol
 
 
 def normalize_symbol(raw: object) -> str:

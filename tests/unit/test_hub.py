@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from ticker.hub import Hub, TooManySymbols
+from ticker.errors import TooManySymbols
+from ticker.hub import Hub
 from ticker.quote import Quote
 
 

@@ -6,10 +6,10 @@ import orjson
 import pytest
 
 from ticker import protocol
+from ticker.errors import InvalidSymbol, ProtocolError, invalid_symbols_message
 from ticker.frames import sse_event, ws_text_frame
-from ticker.protocol import ProtocolError, parse_client_message
-from ticker.quote import Quote
-from ticker.symbols import InvalidSymbol, normalize_symbol, parse_symbol_list
+from ticker.protocol import parse_client_message
+from ticker.symbols import normalize_symbol, parse_symbol_list
 
 
 def test_subscribe_normalizes_and_splits_invalid():
@@ -64,25 +64,8 @@ def test_parse_symbol_list():
 
 
 def test_invalid_symbol_message_names_symbols():
-    msg = protocol.invalid_symbols_message(["bad$", "no way"])
+    msg = invalid_symbols_message(["bad$", "no way"])
     assert "'bad$'" in msg and "'no way'" in msg
-
-
-def test_quote_wire_form_derives_change_and_omits_missing():
-    q = Quote("AAPL", 101.0, 1_700_000_000_000, prev_close=100.0)
-    assert q.wire(5) == {"s": "AAPL", "p": 101.0, "c": 1.0, "cp": 1.0, "t": 1_700_000_000_000, "q": 5}
-    q2 = Quote("X", 2.0, 1, bid=1.9, ask=2.1, volume=10, change=0.5, change_percent=33.3)
-    assert q2.wire(1) == {
-        "s": "X",
-        "p": 2.0,
-        "b": 1.9,
-        "a": 2.1,
-        "v": 10,
-        "c": 0.5,
-        "cp": 33.3,
-        "t": 1,
-        "q": 1,
-    }
 
 
 def test_encode_quotes_joins_entries():

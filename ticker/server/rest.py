@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ticker import protocol
+from ticker.errors import InvalidSymbol, ProtocolError
 from ticker.server.ops import JsonHandler
+from ticker.session import query_symbols
 
 if TYPE_CHECKING:
     from ticker.server.node import Node
@@ -24,14 +25,12 @@ class QuotesHandler(_Base):
         if raw is None:
             symbols = self.server.hub.cached_symbols()[: self.server.config.max_symbols]
         else:
-            symbols, bad = protocol.split_symbols(p for p in raw.split(",") if p.strip())
-            if bad or not symbols:
-                msg = protocol.invalid_symbols_message(bad or [raw])
-                self.send_json({"error": {"code": protocol.INVALID_SYMBOL, "message": msg}}, 400)
-                return
-            if len(symbols) > self.server.config.max_symbols:
-                msg = f"at most {self.server.config.max_symbols} symbols per request"
-                self.send_json({"error": {"code": protocol.TOO_MANY_SYMBOLS, "message": msg}}, 400)
+            try:
+                symbols = query_symbols(raw, self.server.config.max_symbols)
+                if not symbols:
+                    raise InvalidSymbol(raw)
+            except ProtocolError as exc:
+                self.send_json({"error": {"code": exc.code, "message": exc.message}}, 400)
                 return
         entries = self.server.hub.last_encoded(symbols)
         self.set_header("Content-Type", "application/json")

@@ -17,16 +17,23 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
-import tornado.http1connection
 import tornado.iostream
 import tornado.web
 
-from ticker import protocol
+from ticker.errors import (
+    BAD_REQUEST,
+    CLIENT,
+    SHUTDOWN,
+    SLOW_CONSUMER,
+    Disconnect,
+    ProtocolError,
+    TooManySymbols,
+)
 from ticker.frames import sse_event
-from ticker.hub import TooManySymbols
 from ticker.server import tornado_io
 from ticker.server.fanout import Connection
 from ticker.server.websocket import origin_allowed
+from ticker.session import Session, query_symbols
 
 if TYPE_CHECKING:
     from ticker.server.node import Node
@@ -75,7 +82,7 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self.server = server
         self.instance = instance
         self.registered = False
-        self.close_reason_label = "client"
+        self.disconnect: Disconnect = CLIENT  # why the stream ended (its metric label)
         self._sse_done: asyncio.Future[None] | None = None
         self._sse_beat = 0.0  # monotonic time of the last heartbeat
         self._sse_stream: tornado.iostream.IOStream | None = None
@@ -88,7 +95,7 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
 
     def prepare(self) -> None:
         # An event stream must not be gzipped: compression would hold events back in its buffer.
-        self._transforms = [t for t in self._transforms if not isinstance(t, tornado.web.GZipContentEncoding)]
+        tornado_io.no_compression(self)
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         self.set_status(status)
@@ -96,7 +103,7 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self.finish(orjson.dumps({"error": {"code": code, "message": message}}))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self._refuse(status_code, f"http_{status_code}", self._reason)
+        self._refuse(status_code, f"http_{status_code}", tornado_io.error_reason(status_code, kwargs))
 
     async def get(self) -> None:
         srv, cfg = self.server, self.server.config
@@ -114,23 +121,18 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         if srv.connection_count() >= cfg.max_connections:
             self._refuse(503, "unavailable", "too many connections")
             return
-        raw = self.get_query_argument("symbols", "")
-        valid, invalid = protocol.split_symbols(p for p in raw.split(",") if p.strip())
-        if invalid:
-            self._refuse(400, protocol.INVALID_SYMBOL, protocol.invalid_symbols_message(invalid))
+        try:
+            symbols = query_symbols(self.get_query_argument("symbols", ""), cfg.max_symbols)
+            if not symbols:
+                raise ProtocolError(BAD_REQUEST, "name the symbols to stream: /sse?symbols=AAPL,MSFT")
+        except ProtocolError as exc:
+            self._refuse(400, exc.code, exc.message)
             return
-        if not valid:
-            self._refuse(400, protocol.BAD_REQUEST, "name the symbols to stream: /sse?symbols=AAPL,MSFT")
-            return
-        if len(valid) > cfg.max_symbols:
-            msg = f"{len(valid)} symbols requested; the limit is {cfg.max_symbols} per connection"
-            self._refuse(400, protocol.TOO_MANY_SYMBOLS, msg)
-            return
-        if not self._open(valid):
+        if not self._open(symbols):
             return
         assert self._sse_done is not None
         await self._sse_done
-        if self.close_reason_label == "shutdown" and self._sse_stream and not self._sse_stream.closed():
+        if self.disconnect == SHUTDOWN and self._sse_stream and not self._sse_stream.closed():
             await self.finish()  # the last chunk: a clean end of the stream
             self._sse_stream.close()
 
@@ -143,24 +145,23 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         if last is not None:
             same = last == self.instance
             log.debug("event stream resumed (%s instance)", "same" if same else "another")
-        conn = self.request.connection
-        assert isinstance(conn, tornado.http1connection.HTTP1Connection)
-        stream = conn.stream
+        stream = tornado_io.request_stream(self)
         self._sse_stream = stream
         self._sse_direct = tornado_io.can_write_direct(stream)
         self._sse_chunked = self.request.version == "HTTP/1.1"
         self._sse_done = asyncio.get_running_loop().create_future()
-        self.init_fanout_state()
         self.server.register(self)
         self.registered = True
+        cfg = self.server.config
+        self.session = Session(self.server.hub, self, cfg.rate_limit, cfg.rate_burst, time.monotonic())
         try:
-            _added, snap = self.server.hub.subscribe(self, symbols)
+            snapshot = self.session.open_stream(symbols)
         except TooManySymbols as exc:  # the hub has the last word on its cap; nothing is written yet
-            self._end("client")
-            self._refuse(400, protocol.TOO_MANY_SYMBOLS, str(exc))
+            self._end(CLIENT)
+            self._refuse(400, exc.code, exc.message)
             return False
         head = b"retry: %d\nid: %s\n" % (RETRY_MS, self.instance.encode())
-        self.write(head + sse_event("snapshot", protocol.encode_quotes(protocol.SNAPSHOT, snap)))
+        self.write(head + sse_event("snapshot", snapshot))
         self.flush()  # headers and the snapshot go out before any quotes frame of the fan-out
         self._sse_beat = time.monotonic()
         return True
@@ -170,7 +171,7 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         """A ``: hb`` comment every ``--ping-interval`` keeps proxies from closing an idle stream."""
         if (
             self.registered
-            and not self.conflating
+            and not self.server.fanout.is_conflating(self)
             and now - self._sse_beat >= self.server.config.ping_interval
         ):
             self._sse_beat = now
@@ -188,25 +189,25 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         return tornado_io.buffered(self._sse_stream)
 
     def close_slow(self) -> None:
-        self._end("slow_consumer")
+        self._end(SLOW_CONSUMER)
         if self._sse_stream is not None:
             self._sse_stream.close()  # the buffer is over the bound: drop it, no polite end
 
     def abort(self) -> None:
-        self._end("shutdown" if self.server.closing else self.close_reason_label)
+        self._end(SHUTDOWN if self.server.closing else self.disconnect)
         if self._sse_stream is not None:
             self._sse_stream.close()
 
     def close_going_away(self) -> None:
-        self._end("shutdown")
+        self._end(SHUTDOWN)
 
     def on_connection_close(self) -> None:
-        self._end(self.close_reason_label)
+        self._end(self.disconnect)
 
-    def _end(self, reason: str) -> None:
+    def _end(self, disconnect: Disconnect) -> None:
         if self.registered:
             self.registered = False
-            self.close_reason_label = reason
-            self.server.unregister(self, reason)
+            self.disconnect = disconnect
+            self.server.unregister(self, disconnect.reason)
         if self._sse_done is not None and not self._sse_done.done():
             self._sse_done.set_result(None)

@@ -17,22 +17,17 @@ import tornado.iostream
 import tornado.web
 import tornado.websocket
 
-from ticker import protocol
+from ticker.errors import CLIENT, PING_TIMEOUT, SHUTDOWN, SLOW_CONSUMER, Disconnect
 from ticker.frames import ws_text_frame
-from ticker.hub import TooManySymbols
-from ticker.protocol import ProtocolError
 from ticker.server import tornado_io
 from ticker.server.fanout import Connection
-from ticker.tokenbucket import TokenBucket
+from ticker.session import Outcome, Session
 
 if TYPE_CHECKING:
     from ticker.server.node import Node
 
 log = logging.getLogger("ticker.server.websocket")
 
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_TRY_AGAIN_LATER = 1013
 PING_FRAME = b"\x89\x00"  # a final, empty ping control frame: the same two bytes for every connection
 
 
@@ -53,7 +48,7 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
         self.server = server
         self.registered = False
         self._closing = False  # set once we sent Close (or dropped the stream): nothing more is written
-        self.close_reason_label = "client"
+        self.disconnect: Disconnect = CLIENT  # why the connection ended: close code and metric label
 
     # -- handshake ---------------------------------------------------------------------------
     def check_origin(self, origin: str) -> bool:
@@ -71,10 +66,8 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
 
     def open(self, *args: str, **kwargs: str) -> None:
         cfg = self.server.config
-        self.init_fanout_state()
-        self.bucket = TokenBucket(cfg.rate_limit, cfg.rate_burst, time.monotonic())
-        self.violations = 0
-        stream = self.ws_connection.stream if self.ws_connection else None
+        self.session = Session(self.server.hub, self, cfg.rate_limit, cfg.rate_burst, time.monotonic())
+        stream = tornado_io.websocket_stream(self)
         self._stream: tornado.iostream.IOStream | None = stream
         self._direct = stream is not None and tornado_io.can_write_direct(stream)
         self.alive_at = time.monotonic()  # the connect, then the last pong
@@ -82,59 +75,25 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
         self.set_nodelay(True)
         self.server.register(self)
         self.registered = True
-        raw = self.get_query_argument("symbols", "")
-        if raw:
-            valid, invalid = protocol.split_symbols(p for p in raw.split(",") if p.strip())
-            self._subscribe(protocol.Subscribe(valid, invalid))
+        self._deliver(self.session.open(self.get_query_argument("symbols", "")))
 
     # -- inbound -----------------------------------------------------------------------------
     def on_message(self, message: str | bytes) -> None:
-        if not self.bucket.take(time.monotonic()):
-            self.violations += 1
-            if self.violations > self.server.config.rate_burst:
-                self.close_reason_label = "flood"
-                self.close(CLOSE_POLICY, "rate limit exceeded")
-                return
-            if self.violations == 1 or self.violations % 10 == 0:
-                self._error(protocol.RATE_LIMITED, "too many messages; slow down (message dropped)")
-            return
-        self.violations = 0
-        if isinstance(message, bytes):
-            self._error(protocol.BAD_REQUEST, "binary frames are not supported; send JSON text frames")
-            return
-        try:
-            cmd = protocol.parse_client_message(message)
-        except ProtocolError as exc:
-            self._error(exc.code, exc.message)
-            return
-        if isinstance(cmd, protocol.Ping):
-            self._send(protocol.pong(cmd.id))
-        elif isinstance(cmd, protocol.Subscribe):
-            self._subscribe(cmd)
-        else:
-            if cmd.invalid:
-                self._error(protocol.INVALID_SYMBOL, protocol.invalid_symbols_message(cmd.invalid))
-            self.server.hub.unsubscribe(self, cmd.symbols)
-            for s in cmd.symbols:
-                self.pending.pop(s, None)
-            self._send(protocol.subscribed(self.server.hub.symbols_of(self)))
+        if not self._closing:  # nothing more is answered once we sent Close
+            self._deliver(self.session.receive(message, time.monotonic()))
 
-    def _subscribe(self, cmd: protocol.Subscribe) -> None:
-        if cmd.invalid:
-            self._error(protocol.INVALID_SYMBOL, protocol.invalid_symbols_message(cmd.invalid))
-        hub = self.server.hub
-        try:
-            _added, snap = hub.subscribe(self, cmd.symbols)
-        except TooManySymbols as exc:
-            self._error(protocol.TOO_MANY_SYMBOLS, str(exc))
-            return
-        self._send(protocol.subscribed(hub.symbols_of(self)))
-        if snap:
-            self._send(protocol.encode_quotes(protocol.SNAPSHOT, snap))
-
-    def _error(self, code: str, message: str) -> None:
-        self.server.metrics.client_errors.labels(code).inc()
-        self._send(protocol.error(code, message))
+    def _deliver(self, out: Outcome) -> None:
+        """Count the errors, drop what was unsubscribed from the fan-out, write the replies, then close if told."""
+        server = self.server
+        for code in out.errors:
+            server.metrics.client_errors.labels(code).inc()
+        if out.unsubscribed:
+            server.fanout.unsubscribed(self, out.unsubscribed)
+        for payload in out.replies:
+            self._send(payload)
+        if out.close is not None:
+            self.disconnect = out.close
+            self.close(out.close.code, out.close.text)
 
     def _send(self, payload: bytes) -> None:
         if self._closing:
@@ -166,7 +125,7 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
         if self.ping_sent is not None:  # only a pong answers a ping: messages do not count
             if now - self.ping_sent >= cfg.ping_timeout:
                 log.info("dropping a peer that did not answer a ping in %.0f s", cfg.ping_timeout)
-                self.close_reason_label = "ping_timeout"
+                self.disconnect = PING_TIMEOUT
                 self.abort()  # a dead peer answers no close handshake either
         elif now - self.alive_at >= cfg.ping_interval:
             self.write_frame(PING_FRAME)
@@ -186,14 +145,14 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
             self._stream.close()
 
     def close_slow(self) -> None:
-        self.close_reason_label = "slow_consumer"
-        self.close(CLOSE_TRY_AGAIN_LATER, "slow consumer: not reading fast enough")
+        self.disconnect = SLOW_CONSUMER
+        self.close(SLOW_CONSUMER.code, SLOW_CONSUMER.text)
 
     def close_going_away(self) -> None:
-        self.close_reason_label = "shutdown"
-        self.close(CLOSE_GOING_AWAY, "server shutting down")
+        self.disconnect = SHUTDOWN
+        self.close(SHUTDOWN.code, SHUTDOWN.text)
 
     def on_close(self) -> None:
         if self.registered:
             self.registered = False
-            self.server.unregister(self, self.close_reason_label)
+            self.server.unregister(self, self.disconnect.reason)

@@ -1,0 +1,84 @@
+"""What the core refuses and why connections end (pure): error codes, errors, close decisions.
+
+Error codes and close codes are part of the contract (docs/protocol.md); a :class:`Disconnect`
+keeps a close code together with the ``reason`` label of ``ticker_connections_closed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Error codes of ``{"type":"error"}`` messages and of the REST/SSE error bodies (the contract).
+BAD_JSON = "bad_json"
+BAD_REQUEST = "bad_request"
+UNKNOWN_OP = "unknown_op"
+INVALID_SYMBOL = "invalid_symbol"
+TOO_MANY_SYMBOLS = "too_many_symbols"
+RATE_LIMITED = "rate_limited"
+ERROR_CODES = (BAD_JSON, BAD_REQUEST, UNKNOWN_OP, INVALID_SYMBOL, TOO_MANY_SYMBOLS, RATE_LIMITED)
+
+SYMBOL_RULE = "expected 1-32 characters of A-Z 0-9 . - : / _"
+
+
+class ProtocolError(Exception):
+    """A request the server refuses with the error ``code``; a WebSocket stays open and is told ``message``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class InvalidSymbol(ProtocolError, ValueError):
+    """One or more symbols that break the syntax rules; ``symbols`` holds the offending inputs.
+
+    A :class:`ValueError` too, so argparse value types may raise it.
+    """
+
+    def __init__(self, *symbols: object) -> None:
+        super().__init__(
+            INVALID_SYMBOL,
+            invalid_symbols_message([s if isinstance(s, str) else type(s).__name__ for s in symbols]),
+        )
+        self.symbols = symbols
+
+
+class TooManySymbols(ProtocolError):
+    """A subscription would pass the per-connection symbol cap; nothing of it was subscribed."""
+
+    def __init__(self, limit: int, wanted: int) -> None:
+        super().__init__(
+            TOO_MANY_SYMBOLS, f"subscription would hold {wanted} symbols; the limit is {limit} per connection"
+        )
+        self.limit = limit
+        self.wanted = wanted
+
+
+def invalid_symbols_message(invalid: Sequence[str]) -> str:
+    """The text of an ``invalid_symbol`` error naming every refused symbol (the first ten)."""
+    names = ", ".join(repr(s[:40]) for s in invalid[:10])
+    more = f" and {len(invalid) - 10} more" if len(invalid) > 10 else ""
+    return f"invalid symbol {names}{more}: {SYMBOL_RULE}"
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Why a connection ended: ``code`` the WebSocket close code the peer sees, ``reason`` the bounded
+    label of ``ticker_connections_closed{reason}``, ``text`` the close frame's reason text."""
+
+    code: int
+    reason: str
+    text: str
+
+
+#: The peer closed (or went away); the server echoes the peer's own close code.
+CLIENT = Disconnect(1000, "client", "")
+#: The server shuts down.
+SHUTDOWN = Disconnect(1001, "shutdown", "server shutting down")
+#: Messages kept coming after ``rate_limited`` (more than ``--rate-burst`` dropped in a row).
+FLOOD = Disconnect(1008, "flood", "rate limit exceeded")
+#: Unsent bytes stayed over ``--slow-bytes`` too long (or reached four times the bound).
+SLOW_CONSUMER = Disconnect(1013, "slow_consumer", "slow consumer: not reading fast enough")
+#: No pong within ``--ping-timeout``: the stream is dropped without a closing handshake (1006 at the peer).
+PING_TIMEOUT = Disconnect(1006, "ping_timeout", "")
