@@ -4,62 +4,91 @@ At most one frame per connection per flush interval. A connection whose unsent b
 ``slow_bytes`` is *conflated*: it stops receiving frames and only remembers which symbols
 changed; once it drains below half the bound it gets one frame with the latest value of
 each. A connection that stays over the bound longer than ``slow_timeout`` is closed (1013).
+
+The fan-out alone holds that conflation state; transports ask it (:meth:`Fanout.is_conflating`)
+and tell it (:meth:`Fanout.unsubscribed`, :meth:`Fanout.mark_slow`). Its clock and scheduler are
+injected, so tests drive flushes and sweeps by hand.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import Any, ClassVar
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Protocol
 
 from ticker import protocol
 from ticker.hub import Hub
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
 
+log = logging.getLogger("ticker")
 
-class Connection:
-    """A subscriber as the fan-out sees it; each transport subclasses it."""
+SWEEP_INTERVAL = 0.05  # seconds between checks of conflated connections
 
-    transport: ClassVar[str] = "?"
+
+class Cancellable(Protocol):
+    """A scheduled call that can be called off (an ``asyncio.Handle``)."""
+
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """What the fan-out needs of an event loop: run a callback soon, or after ``delay`` seconds."""
+
+    def call_soon(self, callback: Callable[[], object], /) -> Cancellable: ...
+
+    def call_later(self, delay: float, callback: Callable[[], object], /) -> Cancellable: ...
+
+
+class Connection(ABC):
+    """A subscriber as the fan-out sees it; each transport implements it."""
+
+    transport: ClassVar[str]  # the transport's name, a metric label ("ws", "sse")
 
     @staticmethod
+    @abstractmethod
     def framer(payload: bytes) -> bytes:
         """This transport's frame around one JSON payload."""
-        raise NotImplementedError
 
-    def init_fanout_state(self) -> None:
-        """Set the per-connection conflation state; transports call it when the connection opens."""
-        self.conflating = False
-        self.pending: dict[str, None] = {}
-        self.over_since: float | None = None
-
+    @abstractmethod
     def write_frame(self, frame: bytes) -> int:
         """Hand ``frame`` to the socket; return the bytes still unsent afterwards, or -1 if the connection is gone."""
-        raise NotImplementedError
 
+    @abstractmethod
     def buffered(self) -> int:
         """Bytes accepted but not yet written to the socket."""
-        raise NotImplementedError
 
+    @abstractmethod
     def close_slow(self) -> None:
         """Close because the peer does not keep up (WebSocket code 1013)."""
-        raise NotImplementedError
 
-    def heartbeat(self, now: float) -> None:
+    def heartbeat(self, now: float) -> None:  # noqa: B027 - a transport without keep-alives keeps this
         """Called every second or so with the monotonic time: send keep-alives, drop dead peers."""
 
+    @abstractmethod
     def close_going_away(self) -> None:
         """Close because the server shuts down (WebSocket code 1001)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def abort(self) -> None:
         """Drop the connection at once, without a closing handshake."""
-        raise NotImplementedError
+
+
+class _Conflation:
+    """A conflated connection: the symbols that changed meanwhile, and when it passed the bound."""
+
+    __slots__ = ("changed", "since")
+
+    def __init__(self, since: float) -> None:
+        self.changed: dict[str, None] = {}
+        self.since = since
 
 
 class Fanout:
-    """Schedules flushes of the hub and writes their batches to the connections."""
+    """Schedules flushes of the hub, writes their batches to the connections and conflates slow ones."""
 
     def __init__(
         self,
@@ -68,60 +97,80 @@ class Fanout:
         flush_interval: float = 0.02,
         slow_bytes: int = 1 << 20,
         slow_timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        scheduler: Scheduler | None = None,
     ) -> None:
+        """``scheduler`` defaults to the running asyncio loop at the time of each call."""
         self.hub = hub
         self.metrics = metrics
         self.flush_interval = flush_interval
         self.slow_bytes = slow_bytes
         self.slow_timeout = slow_timeout
-        self._slow: set[Connection] = set()
-        self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._clock = clock
+        self._scheduler = scheduler
+        self._conflated: dict[Connection, _Conflation] = {}
+        self._handle: Cancellable | None = None
         self._last_flush = 0.0
-        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweeper: Cancellable | None = None
         self._closed = False
+
+    def _loop(self) -> Scheduler:
+        return self._scheduler if self._scheduler is not None else asyncio.get_running_loop()
 
     # -- input -------------------------------------------------------------------------------
     def publish(self, quote: Quote) -> None:
         """Take one update into the hub and make sure a flush is scheduled."""
-        now = time.monotonic()
+        now = self._clock()
         if self.hub.publish(quote, now) and self._handle is None and not self._closed:
-            loop = asyncio.get_running_loop()
             delay = self._last_flush + self.flush_interval - now
             if delay > 0:
-                self._handle = loop.call_later(delay, self.flush)
+                self._handle = self._loop().call_later(delay, self.flush)
             else:  # quiet period: flush on the next loop pass, coalescing what arrives meanwhile
-                self._handle = loop.call_soon(self.flush)
+                self._handle = self._loop().call_soon(self.flush)
 
     def publish_many(self, quotes: list[Quote]) -> None:
         """Take a batch of updates (a broker message) into the hub."""
         for q in quotes:
             self.publish(q)
 
+    # -- connections -------------------------------------------------------------------------
     def remove(self, conn: Connection) -> None:
         """Forget a closed connection."""
-        self._slow.discard(conn)
+        self._conflated.pop(conn, None)
+
+    def is_conflating(self, conn: Connection) -> bool:
+        """Whether ``conn`` is over the unsent-bytes bound and only collects changed symbols."""
+        return conn in self._conflated
+
+    def unsubscribed(self, conn: Connection, symbols: Iterable[str]) -> None:
+        """``conn`` dropped ``symbols``: a conflated connection no longer owes them."""
+        c = self._conflated.get(conn)
+        if c is not None:
+            for s in symbols:
+                c.changed.pop(s, None)
 
     # -- flushing ----------------------------------------------------------------------------
     def flush(self) -> None:
         """Write every pending update: one frame per batch, the same bytes to each of its members."""
         self._handle = None
-        start = self._last_flush = time.monotonic()
+        start = self._last_flush = self._clock()
         if not self.hub.pending:
             return
         fl = self.hub.flush()
         frames_sent = updates_sent = bytes_sent = conflated = 0
         slow_bytes = self.slow_bytes
+        slow = self._conflated
         for payload, members, states in fl.batches:
             n = len(states)
             frame_of: dict[str, bytes] = {}  # this batch's frame per transport, built once
             for conn in members:
-                if conn.conflating:
-                    pending = conn.pending
+                if slow and conn in slow:  # no lookup at all while nobody is conflated
+                    changed = slow[conn].changed
                     for st in states:
-                        if st.symbol in pending:
+                        if st.symbol in changed:
                             conflated += 1
                         else:
-                            pending[st.symbol] = None
+                            changed[st.symbol] = None
                     continue
                 frame = frame_of.get(conn.transport)
                 if frame is None:
@@ -134,7 +183,7 @@ class Fanout:
                 bytes_sent += len(frame)
                 if unsent > slow_bytes:
                     self._start_conflating(conn, start)
-        end = time.monotonic()
+        end = self._clock()
         m = self.metrics
         observe = m.fanout_latency.observe
         for t in fl.pending_since:
@@ -147,44 +196,74 @@ class Fanout:
         if conflated:
             m.updates_conflated.inc(conflated)
 
+    def resync(self, connections: Iterable[Connection]) -> int:
+        """Send each of ``connections`` a ``snapshot`` of its symbols' last values (after a broker resume).
+
+        One payload per distinct symbol set and one frame per transport, as in :meth:`flush`; a
+        conflated connection instead gets every symbol marked, so it resumes with the latest values.
+        Returns the number of connections written to.
+        """
+        hub = self.hub
+        payloads: dict[frozenset[str], bytes | None] = {}
+        frames: dict[tuple[frozenset[str], str], bytes] = {}
+        sent = 0
+        for conn in list(connections):
+            key = hub.symbols_of(conn)
+            if not key:
+                continue
+            c = self._conflated.get(conn)
+            if c is not None:
+                c.changed.update(dict.fromkeys(key))
+                continue
+            if key not in payloads:
+                entries = hub.last_encoded(sorted(key))
+                payloads[key] = protocol.encode_quotes(protocol.SNAPSHOT, entries) if entries else None
+            payload = payloads[key]
+            if payload is None:
+                continue
+            frame = frames.get((key, conn.transport))
+            if frame is None:
+                frame = frames[key, conn.transport] = conn.framer(payload)
+            if conn.write_frame(frame) >= 0:
+                sent += 1
+        if sent:
+            log.info("resynced %d connections", sent)
+        return sent
+
+    # -- slow connections --------------------------------------------------------------------
     def mark_slow(self, conn: Connection) -> None:
         """``conn`` has passed the unsent-bytes bound outside a flush (control messages): conflate it."""
-        if not conn.conflating:
-            self._start_conflating(conn, time.monotonic())
+        if conn not in self._conflated:
+            self._start_conflating(conn, self._clock())
 
     def drop_slow(self, conn: Connection) -> None:
         """Close ``conn`` as a slow consumer (1013) and count it."""
-        self._slow.discard(conn)
+        self._conflated.pop(conn, None)
         self.metrics.slow_disconnects.inc()
         conn.close_slow()
 
     def _start_conflating(self, conn: Connection, now: float) -> None:
-        conn.conflating = True
-        conn.over_since = now
-        self._slow.add(conn)
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().call_later(0.05, self._sweep)
+        self._conflated[conn] = _Conflation(now)
+        if self._sweeper is None and not self._closed:
+            self._sweeper = self._loop().call_later(SWEEP_INTERVAL, self._sweep)
 
     def _sweep(self) -> None:
         """Check conflated connections: resume those drained below half the bound; close (1013) those
         that have not drained within ``slow_timeout`` of passing it."""
         self._sweeper = None
-        now = time.monotonic()
-        for conn in list(self._slow):
+        now = self._clock()
+        for conn, c in list(self._conflated.items()):
             if conn.buffered() <= self.slow_bytes // 2:
-                self._resume(conn)
-            elif conn.over_since is not None and now - conn.over_since > self.slow_timeout:
+                self._resume(conn, c)
+            elif now - c.since > self.slow_timeout:
                 self.drop_slow(conn)
-        if self._slow and not self._closed:
-            self._sweeper = asyncio.get_running_loop().call_later(0.05, self._sweep)
+        if self._conflated and not self._closed:
+            self._sweeper = self._loop().call_later(SWEEP_INTERVAL, self._sweep)
 
-    def _resume(self, conn: Connection) -> None:
-        self._slow.discard(conn)
-        conn.conflating = False
-        conn.over_since = None
+    def _resume(self, conn: Connection, c: _Conflation) -> None:
+        del self._conflated[conn]
         wanted = self.hub.symbols_of(conn)
-        entries = self.hub.last_encoded(s for s in conn.pending if s in wanted)
-        conn.pending = {}
+        entries = self.hub.last_encoded(s for s in c.changed if s in wanted)
         if entries:
             frame = conn.framer(protocol.encode_quotes(protocol.QUOTES, entries))
             if conn.write_frame(frame) >= 0:
@@ -192,8 +271,9 @@ class Fanout:
                 self.metrics.updates_sent.inc(len(entries))
                 self.metrics.bytes_sent.inc(len(frame))
 
+    # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop scheduling flushes (server shutdown)."""
+        """Stop scheduling flushes and sweeps (server shutdown)."""
         self._closed = True
         for h in (self._handle, self._sweeper):
             if h is not None:
@@ -202,4 +282,4 @@ class Fanout:
 
     def stats(self) -> dict[str, Any]:
         """Numbers for logs and tests."""
-        return {"slow": len(self._slow)}
+        return {"slow": len(self._conflated)}

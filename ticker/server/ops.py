@@ -10,6 +10,7 @@ import tornado.routing
 import tornado.web
 
 from ticker.metrics.registry import Metrics
+from ticker.server import tornado_io
 
 Readiness = Callable[[], tuple[bool, str]]
 
@@ -27,7 +28,8 @@ class JsonHandler(tornado.web.RequestHandler):
         self.finish(orjson.dumps(obj))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.send_json({"error": {"code": f"http_{status_code}", "message": self._reason}}, status_code)
+        reason = tornado_io.error_reason(status_code, kwargs)
+        self.send_json({"error": {"code": f"http_{status_code}", "message": reason}}, status_code)
 
 
 class _Ops(JsonHandler):

@@ -1,0 +1,318 @@
+"""The fan-out with fake transports, a fake clock and a hand-driven scheduler: no sockets, no event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import orjson
+import pytest
+
+from ticker.frames import ws_text_frame
+from ticker.hub import Hub
+from ticker.metrics.registry import Metrics
+from ticker.quote import Quote
+from ticker.server.fanout import SWEEP_INTERVAL, Connection, Fanout
+
+FLUSH = 0.02
+SLOW = 1000
+TIMEOUT = 10.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Handle:
+    def __init__(self, when: float, callback: Callable[[], object]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Scheduler:
+    """Keeps the calls it is given; :meth:`advance` moves the clock and runs those that fall due."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.handles: list[Handle] = []
+
+    def call_soon(self, callback: Callable[[], object], /) -> Handle:
+        return self.call_later(0.0, callback)
+
+    def call_later(self, delay: float, callback: Callable[[], object], /) -> Handle:
+        h = Handle(self.clock.now + delay, callback)
+        self.handles.append(h)
+        return h
+
+    def waiting(self) -> list[Handle]:
+        return [h for h in self.handles if not h.cancelled]
+
+    def advance(self, seconds: float = 0.0) -> None:
+        self.clock.now += seconds
+        while due := sorted((h for h in self.waiting() if h.when <= self.clock.now), key=lambda h: h.when):
+            h = due[0]
+            self.handles.remove(h)
+            h.callback()
+
+
+class FakeConn(Connection):
+    """Records its frames; ``unsent`` is what it reports as still buffered; ``gone`` makes writes fail."""
+
+    transport: ClassVar[str] = "ws"
+    framed: ClassVar[list[bytes]]  # payloads handed to this transport's framer, in order
+
+    @staticmethod
+    def framer(payload: bytes) -> bytes:
+        FakeConn.framed.append(payload)
+        return ws_text_frame(payload)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.frames: list[bytes] = []
+        self.unsent = 0
+        self.gone = False
+        self.closed_slow = False
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+    def write_frame(self, frame: bytes) -> int:
+        if self.gone:
+            return -1
+        self.frames.append(frame)
+        return self.unsent
+
+    def buffered(self) -> int:
+        return self.unsent
+
+    def close_slow(self) -> None:
+        self.closed_slow = True
+
+    def close_going_away(self) -> None:
+        raise AssertionError("not expected here")
+
+    def abort(self) -> None:
+        raise AssertionError("not expected here")
+
+
+class FakeSse(FakeConn):
+    transport: ClassVar[str] = "sse"
+    framed: ClassVar[list[bytes]]
+
+    @staticmethod
+    def framer(payload: bytes) -> bytes:
+        FakeSse.framed.append(payload)
+        return b"data: " + payload + b"\n\n"
+
+
+class Rig:
+    def __init__(self) -> None:
+        FakeConn.framed, FakeSse.framed = [], []
+        self.clock = Clock()
+        self.sched = Scheduler(self.clock)
+        self.hub: Hub[Connection] = Hub()
+        self.metrics = Metrics()
+        self.fanout = Fanout(
+            self.hub,
+            self.metrics,
+            flush_interval=FLUSH,
+            slow_bytes=SLOW,
+            slow_timeout=TIMEOUT,
+            clock=self.clock,
+            scheduler=self.sched,
+        )
+
+    def conn(self, name: str, symbols: list[str], kind: type[FakeConn] = FakeConn) -> FakeConn:
+        c = kind(name)
+        self.hub.add(c)
+        if symbols:
+            self.hub.subscribe(c, symbols)
+        return c
+
+    def publish(self, symbol: str, price: float) -> None:
+        self.fanout.publish(Quote(symbol, price, 1))
+
+    def counter(self, name: str) -> float:
+        return self.metrics.registry.get_sample_value(name) or 0.0
+
+
+def quotes(frame: bytes) -> tuple[str, dict[str, float]]:
+    """The message type and symbol -> price of one WebSocket frame (short, unmasked text frame)."""
+    assert frame[0] == 0x81
+    msg = orjson.loads(frame[2:] if frame[1] < 126 else frame[4:])
+    return msg["type"], {q["s"]: q["p"] for q in msg["data"]}
+
+
+@pytest.fixture
+def rig() -> Rig:
+    return Rig()
+
+
+def test_every_member_of_a_batch_gets_the_same_bytes_object(rig: Rig):
+    ws = [rig.conn(f"w{i}", ["AAPL", "MSFT"]) for i in range(3)]
+    sse = [rig.conn(f"s{i}", ["AAPL", "MSFT"], FakeSse) for i in range(2)]
+    rig.publish("AAPL", 1.0)
+    rig.publish("MSFT", 2.0)
+    rig.sched.advance()
+    assert all(len(c.frames) == 1 for c in ws + sse)
+    assert all(c.frames[0] is ws[0].frames[0] for c in ws)
+    assert all(c.frames[0] is sse[0].frames[0] for c in sse)
+    assert quotes(ws[0].frames[0]) == ("quotes", {"AAPL": 1.0, "MSFT": 2.0})
+    assert len(FakeConn.framed) == 1 and len(FakeSse.framed) == 1  # framed once per batch per transport
+    assert FakeConn.framed[0] is FakeSse.framed[0]  # encoded once: both transports wrap the same payload
+    assert rig.counter("ticker_frames_sent_total") == 5
+    assert rig.counter("ticker_updates_sent_total") == 10
+
+
+def test_one_frame_per_flush_interval_with_the_latest_values(rig: Rig):
+    a = rig.conn("a", ["AAPL"])
+    b = rig.conn("b", ["AAPL", "MSFT"])
+    rig.publish("AAPL", 1.0)
+    rig.sched.advance()  # quiet period: flushed on the next pass
+    assert [quotes(f)[1] for f in a.frames] == [{"AAPL": 1.0}]
+    for price in (2.0, 3.0, 4.0):
+        rig.publish("AAPL", price)
+    rig.publish("MSFT", 9.0)
+    rig.sched.advance(FLUSH / 2)
+    assert len(a.frames) == 1, "a flush came before the interval was over"
+    rig.sched.advance(FLUSH / 2)
+    assert [quotes(f)[1] for f in a.frames] == [{"AAPL": 1.0}, {"AAPL": 4.0}]
+    assert [quotes(f)[1] for f in b.frames] == [{"AAPL": 1.0}, {"AAPL": 4.0, "MSFT": 9.0}]
+    assert len(FakeConn.framed) == 4  # one frame per symbol set and flush, however many updates
+    assert rig.sched.waiting() == []
+
+
+def test_a_connection_past_slow_bytes_is_conflated_while_the_others_keep_receiving(rig: Rig):
+    slow, fast = rig.conn("slow", ["AAPL", "MSFT"]), rig.conn("fast", ["AAPL", "MSFT"])
+    slow.unsent = SLOW + 1
+    rig.publish("AAPL", 1.0)
+    rig.sched.advance()
+    assert len(slow.frames) == 1 and rig.fanout.is_conflating(slow) and not rig.fanout.is_conflating(fast)
+    for price in (2.0, 3.0):
+        rig.publish("AAPL", price)
+        rig.sched.advance(FLUSH)
+    rig.publish("MSFT", 5.0)
+    rig.sched.advance(FLUSH)
+    assert len(slow.frames) == 1
+    assert len(fast.frames) == 4
+    assert rig.counter("ticker_updates_conflated_total") == 1  # AAPL at 3.0 replaced AAPL at 2.0
+    assert rig.fanout.stats() == {"slow": 1}
+
+
+def test_a_conflated_connection_resumes_with_the_latest_values_once_below_half(rig: Rig):
+    slow = rig.conn("slow", ["AAPL", "MSFT", "NVDA"])
+    slow.unsent = SLOW + 1
+    rig.publish("AAPL", 1.0)
+    rig.sched.advance()
+    rig.publish("AAPL", 2.0)
+    rig.publish("MSFT", 3.0)
+    rig.sched.advance(FLUSH)
+    slow.unsent = SLOW // 2 + 1  # drained, but not below half: still conflated
+    rig.sched.advance(SWEEP_INTERVAL)
+    assert len(slow.frames) == 1 and rig.fanout.is_conflating(slow)
+    slow.unsent = SLOW // 2
+    rig.sched.advance(SWEEP_INTERVAL)
+    assert not rig.fanout.is_conflating(slow)
+    assert [quotes(f) for f in slow.frames[1:]] == [("quotes", {"AAPL": 2.0, "MSFT": 3.0})]
+    assert rig.sched.waiting() == []  # nobody conflated: the sweep stops
+    rig.publish("NVDA", 4.0)
+    rig.sched.advance(FLUSH)
+    assert quotes(slow.frames[-1]) == ("quotes", {"NVDA": 4.0})
+
+
+def test_a_connection_over_the_bound_past_slow_timeout_is_closed_1013(rig: Rig):
+    slow = rig.conn("slow", ["AAPL"])
+    slow.unsent = SLOW + 1
+    rig.publish("AAPL", 1.0)
+    rig.sched.advance()
+    rig.sched.advance(TIMEOUT - SWEEP_INTERVAL)
+    assert not slow.closed_slow
+    rig.sched.advance(2 * SWEEP_INTERVAL)
+    assert slow.closed_slow
+    assert rig.counter("ticker_slow_consumer_disconnects_total") == 1
+    assert not rig.fanout.is_conflating(slow) and rig.sched.waiting() == []
+
+
+def test_control_messages_over_the_bound_conflate_and_unsubscribed_symbols_are_not_owed(rig: Rig):
+    c = rig.conn("c", ["AAPL", "MSFT"])
+    rig.fanout.mark_slow(c)
+    assert rig.fanout.is_conflating(c)
+    rig.publish("AAPL", 1.0)
+    rig.publish("MSFT", 2.0)
+    rig.sched.advance()
+    assert c.frames == []
+    rig.hub.unsubscribe(c, ["AAPL"])
+    rig.fanout.unsubscribed(c, ["AAPL"])
+    rig.hub.subscribe(c, ["AAPL"])  # the session answers this with a snapshot of AAPL itself
+    rig.sched.advance(SWEEP_INTERVAL)
+    assert [quotes(f)[1] for f in c.frames] == [{"MSFT": 2.0}]
+
+
+def test_resync_sends_one_snapshot_payload_per_symbol_set_and_marks_conflated_connections(rig: Rig):
+    for sym, price in (("AAPL", 1.0), ("MSFT", 2.0), ("NVDA", 3.0)):
+        rig.publish(sym, price)
+    rig.sched.advance()
+    ab = [rig.conn("ab1", ["AAPL", "MSFT"]), rig.conn("ab2", ["MSFT", "AAPL"])]
+    ab_sse = rig.conn("ab-sse", ["AAPL", "MSFT"], FakeSse)
+    n = rig.conn("n", ["NVDA"])
+    idle = rig.conn("idle", [])
+    unknown = rig.conn("unknown", ["ZZZZ"])  # no last value: nothing to send
+    slow = rig.conn("slow", ["NVDA", "AAPL"])
+    rig.fanout.mark_slow(slow)
+    conns: list[Connection] = [*ab, ab_sse, n, idle, unknown, slow]
+    FakeConn.framed.clear()
+    FakeSse.framed.clear()
+
+    assert rig.fanout.resync(conns) == 4
+
+    assert ab[0].frames[0] is ab[1].frames[0]
+    assert quotes(ab[0].frames[0]) == ("snapshot", {"AAPL": 1.0, "MSFT": 2.0})
+    assert quotes(n.frames[0]) == ("snapshot", {"NVDA": 3.0})
+    assert idle.frames == unknown.frames == slow.frames == []
+    assert len(FakeConn.framed) == 2 and FakeSse.framed == [FakeConn.framed[0]]  # one payload per symbol set
+    assert FakeSse.framed[0] is FakeConn.framed[0]
+    rig.sched.advance(SWEEP_INTERVAL)  # the conflated one resumes with every symbol it holds
+    assert [quotes(f) for f in slow.frames] == [("quotes", {"AAPL": 1.0, "NVDA": 3.0})]
+
+
+def test_a_closed_connection_is_skipped_and_not_counted(rig: Rig):
+    gone, live = rig.conn("gone", ["AAPL"]), rig.conn("live", ["AAPL"])
+    gone.gone = True
+    rig.publish("AAPL", 1.0)
+    rig.sched.advance()
+    assert len(live.frames) == 1 and gone.frames == []
+    assert rig.counter("ticker_frames_sent_total") == 1
+    assert not rig.fanout.is_conflating(gone)
+
+
+def test_a_removed_connection_is_forgotten(rig: Rig):
+    c = rig.conn("c", ["AAPL"])
+    rig.fanout.mark_slow(c)
+    rig.hub.remove(c)
+    rig.fanout.remove(c)
+    assert rig.fanout.stats() == {"slow": 0} and not rig.fanout.is_conflating(c)
+    rig.sched.advance(TIMEOUT + 1)
+    assert not c.closed_slow
+
+
+def test_close_cancels_the_pending_flush_and_sweep_and_schedules_no_more(rig: Rig):
+    c = rig.conn("c", ["AAPL"])
+    rig.publish("AAPL", 1.0)
+    rig.fanout.mark_slow(rig.conn("slow", ["AAPL"]))
+    handles = rig.sched.waiting()
+    assert len(handles) == 2
+    rig.fanout.close()
+    assert all(h.cancelled for h in handles)
+    rig.publish("AAPL", 2.0)
+    rig.fanout.mark_slow(c)
+    assert rig.sched.waiting() == []
+    rig.sched.advance(1.0)
+    assert c.frames == []

@@ -1,0 +1,209 @@
+"""Guard for ticker/server/tornado_io.py, the one module that reaches into Tornado's internals.
+
+Everything runs on real Tornado objects over ``socket.socketpair()`` (no connect, no bind) with the
+running event loop: the direct write on an ``IOStream``, and an in-process ``HTTPServer`` serving a
+WebSocket, an event stream and errors. When a Tornado upgrade renames or changes what the module
+relies on, these tests fail with a message naming the Tornado version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+import pytest
+import tornado
+import tornado.httpserver
+import tornado.iostream
+import tornado.web
+import tornado.websocket
+
+from ticker.frames import ws_text_frame
+from ticker.server import tornado_io
+
+T = TypeVar("T")
+WAIT = 10.0  # seconds before a read that never completes fails the test
+
+
+def relied_on(ok: object, what: str) -> None:
+    """Fail loudly: the installed Tornado no longer does what tornado_io.py relies on."""
+    if not ok:
+        pytest.fail(
+            f"Tornado {tornado.version}: {what}. ticker/server/tornado_io.py relies on it: "
+            "adapt that module (and the tornado pin in setup.cfg).",
+            pytrace=False,
+        )
+
+
+async def within(aw: Awaitable[T]) -> T:
+    return await asyncio.wait_for(aw, WAIT)
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[tornado.iostream.IOStream, socket.socket]]:
+    """An IOStream and the raw, non-blocking socket at the other end."""
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    stream = tornado.iostream.IOStream(a)
+    yield stream, b
+    stream.close()
+    b.close()
+
+
+async def test_the_write_buffer_internals_are_where_the_module_reads_them(pair):
+    stream, _peer = pair
+    buf = getattr(stream, "_write_buffer", None)
+    relied_on(buf is not None, "IOStream has no _write_buffer")
+    relied_on(isinstance(getattr(buf, "_size", None), int), "IOStream._write_buffer has no integer _size")
+    relied_on(isinstance(stream.socket, socket.socket), "IOStream.socket is not the socket")
+    relied_on(tornado_io.can_write_direct(stream), "a plain IOStream is not of type IOStream")
+    stream.close()
+    relied_on(
+        stream._write_buffer is None, "a closed IOStream keeps its _write_buffer (closed streams look open)"
+    )
+
+
+async def test_direct_writes_keep_order_and_count_what_tornado_holds(pair):
+    stream, peer = pair
+    small, big, tail = ws_text_frame(b'{"a":1}'), b"x" * (8 << 20), ws_text_frame(b'{"b":2}')
+    relied_on(tornado_io.write_frame(stream, small, True) == 0, "a small direct write did not go out whole")
+    relied_on(not stream.writing(), "IOStream.writing() is true with nothing buffered")
+    held = tornado_io.write_frame(stream, big, True)  # more than the kernel takes: the rest is Tornado's
+    relied_on(0 < held < len(big), f"an 8 MiB write left {held} bytes buffered")
+    relied_on(tornado_io.buffered(stream) == held, "the buffered size differs from what write_frame reported")
+    relied_on(stream.writing(), "IOStream.writing() is false while _write_buffer._size > 0")
+    got = bytearray(peer.recv(1 << 16))  # room in the kernel again, while Tornado still holds the rest
+    left = tornado_io.write_frame(stream, tail, True)  # Tornado sends what fits, in order
+    assert 0 < left <= held + len(tail), "a frame jumped Tornado's backlog"
+    want = small + big + tail
+    while len(got) < len(want):
+        got += await within(asyncio.get_running_loop().sock_recv(peer, 1 << 16))
+    relied_on(got == want, "bytes arrived out of order or changed")
+    relied_on(tornado_io.buffered(stream) == 0, "_write_buffer._size is not 0 once everything arrived")
+    relied_on(not stream.writing(), "IOStream.writing() is true once everything arrived")
+
+
+async def test_a_closed_stream_reports_minus_one_and_nothing_buffered(pair):
+    stream, _peer = pair
+    stream.close()
+    assert tornado_io.write_frame(stream, b"late", True) == -1
+    assert tornado_io.write_frame(stream, b"late", False) == -1
+    assert tornado_io.buffered(stream) == 0
+    assert tornado_io.buffered(None) == 0
+
+
+def test_only_plain_streams_are_written_directly():
+    class Wrapped(tornado.iostream.IOStream):
+        pass
+
+    a, b = socket.socketpair()
+    with a, b:
+        assert not tornado_io.can_write_direct(Wrapped(a))
+
+
+# -- an in-process HTTP server over a socket pair ------------------------------------------------
+class Seen:
+    """What the handlers below found out on the server side."""
+
+    stream: Any = None
+
+
+class Socket(tornado.websocket.WebSocketHandler):
+    def open(self, *args: str, **kwargs: str) -> None:
+        stream = tornado_io.websocket_stream(self)
+        Seen.stream = stream
+        tornado_io.write_frame(stream, ws_text_frame(b"hi"), tornado_io.can_write_direct(stream))
+
+
+class Events(tornado.web.RequestHandler):
+    def prepare(self) -> None:
+        if self.get_query_argument("gzip", "") != "yes":
+            tornado_io.no_compression(self)
+
+    def get(self) -> None:
+        Seen.stream = tornado_io.request_stream(self)
+        self.set_header("Content-Type", "text/event-stream")
+        self.finish(b'event: quotes\ndata: {"type":"quotes"}\n\n' * 100)
+
+
+class Refusing(tornado.web.RequestHandler):
+    def get(self) -> None:
+        if self.get_query_argument("how") == "reason":
+            raise tornado.web.HTTPError(503, reason="too many connections")
+        raise ValueError("a bug")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.finish({"message": tornado_io.error_reason(status_code, kwargs)})
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Any]:
+    app = tornado.web.Application(
+        [("/ws", Socket), ("/sse", Events), ("/err", Refusing)], compress_response=True
+    )
+    server = tornado.httpserver.HTTPServer(app)
+    clients: list[tornado.iostream.IOStream] = []
+
+    async def request(head: str) -> tuple[tornado.iostream.IOStream, tornado.iostream.IOStream, bytes]:
+        """Send ``head`` over a new connection; return (server side, client side, response head)."""
+        a, b = socket.socketpair()
+        ours, client = tornado.iostream.IOStream(a), tornado.iostream.IOStream(b)
+        clients.append(client)
+        server.handle_stream(ours, ("127.0.0.1", 0))
+        await client.write(head.replace("\n", "\r\n").encode() + b"\r\n")
+        return ours, client, await within(client.read_until(b"\r\n\r\n"))
+
+    yield request
+    for c in clients:
+        c.close()
+    await server.close_all_connections()
+
+
+async def test_the_stream_under_a_websocket_is_found_and_written_directly(serve):
+    ours, client, head = await serve(
+        "GET /ws HTTP/1.1\nHost: t\nUpgrade: websocket\nConnection: Upgrade\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\n"
+    )
+    assert head.startswith(b"HTTP/1.1 101 ")
+    relied_on(Seen.stream is ours, "WebSocketHandler.ws_connection.stream is not the connection's IOStream")
+    assert await within(client.read_bytes(4)) == b"\x81\x02hi"
+
+
+async def test_the_stream_under_a_request_is_found_and_an_event_stream_is_not_gzipped(serve):
+    ours, client, head = await serve("GET /sse HTTP/1.1\nHost: t\nAccept-Encoding: gzip\nConnection: close\n")
+    relied_on(Seen.stream is ours, "request.connection.stream is not the connection's IOStream")
+    body = await within(client.read_until_close())
+    relied_on(
+        b"Content-Encoding" not in head and body.startswith(b"event: quotes\n"),
+        "dropping GZipContentEncoding from RequestHandler._transforms no longer turns gzip off",
+    )
+    _ours, client, head = await serve(
+        "GET /sse?gzip=yes HTTP/1.1\nHost: t\nAccept-Encoding: gzip\nConnection: close\n"
+    )
+    assert b"Content-Encoding: gzip" in head  # the control: without no_compression Tornado does compress it
+    assert gzip.decompress(await within(client.read_until_close())).startswith(b"event: quotes\n")
+
+
+@pytest.mark.parametrize(
+    ("how", "status_line", "message"),
+    [
+        ("reason", b"HTTP/1.1 503 too many connections", b"too many connections"),
+        ("bug", b"HTTP/1.1 500 Internal Server Error", b"Internal Server Error"),
+    ],
+)
+async def test_the_error_reason_is_the_one_tornado_sends(serve, how, status_line, message):
+    _ours, client, head = await serve(f"GET /err?how={how} HTTP/1.1\nHost: t\nConnection: close\n")
+    body = await within(client.read_until_close())
+    assert head.split(b"\r\n")[0] == status_line
+    assert body == b'{"message": "' + message + b'"}'
+
+
+def test_error_reason_follows_send_error_for_reasons_tornado_rejects():
+    bad = tornado.web.HTTPError(400, reason="<b>no</b>")
+    assert tornado_io.error_reason(400, {"exc_info": (type(bad), bad, None)}) == "Unknown"
+    assert tornado_io.error_reason(418, {}) == "I'm a Teapot"
+    assert tornado_io.error_reason(599, {}) == "Unknown"
+    assert tornado_io.error_reason(404, {"reason": "no such symbol"}) == "no such symbol"
