@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 
-
-class FeedConfigError(ValueError):
-    """A feed cannot start as configured (for example, missing credentials); the message is one line."""
+from feeds.errors import FeedConfigError
 
 
 def secret(name: str) -> str | None:

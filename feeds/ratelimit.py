@@ -1,4 +1,4 @@
-"""Rate limiting for feeds: a token bucket for requests, ``Retry-After`` parsing, a log that speaks now and then."""
+"""Rate limiting for feeds: waiting for a request token, ``Retry-After`` parsing, a log that speaks now and then."""
 
 from __future__ import annotations
 
@@ -8,47 +8,16 @@ import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
+from ticker.tokenbucket import TokenBucket
+
 MAX_RETRY_AFTER = 600.0  # seconds; a longer Retry-After is clamped (a typo upstream must not stall us)
 
 
-class TokenBucket:
-    """At most ``rate`` acquisitions per second on average and ``capacity`` at once (starts full)."""
-
-    def __init__(
-        self, rate: float, capacity: float = 1.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        if rate <= 0 or capacity < 1:
-            raise ValueError("a token bucket needs rate > 0 and capacity >= 1")
-        self.rate = rate
-        self.capacity = capacity
-        self._clock = clock
-        self._tokens = capacity
-        self._stamp = clock()
-
-    def _refill(self) -> None:
-        now = self._clock()
-        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-
-    def delay(self) -> float:
-        """Seconds until one token is available (0 when one is available now)."""
-        self._refill()
-        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
-
-    def try_take(self) -> bool:
-        """Take one token if available now."""
-        self._refill()
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
-    async def acquire(self) -> None:
-        """Take a token, waiting until it is due (the token is reserved, so waiters queue fairly)."""
-        self._refill()
-        self._tokens -= 1.0
-        if self._tokens < 0:
-            await asyncio.sleep(-self._tokens / self.rate)
+async def wait_for_token(bucket: TokenBucket, clock: Callable[[], float] = time.monotonic) -> None:
+    """Take a token from ``bucket``, sleeping until it is due (reserved at once, so waiters queue fairly)."""
+    wait = bucket.reserve(clock())
+    if wait > 0:
+        await asyncio.sleep(wait)
 
 
 class ThrottledLog:

@@ -11,10 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-
-class Malformed(ValueError):
-    """An upstream message that does not have the documented shape."""
-
+from feeds.errors import Malformed
 
 #: What parsing a message of the wrong shape may raise; the streaming base counts these as ``malformed``.
 PARSE_ERRORS = (Malformed, KeyError, TypeError, ValueError, IndexError, AttributeError)

@@ -1,7 +1,7 @@
 """The hub: subscriber sets, last-value cache and per-symbol sequence numbers (pure, no I/O).
 
 Subscribers with the same set of symbols share a *group*, so one flush builds one payload
-per group however many connections are in it. Each update is encoded once (orjson) when it
+per group however many connections are in it. Each update is encoded once (``encode_entry``) when it
 enters the hub; a flush joins the encoded entries of a group's changed symbols into one
 ``quotes`` payload, holding only the latest value per symbol.
 """
@@ -12,21 +12,12 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import orjson
-
 from ticker import protocol
-from ticker.quote import Quote
+from ticker.errors import TooManySymbols
+from ticker.quote import Quote, encode_entry
 
 DemandListener = Callable[[frozenset[str]], None]
 S = TypeVar("S", bound=Hashable)
-
-
-class TooManySymbols(Exception):
-    """A subscription would pass the per-connection symbol cap; nothing was subscribed."""
-
-    def __init__(self, limit: int, wanted: int) -> None:
-        super().__init__(f"subscription would hold {wanted} symbols; the limit is {limit} per connection")
-        self.limit = limit
 
 
 class SymbolState:
@@ -204,7 +195,7 @@ class Hub(Generic[S]):
             self._idle[quote.symbol] = None
         st.seq += 1
         st.quote = quote
-        st.encoded = orjson.dumps(quote.wire(st.seq))
+        st.encoded = encode_entry(quote, st.seq)
         self.updates_in += 1
         if not st.groups:
             if len(self._idle) > self.max_idle_symbols:

@@ -1,24 +1,48 @@
-"""Per-connection inbound rate limiting (pure, clock passed in)."""
+"""A token bucket for rate limits, ours and the providers' (pure: the caller passes the monotonic time)."""
 
 from __future__ import annotations
 
 
 class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved; :meth:`take` spends one if there is one."""
+    """``rate`` tokens per second, at most ``burst`` saved; starts full.
+
+    :meth:`take` spends a token if there is one (inbound limits: drop what comes too fast);
+    :meth:`reserve` spends one even before it is due and says how long to wait for it (outbound
+    limits: pace requests, waiters queue in order).
+    """
 
     __slots__ = ("burst", "rate", "tokens", "updated")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("a token bucket needs rate > 0 and burst >= 1")
         self.rate = rate
         self.burst = burst
-        self.tokens = burst
+        self.tokens = float(burst)
+        self.updated = now
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
 
     def take(self, now: float) -> bool:
         """Spend one token at monotonic time ``now``; False when the bucket is empty."""
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.tokens = min(
+            self.burst, self.tokens + (now - self.updated) * self.rate
+        )  # per client message: inline
         self.updated = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return True
         return False
+
+    def delay(self, now: float) -> float:
+        """Seconds from ``now`` until a token is available (0 when one is)."""
+        self._refill(now)
+        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
+
+    def reserve(self, now: float) -> float:
+        """Spend one token, due or not; return the seconds to wait before using it (0 when it was there)."""
+        self._refill(now)
+        self.tokens -= 1.0
+        return -self.tokens / self.rate if self.tokens < 0 else 0.0

@@ -15,7 +15,8 @@ import orjson
 
 from feeds.base import FeedContext
 from feeds.simulated import SimulatedFeed
-from ticker.quote import Quote
+from ticker import protocol
+from ticker.quote import Quote, encode_entry
 
 
 def parse_args(description: str) -> argparse.Namespace:
@@ -63,6 +64,6 @@ def make_feed(
     def emit(quote: Quote) -> None:
         n = seq.get(quote.symbol, 0) + 1
         seq[quote.symbol] = n
-        on_update(quote.symbol, orjson.dumps({"type": "quotes", "data": [quote.wire(n)]}))
+        on_update(quote.symbol, protocol.encode_quotes(protocol.QUOTES, [encode_entry(quote, n)]))
 
     return feed, FeedContext(emit=emit)

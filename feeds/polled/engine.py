@@ -22,27 +22,17 @@ import aiohttp
 import orjson
 
 from feeds.base import Feed, FeedContext
+from feeds.errors import AuthFailed, BodyTooLarge, RateLimited
 from feeds.normalize import QuoteBook
-from feeds.ratelimit import ThrottledLog, TokenBucket, retry_after
+from feeds.ratelimit import ThrottledLog, retry_after, wait_for_token
 from ticker.backoff import Backoff
 from ticker.quote import Quote
+from ticker.tokenbucket import TokenBucket
 
 log = logging.getLogger("ticker.feeds.poll")
 
 MAX_BODY = 4 * 1024 * 1024  # bytes; a larger response body is refused as malformed
 USER_AGENT = "Mozilla/5.0 (compatible; ticker/0.1; +https://github.com/ticker)"
-
-
-class RateLimited(Exception):
-    """The provider answered 429; ``retry_after`` is its ``Retry-After`` in seconds, if it gave one."""
-
-    def __init__(self, retry_after: float | None = None) -> None:
-        super().__init__("rate limited upstream")
-        self.retry_after = retry_after
-
-
-class AuthFailed(Exception):
-    """Obtaining the provider's session credentials failed; the message says why."""
 
 
 class PollingFeed(Feed):
@@ -73,7 +63,7 @@ class PollingFeed(Feed):
         if interval < 0:
             raise ValueError("poll interval must be >= 0")
         self.interval = interval
-        self.bucket = TokenBucket(rate, burst)
+        self.bucket = TokenBucket(rate, burst, time.monotonic())
         self.backoff = Backoff(backoff_base, backoff_cap)
         self.timeout = timeout
         self.book = QuoteBook()
@@ -214,7 +204,7 @@ class PollingFeed(Feed):
             for batch in self.batches(symbols):
                 if not any(s in self.demand for s in batch):
                     continue
-                await self.bucket.acquire()
+                await wait_for_token(self.bucket)
                 while True:  # a 429 or backoff may push the resume time on while we wait
                     wait = self._resume_at - time.monotonic()
                     if wait <= 0:
@@ -313,10 +303,6 @@ class PollingFeed(Feed):
         self.backoff.reset()
         self._mark_up()
         self._mark_data()
-
-
-class BodyTooLarge(Exception):
-    """A response body over :data:`MAX_BODY` bytes."""
 
 
 async def _read_limited(resp: aiohttp.ClientResponse) -> bytes:

@@ -25,24 +25,17 @@ from typing import IO, Any, cast
 
 import orjson
 
-from ticker.quote import Quote
+from feeds.errors import RecordingError
+from ticker.quote import Quote, decode_entry, encode_entry
 
 FORMAT = "ticker-quotes"
 VERSION = 1
 MAX_LINE = 64 * 1024  # bytes; a longer line is malformed (and not kept in memory whole)
 
 
-class RecordingError(ValueError):
-    """A file that is not a readable recording; the message says why."""
-
-
 def encode(quote: Quote, received_ms: int) -> bytes:
-    """One quote line (with its trailing newline)."""
-    d = quote.wire(0)
-    del d["q"]
-    if quote.prev_close is not None:
-        d["pc"] = quote.prev_close
-    return orjson.dumps({"r": received_ms, **d}) + b"\n"
+    """One quote line (with its trailing newline): ``r``, then the Q entry without ``q``, with ``pc``."""
+    return b'{"r":%d,' % received_ms + encode_entry(quote, prev_close=True)[1:] + b"\n"
 
 
 def header(feeds: list[str], symbols: list[str] | None = None) -> bytes:
@@ -58,36 +51,14 @@ def header(feeds: list[str], symbols: list[str] | None = None) -> bytes:
     return orjson.dumps(h) + b"\n"
 
 
-def _opt(d: dict[str, Any], key: str) -> float | None:
-    v = d.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ValueError(f"field {key!r} is not a number")
-    return float(v)
-
-
 def decode(line: bytes) -> tuple[int, Quote]:
     """Parse one quote line into ``(received_ms, quote)``; raises ``ValueError`` if malformed."""
     d = orjson.loads(line)
-    if not isinstance(d, dict):
-        raise ValueError("line is not a JSON object")
-    sym, price, t = d.get("s"), _opt(d, "p"), _opt(d, "t")
-    if not isinstance(sym, str) or not sym or price is None or t is None:
-        raise ValueError("line lacks s, p or t")
-    r = _opt(d, "r")
-    quote = Quote(
-        symbol=sym,
-        price=price,
-        ts_ms=int(t),
-        bid=_opt(d, "b"),
-        ask=_opt(d, "a"),
-        volume=_opt(d, "v"),
-        change=_opt(d, "c"),
-        change_percent=_opt(d, "cp"),
-        prev_close=_opt(d, "pc"),
-    )
-    return (int(r) if r is not None else int(t)), quote
+    quote = decode_entry(d, sequenced=False)
+    r = d.get("r", quote.ts_ms)
+    if type(r) is not int:
+        raise ValueError(f"field 'r': expected epoch milliseconds, got {type(r).__name__}")
+    return r, quote
 
 
 def open_write(path: str | Path) -> IO[bytes]:

@@ -1,4 +1,4 @@
-"""One upstream WebSocket connection of a streaming feed, and the errors that end one (aiohttp)."""
+"""One upstream WebSocket connection of a streaming feed (aiohttp); the errors that end one are in feeds.errors."""
 
 from __future__ import annotations
 
@@ -10,24 +10,9 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from feeds.ratelimit import TokenBucket
-from feeds.wire import Malformed
-
-
-class UpstreamError(Exception):
-    """The upstream ended or refused the session; ``reason`` shows in health, ``kind`` is counted."""
-
-    def __init__(self, reason: str, kind: str = "upstream_error") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.kind = kind
-
-
-class AuthFailed(UpstreamError):
-    """The provider refused the credentials."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, "auth")
+from feeds.errors import Malformed, UpstreamError
+from feeds.ratelimit import wait_for_token
+from ticker.tokenbucket import TokenBucket
 
 
 def redact_url(url: str) -> str:
@@ -42,7 +27,7 @@ def chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[i : i + max(1, size)]
 
 
-class Link:
+class UpstreamLink:
     """One live upstream WebSocket: paced JSON sends and frame reads that track liveness."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, limiter: TokenBucket | None) -> None:
@@ -53,13 +38,13 @@ class Link:
     async def send(self, payload: Any) -> None:
         """Send ``payload`` as one JSON text frame (waiting for the provider's rate limit)."""
         if self.limiter is not None:
-            await self.limiter.acquire()
+            await wait_for_token(self.limiter)
         await self.ws.send_str(orjson.dumps(payload).decode())
 
     async def ping(self) -> None:
         """Send a WebSocket ping (counted against the rate limit like any frame)."""
         if self.limiter is not None:
-            await self.limiter.acquire()
+            await wait_for_token(self.limiter)
         await self.ws.ping()
 
     async def recv(self, within: float) -> Any:
@@ -83,7 +68,7 @@ class Link:
             if kind == aiohttp.WSMsgType.PING:
                 self.last_alive = time.monotonic()
                 if self.limiter is not None:
-                    await self.limiter.acquire()
+                    await wait_for_token(self.limiter)
                 await self.ws.pong(msg.data)
             elif kind == aiohttp.WSMsgType.PONG:
                 self.last_alive = time.monotonic()

@@ -1,14 +1,10 @@
-"""The client's pure parts: quote parsing and the bounded, conflating quote buffer."""
+"""The client's pure parts: server errors and the bounded, conflating quote buffer (quote parsing: test_quote_codec.py)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-import pytest
-
+from ticker.client import Quote
 from ticker.client.models import (
     InvalidSymbolError,
-    Quote,
     QuoteBuffer,
     RateLimitedError,
     ServerError,
@@ -16,47 +12,9 @@ from ticker.client.models import (
     server_error,
 )
 
-Q = {
-    "s": "AAPL",
-    "p": 228.61,
-    "b": 228.59,
-    "a": 228.63,
-    "v": 3794800,
-    "c": 0.11,
-    "cp": 0.0481,
-    "t": 1795297376498,
-    "q": 3,
-}
-
 
 def q(sym: str, seq: int) -> Quote:
-    return Quote(sym, 1.0, 0, seq)
-
-
-def test_quote_from_wire_round_trips():
-    quote = Quote.from_wire(Q)
-    assert (quote.symbol, quote.price, quote.bid, quote.ask, quote.seq) == ("AAPL", 228.61, 228.59, 228.63, 3)
-    assert quote.volume == 3794800 and quote.change_percent == 0.0481
-    assert quote.ts == datetime(2026, 11, 21, 21, 42, 56, 498000, tzinfo=UTC)
-    assert quote.to_wire() == Q
-    bare = Quote.from_wire({"s": "X", "p": 1, "t": 5, "q": 1, "future": "ignored"})
-    assert bare.bid is None and bare.to_wire() == {"s": "X", "p": 1, "t": 5, "q": 1}
-    with pytest.raises(AttributeError):
-        quote.price = 1.0  # type: ignore[misc]
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        [],
-        {"s": "X", "p": "1", "t": 1, "q": 1},
-        {"s": "X", "p": 1, "t": 1.5, "q": 1},
-        {"p": 1, "t": 1, "q": 1},
-    ],
-)
-def test_quote_from_wire_refuses_malformed_entries(bad):
-    with pytest.raises(ValueError):
-        Quote.from_wire(bad)
+    return Quote(sym, 1.0, 0, seq=seq)
 
 
 def test_server_errors_map_to_classes():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from email.utils import formatdate
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from feeds.credentials import secret
-from feeds.ratelimit import MAX_RETRY_AFTER, ThrottledLog, TokenBucket, retry_after
+from feeds.ratelimit import MAX_RETRY_AFTER, ThrottledLog, retry_after, wait_for_token
+from ticker.tokenbucket import TokenBucket
 
 
 class Clock:
@@ -23,10 +25,10 @@ class Clock:
 
 def test_bucket_allows_rate_times_window_plus_capacity() -> None:
     clock = Clock()
-    bucket = TokenBucket(rate=5.0, capacity=2.0, clock=clock)
+    bucket = TokenBucket(rate=5.0, burst=2.0, now=clock())
     taken = 0
     for _ in range(1000):  # 10 s in steps of 10 ms, taking whenever allowed
-        while bucket.try_take():
+        while bucket.take(clock()):
             taken += 1
         clock.now += 0.01
     assert taken in (51, 52)  # 5/s x 10 s + the initial burst of 2 (give or take the last step)
@@ -34,13 +36,39 @@ def test_bucket_allows_rate_times_window_plus_capacity() -> None:
 
 def test_bucket_delay_and_validation() -> None:
     clock = Clock()
-    bucket = TokenBucket(rate=2.0, clock=clock)
-    assert bucket.try_take() and not bucket.try_take()
-    assert bucket.delay() == pytest.approx(0.5)
+    bucket = TokenBucket(rate=2.0, burst=1.0, now=clock())
+    assert bucket.take(clock()) and not bucket.take(clock())
+    assert bucket.delay(clock()) == pytest.approx(0.5)
     clock.now += 0.5
-    assert bucket.try_take()
+    assert bucket.take(clock())
     with pytest.raises(ValueError):
-        TokenBucket(rate=0)
+        TokenBucket(rate=0, burst=1.0, now=0.0)
+    with pytest.raises(ValueError):
+        TokenBucket(rate=1.0, burst=0.5, now=0.0)
+
+
+def test_reservations_queue_up_behind_each_other() -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate=4.0, burst=1.0, now=clock())
+    assert [bucket.reserve(clock()) for _ in range(3)] == [0.0, pytest.approx(0.25), pytest.approx(0.5)]
+    clock.now += 0.5  # the reserved tokens are due now: the next waits a full interval
+    assert bucket.reserve(clock()) == pytest.approx(0.25)
+    assert not bucket.take(clock())
+
+
+async def test_wait_for_token_sleeps_until_the_reserved_token_is_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    slept: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        slept.append(delay)
+        clock.now += delay
+
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
+    bucket = TokenBucket(rate=2.0, burst=1.0, now=clock())
+    for _ in range(3):
+        await wait_for_token(bucket, clock)
+    assert slept == [pytest.approx(0.5), pytest.approx(0.5)]  # the first token was there
 
 
 def test_retry_after_forms() -> None:

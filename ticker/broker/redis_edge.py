@@ -23,7 +23,7 @@ from redis.asyncio.client import PubSub
 from ticker.broker import redis_layout as rc
 from ticker.broker.base import Broker, Deliver
 from ticker.metrics.registry import Metrics
-from ticker.quote import Quote
+from ticker.quote import Quote, decode_entry
 
 log = logging.getLogger("ticker.redis")
 
@@ -226,10 +226,10 @@ class RedisBroker(Broker):
             if raw is None:
                 continue
             try:
-                q = rc.decode_quote(orjson.loads(raw))
+                q = decode_entry(orjson.loads(raw), sequenced=False)
                 if q.symbol != symbol:
                     raise ValueError("symbol mismatch")
-            except (ValueError, KeyError, TypeError, AssertionError):
+            except ValueError:  # not JSON, or a malformed Q (MalformedQuote)
                 self.metrics.broker_errors.inc()
                 continue
             cur = self._last(symbol)

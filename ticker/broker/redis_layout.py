@@ -5,7 +5,8 @@ so deployments sharing a Redis must use different prefixes):
 
 - ``P:q:SYMBOL`` — one pub/sub channel per symbol. A message is ``{"pt":publish_ms,"q":[Q,...]}``:
   the publish time (epoch ms, fractional) and every quote of that symbol in one publish window,
-  oldest first. Q is the wire protocol's entry without ``q`` (the sequence is per edge node).
+  oldest first. Q is the wire protocol's entry without ``q`` (the sequence is per edge node), as
+  ``ticker.quote.encode_entry(quote)`` writes it and ``decode_entry(q, sequenced=False)`` reads it.
 - ``P:last`` — hash SYMBOL → Q: the last value of every carried symbol, for snapshots.
 - ``P:demand:NODE`` — set of the symbols node NODE's clients want, with a TTL the node refreshes.
 - ``P:nodes`` — set of node ids that may hold a demand key (the publisher prunes expired ones).
@@ -30,7 +31,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ticker.backoff import Backoff
-from ticker.quote import Quote
+from ticker.quote import Quote, decode_entry
 
 log = logging.getLogger("ticker.redis")
 
@@ -126,57 +127,25 @@ class Layout:
         return f"{self.prefix}:ctl".encode()
 
 
-def encode_quote(quote: Quote) -> bytes:
-    """One Q for Redis: the wire entry without the per-node sequence ``q``."""
-    d = quote.wire(0)
-    del d["q"]
-    return orjson.dumps(d)
-
-
 def encode_message(entries: Iterable[bytes], publish_ms: float) -> bytes:
-    """A channel message from already-encoded Q entries of one symbol."""
+    """A channel message from Q entries of one symbol, each encoded once with ``encode_entry(quote)`` (no ``q``)."""
     return b'{"pt":' + repr(round(publish_ms, 3)).encode() + b',"q":[' + b",".join(entries) + b"]}"
-
-
-def _num(v: Any) -> float | None:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ValueError("not a number")
-    return v
-
-
-def decode_quote(d: Any) -> Quote:
-    """A :class:`Quote` from a decoded Q; raises ``ValueError`` (or ``TypeError``/``KeyError``) when malformed."""
-    if not isinstance(d, dict):
-        raise ValueError("Q is not an object")
-    s, p, t = d["s"], d["p"], d["t"]
-    if not isinstance(s, str) or not isinstance(t, int) or isinstance(t, bool):
-        raise ValueError("bad s or t")
-    price = _num(p)
-    assert price is not None
-    return Quote(
-        symbol=s,
-        price=price,
-        ts_ms=t,
-        bid=_num(d.get("b")),
-        ask=_num(d.get("a")),
-        volume=_num(d.get("v")),
-        change=_num(d.get("c")),
-        change_percent=_num(d.get("cp")),
-    )
 
 
 def decode_message(data: bytes) -> tuple[float, list[Quote]]:
     """(publish time in epoch ms, quotes) of a channel message; raises ``ValueError`` when malformed."""
     try:
         msg = orjson.loads(data)
-        pt = msg["pt"]
-        if not isinstance(pt, int | float):
-            raise ValueError("bad pt")
-        return float(pt), [decode_quote(q) for q in msg["q"]]
-    except (orjson.JSONDecodeError, KeyError, TypeError, AssertionError) as exc:
+    except orjson.JSONDecodeError as exc:
         raise ValueError(f"malformed quote message: {exc}") from None
+    if not isinstance(msg, dict):
+        raise ValueError("malformed quote message: not an object")
+    pt, entries = msg.get("pt"), msg.get("q")
+    if isinstance(pt, bool) or not isinstance(pt, int | float):
+        raise ValueError("malformed quote message: bad pt")
+    if not isinstance(entries, list):
+        raise ValueError("malformed quote message: q is not a list")
+    return float(pt), [decode_entry(e, sequenced=False) for e in entries]
 
 
 async def stay_connected(

@@ -7,7 +7,6 @@ from ticker.client.models import (
     Event,
     EventKind,
     InvalidSymbolError,
-    Quote,
     RateLimitedError,
     ServerError,
     State,
@@ -15,6 +14,7 @@ from ticker.client.models import (
     TooManySymbolsError,
 )
 from ticker.client.tickerclient import TickerClient
+from ticker.quote import Quote
 
 __all__ = [
     "ClientClosedError",

@@ -17,7 +17,8 @@ from typing import Any, NoReturn
 import aiohttp
 import orjson
 
-from ticker.client.models import ConnectionLost, Quote, QuoteBuffer, ServerError, server_error
+from ticker.client.models import ConnectionLost, QuoteBuffer, ServerError, server_error
+from ticker.quote import Quote, decode_entry
 
 log = logging.getLogger("ticker.client")
 
@@ -42,7 +43,7 @@ class Subscriptions:
         pushed = False
         for e in entries:
             try:
-                quote = Quote.from_wire(e)
+                quote = decode_entry(e)
             except ValueError as exc:
                 log.warning("ignoring %s", exc)
                 continue
@@ -77,7 +78,7 @@ class _Exchange:
     subscribed: frozenset[str] | None = None
 
 
-class Link:
+class ServerLink:
     """One open WebSocket: reads and dispatches server messages, runs request exchanges and the heartbeat."""
 
     def __init__(

@@ -1,4 +1,7 @@
-"""The Python client's data model (pure, no I/O): quotes, states, events, errors and the quote buffer."""
+"""The Python client's data model (pure, no I/O): states, events, errors and the quote buffer.
+
+Quotes are :class:`ticker.quote.Quote`, the one quote type of the project.
+"""
 
 from __future__ import annotations
 
@@ -7,67 +10,9 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
-from ticker import protocol
-
-
-@dataclass(frozen=True, slots=True)
-class Quote:
-    """One quote as the server sent it (a Q entry of docs/protocol.md), typed.
-
-    ``ts_ms`` is the feed's timestamp in epoch milliseconds (``ts`` gives it as a datetime);
-    ``seq`` is the server's per-symbol sequence number. Fields the feed lacks are ``None``.
-    """
-
-    symbol: str
-    price: float
-    ts_ms: int
-    seq: int
-    bid: float | None = None
-    ask: float | None = None
-    volume: float | None = None
-    change: float | None = None
-    change_percent: float | None = None
-
-    @property
-    def ts(self) -> datetime:
-        """The feed timestamp as an aware UTC datetime."""
-        return datetime.fromtimestamp(self.ts_ms / 1000.0, tz=UTC)
-
-    @classmethod
-    def from_wire(cls, q: Any) -> Quote:
-        """Build from a decoded Q object; raise ``ValueError`` if it is not one."""
-        if not isinstance(q, dict):
-            raise ValueError(f"a quote entry must be an object, got {type(q).__name__}")
-        s, p, t, seq = q.get("s"), q.get("p"), q.get("t"), q.get("q")
-        if not isinstance(s, str) or not isinstance(p, int | float) or isinstance(p, bool):
-            raise ValueError(f"malformed quote entry {str(q)[:200]}")
-        if not isinstance(t, int) or not isinstance(seq, int):
-            raise ValueError(f"malformed quote entry {str(q)[:200]}")
-        return cls(s, p, t, seq, _opt(q, "b"), _opt(q, "a"), _opt(q, "v"), _opt(q, "c"), _opt(q, "cp"))
-
-    def to_wire(self) -> dict[str, Any]:
-        """The Q object (short field names, absent fields left out)."""
-        d: dict[str, Any] = {"s": self.symbol, "p": self.price}
-        for key, value in (
-            ("b", self.bid),
-            ("a", self.ask),
-            ("v", self.volume),
-            ("c", self.change),
-            ("cp", self.change_percent),
-        ):
-            if value is not None:
-                d[key] = value
-        d["t"] = self.ts_ms
-        d["q"] = self.seq
-        return d
-
-
-def _opt(q: dict[str, Any], key: str) -> float | None:
-    v = q.get(key)
-    return v if isinstance(v, int | float) and not isinstance(v, bool) else None  # ints stay ints
+from ticker import errors
+from ticker.quote import Quote
 
 
 class State(enum.Enum):
@@ -146,7 +91,7 @@ class InvalidSymbolError(ServerError, ValueError):
     """One or more symbols break the syntax rules; ``symbols`` names them."""
 
     def __init__(self, message: str, symbols: Iterable[str] = ()) -> None:
-        super().__init__(protocol.INVALID_SYMBOL, message)
+        super().__init__(errors.INVALID_SYMBOL, message)
         self.symbols = list(symbols)
 
 
@@ -154,23 +99,23 @@ class TooManySymbolsError(ServerError):
     """The subscription would pass the server's per-connection cap; nothing was subscribed."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(protocol.TOO_MANY_SYMBOLS, message)
+        super().__init__(errors.TOO_MANY_SYMBOLS, message)
 
 
 class RateLimitedError(ServerError):
     """The server dropped a request because the client sent too many messages."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(protocol.RATE_LIMITED, message)
+        super().__init__(errors.RATE_LIMITED, message)
 
 
 def server_error(code: str, message: str) -> ServerError:
     """The exception class matching a server ``error`` message."""
-    if code == protocol.INVALID_SYMBOL:
+    if code == errors.INVALID_SYMBOL:
         return InvalidSymbolError(message)
-    if code == protocol.TOO_MANY_SYMBOLS:
+    if code == errors.TOO_MANY_SYMBOLS:
         return TooManySymbolsError(message)
-    if code == protocol.RATE_LIMITED:
+    if code == errors.RATE_LIMITED:
         return RateLimitedError(message)
     return ServerError(code, message)
 

@@ -25,7 +25,7 @@ import aiohttp
 
 from ticker import protocol
 from ticker.backoff import Backoff
-from ticker.client.link import Link, Subscriptions
+from ticker.client.link import ServerLink, Subscriptions
 from ticker.client.models import (
     ClientClosedError,
     ConnectError,
@@ -33,11 +33,12 @@ from ticker.client.models import (
     Event,
     EventKind,
     InvalidSymbolError,
-    Quote,
     ServerError,
     State,
     TickerError,
 )
+from ticker.errors import invalid_symbols_message
+from ticker.quote import Quote
 
 log = logging.getLogger("ticker.client")
 
@@ -69,7 +70,7 @@ class TickerClient:
     ) -> None:
         valid, invalid = protocol.split_symbols(symbols)
         if invalid:
-            raise InvalidSymbolError(protocol.invalid_symbols_message(invalid), invalid)
+            raise InvalidSymbolError(invalid_symbols_message(invalid), invalid)
         self.url = url
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -161,14 +162,14 @@ class TickerClient:
         """
         valid, invalid = protocol.split_symbols(symbols)
         if invalid:
-            raise InvalidSymbolError(protocol.invalid_symbols_message(invalid), invalid)
+            raise InvalidSymbolError(invalid_symbols_message(invalid), invalid)
         return await self._request("subscribe", valid)
 
     async def unsubscribe(self, *symbols: str) -> frozenset[str]:
         """Remove symbols; from the moment of the call no quote of theirs is yielded any more."""
         valid, invalid = protocol.split_symbols(symbols)
         if invalid:
-            raise InvalidSymbolError(protocol.invalid_symbols_message(invalid), invalid)
+            raise InvalidSymbolError(invalid_symbols_message(invalid), invalid)
         self._subs.forget(valid)
         return await self._request("unsubscribe", valid)
 
@@ -287,7 +288,7 @@ class TickerClient:
         """Serve one connection until it ends; return why it ended."""
         self._ws = ws
         self._subs.new_connection()
-        link = Link(ws, self._subs, self.ping_interval, self.ping_timeout, self._unsolicited)
+        link = ServerLink(ws, self._subs, self.ping_interval, self.ping_timeout, self._unsolicited)
         resumed = self._ever_connected
         self._set_state(State.CONNECTED)
         self._emit(EventKind.CONNECTED)
@@ -313,7 +314,7 @@ class TickerClient:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 1.0)
 
-    async def _writer(self, link: Link, resumed: bool) -> None:
+    async def _writer(self, link: ServerLink, resumed: bool) -> None:
         """Resubscribe the whole set, report the connection, then send the user's requests in order."""
         try:
             if self._subs.symbols:

@@ -1,0 +1,261 @@
+"""The one codec of the Q entry: the hub's, Redis', the recordings' and the client's forms, and what it refuses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from feeds.recording import format as recording
+from ticker.broker import redis_layout as rc
+from ticker.client import Quote as ClientQuote
+from ticker.quote import MalformedQuote, Quote, decode_entry, encode_entry
+
+Q = {
+    "s": "AAPL",
+    "p": 228.61,
+    "b": 228.59,
+    "a": 228.63,
+    "v": 3794800,
+    "c": 0.11,
+    "cp": 0.0481,
+    "t": 1795297376498,
+    "q": 3,
+}
+
+
+def loads(data: bytes) -> dict[str, Any]:
+    d = orjson.loads(data)
+    assert isinstance(d, dict)
+    return d
+
+
+def test_client_quote_is_the_core_quote() -> None:
+    assert ClientQuote is Quote
+
+
+# -- the hub's form: what clients get ------------------------------------------------------------
+def test_hub_form_derives_change_and_omits_missing() -> None:
+    q = Quote("AAPL", 101.0, 1_700_000_000_000, prev_close=100.0)
+    assert loads(encode_entry(q, 5)) == {
+        "s": "AAPL",
+        "p": 101.0,
+        "c": 1.0,
+        "cp": 1.0,
+        "t": 1_700_000_000_000,
+        "q": 5,
+    }
+    q2 = Quote("X", 2.0, 1, bid=1.9, ask=2.1, volume=10, change=0.5, change_percent=33.3)
+    assert loads(encode_entry(q2, 1)) == {
+        "s": "X",
+        "p": 2.0,
+        "b": 1.9,
+        "a": 2.1,
+        "v": 10,
+        "c": 0.5,
+        "cp": 33.3,
+        "t": 1,
+        "q": 1,
+    }
+
+
+def test_hub_form_is_compact_json_in_protocol_order() -> None:
+    q = Quote(
+        "AAPL",
+        228.61,
+        1795297376498,
+        bid=228.59,
+        ask=228.63,
+        volume=3794800,
+        change=0.11,
+        change_percent=0.0481,
+    )
+    assert encode_entry(q, 3) == (
+        b'{"s":"AAPL","p":228.61,"b":228.59,"a":228.63,"v":3794800,"c":0.11,"cp":0.0481,"t":1795297376498,"q":3}'
+    )
+
+
+def test_provider_change_wins_over_the_derived_one() -> None:
+    q = Quote("X", 101.0, 1, change=2.0, prev_close=100.0)
+    assert loads(encode_entry(q, 1)) == {"s": "X", "p": 101.0, "c": 2.0, "cp": 2.0, "t": 1, "q": 1}
+    zero = Quote("X", 101.0, 1, prev_close=0.0)  # no division by a zero close: nothing derived
+    assert loads(encode_entry(zero, 1)) == {"s": "X", "p": 101.0, "t": 1, "q": 1}
+
+
+def test_hub_form_round_trips_through_the_decoder() -> None:
+    q = Quote(
+        "BRK.B", 462.8, 1, bid=462.79, ask=462.81, volume=1200, change=2.8, change_percent=0.6087, seq=9
+    )
+    back = decode_entry(loads(encode_entry(q, q.seq)))
+    assert back == q and hash(back) == hash(q)
+
+
+# -- the client's decode (ticker.client yields these) -------------------------------------------
+def test_client_decode_round_trips() -> None:
+    quote = decode_entry(Q)
+    assert (quote.symbol, quote.price, quote.bid, quote.ask, quote.seq) == ("AAPL", 228.61, 228.59, 228.63, 3)
+    assert quote.volume == 3794800 and quote.change_percent == 0.0481
+    assert type(quote.volume) is int  # numbers keep their JSON type
+    assert quote.ts == datetime(2026, 11, 21, 21, 42, 56, 498000, tzinfo=UTC)
+    assert quote.to_wire() == Q
+    bare = decode_entry({"s": "X", "p": 1, "t": 5, "q": 1, "future": "ignored"})
+    assert (
+        bare.bid is None and bare.prev_close is None and bare.to_wire() == {"s": "X", "p": 1, "t": 5, "q": 1}
+    )
+    assert decode_entry({"s": "X", "p": 1, "b": None, "t": 5, "q": 1}).bid is None  # null is absent
+    with pytest.raises(AttributeError):
+        quote.price = 1.0  # type: ignore[misc]
+
+
+# -- Redis: no q (sequence numbers are per edge node) -------------------------------------------
+def test_redis_form_round_trips_without_sequence() -> None:
+    q = Quote("AAPL", 228.51, 1717171717165, bid=228.49, ask=228.53, volume=2507300, prev_close=228.5)
+    enc = encode_entry(q)
+    d = loads(enc)
+    assert "q" not in d and "pc" not in d and d["t"] == 1717171717165 and d["c"] == 0.01
+    back = decode_entry(d, sequenced=False)
+    assert back.seq == 0 and back.prev_close is None
+    assert encode_entry(back, 7) == encode_entry(
+        q, 7
+    )  # the same Q on every node, whatever the node's sequence
+
+
+def test_redis_message_carries_publish_time_and_every_quote() -> None:
+    a = Quote("MSFT", 415.3, 1000)
+    b = Quote("MSFT", 415.4, 1050)
+    msg = rc.encode_message([encode_entry(a), encode_entry(b)], 1717171717171.1234)
+    pt, quotes = rc.decode_message(msg)
+    assert pt == pytest.approx(1717171717171.123)
+    assert [x.price for x in quotes] == [415.3, 415.4]
+    assert quotes[0].bid is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{nope",
+        b"[]",
+        b'{"q":[]}',
+        b'{"pt":"x","q":[]}',
+        b'{"pt":true,"q":[]}',
+        b'{"pt":1}',
+        b'{"pt":1,"q":{}}',
+        b'{"pt":1,"q":[{"s":"A","t":1}]}',
+        b'{"pt":1,"q":[{"s":"A","p":"1","t":1}]}',
+        b'{"pt":1,"q":[{"s":"A","p":1,"t":1.5}]}',
+        b'{"pt":1,"q":[{"s":"A","p":1,"t":1,"b":true}]}',
+        b'{"pt":1,"q":[7]}',
+    ],
+)
+def test_malformed_redis_messages_are_refused(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        rc.decode_message(raw)
+
+
+# -- recordings: no q, pc kept, r around it -----------------------------------------------------
+def test_recording_form_round_trips_with_previous_close() -> None:
+    q = Quote("BRK.B", 462.8, 1_763_000_000_000, bid=462.79, ask=462.81, volume=1200, prev_close=460.0)
+    line = recording.encode(q, 1_763_000_000_005)
+    assert line.startswith(b'{"r":1763000000005,"s":"BRK.B",') and line.endswith(b',"pc":460.0}\n')
+    d = loads(line)
+    assert "q" not in d and d["c"] == pytest.approx(2.8)
+    r, back = recording.decode(line)
+    assert r == 1_763_000_000_005 and back.prev_close == 460.0
+    assert encode_entry(back, 1) == encode_entry(q, 1)
+    r2, no_r = recording.decode(encode_entry(q, prev_close=True))  # r defaults to t
+    assert r2 == q.ts_ms and no_r.prev_close == 460.0
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        (b'{"r":"x","s":"A","p":1,"t":1}', "'r'"),
+        (b'{"r":1.5,"s":"A","p":1,"t":1}', "'r'"),
+        (b'{"r":1,"s":"A","p":1,"t":1,"pc":"1"}', "'pc'"),
+        (b'{"r":1,"s":"","p":1,"t":1}', "'s'"),
+    ],
+)
+def test_malformed_recording_lines_name_the_field(line: bytes, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        recording.decode(line)
+
+
+# -- every malformed entry ---------------------------------------------------------------------
+GOOD: dict[str, Any] = {
+    "s": "A",
+    "p": 1.5,
+    "b": 1,
+    "a": 2,
+    "v": 3,
+    "c": 0.1,
+    "cp": 0.2,
+    "t": 5,
+    "q": 1,
+    "pc": 1.4,
+}
+
+
+_DROP = object()
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    d = dict(GOOD)
+    for k, v in changes.items():
+        if v is _DROP:
+            del d[k]
+        else:
+            d[k] = v
+    return d
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        ([], None),
+        ("AAPL", None),
+        (None, None),
+        (_with(s=_DROP), "s"),
+        (_with(s=""), "s"),
+        (_with(s=7), "s"),
+        (_with(p=_DROP), "p"),
+        (_with(p=None), "p"),
+        (_with(p="1"), "p"),
+        (_with(p=True), "p"),
+        (_with(p=float("nan")), "p"),
+        (_with(p=float("inf")), "p"),
+        (_with(t=_DROP), "t"),
+        (_with(t=1.5), "t"),
+        (_with(t="5"), "t"),
+        (_with(t=False), "t"),
+        (_with(q=_DROP), "q"),
+        (_with(q=0), "q"),
+        (_with(q=1.0), "q"),
+        (_with(q=True), "q"),
+        *[(_with(**{k: "1"}), k) for k in ("b", "a", "v", "c", "cp", "pc")],
+        *[(_with(**{k: False}), k) for k in ("b", "a", "v", "c", "cp", "pc")],
+        *[(_with(**{k: [1]}), k) for k in ("b", "a", "v", "c", "cp", "pc")],
+        *[(_with(**{k: float("-inf")}), k) for k in ("b", "a", "v", "c", "cp", "pc")],
+    ],
+)
+def test_malformed_entries_are_refused_naming_the_field(entry: Any, field: str | None) -> None:
+    with pytest.raises(MalformedQuote) as exc:
+        decode_entry(entry)
+    assert exc.value.field == field
+    assert isinstance(exc.value, ValueError)
+    if field is not None:
+        assert repr(field) in str(exc.value)
+
+
+def test_the_good_entry_is_accepted_and_q_is_only_read_when_sequenced() -> None:
+    assert decode_entry(GOOD) == Quote("A", 1.5, 5, 1, 2, 3, 0.1, 0.2, 1.4, seq=1)
+    assert decode_entry(_with(q="junk"), sequenced=False).seq == 0
+
+
+@pytest.mark.parametrize(
+    "text", [b'{"s":"A","p":NaN,"t":1}', b'{"s":"A","p":Infinity,"t":1}', b'{"s":"A","p":1e999,"t":1}']
+)
+def test_json_never_carries_non_finite_numbers(text: bytes) -> None:
+    with pytest.raises(ValueError):
+        recording.decode(text)
