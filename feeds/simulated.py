@@ -15,6 +15,7 @@ import random
 import time
 
 from feeds.base import Feed, FeedContext
+from feeds.options import FeedOptions
 from ticker.quote import Quote
 from ticker.symbols import DEFAULT_UNIVERSE
 
@@ -126,3 +127,8 @@ class SimulatedFeed(Feed):
             # Cap catch-up after a stall so a blocked loop does not produce a burst of stale ticks.
             self.tick(min(now - last, 1.0), int(time.time() * 1000))
             last = now
+
+
+def create(options: FeedOptions) -> SimulatedFeed:
+    """``--feed simulated``: the ``--symbols`` universe at ``--sim-rate`` with ``--seed``."""
+    return SimulatedFeed(symbols=options.symbols, rate=options.sim_rate, seed=options.seed)

@@ -15,6 +15,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from feeds.credentials import secret
+from feeds.options import FeedOptions
 from feeds.polled.engine import PollingFeed, number
 
 DEFAULT_URL = "https://finnhub.io"
@@ -95,3 +97,8 @@ class FinnhubRestFeed(PollingFeed):
                 prev_close=prev_close,
             )
         )
+
+
+def create(options: FeedOptions) -> FinnhubRestFeed:
+    """``--feed finnhub-rest``: the token from ``FINNHUB_TOKEN`` (or the file ``FINNHUB_TOKEN_FILE`` names)."""
+    return FinnhubRestFeed(secret("FINNHUB_TOKEN") or "", **options.poll_kwargs())

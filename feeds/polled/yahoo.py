@@ -17,7 +17,9 @@ from typing import Any
 
 import aiohttp
 
-from feeds.polled.engine import AuthFailed, PollingFeed, RateLimited, number
+from feeds.errors import AuthFailed, RateLimited
+from feeds.options import FeedOptions
+from feeds.polled.engine import PollingFeed, number
 from feeds.ratelimit import retry_after
 
 QUOTE_URL = "https://query1.finance.yahoo.com/v7/finance/quote"
@@ -115,13 +117,12 @@ class YahooFeed(PollingFeed):
         now_ms = int(time.time() * 1000)
         for item in result:
             sym = item.get("symbol") if isinstance(item, dict) else None
-            if not isinstance(sym, str):
+            if not isinstance(item, dict) or not isinstance(sym, str):
                 self.problem("malformed", "quote item without a symbol: %.200r", item)
                 continue
             sym = sym.upper()
             if sym not in wanted:
                 continue
-            assert isinstance(item, dict)
             price = _num(item.get("regularMarketPrice"))
             if price is None:  # listed but without a price (delisted, not yet traded)
                 continue
@@ -144,3 +145,8 @@ class YahooFeed(PollingFeed):
             )
         for sym in wanted - seen:
             self.report_unknown(sym)
+
+
+def create(options: FeedOptions) -> YahooFeed:
+    """``--feed yahoo``."""
+    return YahooFeed(**options.poll_kwargs())

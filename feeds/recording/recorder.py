@@ -1,4 +1,4 @@
-"""``ticker record``: writes the normalized quote stream of any feed to a recording file.
+"""Writing the normalized quote stream of any feed to a recording file (``ticker record`` runs it).
 
 A :class:`Recorder` wraps a :class:`~feeds.base.FeedContext`: every emitted quote is encoded
 on the event loop and written by a background flush in a worker thread, so a slow disk
@@ -8,20 +8,15 @@ and counted rather than letting memory grow.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import collections
 import contextlib
 import logging
-import signal
-import sys
 import time
 from pathlib import Path
 from typing import IO
 
-from feeds.base import Feed, FeedContext
+from feeds.base import FeedContext
 from feeds.recording.format import encode, header, open_write
-from feeds.registry import create_feeds
 from ticker.quote import Quote
 
 log = logging.getLogger("ticker.feeds.recorder")
@@ -102,82 +97,3 @@ class Recorder:
         if self._fh is not None:
             await asyncio.to_thread(self._fh.close)
             self._fh = None
-
-
-def _names(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [n.strip() for n in value.split(",") if n.strip()]
-    if isinstance(value, list | tuple):
-        return [str(n).strip() for n in value if str(n).strip()]
-    return ["simulated"]
-
-
-def _symbols(value: object) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return [s.strip().upper() for s in value.split(",") if s.strip()]
-    return [str(s).upper() for s in value]  # type: ignore[attr-defined]
-
-
-def _demand(feed: Feed, symbols: list[str] | None) -> frozenset[str]:
-    wanted = symbols if symbols is not None else feed.known_symbols()
-    return frozenset(s for s in wanted if feed.owns(s))
-
-
-async def run_record(args: argparse.Namespace) -> int:
-    """Record the feeds named by ``args.feed`` for ``args.symbols`` into ``args.out``.
-
-    Runs for ``args.duration`` seconds (0 or ``None``: until SIGINT/SIGTERM) and returns
-    the process exit code. Progress and the summary go to stderr.
-    """
-    names = _names(getattr(args, "feed", None))
-    symbols = _symbols(getattr(args, "symbols", None))
-    duration = float(getattr(args, "duration", 0) or 0)
-    try:
-        feeds = create_feeds(names, args)
-    except ValueError as exc:
-        print(f"ticker record: {exc}", file=sys.stderr)
-        return 2
-    recorder = Recorder(args.out, names, symbols)
-    try:
-        await recorder.open()
-    except OSError as exc:
-        print(f"ticker record: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    errors: collections.Counter[str] = collections.Counter()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    started: list[Feed] = []
-    t0 = time.monotonic()
-    code = 0
-    try:
-        for feed in feeds:
-            ctx = recorder.wrap(FeedContext(emit=lambda q: None, error=lambda kind: errors.update((kind,))))
-            await feed.start(ctx)
-            started.append(feed)
-            feed.set_demand(_demand(feed, symbols))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=duration if duration > 0 else None)
-    except (ValueError, OSError) as exc:
-        print(f"ticker record: {exc}", file=sys.stderr)
-        code = 2
-    finally:
-        for feed in started:
-            await feed.stop()
-        await recorder.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-    took = time.monotonic() - t0
-    extra = f", {recorder.dropped} dropped" if recorder.dropped else ""
-    errs = f", upstream errors: {dict(errors)}" if errors else ""
-    print(
-        f"ticker record: {recorder.written} quotes of {len(recorder.symbols_seen)} symbols in {took:.1f}s "
-        f"written to {args.out}{extra}{errs}",
-        file=sys.stderr,
-    )
-    return code

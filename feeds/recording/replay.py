@@ -16,8 +16,10 @@ from importlib import resources
 from pathlib import Path
 
 from feeds.base import Feed, FeedContext
+from feeds.errors import RecordingError
+from feeds.options import FeedOptions
 from feeds.ratelimit import ThrottledLog
-from feeds.recording.format import Reader, RecordingError, Summary, scan
+from feeds.recording.format import Reader, Summary, scan
 
 log = logging.getLogger("ticker.feeds.replay")
 
@@ -112,7 +114,7 @@ class ReplayFeed(Feed):
                             if (wait := due - loop.time()) > 0.0005:
                                 await asyncio.sleep(wait)
                         if not self.keep_timestamps:
-                            quote.ts_ms = int(time.time() * 1000)
+                            quote = quote._replace(ts_ms=int(time.time() * 1000))
                         emit(quote)
                         self.emitted += 1
                     self._mark_data()
@@ -125,3 +127,15 @@ class ReplayFeed(Feed):
                 log.info("%s: finished %s after %d quotes", self.name, self.path, self.emitted)
                 return
             lap_start = (last_due if not fast else loop.time()) + (0.0 if fast else gap_s / self.speed)
+
+
+def create(options: FeedOptions) -> ReplayFeed:
+    """``--feed replay``; a missing or foreign file is an error now, at startup, not later."""
+    feed = ReplayFeed(
+        options.replay_file,
+        speed=options.replay_speed,
+        loop=options.replay_loop,
+        keep_timestamps=options.replay_keep_time,
+    )
+    Reader(feed.path).close()
+    return feed

@@ -18,19 +18,17 @@ refused symbols are reported and the feed holds what Alpaca accepted; 400, 401, 
 
 from __future__ import annotations
 
-import argparse
 import re
-from collections.abc import Callable
 from typing import Any
 
-from feeds.credentials import FeedConfigError, require_env
-from feeds.streaming.engine import StreamFeed, stream_options
-from feeds.streaming.link import AuthFailed, Link, UpstreamError
-from feeds.wire import Malformed, num, rfc3339_ms, text
+from feeds.credentials import require_env
+from feeds.errors import AuthFailed, FeedConfigError, Malformed, UpstreamError
+from feeds.options import ALPACA_IEX_LIMIT, ALPACA_SOURCES, FeedOptions
+from feeds.streaming.engine import StreamFeed
+from feeds.streaming.link import UpstreamLink
+from feeds.wire import num, rfc3339_ms, text
 
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(\.[A-Z]{1,2})?$")
-SOURCES = ("iex", "sip")
-IEX_SYMBOL_LIMIT = 30
 AUTH_CODES = {402: "auth failed", 408: "v2 not enabled", 409: "insufficient subscription"}
 IGNORED = frozenset({"c", "x", "s", "l", "b", "d", "u"})  # corrections, cancels, statuses, LULDs, bars
 
@@ -52,10 +50,10 @@ class AlpacaFeed(StreamFeed):
         url: str | None = None,
         **kw: Any,
     ) -> None:
-        if source not in SOURCES:
+        if source not in ALPACA_SOURCES:
             raise FeedConfigError(f"--alpaca-feed must be iex or sip, not {source!r}")
         if max_symbols is None and source == "iex":
-            max_symbols = IEX_SYMBOL_LIMIT
+            max_symbols = ALPACA_IEX_LIMIT
         super().__init__(
             name, url=url or self.default_url.format(source=source), max_symbols=max_symbols, **kw
         )
@@ -67,13 +65,13 @@ class AlpacaFeed(StreamFeed):
     def owns(self, symbol: str) -> bool:
         return SYMBOL_RE.match(symbol) is not None
 
-    async def handshake(self, link: Link) -> None:
+    async def handshake(self, link: UpstreamLink) -> None:
         await self._expect(link, "connected")
         await link.send({"action": "auth", "key": self._key_id, "secret": self._secret})
         await self._expect(link, "authenticated")
         self.confirmed = frozenset()
 
-    async def _expect(self, link: Link, want: str) -> None:
+    async def _expect(self, link: UpstreamLink, want: str) -> None:
         while True:
             frame = await self.next_message(link)
             for item in frame if isinstance(frame, list) else [frame]:
@@ -145,30 +143,14 @@ class AlpacaFeed(StreamFeed):
         self.problem("upstream_error", f"alpaca error: {detail}")
 
 
-def create(args: argparse.Namespace) -> AlpacaFeed:
+def create(options: FeedOptions) -> AlpacaFeed:
     """``--feed alpaca``."""
     key_id, secret = require_env("alpaca", "ALPACA_KEY_ID", "ALPACA_SECRET_KEY")
     return AlpacaFeed(
         "alpaca",
         key_id=key_id,
         secret=secret,
-        source=str(args.alpaca_feed),
-        max_symbols=args.alpaca_max_symbols or None,
-        **stream_options(args),
-    )
-
-
-def add_arguments(group: argparse._ArgumentGroup, env: Callable[[str, object], object]) -> None:
-    """``--alpaca-feed`` and ``--alpaca-max-symbols``."""
-    group.add_argument(
-        "--alpaca-feed",
-        choices=SOURCES,
-        default=env("ALPACA_FEED", "iex"),
-        help="alpaca: data feed, iex (free, default) or sip (all exchanges, paid plan)",
-    )
-    group.add_argument(
-        "--alpaca-max-symbols",
-        type=int,
-        default=env("ALPACA_MAX_SYMBOLS", 0),
-        help=f"alpaca: most symbols subscribed at once (default {IEX_SYMBOL_LIMIT} on iex, no limit on sip)",
+        source=str(options.alpaca_feed),
+        max_symbols=options.alpaca_max_symbols or None,
+        **options.stream_kwargs(),
     )

@@ -12,16 +12,14 @@ most ``1024 // streams-per-symbol`` symbols, answers pings, and reconnects on bo
 
 from __future__ import annotations
 
-import argparse
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
-from feeds.credentials import FeedConfigError
-from feeds.streaming.engine import StreamFeed, stream_options
-from feeds.streaming.link import UpstreamError
-from feeds.wire import Malformed, epoch_ms, num, opt_num, text
+from feeds.errors import FeedConfigError, Malformed, UpstreamError
+from feeds.options import FeedOptions
+from feeds.streaming.engine import StreamFeed
+from feeds.wire import epoch_ms, num, opt_num, text
 
 STREAMS = ("ticker", "bookTicker", "trade")
 MAX_STREAMS = 1024  # per connection
@@ -124,16 +122,7 @@ class BinanceFeed(StreamFeed):
             self.problem("unexpected", f"unexpected event {str(event)[:40]!r}")
 
 
-def create(args: argparse.Namespace) -> BinanceFeed:
+def create(options: FeedOptions) -> BinanceFeed:
     """``--feed binance``."""
-    streams = tuple(s.strip() for s in str(args.binance_streams).split(",") if s.strip())
-    return BinanceFeed("binance", streams=streams, **stream_options(args))
-
-
-def add_arguments(group: argparse._ArgumentGroup, env: Callable[[str, object], object]) -> None:
-    """``--binance-streams``."""
-    group.add_argument(
-        "--binance-streams",
-        default=env("BINANCE_STREAMS", "ticker,trade"),
-        help="binance: streams per symbol, from ticker,bookTicker,trade (default ticker,trade)",
-    )
+    streams = tuple(s.strip() for s in str(options.binance_streams).split(",") if s.strip())
+    return BinanceFeed("binance", streams=streams, **options.stream_kwargs())

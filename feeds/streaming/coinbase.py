@@ -10,15 +10,15 @@ product: that keeps an idle connection open and proves it alive every second.
 
 from __future__ import annotations
 
-import argparse
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
-from feeds.streaming.engine import StreamFeed, stream_options
-from feeds.streaming.link import Link
-from feeds.wire import Malformed, num, opt_num, rfc3339_ms, text
+from feeds.errors import Malformed
+from feeds.options import FeedOptions
+from feeds.streaming.engine import StreamFeed
+from feeds.streaming.link import UpstreamLink
+from feeds.wire import num, opt_num, rfc3339_ms, text
 
 PRODUCT_RE = re.compile(r"^[A-Z0-9]{2,10}-[A-Z0-9]{2,10}$")
 _INVALID_RE = re.compile(r"^(\S+) is not a valid product")
@@ -36,7 +36,7 @@ class CoinbaseFeed(StreamFeed):
     def owns(self, symbol: str) -> bool:
         return PRODUCT_RE.match(symbol) is not None
 
-    async def after_connect(self, link: Link) -> None:
+    async def after_connect(self, link: UpstreamLink) -> None:
         await link.send(
             {
                 "type": "subscribe",
@@ -82,10 +82,6 @@ class CoinbaseFeed(StreamFeed):
         self.problem("upstream_error", f"coinbase error: {message[:200]} {reason[:200]}".rstrip())
 
 
-def create(args: argparse.Namespace) -> CoinbaseFeed:
+def create(options: FeedOptions) -> CoinbaseFeed:
     """``--feed coinbase``."""
-    return CoinbaseFeed("coinbase", **stream_options(args))
-
-
-def add_arguments(group: argparse._ArgumentGroup, env: Callable[[str, object], object]) -> None:
-    """Coinbase takes no flags beyond the common ones."""
+    return CoinbaseFeed("coinbase", **options.stream_kwargs())

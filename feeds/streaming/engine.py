@@ -21,7 +21,6 @@ A subclass only describes its provider: ``default_url`` (or :meth:`connect_url`)
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -33,13 +32,14 @@ from typing import Any, ClassVar
 import aiohttp
 
 from feeds.base import Feed, FeedContext, FeedHealth
-from feeds.credentials import FeedConfigError
 from feeds.demand import DemandTracker
+from feeds.errors import FeedConfigError, Malformed, UpstreamError
 from feeds.normalize import QuoteBook
-from feeds.ratelimit import ThrottledLog, TokenBucket
-from feeds.streaming.link import Link, UpstreamError, chunks, redact_url
-from feeds.wire import PARSE_ERRORS, Malformed
+from feeds.ratelimit import ThrottledLog
+from feeds.streaming.link import UpstreamLink, chunks, redact_url
+from feeds.wire import PARSE_ERRORS
 from ticker.backoff import Backoff
+from ticker.tokenbucket import TokenBucket
 
 CONNECT_TIMEOUT = 10.0  # seconds to open the WebSocket
 HANDSHAKE_TIMEOUT = 10.0  # seconds for the provider's welcome/auth exchange
@@ -85,7 +85,7 @@ class StreamFeed(Feed):
         self._invalid: dict[str, str] = {}  # symbol -> why the provider refused it
         self._last_subscribed: list[str] = []
         self._wake = asyncio.Event()
-        self._link: Link | None = None
+        self._link: UpstreamLink | None = None
         self._ctx: FeedContext | None = None
         self._got_data = False
 
@@ -99,10 +99,10 @@ class StreamFeed(Feed):
         """Extra HTTP headers for the WebSocket upgrade."""
         return None
 
-    async def handshake(self, link: Link) -> None:
+    async def handshake(self, link: UpstreamLink) -> None:
         """Provider welcome and auth exchange before subscribing; raise :class:`AuthFailed` on refusal."""
 
-    async def after_connect(self, link: Link) -> None:
+    async def after_connect(self, link: UpstreamLink) -> None:
         """Messages to send once connected, before the held symbols are subscribed."""
 
     @abstractmethod
@@ -184,7 +184,7 @@ class StreamFeed(Feed):
         """Symbols currently subscribed upstream."""
         return frozenset(self._held)
 
-    async def next_message(self, link: Link, within: float = HANDSHAKE_TIMEOUT) -> Any:
+    async def next_message(self, link: UpstreamLink, within: float = HANDSHAKE_TIMEOUT) -> Any:
         """The next well-formed JSON message on ``link`` (for handshakes); malformed ones are counted."""
         while True:
             try:
@@ -281,7 +281,9 @@ class StreamFeed(Feed):
             CONNECT_TIMEOUT,
         )
         try:
-            link = Link(ws, TokenBucket(self.control_rate) if self.control_rate else None)
+            link = UpstreamLink(
+                ws, TokenBucket(self.control_rate, 1.0, time.monotonic()) if self.control_rate else None
+            )
             await asyncio.wait_for(self.handshake(link), HANDSHAKE_TIMEOUT)
             self._link = link
             self._held = set()
@@ -307,21 +309,21 @@ class StreamFeed(Feed):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 1.0)
 
-    async def _read_loop(self, link: Link) -> None:
+    async def _read_loop(self, link: UpstreamLink) -> None:
         while True:
             try:
                 self.on_message(await link.recv(self.silence))
             except PARSE_ERRORS as exc:
                 self.problem("malformed", f"malformed message ignored ({type(exc).__name__}: {exc})")
 
-    async def _ping_loop(self, link: Link) -> None:
+    async def _ping_loop(self, link: UpstreamLink) -> None:
         interval = self.silence / 3
         while True:
             await asyncio.sleep(interval)
             if time.monotonic() - link.last_alive >= interval:
                 await link.ping()
 
-    async def _sync_loop(self, link: Link) -> None:
+    async def _sync_loop(self, link: UpstreamLink) -> None:
         """Keep upstream subscriptions equal to the plan: unsubscribe first (frees slots), then subscribe."""
         while True:
             self._wake.clear()
@@ -347,14 +349,3 @@ class StreamFeed(Feed):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             await asyncio.sleep(self.batch_window)
-
-
-def stream_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The common :class:`StreamFeed` keyword arguments from the parsed command line."""
-    return {
-        "url": args.feed_url,
-        "reconnect_base": args.reconnect_base,
-        "reconnect_cap": args.reconnect_cap,
-        "silence": args.feed_silence,
-        "linger": args.feed_linger,
-    }

@@ -14,16 +14,16 @@ provider accepted. The token travels in the URL query, which is never logged.
 
 from __future__ import annotations
 
-import argparse
 import re
-from collections.abc import Callable
 from typing import Any
 
 from yarl import URL
 
 from feeds.credentials import require_env
-from feeds.streaming.engine import StreamFeed, stream_options
-from feeds.wire import Malformed, epoch_ms, num, text
+from feeds.errors import Malformed
+from feeds.options import FeedOptions
+from feeds.streaming.engine import StreamFeed
+from feeds.wire import epoch_ms, num, text
 
 SYMBOL_RE = re.compile(r"^([A-Z][A-Z0-9]{0,9}(\.[A-Z]{1,2})?|[A-Z0-9]+:[A-Z0-9_.\-]+)$")
 
@@ -78,19 +78,9 @@ class FinnhubFeed(StreamFeed):
             self.problem("unexpected", f"unexpected message type {str(kind)[:40]!r}")
 
 
-def create(args: argparse.Namespace) -> FinnhubFeed:
+def create(options: FeedOptions) -> FinnhubFeed:
     """``--feed finnhub``."""
     (token,) = require_env("finnhub", "FINNHUB_TOKEN")
     return FinnhubFeed(
-        "finnhub", token=token, max_symbols=args.finnhub_max_symbols or None, **stream_options(args)
-    )
-
-
-def add_arguments(group: argparse._ArgumentGroup, env: Callable[[str, object], object]) -> None:
-    """``--finnhub-max-symbols``."""
-    group.add_argument(
-        "--finnhub-max-symbols",
-        type=int,
-        default=env("FINNHUB_MAX_SYMBOLS", 50),
-        help="finnhub: most symbols subscribed at once (the plan's limit; 0 = no limit), default 50",
+        "finnhub", token=token, max_symbols=options.finnhub_max_symbols or None, **options.stream_kwargs()
     )

@@ -11,15 +11,15 @@ session is: ``[{"ev":"status","status":"connected"}]`` → ``{"action":"auth","p
 
 from __future__ import annotations
 
-import argparse
 import re
-from collections.abc import Callable
 from typing import Any
 
 from feeds.credentials import require_env
-from feeds.streaming.engine import StreamFeed, stream_options
-from feeds.streaming.link import AuthFailed, Link, UpstreamError
-from feeds.wire import Malformed, epoch_ms, num, text
+from feeds.errors import AuthFailed, Malformed, UpstreamError
+from feeds.options import FeedOptions
+from feeds.streaming.engine import StreamFeed
+from feeds.streaming.link import UpstreamLink
+from feeds.wire import epoch_ms, num, text
 
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(\.[A-Z]{1,2})?$")
 IGNORED = frozenset({"A", "AM", "LULD", "NOI"})
@@ -38,12 +38,12 @@ class PolygonFeed(StreamFeed):
     def owns(self, symbol: str) -> bool:
         return SYMBOL_RE.match(symbol) is not None
 
-    async def handshake(self, link: Link) -> None:
+    async def handshake(self, link: UpstreamLink) -> None:
         await self._expect(link, "connected")
         await link.send({"action": "auth", "params": self._api_key})
         await self._expect(link, "auth_success")
 
-    async def _expect(self, link: Link, want: str) -> None:
+    async def _expect(self, link: UpstreamLink, want: str) -> None:
         while True:
             frame = await self.next_message(link)
             for item in frame if isinstance(frame, list) else [frame]:
@@ -99,11 +99,7 @@ class PolygonFeed(StreamFeed):
         self.problem("upstream_error", f"polygon status {str(status)[:40]}: {detail}")
 
 
-def create(args: argparse.Namespace) -> PolygonFeed:
+def create(options: FeedOptions) -> PolygonFeed:
     """``--feed polygon``."""
     (api_key,) = require_env("polygon", "POLYGON_API_KEY")
-    return PolygonFeed("polygon", api_key=api_key, **stream_options(args))
-
-
-def add_arguments(group: argparse._ArgumentGroup, env: Callable[[str, object], object]) -> None:
-    """Polygon takes no flags beyond the common ones."""
+    return PolygonFeed("polygon", api_key=api_key, **options.stream_kwargs())

@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gzip
 import time
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
+from feeds.options import FeedOptions
 from feeds.recording import recorder as recorder_mod
 from feeds.recording.format import RecordingError, decode, encode, header, scan, write_all
-from feeds.recording.recorder import Recorder, run_record
+from feeds.recording.recorder import Recorder
 from feeds.recording.replay import ReplayFeed, sample_recording
 from feeds.registry import create_feeds
 from feeds.simulated import SimulatedFeed
-from tests.support.fakes.poll_fakes import Sink, wait_for
-from ticker.quote import Quote
+from tests.support.fakes.poll_fakes import Sink
+from tests.support.timing import eventually
+from ticker.cli.record import RecordConfig, run_record
+from ticker.quote import Quote, encode_entry
 
 T0 = 1_763_000_000_000
 
 
-def q(sym: str, price: float, t: int = T0, **kw: float) -> Quote:
+def q(sym: str, price: float, t: int = T0, **kw: Any) -> Quote:
     return Quote(symbol=sym, price=price, ts_ms=t, **kw)
 
 
 def wire(quote: Quote) -> dict:
-    return quote.wire(0)
+    return orjson.loads(encode_entry(quote, 0))
 
 
 class TimedSink(Sink):
@@ -99,7 +103,7 @@ async def test_loop_starts_over(tmp_path: Path) -> None:
     sink = Sink()
     await feed.start(sink.ctx)
     try:
-        await wait_for(lambda: len(sink.quotes) >= 8)
+        await eventually(lambda: len(sink.quotes) >= 8, within=10)
         assert not feed.finished.is_set()
     finally:
         await feed.stop()
@@ -159,8 +163,7 @@ def test_sample_recording_is_shipped_and_default() -> None:
     assert len(summary.symbols) >= 30 and summary.malformed == 0
     assert summary.first_ms is not None and summary.last_ms is not None
     assert summary.last_ms - summary.first_ms >= 120_000  # a few minutes of ticks
-    args = argparse.Namespace(replay_file=None, replay_speed=1.0, replay_loop=False, replay_keep_time=False)
-    (feed,) = create_feeds(["replay"], args)
+    (feed,) = create_feeds(["replay"], FeedOptions())
     assert isinstance(feed, ReplayFeed) and feed.path == path
 
 
@@ -171,7 +174,7 @@ async def test_record_then_replay_round_trip(tmp_path: Path) -> None:
     await rec.open()
     live = Sink()
     await sim.start(rec.wrap(live.ctx))
-    await wait_for(lambda: len(live.quotes) >= 60)
+    await eventually(lambda: len(live.quotes) >= 60, within=10)
     await sim.stop()
     await rec.close()
     assert rec.written == len(live.quotes) and rec.dropped == 0
@@ -189,10 +192,9 @@ async def test_run_record_writes_a_replayable_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cli.jsonl"
-    args = argparse.Namespace(
-        feed="simulated", symbols=["AAPL", "NVDA"], sim_rate=20.0, seed=1, out=str(out), duration=1.0
-    )
-    assert await run_record(args) == 0
+    options = FeedOptions(symbols=["AAPL", "NVDA"], sim_rate=20.0, seed=1)
+    config = RecordConfig(out=str(out), duration=1.0, feeds=["simulated"], feed_options=options)
+    assert await run_record(config) == 0
     summary = scan(out)
     assert summary.header["feeds"] == ["simulated"] and summary.header["symbols"] == ["AAPL", "NVDA"]
     assert set(summary.symbols) == {"AAPL", "NVDA"} and summary.count >= 20
@@ -202,13 +204,11 @@ async def test_run_record_writes_a_replayable_file(
 async def test_run_record_reports_bad_feed_and_path(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = argparse.Namespace(feed="nope", symbols=None, out=str(tmp_path / "x.jsonl"), duration=1.0)
-    assert await run_record(args) == 2
+    config = RecordConfig(out=str(tmp_path / "x.jsonl"), duration=1.0, feeds=["nope"])
+    assert await run_record(config) == 2
     assert "unknown feed 'nope'" in capsys.readouterr().err
-    args = argparse.Namespace(
-        feed="simulated", symbols=None, sim_rate=1.0, seed=1, out=str(tmp_path / "no" / "x.jsonl"), duration=1
-    )
-    assert await run_record(args) == 2
+    config = RecordConfig(out=str(tmp_path / "no" / "x.jsonl"), duration=1.0)
+    assert await run_record(config) == 2
     assert "cannot write" in capsys.readouterr().err
 
 

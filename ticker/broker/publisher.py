@@ -17,11 +17,13 @@ import time
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from feeds.base import Feed, FeedContext
+from feeds.base import Feed
+from feeds.runner import FeedRunner, metered
 from ticker.broker import redis_layout as rc
+from ticker.errors import InvalidSymbol
 from ticker.metrics.registry import Metrics
-from ticker.quote import Quote
-from ticker.symbols import InvalidSymbol, normalize_symbol
+from ticker.quote import Quote, encode_entry
+from ticker.symbols import normalize_symbol
 
 log = logging.getLogger("ticker.broker.publisher")
 
@@ -60,8 +62,8 @@ class Publisher:
         window: float = 0.005,
     ) -> None:
         self.url = rc.check_url(url)
-        self.feeds = feeds
         self.metrics = metrics
+        self.runner = FeedRunner(feeds, metered(metrics, self._emit))
         self.static = symbols
         self.layout = rc.Layout(prefix)
         self.window = window
@@ -95,17 +97,12 @@ class Publisher:
             log.warning(
                 "Redis at %s is not reachable yet; feeds start, publishing when it is", rc.redact(self.url)
             )
-        for f in self.feeds:
-            f.set_demand(frozenset(s for s in self.carried if f.owns(s)))
-            await f.start(self._context(f))
+        await self.runner.start()
+        self.runner.set_demand(self.carried)
 
     async def stop(self) -> None:
         """Stop the feeds, publish what is buffered (briefly), disconnect."""
-        for f in self.feeds:
-            try:
-                await asyncio.wait_for(f.stop(), 1.0)
-            except Exception:
-                log.exception("feed %s did not stop cleanly", f.name)
+        await self.runner.stop(within=1.0)
         if self._up and self._buf:
             self._flushed.clear()
             self._pending.set()
@@ -117,14 +114,11 @@ class Publisher:
                 await self._task
         self._set_up(False)
 
-    def _context(self, feed: Feed) -> FeedContext:
-        return self.metrics.feed_context(feed.name, self._emit)
-
     def _emit(self, quote: Quote) -> None:
         sym = quote.symbol
         if sym not in self.carried:  # nobody wants it (a feed still winding down a symbol)
             return
-        enc = rc.encode_quote(quote)
+        enc = encode_entry(quote)
         self._last[sym] = enc
         if not self._up:
             return
@@ -265,8 +259,7 @@ class Publisher:
             ",".join(sorted(added)[:10]) or "none",
             ",".join(sorted(removed)[:10]) or "none",
         )
-        for f in self.feeds:
-            f.set_demand(frozenset(s for s in carried if f.owns(s)))
+        self.runner.set_demand(carried)
         self._dropped -= added
         for s in removed:
             self._last.pop(s, None)

@@ -1,15 +1,16 @@
-"""``ticker watch AAPL MSFT``: a live terminal table of quotes, or JSON lines with ``--json``."""
+"""``ticker watch AAPL MSFT``: a live terminal table of quotes, or JSON lines with ``--json``.
+
+asyncio, aiohttp and rich load when the command runs, not when the command line is built.
+"""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import signal
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass
 
-from ticker.symbols import InvalidSymbol, normalize_symbol
+from ticker.errors import InvalidSymbol
+from ticker.options import LOG_LEVELS, OptionError, option
+from ticker.symbols import normalize_symbol
 
 DEFAULT_URL = "ws://127.0.0.1:8888/ws"
 
@@ -18,49 +19,47 @@ def _symbol(text: str) -> str:
     try:
         return normalize_symbol(text)
     except InvalidSymbol as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise OptionError(str(exc)) from None
 
 
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+        raise OptionError(f"must be 0 or more, got {text!r}")
     return value
 
 
-def add_watch_flags(p: argparse.ArgumentParser, env: Callable[[str, object], object]) -> None:
-    """The flags of ``ticker watch``."""
-    p.add_argument("symbols", nargs="+", type=_symbol, metavar="SYMBOL", help="symbols to watch")
-    p.add_argument(
-        "--url", default=env("URL", DEFAULT_URL), help=f"the server's WebSocket URL ({DEFAULT_URL})"
+@dataclass(frozen=True, slots=True)
+class WatchConfig:
+    """Everything ``ticker watch`` can be told, typed."""
+
+    symbols: list[str] = option(
+        help="symbols to watch", parse=_symbol, positional=True, nargs="+", metavar="SYMBOL"
     )
-    p.add_argument("--json", action="store_true", help="print one JSON line (a Q object) per update")
-    p.add_argument(
-        "--count", type=_count, default=0, help="exit after this many updates (0: run until Ctrl-C)"
+    url: str = option(DEFAULT_URL, f"the server's WebSocket URL ({DEFAULT_URL})", env="URL")
+    json: bool = option(False, "print one JSON line (a Q object) per update")
+    count: int = option(0, "exit after this many updates (0: run until Ctrl-C)", parse=_count)
+    connect_timeout: float = option(
+        10.0, "seconds to wait for the first connection before giving up (10)", parse=float
     )
-    p.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=10.0,
-        help="seconds to wait for the first connection before giving up (10)",
-    )
-    p.add_argument(
-        "--log-level",
-        choices=("debug", "info", "warning", "error"),
-        type=str.lower,
-        default=env("LOG_LEVEL", "warning"),
-    )
+    log_level: str = option("warning", env="LOG_LEVEL", parse=str.lower, choices=LOG_LEVELS)
 
 
-def run_watch(args: argparse.Namespace) -> int:
+def run_watch(config: WatchConfig) -> int:
     """Run ``ticker watch``; the exit status (0 on Ctrl-C or SIGTERM, 1 when the server is unreachable)."""
+    import asyncio
+
     try:
-        return asyncio.run(_main(args))
+        return asyncio.run(_main(config))
     except KeyboardInterrupt:
         return 0
 
 
-async def _main(args: argparse.Namespace) -> int:
+async def _main(config: WatchConfig) -> int:
+    import asyncio
+    import contextlib
+    import signal
+
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -70,10 +69,10 @@ async def _main(args: argparse.Namespace) -> int:
     from ticker.cli.watch_view import JsonLines, TableView
     from ticker.client import TickerClient, TickerError
 
-    view = JsonLines(args.count) if args.json else TableView(args.symbols, args.url, args.count)
+    view = JsonLines(config.count) if config.json else TableView(config.symbols, config.url, config.count)
     try:
         async with TickerClient(
-            args.url, args.symbols, connect_timeout=args.connect_timeout, on_event=view.event
+            config.url, config.symbols, connect_timeout=config.connect_timeout, on_event=view.event
         ) as client:
             await view.run(client)
     except TickerError as exc:

@@ -20,7 +20,6 @@ from prometheus_client import (
     generate_latest,
 )
 
-from feeds.base import FeedContext
 from ticker import __version__
 from ticker.metrics.fast import FastCounter, FastHistogram
 from ticker.quote import Quote
@@ -142,9 +141,9 @@ class Metrics:
             "ticker_broker_errors", "Malformed messages from the broker, dropped.", registry=r
         )
 
-    def feed_context(self, feed: str, publish: Callable[[Quote], None]) -> FeedContext:
-        """What a feed named ``feed`` reports to: quotes go to ``publish`` after their lag and count are
-        recorded; error kinds and reconnects are counted."""
+    # -- what feeds report (the feed runner's FeedMeter) ---------------------------------------
+    def count_feed(self, feed: str, publish: Callable[[Quote], None]) -> Callable[[Quote], None]:
+        """``publish`` wrapped to record each quote's lag and count for the feed named ``feed``."""
         lag = self.feed_lag.labels(feed).observe
         count = self.feed_updates.labels(feed).inc
         now = time.time
@@ -154,11 +153,19 @@ class Metrics:
             count()
             publish(quote)
 
-        return FeedContext(
-            emit=emit,
-            error=lambda kind: self.feed_errors.labels(feed, kind).inc(),
-            reconnected=lambda: self.feed_reconnects.labels(feed).inc(),
-        )
+        return emit
+
+    def count_feed_error(self, feed: str, kind: str) -> None:
+        """One malformed or unexpected upstream message of ``kind`` from ``feed``."""
+        self.feed_errors.labels(feed, kind).inc()
+
+    def count_feed_reconnect(self, feed: str) -> None:
+        """One reconnect of ``feed`` to its upstream."""
+        self.feed_reconnects.labels(feed).inc()
+
+    def watch_feed_up(self, feed: str, probe: Callable[[], bool]) -> None:
+        """``ticker_feed_up{feed}`` reads ``probe()`` at every scrape."""
+        self.feed_up.labels(feed).set_function(lambda: 1.0 if probe() else 0.0)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -1,41 +1,148 @@
-"""Server configuration, built from the command line and ``TICKER_*`` environment variables."""
+"""What ``ticker serve`` can be told: one typed object whose fields carry their flag, env twin and default."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
+
+from feeds.options import FeedOptions
+from feeds.registry import feed_option
+from ticker.broker.options import broker_url, key_prefix
+from ticker.options import ProcessOptions, nested, option, optional_port, port, positive
+
+LIMITS = "limits"
+BROKER = "broker"
+
+
+def _origins(text: str) -> frozenset[str]:
+    return frozenset(p.strip().lower().rstrip("/") for p in text.split(",") if p.strip())
 
 
 @dataclass(slots=True)
 class Config:
-    """Everything ``ticker serve`` can be told; defaults match the CLI's."""
+    """Everything ``ticker serve`` can be told (flags and ``TICKER_*`` twins), typed.
 
-    host: str = "127.0.0.1"
-    port: int = 8888
-    feeds: list[str] = field(default_factory=lambda: ["simulated"])
-    symbols: list[str] | None = None
-    sim_rate: float = 2.0
-    seed: int | None = None
-    flush_ms: float = 20.0
-    allowed_origins: frozenset[str] = frozenset()
-    log_level: str = "info"
-    max_symbols: int = 500
-    max_message_bytes: int = 64 * 1024
-    max_connections: int = 50_000
-    ping_interval: float = 20.0
-    ping_timeout: float = 20.0
-    slow_bytes: int = 1 << 20
-    slow_timeout: float = 10.0
-    rate_limit: float = 50.0
-    rate_burst: int = 100
-    stale_after: float = 15.0
-    workers: int = 1
+    Raises ``ValueError`` when feeds are named for an edge node (``--broker redis://...``).
+    """
+
+    host: str = option("127.0.0.1", "address to listen on (127.0.0.1)", env="HOST")
+    port: int = option(8888, "port to listen on; 0 picks one", env="PORT", parse=port)
+    #: ``--feed`` as given; None picks the default for the broker (see :attr:`feeds`).
+    feed: list[str] | None = feed_option(None, "none (default: simulated; none with --broker redis)")
+    feed_options: FeedOptions = nested(
+        FeedOptions, help={"symbols": "comma-separated symbols to carry (default: about 30 US tickers)"}
+    )
+    flush_ms: float = option(
+        20.0,
+        "fan-out flush interval in ms: at most one frame per connection per interval (20)",
+        env="FLUSH_MS",
+        parse=positive(float),
+    )
+    allowed_origins: frozenset[str] = option(
+        frozenset(),
+        "extra browser origins allowed to open /ws, comma-separated (default: same host only)",
+        env="ALLOWED_ORIGINS",
+        parse=_origins,
+    )
+    max_symbols: int = option(
+        500, "symbols per connection (500)", env="MAX_SYMBOLS", parse=positive(int), group=LIMITS
+    )
+    max_message_bytes: int = option(
+        64 * 1024,
+        "largest client frame; larger ones close the connection with 1009 (65536)",
+        env="MAX_MESSAGE_BYTES",
+        parse=positive(int),
+        group=LIMITS,
+    )
+    max_connections: int = option(
+        50_000,
+        "open connections before new ones get 503 (50000)",
+        env="MAX_CONNECTIONS",
+        parse=positive(int),
+        group=LIMITS,
+    )
+    rate_limit: float = option(
+        50.0,
+        "client messages per second per connection (50)",
+        env="RATE_LIMIT",
+        parse=positive(float),
+        group=LIMITS,
+    )
+    rate_burst: int = option(
+        100, "client messages allowed in a burst (100)", env="RATE_BURST", parse=positive(int), group=LIMITS
+    )
+    ping_interval: float = option(
+        20.0, "seconds between server pings (20)", env="PING_INTERVAL", parse=positive(float), group=LIMITS
+    )
+    ping_timeout: float = option(
+        20.0,
+        "seconds to wait for a pong before dropping the peer (20)",
+        env="PING_TIMEOUT",
+        parse=positive(float),
+        group=LIMITS,
+    )
+    slow_bytes: int = option(
+        1 << 20,
+        "unsent bytes after which a connection is conflated (1048576)",
+        env="SLOW_BYTES",
+        parse=positive(int),
+        group=LIMITS,
+    )
+    slow_timeout: float = option(
+        10.0,
+        "seconds over --slow-bytes before closing with 1013 (10)",
+        env="SLOW_TIMEOUT",
+        parse=positive(float),
+        group=LIMITS,
+    )
+    stale_after: float = option(
+        15.0,
+        "seconds without feed data before /readyz fails (15)",
+        env="STALE_AFTER",
+        parse=positive(float),
+        group=LIMITS,
+    )
+    workers: int = option(
+        1, "server processes sharing the port with SO_REUSEPORT (1)", env="WORKERS", parse=positive(int)
+    )
     #: Serve /metrics, /healthz and /readyz on this port too (worker i of --workers uses port + i).
-    metrics_port: int | None = None
-    worker_index: int = 0
+    metrics_port: int | None = option(
+        None,
+        "also serve /metrics, /healthz, /readyz on this port; with --workers, worker i uses PORT+i",
+        env="METRICS_PORT",
+        parse=optional_port,
+    )
+    process: ProcessOptions = nested(ProcessOptions)
     #: ``memory`` or ``redis://HOST:PORT/DB`` (an edge node fed by ``ticker feed``).
-    broker: str = "memory"
-    broker_prefix: str = "ticker"
-    demand_ttl: float = 15.0
-    #: The parsed command line, for feed factories that read their own flags.
-    args: argparse.Namespace = field(default_factory=argparse.Namespace)
+    broker: str = option(
+        "memory",
+        "memory (in-process, default) or redis://HOST:PORT/DB: an edge node fed by `ticker feed`",
+        env="BROKER",
+        parse=broker_url,
+        group=BROKER,
+    )
+    broker_prefix: str = option(
+        "ticker",
+        "prefix of every Redis key and channel; one per deployment sharing a Redis (ticker)",
+        env="BROKER_PREFIX",
+        parse=key_prefix,
+        group=BROKER,
+    )
+    demand_ttl: float = option(
+        15.0,
+        "seconds a node's advertised demand lives in Redis without a refresh (15; refreshed every third)",
+        env="DEMAND_TTL",
+        parse=positive(float),
+        group=BROKER,
+    )
+    worker_index: int = 0
+    #: The feeds this node runs: ``--feed`` without ``none``.
+    feeds: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        redis = self.broker != "memory"
+        names = self.feed if self.feed is not None else (["none"] if redis else ["simulated"])
+        self.feeds = [] if names == ["none"] else list(names)
+        if redis and self.feeds:
+            raise ValueError(
+                "with --broker redis the feeds run in `ticker feed`; start edge nodes with --feed none (the default)"
+            )

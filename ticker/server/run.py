@@ -40,7 +40,8 @@ async def _serve_async(config: Config, sockets: list[socket.socket] | None) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    # A worker is forked with these signals blocked, so one sent before this point waits for us.
+    # The command line loads the server, and a worker is forked, with these signals blocked: one sent
+    # before this point waits for us.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         await server.start(sockets)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
 from feeds.base import Feed, FeedContext
+from feeds.options import FeedOptions
 from ticker.quote import Quote
 
 
@@ -53,23 +53,16 @@ def fast_options(url: str, **over: Any) -> dict[str, Any]:
     return opts
 
 
-def cli_args(url: str | None, **over: Any) -> argparse.Namespace:
-    """A parsed-command-line stand-in for the registry factories."""
-    ns = argparse.Namespace(
-        feed_url=url,
-        reconnect_base=0.02,
-        reconnect_cap=0.1,
-        feed_silence=5.0,
-        feed_linger=0.0,
-        symbols=None,
-        finnhub_max_symbols=50,
-        alpaca_feed="iex",
-        alpaca_max_symbols=0,
-        binance_streams="ticker,trade",
-    )
-    for k, v in over.items():
-        setattr(ns, k, v)
-    return ns
+def feed_options(url: str | None, **over: Any) -> FeedOptions:
+    """Typed feed options for the registry factories, tuned for tests like :func:`fast_options`."""
+    defaults: dict[str, Any] = {
+        "feed_url": url,
+        "reconnect_base": 0.02,
+        "reconnect_cap": 0.1,
+        "feed_silence": 5.0,
+        "feed_linger": 0.0,
+    }
+    return FeedOptions(**{**defaults, **over})
 
 
 @contextlib.asynccontextmanager

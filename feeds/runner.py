@@ -1,0 +1,129 @@
+"""Running a set of feeds, once for ``ticker serve``, ``ticker feed`` and ``ticker record``.
+
+A :class:`FeedRunner` starts each feed with its :class:`~feeds.base.FeedContext`, gives each
+the part of the demand it :meth:`~feeds.base.Feed.owns`, judges readiness (every feed up;
+steady feeds producing lately) and stops every feed side by side under one deadline. Metrics
+reach it through :func:`metered`: any object with the :class:`FeedMeter` methods counts what
+the feeds report, without this module knowing the metrics library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Protocol
+
+from feeds.base import Feed, FeedContext
+from ticker.quote import Quote
+
+log = logging.getLogger("ticker.feeds")
+
+Publish = Callable[[Quote], None]
+ContextFor = Callable[[Feed], FeedContext]
+
+
+class FeedMeter(Protocol):
+    """Where the feeds' reports are counted (the server's and the publisher's metrics)."""
+
+    def count_feed(self, feed: str, publish: Publish) -> Publish:
+        """``publish`` wrapped to count each quote of ``feed`` (and its lag) on the way."""
+
+    def count_feed_error(self, feed: str, kind: str) -> None:
+        """One malformed or unexpected upstream message of ``kind``."""
+
+    def count_feed_reconnect(self, feed: str) -> None:
+        """One reconnect of ``feed`` to its upstream."""
+
+    def watch_feed_up(self, feed: str, probe: Callable[[], bool]) -> None:
+        """Report ``probe()`` (the feed is up) whenever the metrics are read."""
+
+
+def metered(meter: FeedMeter, publish: Publish) -> ContextFor:
+    """Contexts that count every feed's quotes, errors, reconnects and health in ``meter``, then ``publish``."""
+
+    def context(feed: Feed) -> FeedContext:
+        name = feed.name
+        meter.watch_feed_up(name, lambda: feed.health().up)
+        return FeedContext(
+            emit=meter.count_feed(name, publish),
+            error=partial(meter.count_feed_error, name),
+            reconnected=partial(meter.count_feed_reconnect, name),
+        )
+
+    return context
+
+
+class FeedRunner:
+    """Starts, feeds demand to, judges and stops a set of feeds.
+
+    ``stale_after``: seconds a steady feed (simulated, replay) may stay silent before readiness
+    fails; None leaves silence out of readiness. ``clock`` is the monotonic clock feeds stamp
+    their last data with.
+    """
+
+    def __init__(
+        self,
+        feeds: Sequence[Feed],
+        context: ContextFor,
+        *,
+        stale_after: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.feeds = list(feeds)
+        self.started: list[Feed] = []
+        self.stale_after = stale_after
+        self._context = context
+        self._clock = clock
+        self._since = clock()
+
+    async def start(self) -> None:
+        """Start each feed in turn (then give them demand); a failing start stops those already started."""
+        self._since = self._clock()
+        for feed in self.feeds:
+            try:
+                await feed.start(self._context(feed))
+            except BaseException:
+                await self.stop()
+                raise
+            self.started.append(feed)
+
+    def set_demand(self, symbols: Iterable[str]) -> None:
+        """Tell each feed the symbols of ``symbols`` it owns."""
+        wanted = tuple(symbols)
+        for feed in self.feeds:
+            feed.set_demand(frozenset(s for s in wanted if feed.owns(s)))
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): every feed up and, with ``stale_after``, steady feeds producing recently.
+
+        Provider feeds count as healthy while connected (or polling): a closed market sends
+        nothing, and that is no fault. Steady feeds always produce, so their silence is one.
+        """
+        now = self._clock()
+        for feed in self.feeds:
+            h = feed.health()
+            if not h.up:
+                return False, f"feed {feed.name} is down: {h.reason or 'unknown'}"
+            if feed.steady and self.stale_after is not None:
+                quiet = now - (h.last_data if h.last_data is not None else self._since)
+                if quiet > self.stale_after:
+                    return False, f"feed {feed.name} produced no data for {quiet:.0f} s"
+        return True, "ready"
+
+    async def stop(self, within: float = 1.5, alongside: Mapping[str, Awaitable[None]] | None = None) -> None:
+        """Stop the started feeds, and ``alongside`` (name → its stop, a broker say), side by side within ``within`` s."""
+        started, self.started = self.started, []
+        stops = [(f"feed {f.name}", f.stop()) for f in started] + list((alongside or {}).items())
+        if not stops:
+            return
+        tasks = [(name, asyncio.ensure_future(stop)) for name, stop in stops]
+        _, pending = await asyncio.wait([t for _, t in tasks], timeout=within)
+        for name, task in tasks:
+            if task in pending:
+                task.cancel()
+                log.warning("%s did not stop in time", name)
+            elif not task.cancelled() and task.exception() is not None:
+                log.error("%s failed to stop: %r", name, task.exception())

@@ -1,0 +1,166 @@
+"""The feed runner: demand split by owns(), readiness of steady and provider feeds, one stop deadline, metering."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from feeds.base import Feed, FeedContext
+from feeds.runner import FeedRunner, metered
+from ticker.quote import Quote
+
+
+class FakeFeed(Feed):
+    """A feed that owns the symbols ``owned`` accepts and records what it is told."""
+
+    def __init__(
+        self, name: str, owned: Callable[[str], bool] = lambda s: True, steady: bool = False
+    ) -> None:
+        super().__init__(name)
+        self.owned = owned
+        self.steady = steady
+        self.ctx: FeedContext | None = None
+        self.stopped = False
+
+    async def start(self, ctx: FeedContext) -> None:
+        self.ctx = ctx
+        self._mark_up()
+
+    async def stop(self) -> None:
+        self.stopped = True
+        self._mark_down("stopped")
+
+    def owns(self, symbol: str) -> bool:
+        return self.owned(symbol)
+
+
+class HangingFeed(FakeFeed):
+    async def stop(self) -> None:
+        await asyncio.Event().wait()
+
+
+class BrokenFeed(FakeFeed):
+    async def start(self, ctx: FeedContext) -> None:
+        raise ValueError("cannot start")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _plain(feed: Feed) -> FeedContext:
+    return FeedContext(emit=lambda quote: None)
+
+
+async def test_demand_is_split_by_owns() -> None:
+    stocks = FakeFeed("stocks", owned=lambda s: not s.startswith("BTC"))
+    crypto = FakeFeed("crypto", owned=lambda s: s.startswith("BTC"))
+    runner = FeedRunner([stocks, crypto], _plain)
+    await runner.start()
+    runner.set_demand(["AAPL", "BTC-USD", "MSFT", "BTC-EUR"])
+    assert stocks.demand == {"AAPL", "MSFT"} and crypto.demand == {"BTC-USD", "BTC-EUR"}
+    runner.set_demand(iter(["BTC-USD"]))  # any iterable, read once
+    assert stocks.demand == frozenset() and crypto.demand == {"BTC-USD"}
+    await runner.stop()
+
+
+async def test_readiness_fails_when_a_steady_feed_goes_quiet() -> None:
+    clock = Clock()
+    steady, provider = FakeFeed("sim", steady=True), FakeFeed("prov")
+    runner = FeedRunner([steady, provider], _plain, stale_after=15.0, clock=clock)
+    await runner.start()
+    assert runner.readiness() == (True, "ready")  # nothing yet, but not for long enough
+    clock.now += 16
+    assert runner.readiness() == (False, "feed sim produced no data for 16 s")
+    steady.health().last_data = clock.now
+    assert runner.readiness() == (True, "ready")
+    clock.now += 14
+    assert runner.readiness() == (True, "ready")
+    clock.now += 5  # the provider is just as quiet, and that is no fault: the steady feed is
+    assert runner.readiness() == (False, "feed sim produced no data for 19 s")
+    assert FeedRunner([steady, provider], _plain, clock=clock).readiness() == (
+        True,
+        "ready",
+    )  # no stale_after
+    steady.health().last_data = clock.now
+    provider._mark_down("upstream closed")
+    assert runner.readiness() == (False, "feed prov is down: upstream closed")
+    await runner.stop()
+
+
+async def test_stop_keeps_one_deadline_with_a_hanging_feed(caplog: pytest.LogCaptureFixture) -> None:
+    good, hung = FakeFeed("good"), HangingFeed("hung")
+    runner = FeedRunner([hung, good], _plain)
+    await runner.start()
+    other_stopped = asyncio.Event()
+
+    async def broker_stop() -> None:
+        other_stopped.set()
+
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="ticker.feeds"):
+        await runner.stop(within=0.2, alongside={"broker memory": broker_stop()})
+    took = time.monotonic() - t0
+    assert 0.2 <= took < 1.0
+    assert good.stopped and other_stopped.is_set()
+    assert "feed hung did not stop in time" in caplog.text and "good" not in caplog.text
+    assert runner.started == []
+    await runner.stop(within=0.2)  # a second stop has nothing left to stop
+
+
+async def test_a_failed_start_stops_what_started() -> None:
+    first, broken, never = FakeFeed("first"), BrokenFeed("broken"), FakeFeed("never")
+    runner = FeedRunner([first, broken, never], _plain)
+    with pytest.raises(ValueError, match="cannot start"):
+        await runner.start()
+    assert first.stopped and never.ctx is None and not never.stopped
+
+
+class FakeMeter:
+    def __init__(self) -> None:
+        self.counted: list[tuple[str, str]] = []
+        self.errors: Counter[tuple[str, str]] = Counter()
+        self.reconnects: Counter[str] = Counter()
+        self.probes: dict[str, Callable[[], bool]] = {}
+
+    def count_feed(self, feed: str, publish: Callable[[Quote], None]) -> Callable[[Quote], None]:
+        def emit(quote: Quote) -> None:
+            self.counted.append((feed, quote.symbol))
+            publish(quote)
+
+        return emit
+
+    def count_feed_error(self, feed: str, kind: str) -> None:
+        self.errors[feed, kind] += 1
+
+    def count_feed_reconnect(self, feed: str) -> None:
+        self.reconnects[feed] += 1
+
+    def watch_feed_up(self, feed: str, probe: Callable[[], bool]) -> None:
+        self.probes[feed] = probe
+
+
+async def test_metered_contexts_count_then_publish() -> None:
+    meter, published = FakeMeter(), list[Quote]()
+    a, b = FakeFeed("a"), FakeFeed("b")
+    runner = FeedRunner([a, b], metered(meter, published.append))
+    await runner.start()
+    assert a.ctx is not None and b.ctx is not None
+    quote = Quote(symbol="AAPL", price=1.0, ts_ms=1)
+    a.ctx.emit(quote)
+    b.ctx.error("bad_json")
+    b.ctx.reconnected()
+    assert published == [quote] and meter.counted == [("a", "AAPL")]
+    assert meter.errors == {("b", "bad_json"): 1} and meter.reconnects == {"b": 1}
+    assert meter.probes["a"]() is True
+    await runner.stop()
+    assert meter.probes["a"]() is False and meter.probes["b"]() is False

@@ -1,0 +1,32 @@
+"""Values of the broker flags (``--broker``, ``--broker-prefix``), checked without loading redis-py."""
+
+from __future__ import annotations
+
+from ticker.options import OptionError
+
+
+def broker_url(text: str) -> str:
+    """``memory`` or a valid ``redis://`` URL."""
+    if text.strip().lower() == "memory":
+        return "memory"
+    from ticker.broker.redis_layout import check_url  # redis-py loads only for a Redis URL
+
+    try:
+        return check_url(text.strip())
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+
+
+def redis_url(text: str) -> str:
+    """A valid ``redis://`` URL (``memory`` is refused: the publisher needs Redis)."""
+    url = broker_url(text)
+    if url == "memory":
+        raise OptionError("the publisher needs a Redis URL (redis://HOST:PORT/DB)")
+    return url
+
+
+def key_prefix(text: str) -> str:
+    """A prefix of Redis keys and channels: 1-64 characters, no spaces or glob characters."""
+    if not text or len(text) > 64 or any(c in text for c in " *?[]\\"):
+        raise OptionError(f"prefix must be 1-64 characters without spaces or */?/[/]: {text!r}")
+    return text
