@@ -2,18 +2,26 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-server
 ARGS   ?=
 
 .PHONY: install run test test-unit lint system-deps clean bench
 
+# Tests and lint: the server and the dev tools. An edited setup.cfg or pyproject.toml reinstalls.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	$(PY) -m pip install -q -e '.[server,dev]'
+	touch $(STAMP) $(RUN_STAMP)
+
+# Running: the server's dependencies only (the base install is the client's: docs/clients.md).
+$(RUN_STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[server]'
+	touch $(RUN_STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(VENV)/bin/ticker serve $(ARGS)
 
 system-deps:
@@ -30,6 +38,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check ticker feeds tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_import_graph.py
 
 # make bench [QUICK=1] [SCENARIO=crowd,...] [PEERS=naive,websockets,node] [PROFILE=1|native] [DOC=]: see docs/performance.md.
 BENCH_STAMP := $(VENV)/.bench-installed
@@ -39,7 +49,7 @@ BENCH_ARGS  := $(if $(QUICK),--sizes quick) $(if $(SCENARIO),--scenario $(SCENAR
                $(if $(filter command line,$(origin DOC)),--doc '$(DOC)')
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e '.[server,dev,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
