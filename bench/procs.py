@@ -1,11 +1,12 @@
-"""Process accounting from /proc: CPU ticks and RSS of a process tree, machine-wide CPU, free ports."""
+"""Process accounting from /proc: CPU ticks of a process tree, machine-wide CPU, time waiting for a CPU.
+
+Free ports and RSS come from :mod:`tests.support.system` (shared with the tests).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import time
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -46,44 +47,11 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
-def rss_kib(pids: list[int]) -> int:
-    """Summed VmRSS of ``pids`` in KiB."""
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-                    break
-        except OSError:
-            pass
-    return total
-
-
 def machine_busy_seconds() -> float:
     """CPU seconds all cores spent busy (not idle or iowait) since boot."""
     parts = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     vals = [int(v) for v in parts[:8]]
     return (sum(vals) - vals[3] - vals[4]) / CLK_TCK
-
-
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1 (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float) -> bool:
-    """Wait until something accepts on 127.0.0.1:``port``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def run_wait_seconds(pids: list[int]) -> float:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import threading
 import time
@@ -29,17 +28,9 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procs import cpu_seconds  # noqa: E402
 from tests.support.redisproc import FeedProcess, RedisProcess  # noqa: E402
 from tests.support.serverproc import ServerProcess, scrape  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def count_redis(r: RedisProcess, stop: threading.Event, out: dict[str, int]) -> None:
@@ -117,14 +108,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 before = [scrape(n.url) for n in nodes]
                 assert pub.proc is not None and r.proc is not None
                 pids = [pub.proc.pid, r.proc.pid] + [n.proc.pid for n in nodes if n.proc is not None]
-                cpu0 = {pid: cpu_seconds(pid) for pid in pids}
+                cpu0 = {pid: cpu_seconds([pid]) for pid in pids}
                 t0 = time.monotonic()
                 await asyncio.gather(*tasks)
                 elapsed = time.monotonic() - t0
                 stop.set()
                 counter.join()
                 after = [scrape(n.url) for n in nodes]
-                cpu = {pid: (cpu_seconds(pid) - c) / elapsed for pid, c in cpu0.items()}
+                cpu = {pid: (cpu_seconds([pid]) - c) / elapsed for pid, c in cpu0.items()}
             finally:
                 for n in nodes:
                     n.stop()

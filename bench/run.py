@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +29,8 @@ from bench import procs, servers
 from bench import profile as prof
 from bench.figures import summarize
 from bench.scenarios import Scenario, scenarios
+from tests.support import serverproc
+from tests.support.system import free_port, rss_kib, wait_port
 
 ROOT = servers.ROOT
 WORK = ROOT / "bench" / ".work"
@@ -48,15 +49,14 @@ def log(msg: str) -> None:
 def scrape(port: int) -> dict[str, float] | None:
     """The ticker counters of interest from /metrics, summed over labels; None when unreachable."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+        samples = serverproc.scrape(f"http://127.0.0.1:{port}")
     except OSError:
         return None
     out = dict.fromkeys(METRICS, 0.0)
-    for line in text.splitlines():
-        for name in METRICS:
-            if line.startswith(name) and line[len(name)] in " {":
-                out[name] += float(line.rsplit(" ", 1)[1])
+    for key, value in samples.items():
+        name = key.partition("{")[0]
+        if name in out:
+            out[name] += value
     return out
 
 
@@ -100,16 +100,16 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
 
 def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[str, Any]:
     """Run ``sc`` against ``server`` once and return the raw measurements."""
-    port = procs.free_port()
+    port = free_port()
     cmd = servers.command(server, sc, port)
     log_file: IO[str] = open(logs / f"{sc.name}-{server}.log", "w")  # noqa: SIM115
     srv = subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     gens: list[subprocess.Popen[str]] = []
     try:
-        if not procs.wait_port(port, 20):
+        if not wait_port(port, 20):
             raise RunError(f"server did not listen within 20 s (exit {srv.poll()})")
         time.sleep(0.5 if sc.workers == 1 else 1.5)
-        rss_before = procs.rss_kib(procs.tree(srv.pid))
+        rss_before = rss_kib(procs.tree(srv.pid))
         per, extra = divmod(sc.conns, sc.loadgens)
         first = 0
         spec = json.dumps(dataclasses.asdict(sc))
@@ -169,7 +169,7 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
         if spy is not None:
             spy.wait(30)
             profile_summary = prof.summarize(logs / f"{sc.name}-{server}.prof")
-        rss_after = procs.rss_kib(pids)
+        rss_after = rss_kib(pids)
         send(gens, "quit")
         return {
             "command": [c.replace(f"{ROOT}/", "") for c in cmd],  # repository-relative, no machine paths

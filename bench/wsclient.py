@@ -11,10 +11,10 @@ update counts once. Per-frame Python work stays at a few integer operations.
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import time
 from typing import Any, cast
+
+from tests.support.wsframes import client_frame, upgrade_request
 
 QUOTES = b'{"type":"quotes"'
 SNAPSHOT = b'"type":"snapshot"'
@@ -45,23 +45,6 @@ class Stats:
         self.latency: dict[int, float] = {}
 
 
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """A final, masked client frame (clients must mask, RFC 6455 §5.3)."""
-    n = len(payload)
-    if n < 126:
-        header = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    mask = os.urandom(4)
-    if n == 0:
-        return header + mask
-    key = (mask * (n // 4 + 1))[:n]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
-    return header + mask + masked
-
-
 def sample_latency(data: bytes, end: int, updates: int, hist: dict[int, float]) -> None:
     """Add ``updates`` worth of tick→client latency (ms) to ``hist`` from ``"t":`` values in ``data[:end]``."""
     now = int(time.time() * 1000)
@@ -89,11 +72,7 @@ class Subscriber(asyncio.Protocol):
     def __init__(self, stats: Stats, host: str, path: str, request: bytes) -> None:
         self.stats = stats
         self.request = request
-        self.key = base64.b64encode(os.urandom(16)).decode()
-        self.handshake = (
-            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {self.key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
+        self.handshake = upgrade_request(host, path)
         self.open: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.upgraded = False

@@ -1,16 +1,24 @@
-"""Shared fixtures: a real ticker server on an ephemeral port."""
+"""Shared fixtures: a real ticker server process on an ephemeral port, or one inside the test's event loop."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.support.inprocess import InProcessServer, serve_in_process
 from tests.support.serverproc import ServerProcess
 
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[ServerProcess]:
-    """One server for the read-mostly tests: simulated feed, fast ticks, a fixed seed."""
+    """One server process for the read-mostly tests: simulated feed, fast ticks, a fixed seed."""
     with ServerProcess(["--sim-rate", "20", "--seed", "7", "--log-level", "warning"]) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def inprocess() -> AsyncIterator[InProcessServer]:
+    """A server of the test's own in its event loop: the same market as ``server`` (seed 7, 20 ticks/s)."""
+    async with serve_in_process(sim_rate=20.0, seed=7) as srv:
         yield srv

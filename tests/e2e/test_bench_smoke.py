@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.timing import timeout
+
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -25,10 +27,10 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     cmd += ["--peers", "naive", "--out", str(tmp_path), "--doc", str(doc)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _, stderr = proc.communicate(timeout=150)
+        _, stderr = proc.communicate(timeout=timeout(150))
     except subprocess.TimeoutExpired:
         proc.terminate()  # the harness stops its servers and load generators on SIGTERM
-        _, stderr = proc.communicate(timeout=30)
+        _, stderr = proc.communicate(timeout=timeout(30))
         raise AssertionError(f"bench smoke run timed out:\n{stderr[-3000:]}") from None
     assert proc.returncode == 0, stderr[-3000:]
     [result_file] = tmp_path.glob("*.json")

@@ -1,4 +1,5 @@
-"""The Python client against real server processes: resume across restarts, subscriptions, errors, liveness."""
+"""The Python client against real servers (processes where restarts and signals are the point, else one in the
+test's event loop): resume across restarts, subscriptions, errors, liveness."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.serverproc import ServerProcess, scrape
+from tests.support.inprocess import InProcessServer, serve_in_process
+from tests.support.serverproc import ServerProcess, scrape_async
+from tests.support.timing import eventually, eventually_sync, timeout
 from ticker.backoff import Backoff
 from ticker.client import (
     ClientClosedError,
@@ -31,8 +34,8 @@ ARGS = ["--sim-rate", "50", "--log-level", "warning"]
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "clients.md"
 
 
-async def take(client: TickerClient, n: int, timeout: float = 10.0) -> list[Quote]:
-    """The next ``n`` quotes of ``client``."""
+async def take(client: TickerClient, n: int, within: float = 10.0) -> list[Quote]:
+    """The next ``n`` quotes of ``client``, within ``within`` seconds (scaled)."""
     out: list[Quote] = []
 
     async def run() -> None:
@@ -41,19 +44,17 @@ async def take(client: TickerClient, n: int, timeout: float = 10.0) -> list[Quot
             if len(out) == n:
                 return
 
-    await asyncio.wait_for(run(), timeout)
+    await asyncio.wait_for(run(), timeout(within))
     return out
 
 
-async def wait_event(events: list[Event], kind: EventKind, timeout: float = 15.0, after: int = 0) -> int:
-    """Index of the first event of ``kind`` at or after ``after``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for i in range(after, len(events)):
-            if events[i].kind is kind:
-                return i
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no {kind} event in time; got {[str(e) for e in events]}")
+async def wait_event(events: list[Event], kind: EventKind, within: float = 15.0, after: int = 0) -> int:
+    """Index of the first event of ``kind`` at or after ``after``; fails after ``within`` seconds (scaled)."""
+
+    def first() -> list[int]:
+        return [i for i in range(after, len(events)) if events[i].kind is kind][:1]
+
+    return (await eventually(first, within, f"a {kind} event"))[0]
 
 
 def five_line_consumer(url: str) -> str:
@@ -80,15 +81,14 @@ def test_documented_five_line_consumer_keeps_consuming_across_a_restart(tmp_path
     try:
         assert proc.stdout is not None
 
-        def read_until(pred, timeout: float) -> None:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
+        def read_until(pred, within: float) -> None:
+            def one_more_line() -> bool:
                 line = proc.stdout.readline()  # type: ignore[union-attr]
                 assert line, "the consumer died: " + (proc.stderr.read() if proc.stderr else "")
                 lines.append(line)
-                if pred():
-                    return
-            raise AssertionError("not enough output in time")
+                return pred()
+
+            eventually_sync(one_more_line, within, "enough lines from the consumer", interval=0)
 
         read_until(lambda: len(lines) >= 20, 15)
         before = len(lines)
@@ -107,7 +107,7 @@ def test_documented_five_line_consumer_keeps_consuming_across_a_restart(tmp_path
         assert proc.poll() is None
     finally:
         proc.kill()
-        proc.wait(5)
+        proc.wait(timeout(5))
         srv.stop()
         if srv2 is not None:
             srv2.stop()
@@ -155,8 +155,8 @@ async def test_resumes_after_restart_with_events_and_snapshot():
             srv2.stop()
 
 
-async def test_subscribe_unsubscribe_at_any_time(server: ServerProcess):
-    async with TickerClient(server.ws_url, ["AAPL"], backoff=FAST) as client:
+async def test_subscribe_unsubscribe_at_any_time(inprocess: InProcessServer):
+    async with TickerClient(inprocess.ws_url, ["AAPL"], backoff=FAST) as client:
         assert await client.subscribe("msft", "NVDA") == {"AAPL", "MSFT", "NVDA"}
         assert {"MSFT", "NVDA"} <= set(client.latest)  # their snapshot arrived with the answer
         got = await take(client, 60)
@@ -168,10 +168,10 @@ async def test_subscribe_unsubscribe_at_any_time(server: ServerProcess):
         assert client.symbols == {"MSFT"}
 
 
-async def test_subscribe_errors_raise(server: ServerProcess):
+async def test_subscribe_errors_raise(inprocess: InProcessServer):
     with pytest.raises(InvalidSymbolError):
-        TickerClient(server.ws_url, ["AAPL", "no good"])
-    async with TickerClient(server.ws_url, ["AAPL"]) as client:
+        TickerClient(inprocess.ws_url, ["AAPL", "no good"])
+    async with TickerClient(inprocess.ws_url, ["AAPL"]) as client:
         with pytest.raises(InvalidSymbolError) as info:
             await client.subscribe("MSFT", "bad$")
         assert info.value.symbols == ["bad$"] and "'bad$'" in str(info.value)
@@ -185,19 +185,19 @@ async def test_subscribe_errors_raise(server: ServerProcess):
 
 
 async def test_refused_initial_subscription_fails_start():
-    with ServerProcess(["--max-symbols", "2", "--log-level", "warning"]) as srv:
+    async with serve_in_process(max_symbols=2) as srv:
         client = TickerClient(srv.ws_url, ["AAPL", "MSFT", "NVDA"])
         with pytest.raises(TooManySymbolsError):
             await client.start()
         assert client.state is State.CLOSED
 
 
-async def test_refused_handshake_fails_fast(server: ServerProcess):
+async def test_refused_handshake_fails_fast(inprocess: InProcessServer):
     t0 = time.monotonic()
     with pytest.raises(ConnectError, match="403"):
-        await TickerClient(server.ws_url, ["AAPL"], headers={"Origin": "http://evil.example"}).start()
+        await TickerClient(inprocess.ws_url, ["AAPL"], headers={"Origin": "http://evil.example"}).start()
     with pytest.raises(ConnectError, match="404"):
-        await TickerClient(server.url + "/nope", ["AAPL"]).start()
+        await TickerClient(inprocess.url + "/nope", ["AAPL"]).start()
     assert time.monotonic() - t0 < 5
 
 
@@ -224,7 +224,7 @@ async def test_silent_server_is_detected_by_ping_and_the_client_resumes():
             await take(client, 5)
             srv.signal(signal.SIGSTOP)  # the TCP connection stays open, but nothing answers
             try:
-                i = await wait_event(events, EventKind.DISCONNECTED, timeout=5)
+                i = await wait_event(events, EventKind.DISCONNECTED, within=5)
                 assert "no pong" in str(events[i].error) or "no answer" in str(events[i].error)
                 await wait_event(events, EventKind.RECONNECTING, after=i)
             finally:
@@ -238,8 +238,8 @@ async def test_slow_loop_is_conflated_and_bounded():
     args = ["--symbols", ",".join(symbols), "--sim-rate", "200", "--log-level", "warning"]
     with ServerProcess(args) as srv:
         async with TickerClient(srv.ws_url, symbols, buffer_limit=20) as client:
-            await asyncio.sleep(1.5)  # the loop does not read: ~1500 updates arrive meanwhile
-            assert client.conflated > 100
+            # The loop does not read (1000 updates a second arrive) until the client conflated many.
+            await eventually(lambda: client.conflated > 100, 5.0, "the client to conflate 100 updates")
             # Take exactly what waits now: quotes arriving while we read must not blur the bound.
             got = [await anext(client) for _ in range(client.pending)]
             assert len(got) <= 20 + len(symbols)
@@ -252,9 +252,10 @@ async def test_slow_loop_is_conflated_and_bounded():
             assert max(q.ts_ms for q in client.latest.values()) > time.time() * 1000 - 1000
 
 
-async def test_events_iterator_and_clean_close(server: ServerProcess):
-    before = scrape(server.url).get('ticker_connections_closed_total{reason="client",transport="ws"}', 0)
-    client = TickerClient(server.ws_url, ["AAPL"])
+async def test_events_iterator_and_clean_close(inprocess: InProcessServer):
+    key = 'ticker_connections_closed_total{reason="client",transport="ws"}'
+    before = (await scrape_async(inprocess.url)).get(key, 0)
+    client = TickerClient(inprocess.ws_url, ["AAPL"])
     stream = client.events()
     kinds: list[EventKind] = []
 
@@ -266,24 +267,20 @@ async def test_events_iterator_and_clean_close(server: ServerProcess):
     await client.start()
     await take(client, 3)
     await client.close()
-    await asyncio.wait_for(collector, 2)  # the event stream ends with the client
+    await asyncio.wait_for(collector, timeout(2))  # the event stream ends with the client
     assert kinds == [EventKind.CONNECTED, EventKind.CLOSED]
     assert client.state is State.CLOSED
 
     async def rest() -> list[Quote]:
         return [q async for q in client]
 
-    await asyncio.wait_for(rest(), 1)  # iteration ends (after the buffered quotes) instead of waiting
+    # Iteration ends (after the buffered quotes) instead of waiting.
+    await asyncio.wait_for(rest(), timeout(1))
     with pytest.raises(ClientClosedError):
         await client.subscribe("MSFT")
     await client.close()  # idempotent
 
-    def closed_cleanly() -> bool:
-        m = scrape(server.url)
-        return m.get('ticker_connections_closed_total{reason="client",transport="ws"}', 0) > before
+    async def closed_cleanly() -> bool:
+        return (await scrape_async(inprocess.url)).get(key, 0) > before
 
-    for _ in range(50):
-        if await asyncio.to_thread(closed_cleanly):
-            break
-        await asyncio.sleep(0.05)
-    assert await asyncio.to_thread(closed_cleanly)
+    await eventually(closed_cleanly, 2.5, "the server to count a clean client close")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from feeds import registry
 from feeds.streaming.coinbase import CoinbaseFeed
 from tests.support.fakes.coinbase import FakeCoinbase
-from tests.support.fakes.recorder import cli_args, fast_options, running
-from tests.support.fakes.upstream import eventually
+from tests.support.fakes.recorder import fast_options, feed_options, running
+from tests.support.timing import eventually
 
 
 @pytest.fixture
@@ -22,7 +20,7 @@ async def fake():
 
 
 async def test_ticker_prices_arrive_normalized(fake):
-    feed = registry.create_feeds(["coinbase"], cli_args(fake.url))[0]
+    feed = registry.create_feeds(["coinbase"], feed_options(fake.url))[0]
     assert isinstance(feed, CoinbaseFeed)
     async with running(feed) as rec:
         feed.set_demand(frozenset({"ETH-USD"}))
@@ -42,7 +40,8 @@ async def test_heartbeat_keeps_an_idle_connection_within_the_subscribe_deadline(
     feed = CoinbaseFeed("coinbase", **fast_options(fake.url, silence=0.3))
     async with running(feed) as rec:
         await fake.wait_for(lambda: "heartbeat:BTC-USD" in fake.subscribed(), what="heartbeat subscription")
-        await asyncio.sleep(0.8)  # past the 0.5 s subscribe deadline and the 0.3 s silence limit
+        # Idle until the fake's 0.5 s subscribe deadline came, past the feed's 0.3 s silence limit too.
+        await fake.wait_for(lambda: fake.deadlines_passed == 1, what="the subscribe deadline")
         assert fake.deadline_kicks == 0 and fake.connects == 1
         assert rec.reconnects == 0 and feed.health().up
 
@@ -53,14 +52,19 @@ async def test_invalid_product_is_refused_and_the_rest_of_its_batch_resubscribed
     async with running(feed) as rec:
         feed.set_demand(frozenset({"BTC-USD", "NOPE-USD", "ETH-USD"}))
         await fake.wait_for(lambda: fake.tickers() == {"BTC-USD", "ETH-USD"}, what="valid products")
-        await asyncio.sleep(0.1)
-        assert rec.errors["invalid_symbol"] == 1 and rec.errors["upstream_error"] == 0
-        assert sum(1 for m in fake.received if "NOPE-USD" in m.get("product_ids", [])) == 1, "asked again"
+        await eventually(lambda: rec.errors["invalid_symbol"] == 1, what="the refusal counted")
+        assert rec.errors["upstream_error"] == 0
+
+        def asked_for_nope() -> int:
+            return sum(1 for m in fake.received if "NOPE-USD" in m.get("product_ids", []))
+
+        assert asked_for_nope() == 1, "asked again"
         assert "NOPE-USD" in feed.health().reason
         # once no client wants it any more, it may be asked for again later
         feed.set_demand(frozenset({"BTC-USD"}))
         await fake.wait_for(lambda: "NOPE-USD" not in feed.health().reason, what="refusal forgotten")
         assert "NOPE-USD" not in feed.health().reason
+        assert asked_for_nope() == 1 and rec.errors["invalid_symbol"] == 1, "asked again while demanded"
 
 
 async def test_upstream_error_message_is_counted(fake):
@@ -71,9 +75,3 @@ async def test_upstream_error_message_is_counted(fake):
         await fake.broadcast({"type": "status", "products": []})
         await eventually(lambda: rec.errors["upstream_error"] == 1 and rec.errors["unexpected"] == 1)
         assert feed.health().up
-
-
-def test_owns_product_ids_only():
-    feed = CoinbaseFeed("coinbase", url="ws://x")
-    assert feed.owns("BTC-USD") and feed.owns("ETH-EUR")
-    assert not feed.owns("AAPL") and not feed.owns("BTCUSDT") and not feed.owns("BINANCE:BTCUSDT")

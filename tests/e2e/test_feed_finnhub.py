@@ -6,12 +6,10 @@ import logging
 
 import pytest
 
-from feeds import registry
 from feeds.streaming.finnhub import FinnhubFeed
 from tests.support.fakes.finnhub import FakeFinnhub
 from tests.support.fakes.recorder import fast_options, running
-from tests.support.fakes.upstream import eventually
-from ticker.cli.main import build_parser
+from tests.support.timing import eventually
 
 
 @pytest.fixture
@@ -62,16 +60,6 @@ async def test_symbols_over_the_limit_are_reported_not_silently_missing(fake, ca
         assert "TSLA" in feed.health().reason and "NVDA" not in feed.health().reason
 
 
-def test_default_limit_is_50_and_configurable(monkeypatch):
-    monkeypatch.setenv("FINNHUB_TOKEN", "x")
-    parser = build_parser()
-    feed = registry.create_feeds(["finnhub"], parser.parse_args(["serve", "--feed", "finnhub"]))[0]
-    assert isinstance(feed, FinnhubFeed) and feed.symbol_limit == 50
-    monkeypatch.setenv("TICKER_FINNHUB_MAX_SYMBOLS", "7")
-    feed = registry.create_feeds(["finnhub"], build_parser().parse_args(["serve", "--feed", "finnhub"]))[0]
-    assert isinstance(feed, FinnhubFeed) and feed.symbol_limit == 7
-
-
 async def test_provider_too_many_symbols_error_lowers_the_limit(fake):
     fake.limit = 2
     feed = FinnhubFeed(token="s3cret-token", **fast_options(fake.url))
@@ -93,9 +81,3 @@ async def test_a_bad_token_is_refused_and_never_logged(fake, caplog):
             assert not feed.health().up and "HTTP 401" in feed.health().reason
     assert fake.refused_tokens[0] == "wrong-token-xyz"
     assert "wrong-token-xyz" not in caplog.text and "wrong-token-xyz" not in feed.health().reason
-
-
-def test_owns_stock_tickers_and_exchange_symbols():
-    feed = FinnhubFeed(token="t", url="ws://x")
-    assert all(feed.owns(s) for s in ("AAPL", "BRK.B", "BINANCE:BTCUSDT", "OANDA:EUR_USD"))
-    assert not feed.owns("BTC-USD")

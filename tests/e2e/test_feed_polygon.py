@@ -9,7 +9,7 @@ import pytest
 from feeds.streaming.polygon import PolygonFeed
 from tests.support.fakes.polygon import FakePolygon
 from tests.support.fakes.recorder import fast_options, running
-from tests.support.fakes.upstream import eventually
+from tests.support.timing import eventually
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.support.fakes.providers import PROVIDERS, Provider
-from tests.support.fakes.upstream import FakeUpstream, eventually
-from tests.support.serverproc import ServerProcess, scrape
+from tests.support.fakes.upstream import FakeUpstream
+from tests.support.serverproc import ServerProcess, scrape, scrape_async
+from tests.support.timing import eventually, timeout
 from tests.support.wsclient import recv, recv_until, send
 
 
@@ -42,7 +43,7 @@ async def stack(request):
 
 def _readyz(srv: ServerProcess) -> int:
     try:
-        with urllib.request.urlopen(srv.url + "/readyz", timeout=5) as resp:
+        with urllib.request.urlopen(srv.url + "/readyz", timeout=timeout(5)) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
@@ -50,21 +51,22 @@ def _readyz(srv: ServerProcess) -> int:
 
 async def _quote_with(ws, fake: FakeUpstream, symbol: str, price: float) -> dict:
     """Have the fake trade ``symbol`` at ``price`` until the subscriber sees it (a connection the server's
-    feed is just abandoning may take a trade); fails after about 5 s."""
+    feed is just abandoning may take a trade), waiting 0.5 s after each; fails after 5 s (scaled)."""
 
     def has_price(m: dict) -> bool:
         return m["type"] in ("quotes", "snapshot") and any(
             e["s"] == symbol and e["p"] == price for e in m["data"]
         )
 
-    for _ in range(10):
+    async def seen() -> dict | None:
         await fake.trade(symbol, price)
         try:
-            msg = await recv_until(ws, has_price, timeout=0.5)
+            msg = await recv_until(ws, has_price, within=0.5)
         except (AssertionError, TimeoutError):
-            continue
+            return None
         return next(e for e in msg["data"] if e["s"] == symbol and e["p"] == price)
-    raise AssertionError(f"the subscriber never saw {symbol} at {price}")
+
+    return await eventually(seen, 5.0, f"the subscriber to see {symbol} at {price}", interval=0)
 
 
 async def test_subscriber_receives_the_fake_providers_prices(stack):
@@ -79,9 +81,11 @@ async def test_subscriber_receives_the_fake_providers_prices(stack):
         assert entry["t"] > 0 and entry["q"] >= 1
         entry = await _quote_with(ws, fake, prov.symbol, 101.5)
         up = f'ticker_feed_up{{feed="{prov.name}"}}'
-        await eventually(
-            lambda: scrape(srv.url)[up] == 1, what="ticker_feed_up 1 (health loop ticks each second)"
-        )
+
+        async def feed_up() -> bool:
+            return (await scrape_async(srv.url))[up] == 1
+
+        await eventually(feed_up, what="ticker_feed_up 1 (health loop ticks each second)")
         assert scrape(srv.url)[f'ticker_feed_updates_total{{feed="{prov.name}"}}'] >= 2
         assert _readyz(srv) == 200
     await fake.wait_for(lambda: fake.symbols() == set(), what="upstream unsubscribe after the client left")

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from feeds.polled.finnhub_rest import MAX_RATE, FinnhubRestFeed
+from feeds.polled.finnhub_rest import FinnhubRestFeed
 from tests.support.fakes.fake_finnhub_rest import QUOTE_PATH, FakeFinnhubRest
-from tests.support.fakes.poll_fakes import Sink, wait_for
+from tests.support.fakes.poll_fakes import Sink
+from tests.support.timing import eventually
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ async def test_polls_only_demanded_symbols_and_emits_fields(fake: FakeFinnhubRes
     )
     sink = await started(feed, {"AAPL", "MSFT"})
     try:
-        await wait_for(lambda: {"AAPL", "MSFT"} <= sink.symbols() and len(sink.quotes) >= 6)
+        await eventually(lambda: {"AAPL", "MSFT"} <= sink.symbols() and len(sink.quotes) >= 6, within=10)
         assert set(fake.symbols_polled()) == {"AAPL", "MSFT"}
         q = next(q for q in sink.quotes if q.symbol == "AAPL")
         assert q.price > 261.74 and q.prev_close == 259.45
@@ -41,14 +42,14 @@ async def test_polls_only_demanded_symbols_and_emits_fields(fake: FakeFinnhubRes
 
         feed.set_demand(frozenset({"MSFT"}))
         mark = len(fake.hits)
-        await wait_for(lambda: len(fake.hits) >= mark + 12)
+        await eventually(lambda: len(fake.hits) >= mark + 12, within=10)
         # at most the requests already in flight (concurrency 4) may still be for AAPL
         assert "AAPL" not in [h.query["symbol"] for h in fake.hits[mark + 4 :]]
 
         feed.set_demand(frozenset())
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # the scenario: requests in flight (at most 0.3 s) end...
         idle = len(fake.hits)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # ... then a window in which nothing may be polled
         assert len(fake.hits) == idle  # nothing demanded, nothing polled
     finally:
         await feed.stop()
@@ -59,7 +60,7 @@ async def test_token_in_header_not_url(fake: FakeFinnhubRest) -> None:
     feed = FinnhubRestFeed("test-token", url=fake.url + "/api/v1", interval=0.0, rate=20.0)
     sink = await started(feed, {"AAPL"})
     try:
-        await wait_for(lambda: len(sink.quotes) >= 1)
+        await eventually(lambda: len(sink.quotes) >= 1, within=10)
         assert all("token" not in h.query for h in fake.hits)
         assert "test-token" not in repr(feed)
     finally:
@@ -72,9 +73,9 @@ async def test_stays_within_rate_limit() -> None:
         feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=8.0)
         await started(feed, {"AAPL", "MSFT", "NVDA"})
         try:
-            await wait_for(lambda: len(fake.hits) >= 1)
+            await eventually(lambda: len(fake.hits) >= 1, within=10)
             t0 = fake.hits[0].at
-            await wait_for(lambda: fake.count(QUOTE_PATH, since=t0 + 3.0) >= 1, within=15)
+            await eventually(lambda: fake.count(QUOTE_PATH, since=t0 + 3.0) >= 1, within=15)
         finally:
             await feed.stop()
         in_window = fake.count(QUOTE_PATH, since=t0, until=t0 + 3.0)
@@ -83,19 +84,12 @@ async def test_stays_within_rate_limit() -> None:
         assert all(h.status == 200 for h in fake.hits)  # never rate-limited by the provider
 
 
-def test_rate_is_capped_at_finnhubs_per_second_limit() -> None:
-    feed = FinnhubRestFeed("t", rate=1000.0)
-    assert feed.bucket.rate == MAX_RATE
-    with pytest.raises(ValueError, match="FINNHUB_TOKEN"):
-        FinnhubRestFeed("")
-
-
 async def test_429_with_retry_after_pauses_polling(fake: FakeFinnhubRest) -> None:
     fake.faults.append("429:1")
     feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=20.0)
     sink = await started(feed, {"AAPL"})
     try:
-        await wait_for(lambda: len(sink.quotes) >= 2)
+        await eventually(lambda: len(sink.quotes) >= 2, within=10)
     finally:
         await feed.stop()
     first, rest = fake.hits[0], fake.hits[1:]
@@ -114,10 +108,10 @@ async def test_429_without_retry_after_backs_off() -> None:
         )
         sink = await started(feed, {"AAPL"})
         try:
-            await asyncio.sleep(3.0)
+            await asyncio.sleep(3.0)  # the scenario: a 3 s window of 429s, counted below
             throttled = len(fake.hits)
             fake.always_429 = False
-            await wait_for(lambda: len(sink.quotes) >= 1, within=10)
+            await eventually(lambda: len(sink.quotes) >= 1, within=10)
         finally:
             await feed.stop()
     # at 30/s it would have sent ~90 requests in 3 s; backing off with full jitter sends a handful
@@ -133,7 +127,7 @@ async def test_survives_garbage_errors_and_drops(fake: FakeFinnhubRest) -> None:
     )
     sink = await started(feed, {"AAPL"})
     try:
-        await wait_for(lambda: len(sink.quotes) >= 3)
+        await eventually(lambda: len(sink.quotes) >= 3, within=10)
         assert feed.health().up
     finally:
         await feed.stop()
@@ -147,7 +141,9 @@ async def test_unknown_symbol_reported_once(fake: FakeFinnhubRest) -> None:
     feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=30.0)
     sink = await started(feed, {"AAPL", "NOSUCH"})
     try:
-        await wait_for(lambda: fake.symbols_polled().count("NOSUCH") >= 3 and len(sink.quotes) >= 2)
+        await eventually(
+            lambda: fake.symbols_polled().count("NOSUCH") >= 3 and len(sink.quotes) >= 2, within=10
+        )
     finally:
         await feed.stop()
     assert feed.unknown == {"NOSUCH"}
@@ -160,7 +156,9 @@ async def test_symbol_outside_the_plan_is_refused_alone(fake: FakeFinnhubRest) -
     feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=30.0)
     sink = await started(feed, {"AAPL", "NVDA"})
     try:
-        await wait_for(lambda: fake.symbols_polled().count("NVDA") >= 3 and len(sink.quotes) >= 3)
+        await eventually(
+            lambda: fake.symbols_polled().count("NVDA") >= 3 and len(sink.quotes) >= 3, within=10
+        )
         assert feed.health().up
     finally:
         await feed.stop()
@@ -172,7 +170,7 @@ async def test_bad_token_marks_feed_down(fake: FakeFinnhubRest) -> None:
     feed = FinnhubRestFeed("wrong", url=fake.url, interval=0.0, rate=30.0, backoff_base=0.05, backoff_cap=0.1)
     sink = await started(feed, {"AAPL"})
     try:
-        await wait_for(lambda: "auth" in sink.errors)
+        await eventually(lambda: "auth" in sink.errors, within=10)
         health = feed.health()
         assert not health.up and "unauthorized" in health.reason
     finally:
@@ -185,9 +183,9 @@ async def test_unchanged_quotes_are_not_emitted_again(fake: FakeFinnhubRest) -> 
     feed = FinnhubRestFeed("test-token", url=fake.url, interval=0.0, rate=30.0)
     sink = await started(feed, {"AAPL"})
     try:
-        await wait_for(lambda: len(fake.hits) >= 6)
+        await eventually(lambda: len(fake.hits) >= 6, within=10)
         assert len(sink.quotes) == 1 and sink.quotes[0].ts_ms == 1582641000 * 1000
         fake.frozen = False
-        await wait_for(lambda: len(sink.quotes) >= 2)
+        await eventually(lambda: len(sink.quotes) >= 2, within=10)
     finally:
         await feed.stop()

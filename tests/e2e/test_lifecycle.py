@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.serverproc import ServerProcess, scrape
+from tests.support.timing import timeout
 from tests.support.wsclient import collect_quotes, recv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ def test_bad_flags_give_one_line_and_exit_2(argv, env, needle):
         [sys.executable, "-m", "ticker", "serve", *argv],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout(30),
         env={**os.environ, **env},
         stdin=subprocess.DEVNULL,
     )
@@ -52,7 +53,10 @@ def test_bad_flags_give_one_line_and_exit_2(argv, env, needle):
 
 def test_env_vars_configure_the_server():
     env = {"TICKER_SYMBOLS": "aapl,ibm", "TICKER_SIM_RATE": "5", "TICKER_LOG_LEVEL": "warning"}
-    with ServerProcess(env=env) as srv, urllib.request.urlopen(srv.url + "/api/symbols", timeout=5) as r:
+    with (
+        ServerProcess(env=env) as srv,
+        urllib.request.urlopen(srv.url + "/api/symbols", timeout=timeout(5)) as r,
+    ):
         assert r.read() == b'{"symbols":["AAPL","IBM"]}'
 
 
@@ -67,10 +71,10 @@ async def test_sigterm_closes_clients_1001_and_exits_0_quickly():
         for ws in clients:
             with pytest.raises(ConnectionClosed):
                 while True:
-                    await asyncio.wait_for(ws.recv(), 5)
+                    await asyncio.wait_for(ws.recv(), timeout(5))
             assert ws.close_code == 1001
         assert await asyncio.to_thread(srv.wait, 5) == 0
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < 5  # the promise (docs/operations.md), not a timeout: never scaled
     finally:
         srv.stop()
 
@@ -112,37 +116,10 @@ async def test_workers_share_the_port_and_stop_together():
         for ws in clients:
             with pytest.raises(ConnectionClosed):
                 while True:
-                    await asyncio.wait_for(ws.recv(), 5)
+                    await asyncio.wait_for(ws.recv(), timeout(5))
             assert ws.close_code == 1001
     finally:
         srv.stop()
-
-
-def test_non_editable_install_serves_the_page(tmp_path: Path):
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    py = venv / "bin" / "python"
-    subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(ROOT)],
-        check=True,
-        timeout=600,
-        capture_output=True,
-    )
-    # Run the installed copy from a directory outside the checkout.
-    srv = ServerProcess(["--log-level", "warning"], python=str(py), cwd=str(tmp_path), env={"PYTHONPATH": ""})
-    with srv:
-        with urllib.request.urlopen(srv.url + "/", timeout=5) as r:
-            assert b"<html" in r.read()
-        with urllib.request.urlopen(srv.url + "/static/app.js", timeout=5) as r:
-            assert r.status == 200
-        out = subprocess.run(
-            [str(py), "-c", "import ticker; print(ticker.__file__)"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        assert str(venv) in out
 
 
 @pytest.mark.parametrize("delay", [0.3, 0.5, 0.8])  # after imports: during the forks and start-up
@@ -154,7 +131,7 @@ def test_sigterm_during_worker_start_still_exits_0(delay: float):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(delay)
+    time.sleep(delay)  # the scenario: SIGTERM at this moment of start-up; then wait for the exit
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=15)
+    _, err = proc.communicate(timeout=timeout(15))
     assert proc.returncode == 0, err

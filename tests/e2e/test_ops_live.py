@@ -8,7 +8,6 @@ import contextlib
 import math
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -39,6 +38,8 @@ from tests.support.promql import (
     require_binary,
 )
 from tests.support.serverproc import ServerProcess
+from tests.support.system import free_port
+from tests.support.timing import eventually, eventually_sync, timeout
 
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM"]
 SERVER_ARGS = [
@@ -84,7 +85,7 @@ async def _subscriber(addr: str) -> AsyncIterator[list[int]]:
         counter, first = [0], asyncio.Event()
         reader = asyncio.create_task(_count_quotes(ws, counter, first))
         try:
-            await asyncio.wait_for(first.wait(), timeout=10)
+            await asyncio.wait_for(first.wait(), timeout=timeout(10))
             yield counter
         finally:
             reader.cancel()
@@ -109,14 +110,18 @@ def _exposed_names(family: Metric) -> set[str]:
 
 
 async def _scrape_after_activity(addr: str) -> str:
-    """Scrape once a client has subscribed, received quotes and caused a client error."""
+    """Scrape once a client has subscribed, received quotes, caused a client error and closed."""
     async with _subscriber(addr):
         async with websockets.connect(f"ws://{addr}/ws") as bad:
             await bad.send("{not json")
-            reply = orjson.loads(await asyncio.wait_for(bad.recv(), timeout=5))
+            reply = orjson.loads(await asyncio.wait_for(bad.recv(), timeout=timeout(5)))
             assert reply["type"] == "error" and reply["code"] == "bad_json"
-        await asyncio.sleep(0.5)
-        return await _scrape(addr)
+
+        async def after_the_close() -> str | None:
+            text = await _scrape(addr)
+            return text if 'ticker_connections_closed_total{reason="client",transport="ws"}' in text else None
+
+        return await eventually(after_the_close, 5.0, "the bad client's close in the metrics", interval=0.1)
 
 
 async def test_every_metric_the_dashboard_and_alerts_use_is_exposed(ticker: str) -> None:
@@ -154,7 +159,7 @@ async def test_live_exposition_passes_promtool_and_has_help_units_and_buckets(ti
     proc = await asyncio.create_subprocess_exec(
         promtool, "check", "metrics", stdin=PIPE, stdout=PIPE, stderr=PIPE
     )
-    out, err = await asyncio.wait_for(proc.communicate(text.encode()), timeout=60)
+    out, err = await asyncio.wait_for(proc.communicate(text.encode()), timeout=timeout(60))
     assert proc.returncode == 0 and not out.strip() and not err.strip(), (out + err).decode()
     families = [f for f in text_string_to_metric_families(text) if f.name.startswith("ticker_")]
     for f in families:
@@ -181,13 +186,6 @@ async def test_metrics_reference_in_the_docs_matches_the_exposition(ticker: str)
             assert labels == have, (name, labels, have)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _prometheus_config(tmp_path: Path, target: str) -> Path:
     """The shipped example config, pointed at ``target``, scraping and evaluating every second."""
     cfg = yaml.safe_load(PROM_CONFIG.read_text())
@@ -206,7 +204,7 @@ def _start_prometheus(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start Prometheus on a free loopback port and wait until it is ready; retry on a lost port race."""
     for _attempt in range(3):
-        port = _free_port()
+        port = free_port()
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [binary, f"--config.file={config}", f"--storage.tsdb.path={data}",
@@ -214,12 +212,21 @@ def _start_prometheus(
                 stdout=out, stderr=out,
             )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 15
-        while proc.poll() is None and time.monotonic() < deadline:
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
+
+        def ready_or_exited(proc: subprocess.Popen[bytes] = proc, url: str = url) -> str | None:
+            if proc.poll() is not None:
+                return "exited"
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{url}/-/ready", timeout=timeout(1)) as resp,
+            ):
                 if resp.status == 200:
-                    return proc, url
-            time.sleep(0.1)
+                    return "ready"
+            return None
+
+        with contextlib.suppress(AssertionError):  # not ready in time: reported below with its log
+            if eventually_sync(ready_or_exited, 15, "prometheus to be ready", interval=0.1) == "ready":
+                return proc, url
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -239,7 +246,7 @@ def _prometheus(tmp_path: Path, config: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=timeout(10))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -259,33 +266,26 @@ async def _query(http: aiohttp.ClientSession, prom: str, query: str) -> float | 
     return float(result[0]["value"][1]) if result else None
 
 
-async def _until(what: str, deadline: float, probe: Any) -> Any:
-    """Poll ``probe()`` every 0.25 s until it returns something truthy; fail with ``what`` at ``deadline``."""
-    last = None
-    while time.monotonic() < deadline:
-        if last := await probe():
-            return last
-        await asyncio.sleep(0.25)
-    pytest.fail(f"timed out waiting for {what} (last: {last!r})")
+async def _until(what: str, probe: Any) -> Any:
+    """Poll ``probe()`` every 0.25 s until it returns something truthy; fail with ``what`` after 30 s (scaled)."""
+    return await eventually(probe, 30.0, what, interval=0.25)
 
 
 @pytest.mark.timeout(60)
 async def test_real_prometheus_scrapes_ticker_and_evaluates_the_rules(ticker: str, tmp_path: Path) -> None:
-    deadline = time.monotonic() + 30
     async with _subscriber(ticker) as received, aiohttp.ClientSession() as http:
         with _prometheus(tmp_path, _prometheus_config(tmp_path, ticker)) as prom:
             up = 'up{job="ticker"}'
-            assert await _until("a scrape of ticker", deadline, lambda: _query(http, prom, up)) == 1.0
+            assert await _until("a scrape of ticker", lambda: _query(http, prom, up)) == 1.0
 
             async def positive(query: str) -> Any:
                 value = await _query(http, prom, query)
                 return value if value is not None and value > 0 and not math.isnan(value) else None
 
             rate_q = "sum(rate(ticker_updates_sent_total[5s]))"
-            await _until("a positive update rate", deadline, lambda: positive(rate_q))
+            await _until("a positive update rate", lambda: positive(rate_q))
             p99 = await _until(
                 "a fan-out p99",
-                deadline,
                 lambda: positive(
                     "histogram_quantile(0.99, sum by (le) (rate(ticker_fanout_latency_seconds_bucket[5s])))"
                 ),
@@ -293,7 +293,7 @@ async def test_real_prometheus_scrapes_ticker_and_evaluates_the_rules(ticker: st
             assert 0 < p99 <= 10.0  # within the finite buckets
             # once the 5 s window is full of scrapes, Prometheus's rate is what this one client receives
             count0, time0 = received[0], time.monotonic()
-            await asyncio.sleep(5)
+            await asyncio.sleep(5)  # the scenario: a 5 s measuring window, compared with Prometheus's rate
             client_rate = (received[0] - count0) / (time.monotonic() - time0)
             rate = await _query(http, prom, rate_q)
             assert rate is not None and client_rate > 20, (rate, client_rate)  # 8 symbols at 20 ticks/s
@@ -309,7 +309,7 @@ async def test_real_prometheus_scrapes_ticker_and_evaluates_the_rules(ticker: st
                 rules: list[dict[str, Any]] = [r for g in groups for r in g["rules"]]
                 return rules if rules and all(r["health"] != "unknown" for r in rules) else None
 
-            rules = await _until("every rule evaluated", deadline, evaluated)
+            rules = await _until("every rule evaluated", evaluated)
             assert sorted(r["name"] for r in rules) == sorted(r["alert"] for r in load_rules())
             assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
             active = {a["labels"]["alertname"] for a in (await _get(http, f"{prom}/api/v1/alerts"))["alerts"]}

@@ -15,13 +15,15 @@ from pathlib import Path
 from feeds.recording.format import Reader, encode, header, scan
 from tests.support.fakes.fake_finnhub_rest import FakeFinnhubRest
 from tests.support.fakes.fake_yahoo import FakeYahoo
-from tests.support.fakes.poll_fakes import run_cli, serving, ws_quotes
+from tests.support.serverproc import run_cli, serving
+from tests.support.timing import eventually, timeout
+from tests.support.wsclient import ws_quotes
 from ticker.quote import Quote
 
 
 def http_get(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(url, timeout=timeout(5)) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -68,10 +70,15 @@ async def test_finnhub_rest_bad_token_shows_in_readyz() -> None:
             "0.2",
             env={"FINNHUB_TOKEN": "wrong"},
         ) as srv:
-            async with asyncio.timeout(20):
-                while (r := await asyncio.to_thread(http_get, srv.url + "/readyz"))[0] != 503:
-                    await ws_quotes(srv.url, ["AAPL"], lambda e: True)  # demand AAPL
-                    await asyncio.sleep(0.2)
+
+            async def not_ready() -> tuple[int, str] | None:
+                r = await asyncio.to_thread(http_get, srv.url + "/readyz")
+                if r[0] == 503:
+                    return r
+                await ws_quotes(srv.url, ["AAPL"], lambda e: True)  # demand AAPL
+                return None
+
+            r = await eventually(not_ready, 20.0, "/readyz to answer 503", interval=0.2)
             assert "unauthorized" in r[1]
         assert "wrong" not in srv.output()  # the token is never logged
 
@@ -96,9 +103,12 @@ async def test_yahoo_prices_reach_a_subscriber() -> None:
             btc = next(e for e in got if e["s"] == "BTC-USD")
             assert btc["p"] > 97000.5 and btc["b"] < btc["p"] < btc["a"]
             assert "NOPE" not in {e["s"] for e in got}
-            await asyncio.sleep(0.5)
-            _, metrics = await asyncio.to_thread(http_get, srv.url + "/metrics")
-            assert 'ticker_feed_errors_total{feed="yahoo",kind="unknown_symbol"} 1.0' in metrics
+            line = 'ticker_feed_errors_total{feed="yahoo",kind="unknown_symbol"} 1.0'
+
+            async def counted() -> bool:
+                return line in (await asyncio.to_thread(http_get, srv.url + "/metrics"))[1]
+
+            await eventually(counted, 5.0, "the unknown symbol counted", interval=0.1)
         assert "NOPE" in srv.output()  # reported in the log
 
 
@@ -174,12 +184,11 @@ async def test_record_stops_cleanly_on_sigint(tmp_path: Path) -> None:
         str(out),
         stderr=asyncio.subprocess.PIPE,
     )
-    for _ in range(200):  # up to 20 s for the first quotes to reach the file
-        if out.exists() and out.stat().st_size >= 500:
-            break
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: out.exists() and out.stat().st_size >= 500, 20.0, "the first quotes in the file", interval=0.1
+    )
     proc.send_signal(signal.SIGINT)
-    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout(20))
     assert proc.returncode == 0, err
     assert scan(out).count >= 3
 

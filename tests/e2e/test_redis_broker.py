@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.support.redisproc import Recorder, RedisProcess, node, publisher
-from tests.support.wsclient import recv, recv_until
+from tests.support.redisproc import RedisProcess, node, publisher
+from tests.support.timing import eventually, timeout
+from tests.support.wsclient import Inbox, recv, recv_until
 
 SYMS = "AAPL,MSFT,ZZZ"  # ZZZ exists only because a client demands it
 
@@ -32,12 +33,17 @@ def by_key(entries: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[Any, ..
 async def test_two_nodes_get_the_same_prices_and_snapshots(redis_srv: RedisProcess):
     with publisher(redis_srv, "--symbols", "AAPL,MSFT"), node(redis_srv) as a, node(redis_srv) as b:
         async with connect(a.ws_url + "?symbols=" + SYMS) as wa, connect(b.ws_url + "?symbols=" + SYMS) as wb:
-            ra, rb = Recorder(wa), Recorder(wb)
-            await asyncio.sleep(2.0)
-            ea, eb = by_key(ra.entries("quotes")), by_key(rb.entries("quotes"))
+            ra, rb = Inbox(wa), Inbox(wb)
+
+            def both() -> tuple[dict[tuple[str, int], tuple[Any, ...]], ...] | None:
+                ea, eb = by_key(ra.entries("quotes")), by_key(rb.entries("quotes"))
+                common = ea.keys() & eb.keys()
+                enough = len(common) > 40 and len(common) >= 0.8 * max(len(ea), len(eb))
+                return (ea, eb) if enough else None
+
+            ea, eb = await eventually(both, 10.0, "both nodes to deliver more than 40 common ticks")
             assert {s for s, _ in ea} == {s for s, _ in eb} == {"AAPL", "MSFT", "ZZZ"}
             common = ea.keys() & eb.keys()
-            assert len(common) > 40 and len(common) >= 0.8 * max(len(ea), len(eb)), (len(ea), len(eb))
             for k in common:  # the same feed tick carries the same prices on both nodes
                 assert ea[k] == eb[k], k
             # A later client on each node gets a snapshot of every symbol at once.
@@ -51,8 +57,14 @@ async def test_two_nodes_get_the_same_prices_and_snapshots(redis_srv: RedisProce
                     assert snap["type"] == "snapshot" and time.monotonic() - t < 0.5
                     assert {e["s"] for e in snap["data"]} == {"AAPL", "MSFT", "ZZZ"}
                     snaps.append(snap["data"])
-                await asyncio.sleep(0.3)
-                ea, eb = by_key(ra.entries("quotes")), by_key(rb.entries("quotes"))
+                # The latest values may still be in the nodes' next flush to the first clients: wait for them.
+                latest = by_key(snaps[0]).keys() | by_key(snaps[1]).keys()
+
+                def delivered() -> tuple[dict[tuple[str, int], tuple[Any, ...]], ...] | None:
+                    ea, eb = by_key(ra.entries("quotes")), by_key(rb.entries("quotes"))
+                    return (ea, eb) if latest <= ea.keys() and latest <= eb.keys() else None
+
+                ea, eb = await eventually(delivered, 5.0, "the snapshots' values to reach the first clients")
                 matched = 0
                 for entries, own, other in ((snaps[0], ea, eb), (snaps[1], eb, ea)):
                     for k, v in by_key(entries).items():
@@ -79,11 +91,13 @@ async def test_publisher_follows_the_nodes_demand(redis_srv: RedisProcess):
                 seen.add(msg["channel"].split(":", 2)[2])
         return seen
 
-    async def until_published(expected: set[str], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while (got := published(0.6)) != expected:
-            assert time.monotonic() < deadline, (got, expected)
-            await asyncio.sleep(0)
+    async def until_published(expected: set[str], within: float) -> None:
+        """Wait until a 0.6 s window sees exactly ``expected`` published."""
+
+        async def exactly() -> bool:
+            return await asyncio.to_thread(published, 0.6) == expected
+
+        await eventually(exactly, within, f"exactly {sorted(expected)} published")
 
     try:
         assert published(1.0) == {"AAPL"}
@@ -124,10 +138,13 @@ async def test_workers_share_one_publisher(redis_srv: RedisProcess):
     ):
         conns = [await connect(srv.ws_url + "?symbols=AAPL,MSFT,WRK") for _ in range(16)]
         try:
-            recs = [Recorder(ws) for ws in conns]
-            await asyncio.sleep(1.5)
-            for r in recs:
-                assert {e["s"] for e in r.entries("quotes")} == {"AAPL", "MSFT", "WRK"}
+            recs = [Inbox(ws) for ws in conns]
+            wanted = {"AAPL", "MSFT", "WRK"}
+            await eventually(
+                lambda: all({e["s"] for e in r.entries("quotes")} == wanted for r in recs),
+                10.0,
+                "quotes of every symbol on every client",
+            )
             nodes = redis_srv.command("SMEMBERS", "ticker:nodes")
             assert len(nodes) == 2 and len({n.split(":")[1] for n in nodes}) == 2  # two worker processes
             for n in nodes:  # both workers got clients and told the publisher what they want
@@ -156,7 +173,7 @@ def test_bad_broker_flags_give_one_line_and_exit_2(argv: list[str], needle: str)
         [sys.executable, "-m", "ticker", *argv],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout(30),
         env=env,
         stdin=subprocess.DEVNULL,
     )

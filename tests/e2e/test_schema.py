@@ -1,43 +1,20 @@
-"""Every message a real server sends, and the client messages we accept, match docs/protocol.md's schemas."""
+"""Every message a real server sends matches docs/protocol.md's server schema."""
 
 from __future__ import annotations
-
-import json
-import re
-from pathlib import Path
 
 import jsonschema
 from websockets.asyncio.client import connect
 
-from tests.support.serverproc import ServerProcess
+from tests.support.inprocess import InProcessServer
+from tests.support.schemas import protocol_schemas
 from tests.support.wsclient import collect_quotes, recv, send
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
-
-def schemas() -> tuple[dict, dict]:
-    text = DOC.read_text().split("## JSON Schema", 1)[1]
-    blocks = re.findall(r"```json\n(.*?)```", text, re.S)
-    client, server = (json.loads(b) for b in blocks[:2])
-    jsonschema.Draft202012Validator.check_schema(client)
-    jsonschema.Draft202012Validator.check_schema(server)
-    return client, server
-
-
-def test_client_schema_matches_what_the_parser_accepts():
-    client, _ = schemas()
-    v = jsonschema.Draft202012Validator(client)
-    assert v.is_valid({"op": "subscribe", "symbols": ["aapl", "BTC-USD"]})
-    assert v.is_valid({"op": "ping", "id": [1]})
-    assert not v.is_valid({"op": "subscribe", "symbols": "AAPL"})
-    assert not v.is_valid({"op": "subscribe", "symbols": ["bad$"]})
-
-
-async def test_server_messages_match_the_schema(server: ServerProcess):
-    _, schema = schemas()
+async def test_server_messages_match_the_schema(inprocess: InProcessServer):
+    _, schema = protocol_schemas()
     v = jsonschema.Draft202012Validator(schema)
     seen: dict[str, int] = {}
-    async with connect(server.ws_url) as ws:
+    async with connect(inprocess.ws_url) as ws:
         for frame in (
             {"op": "subscribe", "symbols": ["AAPL", "MSFT", "bad$"]},
             {"op": "ping", "id": "x"},

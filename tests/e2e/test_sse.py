@@ -1,4 +1,5 @@
-"""Server-Sent Events end to end: a real server process and a real SSE client (httpx-sse)."""
+"""Server-Sent Events end to end: a real server (in the test's event loop, or a process where the process is
+what is tested) and a real SSE client (httpx-sse)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,21 @@ import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 from websockets.asyncio.client import connect
 
-from tests.support.serverproc import ServerProcess, scrape, wait_for
+from tests.support.inprocess import InProcessServer, serve_in_process
+from tests.support.serverproc import ServerProcess, scrape_async
+from tests.support.timing import eventually, timeout
 from tests.support.wsclient import collect_quotes, recv
 
 
 async def events(
-    url: str, n: int, timeout: float = 10.0, **kw: Any
+    url: str, n: int, within: float = 10.0, **kw: Any
 ) -> tuple[httpx.Response, list[ServerSentEvent]]:
-    """The first ``n`` events of the stream at ``url``."""
+    """The first ``n`` events of the stream at ``url``, within ``within`` seconds (scaled)."""
     out: list[ServerSentEvent] = []
-    async with httpx.AsyncClient(timeout=timeout) as http, aconnect_sse(http, "GET", url, **kw) as source:
+    limit = timeout(within)
+    async with httpx.AsyncClient(timeout=limit) as http, aconnect_sse(http, "GET", url, **kw) as source:
         source.response.raise_for_status()
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit):
             async for ev in source.aiter_sse():
                 out.append(ev)
                 if len(out) == n:
@@ -33,8 +37,8 @@ async def events(
         return source.response, out
 
 
-async def test_stream_parses_with_a_real_sse_client(server: ServerProcess):
-    resp, evs = await events(server.url + "/sse?symbols=aapl,MSFT", 20)
+async def test_stream_parses_with_a_real_sse_client(inprocess: InProcessServer):
+    resp, evs = await events(inprocess.url + "/sse?symbols=aapl,MSFT", 20)
     assert resp.headers["content-type"] == "text/event-stream"
     assert resp.headers["cache-control"] == "no-store"
     assert "content-encoding" not in resp.headers  # httpx asked for gzip: the stream is never compressed
@@ -55,12 +59,12 @@ async def test_stream_parses_with_a_real_sse_client(server: ServerProcess):
             last[e["s"]] = e["q"]
 
 
-async def test_same_payloads_as_websocket(server: ServerProcess):
+async def test_same_payloads_as_websocket(inprocess: InProcessServer):
     """An SSE and a WebSocket subscriber of the same symbols get the very same quotes payloads."""
-    async with connect(server.ws_url + "?symbols=NVDA,TSLA") as ws:
+    async with connect(inprocess.ws_url + "?symbols=NVDA,TSLA") as ws:
         await recv(ws)
         ws_task = asyncio.create_task(collect_quotes(ws, 2.0))
-        _, evs = await events(server.url + "/sse?symbols=NVDA,TSLA", 15)
+        _, evs = await events(inprocess.url + "/sse?symbols=NVDA,TSLA", 15)
         ws_entries = await ws_task
     sse_entries = {json.dumps(e, sort_keys=True) for ev in evs[1:] for e in ev.json()["data"]}
     common = sse_entries & {json.dumps(e, sort_keys=True) for e in ws_entries}
@@ -80,14 +84,13 @@ async def test_instance_id_is_stable_per_process_and_last_event_id_resumes(serve
 
 
 async def test_heartbeat_comments():
-    args = ["--symbols", "QUIET", "--sim-rate", "0.001", "--ping-interval", "0.3", "--log-level", "warning"]
-    with ServerProcess(args) as srv:
+    async with serve_in_process(symbols=["QUIET"], sim_rate=0.001, ping_interval=0.3) as srv:
         lines: list[str] = []
         async with (
-            httpx.AsyncClient(timeout=5) as http,
+            httpx.AsyncClient(timeout=timeout(5)) as http,
             http.stream("GET", srv.url + "/sse?symbols=QUIET") as r,
         ):
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(timeout(5)):
                 async for line in r.aiter_lines():
                     lines.append(line)
                     if lines.count(": hb") >= 3:
@@ -97,7 +100,12 @@ async def test_heartbeat_comments():
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.get(url, headers=headers or {}, timeout=5)
+    return httpx.get(url, headers=headers or {}, timeout=timeout(5))
+
+
+async def _aget(url: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=timeout(5)) as http:
+        return await http.get(url, headers=headers or {})
 
 
 @pytest.mark.parametrize(
@@ -109,19 +117,21 @@ def _get(url: str, headers: dict[str, str] | None = None) -> httpx.Response:
         ("symbols=" + ",".join(f"S{i}" for i in range(501)), "too_many_symbols", "500"),
     ],
 )
-def test_bad_symbols_get_400_before_the_stream(server: ServerProcess, query: str, code: str, needle: str):
-    r = _get(server.url + "/sse?" + query)
+async def test_bad_symbols_get_400_before_the_stream(
+    inprocess: InProcessServer, query: str, code: str, needle: str
+):
+    r = await _aget(inprocess.url + "/sse?" + query)
     assert r.status_code == 400
     assert r.headers["content-type"] == "application/json"
     err = r.json()["error"]
     assert err["code"] == code and needle in err["message"]
 
 
-async def test_origin_rules(server: ServerProcess):
-    r = _get(server.url + "/sse?symbols=AAPL", {"Origin": "http://evil.example"})
+async def test_origin_rules(inprocess: InProcessServer):
+    r = await _aget(inprocess.url + "/sse?symbols=AAPL", {"Origin": "http://evil.example"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden_origin"
-    own = f"http://127.0.0.1:{server.port}"
-    resp, evs = await events(server.url + "/sse?symbols=AAPL", 1, headers={"Origin": own})
+    own = f"http://127.0.0.1:{inprocess.port}"
+    resp, evs = await events(inprocess.url + "/sse?symbols=AAPL", 1, headers={"Origin": own})
     assert evs[0].event == "snapshot" and resp.headers["access-control-allow-origin"] == own
 
 
@@ -133,21 +143,25 @@ async def test_allowed_origins_flag_applies_to_sse():
         assert _get(srv.url + "/sse?symbols=AAPL", {"Origin": "https://other.example.com"}).status_code == 403
 
 
-async def test_metrics_count_sse_connections(server: ServerProcess):
+async def test_metrics_count_sse_connections(inprocess: InProcessServer):
     key = 'ticker_connections{transport="sse"}'
-    before = scrape(server.url)
+    before = await scrape_async(inprocess.url)
     async with (
-        httpx.AsyncClient(timeout=5) as http,
-        aconnect_sse(http, "GET", server.url + "/sse?symbols=AAPL") as s,
+        httpx.AsyncClient(timeout=timeout(5)) as http,
+        aconnect_sse(http, "GET", inprocess.url + "/sse?symbols=AAPL") as s,
     ):
         it = s.aiter_sse()
         for _ in range(5):
             await anext(it)
-        during = await asyncio.to_thread(scrape, server.url)
+        during = await scrape_async(inprocess.url)
         assert during[key] == before.get(key, 0) + 1
         assert during["ticker_subscriptions"] >= 1
-    wait_for(lambda: scrape(server.url)[key] == before.get(key, 0))
-    after = scrape(server.url)
+
+    async def closed() -> dict[str, float] | None:
+        m = await scrape_async(inprocess.url)
+        return m if m[key] == before.get(key, 0) else None
+
+    after = await eventually(closed, 5.0, "the SSE connection to be counted closed")
     assert after['ticker_connections_opened_total{transport="sse"}'] > before.get(
         'ticker_connections_opened_total{transport="sse"}', 0
     )
@@ -158,28 +172,33 @@ async def test_metrics_count_sse_connections(server: ServerProcess):
 async def test_shutdown_ends_the_stream_cleanly():
     with ServerProcess(["--log-level", "warning"]) as srv:
         async with (
-            httpx.AsyncClient(timeout=10) as http,
+            httpx.AsyncClient(timeout=timeout(10)) as http,
             aconnect_sse(http, "GET", srv.url + "/sse?symbols=AAPL") as s,
         ):
             it = s.aiter_sse()
             assert (await anext(it)).event == "snapshot"
             srv.signal(signal.SIGTERM)
             t0 = time.monotonic()
-            async with asyncio.timeout(8):
+            async with asyncio.timeout(timeout(8)):
                 async for _ in it:  # ends without a protocol error: the last chunk came
                     pass
             assert time.monotonic() - t0 < 5
         assert srv.wait(10) == 0
 
 
-def test_http_10_gets_an_unchunked_stream(server: ServerProcess):
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+def _read_http_10_stream(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout(5)) as s:
         s.sendall(b"GET /sse?symbols=AAPL HTTP/1.0\r\nHost: x\r\n\r\n")
         data = b""
         while data.count(b"event: quotes") < 3:
             chunk = s.recv(65536)
             assert chunk
             data += chunk
+    return data
+
+
+async def test_http_10_gets_an_unchunked_stream(inprocess: InProcessServer):
+    data = await asyncio.to_thread(_read_http_10_stream, inprocess.port)
     head, _, body = data.partition(b"\r\n\r\n")
     assert b"Transfer-Encoding" not in head
     assert body.startswith(b"retry: 2000\nid: ")
@@ -192,7 +211,9 @@ def stalled_sse_client(port: int, symbols: list[str]) -> socket.socket:
     """Open /sse with a tiny receive buffer, then never read."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(timeout(5))
     s.connect(("127.0.0.1", port))
+    s.settimeout(None)
     s.sendall(f"GET /sse?symbols={','.join(symbols)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     return s
 
@@ -204,18 +225,17 @@ async def test_stalled_sse_reader_is_conflated_then_closed():
     with ServerProcess(args) as srv:
         slow = await asyncio.to_thread(stalled_sse_client, srv.port, symbols)
         key = 'ticker_connections_closed_total{reason="slow_consumer",transport="sse"}'
-        conflated = False
-        async with asyncio.timeout(40):
-            while True:
-                m = await asyncio.to_thread(scrape, srv.url)
-                conflated |= m["ticker_updates_conflated_total"] > 0
-                if m.get(key) == 1:
-                    break
-                await asyncio.sleep(0.2)
-        assert conflated, "the stalled reader was never conflated"
+
+        async def closed_slow() -> dict[str, float] | None:
+            m = await scrape_async(srv.url)
+            return m if m.get(key) == 1 else None
+
+        m = await eventually(closed_slow, 40.0, "the stalled SSE reader to be closed", interval=0.2)
+        # A counter: once conflated, it stays above 0.
+        assert m["ticker_updates_conflated_total"] > 0, "the stalled reader was never conflated"
         assert m["ticker_slow_consumer_disconnects_total"] == 1
         assert m['ticker_connections{transport="sse"}'] == 0
-        slow.settimeout(10)
+        slow.settimeout(timeout(10))
         total = 0
         while chunk := slow.recv(1 << 16):  # the server closed it: draining ends in EOF
             total += len(chunk)

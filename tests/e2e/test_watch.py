@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -12,9 +13,9 @@ import struct
 import subprocess
 import sys
 import termios
-import time
 
 from tests.support.serverproc import ServerProcess
+from tests.support.timing import eventually_sync, timeout
 
 WATCH = [sys.executable, "-m", "ticker", "watch"]
 Q_KEYS = {"s", "p", "t", "q"}
@@ -25,7 +26,7 @@ def test_json_lines(server: ServerProcess):
         [*WATCH, "aapl", "MSFT", "--url", server.ws_url, "--json", "--count", "30"],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout(30),
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -52,7 +53,7 @@ def test_json_lines_are_flushed_one_by_one_and_a_closed_pipe_ends_quietly(server
         first = proc.stdout.readline()  # arrives while the process runs on: not held in a buffer
         assert json.loads(first)["s"] == "NVDA"
         proc.stdout.close()  # like `| head -1`
-        assert proc.wait(15) == 0
+        assert proc.wait(timeout(15)) == 0
         assert "Traceback" not in proc.stderr.read()
     finally:
         if proc.poll() is None:
@@ -65,11 +66,11 @@ def test_unreachable_server_and_bad_symbol():
         [*WATCH, "AAPL", "--url", "ws://127.0.0.1:9/ws", "--json", "--connect-timeout", "0.5"],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout(30),
     )
     assert proc.returncode == 1 and "no connection to ws://127.0.0.1:9/ws" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
-    proc = subprocess.run([*WATCH, "BAD$"], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([*WATCH, "BAD$"], capture_output=True, text=True, timeout=timeout(30))
     assert proc.returncode == 2 and "invalid symbol 'BAD$'" in proc.stderr
 
 
@@ -88,18 +89,21 @@ def test_table_on_a_terminal(server: ServerProcess):
     )
     os.close(slave)
     out = b""
+
+    def redrawn() -> bool:
+        """Read what the terminal shows next; True after a couple of redraws with both rows priced."""
+        nonlocal out
+        try:
+            out += os.read(master, 65536)
+        except OSError:
+            return True  # the terminal closed: nothing more to read
+        return out.count(b"MSFT") >= 3 and bool(re.search(rb"AAPL.*?\d{3}\.\d\d", out))
+
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                out += os.read(master, 65536)
-            except OSError:
-                break
-            # a couple of redraws with both rows priced
-            if out.count(b"MSFT") >= 3 and re.search(rb"AAPL.*?\d{3}\.\d\d", out):
-                break
+        with contextlib.suppress(AssertionError):  # the checks below say what is missing
+            eventually_sync(redrawn, 15, "a couple of redraws", interval=0)
         proc.send_signal(signal.SIGINT)
-        status = proc.wait(10)
+        status = proc.wait(timeout(10))
         try:
             while chunk := os.read(master, 65536):
                 out += chunk

@@ -10,7 +10,8 @@ import pytest
 
 from feeds.polled.yahoo import BATCH, YahooFeed
 from tests.support.fakes.fake_yahoo import CRUMB_PATH, QUOTE_PATH, FakeYahoo
-from tests.support.fakes.poll_fakes import Sink, wait_for
+from tests.support.fakes.poll_fakes import Sink
+from tests.support.timing import eventually
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ async def test_cookie_crumb_then_batched_quotes(fake: FakeYahoo) -> None:
     feed = fast(fake)
     sink = await started(feed, {"AAPL", "MSFT", "BTC-USD"})
     try:
-        await wait_for(lambda: sink.symbols() == {"AAPL", "MSFT", "BTC-USD"})
+        await eventually(lambda: sink.symbols() == {"AAPL", "MSFT", "BTC-USD"}, within=10)
     finally:
         await feed.stop()
     assert [h.path for h in fake.hits[:3]] == ["/", CRUMB_PATH, QUOTE_PATH]
@@ -57,7 +58,7 @@ async def test_large_demand_is_split_into_batches(fake: FakeYahoo) -> None:
     feed = fast(fake)
     sink = await started(feed, symbols)
     try:
-        await wait_for(lambda: sink.symbols() == symbols)
+        await eventually(lambda: sink.symbols() == symbols, within=10)
     finally:
         await feed.stop()
     sizes = sorted(len(b) for b in fake.batches()[:3])
@@ -69,7 +70,7 @@ async def test_unknown_symbols_are_reported_not_fatal(fake: FakeYahoo) -> None:
     feed = fast(fake)
     sink = await started(feed, {"AAPL", "NOPE", "ZZZZ"})
     try:
-        await wait_for(lambda: len(fake.batches()) >= 4 and "AAPL" in sink.symbols())
+        await eventually(lambda: len(fake.batches()) >= 4 and "AAPL" in sink.symbols(), within=10)
         assert feed.health().up
     finally:
         await feed.stop()
@@ -82,10 +83,10 @@ async def test_expired_crumb_is_renewed(fake: FakeYahoo) -> None:
     feed = fast(fake)
     sink = await started(feed, {"AAPL"})
     try:
-        await wait_for(lambda: len(sink.quotes) >= 2)
+        await eventually(lambda: len(sink.quotes) >= 2, within=10)
         fake.rotate_crumb()
         n = len(sink.quotes)
-        await wait_for(lambda: len(sink.quotes) >= n + 2)
+        await eventually(lambda: len(sink.quotes) >= n + 2, within=10)
     finally:
         await feed.stop()
     assert fake.count(CRUMB_PATH) == 2
@@ -97,7 +98,7 @@ async def test_429_backs_off_and_garbage_survives(fake: FakeYahoo) -> None:
     feed = fast(fake)
     sink = await started(feed, {"AAPL"})
     try:
-        await wait_for(lambda: len(sink.quotes) >= 2)
+        await eventually(lambda: len(sink.quotes) >= 2, within=10)
     finally:
         await feed.stop()
     quotes = [h for h in fake.hits if h.path == QUOTE_PATH]
@@ -114,7 +115,7 @@ async def test_persistent_429_polls_rarely() -> None:
         feed = YahooFeed(url=fake.url, interval=0.0, rate=50.0, backoff_base=0.5, backoff_cap=2.0)
         sink = await started(feed, {"AAPL"})
         try:
-            await asyncio.sleep(3.0)
+            await asyncio.sleep(3.0)  # the scenario: a 3 s window of 429s, counted below
         finally:
             await feed.stop()
     assert 1 <= fake.count(QUOTE_PATH) < 30  # ~150 at the configured rate without backoff

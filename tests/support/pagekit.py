@@ -10,6 +10,8 @@ import os
 import shutil
 from typing import Any
 
+from tests.support.timing import timeout
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -32,3 +34,17 @@ def chromium_path() -> str:
 def launch_chromium(playwright: Any) -> Any:
     """A headless Chromium browser driven by ``playwright`` (a started ``sync_playwright()``)."""
     return playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+
+
+def scale_timeouts(page: Any, actions: float = 10.0, assertions: float = 5.0) -> None:
+    """Let ``page``'s actions wait ``actions`` seconds and ``expect(...)`` assertions ``assertions`` seconds
+    (both scaled; Playwright's own defaults are 30 s and 5 s)."""
+    from playwright.sync_api import expect
+
+    page.set_default_timeout(ms(actions))
+    expect.set_options(timeout=ms(assertions))
+
+
+def ms(seconds: float) -> float:
+    """A Playwright timeout argument (milliseconds) for ``seconds``, scaled."""
+    return timeout(seconds) * 1000

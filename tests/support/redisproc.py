@@ -1,30 +1,21 @@
-"""A real ``redis-server`` on an ephemeral port for tests: start, kill, restart on the same port."""
+"""A real ``redis-server`` on an ephemeral port for tests (start, kill, start again on the same port), and
+the ``ticker feed`` publisher and edge nodes around it."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from typing import Any
 
-import orjson
 import pytest
 import redis
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from tests.support.serverproc import ServerProcess, TickerProcess
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.system import free_port
+from tests.support.timing import eventually_sync, timeout
 
 
 def redis_server_path() -> str:
@@ -48,8 +39,8 @@ class RedisProcess:
         """``redis://127.0.0.1:PORT/0``."""
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> RedisProcess:
-        """Start and wait until it answers PING."""
+    def start(self, within: float = 10.0) -> RedisProcess:
+        """Start and wait (``within`` seconds, scaled) until it answers PING."""
         cmd = [
             redis_server_path(),
             "--port",
@@ -65,40 +56,35 @@ class RedisProcess:
             "--loglevel",
             "warning",
         ]
-        deadline = time.monotonic() + timeout
-        while True:  # the port may linger briefly after a kill: retry the bind
+        deadline = time.monotonic() + timeout(within)
+        while True:  # the port may linger briefly after a kill: start again until it binds
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if self._wait_ping(min(deadline, time.monotonic() + 3.0)):
-                return self
+            try:
+                # Ready once it answers PING; a process that exited (port still taken) ends the wait.
+                if eventually_sync(self._answers_or_exited, 3.0, "redis-server to answer PING") == "up":
+                    return self
+            except AssertionError:
+                pass
             self.proc.kill()
             self.proc.wait()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.2)
+            time.sleep(0.2)  # pacing between attempts, not a wait for an event
 
-    def _wait_ping(self, deadline: float) -> bool:
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                return False
-            try:
-                if self.command("PING") is True:
-                    return True
-            except (OSError, redis.RedisError):
-                pass
-            time.sleep(0.05)
-        return False
+    def _answers_or_exited(self) -> str | None:
+        """``"up"`` once the server answers PING, ``"exited"`` if the process ended, else None."""
+        if self.proc is not None and self.proc.poll() is not None:
+            return "exited"
+        try:
+            return "up" if self.command("PING") is True else None
+        except (OSError, redis.RedisError):
+            return None
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(5)
-
-    def restart(self, down_for: float = 0.0) -> None:
-        """Kill, stay down ``down_for`` seconds, start again on the same port (empty)."""
-        self.kill()
-        time.sleep(down_for)
-        self.start()
+            self.proc.wait(timeout(5))
 
     def stop(self) -> None:
         """Stop the server and remove its directory."""
@@ -107,7 +93,7 @@ class RedisProcess:
 
     def client(self) -> redis.Redis:
         """A synchronous redis-py client (decoded replies) for inspecting the server."""
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=2)
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=timeout(2))
 
     def command(self, *args: str) -> Any:
         """Run one command over a fresh connection and return the decoded reply."""
@@ -135,42 +121,6 @@ class FeedProcess(TickerProcess):
         if m:
             self.metrics_port = int(m.group(1))
         return "ticker feed running" in line
-
-
-class Recorder:
-    """Reads every message of a WebSocket client in the background, with its arrival time."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.msgs: list[tuple[float, dict[str, Any]]] = []
-        self.close_code: int | None = None
-        self.closed = False
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        try:
-            async for raw in self.ws:
-                self.msgs.append((time.monotonic(), orjson.loads(raw)))
-        except ConnectionClosed:
-            pass
-        self.closed = True
-        self.close_code = self.ws.close_code
-
-    def since(self, t: float, kind: str) -> list[dict[str, Any]]:
-        """Messages of ``kind`` received after monotonic time ``t``."""
-        return [m for at, m in self.msgs if at > t and m["type"] == kind]
-
-    def entries(self, kind: str = "quotes", since: float = 0.0) -> list[dict[str, Any]]:
-        """Every Q entry of ``kind`` messages received after ``since``."""
-        return [e for m in self.since(since, kind) for e in m["data"]]
-
-    async def wait(self, pred: Any, timeout: float = 5.0) -> None:
-        """Wait until ``pred()`` is truthy; fail after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while not pred():
-            if time.monotonic() > deadline:
-                raise AssertionError("condition not met in time")
-            await asyncio.sleep(0.02)
 
 
 def publisher(r: RedisProcess, *extra: str) -> FeedProcess:

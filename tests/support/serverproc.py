@@ -1,16 +1,21 @@
-"""Run a real ``ticker`` server process on an ephemeral port for tests."""
+"""Run real ``ticker`` processes for tests: a server on an ephemeral port, or a command to completion."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
+
+from tests.support.system import rss_kib
+from tests.support.timing import timeout
 
 _LISTEN = re.compile(r"listening on http://[^:]+:(\d+)")
 
@@ -42,8 +47,8 @@ class TickerProcess:
         """Look at one log line; True once the process is ready."""
         raise NotImplementedError
 
-    def start(self, timeout: float = 15.0) -> Self:
-        """Start the process and wait until it is ready; returns ``self``."""
+    def start(self, within: float = 15.0) -> Self:
+        """Start the process and wait (``within`` seconds, scaled) until it is ready; returns ``self``."""
         cmd = [self.python, "-m", "ticker", self.command, *self._argv()]
         self._ready.clear()
         self.proc = subprocess.Popen(
@@ -56,7 +61,7 @@ class TickerProcess:
             cwd=self.cwd,
         )
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        if not self._ready.wait(timeout):
+        if not self._ready.wait(timeout(within)):
             self.stop()
             raise RuntimeError(f"ticker {self.command} did not start:\n" + "".join(self.lines[-30:]))
         return self
@@ -77,36 +82,35 @@ class TickerProcess:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
-    def wait(self, timeout: float = 10.0) -> int:
-        """Wait for exit and return the status."""
+    def wait(self, within: float = 10.0) -> int:
+        """Wait (``within`` seconds, scaled) for exit and return the status."""
         assert self.proc is not None
-        return self.proc.wait(timeout)
+        return self.proc.wait(timeout(within))
 
     def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after 8 s; returns the exit status."""
+        """SIGTERM, then SIGKILL after 8 s (scaled); returns the exit status."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(8)
+            return self.proc.wait(timeout(8))
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait(5)
+            return self.proc.wait(timeout(5))
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(5)
+            self.proc.wait(timeout(5))
 
     def rss_kib(self) -> int:
-        """Resident set size of the server process in KiB (Linux /proc)."""
+        """Resident set size of the process in KiB (Linux /proc); fails once it is gone."""
         assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        kib = rss_kib([self.proc.pid])
+        if not kib:
+            raise RuntimeError(f"no VmRSS for pid {self.proc.pid}: the process is gone")
+        return kib
 
     def __enter__(self) -> Self:
         return self.start()
@@ -150,23 +154,9 @@ class ServerProcess(TickerProcess):
         return m is not None
 
 
-def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes (then fail)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
-
-
 def scrape(url: str) -> dict[str, float]:
     """Fetch ``/metrics`` and return {"name{labels}": value} for every sample."""
-    import urllib.request
-
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(url + "/metrics", timeout=timeout(5)) as resp:
         text = resp.read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
@@ -174,3 +164,41 @@ def scrape(url: str) -> dict[str, float]:
             key, _, value = line.rpartition(" ")
             out[key] = float(value)
     return out
+
+
+async def scrape_async(url: str) -> dict[str, float]:
+    """:func:`scrape` off the event loop (which may be serving the very server scraped)."""
+    return await asyncio.to_thread(scrape, url)
+
+
+@contextlib.asynccontextmanager
+async def serving(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[ServerProcess]:
+    """A real ``ticker serve --port 0 ARGS`` process, started and stopped off the event loop."""
+    srv = ServerProcess(["--host", "127.0.0.1", "--loop", "asyncio", *args], env=env)
+    await asyncio.to_thread(srv.start, 20.0)
+    try:
+        yield srv
+    finally:
+        await asyncio.to_thread(srv.stop)
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None, within: float = 30) -> tuple[int, str]:
+    """Run ``python -m ticker ARGS`` to completion (``within`` seconds, scaled); returns (exit status, stderr).
+
+    ``TICKER_*`` and provider variables of the caller's environment are left out, ``env`` is added.
+    """
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TICKER_", "FINNHUB_"))}
+    full_env.update(env or {})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ticker",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=full_env,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout(within))
+    assert proc.returncode is not None
+    return proc.returncode, err.decode(errors="replace")

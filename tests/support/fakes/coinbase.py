@@ -22,6 +22,7 @@ class FakeCoinbase(FakeUpstream):
         self.heartbeat_interval = heartbeat_interval
         self.invalid: set[str] = set()
         self.deadline_kicks = 0
+        self.deadlines_passed = 0  # connections whose subscribe deadline has come (kicked or not)
         self.sequence = 1000
 
     async def on_connect(self, conn: FakeConn) -> None:
@@ -30,6 +31,7 @@ class FakeCoinbase(FakeUpstream):
 
     async def _deadline(self, conn: FakeConn) -> None:
         await asyncio.sleep(self.subscribe_deadline)
+        self.deadlines_passed += 1
         if not conn.subs and not conn.ws.closed:
             self.deadline_kicks += 1
             await conn.close(1008, b"no subscribe within 5 seconds")

@@ -9,17 +9,12 @@ Retry-After), ``"429:SECONDS"``, ``"500"``, ``"garbage"`` (a non-JSON body), ``"
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Self
 
 from aiohttp import web
-
-from tests.support.serverproc import ServerProcess
 
 
 @dataclass
@@ -126,16 +121,6 @@ class FakeHttpProvider:
         return sum(1 for h in self.hits if h.path == path and since <= h.at < until)
 
 
-async def wait_for(predicate: Callable[[], bool], within: float = 10.0, step: float = 0.02) -> None:
-    """Wait until ``predicate()`` is true, else fail the test after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(step)
-
-
 class Sink:
     """Collects what a feed reports through its FeedContext."""
 
@@ -154,55 +139,3 @@ class Sink:
 
     def symbols(self) -> set[str]:
         return {q.symbol for q in self.quotes}
-
-
-@contextlib.asynccontextmanager
-async def serving(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[ServerProcess]:
-    """A real ``ticker serve --port 0 ARGS`` process, started and stopped off the event loop."""
-    srv = ServerProcess(["--host", "127.0.0.1", "--loop", "asyncio", *args], env=env)
-    await asyncio.to_thread(srv.start, 20.0)
-    try:
-        yield srv
-    finally:
-        await asyncio.to_thread(srv.stop)
-
-
-async def run_cli(*args: str, env: dict[str, str] | None = None, within: float = 30) -> tuple[int, str]:
-    """Run ``python -m ticker ARGS`` to completion; returns (exit status, stderr)."""
-    import os
-    import sys
-
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TICKER_", "FINNHUB_"))}
-    full_env.update(env or {})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ticker",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=full_env,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), within)
-    assert proc.returncode is not None
-    return proc.returncode, err.decode(errors="replace")
-
-
-async def ws_quotes(
-    url: str, symbols: list[str], want: Callable[[list[dict]], bool], within: float = 20
-) -> list[dict]:
-    """Subscribe to ``symbols`` on ``url``/ws and collect Q entries (snapshot and quotes) until ``want(entries)``."""
-    import orjson
-    import websockets
-
-    entries: list[dict] = []
-    async with asyncio.timeout(within), websockets.connect(url.replace("http", "ws", 1) + "/ws") as ws:
-        await ws.send(orjson.dumps({"op": "subscribe", "symbols": symbols}).decode())
-        while not want(entries):
-            msg = orjson.loads(await ws.recv())
-            if msg.get("type") in ("snapshot", "quotes"):
-                entries.extend(msg["data"])
-            elif msg.get("type") == "error":
-                raise AssertionError(f"server error: {msg}")
-    return entries

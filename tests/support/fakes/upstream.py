@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.support.timing import eventually
+
 
 class FakeConn:
     """One client connection to a fake: its socket, request, subscriptions and what it sent."""
@@ -168,6 +170,7 @@ class FakeUpstream:
     async def wait_for(
         self, cond: Callable[[], object], within: float = 5.0, what: str = "condition"
     ) -> None:
+        """Wait until ``cond()`` holds; fail after ``within`` seconds (scaled)."""
         await eventually(cond, within, what)
 
     # -- the server side --------------------------------------------------------------------
@@ -215,12 +218,3 @@ class FakeUpstream:
             with contextlib.suppress(Exception):
                 await self.on_disconnect(conn)
         return ws
-
-
-async def eventually(cond: Callable[[], object], within: float = 5.0, what: str = "condition") -> None:
-    """Wait until ``cond()`` holds, polling; fail the test with ``what`` after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from bench.wsclient import Stats, Subscriber, client_frame
+from bench.wsclient import Stats, Subscriber
+from tests.support.wsframes import client_frame
 
 
 class FakeTransport:

@@ -1,0 +1,70 @@
+"""A ticker server inside the test's own event loop, for tests that need a server and a client but nothing
+of a process (signals, flags, workers, exit codes, its log): no start-up of an interpreter, and the node
+is at hand.
+
+The server and the test share one event loop: a test must not block it (run a blocking call, such as
+:func:`tests.support.serverproc.scrape`, in a thread: :func:`~tests.support.serverproc.scrape_async`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from feeds.simulated import SimulatedFeed
+from tests.support.timing import timeout
+from ticker.server.config import Config
+from ticker.server.node import Node
+from ticker.server.service import Service
+
+
+class InProcessServer:
+    """A started :class:`~ticker.server.service.Service` on 127.0.0.1, with the URLs a client needs."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    @property
+    def node(self) -> Node:
+        """The node behind the listeners (hub, fan-out, metrics, connections)."""
+        return self.service.node
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (an ephemeral one)."""
+        return self.service.port
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://127.0.0.1:PORT/ws``."""
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+@contextlib.asynccontextmanager
+async def serve_in_process(
+    *,
+    symbols: list[str] | None = None,
+    sim_rate: float = 20.0,
+    seed: int | None = 7,
+    **config: Any,
+) -> AsyncIterator[InProcessServer]:
+    """Serve a seeded simulated market (``symbols``, ``sim_rate`` ticks/s) on an ephemeral port.
+
+    ``config`` holds further server settings by name (as :class:`~ticker.server.config.Config` spells
+    them, e.g. ``stale_after=1``); the server is stopped on exit, its clients closed with 1001.
+    """
+    cfg = Config(host="127.0.0.1", port=0, **config)
+    feed = SimulatedFeed(symbols=symbols, rate=sim_rate, seed=seed)
+    service = Service(cfg, Node(cfg, feeds=[feed]))
+    await service.start()
+    try:
+        yield InProcessServer(service)
+    finally:
+        await asyncio.wait_for(service.stop(), timeout(10))

@@ -1,0 +1,46 @@
+"""What the tests and the bench read from the local machine: free TCP ports, a port that accepts, memory."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from tests.support.timing import eventually_sync
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def accepts(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port`` now."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(port: int, within: float) -> bool:
+    """Wait up to ``within`` seconds (scaled) until something accepts on 127.0.0.1:``port``."""
+    try:
+        return eventually_sync(lambda: accepts(port), within, f"127.0.0.1:{port} to accept")
+    except AssertionError:
+        return False
+
+
+def rss_kib(pids: list[int]) -> int:
+    """Summed resident set size of ``pids`` in KiB (Linux ``/proc/PID/status``; gone processes count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+                    break
+        except OSError:
+            pass
+    return total
