@@ -1,4 +1,4 @@
-"""What the core refuses and why connections end (pure): error codes, errors, close decisions.
+"""The core's errors and why connections end (pure): error codes, errors, close decisions.
 
 Error codes and close codes are part of the contract (docs/protocol.md); a :class:`Disconnect`
 keeps a close code together with the ``reason`` label of ``ticker_connections_closed``.
@@ -53,6 +53,16 @@ class TooManySymbols(ProtocolError):
         )
         self.limit = limit
         self.wanted = wanted
+
+
+class MalformedQuote(ValueError):
+    """A Q entry that breaks docs/protocol.md; ``field`` names the offending key (``None``: the entry itself)."""
+
+    def __init__(self, field: str | None, problem: str) -> None:
+        super().__init__(
+            f"malformed quote entry: {problem}" if field is None else f"quote field {field!r}: {problem}"
+        )
+        self.field = field
 
 
 def invalid_symbols_message(invalid: Sequence[str]) -> str:

@@ -20,17 +20,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ticker.errors import MalformedQuote
+
 _dumps = orjson.dumps
-
-
-class MalformedQuote(ValueError):
-    """A Q entry that breaks docs/protocol.md; ``field`` names the offending key (``None``: the entry itself)."""
-
-    def __init__(self, field: str | None, problem: str) -> None:
-        super().__init__(
-            f"malformed quote entry: {problem}" if field is None else f"quote field {field!r}: {problem}"
-        )
-        self.field = field
 
 
 class Quote(NamedTuple):

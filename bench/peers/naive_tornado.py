@@ -15,11 +15,11 @@ import tornado.websocket
 
 from bench.peers.common import make_feed, parse_args, parse_subscribe, raise_fd_limit, subscribed_message
 
-SUBSCRIBERS: dict[str, set[QuotesHandler]] = {}
+SUBSCRIBERS: dict[str, set[NaiveQuoteSocket]] = {}
 KNOWN: set[str] = set()
 
 
-class QuotesHandler(tornado.websocket.WebSocketHandler):
+class NaiveQuoteSocket(tornado.websocket.WebSocketHandler):
     """One subscriber connection."""
 
     def check_origin(self, origin: str) -> bool:
@@ -56,7 +56,7 @@ async def main() -> None:
     raise_fd_limit()
     feed, ctx = make_feed(args, on_update)
     KNOWN.update(feed.known_symbols())
-    app = tornado.web.Application([(r"/ws", QuotesHandler)])
+    app = tornado.web.Application([(r"/ws", NaiveQuoteSocket)])
     app.listen(args.port, args.host)
     await feed.start(ctx)
     stop = asyncio.Event()

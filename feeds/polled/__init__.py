@@ -1,0 +1,1 @@
+"""HTTP-polled feeds (aiohttp): the polling engine and the providers that need it."""

@@ -1,0 +1,1 @@
+"""Recorded sessions: the file format, the replay feed and the recorder."""

@@ -1,0 +1,1 @@
+"""WebSocket feeds (aiohttp): the streaming engine, its upstream link and the providers."""

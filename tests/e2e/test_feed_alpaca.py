@@ -8,7 +8,7 @@ import pytest
 
 from feeds.streaming.alpaca import AlpacaFeed
 from tests.support.fakes.alpaca import FakeAlpaca
-from tests.support.fakes.recorder import fast_options, running
+from tests.support.fakes.sink import fast_options, running
 from tests.support.timing import eventually
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from feeds.streaming.binance import BinanceFeed
 from tests.support.fakes.binance import FakeBinance
-from tests.support.fakes.recorder import fast_options, running
+from tests.support.fakes.sink import fast_options, running
 from tests.support.timing import eventually
 
 

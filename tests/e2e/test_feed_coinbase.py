@@ -7,7 +7,7 @@ import pytest
 from feeds import registry
 from feeds.streaming.coinbase import CoinbaseFeed
 from tests.support.fakes.coinbase import FakeCoinbase
-from tests.support.fakes.recorder import fast_options, feed_options, running
+from tests.support.fakes.sink import fast_options, feed_options, running
 from tests.support.timing import eventually
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from feeds.streaming.finnhub import FinnhubFeed
 from tests.support.fakes.finnhub import FakeFinnhub
-from tests.support.fakes.recorder import fast_options, running
+from tests.support.fakes.sink import fast_options, running
 from tests.support.timing import eventually
 
 

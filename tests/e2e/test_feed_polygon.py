@@ -8,7 +8,7 @@ import pytest
 
 from feeds.streaming.polygon import PolygonFeed
 from tests.support.fakes.polygon import FakePolygon
-from tests.support.fakes.recorder import fast_options, running
+from tests.support.fakes.sink import fast_options, running
 from tests.support.timing import eventually
 
 

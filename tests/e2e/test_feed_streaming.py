@@ -9,7 +9,7 @@ import pytest
 from feeds import registry
 from feeds.streaming.engine import StreamFeed
 from tests.support.fakes.providers import PROVIDERS, Provider
-from tests.support.fakes.recorder import feed_options, running
+from tests.support.fakes.sink import feed_options, running
 from tests.support.fakes.upstream import FakeUpstream
 from tests.support.timing import eventually
 

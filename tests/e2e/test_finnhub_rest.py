@@ -9,7 +9,7 @@ import pytest
 
 from feeds.polled.finnhub_rest import FinnhubRestFeed
 from tests.support.fakes.fake_finnhub_rest import QUOTE_PATH, FakeFinnhubRest
-from tests.support.fakes.poll_fakes import Sink
+from tests.support.fakes.sink import FeedSink
 from tests.support.timing import eventually
 
 
@@ -19,8 +19,8 @@ async def fake() -> AsyncIterator[FakeFinnhubRest]:
         yield f
 
 
-async def started(feed: FinnhubRestFeed, demand: set[str]) -> Sink:
-    sink = Sink()
+async def started(feed: FinnhubRestFeed, demand: set[str]) -> FeedSink:
+    sink = FeedSink()
     await feed.start(sink.ctx)
     feed.set_demand(frozenset(demand))
     return sink
@@ -53,7 +53,7 @@ async def test_polls_only_demanded_symbols_and_emits_fields(fake: FakeFinnhubRes
         assert len(fake.hits) == idle  # nothing demanded, nothing polled
     finally:
         await feed.stop()
-    assert sink.errors == []
+    assert not sink.errors
 
 
 async def test_token_in_header_not_url(fake: FakeFinnhubRest) -> None:
@@ -116,7 +116,7 @@ async def test_429_without_retry_after_backs_off() -> None:
             await feed.stop()
     # at 30/s it would have sent ~90 requests in 3 s; backing off with full jitter sends a handful
     assert throttled < 30
-    assert sink.errors.count("rate_limited") == throttled
+    assert sink.errors["rate_limited"] == throttled
 
 
 async def test_survives_garbage_errors_and_drops(fake: FakeFinnhubRest) -> None:
@@ -131,9 +131,9 @@ async def test_survives_garbage_errors_and_drops(fake: FakeFinnhubRest) -> None:
         assert feed.health().up
     finally:
         await feed.stop()
-    assert sink.errors.count("malformed") == 3
-    assert sink.errors.count("http_5xx") == 1
-    assert 1 <= sink.errors.count("network") <= 2
+    assert sink.errors["malformed"] == 3
+    assert sink.errors["http_5xx"] == 1
+    assert 1 <= sink.errors["network"] <= 2
     assert [q.price for q in sink.quotes] == sorted(q.price for q in sink.quotes)
 
 
@@ -147,7 +147,7 @@ async def test_unknown_symbol_reported_once(fake: FakeFinnhubRest) -> None:
     finally:
         await feed.stop()
     assert feed.unknown == {"NOSUCH"}
-    assert sink.errors == ["unknown_symbol"]
+    assert sink.errors == {"unknown_symbol": 1}
     assert sink.symbols() == {"AAPL"}
 
 
@@ -162,7 +162,7 @@ async def test_symbol_outside_the_plan_is_refused_alone(fake: FakeFinnhubRest) -
         assert feed.health().up
     finally:
         await feed.stop()
-    assert sink.errors == ["no_access"] and feed.unknown == {"NVDA"}
+    assert sink.errors == {"no_access": 1} and feed.unknown == {"NVDA"}
     assert sink.symbols() == {"AAPL"}
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from feeds.polled.yahoo import BATCH, YahooFeed
 from tests.support.fakes.fake_yahoo import CRUMB_PATH, QUOTE_PATH, FakeYahoo
-from tests.support.fakes.poll_fakes import Sink
+from tests.support.fakes.sink import FeedSink
 from tests.support.timing import eventually
 
 
@@ -25,8 +25,8 @@ def fast(fake: FakeYahoo, **kw: Any) -> YahooFeed:
     return YahooFeed(url=fake.url, **opts)
 
 
-async def started(feed: YahooFeed, demand: set[str]) -> Sink:
-    sink = Sink()
+async def started(feed: YahooFeed, demand: set[str]) -> FeedSink:
+    sink = FeedSink()
     await feed.start(sink.ctx)
     feed.set_demand(frozenset(demand))
     return sink
@@ -49,7 +49,7 @@ async def test_cookie_crumb_then_batched_quotes(fake: FakeYahoo) -> None:
     )
     assert q.prev_close == pytest.approx(q.price - 1.0) and q.volume == 3916296
     assert q.change == pytest.approx(1.0)
-    assert sink.errors == []
+    assert not sink.errors
 
 
 async def test_large_demand_is_split_into_batches(fake: FakeYahoo) -> None:
@@ -75,7 +75,7 @@ async def test_unknown_symbols_are_reported_not_fatal(fake: FakeYahoo) -> None:
     finally:
         await feed.stop()
     assert feed.unknown == {"NOPE", "ZZZZ"}
-    assert sink.errors == ["unknown_symbol", "unknown_symbol"]  # once per symbol, not per poll
+    assert sink.errors == {"unknown_symbol": 2}  # once per symbol, not per poll
     assert sink.symbols() == {"AAPL"}
 
 
@@ -106,7 +106,7 @@ async def test_429_backs_off_and_garbage_survives(fake: FakeYahoo) -> None:
     # a request already dispatched when the 429 arrived may follow at once; then a 1 s pause
     later = [h for h in quotes[1:] if h.at - quotes[0].at >= 0.2]
     assert later and later[0].at - quotes[0].at >= 0.95
-    assert sorted(sink.errors) == ["http_5xx", "malformed", "malformed", "rate_limited"]
+    assert sink.errors == {"http_5xx": 1, "malformed": 2, "rate_limited": 1}
 
 
 async def test_persistent_429_polls_rarely() -> None:

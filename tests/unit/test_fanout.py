@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 import orjson
 import pytest
 
+from tests.support.clock import ManualClock, ManualScheduler
 from ticker.frames import ws_text_frame
 from ticker.hub import Hub
 from ticker.metrics.registry import Metrics
@@ -19,51 +19,7 @@ SLOW = 1000
 TIMEOUT = 10.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Handle:
-    def __init__(self, when: float, callback: Callable[[], object]) -> None:
-        self.when = when
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class Scheduler:
-    """Keeps the calls it is given; :meth:`advance` moves the clock and runs those that fall due."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.handles: list[Handle] = []
-
-    def call_soon(self, callback: Callable[[], object], /) -> Handle:
-        return self.call_later(0.0, callback)
-
-    def call_later(self, delay: float, callback: Callable[[], object], /) -> Handle:
-        h = Handle(self.clock.now + delay, callback)
-        self.handles.append(h)
-        return h
-
-    def waiting(self) -> list[Handle]:
-        return [h for h in self.handles if not h.cancelled]
-
-    def advance(self, seconds: float = 0.0) -> None:
-        self.clock.now += seconds
-        while due := sorted((h for h in self.waiting() if h.when <= self.clock.now), key=lambda h: h.when):
-            h = due[0]
-            self.handles.remove(h)
-            h.callback()
-
-
-class FakeConn(Connection):
+class FakeSubscriber(Connection):
     """Records its frames; ``unsent`` is what it reports as still buffered; ``gone`` makes writes fail."""
 
     transport: ClassVar[str] = "ws"
@@ -71,7 +27,7 @@ class FakeConn(Connection):
 
     @staticmethod
     def framer(payload: bytes) -> bytes:
-        FakeConn.framed.append(payload)
+        FakeSubscriber.framed.append(payload)
         return ws_text_frame(payload)
 
     def __init__(self, name: str) -> None:
@@ -103,7 +59,7 @@ class FakeConn(Connection):
         raise AssertionError("not expected here")
 
 
-class FakeSse(FakeConn):
+class FakeSse(FakeSubscriber):
     transport: ClassVar[str] = "sse"
     framed: ClassVar[list[bytes]]
 
@@ -115,9 +71,9 @@ class FakeSse(FakeConn):
 
 class Rig:
     def __init__(self) -> None:
-        FakeConn.framed, FakeSse.framed = [], []
-        self.clock = Clock()
-        self.sched = Scheduler(self.clock)
+        FakeSubscriber.framed, FakeSse.framed = [], []
+        self.clock = ManualClock()
+        self.sched = ManualScheduler(self.clock)
         self.hub: Hub[Connection] = Hub()
         self.metrics = Metrics()
         self.fanout = Fanout(
@@ -130,7 +86,9 @@ class Rig:
             scheduler=self.sched,
         )
 
-    def conn(self, name: str, symbols: list[str], kind: type[FakeConn] = FakeConn) -> FakeConn:
+    def conn(
+        self, name: str, symbols: list[str], kind: type[FakeSubscriber] = FakeSubscriber
+    ) -> FakeSubscriber:
         c = kind(name)
         self.hub.add(c)
         if symbols:
@@ -166,8 +124,10 @@ def test_every_member_of_a_batch_gets_the_same_bytes_object(rig: Rig):
     assert all(c.frames[0] is ws[0].frames[0] for c in ws)
     assert all(c.frames[0] is sse[0].frames[0] for c in sse)
     assert quotes(ws[0].frames[0]) == ("quotes", {"AAPL": 1.0, "MSFT": 2.0})
-    assert len(FakeConn.framed) == 1 and len(FakeSse.framed) == 1  # framed once per batch per transport
-    assert FakeConn.framed[0] is FakeSse.framed[0]  # encoded once: both transports wrap the same payload
+    assert len(FakeSubscriber.framed) == 1 and len(FakeSse.framed) == 1  # framed once per batch per transport
+    assert (
+        FakeSubscriber.framed[0] is FakeSse.framed[0]
+    )  # encoded once: both transports wrap the same payload
     assert rig.counter("ticker_frames_sent_total") == 5
     assert rig.counter("ticker_updates_sent_total") == 10
 
@@ -186,7 +146,7 @@ def test_one_frame_per_flush_interval_with_the_latest_values(rig: Rig):
     rig.sched.advance(FLUSH / 2)
     assert [quotes(f)[1] for f in a.frames] == [{"AAPL": 1.0}, {"AAPL": 4.0}]
     assert [quotes(f)[1] for f in b.frames] == [{"AAPL": 1.0}, {"AAPL": 4.0, "MSFT": 9.0}]
-    assert len(FakeConn.framed) == 4  # one frame per symbol set and flush, however many updates
+    assert len(FakeSubscriber.framed) == 4  # one frame per symbol set and flush, however many updates
     assert rig.sched.waiting() == []
 
 
@@ -268,7 +228,7 @@ def test_resync_sends_one_snapshot_payload_per_symbol_set_and_marks_conflated_co
     slow = rig.conn("slow", ["NVDA", "AAPL"])
     rig.fanout.mark_slow(slow)
     conns: list[Connection] = [*ab, ab_sse, n, idle, unknown, slow]
-    FakeConn.framed.clear()
+    FakeSubscriber.framed.clear()
     FakeSse.framed.clear()
 
     assert rig.fanout.resync(conns) == 4
@@ -277,8 +237,10 @@ def test_resync_sends_one_snapshot_payload_per_symbol_set_and_marks_conflated_co
     assert quotes(ab[0].frames[0]) == ("snapshot", {"AAPL": 1.0, "MSFT": 2.0})
     assert quotes(n.frames[0]) == ("snapshot", {"NVDA": 3.0})
     assert idle.frames == unknown.frames == slow.frames == []
-    assert len(FakeConn.framed) == 2 and FakeSse.framed == [FakeConn.framed[0]]  # one payload per symbol set
-    assert FakeSse.framed[0] is FakeConn.framed[0]
+    assert len(FakeSubscriber.framed) == 2 and FakeSse.framed == [
+        FakeSubscriber.framed[0]
+    ]  # one payload per symbol set
+    assert FakeSse.framed[0] is FakeSubscriber.framed[0]
     rig.sched.advance(SWEEP_INTERVAL)  # the conflated one resumes with every symbol it holds
     assert [quotes(f) for f in slow.frames] == [("quotes", {"AAPL": 1.0, "NVDA": 3.0})]
 

@@ -12,7 +12,7 @@ from feeds.streaming.binance import BinanceFeed
 from feeds.streaming.coinbase import CoinbaseFeed
 from feeds.streaming.finnhub import FinnhubFeed
 from tests.support.fakes.providers import PROVIDERS
-from tests.support.fakes.recorder import feed_options
+from tests.support.fakes.sink import feed_options
 from ticker.cli.main import parse
 from ticker.server.config import Config
 

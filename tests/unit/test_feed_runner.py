@@ -12,6 +12,7 @@ import pytest
 
 from feeds.base import Feed, FeedContext
 from feeds.runner import FeedRunner, metered
+from tests.support.clock import ManualClock
 from ticker.quote import Quote
 
 
@@ -49,14 +50,6 @@ class BrokenFeed(FakeFeed):
         raise ValueError("cannot start")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _plain(feed: Feed) -> FeedContext:
     return FeedContext(emit=lambda quote: None)
 
@@ -74,7 +67,7 @@ async def test_demand_is_split_by_owns() -> None:
 
 
 async def test_readiness_fails_when_a_steady_feed_goes_quiet() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     steady, provider = FakeFeed("sim", steady=True), FakeFeed("prov")
     runner = FeedRunner([steady, provider], _plain, stale_after=15.0, clock=clock)
     await runner.start()

@@ -11,7 +11,8 @@ import pytest
 from feeds.recording import format as recording
 from ticker.broker import redis_layout as rc
 from ticker.client import Quote as ClientQuote
-from ticker.quote import MalformedQuote, Quote, decode_entry, encode_entry
+from ticker.errors import MalformedQuote
+from ticker.quote import Quote, decode_entry, encode_entry
 
 Q = {
     "s": "AAPL",

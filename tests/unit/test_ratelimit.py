@@ -12,19 +12,12 @@ import pytest
 
 from feeds.credentials import secret
 from feeds.ratelimit import MAX_RETRY_AFTER, ThrottledLog, retry_after, wait_for_token
+from tests.support.clock import ManualClock
 from ticker.tokenbucket import TokenBucket
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_bucket_allows_rate_times_window_plus_capacity() -> None:
-    clock = Clock()
+    clock = ManualClock()
     bucket = TokenBucket(rate=5.0, burst=2.0, now=clock())
     taken = 0
     for _ in range(1000):  # 10 s in steps of 10 ms, taking whenever allowed
@@ -35,7 +28,7 @@ def test_bucket_allows_rate_times_window_plus_capacity() -> None:
 
 
 def test_bucket_delay_and_validation() -> None:
-    clock = Clock()
+    clock = ManualClock()
     bucket = TokenBucket(rate=2.0, burst=1.0, now=clock())
     assert bucket.take(clock()) and not bucket.take(clock())
     assert bucket.delay(clock()) == pytest.approx(0.5)
@@ -48,7 +41,7 @@ def test_bucket_delay_and_validation() -> None:
 
 
 def test_reservations_queue_up_behind_each_other() -> None:
-    clock = Clock()
+    clock = ManualClock()
     bucket = TokenBucket(rate=4.0, burst=1.0, now=clock())
     assert [bucket.reserve(clock()) for _ in range(3)] == [0.0, pytest.approx(0.25), pytest.approx(0.5)]
     clock.now += 0.5  # the reserved tokens are due now: the next waits a full interval
@@ -57,7 +50,7 @@ def test_reservations_queue_up_behind_each_other() -> None:
 
 
 async def test_wait_for_token_sleeps_until_the_reserved_token_is_due(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = Clock()
+    clock = ManualClock()
     slept: list[float] = []
 
     async def fake_sleep(delay: float) -> None:

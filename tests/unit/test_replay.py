@@ -18,7 +18,7 @@ from feeds.recording.recorder import Recorder
 from feeds.recording.replay import ReplayFeed, sample_recording
 from feeds.registry import create_feeds
 from feeds.simulated import SimulatedFeed
-from tests.support.fakes.poll_fakes import Sink
+from tests.support.fakes.sink import FeedSink
 from tests.support.timing import eventually
 from ticker.cli.record import RecordConfig, run_record
 from ticker.quote import Quote, encode_entry
@@ -34,7 +34,7 @@ def wire(quote: Quote) -> dict:
     return orjson.loads(encode_entry(quote, 0))
 
 
-class TimedSink(Sink):
+class TimedSink(FeedSink):
     def __init__(self) -> None:
         super().__init__()
         self.times: list[float] = []
@@ -86,7 +86,7 @@ async def test_fast_replay_keeps_timestamps_and_gzip(tmp_path: Path) -> None:
     write_all(path, ["test"], records)
     assert path.read_bytes()[:2] == b"\x1f\x8b"  # gzip magic
     feed = ReplayFeed(path, speed=0, keep_timestamps=True)
-    sink = Sink()
+    sink = FeedSink()
     await feed.start(sink.ctx)
     try:
         await asyncio.wait_for(feed.finished.wait(), 10)
@@ -100,7 +100,7 @@ async def test_loop_starts_over(tmp_path: Path) -> None:
     path = tmp_path / "three.jsonl"
     write_all(path, ["test"], [(T0 + i * 100, q("L", float(i))) for i in range(3)])
     feed = ReplayFeed(path, speed=50.0, loop=True)
-    sink = Sink()
+    sink = FeedSink()
     await feed.start(sink.ctx)
     try:
         await eventually(lambda: len(sink.quotes) >= 8, within=10)
@@ -124,14 +124,14 @@ async def test_malformed_lines_are_counted_and_skipped(tmp_path: Path) -> None:
     ]
     path.write_bytes(b"".join(lines))
     feed = ReplayFeed(path, speed=0)
-    sink = Sink()
+    sink = FeedSink()
     await feed.start(sink.ctx)
     try:
         await asyncio.wait_for(feed.finished.wait(), 10)
     finally:
         await feed.stop()
     assert [x.symbol for x in sink.quotes] == ["A", "B"]
-    assert sink.errors == ["malformed"] * 3
+    assert sink.errors == {"malformed": 3}
 
 
 @pytest.mark.parametrize(
@@ -147,12 +147,12 @@ async def test_bad_files_give_clear_errors(tmp_path: Path, content: bytes, messa
     path = tmp_path / "f.jsonl"
     path.write_bytes(content)
     with pytest.raises(RecordingError, match=message):
-        await ReplayFeed(path).start(Sink().ctx)
+        await ReplayFeed(path).start(FeedSink().ctx)
 
 
 async def test_missing_file_and_bad_speed() -> None:
     with pytest.raises(RecordingError, match="cannot open recording"):
-        await ReplayFeed("/nonexistent/x.jsonl").start(Sink().ctx)
+        await ReplayFeed("/nonexistent/x.jsonl").start(FeedSink().ctx)
     with pytest.raises(ValueError, match="replay-speed"):
         ReplayFeed(None, speed=-1)
 
@@ -172,7 +172,7 @@ async def test_record_then_replay_round_trip(tmp_path: Path) -> None:
     sim = SimulatedFeed(symbols=["AAPL", "MSFT", "SPY"], rate=20.0, seed=7)
     rec = Recorder(path, ["simulated"], ["AAPL", "MSFT", "SPY"])
     await rec.open()
-    live = Sink()
+    live = FeedSink()
     await sim.start(rec.wrap(live.ctx))
     await eventually(lambda: len(live.quotes) >= 60, within=10)
     await sim.stop()
@@ -180,7 +180,7 @@ async def test_record_then_replay_round_trip(tmp_path: Path) -> None:
     assert rec.written == len(live.quotes) and rec.dropped == 0
 
     feed = ReplayFeed(path, speed=0, keep_timestamps=True)
-    replayed = Sink()
+    replayed = FeedSink()
     await feed.start(replayed.ctx)
     await asyncio.wait_for(feed.finished.wait(), 10)
     await feed.stop()

@@ -179,13 +179,7 @@ class Publisher:
                 t.result()
             raise ConnectionError("a publisher task ended")
         finally:
-            for t in tasks:
-                t.cancel()
-                with contextlib.suppress(BaseException):
-                    await t
-            for closing in (pubsub.aclose(), client.aclose(), sub_client.aclose()):
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(closing, 1.0)
+            await rc.end_session(tasks, pubsub, client, sub_client)
 
     # -- publishing --------------------------------------------------------------------------
     async def _flusher(self, client: Redis) -> None:

@@ -158,13 +158,7 @@ class RedisBroker(Broker):
                     await pubsub.ping()
         finally:
             self._client = None
-            if reader is not None:
-                reader.cancel()
-                with contextlib.suppress(BaseException):
-                    await reader
-            for closing in (pubsub.aclose(), client.aclose(), sub_client.aclose()):
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(closing, 1.0)
+            await rc.end_session([reader], pubsub, client, sub_client)
 
     async def _read(self, pubsub: PubSub) -> None:
         ctl = self.layout.ctl

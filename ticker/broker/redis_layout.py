@@ -16,6 +16,7 @@ so deployments sharing a Redis must use different prefixes):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -146,6 +148,19 @@ def decode_message(data: bytes) -> tuple[float, list[Quote]]:
     if not isinstance(entries, list):
         raise ValueError("malformed quote message: q is not a list")
     return float(pt), [decode_entry(e, sequenced=False) for e in entries]
+
+
+async def end_session(tasks: Iterable[asyncio.Task[None] | None], pubsub: PubSub, *clients: Redis) -> None:
+    """End one Redis session: cancel and await its ``tasks``, then close the subscription and ``clients``
+    (a second each, errors ignored: the connection may already be gone)."""
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    for closing in (pubsub.aclose(), *(c.aclose() for c in clients)):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(closing, 1.0)
 
 
 async def stay_connected(

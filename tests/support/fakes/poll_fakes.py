@@ -119,23 +119,3 @@ class FakeHttpProvider:
 
     def count(self, path: str, since: float = 0.0, until: float = float("inf")) -> int:
         return sum(1 for h in self.hits if h.path == path and since <= h.at < until)
-
-
-class Sink:
-    """Collects what a feed reports through its FeedContext."""
-
-    def __init__(self) -> None:
-        from feeds.base import FeedContext
-
-        self.quotes: list = []
-        self.errors: list[str] = []
-        self.reconnects = 0
-        self.ctx = FeedContext(
-            emit=self.quotes.append, error=self.errors.append, reconnected=self._reconnected
-        )
-
-    def _reconnected(self) -> None:
-        self.reconnects += 1
-
-    def symbols(self) -> set[str]:
-        return {q.symbol for q in self.quotes}

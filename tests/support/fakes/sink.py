@@ -1,4 +1,4 @@
-"""A :class:`~feeds.base.FeedContext` that records what a feed reports, and a way to run a feed in a test."""
+"""A :class:`~feeds.base.FeedContext` that collects what a feed reports, and a way to run a feed in a test."""
 
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ from feeds.options import FeedOptions
 from ticker.quote import Quote
 
 
-class Recorder:
-    """Collects emitted quotes, error kinds and reconnects."""
+class FeedSink:
+    """Collects emitted quotes, error kinds (counted) and reconnects through :attr:`ctx`.
+
+    ``ctx`` is built once, so a test may wrap its callbacks before handing it to a feed.
+    """
 
     def __init__(self) -> None:
         self.quotes: list[Quote] = []
         self.errors: Counter[str] = Counter()
         self.reconnects = 0
-
-    def ctx(self) -> FeedContext:
-        return FeedContext(emit=self.quotes.append, error=self._error, reconnected=self._reconnected)
+        self.ctx = FeedContext(emit=self.quotes.append, error=self._error, reconnected=self._reconnected)
 
     def _error(self, kind: str) -> None:
         self.errors[kind] += 1
@@ -38,6 +39,10 @@ class Recorder:
             if q.symbol == symbol:
                 return q
         raise AssertionError(f"no quote for {symbol}")
+
+    def symbols(self) -> set[str]:
+        """Every symbol quoted so far."""
+        return {q.symbol for q in self.quotes}
 
 
 def fast_options(url: str, **over: Any) -> dict[str, Any]:
@@ -66,11 +71,11 @@ def feed_options(url: str | None, **over: Any) -> FeedOptions:
 
 
 @contextlib.asynccontextmanager
-async def running(feed: Feed) -> AsyncIterator[Recorder]:
-    """Start ``feed`` with a fresh :class:`Recorder`; stop it on exit."""
-    rec = Recorder()
-    await feed.start(rec.ctx())
+async def running(feed: Feed) -> AsyncIterator[FeedSink]:
+    """Start ``feed`` with a fresh :class:`FeedSink`; stop it on exit."""
+    sink = FeedSink()
+    await feed.start(sink.ctx)
     try:
-        yield rec
+        yield sink
     finally:
         await feed.stop()
