@@ -114,7 +114,9 @@ class ReplayFeed(Feed):
                             if (wait := due - loop.time()) > 0.0005:
                                 await asyncio.sleep(wait)
                         if not self.keep_timestamps:
-                            quote = quote._replace(ts_ms=int(time.time() * 1000))
+                            quote.ts_ms = int(
+                                time.time() * 1000
+                            )  # a fresh object of the reader, not emitted yet
                         emit(quote)
                         self.emitted += 1
                     self._mark_data()
