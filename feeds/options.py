@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ticker.errors import InvalidSymbol
-from ticker.options import OptionError, option, positive
+from ticker.errors import InvalidSymbol, OptionError
+from ticker.options import option, positive
 from ticker.symbols import DEFAULT_UNIVERSE, parse_symbol_list
 
 ADAPTERS = "feed adapters"  # the --help heading of the adapter flags

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, cast
 
-from ticker.options import OptionError, option
+from ticker.errors import OptionError
+from ticker.options import option
 
 if TYPE_CHECKING:
     from feeds.base import Feed

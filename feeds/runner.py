@@ -1,10 +1,10 @@
 """Running a set of feeds, once for ``ticker serve``, ``ticker feed`` and ``ticker record``.
 
-A :class:`FeedRunner` starts each feed with its :class:`~feeds.base.FeedContext`, gives each
-the part of the demand it :meth:`~feeds.base.Feed.owns`, judges readiness (every feed up;
-steady feeds producing lately) and stops every feed side by side under one deadline. Metrics
-reach it through :func:`metered`: any object with the :class:`FeedMeter` methods counts what
-the feeds report, without this module knowing the metrics library.
+A :class:`FeedRunner` gives each feed the part of the demand it :meth:`~feeds.base.Feed.owns`
+(the first part before it starts the feed with its :class:`~feeds.base.FeedContext`), judges
+readiness (every feed up; steady feeds producing lately) and stops every feed side by side under
+one deadline. Metrics reach it through :func:`metered`: any object with the :class:`FeedMeter`
+methods counts what the feeds report, without this module knowing the metrics library.
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ def metered(meter: FeedMeter, publish: Publish) -> ContextFor:
     return context
 
 
+def _owned(feed: Feed, symbols: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(s for s in symbols if feed.owns(s))
+
+
 class FeedRunner:
     """Starts, feeds demand to, judges and stops a set of feeds.
 
@@ -79,11 +83,14 @@ class FeedRunner:
         self._clock = clock
         self._since = clock()
 
-    async def start(self) -> None:
-        """Start each feed in turn (then give them demand); a failing start stops those already started."""
+    async def start(self, demand: Iterable[str] = ()) -> None:
+        """Start each feed in turn, having first given it its part of ``demand`` (so it subscribes
+        to that from the start); a failing start stops those already started."""
         self._since = self._clock()
+        wanted = tuple(demand)
         for feed in self.feeds:
             try:
+                feed.set_demand(_owned(feed, wanted))
                 await feed.start(self._context(feed))
             except BaseException:
                 await self.stop()
@@ -94,7 +101,7 @@ class FeedRunner:
         """Tell each feed the symbols of ``symbols`` it owns."""
         wanted = tuple(symbols)
         for feed in self.feeds:
-            feed.set_demand(frozenset(s for s in wanted if feed.owns(s)))
+            feed.set_demand(_owned(feed, wanted))
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason): every feed up and, with ``stale_after``, steady feeds producing recently.

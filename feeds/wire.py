@@ -1,4 +1,5 @@
-"""Reading provider wire values: numbers (JSON or decimal strings) and timestamps (pure, no I/O).
+"""Reading provider wire values: numbers (JSON or decimal strings), timestamps and the trade and
+top-of-book fields Alpaca and Polygon share (pure, no I/O).
 
 Every helper raises :class:`Malformed` on bad input, which the streaming base counts as a
 ``malformed`` feed error and survives.
@@ -68,3 +69,13 @@ def rfc3339_ms(value: Any, field: str = "time") -> int:
         dt = dt.replace(tzinfo=UTC)
     ms = int((frac or "0")[:3].ljust(3, "0"))
     return int(dt.timestamp()) * 1000 + ms
+
+
+def trade_fields(item: dict[str, Any]) -> dict[str, float]:
+    """Price and size of a trade whose fields are ``p`` and ``s`` (Alpaca's and Polygon's shape; no ``s``: 0)."""
+    return {"price": num(item.get("p"), "p"), "size": num(item.get("s", 0), "s")}
+
+
+def book_fields(item: dict[str, Any]) -> dict[str, float]:
+    """Bid and ask of a top-of-book quote whose fields are ``bp`` and ``ap`` (Alpaca's and Polygon's shape)."""
+    return {"bid": num(item.get("bp"), "bp"), "ask": num(item.get("ap"), "ap")}

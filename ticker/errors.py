@@ -1,13 +1,15 @@
 """The core's errors and why connections end (pure): error codes, errors, close decisions.
 
-Error codes and close codes are part of the contract (docs/protocol.md); a :class:`Disconnect`
-keeps a close code together with the ``reason`` label of ``ticker_connections_closed``.
+Every error the core raises is a :class:`CoreError`. Error codes and close codes are part of the
+contract (docs/protocol.md); a :class:`Disconnect` keeps a close code together with the ``reason``
+label of ``ticker_connections_closed``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 # Error codes of ``{"type":"error"}`` messages and of the REST/SSE error bodies (the contract).
 BAD_JSON = "bad_json"
@@ -21,7 +23,11 @@ ERROR_CODES = (BAD_JSON, BAD_REQUEST, UNKNOWN_OP, INVALID_SYMBOL, TOO_MANY_SYMBO
 SYMBOL_RULE = "expected 1-32 characters of A-Z 0-9 . - : / _"
 
 
-class ProtocolError(Exception):
+class CoreError(Exception):
+    """The base of every error of the pure core (a request, a quote or an option value it refuses)."""
+
+
+class ProtocolError(CoreError):
     """A request the server refuses with the error ``code``; a WebSocket stays open and is told ``message``."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -44,18 +50,28 @@ class InvalidSymbol(ProtocolError, ValueError):
         self.symbols = symbols
 
 
-class TooManySymbols(ProtocolError):
-    """A subscription would pass the per-connection symbol cap; nothing of it was subscribed."""
+#: What a symbol cap is counted per, when one query names the symbols (``/sse``, ``/api/quotes``).
+Scope = Literal["connection", "request"]
 
-    def __init__(self, limit: int, wanted: int) -> None:
-        super().__init__(
-            TOO_MANY_SYMBOLS, f"subscription would hold {wanted} symbols; the limit is {limit} per connection"
-        )
+
+class TooManySymbols(ProtocolError):
+    """More symbols than ``limit``; nothing of the request was subscribed.
+
+    ``scope`` None: a subscription would hold ``wanted`` symbols in all (a connection's set grows with
+    each subscribe); otherwise one query named ``wanted``, more than ``limit`` per ``scope``.
+    """
+
+    def __init__(self, limit: int, wanted: int, scope: Scope | None = None) -> None:
+        if scope is None:
+            text = f"subscription would hold {wanted} symbols; the limit is {limit} per connection"
+        else:
+            text = f"{wanted} symbols requested; the limit is {limit} per {scope}"
+        super().__init__(TOO_MANY_SYMBOLS, text)
         self.limit = limit
         self.wanted = wanted
 
 
-class MalformedQuote(ValueError):
+class MalformedQuote(CoreError, ValueError):
     """A Q entry that breaks docs/protocol.md; ``field`` names the offending key (``None``: the entry itself)."""
 
     def __init__(self, field: str | None, problem: str) -> None:
@@ -63,6 +79,10 @@ class MalformedQuote(ValueError):
             f"malformed quote entry: {problem}" if field is None else f"quote field {field!r}: {problem}"
         )
         self.field = field
+
+
+class OptionError(CoreError, ValueError):
+    """A bad option value; the message says what is wrong and is shown as is."""
 
 
 def invalid_symbols_message(invalid: Sequence[str]) -> str:

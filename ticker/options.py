@@ -7,8 +7,9 @@
         port: int = option(8888, "port to listen on; 0 picks one", env="PORT", parse=port)
 
 The command line (:mod:`ticker.cli.flags`) turns such a dataclass into flags and back into an
-instance; everything else only sees the typed instance. Value parsers raise :class:`OptionError`,
-whose message is shown as is; any other ``ValueError`` reads "invalid <parser name> value".
+instance; everything else only sees the typed instance. Value parsers raise
+:class:`~ticker.errors.OptionError`, whose message is shown as is; any other ``ValueError`` reads
+"invalid <parser name> value".
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ticker.errors import OptionError
+
 ENV_PREFIX = "TICKER_"
 _OPTION = "ticker.option"
 _NESTED = "ticker.nested"
-
-
-class OptionError(ValueError):
-    """A bad option value; the message says what is wrong and is shown as is."""
 
 
 @dataclass(frozen=True, slots=True)

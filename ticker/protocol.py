@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from ticker.errors import BAD_JSON, BAD_REQUEST, UNKNOWN_OP, InvalidSymbol, ProtocolError
-from ticker.symbols import normalize_symbol
+from ticker.errors import BAD_JSON, BAD_REQUEST, UNKNOWN_OP, ProtocolError
+from ticker.symbols import valid_symbol
 
 
 @dataclass(slots=True)
@@ -47,9 +47,10 @@ def split_symbols(raw: Iterable[object]) -> tuple[list[str], list[str]]:
     valid: dict[str, None] = {}
     invalid: list[str] = []
     for item in raw:
-        try:
-            valid[normalize_symbol(item)] = None
-        except InvalidSymbol:
+        sym = valid_symbol(item)
+        if sym is not None:
+            valid[sym] = None
+        else:
             invalid.append(item[:40] if isinstance(item, str) else _short_json(item))
     return list(valid), invalid
 

@@ -46,12 +46,18 @@ DEFAULT_UNIVERSE: dict[str, float] = {
 }
 
 
+def valid_symbol(raw: object) -> str | None:
+    """``raw`` stripped and upper-cased if it is a valid symbol, else None (no exception is built)."""
+    if not isinstance(raw, str):
+        return None
+    sym = raw.strip().upper()
+    return sym if SYMBOL_RE.match(sym) else None
+
+
 def normalize_symbol(raw: object) -> str:
     """Return ``raw`` upper-cased if it is a valid symbol, else raise :class:`InvalidSymbol`."""
-    if not isinstance(raw, str):
-        raise InvalidSymbol(raw)
-    sym = raw.strip().upper()
-    if not SYMBOL_RE.match(sym):
+    sym = valid_symbol(raw)
+    if sym is None:
         raise InvalidSymbol(raw)
     return sym
 

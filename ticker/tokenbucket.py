@@ -36,11 +36,6 @@ class TokenBucket:
             return True
         return False
 
-    def delay(self, now: float) -> float:
-        """Seconds from ``now`` until a token is available (0 when one is)."""
-        self._refill(now)
-        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
-
     def reserve(self, now: float) -> float:
         """Spend one token, due or not; return the seconds to wait before using it (0 when it was there)."""
         self._refill(now)

@@ -1,9 +1,9 @@
 """Writing the normalized quote stream of any feed to a recording file (``ticker record`` runs it).
 
-A :class:`Recorder` wraps a :class:`~feeds.base.FeedContext`: every emitted quote is encoded
-on the event loop and written by a background flush in a worker thread, so a slow disk
-never blocks the server. Pending lines are bounded; beyond the bound quotes are dropped
-and counted rather than letting memory grow.
+A :class:`Recorder`'s :meth:`~Recorder.record` is the ``emit`` of a feed's
+:class:`~feeds.base.FeedContext`: every emitted quote is encoded on the event loop and written
+by a background flush in a worker thread, so a slow disk never blocks the loop. Pending lines
+are bounded; beyond the bound quotes are dropped and counted rather than letting memory grow.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import IO
 
-from feeds.base import FeedContext
 from feeds.recording.format import encode, header, open_write
 from ticker.quote import Quote
 
@@ -26,7 +25,8 @@ MAX_PENDING = 200_000  # lines waiting for the disk before new quotes are droppe
 
 
 class Recorder:
-    """Writes quotes to ``path`` in the recording format; use :meth:`wrap` to tap a feed's context."""
+    """Writes quotes to ``path`` in the recording format: :meth:`open`, then :meth:`record` each quote
+    (a feed context's ``emit``), then :meth:`close`."""
 
     def __init__(self, path: str | Path, feeds: list[str], symbols: list[str] | None = None) -> None:
         self.path = Path(path)
@@ -54,18 +54,6 @@ class Recorder:
         self._pending.append(encode(quote, int(time.time() * 1000)))
         self.symbols_seen.add(quote.symbol)
 
-    def wrap(self, inner: FeedContext | None = None) -> FeedContext:
-        """A context that records each quote and then passes everything on to ``inner``."""
-        if inner is None:
-            return FeedContext(emit=self.record)
-        inner_emit = inner.emit
-
-        def emit(quote: Quote) -> None:
-            self.record(quote)
-            inner_emit(quote)
-
-        return FeedContext(emit=emit, error=inner.error, reconnected=inner.reconnected)
-
     async def flush(self) -> None:
         """Write everything queued so far."""
         async with self._write_lock:
@@ -80,7 +68,7 @@ class Recorder:
             await asyncio.sleep(FLUSH_INTERVAL)
             try:
                 await self.flush()
-            except OSError as exc:  # disk full, file gone: keep the server alive, stop recording
+            except OSError as exc:  # disk full, file gone: keep the process alive, stop recording
                 log.error("recording to %s failed: %s; recording stopped", self.path, exc)
                 self._pending.clear()
                 self._fh = None

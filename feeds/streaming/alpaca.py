@@ -26,7 +26,7 @@ from feeds.errors import AuthFailed, FeedConfigError, Malformed, UpstreamError
 from feeds.options import ALPACA_IEX_LIMIT, ALPACA_SOURCES, FeedOptions
 from feeds.streaming.engine import StreamFeed
 from feeds.streaming.link import UpstreamLink
-from feeds.wire import rfc3339_ms, text
+from feeds.wire import book_fields, rfc3339_ms, text, trade_fields
 
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(\.[A-Z]{1,2})?$")
 AUTH_CODES = {402: "auth failed", 408: "v2 not enabled", 409: "insufficient subscription"}
@@ -97,9 +97,9 @@ class AlpacaFeed(StreamFeed):
             raise Malformed("expected an object in the array")
         kind = item.get("T")
         if kind == "t":
-            self.update_trade(text(item.get("S"), "S"), rfc3339_ms(item.get("t"), "t"), item)
+            self.update(text(item.get("S"), "S"), rfc3339_ms(item.get("t"), "t"), **trade_fields(item))
         elif kind == "q":
-            self.update_book(text(item.get("S"), "S"), rfc3339_ms(item.get("t"), "t"), item)
+            self.update(text(item.get("S"), "S"), rfc3339_ms(item.get("t"), "t"), **book_fields(item))
         elif kind == "subscription":
             trades, quotes = item.get("trades"), item.get("quotes")
             if not isinstance(trades, list) or not isinstance(quotes, list):

@@ -37,7 +37,7 @@ from feeds.errors import FeedConfigError, Malformed, UpstreamError
 from feeds.normalize import QuoteBook
 from feeds.ratelimit import ThrottledLog
 from feeds.streaming.link import UpstreamLink, chunks, redact_url
-from feeds.wire import PARSE_ERRORS, num
+from feeds.wire import PARSE_ERRORS
 from ticker.backoff import Backoff
 from ticker.tokenbucket import TokenBucket
 
@@ -129,14 +129,6 @@ class StreamFeed(Feed):
         self._mark_data()
         if quote is not None:
             self._ctx.emit(quote)
-
-    def update_trade(self, symbol: str, ts_ms: int, item: dict[str, Any]) -> None:
-        """A trade whose price and size are ``p`` and ``s`` of ``item`` (Alpaca's and Polygon's shape)."""
-        self.update(symbol, ts_ms, price=num(item.get("p"), "p"), size=num(item.get("s", 0), "s"))
-
-    def update_book(self, symbol: str, ts_ms: int, item: dict[str, Any]) -> None:
-        """A top-of-book quote whose bid and ask are ``bp`` and ``ap`` of ``item`` (Alpaca's and Polygon's shape)."""
-        self.update(symbol, ts_ms, bid=num(item.get("bp"), "bp"), ask=num(item.get("ap"), "ap"))
 
     def problem(self, kind: str, message: str, level: int = logging.WARNING) -> None:
         """Count an error of ``kind`` and log ``message`` (at most once a minute per kind)."""

@@ -19,7 +19,7 @@ from feeds.errors import AuthFailed, Malformed, UpstreamError
 from feeds.options import FeedOptions
 from feeds.streaming.engine import StreamFeed
 from feeds.streaming.link import UpstreamLink
-from feeds.wire import epoch_ms, text
+from feeds.wire import book_fields, epoch_ms, text, trade_fields
 
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(\.[A-Z]{1,2})?$")
 IGNORED = frozenset({"A", "AM", "LULD", "NOI"})
@@ -67,9 +67,9 @@ class PolygonFeed(StreamFeed):
             raise Malformed("expected an object in the array")
         ev = item.get("ev")
         if ev == "T":
-            self.update_trade(text(item.get("sym"), "sym"), epoch_ms(item.get("t"), "t"), item)
+            self.update(text(item.get("sym"), "sym"), epoch_ms(item.get("t"), "t"), **trade_fields(item))
         elif ev == "Q":
-            self.update_book(text(item.get("sym"), "sym"), epoch_ms(item.get("t"), "t"), item)
+            self.update(text(item.get("sym"), "sym"), epoch_ms(item.get("t"), "t"), **book_fields(item))
         elif ev == "status":
             self._on_status(item)
         elif ev in IGNORED:

@@ -47,7 +47,11 @@ async def test_polls_only_demanded_symbols_and_emits_fields(fake: FakeFinnhubRes
         assert "AAPL" not in [h.query["symbol"] for h in fake.hits[mark + 4 :]]
 
         feed.set_demand(frozenset())
-        await asyncio.sleep(0.3)  # the scenario: requests in flight (at most 0.3 s) end...
+        await eventually(  # the requests in flight end: each one the feed sent reached the fake and was answered
+            lambda: feed.requests == len(fake.hits) and all(h.status for h in fake.hits),
+            within=10,
+            what="the requests in flight to end",
+        )
         idle = len(fake.hits)
         await asyncio.sleep(0.5)  # ... then a window in which nothing may be polled
         assert len(fake.hits) == idle  # nothing demanded, nothing polled

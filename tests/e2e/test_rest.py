@@ -34,7 +34,11 @@ async def test_quotes_snapshot_is_not_cached(http: httpx.AsyncClient):
         ("AAPL,bad$", "invalid_symbol", "'bad$'"),
         ("", "invalid_symbol", "expected 1-32 characters"),
         ("x" * 33, "invalid_symbol", "expected 1-32 characters"),
-        (",".join(f"S{i}" for i in range(501)), "too_many_symbols", "500"),
+        (
+            ",".join(f"S{i}" for i in range(501)),
+            "too_many_symbols",
+            "501 symbols requested; the limit is 500 per request",
+        ),
     ],
 )
 async def test_bad_symbols_get_a_clear_400(http: httpx.AsyncClient, symbols: str, code: str, needle: str):

@@ -4,7 +4,9 @@ what is tested) and real WebSocket clients."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from typing import Any
 
 import httpx
@@ -116,6 +118,41 @@ async def test_too_many_symbols(inprocess: InProcessServer):
         await send(ws, {"op": "subscribe", "symbols": [f"S{i}" for i in range(500)]})
         sub = await recv(ws)
         assert sub["type"] == "subscribed" and len(sub["symbols"]) == 500
+
+
+async def test_too_many_symbols_names_the_whole_subscription(inprocess: InProcessServer):
+    async with connect(inprocess.ws_url) as ws:
+        await send(ws, {"op": "subscribe", "symbols": [f"S{i}" for i in range(400)]})
+        assert len((await recv(ws))["symbols"]) == 400
+        await send(ws, {"op": "subscribe", "symbols": [f"T{i}" for i in range(101)]})
+        err = await recv_until(ws, lambda m: m["type"] == "error")  # quotes of the first 400 may come first
+        assert err["message"] == "subscription would hold 501 symbols; the limit is 500 per connection"
+
+
+async def test_closed_connections_are_freed_without_the_cycle_collector(inprocess: InProcessServer):
+    # run.py freezes the collector and raises its thresholds: a handler kept by a reference cycle would
+    # stay until a full collection. A closed connection must go by reference counting alone.
+    node = inprocess.node
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        clients = [await connect(inprocess.ws_url + "?symbols=AAPL") for _ in range(20)]
+        for ws in clients:
+            assert (await recv(ws))["type"] == "subscribed"  # opened, registered, subscribed
+        await send(clients[0], {"op": "ping", "id": 1})
+        await recv_until(clients[0], lambda m: m["type"] == "pong")
+        handlers = [weakref.ref(conn) for conn in node.connections]
+        assert len(handlers) == 20
+        await asyncio.gather(*(ws.close() for ws in clients))
+        await eventually(lambda: node.connection_count() == 0, 5.0, "the server to see every close")
+
+        def alive() -> int:
+            return sum(ref() is not None for ref in handlers)
+
+        await eventually(lambda: alive() == 0, 5.0, "every closed handler to be freed (gc disabled)")
+    finally:
+        if enabled:
+            gc.enable()
 
 
 async def test_oversize_frame_closes_1009(inprocess: InProcessServer):

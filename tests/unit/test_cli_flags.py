@@ -11,7 +11,8 @@ from feeds.options import FeedOptions
 from ticker.cli.flags import Parser, add_flags, read_flags
 from ticker.cli.main import build_parser, parse
 from ticker.cli.record import RecordConfig
-from ticker.options import OptionError, nested, option, port, positive
+from ticker.errors import OptionError
+from ticker.options import nested, option, port, positive
 from ticker.server.config import Config
 
 

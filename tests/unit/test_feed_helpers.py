@@ -9,7 +9,7 @@ import pytest
 from feeds.credentials import FeedConfigError, require_env
 from feeds.ratelimit import ThrottledLog
 from feeds.streaming.link import redact_url
-from feeds.wire import Malformed, num, opt_num, rfc3339_ms
+from feeds.wire import Malformed, book_fields, num, opt_num, rfc3339_ms, trade_fields
 
 
 def test_throttled_log_keeps_the_level(caplog):
@@ -34,6 +34,18 @@ def test_rfc3339_with_nanoseconds_and_offsets():
     for bad in ("2021-02-22", "yesterday", 5, "2021-13-40T00:00:00Z"):
         with pytest.raises(Malformed):
             rfc3339_ms(bad)
+
+
+def test_trade_and_book_fields_of_the_shared_shape():
+    assert trade_fields({"p": "187.5", "s": 100, "x": "V"}) == {"price": 187.5, "size": 100.0}
+    assert trade_fields({"p": 12}) == {"price": 12.0, "size": 0.0}  # no size: 0
+    assert book_fields({"bp": 187.4, "ap": "187.6", "bs": 3}) == {"bid": 187.4, "ask": 187.6}
+    for bad_trade in ({"s": 1}, {"p": "nan", "s": 1}, {"p": 1, "s": None}, {"p": True}):
+        with pytest.raises(Malformed):
+            trade_fields(bad_trade)
+    for bad_book in ({"bp": 1}, {"ap": 1}, {"bp": "x", "ap": 1}, {"bp": 1, "ap": float("inf")}):
+        with pytest.raises(Malformed):
+            book_fields(bad_book)
 
 
 def test_redact_url_drops_tokens():

@@ -66,6 +66,36 @@ async def test_demand_is_split_by_owns() -> None:
     await runner.stop()
 
 
+class OrderedFeed(FakeFeed):
+    """Records, in order, the demand it is given and its start."""
+
+    def __init__(self, name: str, owned: Callable[[str], bool] = lambda s: True) -> None:
+        super().__init__(name, owned)
+        self.calls: list[tuple[str, frozenset[str]]] = []
+
+    def set_demand(self, symbols: frozenset[str]) -> None:
+        super().set_demand(symbols)
+        self.calls.append(("set_demand", symbols))
+
+    async def start(self, ctx: FeedContext) -> None:
+        self.calls.append(("start", self.demand))
+        await super().start(ctx)
+
+
+async def test_start_gives_each_feed_its_initial_demand_first() -> None:
+    stocks = OrderedFeed("stocks", owned=lambda s: not s.startswith("BTC"))
+    crypto = OrderedFeed("crypto", owned=lambda s: s.startswith("BTC"))
+    runner = FeedRunner([stocks, crypto], _plain)
+    await runner.start(iter(["AAPL", "BTC-USD", "MSFT"]))  # any iterable, read once
+    assert stocks.calls == [("set_demand", {"AAPL", "MSFT"}), ("start", {"AAPL", "MSFT"})]
+    assert crypto.calls == [("set_demand", {"BTC-USD"}), ("start", {"BTC-USD"})]
+    await runner.stop()
+    plain = OrderedFeed("plain")
+    await FeedRunner([plain], _plain).start()  # no initial demand: starts with none
+    assert plain.calls == [("set_demand", frozenset()), ("start", frozenset())]
+    await plain.stop()
+
+
 async def test_readiness_fails_when_a_steady_feed_goes_quiet() -> None:
     clock = ManualClock(1000.0)
     steady, provider = FakeFeed("sim", steady=True), FakeFeed("prov")

@@ -9,7 +9,7 @@ from ticker import protocol
 from ticker.errors import InvalidSymbol, ProtocolError, invalid_symbols_message
 from ticker.frames import sse_event, ws_text_frame
 from ticker.protocol import parse_client_message
-from ticker.symbols import normalize_symbol, parse_symbol_list
+from ticker.symbols import normalize_symbol, parse_symbol_list, valid_symbol
 
 
 def test_subscribe_normalizes_and_splits_invalid():
@@ -50,13 +50,26 @@ def test_bad_frames(frame, code):
 
 @pytest.mark.parametrize("sym", ["A", "BRK.B", "BTC-USD", "EUR/USD", "X:BTCUSD", "ES_F", "Z" * 32, "aapl"])
 def test_valid_symbols(sym):
-    assert normalize_symbol(sym) == sym.upper()
+    assert normalize_symbol(sym) == sym.upper() == valid_symbol(sym)
+    assert valid_symbol(f" {sym} ") == sym.upper()
 
 
-@pytest.mark.parametrize("sym", ["", "Z" * 33, "A B", "AAPL$", "ÄPFEL", None, 3, ["A"]])
+@pytest.mark.parametrize("sym", ["", " ", "Z" * 33, "A B", "AAPL$", "ÄPFEL", None, 3, ["A"]])
 def test_invalid_symbols(sym):
-    with pytest.raises(InvalidSymbol):
+    assert valid_symbol(sym) is None
+    with pytest.raises(InvalidSymbol) as info:
         normalize_symbol(sym)
+    assert info.value.symbols == (sym,)
+
+
+def test_splitting_symbols_builds_no_exception(monkeypatch: pytest.MonkeyPatch):
+    def built(*args: object) -> None:
+        raise AssertionError("an InvalidSymbol was built on the inbound path")
+
+    monkeypatch.setattr(InvalidSymbol, "__init__", built)
+    assert protocol.split_symbols(["aapl", "bad$", 7, "AAPL", None]) == (["AAPL"], ["bad$", "7", "null"])
+    cmd = parse_client_message('{"op":"subscribe","symbols":["$","msft"]}')
+    assert isinstance(cmd, protocol.Subscribe) and (cmd.symbols, cmd.invalid) == (["MSFT"], ["$"])
 
 
 def test_parse_symbol_list():

@@ -27,12 +27,13 @@ def test_bucket_allows_rate_times_window_plus_capacity() -> None:
     assert taken in (51, 52)  # 5/s x 10 s + the initial burst of 2 (give or take the last step)
 
 
-def test_bucket_delay_and_validation() -> None:
+def test_bucket_refill_and_validation() -> None:
     clock = ManualClock()
     bucket = TokenBucket(rate=2.0, burst=1.0, now=clock())
     assert bucket.take(clock()) and not bucket.take(clock())
-    assert bucket.delay(clock()) == pytest.approx(0.5)
-    clock.now += 0.5
+    clock.now += 0.25  # half a token: the next one is 0.5 s after the first
+    assert not bucket.take(clock())
+    clock.now += 0.25
     assert bucket.take(clock())
     with pytest.raises(ValueError):
         TokenBucket(rate=0, burst=1.0, now=0.0)

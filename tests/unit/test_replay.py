@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from feeds.base import FeedContext
 from feeds.options import FeedOptions
 from feeds.recording import recorder as recorder_mod
 from feeds.recording.format import RecordingError, decode, encode, header, scan, write_all
@@ -173,7 +174,13 @@ async def test_record_then_replay_round_trip(tmp_path: Path) -> None:
     rec = Recorder(path, ["simulated"], ["AAPL", "MSFT", "SPY"])
     await rec.open()
     live = FeedSink()
-    await sim.start(rec.wrap(live.ctx))
+    collect = live.ctx.emit
+
+    def emit(quote: Quote) -> None:  # what ticker record does (emit=rec.record), seen from the test too
+        rec.record(quote)
+        collect(quote)
+
+    await sim.start(FeedContext(emit=emit))
     await eventually(lambda: len(live.quotes) >= 60, within=10)
     await sim.stop()
     await rec.close()

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 
 from ticker import errors
-from ticker.errors import FLOOD, InvalidSymbol, ProtocolError, TooManySymbols
+from ticker.errors import (
+    FLOOD,
+    CoreError,
+    InvalidSymbol,
+    MalformedQuote,
+    OptionError,
+    ProtocolError,
+    TooManySymbols,
+)
 from ticker.hub import Hub
 from ticker.quote import Quote
-from ticker.session import Outcome, Session, query_symbols
+from ticker.session import Outcome, Session, open_stream, query_symbols
 
 RULE = "expected 1-32 characters of A-Z 0-9 . - : / _"
 
@@ -235,34 +246,89 @@ def test_ws_query_past_the_cap():
 
 
 def test_query_symbols_validates_in_one_place():
-    assert query_symbols("aapl, MSFT,,aapl", 5) == ["AAPL", "MSFT"]
-    assert query_symbols("", 5) == [] and query_symbols(" , ", 5) == []
+    assert query_symbols("aapl, MSFT,,aapl", 5, "connection") == ["AAPL", "MSFT"]
+    assert query_symbols("", 5, "request") == [] and query_symbols(" , ", 5, "request") == []
     with pytest.raises(InvalidSymbol) as bad:
-        query_symbols("AAPL,bad$,no way", 5)
+        query_symbols("AAPL,bad$,no way", 5, "connection")
     assert (bad.value.code, bad.value.message) == (
         "invalid_symbol",
         f"invalid symbol 'bad$', 'no way': {RULE}",
     )
-    with pytest.raises(TooManySymbols) as many:
-        query_symbols("A,B,C", 2)
-    assert (many.value.code, many.value.message) == (
-        "too_many_symbols",
-        "subscription would hold 3 symbols; the limit is 2 per connection",
-    )
     with pytest.raises(InvalidSymbol):  # syntax is checked before the count
-        query_symbols("A,B,$", 2)
+        query_symbols("A,B,$", 2, "connection")
+
+
+@pytest.mark.parametrize(
+    ("scope", "message"),
+    [
+        ("connection", "3 symbols requested; the limit is 2 per connection"),  # /sse
+        ("request", "3 symbols requested; the limit is 2 per request"),  # /api/quotes: no subscription
+    ],
+)
+def test_a_query_past_the_limit_says_how_many_were_requested(scope: Any, message: str):
+    with pytest.raises(TooManySymbols) as many:
+        query_symbols("A,B,C,a", 2, scope)
+    assert (many.value.code, many.value.message, many.value.limit, many.value.wanted) == (
+        "too_many_symbols",
+        message,
+        2,
+        3,
+    )
 
 
 def test_stream_opens_with_a_snapshot_or_subscribes_nothing():
-    hub, s = make(max_symbols=2)
+    hub, _s = make(max_symbols=2)
     hub.publish(Quote("AAPL", 1.0, 1), 0.0)
-    snap = orjson.loads(s.open_stream(["AAPL", "MSFT"]))
+    snap = orjson.loads(open_stream(hub, "c", ["AAPL", "MSFT"]))
     assert snap["type"] == "snapshot" and [e["s"] for e in snap["data"]] == ["AAPL"]
-    hub2, s2 = make(max_symbols=2)
-    with pytest.raises(TooManySymbols):
-        s2.open_stream(["A", "B", "C"])
-    assert s2.symbols == frozenset() and hub2.demand() == frozenset()
-    assert orjson.loads(make()[1].open_stream(["KO"])) == {"type": "snapshot", "data": []}
+    assert hub.symbols_of("c") == {"AAPL", "MSFT"}
+    hub2: Hub[str] = Hub(max_symbols=2)
+    hub2.add("d")
+    with pytest.raises(TooManySymbols) as many:
+        open_stream(hub2, "d", ["A", "B", "C"])
+    assert many.value.message == "subscription would hold 3 symbols; the limit is 2 per connection"
+    assert hub2.symbols_of("d") == frozenset() and hub2.demand() == frozenset()
+    hub3: Hub[str] = Hub()
+    hub3.add("e")
+    assert orjson.loads(open_stream(hub3, "e", ["KO"])) == {"type": "snapshot", "data": []}
+
+
+# -- the end of a connection ---------------------------------------------------------------------
+class Conn:
+    """A connection that holds its session, as the WebSocket transport does."""
+
+    session: Session[Conn] | None = None
+
+
+@pytest.fixture
+def no_collector() -> Iterator[None]:
+    """Only reference counts free objects: whatever a cycle holds stays alive."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def test_a_released_session_lets_its_connection_go_without_the_collector(no_collector: None):
+    hub: Hub[Conn] = Hub()
+    conn = Conn()
+    hub.add(conn)
+    conn.session = session = Session(hub, conn, 1000.0, 1000, 0.0)
+    session.receive('{"op":"subscribe","symbols":["AAPL"]}', 0.0)
+    assert session.symbols == {"AAPL"}
+    gone = weakref.ref(conn)
+    hub.remove(conn)  # the transport's unregister
+    session.release()  # ... and its on_close
+    del conn
+    assert gone() is None, "the session still holds its connection: it lives until the collector runs"
+    # a released session ignores any input, even one queued before the close was seen
+    assert session.receive('{"op":"subscribe","symbols":["MSFT"]}', 0.0) == Outcome()
+    assert session.receive('{"op":"ping"}', 0.0) == Outcome()
+    assert session.open("MSFT") == Outcome()
+    assert session.symbols == frozenset() and hub.demand() == frozenset()
 
 
 # -- the error hierarchy and the close decisions ---------------------------------------------------
@@ -284,6 +350,15 @@ def test_errors_carry_their_wire_code():
         "too_many_symbols",
         "rate_limited",
     }
+
+
+def test_the_core_errors_share_one_base():
+    for exc in (ProtocolError, InvalidSymbol, TooManySymbols, MalformedQuote, OptionError):
+        assert issubclass(exc, CoreError), exc
+    for exc in (InvalidSymbol, MalformedQuote, OptionError):  # argparse types and parsers raise them
+        assert issubclass(exc, ValueError), exc
+    assert not issubclass(ProtocolError, ValueError)
+    assert str(OptionError("must be positive")) == "must be positive"
 
 
 def test_close_decisions_keep_code_and_metric_label_together():

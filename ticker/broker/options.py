@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ticker.options import OptionError
+from ticker.errors import OptionError
 
 
 def broker_url(text: str) -> str:

@@ -4,7 +4,8 @@ It runs the feed adapters, follows the union of every edge node's demand plus ``
 and publishes normalized quotes: per symbol channel, one message per publish window holding
 that window's quotes, all of a window's messages and the last-value hash update in one
 pipelined round trip. While Redis is away it keeps only the last value per symbol; when
-Redis is back it rewrites the hash and says ``hello`` so nodes resync. Layout: ticker/redis_common.py.
+Redis is back it rewrites the hash and says ``hello`` so nodes resync.
+Layout: ticker/broker/redis_layout.py.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ticker.metrics.registry import Metrics
 from ticker.quote import Quote, encode_entry
 from ticker.symbols import normalize_symbol
 
-log = logging.getLogger("ticker.broker.publisher")
+log = logging.getLogger("ticker.publisher")
 
 DEMAND_POLL = 2.0  # seconds between demand reads without notifications (expires dead nodes' demand)
 DEMAND_DEBOUNCE = 0.02  # seconds to gather notifications of several nodes into one read
@@ -97,8 +98,7 @@ class Publisher:
             log.warning(
                 "Redis at %s is not reachable yet; feeds start, publishing when it is", rc.redact(self.url)
             )
-        await self.runner.start()
-        self.runner.set_demand(self.carried)
+        await self.runner.start(self.carried)
 
     async def stop(self) -> None:
         """Stop the feeds, publish what is buffered (briefly), disconnect."""

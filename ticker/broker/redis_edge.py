@@ -5,7 +5,8 @@ SUBSCRIBE/UNSUBSCRIBE per demand change, and reads the last values of newly want
 from the last-value hash in one HMGET, so their subscribers get data at once. It advertises
 its demand to the publisher as a set with a TTL that it refreshes, so a dead node's demand
 expires. When Redis comes back after a loss, or a publisher (re)starts, the node re-reads
-every wanted symbol and sends each connection a fresh snapshot. Layout: ticker/redis_common.py.
+every wanted symbol and sends each connection a fresh snapshot.
+Layout: ticker/broker/redis_layout.py.
 """
 
 from __future__ import annotations

@@ -76,9 +76,6 @@ async def _run_feed_async(config: PublisherConfig) -> None:
     import logging
     import signal
 
-    import tornado.httpserver
-    import tornado.netutil
-
     from feeds.registry import create_feeds
     from ticker.broker.publisher import Publisher
     from ticker.metrics.registry import Metrics
@@ -107,15 +104,10 @@ async def _run_feed_async(config: PublisherConfig) -> None:
         return pub.runner.readiness()
 
     if config.metrics_port is not None:
-        from ticker.server.ops import make_metrics_app
+        from ticker.server.ops import listen_ops
 
-        try:
-            socks = tornado.netutil.bind_sockets(config.metrics_port, config.host)
-        except OSError as exc:
-            log.error("cannot listen on %s:%d: %s", config.host, config.metrics_port, exc.strerror or exc)
-            raise SystemExit(1) from None
-        tornado.httpserver.HTTPServer(make_metrics_app(metrics, readiness)).add_sockets(socks)
-        announce.info("ticker feed metrics listening on http://%s:%d", config.host, socks[0].getsockname()[1])
+        banner = "ticker feed metrics listening on http://%s:%d"
+        listen_ops(metrics, readiness, config.host, config.metrics_port, banner)
     await pub.start()
     announce.info("ticker feed running (feeds: %s, symbols: %d)", ",".join(config.feeds), len(symbols))
     await stop.wait()

@@ -13,7 +13,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
-from ticker.options import ENV_PREFIX, OptionError, default_of, nested_help, option_of, truthy
+from ticker.errors import OptionError
+from ticker.options import ENV_PREFIX, default_of, nested_help, option_of, truthy
 
 T = TypeVar("T")
 Groups = dict[str, argparse._ArgumentGroup]

@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from ticker.errors import InvalidSymbol
-from ticker.options import LOG_LEVELS, OptionError, option
+from ticker.errors import InvalidSymbol, OptionError
+from ticker.options import LOG_LEVELS, option
 from ticker.symbols import normalize_symbol
 
 DEFAULT_URL = "ws://127.0.0.1:8888/ws"

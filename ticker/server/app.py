@@ -5,13 +5,13 @@ from __future__ import annotations
 import tornado.web
 
 from ticker.server.node import Node
-from ticker.server.ops import make_metrics_app, ops_routes
+from ticker.server.ops import ops_routes
 from ticker.server.page import PageHandler, find_web_dir
 from ticker.server.rest import QuotesHandler, SymbolsHandler
 from ticker.server.sse import sse_route
 from ticker.server.websocket import QuoteSocket
 
-__all__ = ["make_app", "make_metrics_app"]
+__all__ = ["make_app"]
 
 
 def make_app(server: Node) -> tornado.web.Application:

@@ -128,11 +128,6 @@ class Fanout:
             else:  # quiet period: flush on the next loop pass, coalescing what arrives meanwhile
                 self._handle = self._loop().call_soon(self.flush)
 
-    def publish_many(self, quotes: list[Quote]) -> None:
-        """Take a batch of updates (a broker message) into the hub."""
-        for q in quotes:
-            self.publish(q)
-
     # -- connections -------------------------------------------------------------------------
     def remove(self, conn: Connection) -> None:
         """Forget a closed connection."""

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import orjson
+import tornado.httpserver
+import tornado.netutil
 import tornado.routing
 import tornado.web
 
 from ticker.metrics.registry import Metrics
 from ticker.server import tornado_io
+
+log = logging.getLogger("ticker")
+# Where the ops endpoints listen is printed whatever --log-level says: scripts and tests read it (port 0).
+announce = logging.getLogger("ticker.listen")
+announce.setLevel(logging.INFO)
 
 Readiness = Callable[[], tuple[bool, str]]
 
@@ -77,3 +85,27 @@ def ops_routes(metrics: Metrics, readiness: Readiness) -> list[tornado.routing.R
 def make_metrics_app(metrics: Metrics, readiness: Readiness) -> tornado.web.Application:
     """A separate listener with only the operations endpoints (``--metrics-port``, the publisher)."""
     return tornado.web.Application(ops_routes(metrics, readiness))
+
+
+def listen_ops(
+    metrics: Metrics,
+    readiness: Readiness,
+    host: str,
+    port: int,
+    banner: str = "ticker metrics on http://%s:%d/metrics",
+) -> tuple[tornado.httpserver.HTTPServer, int]:
+    """Serve :func:`make_metrics_app` on ``host``:``port`` (0 picks one) and announce it with ``banner``
+    (given the host and the bound port); returns the server and the bound port.
+
+    A port that cannot be bound is logged and ends the process with status 1.
+    """
+    try:
+        socks = tornado.netutil.bind_sockets(port, host)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+        raise SystemExit(1) from None
+    server = tornado.httpserver.HTTPServer(make_metrics_app(metrics, readiness))
+    server.add_sockets(socks)
+    bound = int(socks[0].getsockname()[1])
+    announce.info(banner, host, bound)
+    return server, bound

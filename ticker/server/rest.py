@@ -26,7 +26,7 @@ class QuotesHandler(_Base):
             symbols = self.server.hub.cached_symbols()[: self.server.config.max_symbols]
         else:
             try:
-                symbols = query_symbols(raw, self.server.config.max_symbols)
+                symbols = query_symbols(raw, self.server.config.max_symbols, "request")
                 if not symbols:
                     raise InvalidSymbol(raw)
             except ProtocolError as exc:

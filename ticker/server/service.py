@@ -10,9 +10,10 @@ from collections.abc import Iterable
 import tornado.httpserver
 import tornado.netutil
 
-from ticker.server.app import make_app, make_metrics_app
+from ticker.server.app import make_app
 from ticker.server.config import Config
 from ticker.server.node import Node
+from ticker.server.ops import listen_ops
 
 log = logging.getLogger("ticker")
 # Where the server listens is printed whatever --log-level says: scripts and tests read it (port 0).
@@ -43,11 +44,7 @@ class Service:
         self.port = socks[0].getsockname()[1]
         if cfg.metrics_port is not None:
             mport = cfg.metrics_port + cfg.worker_index if cfg.metrics_port else 0
-            self._metrics_http = tornado.httpserver.HTTPServer(make_metrics_app(node.metrics, node.readiness))
-            msocks = tornado.netutil.bind_sockets(mport, cfg.host)
-            self._metrics_http.add_sockets(msocks)
-            self.metrics_port = msocks[0].getsockname()[1]
-            announce.info("ticker metrics on http://%s:%d/metrics", cfg.host, self.metrics_port)
+            self._metrics_http, self.metrics_port = listen_ops(node.metrics, node.readiness, cfg.host, mport)
         announce.info(
             "ticker listening on http://%s:%d (feeds: %s, broker: %s)",
             cfg.host,

@@ -33,12 +33,12 @@ from ticker.frames import sse_event
 from ticker.server import tornado_io
 from ticker.server.fanout import Connection
 from ticker.server.websocket import origin_allowed
-from ticker.session import Session, query_symbols
+from ticker.session import open_stream, query_symbols
 
 if TYPE_CHECKING:
     from ticker.server.node import Node
 
-log = logging.getLogger("ticker.server.sse")
+log = logging.getLogger("ticker.sse")
 
 RETRY_MS = 2000  # the reconnect delay an EventSource is told to use
 
@@ -122,7 +122,7 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
             self._refuse(503, "unavailable", "too many connections")
             return
         try:
-            symbols = query_symbols(self.get_query_argument("symbols", ""), cfg.max_symbols)
+            symbols = query_symbols(self.get_query_argument("symbols", ""), cfg.max_symbols, "connection")
             if not symbols:
                 raise ProtocolError(BAD_REQUEST, "name the symbols to stream: /sse?symbols=AAPL,MSFT")
         except ProtocolError as exc:
@@ -152,10 +152,8 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self._sse_done = asyncio.get_running_loop().create_future()
         self.server.register(self)
         self.registered = True
-        cfg = self.server.config
-        self.session = Session(self.server.hub, self, cfg.rate_limit, cfg.rate_burst, time.monotonic())
         try:
-            snapshot = self.session.open_stream(symbols)
+            snapshot = open_stream(self.server.hub, self, symbols)
         except TooManySymbols as exc:  # the hub has the last word on its cap; nothing is written yet
             self._end(CLIENT)
             self._refuse(400, exc.code, exc.message)

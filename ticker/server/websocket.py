@@ -26,7 +26,7 @@ from ticker.session import Outcome, Session
 if TYPE_CHECKING:
     from ticker.server.node import Node
 
-log = logging.getLogger("ticker.server.websocket")
+log = logging.getLogger("ticker.ws")
 
 PING_FRAME = b"\x89\x00"  # a final, empty ping control frame: the same two bytes for every connection
 
@@ -47,6 +47,7 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
     def initialize(self, server: Node) -> None:
         self.server = server
         self.registered = False
+        self.session: Session[Connection] | None = None  # from open() until on_close() releases it
         self._closing = False  # set once we sent Close (or dropped the stream): nothing more is written
         self.disconnect: Disconnect = CLIENT  # why the connection ended: close code and metric label
 
@@ -65,22 +66,23 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
         await super().get(*args, **kwargs)
 
     def open(self, *args: str, **kwargs: str) -> None:
-        cfg = self.server.config
-        self.session = Session(self.server.hub, self, cfg.rate_limit, cfg.rate_burst, time.monotonic())
+        cfg, now = self.server.config, time.monotonic()
+        self.session = session = Session(self.server.hub, self, cfg.rate_limit, cfg.rate_burst, now)
         stream = tornado_io.websocket_stream(self)
         self._stream: tornado.iostream.IOStream | None = stream
         self._direct = stream is not None and tornado_io.can_write_direct(stream)
-        self.alive_at = time.monotonic()  # the connect, then the last pong
+        self.alive_at = now  # the connect, then the last pong
         self.ping_sent: float | None = None
         self.set_nodelay(True)
         self.server.register(self)
         self.registered = True
-        self._deliver(self.session.open(self.get_query_argument("symbols", "")))
+        self._deliver(session.open(self.get_query_argument("symbols", "")))
 
     # -- inbound -----------------------------------------------------------------------------
     def on_message(self, message: str | bytes) -> None:
-        if not self._closing:  # nothing more is answered once we sent Close
-            self._deliver(self.session.receive(message, time.monotonic()))
+        session = self.session
+        if session is not None and not self._closing:  # nothing more is answered once we sent Close
+            self._deliver(session.receive(message, time.monotonic()))
 
     def _deliver(self, out: Outcome) -> None:
         """Count the errors, drop what was unsubscribed from the fan-out, write the replies, then close if told."""
@@ -153,6 +155,9 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
         self.close(SHUTDOWN.code, SHUTDOWN.text)
 
     def on_close(self) -> None:
+        if self.session is not None:  # break the handler <-> session cycle: no collector run needed
+            self.session.release()
+            self.session = None
         if self.registered:
             self.registered = False
             self.server.unregister(self, self.disconnect.reason)
