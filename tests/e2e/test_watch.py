@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import re
+import select
 import signal
 import struct
 import subprocess
@@ -90,6 +91,18 @@ def test_table_on_a_terminal(server: ServerProcess):
     os.close(slave)
     out = b""
 
+    def drained() -> bool:
+        """Read what is there (waiting briefly); True once the terminal is closed (every writer has exited)."""
+        nonlocal out
+        if not select.select([master], [], [], 0.05)[0]:
+            return False
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            return True
+        out += chunk
+        return not chunk
+
     def redrawn() -> bool:
         """Read what the terminal shows next; True after a couple of redraws with both rows priced."""
         nonlocal out
@@ -103,12 +116,9 @@ def test_table_on_a_terminal(server: ServerProcess):
         with contextlib.suppress(AssertionError):  # the checks below say what is missing
             eventually_sync(redrawn, 15, "a couple of redraws", interval=0)
         proc.send_signal(signal.SIGINT)
-        status = proc.wait(timeout(10))
-        try:
-            while chunk := os.read(master, 65536):
-                out += chunk
-        except OSError:
-            pass
+        # Keep reading while it shuts down, as a terminal does: a full pty would block its last redraws.
+        eventually_sync(lambda: drained() and proc.poll() is not None, 10, "ticker watch to exit", interval=0)
+        status = proc.wait(timeout(1))
     finally:
         if proc.poll() is None:
             proc.kill()
