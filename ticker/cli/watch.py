@@ -63,8 +63,11 @@ async def _main(config: WatchConfig) -> int:
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError):
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    # Ctrl-C and SIGTERM end the watch like every other command's: even where SIGINT came in ignored
+    # (a script's background job), as `ticker serve`, `feed` and `record` do.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, task.cancel)
     # Imported here so that ``ticker serve`` does not pay for aiohttp and rich at start-up.
     from ticker.cli.watch_view import JsonLines, TableView
     from ticker.client import TickerClient, TickerError
