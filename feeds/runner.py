@@ -83,14 +83,14 @@ class FeedRunner:
         self._clock = clock
         self._since = clock()
 
-    async def start(self, demand: Iterable[str] = ()) -> None:
-        """Start each feed in turn, having first given it its part of ``demand`` (so it subscribes
-        to that from the start); a failing start stops those already started."""
+    async def start(self, demand: Callable[[], Iterable[str]] = tuple) -> None:
+        """Start each feed in turn, having first given it its part of the current ``demand()`` (so it
+        subscribes to that from the start; read per feed, as a start may wait); a failing start stops
+        those already started."""
         self._since = self._clock()
-        wanted = tuple(demand)
         for feed in self.feeds:
             try:
-                feed.set_demand(_owned(feed, wanted))
+                feed.set_demand(_owned(feed, tuple(demand())))
                 await feed.start(self._context(feed))
             except BaseException:
                 await self.stop()

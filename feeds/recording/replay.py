@@ -113,10 +113,8 @@ class ReplayFeed(Feed):
                             last_due = due
                             if (wait := due - loop.time()) > 0.0005:
                                 await asyncio.sleep(wait)
-                        if not self.keep_timestamps:
-                            quote.ts_ms = int(
-                                time.time() * 1000
-                            )  # a fresh object of the reader, not emitted yet
+                        if not self.keep_timestamps:  # the reader's fresh object, not emitted yet
+                            quote.ts_ms = int(time.time() * 1000)
                         emit(quote)
                         self.emitted += 1
                     self._mark_data()

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import termios
 
+import pytest
+
 from tests.support.serverproc import ServerProcess
 from tests.support.timing import eventually_sync, timeout
 
@@ -56,6 +58,28 @@ def test_json_lines_are_flushed_one_by_one_and_a_closed_pipe_ends_quietly(server
         proc.stdout.close()  # like `| head -1`
         assert proc.wait(timeout(15)) == 0
         assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_json_lines_end_with_status_0_on_ctrl_c_or_sigterm(server: ServerProcess, sig: signal.Signals):
+    # SIGINT comes in ignored here, as in a script's background job: the command must still stop on it.
+    proc = subprocess.Popen(
+        [*WATCH, "NVDA", "--url", server.ws_url, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        assert json.loads(proc.stdout.readline())["s"] == "NVDA"  # running, subscribed and printing
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=timeout(15))
+        assert proc.returncode == 0 and "Traceback" not in err, err
     finally:
         if proc.poll() is None:
             proc.kill()

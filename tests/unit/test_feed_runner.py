@@ -77,8 +77,11 @@ class OrderedFeed(FakeFeed):
         super().set_demand(symbols)
         self.calls.append(("set_demand", symbols))
 
+    on_start: Callable[[], object] = staticmethod(lambda: None)
+
     async def start(self, ctx: FeedContext) -> None:
         self.calls.append(("start", self.demand))
+        self.on_start()
         await super().start(ctx)
 
 
@@ -86,9 +89,12 @@ async def test_start_gives_each_feed_its_initial_demand_first() -> None:
     stocks = OrderedFeed("stocks", owned=lambda s: not s.startswith("BTC"))
     crypto = OrderedFeed("crypto", owned=lambda s: s.startswith("BTC"))
     runner = FeedRunner([stocks, crypto], _plain)
-    await runner.start(iter(["AAPL", "BTC-USD", "MSFT"]))  # any iterable, read once
+    demand = {"AAPL", "BTC-USD", "MSFT"}
+    stocks.on_start = lambda: demand.add("BTC-EUR")  # demand changes while the first feed starts
+    await runner.start(lambda: demand)
     assert stocks.calls == [("set_demand", {"AAPL", "MSFT"}), ("start", {"AAPL", "MSFT"})]
-    assert crypto.calls == [("set_demand", {"BTC-USD"}), ("start", {"BTC-USD"})]
+    # read again for each feed: the second one starts with the demand of its own moment
+    assert crypto.calls == [("set_demand", {"BTC-USD", "BTC-EUR"}), ("start", {"BTC-USD", "BTC-EUR"})]
     await runner.stop()
     plain = OrderedFeed("plain")
     await FeedRunner([plain], _plain).start()  # no initial demand: starts with none

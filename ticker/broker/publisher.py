@@ -98,7 +98,7 @@ class Publisher:
             log.warning(
                 "Redis at %s is not reachable yet; feeds start, publishing when it is", rc.redact(self.url)
             )
-        await self.runner.start(self.carried)
+        await self.runner.start(lambda: self.carried)
 
     async def stop(self) -> None:
         """Stop the feeds, publish what is buffered (briefly), disconnect."""

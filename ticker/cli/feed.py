@@ -67,11 +67,10 @@ def run_feed(config: PublisherConfig) -> int:
     """Run the publisher until SIGINT/SIGTERM; returns the exit status."""
     import asyncio
 
-    asyncio.run(_run_feed_async(config))
-    return 0
+    return asyncio.run(_run_feed_async(config))
 
 
-async def _run_feed_async(config: PublisherConfig) -> None:
+async def _run_feed_async(config: PublisherConfig) -> int:
     import asyncio
     import logging
     import signal
@@ -79,10 +78,9 @@ async def _run_feed_async(config: PublisherConfig) -> None:
     from feeds.registry import create_feeds
     from ticker.broker.publisher import Publisher
     from ticker.metrics.registry import Metrics
+    from ticker.server.ops import ListenError, announce, listen_ops
 
     log = logging.getLogger("ticker")
-    announce = logging.getLogger("ticker.listen")
-    announce.setLevel(logging.INFO)
     metrics = Metrics()
     symbols = config.feed_options.symbols
     pub = Publisher(
@@ -103,14 +101,20 @@ async def _run_feed_async(config: PublisherConfig) -> None:
             return False, "broker redis is down"
         return pub.runner.readiness()
 
+    ops = None
     if config.metrics_port is not None:
-        from ticker.server.ops import listen_ops
-
         banner = "ticker feed metrics listening on http://%s:%d"
-        listen_ops(metrics, readiness, config.host, config.metrics_port, banner)
+        try:
+            ops, _ = listen_ops(metrics, readiness, config.host, config.metrics_port, banner)
+        except ListenError as exc:
+            log.error("%s", exc)
+            return 1
     await pub.start()
     announce.info("ticker feed running (feeds: %s, symbols: %d)", ",".join(config.feeds), len(symbols))
     await stop.wait()
     log.info("shutting down")
     await pub.stop()
+    if ops is not None:
+        ops.stop()
     log.info("ticker feed stopped")
+    return 0

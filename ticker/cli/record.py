@@ -75,7 +75,7 @@ async def run_record(config: RecordConfig) -> int:
     t0 = time.monotonic()
     code = 0
     try:
-        await runner.start(symbols)
+        await runner.start(lambda: symbols)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=config.duration if config.duration > 0 else None)
     except (ValueError, OSError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -82,9 +83,16 @@ def ops_routes(metrics: Metrics, readiness: Readiness) -> list[tornado.routing.R
     ]
 
 
-def make_metrics_app(metrics: Metrics, readiness: Readiness) -> tornado.web.Application:
-    """A separate listener with only the operations endpoints (``--metrics-port``, the publisher)."""
-    return tornado.web.Application(ops_routes(metrics, readiness))
+class ListenError(OSError):
+    """An address that cannot be listened on; the message names it and says why."""
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on ``host``:``port`` (0 picks a free port); :class:`ListenError` when that fails."""
+    try:
+        return tornado.netutil.bind_sockets(port, host)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def listen_ops(
@@ -94,17 +102,11 @@ def listen_ops(
     port: int,
     banner: str = "ticker metrics on http://%s:%d/metrics",
 ) -> tuple[tornado.httpserver.HTTPServer, int]:
-    """Serve :func:`make_metrics_app` on ``host``:``port`` (0 picks one) and announce it with ``banner``
-    (given the host and the bound port); returns the server and the bound port.
-
-    A port that cannot be bound is logged and ends the process with status 1.
+    """Serve the operations endpoints on ``host``:``port`` (0 picks one) and announce it with ``banner``
+    (given the host and the bound port); returns the server and the bound port. Raises :class:`ListenError`.
     """
-    try:
-        socks = tornado.netutil.bind_sockets(port, host)
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
-        raise SystemExit(1) from None
-    server = tornado.httpserver.HTTPServer(make_metrics_app(metrics, readiness))
+    socks = bind(host, port)
+    server = tornado.httpserver.HTTPServer(tornado.web.Application(ops_routes(metrics, readiness)))
     server.add_sockets(socks)
     bound = int(socks[0].getsockname()[1])
     announce.info(banner, host, bound)

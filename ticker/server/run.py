@@ -15,6 +15,7 @@ import sys
 import tornado.netutil
 
 from ticker.server.config import Config
+from ticker.server.ops import ListenError
 from ticker.server.service import Service
 
 log = logging.getLogger("ticker")
@@ -45,8 +46,8 @@ async def _serve_async(config: Config, sockets: list[socket.socket] | None) -> N
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         await server.start(sockets)
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
+    except ListenError as exc:
+        log.error("%s", exc)
         raise SystemExit(1) from None
     _tune_gc()
     await stop.wait()

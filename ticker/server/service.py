@@ -13,12 +13,9 @@ import tornado.netutil
 from ticker.server.app import make_app
 from ticker.server.config import Config
 from ticker.server.node import Node
-from ticker.server.ops import listen_ops
+from ticker.server.ops import ListenError, announce, bind, listen_ops
 
 log = logging.getLogger("ticker")
-# Where the server listens is printed whatever --log-level says: scripts and tests read it (port 0).
-announce = logging.getLogger("ticker.listen")
-announce.setLevel(logging.INFO)
 
 
 class Service:
@@ -33,18 +30,29 @@ class Service:
         self._metrics_http: tornado.httpserver.HTTPServer | None = None
 
     async def start(self, sockets: Iterable[socket.socket] | None = None) -> None:
-        """Start the node, then listen on ``sockets`` if given, else on the configured host and port."""
+        """Start the node, then listen on ``sockets`` if given, else on the configured host and port.
+
+        Raises :class:`~ticker.server.ops.ListenError` (with everything stopped again) when an address is taken.
+        """
         cfg, node = self.config, self.node
+        socks = (
+            list(sockets) if sockets is not None else bind(cfg.host, cfg.port)
+        )  # fails before anything starts
         await node.start()
         self._http = tornado.httpserver.HTTPServer(
             make_app(node), max_body_size=1 << 20, idle_connection_timeout=60, xheaders=False
         )
-        socks = list(sockets) if sockets is not None else tornado.netutil.bind_sockets(cfg.port, cfg.host)
         self._http.add_sockets(socks)
         self.port = socks[0].getsockname()[1]
         if cfg.metrics_port is not None:
             mport = cfg.metrics_port + cfg.worker_index if cfg.metrics_port else 0
-            self._metrics_http, self.metrics_port = listen_ops(node.metrics, node.readiness, cfg.host, mport)
+            try:
+                self._metrics_http, self.metrics_port = listen_ops(
+                    node.metrics, node.readiness, cfg.host, mport
+                )
+            except ListenError:
+                await self.stop()
+                raise
         announce.info(
             "ticker listening on http://%s:%d (feeds: %s, broker: %s)",
             cfg.host,
