@@ -10,7 +10,6 @@ or polling only what is demanded) and reports its state through :meth:`Feed.heal
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ticker.quote import Quote
+from ticker.tasks import cancel_and_wait
 
 
 @dataclass(slots=True)
@@ -81,11 +81,8 @@ class Feed(ABC):
 
     async def _stop_background(self) -> None:
         """Cancel the main loop, wait for it, and mark the feed stopped."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self._mark_down("stopped")
 
     def _mark_up(self) -> None:

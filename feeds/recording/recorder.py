@@ -9,7 +9,6 @@ are bounded; beyond the bound quotes are dropped and counted rather than letting
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import IO
 
 from feeds.recording.format import encode, header, open_write
 from ticker.quote import Quote
+from ticker.tasks import cancel_and_wait
 
 log = logging.getLogger("ticker.feeds.recorder")
 
@@ -76,11 +76,8 @@ class Recorder:
 
     async def close(self) -> None:
         """Write what is queued and close the file."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.flush()
         if self._fh is not None:
             await asyncio.to_thread(self._fh.close)

@@ -25,6 +25,7 @@ from ticker.errors import InvalidSymbol
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote, encode_entry
 from ticker.symbols import normalize_symbol
+from ticker.tasks import cancel_and_wait
 
 log = logging.getLogger("ticker.publisher")
 
@@ -108,10 +109,7 @@ class Publisher:
             self._pending.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flushed.wait(), 1.0)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         self._set_up(False)
 
     def _emit(self, quote: Quote) -> None:

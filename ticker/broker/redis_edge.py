@@ -25,6 +25,7 @@ from ticker.broker import redis_layout as rc
 from ticker.broker.base import Broker, Deliver
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote, decode_entry
+from ticker.tasks import cancel_and_wait
 
 log = logging.getLogger("ticker.redis")
 
@@ -88,11 +89,8 @@ class RedisBroker(Broker):
                 pipe.srem(self.layout.nodes, self.node)
                 pipe.publish(self.layout.ctl, rc.DEMAND)
                 await asyncio.wait_for(pipe.execute(), 1.0)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self._set_up(False)
         self._deliver = None
 
