@@ -14,37 +14,24 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from feeds.simulated import SimulatedFeed
+from tests.support.serverproc import ServerUrls
 from tests.support.timing import timeout
 from ticker.server.config import Config
 from ticker.server.node import Node
 from ticker.server.service import Service
 
 
-class InProcessServer:
+class InProcessServer(ServerUrls):
     """A started :class:`~ticker.server.service.Service` on 127.0.0.1, with the URLs a client needs."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
+        self.port = service.port  # the ephemeral port it listens on (it is started)
 
     @property
     def node(self) -> Node:
         """The node behind the listeners (hub, fan-out, metrics, connections)."""
         return self.service.node
-
-    @property
-    def port(self) -> int:
-        """The port it listens on (an ephemeral one)."""
-        return self.service.port
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        """``ws://127.0.0.1:PORT/ws``."""
-        return f"ws://127.0.0.1:{self.port}/ws"
 
 
 @contextlib.asynccontextmanager

@@ -20,6 +20,22 @@ from tests.support.timing import timeout
 _LISTEN = re.compile(r"listening on http://[^:]+:(\d+)")
 
 
+class ServerUrls:
+    """The URLs of a test server listening on 127.0.0.1 at ``port`` (a subprocess or in-process)."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://127.0.0.1:PORT/ws``."""
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
 class TickerProcess:
     """``python -m ticker COMMAND ARGS`` in a subprocess, its log kept; ready once :meth:`_on_line` says so."""
 
@@ -119,7 +135,7 @@ class TickerProcess:
         self.stop()
 
 
-class ServerProcess(TickerProcess):
+class ServerProcess(ServerUrls, TickerProcess):
     """``python -m ticker serve --port 0 ARGS``; ``port`` is known once it listens."""
 
     def __init__(
@@ -133,16 +149,6 @@ class ServerProcess(TickerProcess):
         super().__init__(args, env, python, cwd)
         self.requested_port = port
         self.port = 0
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        """``ws://127.0.0.1:PORT/ws``."""
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     def _argv(self) -> list[str]:
         return ["--port", str(self.requested_port), *self.args]

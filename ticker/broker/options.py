@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ticker.errors import OptionError
+from ticker.options import option
 
 
 def broker_url(text: str) -> str:
@@ -30,3 +33,14 @@ def key_prefix(text: str) -> str:
     if not text or len(text) > 64 or any(c in text for c in " *?[]\\"):
         raise OptionError(f"prefix must be 1-64 characters without spaces or */?/[/]: {text!r}")
     return text
+
+
+def prefix_option(group: str) -> Any:
+    """``--broker-prefix`` (``TICKER_BROKER_PREFIX``), declared once for ``ticker serve`` and ``ticker feed``."""
+    return option(
+        "ticker",
+        "prefix of every Redis key and channel; one per deployment sharing a Redis (ticker)",
+        env="BROKER_PREFIX",
+        parse=key_prefix,
+        group=group,
+    )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from feeds.options import FeedOptions
 from feeds.registry import feed_option
-from ticker.broker.options import key_prefix, redis_url
+from ticker.broker.options import prefix_option, redis_url
 from ticker.options import ProcessOptions, nested, option, optional_port, positive
 
 PUBLISHING = "publishing"
@@ -24,13 +24,7 @@ class PublisherConfig:
         env="BROKER",
         parse=redis_url,
     )
-    broker_prefix: str = option(
-        "ticker",
-        "prefix of every Redis key and channel; one per deployment sharing a Redis (ticker)",
-        env="BROKER_PREFIX",
-        parse=key_prefix,
-        group=PUBLISHING,
-    )
+    broker_prefix: str = prefix_option(PUBLISHING)
     publish_ms: float = option(
         5.0,
         "publish window in ms: at most one message per symbol per window, one round trip each (5)",

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from feeds.options import FeedOptions
 from feeds.registry import feed_option
-from ticker.broker.options import broker_url, key_prefix
+from ticker.broker.options import broker_url, prefix_option
 from ticker.options import ProcessOptions, nested, option, optional_port, port, positive
 
 LIMITS = "limits"
@@ -120,13 +120,7 @@ class Config:
         parse=broker_url,
         group=BROKER,
     )
-    broker_prefix: str = option(
-        "ticker",
-        "prefix of every Redis key and channel; one per deployment sharing a Redis (ticker)",
-        env="BROKER_PREFIX",
-        parse=key_prefix,
-        group=BROKER,
-    )
+    broker_prefix: str = prefix_option(BROKER)
     demand_ttl: float = option(
         15.0,
         "seconds a node's advertised demand lives in Redis without a refresh (15; refreshed every third)",
