@@ -18,7 +18,21 @@ UNKNOWN_OP = "unknown_op"
 INVALID_SYMBOL = "invalid_symbol"
 TOO_MANY_SYMBOLS = "too_many_symbols"
 RATE_LIMITED = "rate_limited"
-ERROR_CODES = (BAD_JSON, BAD_REQUEST, UNKNOWN_OP, INVALID_SYMBOL, TOO_MANY_SYMBOLS, RATE_LIMITED)
+UNAUTHORIZED = "unauthorized"
+FORBIDDEN_SYMBOL = "forbidden_symbol"
+ERROR_CODES = (
+    BAD_JSON,
+    BAD_REQUEST,
+    UNKNOWN_OP,
+    INVALID_SYMBOL,
+    TOO_MANY_SYMBOLS,
+    RATE_LIMITED,
+    UNAUTHORIZED,
+    FORBIDDEN_SYMBOL,
+)
+
+#: The ``reason`` label of ``ticker_auth_failures_total`` (a bounded set).
+AuthReason = Literal["missing", "invalid", "expired", "forbidden_symbol", "user_limit"]
 
 SYMBOL_RULE = "expected 1-32 characters of A-Z 0-9 . - : / _"
 
@@ -71,6 +85,27 @@ class TooManySymbols(ProtocolError):
         self.wanted = wanted
 
 
+class TokenRejected(CoreError):
+    """A token that does not admit its bearer; ``reason`` is ``missing``, ``invalid`` or ``expired``.
+
+    ``message`` says why in words safe to show the client; it never holds the token.
+    """
+
+    def __init__(self, reason: AuthReason, message: str) -> None:
+        super().__init__(message)
+        self.reason: AuthReason = reason
+        self.message = message
+
+
+class ForbiddenSymbols(ProtocolError):
+    """Symbols the user's entitlements do not cover; ``symbols`` names them."""
+
+    def __init__(self, symbols: Sequence[str]) -> None:
+        names = ", ".join(symbols[:10]) + (f" and {len(symbols) - 10} more" if len(symbols) > 10 else "")
+        super().__init__(FORBIDDEN_SYMBOL, f"not entitled to {names}")
+        self.symbols = list(symbols)
+
+
 class MalformedQuote(CoreError, ValueError):
     """A Q entry that breaks docs/protocol.md; ``field`` names the offending key (``None``: the entry itself)."""
 
@@ -112,3 +147,9 @@ FLOOD = Disconnect(1008, "flood", "rate limit exceeded")
 SLOW_CONSUMER = Disconnect(1013, "slow_consumer", "slow consumer: not reading fast enough")
 #: No pong within ``--ping-timeout``: the stream is dropped without a closing handshake (1006 at the peer).
 PING_TIMEOUT = Disconnect(1006, "ping_timeout", "")
+#: No successful ``auth`` within ``--auth-timeout``, or a bad token in ``auth``/``refresh``.
+AUTH_FAILED = Disconnect(4001, "unauthorized", "authentication failed")
+#: The token's ``exp`` passed without a ``refresh``.
+TOKEN_EXPIRED = Disconnect(4003, "token_expired", "token expired")
+#: The user already holds ``max_connections`` connections on this node.
+USER_LIMIT = Disconnect(4029, "user_limit", "too many connections for this user")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ticker import protocol
+from ticker.delay import delayed_key, is_delayed_key
 from ticker.errors import TooManySymbols
 from ticker.quote import Quote, encode_entry
 
@@ -21,7 +22,8 @@ S = TypeVar("S", bound=Hashable)
 
 
 class SymbolState:
-    """What the hub holds for one symbol; batches carry these for the updates they hold.
+    """What the hub holds for one hub key (a symbol, or a delayed symbol's :func:`~ticker.delay.delayed_key`);
+    batches carry these for the updates they hold.
 
     ``seq`` starts at the hub's count of updates so far, not at 0: a symbol evicted from the idle
     cache and seen again later keeps going up from above any ``q`` it had before.
@@ -194,17 +196,36 @@ class Hub(Generic[S]):
             st = self._symbols[quote.symbol] = SymbolState(quote.symbol, self.updates_in)
             self._idle[quote.symbol] = None
         st.seq += 1
+        self.updates_in += 1
+        return self._take(st, quote, now)
+
+    def publish_delayed(self, quote: Quote, seq: int, now: float) -> bool:
+        """Take an update the delay line releases, for the symbol's delayed key, keeping its ``seq`` (the
+        ``q`` it had when it entered the hub). Return True if it is due for a flush."""
+        key = delayed_key(quote.symbol)
+        st = self._symbols.get(key)
+        if st is None:
+            st = self._symbols[key] = SymbolState(key, seq)
+            self._idle[key] = None
+        st.seq = seq
+        return self._take(st, quote, now)
+
+    def _take(self, st: SymbolState, quote: Quote, now: float) -> bool:
         st.quote = quote
         st.encoded = encode_entry(quote, st.seq)
-        self.updates_in += 1
         if not st.groups:
             if len(self._idle) > self.max_idle_symbols:
                 self._prune()
             return False
         if st.pending_since is None:
             st.pending_since = now
-            self._dirty[quote.symbol] = st
+            self._dirty[st.symbol] = st
         return True
+
+    def seq_of(self, symbol: str) -> int:
+        """The sequence number of ``symbol``'s last update (0 if it never had one)."""
+        st = self._symbols.get(symbol)
+        return 0 if st is None else st.seq
 
     @property
     def pending(self) -> bool:
@@ -249,5 +270,5 @@ class Hub(Generic[S]):
         return out
 
     def cached_symbols(self) -> list[str]:
-        """Every symbol with a last value."""
-        return [s for s, st in self._symbols.items() if st.encoded is not None]
+        """Every symbol with a last value (real-time: delayed keys are not symbols)."""
+        return [s for s, st in self._symbols.items() if st.encoded is not None and not is_delayed_key(s)]

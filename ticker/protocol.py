@@ -39,7 +39,17 @@ class Ping:
     id: Any = None
 
 
-Command = Subscribe | Unsubscribe | Ping
+@dataclass(slots=True)
+class Auth:
+    """``{"op":"auth","token":...}`` (the first message of a browser) or ``{"op":"refresh","token":...}``."""
+
+    token: str
+    refresh: bool = False
+
+
+Command = Subscribe | Unsubscribe | Ping | Auth
+
+MAX_TOKEN_CHARS = 8192  # a JWT longer than this is refused unread
 
 
 def split_symbols(raw: Iterable[object]) -> tuple[list[str], list[str]]:
@@ -86,7 +96,16 @@ def parse_client_message(data: str | bytes) -> Command:
             raise ProtocolError(BAD_REQUEST, f'"{op}" needs "symbols": a list of symbol strings')
         valid, invalid = split_symbols(raw)
         return Subscribe(valid, invalid) if op == "subscribe" else Unsubscribe(valid, invalid)
-    raise ProtocolError(UNKNOWN_OP, f"unknown op {op[:64]!r} (known: subscribe, unsubscribe, ping)")
+    if op in ("auth", "refresh"):
+        token = msg.get("token")
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+            raise ProtocolError(
+                BAD_REQUEST, f'"{op}" needs "token": a JWT of at most {MAX_TOKEN_CHARS} characters'
+            )
+        return Auth(token, refresh=op == "refresh")
+    raise ProtocolError(
+        UNKNOWN_OP, f"unknown op {op[:64]!r} (known: subscribe, unsubscribe, ping, auth, refresh)"
+    )
 
 
 def encode_quotes(kind: bytes, entries: Sequence[bytes]) -> bytes:
@@ -98,9 +117,15 @@ QUOTES = b"quotes"
 SNAPSHOT = b"snapshot"
 
 
-def subscribed(symbols: Iterable[str]) -> bytes:
-    """``{"type":"subscribed","symbols":[...]}`` with the connection's full current set."""
-    return orjson.dumps({"type": "subscribed", "symbols": sorted(symbols)})
+def subscribed(symbols: Iterable[str], delayed: Iterable[str] = ()) -> bytes:
+    """``{"type":"subscribed","symbols":[...],"delayed":[...]}``: the connection's full current set, and
+    those of its symbols it receives delayed."""
+    return orjson.dumps({"type": "subscribed", "symbols": sorted(symbols), "delayed": sorted(delayed)})
+
+
+def authenticated(sub: str, exp: float) -> bytes:
+    """``{"type":"authenticated","sub":...,"exp":...}``: the token in force and when it expires (epoch s)."""
+    return orjson.dumps({"type": "authenticated", "sub": sub, "exp": int(exp)})
 
 
 def pong(ping_id: Any) -> bytes:
@@ -108,6 +133,8 @@ def pong(ping_id: Any) -> bytes:
     return orjson.dumps({"type": "pong", "id": ping_id})
 
 
-def error(code: str, message: str) -> bytes:
-    """``{"type":"error","code":...,"message":...}``."""
-    return orjson.dumps({"type": "error", "code": code, "message": message})
+def error(code: str, message: str, symbols: Sequence[str] | None = None) -> bytes:
+    """``{"type":"error","code":...,"message":...}``, with ``"symbols"`` when the error names symbols."""
+    if symbols is None:
+        return orjson.dumps({"type": "error", "code": code, "message": message})
+    return orjson.dumps({"type": "error", "code": code, "message": message, "symbols": list(symbols)})

@@ -6,24 +6,40 @@ when the connection ends. The session owns the rate limit and the flood count, p
 :mod:`ticker.protocol` and dispatches to the hub. It never touches a socket, an event loop or a
 clock; it is on the inbound path only, never on the fan-out's. A stream whose symbols are fixed
 by its URL (``/sse``) needs no session: :func:`query_symbols` and :func:`open_stream` serve it.
+
+With ``--auth jwt`` the session also holds who is connected (an :class:`~ticker.entitlements.Identity`):
+an ``auth`` or ``refresh`` message comes out as :attr:`Outcome.verify`; the transport checks the
+token (an I/O matter: a JWKS may need fetching) and hands the result back to
+:meth:`Session.authorize` or :meth:`Session.reject`. Each symbol is carried real-time under its
+own hub key or delayed under :func:`~ticker.delay.delayed_key`, as the entitlements say.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from ticker import protocol
+from ticker.delay import delayed_key, is_delayed_key, split_keys, symbol_of
+from ticker.entitlements import EVERYTHING, Entitlements, Identity, UserSlots
 from ticker.errors import (
+    AUTH_FAILED,
     BAD_REQUEST,
     FLOOD,
     INVALID_SYMBOL,
     RATE_LIMITED,
+    TOKEN_EXPIRED,
+    UNAUTHORIZED,
+    USER_LIMIT,
+    AuthReason,
     Disconnect,
+    ForbiddenSymbols,
     InvalidSymbol,
     ProtocolError,
     Scope,
+    TokenRejected,
     TooManySymbols,
     invalid_symbols_message,
 )
@@ -39,18 +55,45 @@ BINARY_TEXT = "binary frames are not supported; send JSON text frames"
 @dataclass(slots=True)
 class Outcome:
     """What one input produced: ``replies`` to write in order, the ``errors`` codes among them (for
-    ``ticker_client_errors{code}``), the symbols an unsubscribe named (``unsubscribed``: updates held
-    back for them are void) and the ``close`` decision, if any."""
+    ``ticker_client_errors{code}``), the ``auth_failures`` reasons (``ticker_auth_failures_total``),
+    the hub keys an unsubscribe or a narrowed token dropped (``unsubscribed``: updates held back for
+    them are void), a token to ``verify`` before the next input, and the ``close`` decision, if any."""
 
     replies: list[bytes] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    auth_failures: list[AuthReason] = field(default_factory=list)
     unsubscribed: list[str] = field(default_factory=list)
+    verify: protocol.Auth | None = None
     close: Disconnect | None = None
 
-    def error(self, code: str, message: str) -> None:
+    def error(self, code: str, message: str, symbols: Sequence[str] | None = None) -> None:
         """Add an ``error`` reply."""
         self.errors.append(code)
-        self.replies.append(protocol.error(code, message))
+        self.replies.append(protocol.error(code, message, symbols))
+
+    def forbidden(self, symbols: Sequence[str]) -> None:
+        """Add a ``forbidden_symbol`` error naming ``symbols``."""
+        exc = ForbiddenSymbols(symbols)
+        self.error(exc.code, exc.message, exc.symbols)
+        self.auth_failures.append("forbidden_symbol")
+
+
+@dataclass(slots=True)
+class Access:
+    """The server's side of admission, shared by every session of a node."""
+
+    #: ``--auth jwt``: a connection must present a token before it gets data.
+    required: bool = False
+    slots: UserSlots = field(default_factory=UserSlots)
+    #: Seconds a WebSocket without a header token has to send a good ``auth`` (``--auth-timeout``).
+    auth_timeout: float = 10.0
+    #: Seconds of clock skew allowed past ``exp`` (``--jwt-leeway``): a token admitted within it is not cut at once.
+    leeway: float = 0.0
+
+
+#: The identity of every connection with ``--auth none``: anonymous, never expiring, entitled to everything.
+ANONYMOUS = Identity("", math.inf, EVERYTHING)
+OPEN = Access()
 
 
 def _items(query: str) -> Iterator[str]:
@@ -72,25 +115,63 @@ def query_symbols(query: str, limit: int, scope: Scope) -> list[str]:
     return valid
 
 
-def open_stream(hub: Hub[S], subscriber: S, symbols: Sequence[str]) -> bytes:
-    """Subscribe ``subscriber`` to the (already validated) symbols of ``/sse?symbols=...``; return the
+def symbol_limit(hub_limit: int, entitlements: Entitlements) -> int:
+    """The symbols one connection of this user may hold: ``--max-symbols``, lowered by the token's ``max_symbols``."""
+    cap = entitlements.max_symbols
+    return hub_limit if cap is None else min(hub_limit, cap)
+
+
+def hub_keys(symbols: Sequence[str], entitlements: Entitlements) -> tuple[list[str], list[str]]:
+    """(hub keys, delayed symbols) for a request whose every symbol must be allowed; raises
+    :class:`ForbiddenSymbols` naming those that are not."""
+    rt, dl, no = entitlements.split(symbols)
+    if no:
+        raise ForbiddenSymbols(no)
+    return rt + [delayed_key(s) for s in dl], dl
+
+
+def open_stream(hub: Hub[S], subscriber: S, keys: Sequence[str]) -> bytes:
+    """Subscribe ``subscriber`` to the hub ``keys`` of ``/sse?symbols=...`` (see :func:`hub_keys`); return the
     opening ``snapshot`` payload. Raises :class:`TooManySymbols`, subscribing nothing, past the hub's cap."""
-    _added, snap = hub.subscribe(subscriber, symbols)
+    _added, snap = hub.subscribe(subscriber, keys)
     return protocol.encode_quotes(protocol.SNAPSHOT, snap)
 
 
 class Session(Generic[S]):
-    """The protocol state of ``subscriber``, one connection: its rate limit, flood count and close decision.
+    """The protocol state of ``subscriber``, one connection: who it is, its rate limit, flood count and close decision.
 
-    Its symbol set is kept by ``hub``. A message refused by the rate limit is dropped; the first
-    and every tenth in a row get a ``rate_limited`` error, and more than ``rate_burst`` in a row
-    close the connection (:data:`~ticker.errors.FLOOD`, 1008). After a close decision, and after
+    Its symbol set is kept by ``hub`` (as hub keys). A message refused by the rate limit is dropped;
+    the first and every tenth in a row get a ``rate_limited`` error, and more than ``rate_burst`` in a
+    row close the connection (:data:`~ticker.errors.FLOOD`, 1008). With ``access.required`` and no
+    ``identity`` yet, only ``auth`` and ``ping`` are served. After a close decision, and after
     :meth:`release`, every input is ignored.
     """
 
-    __slots__ = ("bucket", "closed", "flood_after", "hub", "subscriber", "violations")
+    __slots__ = (
+        "access",
+        "bucket",
+        "closed",
+        "delayed",
+        "flood_after",
+        "holds_slot",
+        "hub",
+        "identity",
+        "opened_at",
+        "subscriber",
+        "violations",
+    )
 
-    def __init__(self, hub: Hub[S], subscriber: S, rate_limit: float, rate_burst: int, now: float) -> None:
+    def __init__(
+        self,
+        hub: Hub[S],
+        subscriber: S,
+        rate_limit: float,
+        rate_burst: int,
+        now: float,
+        access: Access = OPEN,
+        identity: Identity | None = None,
+    ) -> None:
+        """``identity``: the bearer of a token the transport already verified (a header); None waits for ``auth``."""
         self.hub = hub
         #: None once released: the connection ended and no longer holds, nor is held by, its session.
         self.subscriber: S | None = subscriber
@@ -98,25 +179,41 @@ class Session(Generic[S]):
         self.flood_after = rate_burst
         self.violations = 0  # messages dropped in a row by the rate limit
         self.closed: Disconnect | None = None
+        self.access = access
+        self.identity: Identity | None = identity if access.required else ANONYMOUS
+        self.holds_slot = False
+        self.opened_at = now
+        #: How many of the connection's symbols it receives delayed (the ``ticker_connections_delayed`` gauge).
+        self.delayed = 0
 
     @property
     def symbols(self) -> frozenset[str]:
         """The connection's current symbol set (empty once released)."""
         sub = self.subscriber
-        return frozenset() if sub is None else self.hub.symbols_of(sub)
+        return frozenset() if sub is None else frozenset(symbol_of(k) for k in self.hub.symbols_of(sub))
 
     def release(self) -> None:
         """The connection ended: forget it, so that the two do not keep each other alive until the
-        cycle collector runs, and ignore any later input. Its symbols are the hub's to drop."""
+        cycle collector runs, give back its user slot, and ignore any later input. Its symbols are the hub's to drop."""
         self.subscriber = None
+        if self.holds_slot and self.identity is not None:
+            self.holds_slot = False
+            self.access.slots.give_back(self.identity.sub)
 
     def open(self, query: str) -> Outcome:
-        """Subscribe the symbols of ``/ws?symbols=...`` exactly as a ``subscribe`` message would."""
+        """Admit a header token's bearer, then subscribe the symbols of ``/ws?symbols=...`` as a ``subscribe`` would."""
         out = Outcome()
         sub = self.subscriber
-        if query and sub is not None:
+        if sub is None:
+            return out
+        if self.access.required and self.identity is not None and not self._admit(self.identity, out):
+            return out
+        if query:
             valid, invalid = protocol.split_symbols(_items(query))
-            self._subscribe(sub, valid, invalid, out)
+            if self.identity is None:
+                self._unauthorized(out)
+            else:
+                self._subscribe(sub, valid, invalid, out)
         return out
 
     def receive(self, message: str | bytes, now: float) -> Outcome:
@@ -143,28 +240,140 @@ class Session(Generic[S]):
             return out
         if isinstance(cmd, protocol.Ping):
             out.replies.append(protocol.pong(cmd.id))
+        elif isinstance(cmd, protocol.Auth):
+            if not self.access.required:
+                out.error(BAD_REQUEST, "this server does not use tokens (--auth none)")
+            elif cmd.refresh and self.identity is None:
+                self._unauthorized(out)
+            else:
+                out.verify = cmd
+        elif self.identity is None:
+            self._unauthorized(out)
         elif isinstance(cmd, protocol.Subscribe):
             self._subscribe(sub, cmd.symbols, cmd.invalid, out)
         else:
             self._unsubscribe(sub, cmd.symbols, cmd.invalid, out)
         return out
 
+    # -- tokens ------------------------------------------------------------------------------
+    def authorize(self, identity: Identity) -> Outcome:
+        """The token of :attr:`Outcome.verify` is good: admit its bearer, or replace the token in force."""
+        out = Outcome()
+        sub = self.subscriber
+        if self.closed is not None or sub is None:
+            return out
+        old = self.identity
+        if old is None:
+            if self._admit(identity, out):
+                self.identity = identity
+                out.replies.append(protocol.authenticated(identity.sub, identity.exp))
+            return out
+        if identity.sub != old.sub:
+            out.error(UNAUTHORIZED, "a refresh token must name the same sub; the token in force stays")
+            out.auth_failures.append("invalid")
+            return out
+        self.identity = identity
+        out.replies.append(protocol.authenticated(identity.sub, identity.exp))
+        if identity.entitlements != old.entitlements:
+            self._reassess(sub, identity.entitlements, out)
+        return out
+
+    def reject(self, exc: TokenRejected) -> Outcome:
+        """The token of :attr:`Outcome.verify` is bad: close 4001 before admission; after it, keep the token in force."""
+        out = Outcome()
+        if self.closed is not None or self.subscriber is None:
+            return out
+        out.auth_failures.append(exc.reason)
+        if self.identity is None:
+            self.closed = out.close = AUTH_FAILED
+        else:
+            out.error(UNAUTHORIZED, f"refresh refused: {exc.message}; the token in force stays")
+        return out
+
+    def expired(self, now: float, wall: float) -> Disconnect | None:
+        """Called about once a second: the close decision when ``auth`` did not come within
+        ``--auth-timeout`` (4001) or the token's ``exp`` passed (4003); None otherwise."""
+        if self.closed is not None or self.subscriber is None or not self.access.required:
+            return None
+        ident = self.identity
+        if ident is None:
+            if now - self.opened_at >= self.access.auth_timeout:
+                self.closed = AUTH_FAILED
+        elif wall >= ident.exp + self.access.leeway:
+            self.closed = TOKEN_EXPIRED
+        return self.closed
+
+    def _admit(self, identity: Identity, out: Outcome) -> bool:
+        if not self.access.slots.take(identity):
+            out.auth_failures.append("user_limit")
+            self.closed = out.close = USER_LIMIT
+            return False
+        self.holds_slot = True
+        return True
+
+    def _unauthorized(self, out: Outcome) -> None:
+        out.error(UNAUTHORIZED, 'authenticate first: send {"op":"auth","token":"<jwt>"}')
+        out.auth_failures.append("missing")
+
+    # -- subscriptions -----------------------------------------------------------------------
     def _subscribe(self, sub: S, symbols: list[str], invalid: list[str], out: Outcome) -> None:
         if invalid:
             out.error(INVALID_SYMBOL, invalid_symbols_message(invalid))
-        hub = self.hub
-        try:
-            _added, snap = hub.subscribe(sub, symbols)
-        except TooManySymbols as exc:
+        hub, ents = self.hub, self._entitlements()
+        held = hub.symbols_of(sub)
+        limit = symbol_limit(hub.max_symbols, ents)
+        wanted = len({symbol_of(k) for k in held}.union(symbols))
+        if wanted > limit:
+            exc = TooManySymbols(limit, wanted)
             out.error(exc.code, exc.message)
             return
-        out.replies.append(protocol.subscribed(hub.symbols_of(sub)))
+        rt, dl, no = ents.split(symbols)
+        if no:
+            out.forbidden(no)
+        _added, snap = hub.subscribe(sub, rt + [delayed_key(s) for s in dl])
+        self._confirm(sub, out)
         if snap:
             out.replies.append(protocol.encode_quotes(protocol.SNAPSHOT, snap))
 
     def _unsubscribe(self, sub: S, symbols: list[str], invalid: list[str], out: Outcome) -> None:
         if invalid:
             out.error(INVALID_SYMBOL, invalid_symbols_message(invalid))
-        self.hub.unsubscribe(sub, symbols)
-        out.unsubscribed = symbols
-        out.replies.append(protocol.subscribed(self.hub.symbols_of(sub)))
+        keys = symbols + [delayed_key(s) for s in symbols]
+        self.hub.unsubscribe(sub, keys)
+        out.unsubscribed = keys
+        self._confirm(sub, out)
+
+    def _reassess(self, sub: S, ents: Entitlements, out: Outcome) -> None:
+        """A refreshed token changed the entitlements: move symbols between tiers, drop the forbidden ones."""
+        drop: list[str] = []
+        add: list[str] = []
+        forbidden: list[str] = []
+        for key in sorted(self.hub.symbols_of(sub)):
+            sym = symbol_of(key)
+            want = ents.tier(sym).value
+            if want == "forbidden":
+                forbidden.append(sym)
+                drop.append(key)
+            elif (want == "delayed") != is_delayed_key(key):
+                drop.append(key)
+                add.append(delayed_key(sym) if want == "delayed" else sym)
+        if not drop:
+            return
+        self.hub.unsubscribe(sub, drop)
+        out.unsubscribed = drop
+        _added, snap = self.hub.subscribe(sub, add)
+        self._confirm(sub, out)
+        if snap:
+            out.replies.append(protocol.encode_quotes(protocol.SNAPSHOT, snap))
+        if forbidden:
+            out.forbidden(forbidden)
+
+    def _confirm(self, sub: S, out: Outcome) -> None:
+        """Append ``subscribed`` with the connection's set and its delayed part."""
+        rt, dl = split_keys(self.hub.symbols_of(sub))
+        self.delayed = len(dl)
+        out.replies.append(protocol.subscribed(rt | dl, dl))
+
+    def _entitlements(self) -> Entitlements:
+        ident = self.identity
+        return EVERYTHING if ident is None else ident.entitlements
