@@ -158,7 +158,7 @@ def test_record_needs_out(capsys: pytest.CaptureFixture[str]) -> None:
 def test_help_of_each_command_builds_without_the_adapters() -> None:
     (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     sub: dict[str, argparse.ArgumentParser] = commands.choices
-    assert set(sub) == {"serve", "record", "feed", "watch"}
+    assert set(sub) == {"serve", "record", "feed", "watch", "token"}
     serve_help = sub["serve"].format_help()
     assert "--feed FEED" in serve_help and "--alpaca-feed {iex,sip}" in serve_help
     assert "comma-separated symbols to carry" in serve_help

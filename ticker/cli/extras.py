@@ -8,7 +8,7 @@ from importlib.util import find_spec
 #: The distribution's name (``ticker`` on the package index is an unrelated project).
 DISTRIBUTION = "ticker-push"
 #: Import names of the ``[server]`` extra's packages that the command line loads (setup.cfg lists them).
-SERVER_MODULES = ("tornado", "prometheus_client", "redis", "rich")
+SERVER_MODULES = ("tornado", "prometheus_client", "redis", "rich", "jwt")
 
 
 def missing_server_modules() -> list[str]:

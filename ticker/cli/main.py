@@ -1,4 +1,4 @@
-"""The ``ticker`` command line: ``serve``, ``record``, ``feed`` and ``watch``, each parsed into one typed config.
+"""The ``ticker`` command line: ``serve``, ``record``, ``feed``, ``watch`` and ``token``, each parsed into one typed config.
 
 Flags and their ``TICKER_*`` env twins are declared once, on the config dataclasses; building the
 parser imports no adapter, no event loop and no I/O library, so ``ticker --help`` and a starting
@@ -15,10 +15,11 @@ from ticker.cli.extras import require_server_extra
 from ticker.cli.feed import PublisherConfig
 from ticker.cli.flags import Parser, add_flags, read_flags
 from ticker.cli.record import RecordConfig
+from ticker.cli.token import TokenConfig
 from ticker.cli.watch import WatchConfig
 from ticker.server.config import Config
 
-CommandConfig = Config | RecordConfig | PublisherConfig | WatchConfig
+CommandConfig = Config | RecordConfig | PublisherConfig | WatchConfig | TokenConfig
 COMMANDS: dict[str, tuple[type[CommandConfig], str]] = {
     "serve": (Config, "serve quotes over WebSocket, REST and a web page"),
     "record": (RecordConfig, "write the normalized quotes of any feed to a file for --feed replay"),
@@ -27,6 +28,7 @@ COMMANDS: dict[str, tuple[type[CommandConfig], str]] = {
         "run feed adapters and publish their quotes to Redis for edge nodes (`serve --broker redis://...`)",
     ),
     "watch": (WatchConfig, "watch live quotes in the terminal (or as JSON lines)"),
+    "token": (TokenConfig, "print an HS256 token signed with TICKER_JWT_SECRET, for development and tests"),
 }
 
 
@@ -73,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ticker`` console script."""
     require_server_extra()  # a client-only install gets one line, not a traceback
     config = parse(argv)
+    if isinstance(config, TokenConfig):
+        from ticker.cli.token import run_token
+
+        return run_token(config)
     import logging
 
     level = config.log_level if isinstance(config, WatchConfig) else config.process.log_level
