@@ -278,3 +278,49 @@ def test_close_cancels_the_pending_flush_and_sweep_and_schedules_no_more(rig: Ri
     assert rig.sched.waiting() == []
     rig.sched.advance(1.0)
     assert c.frames == []
+
+
+def test_delayed_subscribers_get_each_quote_delay_seconds_late_with_its_own_t_and_q():
+    from ticker.delay import DelayLine, delayed_key
+
+    clock = ManualClock()
+    sched = ManualScheduler(clock)
+    hub: Hub[Connection] = Hub()
+    line = DelayLine(3.0)
+    epoch = 1_700_000_000.0
+    fanout = Fanout(
+        hub,
+        Metrics(),
+        flush_interval=FLUSH,
+        clock=clock,
+        scheduler=sched,
+        delay=line,
+        wall=lambda: epoch + clock.now,
+    )
+    FakeSubscriber.framed = []
+    live, late = FakeSubscriber("live"), FakeSubscriber("late")
+    for c, key in ((live, "AAPL"), (late, delayed_key("AAPL"))):
+        hub.add(c)
+        hub.subscribe(c, [key])
+    line.keep(["AAPL"], float("inf"))
+
+    def stamp() -> int:
+        return int((epoch + clock.now) * 1000)
+
+    first_t = stamp()
+    fanout.publish(Quote("AAPL", 1.0, first_t))
+    first_q = hub.seq_of("AAPL")
+    sched.advance(0)
+    sched.advance(1.5)
+    fanout.publish(Quote("AAPL", 2.0, stamp()))
+    sched.advance(FLUSH)
+    assert [quotes(f)[1] for f in live.frames] == [{"AAPL": 1.0}, {"AAPL": 2.0}] and late.frames == []
+    sched.advance(1.38)  # 2.9 s after the first quote: still nothing
+    assert late.frames == []
+    sched.advance(0.2)
+    [frame] = late.frames
+    entry = orjson.loads(frame[2:])["data"][0]
+    assert (entry["p"], entry["t"], entry["q"]) == (1.0, first_t, first_q)  # the original t and q
+    sched.advance(1.5)
+    assert [quotes(f)[1] for f in late.frames] == [{"AAPL": 1.0}, {"AAPL": 2.0}]
+    assert line.held() == 0 and [h for h in sched.waiting()] == []

@@ -86,6 +86,21 @@ class Metrics:
         self.client_errors = Counter(
             "ticker_client_errors", "Error messages sent to clients, by code.", ["code"], registry=r
         )
+        self.auth_failures = Counter(
+            "ticker_auth_failures",
+            "Requests and messages refused by --auth jwt, by transport and reason "
+            "(missing, invalid, expired, forbidden_symbol, user_limit).",
+            ["transport", "reason"],
+            registry=r,
+        )
+        self.connections_delayed = Gauge(
+            "ticker_connections_delayed",
+            "Open connections receiving at least one symbol delayed (the delayed tier).",
+            registry=r,
+        )
+        self.delay_line_entries = Gauge(
+            "ticker_delay_line_entries", "Quotes held back by the delayed tier's delay line.", registry=r
+        )
         self.fanout_latency = FastHistogram(
             "ticker_fanout_latency_seconds",
             "Time from an update reaching the hub to its frames being handed to the sockets.",

@@ -6,11 +6,14 @@ from dataclasses import dataclass, field
 
 from feeds.options import FeedOptions
 from feeds.registry import feed_option
+from ticker.auth.options import AuthOptions
 from ticker.broker.options import broker_url, prefix_option
 from ticker.options import ProcessOptions, nested, option, optional_port, port, positive
+from ticker.server.peers import Network, trusted_networks
 
 LIMITS = "limits"
 BROKER = "broker"
+NETWORK = "network"
 
 
 def _origins(text: str) -> frozenset[str]:
@@ -31,6 +34,7 @@ class Config:
     feed_options: FeedOptions = nested(
         FeedOptions, help={"symbols": "comma-separated symbols to carry (default: about 30 US tickers)"}
     )
+    access: AuthOptions = nested(AuthOptions)
     flush_ms: float = option(
         20.0,
         "fan-out flush interval in ms: at most one frame per connection per interval (20)",
@@ -42,6 +46,15 @@ class Config:
         "extra browser origins allowed to open /ws, comma-separated (default: same host only)",
         env="ALLOWED_ORIGINS",
         parse=_origins,
+    )
+    trusted_proxies: tuple[Network, ...] = option(
+        (),
+        "proxies (comma-separated IPs/CIDRs) whose X-Forwarded-For / X-Real-IP give the client address"
+        " (default: none)",
+        env="TRUSTED_PROXIES",
+        parse=trusted_networks,
+        group=NETWORK,
+        metavar="CIDRS",
     )
     max_symbols: int = option(
         500, "symbols per connection (500)", env="MAX_SYMBOLS", parse=positive(int), group=LIMITS

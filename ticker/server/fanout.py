@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Protocol
 
 from ticker import protocol
+from ticker.delay import DelayLine
 from ticker.hub import Hub
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
@@ -68,6 +69,10 @@ class Connection(ABC):
     def heartbeat(self, now: float) -> None:  # noqa: B027 - a transport without keep-alives keeps this
         """Called every second or so with the monotonic time: send keep-alives, drop dead peers."""
 
+    def receives_delayed(self) -> bool:
+        """Whether the connection receives at least one symbol delayed (``ticker_connections_delayed``)."""
+        return False
+
     @abstractmethod
     def close_going_away(self) -> None:
         """Close because the server shuts down (WebSocket code 1001)."""
@@ -99,8 +104,11 @@ class Fanout:
         slow_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         scheduler: Scheduler | None = None,
+        delay: DelayLine | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
-        """``scheduler`` defaults to the running asyncio loop at the time of each call."""
+        """``scheduler`` defaults to the running asyncio loop at the time of each call; ``delay`` is the
+        delayed tier's line (None: no delayed tier, ``--auth none``), ``wall`` the epoch clock it needs."""
         self.hub = hub
         self.metrics = metrics
         self.flush_interval = flush_interval
@@ -113,6 +121,9 @@ class Fanout:
         self._last_flush = 0.0
         self._sweeper: Cancellable | None = None
         self._closed = False
+        self.delay = delay
+        self._wall = wall
+        self._releaser: Cancellable | None = None
 
     def _loop(self) -> Scheduler:
         return self._scheduler if self._scheduler is not None else asyncio.get_running_loop()
@@ -122,11 +133,41 @@ class Fanout:
         """Take one update into the hub and make sure a flush is scheduled."""
         now = self._clock()
         if self.hub.publish(quote, now) and self._handle is None and not self._closed:
-            delay = self._last_flush + self.flush_interval - now
-            if delay > 0:
-                self._handle = self._loop().call_later(delay, self.flush)
-            else:  # quiet period: flush on the next loop pass, coalescing what arrives meanwhile
-                self._handle = self._loop().call_soon(self.flush)
+            self._schedule_flush(now)
+        line = self.delay
+        if line is not None and quote.symbol in line.recording:
+            line.record(quote, self.hub.seq_of(quote.symbol), now, self._wall())
+            if self._releaser is None:
+                self._schedule_release(now)
+
+    def _schedule_flush(self, now: float) -> None:
+        delay = self._last_flush + self.flush_interval - now
+        if delay > 0:
+            self._handle = self._loop().call_later(delay, self.flush)
+        else:  # quiet period: flush on the next loop pass, coalescing what arrives meanwhile
+            self._handle = self._loop().call_soon(self.flush)
+
+    # -- the delayed tier --------------------------------------------------------------------
+    def _schedule_release(self, now: float) -> None:
+        line = self.delay
+        at = None if line is None else line.next_due()
+        if at is not None and not self._closed:
+            self._releaser = self._loop().call_later(max(0.0, at - now), self._release)
+
+    def _release(self) -> None:
+        """Hand the quotes the delay line releases now to the hub under their delayed keys."""
+        self._releaser = None
+        line = self.delay
+        if line is None:
+            return
+        now = self._clock()
+        hub = self.hub
+        due = False
+        for quote, seq in line.due(now):
+            due = hub.publish_delayed(quote, seq, now) or due
+        if due and self._handle is None and not self._closed:
+            self._schedule_flush(now)
+        self._schedule_release(now)
 
     # -- connections -------------------------------------------------------------------------
     def remove(self, conn: Connection) -> None:
@@ -270,10 +311,10 @@ class Fanout:
     def close(self) -> None:
         """Stop scheduling flushes and sweeps (server shutdown)."""
         self._closed = True
-        for h in (self._handle, self._sweeper):
+        for h in (self._handle, self._sweeper, self._releaser):
             if h is not None:
                 h.cancel()
-        self._handle = self._sweeper = None
+        self._handle = self._sweeper = self._releaser = None
 
     def stats(self) -> dict[str, Any]:
         """Numbers for logs and tests."""

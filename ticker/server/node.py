@@ -7,19 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from functools import partial
+from typing import TYPE_CHECKING
 
 from feeds.base import Feed
 from feeds.registry import create_feeds
 from feeds.runner import FeedRunner, metered
 from ticker.broker import create_broker
 from ticker.broker.base import Broker
+from ticker.delay import DelayLine, split_keys
+from ticker.entitlements import UserSlots
 from ticker.hub import Hub
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
 from ticker.server.config import Config
 from ticker.server.fanout import Connection, Fanout
+from ticker.session import Access
+
+if TYPE_CHECKING:
+    from ticker.auth.verifier import TokenVerifier
 
 log = logging.getLogger("ticker")
 
@@ -33,12 +41,22 @@ class Node:
         self.config = config
         self.metrics = Metrics()
         self.hub: Hub[Connection] = Hub(max_symbols=config.max_symbols, on_demand=self._on_demand)
+        acc = config.access
+        jwt = acc.auth == "jwt"
+        #: Who may connect: with ``--auth jwt`` a token, and at most the user's cap of connections.
+        self.access = Access(jwt, UserSlots(acc.max_connections_per_user), acc.auth_timeout, acc.jwt_leeway)
+        #: Checks tokens; set by :class:`~ticker.server.service.Service` before it listens (``--auth jwt``).
+        self.verifier: TokenVerifier | None = None
+        #: The delayed tier (``--auth jwt`` only: without tokens everyone is real-time).
+        self.delay_line = DelayLine(acc.delay) if jwt else None
+        self._delayed_demand: frozenset[str] = frozenset()
         self.fanout = Fanout(
             self.hub,
             self.metrics,
             flush_interval=config.flush_ms / 1000.0,
             slow_bytes=config.slow_bytes,
             slow_timeout=config.slow_timeout,
+            delay=self.delay_line,
         )
         self.connections: set[Connection] = set()
         self.broker = broker or create_broker(
@@ -59,7 +77,11 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         m = self.metrics
         m.subscriptions.set_function(lambda: self.hub.subscription_count)
-        m.symbols_active.set_function(lambda: self.hub.demand_count)
+        m.symbols_active.set_function(lambda: len(self.demand()))
+        m.connections_delayed.set_function(lambda: sum(1 for c in self.connections if c.receives_delayed()))
+        line = self.delay_line
+        if line is not None:
+            m.delay_line_entries.set_function(line.held)
 
     # -- connections -------------------------------------------------------------------------
     def connection_count(self) -> int:
@@ -91,11 +113,25 @@ class Node:
             self._demand_due = True
             asyncio.get_running_loop().call_soon(self._push_demand)
 
+    def demand(self) -> frozenset[str]:
+        """The symbols someone receives, real-time or delayed."""
+        rt, dl = split_keys(self.hub.demand())
+        return frozenset(rt | dl)
+
     def _push_demand(self) -> None:
         self._demand_due = False
-        symbols = self.hub.demand()
+        rt, dl = split_keys(self.hub.demand())
+        symbols = frozenset(rt | dl)
         self.runner.set_demand(symbols)
         self.broker.set_demand(symbols)
+        line = self.delay_line
+        if (
+            line is not None
+        ):  # record what someone receives delayed; a symbol left keeps its line one delay longer
+            delayed = frozenset(dl)
+            line.keep(delayed - self._delayed_demand, math.inf)
+            line.stop_keeping(self._delayed_demand - delayed, time.monotonic() + line.delay)
+            self._delayed_demand = delayed
 
     def _deliver(self, quote: Quote) -> None:
         self.metrics.hub_updates.inc()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -13,8 +15,10 @@ import tornado.netutil
 import tornado.routing
 import tornado.web
 
+from ticker.errors import UNAUTHORIZED
 from ticker.metrics.registry import Metrics
 from ticker.server import tornado_io
+from ticker.server.websocket import origin_allowed
 
 log = logging.getLogger("ticker")
 # Where the ops endpoints listen is printed whatever --log-level says: scripts and tests read it (port 0).
@@ -23,13 +27,58 @@ announce.setLevel(logging.INFO)
 
 Readiness = Callable[[], tuple[bool, str]]
 
+METRICS_TOKEN_ENV = "TICKER_METRICS_TOKEN"
+
 
 class JsonHandler(tornado.web.RequestHandler):
-    """Base of the JSON endpoints: no sniffing, no caching, errors as ``{"error":{"code","message"}}``."""
+    """Base of the JSON endpoints: no sniffing, no caching, errors as ``{"error":{"code","message"}}``.
+
+    A handler that sets :attr:`allowed_origins` (the REST endpoints do, from ``--allowed-origins``) answers
+    CORS the way ``/sse`` decides origins: same host or listed. An allowed ``Origin`` gets
+    ``Access-Control-Allow-Origin``; a preflight ``OPTIONS`` gets 204 (allowed) or 403 (not).
+    """
+
+    #: Extra browser origins for CORS (see :func:`~ticker.server.websocket.origin_allowed`); None: no CORS.
+    allowed_origins: frozenset[str] | None = None
 
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Cache-Control", "no-store")
+        self._cors_headers()  # again after an error's clear(); a no-op before initialize() ran
+
+    def prepare(self) -> None:
+        self._cors_headers()
+
+    def _cors_origin(self) -> str | None:
+        """The request's ``Origin`` when CORS is on for this handler and the origin is allowed."""
+        origin = self.request.headers.get("Origin")
+        if self.allowed_origins is None or origin is None:
+            return None
+        return origin if origin_allowed(origin, self.request.host, self.allowed_origins) else None
+
+    def _cors_headers(self) -> None:
+        if self.allowed_origins is None:
+            return
+        self.set_header("Vary", "Origin")
+        origin = self._cors_origin()
+        if origin is not None:
+            self.set_header("Access-Control-Allow-Origin", origin)
+
+    def options(self, *args: str, **kwargs: str) -> None:
+        """CORS preflight: 204 with what may be asked for an allowed origin, 403 for any other."""
+        if self.allowed_origins is None:
+            raise tornado.web.HTTPError(405)
+        if self._cors_origin() is None:
+            self.send_json(
+                {"error": {"code": "forbidden_origin", "message": "this origin may not call the API"}}, 403
+            )
+            return
+        self.set_header("Access-Control-Allow-Methods", "GET, OPTIONS")
+        self.set_header("Access-Control-Allow-Headers", "Authorization")
+        self.set_header("Access-Control-Max-Age", "600")
+        self.clear_header("Content-Type")
+        self.set_status(204)
+        self.finish()
 
     def send_json(self, obj: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -63,22 +112,56 @@ class ReadyHandler(_Ops):
 
 
 class MetricsHandler(_Ops):
-    """``GET /metrics``: Prometheus text format."""
+    """``GET /metrics``: Prometheus text format; see :func:`ops_routes` for ``token``."""
+
+    def initialize(self, metrics: Metrics, readiness: Readiness, token: bytes | None = None) -> None:
+        super().initialize(metrics, readiness)
+        self.token = token
 
     def get(self) -> None:
+        if self.token is not None and not self._authorized(self.token):
+            return
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.finish(self.metrics.render())
 
+    def _authorized(self, token: bytes) -> bool:
+        """Whether the request carries ``Authorization: Bearer <token>``; else answers 404 or 401."""
+        if not token:
+            raise tornado.web.HTTPError(404)
+        scheme, _, given = self.request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("latin-1"), token):
+            return True
+        bad = scheme.lower() == "bearer"  # a token was presented (RFC 6750 §3.1), else none was
+        self.set_header("WWW-Authenticate", 'Bearer error="invalid_token"' if bad else "Bearer")
+        msg = "/metrics needs Authorization: Bearer with the metrics token"
+        self.send_json({"error": {"code": UNAUTHORIZED, "message": msg}}, 401)
+        return False
 
-def ops_routes(metrics: Metrics, readiness: Readiness) -> list[tornado.routing.Rule]:
-    """``/metrics``, ``/healthz`` and ``/readyz`` for any process with metrics and a readiness check."""
+
+def metrics_token(auth: str) -> bytes | None:
+    """What ``/metrics`` on the public port asks for under ``--auth AUTH``: None (open) without auth, else
+    ``TICKER_METRICS_TOKEN`` as bytes (empty when unset: then ``/metrics`` is 404 there). Read once, never logged.
+    """
+    if auth == "none":
+        return None
+    return os.fsencode(os.environ.get(METRICS_TOKEN_ENV, "").strip())
+
+
+def ops_routes(
+    metrics: Metrics, readiness: Readiness, token: bytes | None = None
+) -> list[tornado.routing.Rule]:
+    """``/metrics``, ``/healthz`` and ``/readyz`` for any process with metrics and a readiness check.
+
+    ``token`` (see :func:`metrics_token`): None serves ``/metrics`` to anyone (``--metrics-port``, ``--auth
+    none``); otherwise ``/metrics`` needs ``Authorization: Bearer <token>`` (401), and is 404 if it is empty.
+    """
     o = {"metrics": metrics, "readiness": readiness}
     return [
-        tornado.routing.Rule(tornado.routing.PathMatches(path), handler, o)
-        for path, handler in (
-            ("/metrics", MetricsHandler),
-            ("/healthz", HealthHandler),
-            ("/readyz", ReadyHandler),
+        tornado.routing.Rule(tornado.routing.PathMatches(path), handler, args)
+        for path, handler, args in (
+            ("/metrics", MetricsHandler, {**o, "token": token}),
+            ("/healthz", HealthHandler, o),
+            ("/readyz", ReadyHandler, o),
         )
     ]
 

@@ -14,6 +14,7 @@ import sys
 
 import tornado.netutil
 
+from ticker.auth.options import KeyLoadError
 from ticker.server.config import Config
 from ticker.server.ops import ListenError
 from ticker.server.service import Service
@@ -49,6 +50,9 @@ async def _serve_async(config: Config, sockets: list[socket.socket] | None) -> N
     except ListenError as exc:
         log.error("%s", exc)
         raise SystemExit(1) from None
+    except KeyLoadError as exc:  # like a bad flag: one line, status 2
+        sys.stderr.write(f"ticker: error: {exc}\n")
+        raise SystemExit(2) from None
     _tune_gc()
     await stop.wait()
     log.info("shutting down")
@@ -60,7 +64,20 @@ def serve(config: Config) -> int:
     if config.workers <= 1:
         asyncio.run(_serve_async(config, None))
         return 0
+    if config.access.auth == "jwt":  # one line and status 2 from here, not one per worker
+        try:
+            asyncio.run(_check_keys(config))
+        except KeyLoadError as exc:
+            sys.stderr.write(f"ticker: error: {exc}\n")
+            return 2
     return _serve_workers(config)
+
+
+async def _check_keys(config: Config) -> None:
+    """Load the token keys once (each worker loads its own later); :class:`KeyLoadError` if they do not load."""
+    from ticker.auth.verifier import TokenVerifier
+
+    await (await TokenVerifier.load(config.access)).close()
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:

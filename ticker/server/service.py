@@ -32,12 +32,22 @@ class Service:
     async def start(self, sockets: Iterable[socket.socket] | None = None) -> None:
         """Start the node, then listen on ``sockets`` if given, else on the configured host and port.
 
-        Raises :class:`~ticker.server.ops.ListenError` (with everything stopped again) when an address is taken.
+        Raises :class:`~ticker.server.ops.ListenError` (with everything stopped again) when an address is taken,
+        :class:`~ticker.auth.options.KeyLoadError` (before anything starts) when ``--auth jwt`` has no usable key.
         """
         cfg, node = self.config, self.node
-        socks = (
-            list(sockets) if sockets is not None else bind(cfg.host, cfg.port)
-        )  # fails before anything starts
+        if cfg.access.auth == "jwt" and node.verifier is None:  # a key that does not load: nothing starts
+            from ticker.auth.verifier import TokenVerifier  # PyJWT and cryptography only with --auth jwt
+
+            node.verifier = await TokenVerifier.load(cfg.access)
+            log.info("auth: jwt, keys: %s", node.verifier.sources)
+        try:
+            socks = (
+                list(sockets) if sockets is not None else bind(cfg.host, cfg.port)
+            )  # fails before anything starts
+        except ListenError:
+            await self._close_verifier()
+            raise
         await node.start()
         self._http = tornado.httpserver.HTTPServer(
             make_app(node), max_body_size=1 << 20, idle_connection_timeout=60, xheaders=False
@@ -66,6 +76,7 @@ class Service:
         if self._http is not None:
             self._http.stop()
         await self.node.stop()
+        await self._close_verifier()
         if self._metrics_http is not None:
             self._metrics_http.stop()
         if self._http is not None:
@@ -74,3 +85,8 @@ class Service:
             except TimeoutError:
                 log.warning("some HTTP connections did not close in time")
         log.info("ticker stopped")
+
+    async def _close_verifier(self) -> None:
+        verifier, self.node.verifier = self.node.verifier, None
+        if verifier is not None:
+            await verifier.close()

@@ -20,20 +20,25 @@ import orjson
 import tornado.iostream
 import tornado.web
 
+from ticker import protocol
+from ticker.entitlements import Identity
 from ticker.errors import (
     BAD_REQUEST,
     CLIENT,
     SHUTDOWN,
     SLOW_CONSUMER,
+    TOKEN_EXPIRED,
     Disconnect,
+    ForbiddenSymbols,
     ProtocolError,
     TooManySymbols,
 )
 from ticker.frames import sse_event
 from ticker.server import tornado_io
+from ticker.server.access import Refused, forbidden, identify, over_cap
 from ticker.server.fanout import Connection
 from ticker.server.websocket import origin_allowed
-from ticker.session import open_stream, query_symbols
+from ticker.session import hub_keys, open_stream, query_symbols, symbol_limit
 
 if TYPE_CHECKING:
     from ticker.server.node import Node
@@ -88,6 +93,9 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self._sse_stream: tornado.iostream.IOStream | None = None
         self._sse_direct = False
         self._sse_chunked = True
+        self._identity: Identity | None = None
+        self._holds_slot = False
+        self._delayed = False
 
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
@@ -97,8 +105,10 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         # An event stream must not be gzipped: compression would hold events back in its buffer.
         tornado_io.no_compression(self)
 
-    def _refuse(self, status: int, code: str, message: str) -> None:
+    def _refuse(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         self.set_status(status)
+        for name, value in (headers or {}).items():
+            self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
         self.finish(orjson.dumps({"error": {"code": code, "message": message}}))
 
@@ -122,22 +132,47 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
             self._refuse(503, "unavailable", "too many connections")
             return
         try:
-            symbols = query_symbols(self.get_query_argument("symbols", ""), cfg.max_symbols, "connection")
+            identity = await identify(srv, self.request, self.transport)
+            assert identity is not None
+            refused = over_cap(srv, identity, self.transport)
+            if refused is not None:
+                raise refused
+        except Refused as exc:
+            self._refuse(exc.status, exc.code, exc.message, exc.headers)
+            return
+        try:
+            limit = symbol_limit(cfg.max_symbols, identity.entitlements)
+            symbols = query_symbols(self.get_query_argument("symbols", ""), limit, "connection")
             if not symbols:
                 raise ProtocolError(BAD_REQUEST, "name the symbols to stream: /sse?symbols=AAPL,MSFT")
+            keys, delayed = hub_keys(symbols, identity.entitlements)
+        except ForbiddenSymbols as exc:
+            ref = forbidden(srv, exc, self.transport)
+            self._refuse(ref.status, ref.code, ref.message)
+            return
         except ProtocolError as exc:
             self._refuse(400, exc.code, exc.message)
             return
-        if not self._open(symbols):
+        if srv.access.required:
+            if not srv.access.slots.take(identity):  # another stream of this user got the last slot meanwhile
+                ref = over_cap(srv, identity, self.transport) or Refused(
+                    429, "user_limit", "too many connections"
+                )
+                self._refuse(ref.status, ref.code, ref.message)
+                return
+            self._identity, self._holds_slot = identity, True
+        self._delayed = bool(delayed)
+        if not self._open(symbols, keys, delayed):
             return
         assert self._sse_done is not None
         await self._sse_done
-        if self.disconnect == SHUTDOWN and self._sse_stream and not self._sse_stream.closed():
+        ended_cleanly = self.disconnect in (SHUTDOWN, TOKEN_EXPIRED)
+        if ended_cleanly and self._sse_stream and not self._sse_stream.closed():
             await self.finish()  # the last chunk: a clean end of the stream
             self._sse_stream.close()
 
-    def _open(self, symbols: list[str]) -> bool:
-        """Register, subscribe and send the opening snapshot; False if the hub refused (400 sent)."""
+    def _open(self, symbols: list[str], keys: list[str], delayed: list[str]) -> bool:
+        """Register, subscribe and send ``subscribed`` and the opening snapshot; False if the hub refused (400 sent)."""
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Connection", "close")
         self.set_header("X-Accel-Buffering", "no")  # tell nginx not to buffer the stream
@@ -153,12 +188,14 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self.server.register(self)
         self.registered = True
         try:
-            snapshot = open_stream(self.server.hub, self, symbols)
+            snapshot = open_stream(self.server.hub, self, keys)
         except TooManySymbols as exc:  # the hub has the last word on its cap; nothing is written yet
             self._end(CLIENT)
             self._refuse(400, exc.code, exc.message)
             return False
         head = b"retry: %d\nid: %s\n" % (RETRY_MS, self.instance.encode())
+        if self.server.access.required:  # what the token grants: which symbols come delayed
+            head += sse_event("subscribed", protocol.subscribed(symbols, delayed))
         self.write(head + sse_event("snapshot", snapshot))
         self.flush()  # headers and the snapshot go out before any quotes frame of the fan-out
         self._sse_beat = time.monotonic()
@@ -166,7 +203,12 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
 
     # -- heartbeat ---------------------------------------------------------------------------
     def heartbeat(self, now: float) -> None:
-        """A ``: hb`` comment every ``--ping-interval`` keeps proxies from closing an idle stream."""
+        """A ``: hb`` comment every ``--ping-interval`` keeps proxies from closing an idle stream; the
+        stream ends at the token's ``exp``."""
+        ident = self._identity
+        if ident is not None and self.registered and time.time() >= ident.exp + self.server.access.leeway:
+            self._end(TOKEN_EXPIRED)
+            return
         if (
             self.registered
             and not self.server.fanout.is_conflating(self)
@@ -186,6 +228,9 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
     def buffered(self) -> int:
         return tornado_io.buffered(self._sse_stream)
 
+    def receives_delayed(self) -> bool:
+        return self._delayed
+
     def close_slow(self) -> None:
         self._end(SLOW_CONSUMER)
         if self._sse_stream is not None:
@@ -203,6 +248,9 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self._end(self.disconnect)
 
     def _end(self, disconnect: Disconnect) -> None:
+        if self._holds_slot and self._identity is not None:
+            self._holds_slot = False
+            self.server.access.slots.give_back(self._identity.sub)
         if self.registered:
             self.registered = False
             self.disconnect = disconnect

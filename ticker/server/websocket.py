@@ -10,16 +10,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
+import orjson
 import tornado.iostream
 import tornado.web
 import tornado.websocket
 
-from ticker.errors import CLIENT, PING_TIMEOUT, SHUTDOWN, SLOW_CONSUMER, Disconnect
+from ticker.entitlements import Identity
+from ticker.errors import (
+    AUTH_FAILED,
+    CLIENT,
+    PING_TIMEOUT,
+    SHUTDOWN,
+    SLOW_CONSUMER,
+    Disconnect,
+    TokenRejected,
+)
 from ticker.frames import ws_text_frame
 from ticker.server import tornado_io
+from ticker.server.access import Refused, count_failure, identify, over_cap
 from ticker.server.fanout import Connection
 from ticker.session import Outcome, Session
 
@@ -50,6 +62,7 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
         self.session: Session[Connection] | None = None  # from open() until on_close() releases it
         self._closing = False  # set once we sent Close (or dropped the stream): nothing more is written
         self.disconnect: Disconnect = CLIENT  # why the connection ended: close code and metric label
+        self._identity: Identity | None = None  # a header token's bearer, checked before the upgrade
 
     # -- handshake ---------------------------------------------------------------------------
     def check_origin(self, origin: str) -> bool:
@@ -63,11 +76,28 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
             raise tornado.web.HTTPError(503, reason="server shutting down")
         if self.server.connection_count() >= self.server.config.max_connections:
             raise tornado.web.HTTPError(503, reason="too many connections")
+        try:  # a header (or access_token) token is checked before the upgrade; without one, "auth" may follow
+            self._identity = await identify(self.server, self.request, self.transport, optional=True)
+            refused = (
+                None if self._identity is None else over_cap(self.server, self._identity, self.transport)
+            )
+            if refused is not None:
+                raise refused
+        except Refused as exc:
+            self.set_status(exc.status)
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+            self.set_header("Content-Type", "application/json")
+            self.finish(orjson.dumps(exc.body))
+            return
         await super().get(*args, **kwargs)
 
     def open(self, *args: str, **kwargs: str) -> None:
         cfg, now = self.server.config, time.monotonic()
-        self.session = session = Session(self.server.hub, self, cfg.rate_limit, cfg.rate_burst, now)
+        srv = self.server
+        self.session = session = Session(
+            srv.hub, self, cfg.rate_limit, cfg.rate_burst, now, srv.access, self._identity
+        )
         stream = tornado_io.websocket_stream(self)
         self._stream: tornado.iostream.IOStream | None = stream
         self._direct = stream is not None and tornado_io.can_write_direct(stream)
@@ -79,16 +109,36 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
         self._deliver(session.open(self.get_query_argument("symbols", "")))
 
     # -- inbound -----------------------------------------------------------------------------
-    def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
         session = self.session
         if session is not None and not self._closing:  # nothing more is answered once we sent Close
-            self._deliver(session.receive(message, time.monotonic()))
+            out = session.receive(message, time.monotonic())
+            self._deliver(out)
+            if out.verify is not None:  # Tornado reads the next message once this check is done
+                return self._verify(session, out.verify.token)
+        return None
+
+    async def _verify(self, session: Session[Connection], token: str) -> None:
+        """Check the token of an ``auth`` or ``refresh`` and give the session the verdict."""
+        verifier = self.server.verifier
+        try:
+            if verifier is None:
+                raise TokenRejected("invalid", "tokens cannot be checked yet")
+            identity = await verifier.verify(token)
+        except TokenRejected as exc:
+            out = session.reject(exc)
+        else:
+            out = session.authorize(identity)
+        if not self._closing:
+            self._deliver(out)
 
     def _deliver(self, out: Outcome) -> None:
         """Count the errors, drop what was unsubscribed from the fan-out, write the replies, then close if told."""
         server = self.server
         for code in out.errors:
             server.metrics.client_errors.labels(code).inc()
+        for reason in out.auth_failures:
+            count_failure(server, self.transport, reason)
         if out.unsubscribed:
             server.fanout.unsubscribed(self, out.unsubscribed)
         for payload in out.replies:
@@ -119,10 +169,20 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
     def buffered(self) -> int:
         return tornado_io.buffered(self._stream)
 
+    def receives_delayed(self) -> bool:
+        return self.session is not None and self.session.delayed > 0
+
     def heartbeat(self, now: float) -> None:
         """Ping every ``--ping-interval``; drop a peer whose last ping went unanswered ``--ping-timeout``."""
         cfg = self.server.config
         if self._closing:
+            return
+        session = self.session
+        ended = None if session is None else session.expired(now, time.time())
+        if ended is not None:  # no auth within --auth-timeout (4001), or the token's exp passed (4003)
+            count_failure(self.server, self.transport, "missing" if ended == AUTH_FAILED else "expired")
+            self.disconnect = ended
+            self.close(ended.code, ended.text)
             return
         if self.ping_sent is not None:  # only a pong answers a ping: messages do not count
             if now - self.ping_sent >= cfg.ping_timeout:
