@@ -37,6 +37,12 @@ class WatchConfig:
         help="symbols to watch", parse=_symbol, positional=True, nargs="+", metavar="SYMBOL"
     )
     url: str = option(DEFAULT_URL, f"the server's WebSocket URL ({DEFAULT_URL})", env="URL")
+    token: str | None = option(
+        None,
+        "bearer token (a JWT) for a server run with --auth jwt; prefer TICKER_TOKEN, which ps does not show",
+        env="TOKEN",
+        metavar="TOKEN",
+    )
     json: bool = option(False, "print one JSON line (a Q object) per update")
     count: int = option(0, "exit after this many updates (0: run until Ctrl-C)", parse=_count)
     connect_timeout: float = option(
@@ -75,7 +81,11 @@ async def _main(config: WatchConfig) -> int:
     view = JsonLines(config.count) if config.json else TableView(config.symbols, config.url, config.count)
     try:
         async with TickerClient(
-            config.url, config.symbols, connect_timeout=config.connect_timeout, on_event=view.event
+            config.url,
+            config.symbols,
+            connect_timeout=config.connect_timeout,
+            on_event=view.event,
+            token=config.token or None,  # an empty TICKER_TOKEN means none
         ) as client:
             await view.run(client)
     except TickerError as exc:

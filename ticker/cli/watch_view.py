@@ -42,7 +42,10 @@ class JsonLines:
         n = 0
         try:
             async for quote in client:
-                out.write(orjson.dumps(quote.to_wire()).decode() + "\n")
+                line = quote.to_wire()
+                if quote.symbol in client.delayed:
+                    line["delayed"] = True  # only on delayed symbols: the Q fields stay as they are
+                out.write(orjson.dumps(line).decode() + "\n")
                 out.flush()
                 n += 1
                 if n == self.count:
@@ -100,16 +103,18 @@ class TableView:
         for name in ("Symbol", "Last", "Chg", "Chg %", "Bid", "Ask", "Volume", "Time"):
             table.add_column(name, justify="left" if name == "Symbol" else "right")
         latest = self.client.latest if self.client is not None else {}
+        delayed = self.client.delayed if self.client is not None else frozenset()
         for sym in self.symbols:
             q = latest.get(sym)
+            label = Text.assemble((sym, "bold"), (" delayed", "yellow") if sym in delayed else "")
             if q is None:
-                table.add_row(sym, "…", "", "", "", "", "", "")
+                table.add_row(label, "…", "", "", "", "", "", "")
                 continue
             tick = self.direction.get(sym, 0)
             arrow, style = ("▲", "green") if tick > 0 else ("▼", "red") if tick < 0 else (" ", "")
             sign = "green" if (q.change or 0) > 0 else "red" if (q.change or 0) < 0 else ""
             table.add_row(
-                Text(sym, style="bold"),
+                label,
                 Text(f"{q.price:,.2f} {arrow}", style=style),
                 Text(_fmt(q.change, "+,.2f"), style=sign),
                 Text(

@@ -1,27 +1,33 @@
 """The asyncio Python client of a ticker server (aiohttp): ``from ticker.client import TickerClient``."""
 
 from ticker.client.models import (
+    AuthenticationFailed,
     ClientClosedError,
     ConnectError,
     ConnectionLost,
     Event,
     EventKind,
+    ForbiddenSymbolError,
     InvalidSymbolError,
     RateLimitedError,
     ServerError,
     State,
     TickerError,
+    TokenProviderError,
+    TooManyConnectionsError,
     TooManySymbolsError,
 )
 from ticker.client.tickerclient import TickerClient
 from ticker.quote import Quote
 
 __all__ = [
+    "AuthenticationFailed",
     "ClientClosedError",
     "ConnectError",
     "ConnectionLost",
     "Event",
     "EventKind",
+    "ForbiddenSymbolError",
     "InvalidSymbolError",
     "Quote",
     "RateLimitedError",
@@ -29,5 +35,7 @@ __all__ = [
     "State",
     "TickerClient",
     "TickerError",
+    "TokenProviderError",
+    "TooManyConnectionsError",
     "TooManySymbolsError",
 ]

@@ -1,8 +1,9 @@
 """The Python client's per-connection machinery: the subscription state and one protocol link.
 
-A request (subscribe, unsubscribe) is followed on the wire by a ``ping``; the server handles a
+A request (subscribe, unsubscribe, refresh) is followed on the wire by a ``ping``; the server handles a
 connection's messages in order, so everything it sends before the matching ``pong`` — the
-``subscribed`` set, the snapshot, any ``error`` — answers that request.
+``subscribed`` set, the snapshot, ``authenticated``, any ``error`` — answers that request. One
+request is in flight at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ log = logging.getLogger("ticker.client")
 
 
 class Subscriptions:
-    """What the client follows and has applied: the symbol set, last ``q`` per symbol, latest values, the buffer."""
+    """What the client follows and has applied: the symbol set, last ``q`` per symbol, latest values, the buffer,
+    and which symbols the server sends delayed."""
 
     def __init__(self, symbols: Iterable[str], buffer_limit: int) -> None:
         self.symbols: dict[str, None] = dict.fromkeys(symbols)
@@ -32,10 +34,16 @@ class Subscriptions:
         self.latest: dict[str, Quote] = {}
         self.buffer = QuoteBuffer(buffer_limit)
         self.data = asyncio.Event()  # set when the buffer gets something
+        self.delayed: frozenset[str] = frozenset()
 
     def new_connection(self) -> None:
         """Sequence numbers are per server process: the next snapshot wins whatever its ``q``."""
         self.last_q.clear()
+        self.delayed = frozenset()
+
+    def confirm(self, symbols: frozenset[str]) -> None:
+        """The server's ``subscribed`` set is authoritative: stop following what it does not hold."""
+        self.forget([s for s in self.symbols if s not in symbols])
 
     def apply(self, entries: Iterable[Any]) -> None:
         """Apply the Q entries of a snapshot or quotes message: drop unknown symbols and old ``q``."""
@@ -68,6 +76,8 @@ class Subscriptions:
             self.last_q.pop(s, None)
             self.latest.pop(s, None)
         self.buffer.discard(gone)
+        if self.delayed and not self.delayed.isdisjoint(gone):
+            self.delayed = self.delayed.difference(gone)
 
 
 @dataclass(slots=True)
@@ -76,6 +86,7 @@ class _Exchange:
     future: asyncio.Future[None]
     errors: list[ServerError] = field(default_factory=list)
     subscribed: frozenset[str] | None = None
+    authenticated: bool = False
 
 
 class ServerLink:
@@ -97,6 +108,7 @@ class ServerLink:
         self._current: _Exchange | None = None
         self._pings: dict[str, asyncio.Future[None]] = {}
         self._ids = itertools.count(1)
+        self._lock = asyncio.Lock()  # one exchange at a time: the user's requests and token refreshes
 
     async def reader(self) -> NoReturn:
         """Handle messages until the connection ends, then raise :class:`ConnectionLost`."""
@@ -129,29 +141,47 @@ class ServerLink:
         dropped again unless the server confirms them; its ``subscribed`` set is authoritative.
         """
         subs = self.subs
-        token = f"req-{next(self._ids)}"
-        ex = self._current = _Exchange(token, asyncio.get_running_loop().create_future())
-        added = [s for s in symbols if s not in subs.symbols] if op == "subscribe" else []
-        subs.symbols.update(dict.fromkeys(added))
+        async with self._lock:
+            added = [s for s in symbols if s not in subs.symbols] if op == "subscribe" else []
+            subs.symbols.update(dict.fromkeys(added))
+            ex = await self._exchange({"op": op, "symbols": symbols}, added)
+        if ex.errors:
+            raise ex.errors[0]
+        return frozenset(subs.symbols)
+
+    async def refresh(self, token: str) -> list[ServerError]:
+        """Replace the connection's token (``{"op":"refresh"}``); return the errors that came with the answer.
+
+        The server may narrow the set (a ``subscribed``, applied here, then ``forbidden_symbol``).
+        A token it refuses closes the connection (4001): :meth:`reader` raises then.
+        """
+        async with self._lock:
+            ex = await self._exchange({"op": "refresh", "token": token}, [])
+        if not ex.authenticated and not ex.errors:
+            log.warning("ticker client: the server did not confirm the token refresh")
+        return ex.errors
+
+    async def _exchange(self, request: dict[str, Any], added: list[str]) -> _Exchange:
+        """Send ``request`` and a ping; collect the answer until the pong. ``added``: symbols followed on trial."""
+        subs = self.subs
+        ping_id = f"req-{next(self._ids)}"
+        ex = self._current = _Exchange(ping_id, asyncio.get_running_loop().create_future())
         done = False
         try:
-            await self._send({"op": op, "symbols": symbols})
-            await self._send({"op": "ping", "id": token})
+            await self._send(request)
+            await self._send({"op": "ping", "id": ping_id})
             try:
                 await asyncio.wait_for(ex.future, self.ping_timeout)
             except TimeoutError:
-                raise ConnectionLost(f"no answer to {op} within {self.ping_timeout} s") from None
+                raise ConnectionLost(f"no answer to {request['op']} within {self.ping_timeout} s") from None
             done = True
         finally:
             self._current = None
             if not done or ex.subscribed is None:
                 subs.forget(added)  # not (known to be) subscribed: a retry after a reconnect decides
         if ex.subscribed is not None:
-            confirmed = ex.subscribed
-            subs.forget([s for s in subs.symbols if s not in confirmed])
-        if ex.errors:
-            raise ex.errors[0]
-        return frozenset(subs.symbols)
+            subs.confirm(ex.subscribed)
+        return ex
 
     async def _send(self, obj: Any) -> None:
         await self.ws.send_str(orjson.dumps(obj).decode())
@@ -177,10 +207,19 @@ class ServerLink:
             ):
                 fut.set_result(None)
         elif kind == "subscribed":
+            confirmed = frozenset(msg.get("symbols") or ())
+            self.subs.delayed = frozenset(msg.get("delayed") or ()) & confirmed
             if ex is not None:
-                ex.subscribed = frozenset(msg.get("symbols") or ())
+                ex.subscribed = confirmed
+            else:
+                self.subs.confirm(confirmed)  # the server narrowed the set by itself
+        elif kind == "authenticated":
+            if ex is not None:
+                ex.authenticated = True
         elif kind == "error":
-            err = server_error(str(msg.get("code")), str(msg.get("message")))
+            named = msg.get("symbols")
+            symbols = [str(s) for s in named] if isinstance(named, list) else []
+            err = server_error(str(msg.get("code")), str(msg.get("message")), symbols)
             if ex is not None:
                 ex.errors.append(err)
             else:

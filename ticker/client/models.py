@@ -109,10 +109,36 @@ class RateLimitedError(ServerError):
         super().__init__(errors.RATE_LIMITED, message)
 
 
-def server_error(code: str, message: str) -> ServerError:
-    """The exception class matching a server ``error`` message."""
+class ForbiddenSymbolError(ServerError):
+    """The token does not entitle the user to ``symbols``; the other symbols of the request were applied."""
+
+    def __init__(self, message: str, symbols: Iterable[str] = ()) -> None:
+        super().__init__(errors.FORBIDDEN_SYMBOL, message)
+        self.symbols = list(symbols)
+
+
+class AuthenticationFailed(TickerError):
+    """The server refused the token (HTTP 401, close 4001) or it expired (close 4003) and cannot be renewed.
+
+    Raised by ``start()`` or, once connected, by the iteration; a client with a ``token_provider``
+    asks it for a new token and retries instead.
+    """
+
+
+class TooManyConnectionsError(TickerError):
+    """The server refused the connection: the user holds too many (close 4029, HTTP 429); retried with backoff."""
+
+
+class TokenProviderError(TickerError):
+    """The ``token_provider`` raised or returned no token; retried with backoff."""
+
+
+def server_error(code: str, message: str, symbols: Iterable[str] = ()) -> ServerError:
+    """The exception class matching a server ``error`` message (``symbols``: the ones it names)."""
     if code == errors.INVALID_SYMBOL:
-        return InvalidSymbolError(message)
+        return InvalidSymbolError(message, symbols)
+    if code == errors.FORBIDDEN_SYMBOL:
+        return ForbiddenSymbolError(message, symbols)
     if code == errors.TOO_MANY_SYMBOLS:
         return TooManySymbolsError(message)
     if code == errors.RATE_LIMITED:

@@ -10,6 +10,8 @@ The client reconnects by itself (exponential backoff with full jitter), resubscr
 symbol set and applies the new snapshot, so the loop above keeps going across server restarts.
 It checks liveness with the protocol's ``ping``, keeps ``latest[symbol]`` up to date, and hands
 quotes to the loop through a bounded buffer that conflates per symbol when the loop falls behind.
+With ``token=`` or ``token_provider=`` it presents a bearer token on every connect, and with a
+provider renews it over the live socket (``refresh``) before it expires.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 
 from ticker import protocol
 from ticker.backoff import Backoff
+from ticker.client.auth import MIN_REFRESH_INTERVAL, TokenSource
 from ticker.client.link import ServerLink, Subscriptions
 from ticker.client.models import (
+    AuthenticationFailed,
     ClientClosedError,
     ConnectError,
     ConnectionLost,
@@ -36,8 +40,10 @@ from ticker.client.models import (
     ServerError,
     State,
     TickerError,
+    TokenProviderError,
+    TooManyConnectionsError,
 )
-from ticker.errors import invalid_symbols_message
+from ticker.errors import UNAUTHORIZED, invalid_symbols_message
 from ticker.quote import Quote
 
 log = logging.getLogger("ticker.client")
@@ -67,7 +73,11 @@ class TickerClient:
         on_event: Callable[[Event], None] | None = None,
         headers: Mapping[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
+        token: str | None = None,
+        token_provider: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
+        if token is not None and token_provider is not None:
+            raise ValueError("pass either token= or token_provider=, not both")
         valid, invalid = protocol.split_symbols(symbols)
         if invalid:
             raise InvalidSymbolError(invalid_symbols_message(invalid), invalid)
@@ -80,6 +90,10 @@ class TickerClient:
         self._backoff = backoff or Backoff(base=0.5, cap=30.0)
         self._on_event = on_event
         self._headers = dict(headers or {})
+        self._tokens = (
+            TokenSource(token, token_provider) if token is not None or token_provider is not None else None
+        )
+        self._error: TickerError | None = None  # why the client gave up (raised by the iteration)
         self._session = session
         self._own_session = session is None
         self._state = State.IDLE
@@ -110,6 +124,11 @@ class TickerClient:
     def symbols(self) -> frozenset[str]:
         """The symbols this client follows."""
         return frozenset(self._subs.symbols)
+
+    @property
+    def delayed(self) -> frozenset[str]:
+        """The followed symbols the server sends delayed (``--delay``), as its last ``subscribed`` said."""
+        return self._subs.delayed
 
     @property
     def pending(self) -> int:
@@ -191,6 +210,8 @@ class TickerClient:
             if quote is not None:
                 return quote
             if self._state is State.CLOSED:
+                if self._error is not None:
+                    raise self._error
                 raise StopAsyncIteration
             if self._task is None:
                 raise ClientClosedError("the client is not started: use 'async with' or await start()")
@@ -199,7 +220,9 @@ class TickerClient:
 
     async def close(self) -> None:
         """Close the connection (code 1000) and stop; iteration ends after the buffered quotes."""
-        if self._state is State.CLOSED:
+        if self._state is State.CLOSED:  # already closed, or the client gave up by itself
+            if self._own_session and self._session is not None and not self._session.closed:
+                await self._session.close()
             return
         self._closing = True
         ws = self._ws
@@ -222,7 +245,7 @@ class TickerClient:
         self._set_state(State.CLOSED)
         for req in self._requests:
             if not req.future.done():
-                req.future.set_exception(ClientClosedError("the client was closed"))
+                req.future.set_exception(self._error or ClientClosedError("the client was closed"))
         self._requests.clear()
         if self._first is not None and not self._first.done():
             self._first.set_exception(ClientClosedError("the client was closed"))
@@ -239,16 +262,19 @@ class TickerClient:
                 self._set_state(State.RECONNECTING if self._ever_connected else State.CONNECTING)
                 try:
                     ws = await asyncio.wait_for(self._connect(), self.handshake_timeout)
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    if self._refused_for_good(exc):
+                except (aiohttp.ClientError, OSError, TimeoutError, TokenProviderError) as exc:
+                    error = self._auth_error(exc)
+                    if self._refused_for_good(error):
                         return
-                    await self._retry(exc)
+                    await self._retry(error)
                     continue
-                error = await self._connection(ws)
+                error = self._auth_error(await self._connection(ws))
                 if self._closing:
                     return
                 self._set_state(State.RECONNECTING)
                 self._emit(EventKind.DISCONNECTED, error=error)
+                if self._refused_for_good(error):
+                    return
                 await self._retry(error)
         except Exception as exc:  # a bug must not leave the user's loop hanging
             log.exception("ticker client stopped")
@@ -258,9 +284,45 @@ class TickerClient:
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         assert self._session is not None
-        return await self._session.ws_connect(self.url, headers=self._headers, autoping=True)
+        headers = self._headers
+        if self._tokens is not None:  # the header: no extra round trip, and no token in the URL
+            headers = {**headers, "Authorization": f"Bearer {await self._tokens.current()}"}
+        return await self._session.ws_connect(self.url, headers=headers, autoping=True)
+
+    def _auth_error(self, exc: BaseException) -> BaseException:
+        """``exc`` as an auth error when it is one (HTTP 401/429, close 4001/4003/4029), else ``exc``."""
+        tokens = self._tokens
+        if isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status == 401:
+            if tokens is None:
+                return AuthenticationFailed(
+                    f"{self.url} requires a token (HTTP 401): pass token= or token_provider="
+                )
+            tokens.reject()
+            return AuthenticationFailed(f"{self.url} refused the token (HTTP 401)")
+        if isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status == 429:
+            return TooManyConnectionsError(f"{self.url}: too many connections for this user (HTTP 429)")
+        if not isinstance(exc, ConnectionLost):
+            return exc
+        if exc.code == 4001:
+            if tokens is not None:
+                tokens.reject()
+            return AuthenticationFailed(f"{self.url} refused the token (close 4001)")
+        if exc.code == 4003:
+            if tokens is not None and tokens.renewable:
+                tokens.reject()
+                return ConnectionLost("the token expired before it was refreshed (close 4003)", 4003)
+            return AuthenticationFailed(
+                "the token expired (close 4003) and cannot be renewed: pass token_provider= to refresh it"
+            )
+        if exc.code == 4029:
+            return TooManyConnectionsError(f"{self.url}: too many connections for this user (close 4029)")
+        return exc
 
     def _refused_for_good(self, exc: BaseException) -> bool:
+        # A refused token will not heal unless a provider can give another one.
+        if isinstance(exc, AuthenticationFailed) and (self._tokens is None or not self._tokens.renewable):
+            self._give_up(exc)
+            return True
         # Before the first success a 4xx handshake answer (bad URL, refused origin) will not heal.
         if (
             not self._ever_connected
@@ -273,6 +335,16 @@ class TickerClient:
             self._first.set_exception(ConnectError(f"{self.url} refused the WebSocket handshake: {exc}"))
             return True
         return False
+
+    def _give_up(self, error: TickerError) -> None:
+        """Stop for good: ``start()`` raises ``error``, or, once started, the iteration does."""
+        if self._first is not None and not self._first.done():
+            self._first.set_exception(error)  # start() closes the client
+            return
+        log.error("ticker client: %s; giving up", error)
+        self._error = error
+        self._emit(EventKind.ERROR, error=error)
+        self._finish()
 
     async def _retry(self, error: BaseException) -> None:
         self._last_error = error
@@ -297,6 +369,8 @@ class TickerClient:
             asyncio.create_task(self._writer(link, resumed)),
             asyncio.create_task(link.heartbeat()),
         ]
+        if self._tokens is not None:
+            tasks.append(asyncio.create_task(self._refresher(link, self._tokens)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             error: BaseException = ConnectionLost("connection closed")
@@ -320,6 +394,8 @@ class TickerClient:
             if self._subs.symbols:
                 await link.exchange("subscribe", list(self._subs.symbols))
         except ServerError as exc:
+            if exc.code == UNAUTHORIZED:
+                raise self._unauthorized() from None
             if self._first is not None and not self._first.done():
                 self._first.set_exception(exc)
                 await asyncio.Future()  # start() closes the client
@@ -342,14 +418,45 @@ class TickerClient:
                     result = await link.exchange(req.op, req.symbols)
                 except ServerError as exc:
                     self._requests.popleft()
+                    error: TickerError = self._unauthorized() if exc.code == UNAUTHORIZED else exc
                     if not req.future.done():
-                        req.future.set_exception(exc)
+                        req.future.set_exception(error)
+                    if error is not exc:
+                        raise error from None  # the connection ends; without a token the client gives up
                     continue
                 self._requests.popleft()  # a lost connection leaves it first in line for the next one
                 if not req.future.done():
                     req.future.set_result(result)
             self._wake.clear()
             await self._wake.wait()
+
+    def _unauthorized(self) -> AuthenticationFailed:
+        """The server wants a token first (error ``unauthorized``): it got none in the header."""
+        if self._tokens is None:
+            return AuthenticationFailed(f"{self.url} requires a token: pass token= or token_provider=")
+        return AuthenticationFailed(f"{self.url} did not take the token (unauthorized)")
+
+    async def _refresher(self, link: ServerLink, tokens: TokenSource) -> None:
+        """Renew the token over the live socket before it expires; runs until the connection ends."""
+        failures = Backoff(base=MIN_REFRESH_INTERVAL, cap=10.0)
+        while True:
+            delay = tokens.next_renewal()
+            if delay is None:  # no exp: nothing to renew
+                await asyncio.Future()
+            await asyncio.sleep(max(delay or 0.0, MIN_REFRESH_INTERVAL))
+            if not tokens.renewable:
+                tokens.warn_expiring()
+                await asyncio.Future()  # the server closes with 4003 at exp
+            try:
+                token = await tokens.renew()
+            except TokenProviderError as exc:
+                log.warning("ticker client: %s; retrying the refresh", exc)
+                self._emit(EventKind.ERROR, error=exc)
+                await asyncio.sleep(failures.next_delay())
+                continue
+            failures.reset()
+            for err in await link.refresh(token):
+                self._unsolicited(err)
 
     def _unsolicited(self, err: ServerError) -> None:
         log.warning("ticker server error: %s", err)
