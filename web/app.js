@@ -1,9 +1,12 @@
 // The trader's page: wires the watchlist, the table and the connection together.
 // Incoming quotes go into a map (newest per symbol) and reach the DOM at most once per animation frame.
+// /config.json says first whether the server wants a token (`--auth jwt`); then the page signs in
+// over the socket and refreshes the token before it expires (see auth.js).
 
-import { Connection, socketUrl } from "./connection.js";
+import { refreshDelay, TokenSource } from "./auth.js";
+import { backoffDelay, Connection, socketUrl } from "./connection.js";
 import { parseSymbols, SYMBOL_RULE } from "./symbols.js";
-import { QuoteTable } from "./table.js";
+import { delayLabel, QuoteTable } from "./table.js";
 import { loadSort, loadWatchlist, saveSort, saveWatchlist, shareUrl } from "./watchlist.js";
 
 const $ = (id) => document.getElementById(id);
@@ -14,6 +17,7 @@ const statusText = status.querySelector(".conn-text");
 const latencyEl = $("latency");
 const emptyEl = $("empty");
 const summaryEl = $("summary");
+const signInEl = $("sign-in");
 
 /** Counters for the curious (and for the browser tests): frames rendered, quotes applied or ignored. */
 const stats = { frames: 0, applied: 0, ignored: 0, perSecond: 0, latencyMs: null, latencyMaxMs: null };
@@ -61,7 +65,7 @@ let outstanding = []; // ops awaiting their barrier pong, oldest first
 let serverSet = new Set();
 
 function sendOp(op, symbols, kind) {
-  if (!symbols.length) return;
+  if (!symbols.length || !conn || (authOn && !authed)) return; // the next (re)subscribe sends the list
   opSeq += 1;
   const id = `op-${opSeq}`;
   if (!conn.send({ op, symbols })) return; // not connected: onOpen resubscribes the whole list
@@ -82,6 +86,14 @@ function settle(op) {
   say(refused.length ? `Not added: ${refused.join(", ")}. ${text}` : text, "error", refused.length > 0);
 }
 
+// Symbols the user may not see (`forbidden_symbol`, on a subscribe or after a refresh narrowed the
+// entitlements) leave the table and the saved watchlist, like symbols the server refused.
+function dropForbidden(symbols) {
+  const gone = symbols.filter((s) => typeof s === "string" && table.has(s));
+  for (const sym of gone) dropRow(sym);
+  if (gone.length) persist();
+}
+
 function onMessage(msg) {
   if (!msg || typeof msg !== "object") return;
   switch (msg.type) {
@@ -91,8 +103,13 @@ function onMessage(msg) {
       break;
     case "subscribed":
       if (Array.isArray(msg.symbols)) serverSet = new Set(msg.symbols);
+      table.setDelayed(new Set(Array.isArray(msg.delayed) ? msg.delayed : []), delayText);
+      break;
+    case "authenticated":
+      onAuthenticated(msg);
       break;
     case "error":
+      if (msg.code === "forbidden_symbol" && Array.isArray(msg.symbols)) dropForbidden(msg.symbols);
       if (outstanding.length) outstanding[0].errors.push(msg);
       else say(msg.message || String(msg.code), "error");
       break;
@@ -110,28 +127,122 @@ function onMessage(msg) {
 function onOpen() {
   outstanding = [];
   lastSeq.clear(); // a restarted server counts its sequences from scratch
+  if (authOn) {
+    authed = false;
+    conn.send({ op: "auth", token: socketToken }); // the first message; subscribing waits for the answer
+    renderStatus();
+    return;
+  }
   sendOp("subscribe", table.symbols, "resync");
 }
 
+let connState = "disconnected";
+let connInfo = { attempt: 0, rttMs: null };
+
 function onState(state, info) {
-  status.dataset.state = state;
-  if (state === "connected") {
+  connState = state;
+  connInfo = info;
+  if (state !== "connected") {
+    authed = false;
+    clearTimeout(refreshTimer);
+    refreshTimer = 0;
+    pending.clear();
+    table.markStale();
+  }
+  renderStatus();
+}
+
+function renderStatus() {
+  status.dataset.state = connState;
+  const info = connInfo;
+  if (connState === "connected") {
+    if (authOn && !authed) {
+      statusText.textContent = "Signing in…";
+      status.title = "Connected · waiting for the server to accept the sign-in";
+      return;
+    }
     statusText.textContent = "Live";
     status.title = info.rttMs === null ? "Connected" : `Connected · round trip ${info.rttMs} ms`;
-    return;
-  }
-  pending.clear();
-  table.markStale();
-  if (state === "reconnecting") {
+  } else if (connState === "reconnecting") {
     statusText.textContent = "Reconnecting…";
     status.title = `Connection lost · attempt ${info.attempt}`;
+  } else if (info.reason === "signin") {
+    statusText.textContent = "Sign-in required";
+    status.title = "Sign in, then press Try again";
   } else {
     statusText.textContent = info.reason === "offline" ? "Offline" : "Disconnected";
     status.title = info.reason === "offline" ? "No network · waiting for it to return" : "Trying to connect";
   }
 }
 
-const conn = new Connection(socketUrl(), { onState, onOpen, onMessage });
+let conn = null; // the Connection, made once /config.json has answered
+
+// ---- signing in (a server with --auth jwt) ------------------------------------------------------
+
+const SIGN_IN_RETRY_MS = 30_000; // while sign-in is required, the token endpoint is asked this often
+const REFRESH_RETRY_MS = 5_000; // after a failed token refresh (network), try again this soon
+
+let authOn = false;
+let delayText = delayLabel(900);
+let tokens = null; // TokenSource, with --auth jwt and a token URL
+let socketToken = null; // the token the current socket signs in with
+let authed = false; // the current socket was answered `authenticated`
+let refreshTimer = 0;
+let signInTimer = 0;
+let suggestionsLoaded = false;
+
+// Before each connect: the current token, or a fresh one when it is close to expiry or was refused.
+async function beforeConnect() {
+  socketToken = tokens ? await tokens.current() : null;
+  return socketToken !== null; // null: sign-in required, wait for the retry timer or the button
+}
+
+function onAuthenticated(msg) {
+  const first = !authed;
+  authed = true;
+  clearTimeout(refreshTimer);
+  const expMs = isNum(msg.exp) ? msg.exp * 1000 : tokens?.token?.expMs;
+  refreshTimer = isNum(expMs) ? setTimeout(refreshToken, refreshDelay(expMs)) : 0;
+  if (!first) return; // a refresh: entitlements may have narrowed (the server sends subscribed, then errors)
+  renderStatus();
+  sendOp("subscribe", table.symbols, "resync");
+  if (!suggestionsLoaded) loadSuggestions();
+}
+
+// Replace the live socket's token before it expires, without reconnecting.
+async function refreshToken() {
+  refreshTimer = 0;
+  let token;
+  try {
+    token = await tokens.fresh();
+  } catch {
+    if (authed) refreshTimer = setTimeout(refreshToken, REFRESH_RETRY_MS);
+    return;
+  }
+  // null: sign-in required (the banner says so); the socket lives until its token expires.
+  if (token !== null && authed) conn.send({ op: "refresh", token });
+}
+
+function onClose(code) {
+  if (!tokens) return;
+  if (code === 4001 || code === 4003) tokens.invalidate(); // refused or expired: fetch a new one first
+  if (code === 4029) say("Too many open connections for your account: close another ticker page.", "error");
+}
+
+function onSignIn(required) {
+  signInEl.hidden = !required;
+  clearTimeout(signInTimer);
+  signInTimer = required ? setTimeout(retrySignIn, SIGN_IN_RETRY_MS) : 0;
+  renderStatus();
+}
+
+function retrySignIn() {
+  if (!tokens) return;
+  clearTimeout(signInTimer);
+  signInTimer = setTimeout(retrySignIn, SIGN_IN_RETRY_MS); // cleared by onSignIn(false) on success
+  if (authed) refreshToken();
+  else conn?.connectNow();
+}
 
 // ---- quotes -------------------------------------------------------------------------------------
 
@@ -239,8 +350,14 @@ function addFromInput(ev) {
 }
 
 async function loadSuggestions() {
+  const headers = { Accept: "application/json" };
+  if (authOn) {
+    if (!tokens?.token) return;
+    headers.Authorization = `Bearer ${tokens.token.value}`;
+  }
+  suggestionsLoaded = true;
   try {
-    const res = await fetch("/api/symbols", { headers: { Accept: "application/json" } });
+    const res = await fetch("/api/symbols", { headers });
     if (!res.ok) return;
     const body = await res.json();
     const list = $("symbol-suggestions");
@@ -269,6 +386,46 @@ async function share() {
 
 // ---- start --------------------------------------------------------------------------------------
 
+/** /config.json, retried with the connection's backoff until the server answers. */
+async function loadConfig() {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const res = await fetch("/config.json", { headers: { Accept: "application/json" }, cache: "no-store" });
+      if (res.ok) {
+        const cfg = await res.json();
+        if (cfg && typeof cfg === "object") return cfg;
+      }
+    } catch {
+      /* the server is not there yet */
+    }
+    status.title = `Waiting for the server · attempt ${attempt + 1}`;
+    await new Promise((resolve) => setTimeout(resolve, backoffDelay(attempt)));
+  }
+}
+
+async function start() {
+  const cfg = await loadConfig();
+  authOn = cfg.auth === "jwt";
+  if (isNum(cfg.delay)) delayText = delayLabel(cfg.delay);
+  const handlers = { onState, onOpen, onMessage };
+  if (authOn) {
+    Object.assign(handlers, { beforeConnect, onClose });
+    if (typeof cfg.token_url === "string" && cfg.token_url) {
+      tokens = new TokenSource(cfg.token_url, { onSignIn });
+    } else {
+      $("sign-in-detail").textContent = "This server needs a token, and no token URL is configured for the page.";
+      signInEl.hidden = false;
+    }
+    $("sign-in-retry").addEventListener("click", retrySignIn);
+    window.addEventListener("focus", () => {
+      if (tokens?.signInRequired) retrySignIn(); // back from signing in in another tab
+    });
+  }
+  conn = new Connection(socketUrl(), handlers);
+  conn.start();
+  if (!authOn) loadSuggestions();
+}
+
 const initial = loadWatchlist();
 table.setSymbols(initial.symbols);
 table.setSort(loadSort());
@@ -278,5 +435,4 @@ if (initial.rejected.length) {
 refreshSummary();
 $("add-form").addEventListener("submit", addFromInput);
 $("share").addEventListener("click", share);
-conn.start();
-loadSuggestions();
+start();

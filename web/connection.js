@@ -1,6 +1,7 @@
 // The WebSocket to the server: connect, report state, reconnect with exponential backoff and jitter,
 // and detect a dead link with the protocol's ping op. What to (re)subscribe is the caller's business:
-// `onOpen` runs after every successful connect.
+// `onOpen` runs after every successful connect; an optional `beforeConnect` (getting a token) runs
+// before every attempt.
 
 const BASE_MS = 500; // first retry ceiling
 const CAP_MS = 15_000; // largest retry ceiling
@@ -23,7 +24,9 @@ export class Connection {
   /**
    * handlers: onState(state, info) with state "connected" | "reconnecting" | "disconnected" and
    * info {attempt, retryAt, rttMs, reason}; onOpen(); onMessage(msg) for every parsed JSON frame
-   * other than this class's own heartbeat pongs.
+   * other than this class's own heartbeat pongs. Optional: onClose(code) when the socket closes, and
+   * async beforeConnect() before each attempt: true goes on, false holds (state "disconnected",
+   * reason "signin") until connectNow(), a throw retries after the backoff.
    */
   constructor(url, handlers) {
     this.url = url;
@@ -39,6 +42,7 @@ export class Connection {
     this.rttMs = null;
     this.state = "disconnected";
     this.everConnected = false;
+    this.preparing = false;
   }
 
   start() {
@@ -49,7 +53,7 @@ export class Connection {
 
   /** Skip the remaining backoff wait (used when the network comes back). */
   connectNow() {
-    if (this.ws) return;
+    if (this.ws || this.preparing) return;
     this.attempt = 0;
     this._connect();
   }
@@ -66,12 +70,34 @@ export class Connection {
     this.handlers.onState(state, { attempt: this.attempt, rttMs: this.rttMs, ...extra });
   }
 
-  _connect() {
+  async _connect() {
     clearTimeout(this.retryTimer);
     this.retryTimer = 0;
     if (navigator.onLine === false) {
       this._setState("disconnected", { reason: "offline" });
       return;
+    }
+    if (this.handlers.beforeConnect) {
+      if (this.preparing || this.ws) return;
+      this.preparing = true;
+      let go;
+      try {
+        go = await this.handlers.beforeConnect();
+      } catch {
+        this.preparing = false;
+        this._retry();
+        return;
+      }
+      this.preparing = false;
+      if (this.ws || this.retryTimer) return; // connected or planned meanwhile
+      if (!go) {
+        this._setState("disconnected", { reason: "signin" });
+        return;
+      }
+      if (navigator.onLine === false) {
+        this._setState("disconnected", { reason: "offline" });
+        return;
+      }
     }
     let ws;
     try {
@@ -101,8 +127,10 @@ export class Connection {
       }
       this.handlers.onMessage(msg);
     };
-    ws.onclose = () => {
-      if (this.ws === ws) this._drop("closed");
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      if (this.handlers.onClose) this.handlers.onClose(ev.code);
+      this._drop("closed");
     };
     ws.onerror = () => {}; // a close event always follows
   }

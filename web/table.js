@@ -1,5 +1,6 @@
 // The watchlist table: one row per symbol, updated in place (only the cells whose text changed),
-// price flashes on up and down ticks, a bounded SVG sparkline per row, sorting and stale marking.
+// price flashes on up and down ticks, a bounded SVG sparkline per row, sorting, stale marking and the
+// "Delayed" badge of symbols the server sends late (a user not entitled to real-time quotes).
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 export const SPARK_POINTS = 60; // points kept per row for its sparkline
@@ -47,6 +48,16 @@ function setText(el, text) {
   }
 }
 
+/** The badge text for a delay of `seconds`: 900 → "Delayed 15 min", 3 → "Delayed 3 s". */
+export function delayLabel(seconds) {
+  if (!isNum(seconds) || seconds <= 0) return "Delayed";
+  const s = Math.round(seconds);
+  if (s < 60) return `Delayed ${s} s`;
+  if (s % 3600 === 0) return `Delayed ${s / 3600} h`;
+  if (s % 60 === 0) return `Delayed ${s / 60} min`;
+  return `Delayed ${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
 function direction(x) {
   if (!isNum(x) || x === 0) return "flat";
   return x > 0 ? "up" : "down";
@@ -74,7 +85,14 @@ class Row {
     const badge = document.createElement("span");
     badge.className = "stale-badge";
     badge.textContent = "stale";
-    th.append(name, badge);
+    const line = document.createElement("span");
+    line.className = "sym-line";
+    line.append(name, badge);
+    this.delayedBadge = document.createElement("span");
+    this.delayedBadge.className = "delayed-badge";
+    this.delayedBadge.dataset.testid = "delayed-badge";
+    this.delayedBadge.hidden = true;
+    th.append(line, this.delayedBadge);
     this.price = cell("td", "num col-last");
     this.price.dataset.testid = `price-${sym}`;
     this.change = cell("td", "num col-chg");
@@ -151,6 +169,19 @@ class Row {
       this.history[this.history.length - 1] = q.p; // drawn when the bucket closes
     }
     return flashed;
+  }
+
+  /** Show or hide the "Delayed" badge (`label` is its text). */
+  setDelayed(on, label) {
+    const badge = this.delayedBadge;
+    if (on && badge.textContent !== label) {
+      badge.textContent = label;
+      badge.title = `${label.replace(/^Delayed/, "Quotes of " + this.sym + " are delayed by")}: you are not entitled to real-time quotes`;
+    }
+    if (badge.hidden === on) {
+      badge.hidden = !on;
+      this.el.classList.toggle("delayed", on);
+    }
   }
 
   _drawSpark() {
@@ -260,6 +291,11 @@ export class QuoteTable {
       }
     }
     return this.flashing.size > 0;
+  }
+
+  /** Badge the rows whose symbol is in `delayed` (a Set) with `label`, and unbadge the others. */
+  setDelayed(delayed, label) {
+    for (const row of this.rows.values()) row.setDelayed(delayed.has(row.sym), label);
   }
 
   /** Mark every row that shows data as stale (their numbers are no longer live). */

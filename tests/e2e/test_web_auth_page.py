@@ -1,0 +1,314 @@
+"""The trader's page against ``ticker serve --auth jwt`` in real Chromium.
+
+The deployer's token endpoint is a small aiohttp server on another origin (its own port), run in a
+thread: it answers ``{"token": ...}`` to a browser carrying its ``session`` cookie and 401 otherwise,
+with CORS headers that let the page's origin read it with credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp import web
+from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, expect, sync_playwright
+
+from tests.support.pagekit import launch_chromium, ms, scale_timeouts
+from tests.support.serverproc import ServerProcess
+from tests.support.timing import eventually_sync, timeout
+
+SECRET = secrets.token_hex(32)
+SIM = ["--seed", "7", "--sim-rate", "8", "--log-level", "warning"]
+LIVE_PRICE = re.compile(r"\d")
+
+
+@dataclass
+class Issued:
+    """One token the endpoint handed out."""
+
+    at: float
+    sub: str
+    exp: int
+    token: str
+
+
+@dataclass
+class TokenEndpoint:
+    """The deployer's token endpoint: ``GET /token`` with the ``session`` cookie → a token for that user."""
+
+    port: int = 0
+    #: The page's origin, the one origin allowed to read the answers (set once the server listens).
+    page_origin: str = ""
+    ticker_claim: dict[str, Any] | None = None
+    ttl: int = 3600
+    issued: list[Issued] = field(default_factory=list)
+    refused: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _runner: web.AppRunner | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def reset(self, ticker_claim: dict[str, Any] | None = None, ttl: int = 3600) -> None:
+        self.ticker_claim, self.ttl = ticker_claim, ttl
+        self.issued, self.refused = [], 0
+
+    async def _token(self, request: web.Request) -> web.Response:
+        origin = request.headers.get("Origin", "")
+        headers = {"Cache-Control": "no-store", "Vary": "Origin"}
+        if origin == self.page_origin:
+            headers |= {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true"}
+        sub = request.cookies.get("session")
+        if not sub:
+            self.refused += 1
+            return web.json_response({"error": "sign in first"}, status=401, headers=headers)
+        now = int(time.time())
+        claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + self.ttl}
+        if self.ticker_claim is not None:
+            claims["ticker"] = self.ticker_claim
+        token = jwt.encode(claims, SECRET, algorithm="HS256")
+        self.issued.append(Issued(time.time(), sub, claims["exp"], token))
+        return web.json_response({"token": token}, headers=headers)
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/token", self._token)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    def __enter__(self) -> TokenEndpoint:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout(10))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._thread is not None and self._runner is not None
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout(10))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout(10))
+        self._loop.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        b = launch_chromium(pw)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[TokenEndpoint]:
+    with TokenEndpoint() as ep:
+        yield ep
+
+
+@pytest.fixture(scope="module")
+def server(endpoint: TokenEndpoint) -> Iterator[ServerProcess]:
+    args = [*SIM, "--auth", "jwt", "--token-url", endpoint.url]  # the default --delay: 900 s
+    with ServerProcess(args, env={"TICKER_JWT_SECRET": SECRET}) as srv:
+        endpoint.page_origin = srv.url
+        yield srv
+
+
+@pytest.fixture
+def context(browser: Browser, endpoint: TokenEndpoint) -> Iterator[BrowserContext]:
+    endpoint.reset()
+    ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    pg = context.new_page()
+    scale_timeouts(pg, actions=10.0, assertions=5.0)
+    return pg
+
+
+class Sockets:
+    """Every WebSocket the page opens, and the JSON ops it sends and the message types it receives."""
+
+    def __init__(self, page: Page) -> None:
+        self.opened: list[WebSocket] = []
+        self.sent: list[str] = []
+        self.received: list[str] = []
+        self.exceptions: list[str] = []
+        page.on("websocket", self._on_socket)
+        page.on("pageerror", lambda exc: self.exceptions.append(str(exc)))
+
+    def _on_socket(self, ws: WebSocket) -> None:
+        self.opened.append(ws)
+        ws.on("framesent", lambda payload: self.sent.append(str(payload)))
+        ws.on("framereceived", lambda payload: self.received.append(str(payload)))
+
+    def until(self, page: Page, cond: Callable[[], bool], within: float, what: str) -> None:
+        """Wait for ``cond``, letting Playwright deliver the page's events meanwhile (a plain sleep does not)."""
+        eventually_sync(lambda: page.evaluate("true") and cond(), within, what)
+
+    def ops(self, op: str) -> list[str]:
+        return [f for f in self.sent if f'"op":"{op}"' in f]
+
+    def types(self, kind: str) -> list[str]:
+        return [f for f in self.received if f'"type":"{kind}"' in f]
+
+
+def sign_in(context: BrowserContext, endpoint: TokenEndpoint, user: str = "alice") -> None:
+    """What signing in at the deployer's site leaves behind: a session cookie for the endpoint's host."""
+    context.add_cookies([{"name": "session", "value": user, "url": endpoint.url}])
+
+
+def expect_live(page: Page) -> None:
+    status = page.get_by_test_id("conn-status")
+    expect(status).to_have_attribute("data-state", "connected")
+    expect(status).to_have_text("Live")
+
+
+def record_pill(page: Page) -> None:
+    """Keep every change of the pill (state and text) in ``window.__pill`` from now on."""
+    page.evaluate(
+        """() => {
+          const el = document.querySelector('[data-testid=conn-status]');
+          const now = () => `${el.dataset.state}:${el.textContent.trim()}`;
+          window.__pill = [now()];
+          new MutationObserver(() => {
+            if (window.__pill[window.__pill.length - 1] !== now()) window.__pill.push(now());
+          }).observe(el, { attributes: true, childList: true, subtree: true, characterData: true });
+        }"""
+    )
+
+
+def test_delayed_symbols_wear_the_badge(
+    page: Page, context: BrowserContext, endpoint: TokenEndpoint, server: ServerProcess
+) -> None:
+    endpoint.reset({"realtime": ["AAPL"], "delayed": ["*"]})
+    sign_in(context, endpoint)
+    sockets = Sockets(page)
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(msg.text) if msg.type == "error" else None)
+    page.goto(f"{server.url}/?symbols=AAPL,MSFT")
+    expect_live(page)
+    aapl, msft = page.get_by_test_id("row-AAPL"), page.get_by_test_id("row-MSFT")
+    badge = msft.get_by_test_id("delayed-badge")
+    expect(badge).to_be_visible()
+    expect(badge).to_have_text("Delayed 15 min")
+    expect(aapl.get_by_test_id("delayed-badge")).to_be_hidden()
+    expect(page.get_by_test_id("price-AAPL")).to_have_attribute("data-value", LIVE_PRICE)
+    # A fresh server has no MSFT quote 15 minutes old yet, and a delayed row never shows a newer one.
+    expect(msft).to_have_class(re.compile(r"\bwaiting\b"))
+    # One token, sent as the socket's first message; suggestions came from /api/symbols with it.
+    assert [i.sub for i in endpoint.issued] == ["alice"]
+    assert sockets.sent[0] == f'{{"op":"auth","token":"{endpoint.issued[0].token}"}}'
+    expect(page.locator("#symbol-suggestions option[value=NFLX]")).to_have_count(1)
+    assert not page.get_by_test_id("sign-in-required").is_visible()
+    assert console == [] and sockets.exceptions == []
+
+
+def test_forbidden_symbols_leave_the_watchlist(
+    page: Page, context: BrowserContext, endpoint: TokenEndpoint, server: ServerProcess
+) -> None:
+    endpoint.reset({"realtime": ["AAPL"], "delayed": ["MSFT"]})
+    sign_in(context, endpoint)
+    page.goto(f"{server.url}/?symbols=AAPL,NFLX,MSFT")
+    expect_live(page)
+    expect(page.get_by_test_id("row-NFLX")).to_have_count(0)
+    expect(page.locator("#message")).to_contain_text("NFLX")
+    assert page.eval_on_selector_all("#rows tr", "rows => rows.map(r => r.dataset.symbol)") == [
+        "AAPL",
+        "MSFT",
+    ]
+    assert page.url.endswith("?symbols=AAPL,MSFT")
+    page.get_by_test_id("symbol-input").fill("TSLA")
+    page.get_by_test_id("add-symbol").click()
+    expect(page.locator("#message")).to_contain_text("Not added: TSLA.")
+    expect(page.get_by_test_id("row-TSLA")).to_have_count(0)
+    expect(page.get_by_test_id("row-MSFT").get_by_test_id("delayed-badge")).to_have_text("Delayed 15 min")
+
+
+def test_sign_in_required_until_the_endpoint_gives_a_token(
+    page: Page, context: BrowserContext, endpoint: TokenEndpoint, server: ServerProcess
+) -> None:
+    sockets = Sockets(page)
+    page.goto(f"{server.url}/?symbols=AAPL")
+    notice = page.get_by_test_id("sign-in-required")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("Sign-in required")
+    status = page.get_by_test_id("conn-status")
+    expect(status).to_have_text("Sign-in required")
+    assert endpoint.refused >= 1 and endpoint.issued == []
+    assert sockets.opened == []  # no token, no socket
+    sign_in(context, endpoint, "bob")  # in another tab, say; then the user asks the page to try again
+    page.get_by_role("button", name="Try again").click()
+    expect_live(page)
+    expect(notice).to_be_hidden()
+    expect(page.get_by_test_id("price-AAPL")).to_have_attribute("data-value", LIVE_PRICE)
+    assert [i.sub for i in endpoint.issued] == ["bob"] and len(sockets.opened) == 1
+    assert sockets.exceptions == []
+
+
+def test_short_lived_token_is_refreshed_on_the_live_socket(
+    page: Page, context: BrowserContext, endpoint: TokenEndpoint, server: ServerProcess
+) -> None:
+    endpoint.reset(ttl=8)
+    sign_in(context, endpoint)
+    sockets = Sockets(page)
+    page.goto(f"{server.url}/?symbols=AAPL")
+    expect_live(page)
+    record_pill(page)
+    first_exp = endpoint.issued[0].exp
+    # Each 8 s token is renewed about 5 s before it expires: by the fifth one the first has long expired.
+    eventually_sync(lambda: len(endpoint.issued) >= 5, 25.0, "five tokens from the endpoint")
+    assert endpoint.issued[-1].at > first_exp + 2
+    sockets.until(page, lambda: len(sockets.ops("refresh")) >= 4, 5.0, "the page to send four refreshes")
+    tokens = [i.token for i in endpoint.issued]
+    for frame, token in zip(sockets.ops("refresh")[:4], tokens[1:5], strict=True):
+        assert f'"token":"{token}"' in frame
+    # The auth, then one answer per refresh.
+    sockets.until(
+        page, lambda: len(sockets.types("authenticated")) >= 5, 5.0, "the server to answer each refresh"
+    )
+    before = page.get_by_test_id("price-AAPL").get_attribute("data-value")
+    page.wait_for_function(
+        "before => document.querySelector('[data-testid=price-AAPL]').dataset.value !== before",
+        arg=before,
+        timeout=ms(10),
+    )  # quotes still flow on the same socket, well past the first token's exp
+    assert len(sockets.opened) == 1 and not sockets.opened[0].is_closed()
+    assert page.evaluate("window.__pill") == ["connected:Live"]
+    assert sockets.exceptions == []
+
+
+def test_without_auth_the_page_asks_nothing_more_than_its_config(page: Page) -> None:
+    with ServerProcess(SIM) as srv:
+        requested: list[str] = []
+        page.on("request", lambda req: requested.append(req.url))
+        sockets = Sockets(page)
+        page.goto(f"{srv.url}/?symbols=AAPL")
+        expect_live(page)
+        expect(page.get_by_test_id("price-AAPL")).to_have_attribute("data-value", LIVE_PRICE)
+        expect(page.locator("#symbol-suggestions option[value=NFLX]")).to_have_count(1)
+        paths = sorted({u.removeprefix(srv.url) for u in requested if not u.startswith("data:")})
+        assert all(u.startswith("/") for u in paths), paths  # nothing from another origin
+        assert [p for p in paths if not p.startswith("/static/")] == [
+            "/?symbols=AAPL",
+            "/api/symbols",
+            "/config.json",
+        ]
+        assert sockets.ops("auth") == [] and sockets.sent[0] == '{"op":"subscribe","symbols":["AAPL"]}'
+        assert not page.get_by_test_id("sign-in-required").is_visible()
+        assert page.get_by_test_id("row-AAPL").get_by_test_id("delayed-badge").is_hidden()
