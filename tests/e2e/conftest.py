@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -22,3 +23,16 @@ async def inprocess() -> AsyncIterator[InProcessServer]:
     """A server of the test's own in its event loop: the same market as ``server`` (seed 7, 20 ticks/s)."""
     async with serve_in_process(sim_rate=20.0, seed=7) as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One real Chromium per test module (Playwright), for the page's tests."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.pagekit import launch_chromium
+
+    with sync_playwright() as pw:
+        b = launch_chromium(pw)
+        yield b
+        b.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -29,13 +30,13 @@ def secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TICKER_METRICS_TOKEN", "metrics-token-for-tests")
 
 
-async def auth_server(**access: Any) -> Any:
+def auth_server(**access: Any) -> AbstractAsyncContextManager[InProcessServer]:
     return serve_in_process(symbols=SYMBOLS, sim_rate=20.0, access=AuthOptions(auth="jwt", **access))
 
 
 @pytest.fixture
 async def srv(secret_env: None) -> AsyncIterator[InProcessServer]:
-    async with await auth_server(delay=3.0, auth_timeout=1.0, max_connections_per_user=2) as s:
+    async with auth_server(delay=3.0, auth_timeout=1.0, max_connections_per_user=2) as s:
         yield s
 
 
@@ -292,3 +293,35 @@ def test_rs256_with_a_pem_public_key_audience_and_issuer(tmp_path: Any):
                 r = http.get(url, headers=bearer(bad))
                 assert r.status_code == 401, r.text
         assert "BEGIN" not in srv.output() and SECRET not in srv.output()
+
+
+async def test_a_jwks_served_locally_with_key_rotation(secret_env: None, monkeypatch: pytest.MonkeyPatch):
+    from tests.support.fakes.jwks import FakeJwks
+    from tests.support.jwtkeys import claims, jwk, rsa_key, sign
+    from tests.support.timing import eventually
+
+    monkeypatch.delenv("TICKER_JWT_SECRET")
+    old, new = rsa_key(), rsa_key(2048, 1)
+    async with (
+        FakeJwks([jwk(old, "k1")]) as fake,
+        auth_server(jwt_jwks_url=fake.url, jwt_jwks_min_refresh=0.2) as s,
+    ):
+        url = f"{s.url}/api/quotes?symbols=AAPL"
+        k1, k2 = (
+            sign(claims("alice"), old, "RS256", kid="k1"),
+            sign(claims("bob"), new, "RS256", kid="k2"),
+        )
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(url, headers=bearer(k1))).status_code == 200
+            async with connect(s.ws_url) as ws:  # the first-message path takes JWKS tokens too
+                await send(ws, {"op": "auth", "token": k1})
+                assert (await recv(ws))["sub"] == "alice"
+            fake.keys = [jwk(new, "k2")]  # the issuer rotates
+
+            async def new_key_accepted() -> bool:
+                return (await http.get(url, headers=bearer(k2))).status_code == 200
+
+            await eventually(new_key_accepted, what="the rotated key to be picked up")
+            r = await http.get(url, headers=bearer(k1))
+            assert r.status_code == 401 and "unknown key id" in r.json()["error"]["message"]
+        assert fake.requests >= 2

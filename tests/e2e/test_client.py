@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.clientkit import take
 from tests.support.inprocess import InProcessServer, serve_in_process
 from tests.support.serverproc import ServerProcess, scrape_async
 from tests.support.timing import eventually, eventually_sync, timeout
@@ -32,20 +33,6 @@ from ticker.client import (
 FAST = Backoff(base=0.05, cap=0.5)
 ARGS = ["--sim-rate", "50", "--log-level", "warning"]
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "clients.md"
-
-
-async def take(client: TickerClient, n: int, within: float = 10.0) -> list[Quote]:
-    """The next ``n`` quotes of ``client``, within ``within`` seconds (scaled)."""
-    out: list[Quote] = []
-
-    async def run() -> None:
-        async for q in client:
-            out.append(q)
-            if len(out) == n:
-                return
-
-    await asyncio.wait_for(run(), timeout(within))
-    return out
 
 
 async def wait_event(events: list[Event], kind: EventKind, within: float = 15.0, after: int = 0) -> int:

@@ -3,7 +3,6 @@ header auth, refused tokens, renewal over the live socket, entitlements, the del
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ from typing import Any
 import jwt
 import pytest
 
+from tests.support.clientkit import take
 from tests.support.serverproc import ServerProcess
 from tests.support.timing import eventually, timeout
 from ticker.backoff import Backoff
@@ -25,7 +25,6 @@ from ticker.client import (
     Event,
     EventKind,
     ForbiddenSymbolError,
-    Quote,
     TickerClient,
     TooManyConnectionsError,
 )
@@ -62,19 +61,6 @@ def opened(server: ServerProcess) -> float:
         if line.startswith('ticker_connections_opened_total{transport="ws"}'):
             return float(line.rpartition(" ")[2])
     return 0.0
-
-
-async def take(client: TickerClient, n: int, within: float = 10.0) -> list[Quote]:
-    out: list[Quote] = []
-
-    async def run() -> None:
-        async for q in client:
-            out.append(q)
-            if len(out) == n:
-                return
-
-    await asyncio.wait_for(run(), timeout(within))
-    return out
 
 
 async def test_a_header_token_connects_without_an_extra_round_trip(server: ServerProcess):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jsonschema
+import pytest
 from websockets.asyncio.client import connect
 
 from tests.support.inprocess import InProcessServer
@@ -30,3 +33,39 @@ async def test_server_messages_match_the_schema(inprocess: InProcessServer):
         for q in await collect_quotes(ws, 1.0):
             v.validate({"type": "quotes", "data": [q]})
     assert {"subscribed", "snapshot", "pong", "error"} <= seen.keys()
+
+
+async def test_messages_of_auth_jwt_match_the_schema(monkeypatch: pytest.MonkeyPatch):
+    from tests.support.inprocess import serve_in_process
+    from tests.support.tokens import SECRET, mint
+    from ticker.auth.options import AuthOptions
+
+    monkeypatch.setenv("TICKER_JWT_SECRET", SECRET)
+    client_schema, schema = protocol_schemas()
+    v = jsonschema.Draft202012Validator(schema)
+    c = jsonschema.Draft202012Validator(client_schema)
+    seen: list[dict[str, Any]] = []
+    async with serve_in_process(access=AuthOptions(auth="jwt", delay=1.0)) as srv, connect(srv.ws_url) as ws:
+        for frame in (
+            {"op": "subscribe", "symbols": ["AAPL"]},
+            {"op": "auth", "token": mint(realtime=["AAPL"], delayed=["MSFT"])},
+            {"op": "subscribe", "symbols": ["AAPL", "MSFT", "KO"]},
+            {"op": "refresh", "token": mint(realtime=["AAPL"])},
+        ):
+            c.validate(frame)
+            await send(ws, frame)
+        while len([m for m in seen if m["type"] == "authenticated"]) < 2 or seen[-1]["type"] != "error":
+            msg = await recv(ws)
+            v.validate(msg)
+            seen.append(msg)
+    kinds = [(m["type"], m.get("code")) for m in seen if m["type"] not in ("snapshot", "quotes")]
+    assert kinds == [
+        ("error", "unauthorized"),
+        ("authenticated", None),
+        ("error", "forbidden_symbol"),
+        ("subscribed", None),
+        ("authenticated", None),
+        ("subscribed", None),
+        ("error", "forbidden_symbol"),
+    ]
+    assert [m["delayed"] for m in seen if m["type"] == "subscribed"] == [["MSFT"], []]

@@ -19,9 +19,10 @@ from typing import Any
 import jwt
 import pytest
 from aiohttp import web
-from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, expect
 
-from tests.support.pagekit import launch_chromium, ms, scale_timeouts
+from tests.support.fakes.local_http import start_app
+from tests.support.pagekit import ms, scale_timeouts
 from tests.support.serverproc import ServerProcess
 from tests.support.timing import eventually_sync, timeout
 
@@ -83,11 +84,7 @@ class TokenEndpoint:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_get("/token", self._token)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await start_app(app)
 
     def __enter__(self) -> TokenEndpoint:
         self._loop = asyncio.new_event_loop()
@@ -102,14 +99,6 @@ class TokenEndpoint:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout(10))
         self._loop.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = launch_chromium(pw)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

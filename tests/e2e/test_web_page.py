@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from tests.support.pagekit import launch_chromium, ms, scale_timeouts
+from tests.support.pagekit import ms, scale_timeouts
 from tests.support.serverproc import ServerProcess, scrape
 from tests.support.timing import eventually_sync
 from ticker.errors import InvalidSymbol
@@ -17,14 +17,6 @@ from ticker.symbols import normalize_symbol
 
 DEFAULT_ROWS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "SPY"]
 SIM = ["--seed", "7", "--sim-rate", "8", "--log-level", "warning"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = launch_chromium(pw)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from tests.support.fakes.local_http import start_app
+
 
 class FakeJwks:
     """Serves ``{"keys": keys}`` at ``/jwks.json``."""
@@ -37,11 +39,7 @@ class FakeJwks:
     async def start(self) -> Self:
         app = web.Application()
         app.router.add_get("/jwks.json", self._serve)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await start_app(app)
         return self
 
     async def stop(self) -> None:

@@ -16,6 +16,8 @@ from typing import Self
 
 from aiohttp import web
 
+from tests.support.fakes.local_http import start_app
+
 
 @dataclass
 class Hit:
@@ -50,11 +52,7 @@ class FakeHttpProvider:
     async def start(self) -> Self:
         app = web.Application()
         self.routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await start_app(app)
         return self
 
     async def stop(self) -> None:
