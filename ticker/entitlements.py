@@ -15,6 +15,7 @@ from typing import Any
 
 MAX_PATTERNS = 1000  # per list: a claim is client-controlled input too
 MAX_PATTERN_LEN = 64
+MAX_STARS = 3  # per pattern: more would let a regex backtrack for seconds on one symbol
 
 
 class Tier(enum.Enum):
@@ -38,23 +39,27 @@ def _patterns(claim: Mapping[str, Any], key: str) -> tuple[str, ...]:
         raise ValueError(f'"ticker.{key}" must be a list of at most {MAX_PATTERNS} patterns')
     out: dict[str, None] = {}
     for p in raw:
-        if not isinstance(p, str) or not 0 < len(p) <= MAX_PATTERN_LEN:
-            raise ValueError(f'"ticker.{key}" holds {str(p)[:40]!r}: expected a symbol or a glob with *')
+        if not isinstance(p, str) or not 0 < len(p) <= MAX_PATTERN_LEN or p.count("*") > MAX_STARS:
+            raise ValueError(
+                f'"ticker.{key}" holds {str(p)[:40]!r}: expected a symbol or a glob with at most {MAX_STARS} *'
+            )
         out[p.strip().upper()] = None
     return tuple(out)
 
 
-def _limit(claim: Mapping[str, Any], key: str, kind: type = int) -> Any:
+def _limit(claim: Mapping[str, Any], key: str, kind: type = int, least: float = 0) -> Any:
     raw = claim.get(key)
     if raw is None:
         return None
     if (
         isinstance(raw, bool)
         or not isinstance(raw, int | float)
-        or raw < 0
+        or not least <= raw < 1e9
         or (kind is int and raw != int(raw))
     ):
-        raise ValueError(f'"ticker.{key}" must be a non-negative {"integer" if kind is int else "number"}')
+        raise ValueError(
+            f'"ticker.{key}" must be a {"whole " if kind is int else ""}number of at least {least:g}'
+        )
     return kind(raw)
 
 
@@ -84,9 +89,9 @@ class Entitlements:
         return cls(
             realtime=_patterns(claim, "realtime"),
             delayed=_patterns(claim, "delayed"),
-            max_symbols=_limit(claim, "max_symbols"),
-            max_connections=_limit(claim, "max_connections"),
-            max_hz=_limit(claim, "max_hz", float),
+            max_symbols=_limit(claim, "max_symbols", least=1),
+            max_connections=_limit(claim, "max_connections"),  # 0: no cap, as --max-connections-per-user 0
+            max_hz=_limit(claim, "max_hz", float, least=0.1),
         )
 
     def tier(self, symbol: str) -> Tier:

@@ -357,6 +357,15 @@ class Session(Generic[S]):
             elif (want == "delayed") != is_delayed_key(key):
                 drop.append(key)
                 add.append(delayed_key(sym) if want == "delayed" else sym)
+        keep = sorted(symbol_of(k) for k in self.hub.symbols_of(sub) if k not in drop) + [
+            symbol_of(k) for k in add
+        ]
+        limit = symbol_limit(self.hub.max_symbols, ents)
+        trimmed = sorted(keep)[limit:]  # a lowered max_symbols: the last symbols in sort order go
+        if trimmed:
+            gone = set(trimmed)
+            drop += [k for k in sorted(self.hub.symbols_of(sub)) if symbol_of(k) in gone and k not in drop]
+            add = [k for k in add if symbol_of(k) not in gone]
         if not drop:
             return
         self.hub.unsubscribe(sub, drop)
@@ -367,6 +376,9 @@ class Session(Generic[S]):
             out.replies.append(protocol.encode_quotes(protocol.SNAPSHOT, snap))
         if forbidden:
             out.forbidden(forbidden)
+        if trimmed:
+            exc = TooManySymbols(limit, len(keep))
+            out.error(exc.code, f"{exc.message}; dropped {', '.join(trimmed[:10])}", trimmed)
 
     def _confirm(self, sub: S, out: Outcome) -> None:
         """Append ``subscribed`` with the connection's set and its delayed part."""

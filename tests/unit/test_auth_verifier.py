@@ -355,3 +355,28 @@ def test_parse_jwks_keeps_usable_signing_keys_by_kid() -> None:
 def test_parse_jwks_refuses_a_set_without_usable_keys(body: bytes, needle: str) -> None:
     with pytest.raises(JwksError, match=needle):
         parse_jwks(body)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": ["HS256"]},
+        {"alg": {"a": 1}},
+        {"alg": None},
+        {"alg": "HS256", "kid": [1]},
+        {"alg": "RS256", "kid": {}},
+    ],
+)
+async def test_a_forged_header_of_any_shape_is_refused_not_crashed_on(header: dict[str, Any]) -> None:
+    import base64
+
+    def part(obj: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    token = f"{part(header)}.{part({'sub': 'a', 'exp': 9_000_000_000})}.c2ln"
+    assert (await rejected(await hs_verifier(), token)).reason == "invalid"
+
+
+async def test_an_absurd_exp_is_refused_not_crashed_on() -> None:
+    err = await rejected(await hs_verifier(), sign(claims(exp=10**400)))
+    assert err.reason in ("invalid", "expired")

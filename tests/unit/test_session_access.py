@@ -193,3 +193,30 @@ def test_entitlement_patterns():
         except ValueError:
             continue
         raise AssertionError(f"accepted {bad!r}")
+
+
+def test_a_refresh_that_lowers_max_symbols_drops_the_last_symbols_in_sort_order():
+    hub, s, _ = make()
+    login(s, who())
+    s.receive('{"op":"subscribe","symbols":["KO","AAPL","MSFT","NVDA"]}', 0.0)
+    out = login(s, who(Entitlements(max_symbols=2)), '{"op":"refresh","token":"t"}')
+    replies = msgs(out)
+    assert [m["type"] for m in replies] == ["authenticated", "subscribed", "error"]
+    assert replies[1]["symbols"] == ["AAPL", "KO"]
+    assert replies[2]["code"] == "too_many_symbols" and replies[2]["symbols"] == ["MSFT", "NVDA"]
+    assert hub.symbols_of("c") == {"AAPL", "KO"} and set(out.unsubscribed) == {"MSFT", "NVDA"}
+
+
+def test_claims_that_could_stall_or_mean_nothing_are_refused():
+    for bad in (
+        {"realtime": ["*A*B*C*D"]},  # more than three * could backtrack for seconds
+        {"max_symbols": 0},
+        {"max_hz": 0.01},
+        {"max_connections": 1e12},
+    ):
+        try:
+            Entitlements.from_claim(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad!r}")
+    assert Entitlements.from_claim({"realtime": ["*A*B*"], "max_connections": 0}).max_connections == 0

@@ -64,11 +64,11 @@ def parse_jwks(body: bytes) -> dict[str, JwksKey]:
         try:
             jwk = jwt.PyJWK(raw)  # picks the algorithm from "alg", else from the key type
             allowed = public_key_algorithms(jwk.key)
-        except (jwt.PyJWTError, ValueError):
-            continue  # a symmetric ("oct") key, a small RSA key, an unsupported curve or algorithm
+        except Exception:  # a symmetric ("oct") key, a small RSA key, an unsupported curve or algorithm,
+            continue  # or a malformed member (PyJWK raises TypeError and more on those)
         stated = raw.get("alg")
         if stated is not None:
-            if stated not in allowed:
+            if not isinstance(stated, str) or stated not in allowed:
                 continue
             allowed = (stated,)
         keys[raw["kid"]] = JwksKey(jwk.key, allowed)

@@ -40,13 +40,15 @@ class Refused(Exception):
 
 
 def bearer_token(request: tornado.httputil.HTTPServerRequest) -> str | None:
-    """The request's token: ``Authorization: Bearer``, else the ``access_token`` query parameter."""
+    """The request's token: ``Authorization: Bearer``, else the ``access_token`` query parameter.
+
+    Another scheme (``Basic``, which a browser attaches by itself behind a Basic-auth proxy) is no token.
+    """
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-        return ""  # present but not a bearer token: refused as invalid, not as missing
+        if scheme.lower() == "bearer":
+            return token.strip()  # "Bearer" and nothing: an empty token, refused as invalid
     values = request.query_arguments.get(ACCESS_TOKEN)
     return values[-1].decode("latin-1") if values else None
 

@@ -43,7 +43,7 @@ class Config:
     )
     allowed_origins: frozenset[str] = option(
         frozenset(),
-        "extra browser origins allowed to open /ws, comma-separated (default: same host only)",
+        "extra browser origins allowed to open /ws and /sse and to call /api/*, comma-separated (default: same host only)",
         env="ALLOWED_ORIGINS",
         parse=_origins,
     )

@@ -55,8 +55,8 @@ class QuotesHandler(_Base):
         raw = self.get_query_argument("symbols", None)
         limit = symbol_limit(srv.config.max_symbols, ents)
         if raw is None:  # everything this user may see that has a value
-            rt, dl, _forbidden = ents.split(srv.hub.cached_symbols()[:limit])
-            keys = rt + [delayed_key(s) for s in dl]
+            rt, dl, _forbidden = ents.split(srv.hub.cached_symbols())
+            keys = (rt + [delayed_key(s) for s in dl])[:limit]
         else:
             try:
                 symbols = query_symbols(raw, limit, "request")
@@ -70,8 +70,9 @@ class QuotesHandler(_Base):
                 self.send_json({"error": {"code": exc.code, "message": exc.message}}, 400)
                 return
         line = srv.delay_line
-        if dl and line is not None:  # keep recording them a while, so that the next read has a delayed value
-            line.keep(dl, time.monotonic() + line.delay)
+        if dl and line is not None:  # keep recording those the node carries, so that a later read has a value
+            carried = [s for s in dl if srv.hub.last(s) is not None]
+            line.keep(carried, time.monotonic() + line.delay)
         entries = srv.hub.last_encoded(keys)
         self.set_header("Content-Type", "application/json")
         self.finish(b'{"data":[' + b",".join(entries) + b"]}")

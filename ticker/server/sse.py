@@ -35,7 +35,7 @@ from ticker.errors import (
 )
 from ticker.frames import sse_event
 from ticker.server import tornado_io
-from ticker.server.access import Refused, forbidden, identify, over_cap
+from ticker.server.access import Refused, count_failure, forbidden, identify, over_cap
 from ticker.server.fanout import Connection
 from ticker.server.websocket import origin_allowed
 from ticker.session import hub_keys, open_stream, query_symbols, symbol_limit
@@ -134,6 +134,8 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         try:
             identity = await identify(srv, self.request, self.transport)
             assert identity is not None
+            if self.request.connection is not None and tornado_io.request_stream(self).closed():
+                return  # the client left while its token was checked (a JWKS refetch)
             refused = over_cap(srv, identity, self.transport)
             if refused is not None:
                 raise refused
@@ -207,6 +209,7 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         stream ends at the token's ``exp``."""
         ident = self._identity
         if ident is not None and self.registered and time.time() >= ident.exp + self.server.access.leeway:
+            count_failure(self.server, self.transport, "expired")
             self._end(TOKEN_EXPIRED)
             return
         if (
