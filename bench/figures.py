@@ -21,6 +21,24 @@ def percentile(hist: dict[int, float], q: float) -> int | None:
     return max(hist)
 
 
+def _merge(reports: list[dict[str, Any]], key: str) -> dict[int, float]:
+    hist: dict[int, float] = {}
+    for r in reports:
+        for value, weight in r.get(key, []):
+            hist[int(value)] = hist.get(int(value), 0.0) + weight
+    return hist
+
+
+def _latency(hist: dict[int, float]) -> dict[str, int | None]:
+    return {
+        "weight": round(sum(hist.values())),
+        "p50": percentile(hist, 0.50),
+        "p99": percentile(hist, 0.99),
+        "p999": percentile(hist, 0.999),
+        "max": max(hist) if hist else None,
+    }
+
+
 def summarize(sc: Scenario, raw: dict[str, Any]) -> dict[str, Any]:
     """Figures of one run: rates at the clients, server CPU per update and frame, latency, memory, errors."""
     reports = raw["reports"]
@@ -29,10 +47,7 @@ def summarize(sc: Scenario, raw: dict[str, Any]) -> dict[str, Any]:
     server_cores = raw["server_cpu_seconds"] / raw["window"]
     client_cores = sum(r["cpu"] / r["wall"] for r in reports)
     machine_cores = raw["machine_busy_seconds"] / raw["window"]
-    hist: dict[int, float] = {}
-    for r in reports:
-        for value, weight in r["latency_ms"]:
-            hist[int(value)] = hist.get(int(value), 0.0) + weight
+    hist = _merge(reports, "latency_ms")  # the real-time connections' (all of them without a delayed share)
     connected = sum(r["connected"] for r in reports)
     subscribed = sum(r["subscribed"] for r in reports)
     errors = {
@@ -71,13 +86,15 @@ def summarize(sc: Scenario, raw: dict[str, Any]) -> dict[str, Any]:
         "client_cpu_cores": client_cores,
         "client_cpu_wait_ratio": sum(r.get("cpu_wait", 0.0) / r["wall"] for r in reports) / len(reports),
         "other_cpu_cores": max(0.0, machine_cores - server_cores - client_cores),
-        "latency_ms": {
-            "weight": round(sum(hist.values())),
-            "p50": percentile(hist, 0.50),
-            "p99": percentile(hist, 0.99),
-            "p999": percentile(hist, 0.999),
-            "max": max(hist) if hist else None,
-        },
+        "latency_ms": _latency(hist),
+        "delayed": (
+            {  # the delayed connections: their updates (also in updates_per_s) and t→arrival (≈ --delay)
+                "updates_per_s": sum(r.get("delayed_updates", 0) / r["wall"] for r in reports),
+                "latency_ms": _latency(_merge(reports, "delayed_latency_ms")),
+            }
+            if sc.delayed_share
+            else None
+        ),
         "rss_before_kib": raw["rss_before_kib"],
         "rss_after_kib": raw["rss_after_kib"],
         "rss_per_conn_kib": (raw["rss_after_kib"] - raw["rss_before_kib"]) / connected if connected else None,

@@ -5,6 +5,10 @@ Connections are :class:`bench.wsclient.Subscriber` protocols on uvloop, counting
 JSON (see that module); tick→client latency is the client's clock minus the quote's ``t`` (same
 host), in a 1 ms histogram.
 
+For a scenario with ``auth`` "jwt" each connection presents its own token (``sub`` ``bench-<number>``),
+minted here with the HS256 secret in ``TICKER_JWT_SECRET``: without a ``ticker`` claim (everything
+real-time), or for the connections :meth:`Scenario.is_delayed` picks, with every symbol delayed.
+
 Commands, one per line on stdin: ``subscribe`` (send every connection's request), ``mark`` (zero the counters, start the window), ``report``
 (print the window's figures as one JSON line), ``quit``. Events go to stdout as JSON lines:
 ``{"event":"connected",...}`` once every connection is open (or failed); after the ``subscribe``
@@ -26,9 +30,11 @@ from urllib.parse import urlsplit
 import orjson
 
 from bench.scenarios import Scenario
+from bench.servers import SECRET_ENV
 from bench.wsclient import Stats, Subscriber, as_event, connect
 
 CONNECT_CONCURRENCY = 100
+TOKEN_TTL = 24 * 3600.0  # seconds: longer than any run
 
 
 def raise_fd_limit() -> None:
@@ -57,19 +63,33 @@ def emit(event: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def token_for(sc: Scenario, conn: int, secret: str) -> str:
+    """Connection number ``conn``'s token: all real-time, or all delayed when ``sc`` says so."""
+    from tests.support.tokens import mint  # PyJWT: installed with the server extra
+
+    if sc.is_delayed(conn):
+        return mint(f"bench-{conn}", TOKEN_TTL, realtime=[], delayed=["*"], key=secret)
+    return mint(f"bench-{conn}", TOKEN_TTL, key=secret)
+
+
 async def connect_all(url: str, sc: Scenario, first: int, count: int, stats: Stats) -> list[Subscriber]:
     """Open ``count`` connections (numbers ``first``..) with bounded concurrency, not yet subscribed."""
     parsed = urlsplit(url)
     host, port, path = parsed.hostname or "127.0.0.1", parsed.port or 80, parsed.path or "/"
     sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
     conns: list[Subscriber] = []
+    secret = os.environ.get(SECRET_ENV, "") if sc.auth == "jwt" else ""
+    if sc.auth == "jwt" and not secret:
+        raise SystemExit(f"--auth jwt scenario: {SECRET_ENV} is not set")
+    tokens = {i: token_for(sc, i, secret) for i in range(first, first + count)} if secret else {}
 
     async def one(i: int) -> None:
         request = orjson.dumps({"op": "subscribe", "symbols": sc.symbols_for(i)})
+        token, delayed = tokens.get(i), bool(secret) and sc.is_delayed(i)
         async with sem:
             try:
                 async with asyncio.timeout(30.0):
-                    conns.append(await connect(stats, host, port, path, request))
+                    conns.append(await connect(stats, host, port, path, request, token, delayed))
             except Exception:  # refused, reset, handshake timeout or rejection: all count as failures
                 stats.connect_failed += 1
 

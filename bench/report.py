@@ -161,6 +161,28 @@ def targets(by: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str, bo
         out.append(("crowd: every update delivered (or conflation counted)", got, met))
         check("crowd p99 tick→client ≤ 50 ms", f["latency_ms"]["p99"], 50, True, "ms", 0)
         check("crowd ≤ 5 µs server CPU per frame", f["server_cpu_us_per_frame"], 5.0, True, "µs", 2)
+    f, base = fig("crowd-jwt"), fig("crowd")
+    if f and base and f["server_cpu_us_per_update"] and base["server_cpu_us_per_update"]:
+        a, b = f["server_cpu_us_per_update"], base["server_cpu_us_per_update"]
+        out.append(
+            (
+                "crowd-jwt (`--auth jwt`, all real-time) within 10 % of crowd in µs server CPU per update",
+                f"{a:.2f} µs against {b:.2f} µs ({(a / b - 1) * 100:+.1f} %)",
+                a <= 1.1 * b,
+            )
+        )
+    f = fig("crowd-delayed")
+    if f and f.get("delayed"):
+        d = f["delayed"]
+        out.append(
+            (
+                "crowd-delayed (half the subscribers delayed): server CPU and RSS stated",
+                f"{_num(f['server_cpu_us_per_update'], 2)} µs CPU per update, {f['server_cpu_cores']:.2f} cores, "
+                f"RSS {f['rss_after_kib']:,} KiB ({_num(f['rss_per_conn_kib'], 1)} KiB/conn); delayed half "
+                f"{d['updates_per_s']:,.0f} updates/s, t→arrival p50 {_ms(d['latency_ms']['p50'])} ms",
+                None,
+            )
+        )
     f = fig("broad")
     if f:
         check("broad p99 tick→client ≤ 50 ms", f["latency_ms"]["p99"], 50, True, "ms", 0)

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -29,7 +30,6 @@ from bench import procs, servers
 from bench import profile as prof
 from bench.figures import summarize
 from bench.scenarios import Scenario, scenarios
-from tests.support import serverproc
 from tests.support.system import free_port, rss_kib, wait_port
 
 ROOT = servers.ROOT
@@ -46,17 +46,23 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def scrape(port: int) -> dict[str, float] | None:
-    """The ticker counters of interest from /metrics, summed over labels; None when unreachable."""
+def scrape(port: int, token: str | None = None) -> dict[str, float] | None:
+    """The ticker counters of interest from /metrics (``token``: its bearer token), summed over labels;
+    None when unreachable."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
     try:
-        samples = serverproc.scrape(f"http://127.0.0.1:{port}")
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            text = resp.read().decode()
     except OSError:
         return None
     out = dict.fromkeys(METRICS, 0.0)
-    for key, value in samples.items():
-        name = key.partition("{")[0]
-        if name in out:
-            out[name] += value
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            name = key.partition("{")[0]
+            if name in out:
+                out[name] += float(value)
     return out
 
 
@@ -103,7 +109,15 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
     port = free_port()
     cmd = servers.command(server, sc, port)
     log_file: IO[str] = open(logs / f"{sc.name}-{server}.log", "w")  # noqa: SIM115
-    srv = subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    extra_env = servers.environment(sc)
+    srv = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, **extra_env},
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     gens: list[subprocess.Popen[str]] = []
     try:
         if not wait_port(port, 20):
@@ -113,6 +127,8 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
         per, extra = divmod(sc.conns, sc.loadgens)
         first = 0
         spec = json.dumps(dataclasses.asdict(sc))
+        # Under --auth jwt the load generators mint their tokens with the server's secret.
+        gen_env = {**os.environ, **{k: v for k, v in extra_env.items() if k == servers.SECRET_ENV}}
         for i in range(sc.loadgens):
             count = per + (1 if i < extra else 0)
             gens.append(
@@ -131,6 +147,7 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
                         str(count),
                     ],
                     cwd=ROOT,
+                    env=gen_env,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     text=True,
@@ -151,7 +168,8 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
         cpu0, busy0, t0 = procs.cpu_seconds(pids), procs.machine_busy_seconds(), time.monotonic()
         wait0 = procs.run_wait_seconds(pids)
         # With several workers each scrape reaches one of them at random: no usable delta.
-        m0 = scrape(port) if server == "ours" and sc.workers == 1 else None
+        token = servers.metrics_token(sc)
+        m0 = scrape(port, token) if server == "ours" and sc.workers == 1 else None
         spy = (
             prof.start(srv.pid, sc.window, logs / f"{sc.name}-{server}.prof", profile == "native")
             if profile
@@ -164,7 +182,7 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
         cpu1, busy1, t1 = procs.cpu_seconds(pids), procs.machine_busy_seconds(), time.monotonic()
         wait1 = procs.run_wait_seconds(pids)
         reports = [read_event(g, 60) for g in gens]
-        m1 = scrape(port) if m0 is not None else None
+        m1 = scrape(port, token) if m0 is not None else None
         profile_summary = None
         if spy is not None:
             spy.wait(30)
@@ -173,6 +191,7 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
         send(gens, "quit")
         return {
             "command": [c.replace(f"{ROOT}/", "") for c in cmd],  # repository-relative, no machine paths
+            "env": sorted(extra_env),  # names only: the values are keys
             "connected": connected,
             "ready": ready,
             "connect_seconds": connect_s,
@@ -211,7 +230,7 @@ def dump(result: dict[str, Any]) -> str:
     def compact(obj: Any) -> Any:
         if isinstance(obj, dict):
             return {
-                k: (_token(hists, v) if k == "latency_ms" and isinstance(v, list) else compact(v))
+                k: (_token(hists, v) if k.endswith("latency_ms") and isinstance(v, list) else compact(v))
                 for k, v in obj.items()
             }
         if isinstance(obj, list):
@@ -232,10 +251,14 @@ def _token(hists: list[str], value: list[Any]) -> str:
 def brief(f: dict[str, Any]) -> str:
     """One progress line of a run's main figures."""
     us = f["server_cpu_us_per_update"]
-    return (
+    line = (
         f"{f['updates_per_s']:>12,.0f} upd/s  {'–' if us is None else f'{us:.2f}'} µs/upd  "
-        f"p99 {f['latency_ms']['p99']} ms  errors {f['errors']}"
+        f"p99 {f['latency_ms']['p99']} ms  RSS {f['rss_after_kib']:,} KiB  errors {f['errors']}"
     )
+    if f.get("delayed"):
+        d = f["delayed"]
+        line += f"  (delayed: {d['updates_per_s']:,.0f} upd/s, t→arrival p50 {d['latency_ms']['p50']} ms)"
+    return line
 
 
 def machine_info() -> dict[str, Any]:

@@ -3,6 +3,11 @@
 Every scenario runs against a server over a universe of 100 symbols (``S001``..``S100``) ticking
 ``rate`` times per second each. ``sizes`` picks the full, quick (``QUICK=1``) or smoke (the test
 suite) variant: only connection counts, rates and the measured window shrink.
+
+The ``-jwt`` and ``-delayed`` variants run ``ticker serve --auth jwt`` (issue 12): every connection
+presents a signed token in its upgrade request; in ``-delayed`` a share of them hold a token that
+makes every symbol delayed, and the server's ``--delay`` is short so that delayed quotes flow
+within the window (the delay line's memory at the default 900 s is ``python -m bench.delay_memory``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ class Scenario:
     description: str
     workers: int = 1  # >1: ours only, with ``ticker serve --workers N``
     flush_ms: float | None = None  # set: ours only, with ``ticker serve --flush-ms N``
+    auth: str = "none"  # "jwt": ours only, ``ticker serve --auth jwt``, every connection with a token
+    delayed_share: float = 0.0  # with auth "jwt": this share of the connections gets every symbol delayed
+    delay: float | None = None  # set: ``ticker serve --delay N``
     loadgens: int = 2  # load-generator processes
     warmup: float = 3.0  # seconds between "all subscribed" and the measured window
     window: float = 10.0  # measured window, seconds
@@ -41,17 +49,28 @@ class Scenario:
             return random.Random(f"{self.name}:{conn}").sample(UNIVERSE, self.per_conn)
         raise ValueError(f"unknown mode {self.mode!r}")
 
+    def is_delayed(self, conn: int) -> bool:
+        """Whether connection number ``conn`` holds a delayed-only token (spread evenly over the numbers)."""
+        return int((conn + 1) * self.delayed_share) > int(conn * self.delayed_share)
+
     def describe(self) -> str:
         """One line saying what this scenario runs."""
         workers = f", `ticker serve --workers {self.workers}`" if self.workers > 1 else ""
         if self.flush_ms is not None:
             workers += f", `ticker serve --flush-ms {self.flush_ms:g}`"
+        if self.auth != "none":
+            delay = f" --delay {self.delay:g}" if self.delay is not None else ""
+            workers += f", `ticker serve --auth {self.auth}{delay}`, every connection presenting a token"
+            if self.delayed_share:
+                workers += f", {self.delayed_share:.0%} of them delayed-only (latency: the real-time ones)"
+            else:
+                workers += " (all real-time)"
         return f"{self.conns:,} connections {self.description}, {self.rate:g} tick{'' if self.rate == 1 else 's'}/s per symbol{workers}"
 
     @property
     def ours_only(self) -> bool:
         """Whether only ticker runs this scenario (a ticker option, no peer equivalent)."""
-        return self.workers > 1 or self.flush_ms is not None
+        return self.workers > 1 or self.flush_ms is not None or self.auth != "none"
 
     def offered_per_second(self) -> float:
         """Updates per second the clients would get if every tick reached every subscriber."""
@@ -69,10 +88,17 @@ MULTI: list[Scenario] = [
     replace(FULL[0], name="firehose-5ms", flush_ms=5.0),
     replace(FULL[0], name="firehose-2w", workers=2),
     replace(FULL[1], name="crowd-2w", workers=2),
+    # Issue 12: the fan-out with tokens (all real-time), then with half the subscribers delayed. The
+    # 2 s delay lets delayed quotes reach the clients within the window; latency figures cover the
+    # real-time connections only (a delayed quote arrives about the delay after its t).
+    replace(FULL[1], name="crowd-jwt", auth="jwt"),
+    replace(FULL[1], name="crowd-delayed", auth="jwt", delayed_share=0.5, delay=2.0),
 ]
 
 
 def _shrink(s: Scenario, conns: int, rate: float, warmup: float, window: float, loadgens: int) -> Scenario:
+    # Delayed quotes start flowing --delay after the subscriptions: the window starts later.
+    warmup = max(warmup, s.delay + 0.5) if s.delay is not None else warmup
     return replace(s, conns=conns, rate=rate, warmup=warmup, window=window, loadgens=loadgens)
 
 
@@ -87,7 +113,7 @@ def scenarios(sizes: str = "full") -> list[Scenario]:
         return [
             _shrink(s, conns[s.name.split("-")[0]], max(s.rate, 1.0), 0.5, 2.0, 2)
             for s in base
-            if not s.ours_only or s.name == "firehose-2w"
+            if not s.ours_only or s.name in ("firehose-2w", "crowd-jwt", "crowd-delayed")
         ]
     if sizes == "smoke":
         conns = {"firehose": 4, "crowd": 50, "broad": 20, "idle": 50}

@@ -13,6 +13,10 @@ from bench.scenarios import UNIVERSE, Scenario
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "bench" / "node"
 PEERS = ["naive", "websockets", "node"]
+SECRET_ENV = (
+    "TICKER_JWT_SECRET"  # the HS256 secret of ``--auth jwt`` runs, for the server and the load generators
+)
+METRICS_TOKEN = "bench-metrics-token"  # what /metrics asks for on the public port under ``--auth jwt``
 LABELS = {
     "ours": "ticker",
     "naive": "naive Tornado",
@@ -47,6 +51,8 @@ def unavailable(server: str, sc: Scenario) -> str | None:
             return "`ticker serve` is not available"
         if sc.workers > 1 and "--workers" not in help_text:
             return "`ticker serve --workers` is not available yet"
+        if sc.auth != "none" and "--auth" not in help_text:
+            return "`ticker serve --auth` is not available yet"
     elif server == "node":
         if shutil.which("node") is None:
             return "node is not installed"
@@ -73,6 +79,10 @@ def command(server: str, sc: Scenario, port: int) -> list[str]:
         extra = ["--workers", str(sc.workers)] if sc.workers > 1 else []
         if sc.flush_ms is not None:
             extra += ["--flush-ms", f"{sc.flush_ms:g}"]
+        if sc.auth != "none":
+            extra += ["--auth", sc.auth]
+        if sc.delay is not None:
+            extra += ["--delay", f"{sc.delay:g}"]
         return [*ticker_command(), "serve", *common, "--log-level", "warning", *extra]
     if server == "naive":
         return [sys.executable, "-m", "bench.peers.naive_tornado", *common]
@@ -81,3 +91,19 @@ def command(server: str, sc: Scenario, port: int) -> list[str]:
     if server == "node":
         return ["node", str(NODE_DIR / "server.js"), *common]
     raise ValueError(f"unknown server {server!r}")
+
+
+def environment(sc: Scenario) -> dict[str, str]:
+    """Variables the server of ``sc`` needs beyond the caller's environment (the token keys of ``--auth jwt``)."""
+    if sc.auth == "none":
+        return {}
+    from tests.support.tokens import (
+        SECRET,
+    )  # the test suite's HS256 secret (PyJWT comes with the server extra)
+
+    return {SECRET_ENV: SECRET, "TICKER_METRICS_TOKEN": METRICS_TOKEN}
+
+
+def metrics_token(sc: Scenario) -> str | None:
+    """The bearer token ``/metrics`` asks for in ``sc`` (None: open)."""
+    return METRICS_TOKEN if sc.auth != "none" else None

@@ -6,6 +6,10 @@ find control frames and where the last complete frame ends); counting quotes fra
 (``"s":`` keys) and acknowledgements is done by ``bytes.count`` over the whole chunk, and
 tick→client latency is sampled from a few ``"t":`` values per chunk, weighted so that each
 update counts once. Per-frame Python work stays at a few integer operations.
+
+A connection may present a token (``Authorization: Bearer`` on the upgrade, for ``--auth jwt``); a
+*delayed* one (its token makes its symbols delayed) has its updates also counted apart and its
+latency, about the server's ``--delay``, kept in a histogram of its own.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class Stats:
         self.server_errors = 0
         self.disconnects = 0
         self.latency: dict[int, float] = {}
+        self.delayed_updates = 0  # updates received by delayed connections (also in ``updates``)
+        self.delayed_latency: dict[int, float] = {}  # theirs, apart from ``latency``
 
 
 def sample_latency(data: bytes, end: int, updates: int, hist: dict[int, float]) -> None:
@@ -69,10 +75,21 @@ def sample_latency(data: bytes, end: int, updates: int, hist: dict[int, float]) 
 class Subscriber(asyncio.Protocol):
     """One connection: handshake, then subscribe on request, then count what arrives."""
 
-    def __init__(self, stats: Stats, host: str, path: str, request: bytes) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        host: str,
+        path: str,
+        request: bytes,
+        token: str | None = None,
+        delayed: bool = False,
+    ) -> None:
         self.stats = stats
         self.request = request
         self.handshake = upgrade_request(host, path)
+        if token is not None:
+            self.handshake = self.handshake[:-2] + f"Authorization: Bearer {token}\r\n\r\n".encode()
+        self.delayed = delayed
         self.open: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.upgraded = False
@@ -159,7 +176,11 @@ class Subscriber(asyncio.Protocol):
             st.frames += quotes
             st.updates += updates
             st.bytes += i
-            sample_latency(data, i, updates, st.latency)
+            if self.delayed:
+                st.delayed_updates += updates
+                sample_latency(data, i, updates, st.delayed_latency)
+            else:
+                sample_latency(data, i, updates, st.latency)
         if quotes == 0 or special or not self.acked:
             self.rare(data[:i])
 
@@ -192,11 +213,19 @@ class Subscriber(asyncio.Protocol):
             self.transport.abort()
 
 
-async def connect(stats: Stats, host: str, port: int, path: str, request: bytes) -> Subscriber:
-    """Open one connection and complete its handshake (callers bound the time)."""
+async def connect(
+    stats: Stats,
+    host: str,
+    port: int,
+    path: str,
+    request: bytes,
+    token: str | None = None,
+    delayed: bool = False,
+) -> Subscriber:
+    """Open one connection (presenting ``token`` if given) and complete its handshake (callers bound the time)."""
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_connection(
-        lambda: Subscriber(stats, f"{host}:{port}", path, request), host, port
+        lambda: Subscriber(stats, f"{host}:{port}", path, request, token, delayed), host, port
     )
     await proto.open
     return proto
@@ -212,4 +241,6 @@ def as_event(stats: Stats) -> dict[str, Any]:
         "server_errors": stats.server_errors,
         "disconnects": stats.disconnects,
         "latency_ms": sorted(stats.latency.items()),
+        "delayed_updates": stats.delayed_updates,
+        "delayed_latency_ms": sorted(stats.delayed_latency.items()),
     }
