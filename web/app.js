@@ -24,7 +24,8 @@ const stats = { frames: 0, applied: 0, ignored: 0, perSecond: 0, latencyMs: null
 window.tickerStats = stats;
 
 const pending = new Map(); // symbol → newest Q not yet on screen
-const lastSeq = new Map(); // symbol → highest `q` seen on this connection
+const lastSeq = new Map(); // symbol → highest `q` seen on this connection (since its last tier move)
+let delayedSet = new Set(); // the symbols the server sends delayed, as its last `subscribed` said
 let rafId = 0;
 let latSum = 0;
 let latMax = 0;
@@ -103,7 +104,7 @@ function onMessage(msg) {
       break;
     case "subscribed":
       if (Array.isArray(msg.symbols)) serverSet = new Set(msg.symbols);
-      table.setDelayed(new Set(Array.isArray(msg.delayed) ? msg.delayed : []), delayText);
+      setDelayed(new Set(Array.isArray(msg.delayed) ? msg.delayed : []));
       break;
     case "authenticated":
       onAuthenticated(msg);
@@ -124,9 +125,19 @@ function onMessage(msg) {
   }
 }
 
+// A symbol that moved between tiers (a refresh changed the entitlements) starts again from the next
+// snapshot: delayed entries keep their original `q`, below the real-time ones already applied.
+function setDelayed(delayed) {
+  for (const sym of delayedSet) if (!delayed.has(sym)) lastSeq.delete(sym);
+  for (const sym of delayed) if (!delayedSet.has(sym)) lastSeq.delete(sym);
+  delayedSet = delayed;
+  table.setDelayed(delayed, delayText);
+}
+
 function onOpen() {
   outstanding = [];
   lastSeq.clear(); // a restarted server counts its sequences from scratch
+  delayedSet = new Set();
   if (authOn) {
     authed = false;
     conn.send({ op: "auth", token: socketToken }); // the first message; subscribing waits for the answer

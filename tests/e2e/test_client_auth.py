@@ -3,6 +3,7 @@ header auth, refused tokens, renewal over the live socket, entitlements, the del
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -25,13 +26,14 @@ from ticker.client import (
     Event,
     EventKind,
     ForbiddenSymbolError,
+    Quote,
     TickerClient,
     TooManyConnectionsError,
 )
 
 SECRET = "e2e-client-auth-secret-0123456789abcdef"
 METRICS_TOKEN = "e2e-metrics-token"
-DELAY = 1  # --delay of the server: seconds by which delayed symbols lag
+DELAY = 2  # --delay of the server: seconds by which delayed symbols lag
 FAST = Backoff(base=0.05, cap=0.5)
 WATCH = [sys.executable, "-m", "ticker", "watch"]
 
@@ -154,6 +156,47 @@ async def test_a_refresh_that_narrows_entitlements_drops_symbols(server: ServerP
         assert isinstance(error, ForbiddenSymbolError) and error.symbols == ["MSFT"]
         assert client.symbols == {"AAPL"} and client.connections == 1
         assert all(q.symbol == "AAPL" for q in await take(client, 3))
+
+
+async def test_a_symbol_moved_to_the_delayed_tier_streams_its_older_quotes_at_once(server: ServerProcess):
+    """Delayed entries keep their original ``q``, below the real-time ones the client applied: after the
+    move the client must take the snapshot and what follows, not drop them for ``--delay`` seconds."""
+    witness_token = mint("ivan", ticker={"realtime": [], "delayed": ["AAPL"]})
+    async with TickerClient(server.ws_url, ["AAPL"], token=witness_token) as witness:
+        assert witness.delayed == {"AAPL"}
+        await take(witness, 1, within=10 + DELAY)  # the server's delay line now holds AAPL's past values
+        calls = 0
+
+        async def provider() -> str:
+            nonlocal calls
+            calls += 1
+            if calls == 1:  # real-time for everything, renewed about 3 s from now
+                return mint("judy", ttl=8)
+            return mint("judy", ticker={"realtime": [], "delayed": ["*"]})
+
+        seen: list[tuple[float, Quote, float]] = []  # (arrival, quote, its age in s at arrival)
+
+        async def follow(client: TickerClient) -> None:
+            async for q in client:
+                seen.append((time.monotonic(), q, time.time() - q.ts_ms / 1000))
+                if sum(1 for _, _, age in seen if age >= DELAY - 0.05) == 3:
+                    return
+
+        async with TickerClient(server.ws_url, ["AAPL"], token_provider=provider) as client:
+            assert client.delayed == frozenset()
+            await asyncio.wait_for(follow(client), timeout(20))
+            assert client.delayed == {"AAPL"} and client.connections == 1 and calls == 2
+    first = next(i for i, (_, _, age) in enumerate(seen) if age >= DELAY - 0.05)
+    realtime = seen[:first]
+    assert realtime and all(age < DELAY / 2 for _, _, age in realtime)
+    moved_at, snapshot, _ = seen[first]
+    # The first delayed quote is older than real-time ones already yielded: it was not dropped ...
+    assert snapshot.seq <= max(q.seq for _, q, _ in realtime)
+    # ... and it came at the move, not after --delay seconds of silence.
+    assert moved_at - realtime[-1][0] < DELAY * 0.75
+    assert all(age >= DELAY - 0.05 for _, _, age in seen[first:])  # delayed from then on
+    seqs = [q.seq for _, q, _ in seen[first:]]
+    assert seqs == sorted(seqs)
 
 
 async def test_a_fixed_token_that_expires_ends_the_iteration_with_authentication_failed(

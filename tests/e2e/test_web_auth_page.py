@@ -29,6 +29,7 @@ from tests.support.timing import eventually_sync, timeout
 SECRET = secrets.token_hex(32)
 SIM = ["--seed", "7", "--sim-rate", "8", "--log-level", "warning"]
 LIVE_PRICE = re.compile(r"\d")
+DELAY = 2  # --delay of delayed_server
 
 
 @dataclass
@@ -46,9 +47,11 @@ class TokenEndpoint:
     """The deployer's token endpoint: ``GET /token`` with the ``session`` cookie → a token for that user."""
 
     port: int = 0
-    #: The page's origin, the one origin allowed to read the answers (set once the server listens).
-    page_origin: str = ""
+    #: The pages' origins, the ones allowed to read the answers (added once each server listens).
+    page_origins: set[str] = field(default_factory=set)
     ticker_claim: dict[str, Any] | None = None
+    #: Per sub, the ``ticker`` claim of each token handed out in turn (the last repeats); else ``ticker_claim``.
+    plans: dict[str, list[dict[str, Any] | None]] = field(default_factory=dict)
     ttl: int = 3600
     issued: list[Issued] = field(default_factory=list)
     refused: int = 0
@@ -60,14 +63,19 @@ class TokenEndpoint:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/token"
 
-    def reset(self, ticker_claim: dict[str, Any] | None = None, ttl: int = 3600) -> None:
-        self.ticker_claim, self.ttl = ticker_claim, ttl
+    def reset(
+        self,
+        ticker_claim: dict[str, Any] | None = None,
+        ttl: int = 3600,
+        plans: dict[str, list[dict[str, Any] | None]] | None = None,
+    ) -> None:
+        self.ticker_claim, self.ttl, self.plans = ticker_claim, ttl, plans or {}
         self.issued, self.refused = [], 0
 
     async def _token(self, request: web.Request) -> web.Response:
         origin = request.headers.get("Origin", "")
         headers = {"Cache-Control": "no-store", "Vary": "Origin"}
-        if origin == self.page_origin:
+        if origin in self.page_origins:
             headers |= {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true"}
         sub = request.cookies.get("session")
         if not sub:
@@ -75,8 +83,11 @@ class TokenEndpoint:
             return web.json_response({"error": "sign in first"}, status=401, headers=headers)
         now = int(time.time())
         claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + self.ttl}
-        if self.ticker_claim is not None:
-            claims["ticker"] = self.ticker_claim
+        claim, plan = self.ticker_claim, self.plans.get(sub)
+        if plan:
+            claim = plan[min(sum(1 for i in self.issued if i.sub == sub), len(plan) - 1)]
+        if claim is not None:
+            claims["ticker"] = claim
         token = jwt.encode(claims, SECRET, algorithm="HS256")
         self.issued.append(Issued(time.time(), sub, claims["exp"], token))
         return web.json_response({"token": token}, headers=headers)
@@ -111,7 +122,16 @@ def endpoint() -> Iterator[TokenEndpoint]:
 def server(endpoint: TokenEndpoint) -> Iterator[ServerProcess]:
     args = [*SIM, "--auth", "jwt", "--token-url", endpoint.url]  # the default --delay: 900 s
     with ServerProcess(args, env={"TICKER_JWT_SECRET": SECRET}) as srv:
-        endpoint.page_origin = srv.url
+        endpoint.page_origins.add(srv.url)
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def delayed_server(endpoint: TokenEndpoint) -> Iterator[ServerProcess]:
+    """Like ``server``, with a delayed tier of ``DELAY`` seconds."""
+    args = [*SIM, "--auth", "jwt", "--token-url", endpoint.url, "--delay", str(DELAY)]
+    with ServerProcess(args, env={"TICKER_JWT_SECRET": SECRET}) as srv:
+        endpoint.page_origins.add(srv.url)
         yield srv
 
 
@@ -227,6 +247,64 @@ def test_forbidden_symbols_leave_the_watchlist(
     expect(page.locator("#message")).to_contain_text("Not added: TSLA.")
     expect(page.get_by_test_id("row-TSLA")).to_have_count(0)
     expect(page.get_by_test_id("row-MSFT").get_by_test_id("delayed-badge")).to_have_text("Delayed 15 min")
+
+
+def test_a_row_moved_to_the_delayed_tier_wears_the_badge_and_keeps_updating(
+    browser: Browser,
+    page: Page,
+    context: BrowserContext,
+    endpoint: TokenEndpoint,
+    delayed_server: ServerProcess,
+) -> None:
+    # Alice's first token is real-time for everything; the one of the refresh (about 3 s later) delays all.
+    endpoint.reset(ttl=8, plans={"alice": [None, {"delayed": ["*"]}], "witness": [{"delayed": ["AAPL"]}]})
+    url = f"{delayed_server.url}/?symbols=AAPL"
+    witness_ctx = browser.new_context(locale="en-US")
+    try:
+        # Someone already receives AAPL delayed: the server holds its past values, so alice's snapshot at
+        # the move and the delayed quotes after it carry a `q` below the real-time ones she has seen.
+        sign_in(witness_ctx, endpoint, "witness")
+        witness = witness_ctx.new_page()
+        scale_timeouts(witness, actions=10.0, assertions=5.0 + DELAY)
+        witness.goto(url)
+        expect(witness.get_by_test_id("price-AAPL")).to_have_attribute("data-value", LIVE_PRICE)
+        sign_in(context, endpoint)
+        sockets = Sockets(page)
+        page.goto(url)
+        expect_live(page)
+        badge = page.get_by_test_id("row-AAPL").get_by_test_id("delayed-badge")
+        expect(page.get_by_test_id("price-AAPL")).to_have_attribute("data-value", LIVE_PRICE)
+        expect(badge).to_be_hidden()
+        # Every time shown in the row from now on (the quote's own `t`, to the second).
+        page.evaluate(
+            """() => {
+              const cell = document.querySelector('[data-testid=row-AAPL] .col-time');
+              const badge = document.querySelector('[data-testid=row-AAPL] [data-testid=delayed-badge]');
+              window.__times = [];
+              new MutationObserver(() => window.__times.push([!badge.hidden, cell.textContent])).observe(
+                cell, { childList: true, subtree: true, characterData: true });
+            }"""
+        )
+        expect(badge).to_be_visible(timeout=ms(15))
+        expect(badge).to_have_text(f"Delayed {DELAY} s")
+        # The row keeps updating once delayed: three more times shown.
+        page.wait_for_function(
+            "() => window.__times.filter(([delayed]) => delayed).length >= 3", timeout=ms(10)
+        )
+        times: list[tuple[bool, str]] = [(bool(d), str(t)) for d, t in page.evaluate("window.__times")]
+        assert sockets.exceptions == [] and len(sockets.opened) == 1 and len(sockets.ops("refresh")) >= 1
+    finally:
+        witness_ctx.close()
+    before = [seconds_of_day(t) for d, t in times if not d]
+    after = [seconds_of_day(t) for d, t in times if d]
+    assert before and after, times
+    # Delayed values older than the last real-time one were shown: they were not dropped as old.
+    assert any(1 <= (before[-1] - t) % 86400 <= DELAY + 2 for t in after), times
+
+
+def seconds_of_day(text: str) -> int:
+    h, m, s = (int(x) for x in text.split(":"))
+    return h * 3600 + m * 60 + s
 
 
 def test_sign_in_required_until_the_endpoint_gives_a_token(

@@ -28,7 +28,6 @@ from ticker.client import (
     TokenProviderError,
     TooManyConnectionsError,
 )
-from ticker.client import tickerclient as tickerclient_module
 from ticker.client.auth import (
     MIN_REFRESH_INTERVAL,
     REFRESH_MARGIN,
@@ -39,7 +38,6 @@ from ticker.client.auth import (
 from ticker.client.link import ServerLink, Subscriptions
 
 NOW = 1_700_000_000.0
-REAL_SLEEP = asyncio.sleep  # the tests below replace asyncio.sleep for the client module
 SECRET = "unit-test-secret-with-at-least-32-bytes!"
 
 
@@ -177,25 +175,29 @@ async def test_provider_failures_become_token_provider_errors():
 
 # -- the refresh loop of a connection -----------------------------------------------------------
 class FakeLink:
-    """Stands in for a ServerLink: records refreshed tokens, answers with ``errors`` once."""
+    """Stands in for a ServerLink: records refreshed tokens, answers with ``errors`` once
+    (or with each list of ``answers`` in turn)."""
 
     def __init__(self) -> None:
         self.refreshed: list[str] = []
         self.errors: list[ServerError] = []
+        self.answers: list[list[ServerError]] = []
 
     async def refresh(self, token: str) -> list[ServerError]:
         self.refreshed.append(token)
+        if self.answers:
+            return self.answers.pop(0)
         errors, self.errors = self.errors, []
         return errors
 
 
 def fake_sleep(clock: ManualClock, slept: list[float]) -> Callable[[float], Awaitable[None]]:
-    """An ``asyncio.sleep`` for the client module that moves the manual clock instead of waiting."""
+    """A sleep for the client's refresher that moves the manual clock instead of waiting."""
 
     async def sleep(delay: float) -> None:
         slept.append(delay)
         clock.now += delay
-        await REAL_SLEEP(0)
+        await asyncio.sleep(0)
 
     return sleep
 
@@ -207,21 +209,21 @@ async def run_refresher(
     for _ in range(1000):
         if until():
             break
-        await REAL_SLEEP(0)
+        await asyncio.sleep(0)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert until()
 
 
-async def test_the_refresher_renews_before_each_expiry_over_the_live_socket(monkeypatch: pytest.MonkeyPatch):
+async def test_the_refresher_renews_before_each_expiry_over_the_live_socket():
     clock = ManualClock(NOW)
     slept: list[float] = []
-    monkeypatch.setattr(tickerclient_module.asyncio, "sleep", fake_sleep(clock, slept))
     provider = Provider(clock, ttl=100)
     src = TokenSource(provider=provider, clock=clock)
     await src.current()  # the token of the connect
     events: list[Event] = []
     client = TickerClient("ws://h/ws", token_provider=provider, on_event=events.append)
+    client._sleep = fake_sleep(clock, slept)
     link = FakeLink()
     link.errors = [ForbiddenSymbolError("not entitled to BTC", ["BTC"])]
     await run_refresher(client, link, src, lambda: len(link.refreshed) == 3)
@@ -231,15 +233,15 @@ async def test_the_refresher_renews_before_each_expiry_over_the_live_socket(monk
     assert len(errors) == 1 and isinstance(errors[0], ForbiddenSymbolError) and errors[0].symbols == ["BTC"]
 
 
-async def test_the_refresher_never_spins_and_retries_a_failing_provider(monkeypatch: pytest.MonkeyPatch):
+async def test_the_refresher_never_spins_and_retries_a_failing_provider():
     clock = ManualClock(NOW)
     slept: list[float] = []
-    monkeypatch.setattr(tickerclient_module.asyncio, "sleep", fake_sleep(clock, slept))
     provider = Provider(clock, ttl=2)  # shorter than the margin: renewal is always due
     src = TokenSource(provider=provider, clock=clock)
     await src.current()
     events: list[Event] = []
     client = TickerClient("ws://h/ws", token_provider=provider, on_event=events.append)
+    client._sleep = fake_sleep(clock, slept)
     link = FakeLink()
     await run_refresher(client, link, src, lambda: len(link.refreshed) == 2)
     assert slept[:2] == [MIN_REFRESH_INTERVAL, MIN_REFRESH_INTERVAL]
@@ -249,12 +251,50 @@ async def test_the_refresher_never_spins_and_retries_a_failing_provider(monkeypa
     assert len(link.refreshed) == 2 and any(isinstance(e.error, TokenProviderError) for e in events)
 
 
-async def test_the_refresher_only_warns_with_a_fixed_token(monkeypatch: pytest.MonkeyPatch, caplog):
+async def test_a_refused_refresh_keeps_the_token_in_force_and_retries_with_backoff():
     clock = ManualClock(NOW)
     slept: list[float] = []
-    monkeypatch.setattr(tickerclient_module.asyncio, "sleep", fake_sleep(clock, slept))
+    provider = Provider(clock, ttl=100)
+    src = TokenSource(provider=provider, clock=clock)
+    first = await src.current()
+    events: list[Event] = []
+    client = TickerClient("ws://h/ws", token_provider=provider, on_event=events.append)
+    client._sleep = fake_sleep(clock, slept)
+    link = FakeLink()
+    refused = ServerError("unauthorized", "refresh refused: bad signature; the token in force stays")
+    link.answers = [[refused], [refused]]  # the third token is taken
+    await run_refresher(client, link, src, lambda: len(link.refreshed) == 4)
+    assert link.refreshed == provider.tokens[1:5]
+    # Between the refusals: the refresher's backoff (0.5 s base, jittered), not the refused token's exp.
+    assert slept[0] == pytest.approx(80) and all(d <= 1.0 for d in slept[1:3])
+    # The third token was taken: the next renewal is 80 % of its lifetime from when it came.
+    assert slept[3] == pytest.approx(80)
+    assert src.exp == pytest.approx(NOW + sum(slept[:4]) + 100) and await src.current() == provider.tokens[4]
+    assert first not in link.refreshed and src.calls == 5
+    assert [e.error for e in events if e.kind is EventKind.ERROR] == [refused, refused]
+
+
+async def test_a_refused_refresh_does_not_replace_the_token_in_force():
+    clock = ManualClock(NOW)
+    provider = Provider(clock, ttl=100)
+    src = TokenSource(provider=provider, clock=clock)
+    first = await src.current()
+    client = TickerClient("ws://h/ws", token_provider=provider)
+    link = FakeLink()
+    link.errors = [ServerError("unauthorized", "refresh refused: another sub; the token in force stays")]
+    assert await client._refresh_once(cast(ServerLink, link), src) is False
+    assert await src.current() == first and src.exp == NOW + 100 and not src.stale()
+    link.errors = [ForbiddenSymbolError("not entitled to BTC", ["BTC"])]  # taken, with a narrower set
+    assert await client._refresh_once(cast(ServerLink, link), src) is True
+    assert await src.current() == provider.tokens[-1] != first
+
+
+async def test_the_refresher_only_warns_with_a_fixed_token(caplog):
+    clock = ManualClock(NOW)
+    slept: list[float] = []
     src = TokenSource(mint(NOW + 50), clock=clock)
     client = TickerClient("ws://h/ws", token=mint(NOW + 50))
+    client._sleep = fake_sleep(clock, slept)
     link = FakeLink()
     with caplog.at_level(logging.WARNING, logger="ticker.client"):
         await run_refresher(client, link, src, lambda: "cannot be renewed" in caplog.text)
@@ -310,6 +350,12 @@ def test_without_a_token_a_401_says_a_token_is_needed():
     assert isinstance(err, AuthenticationFailed) and "requires a token" in str(err)
 
 
+def test_an_expired_fixed_token_says_so_without_naming_python_arguments():
+    client = TickerClient("ws://h/ws", token=mint(time.time() + 3600))
+    err = client._auth_error(ConnectionLost("closed", 4003))
+    assert str(err) == "the token expired (close 4003); give a fresh token or a token provider"
+
+
 # -- what the link makes of the server's messages ------------------------------------------------
 def test_subscribed_carries_the_delayed_set_and_forbidden_symbols_are_named():
     subs = Subscriptions(["AAPL", "MSFT", "BTC"], buffer_limit=10)
@@ -333,3 +379,40 @@ def test_subscribed_carries_the_delayed_set_and_forbidden_symbols_are_named():
     subs.delayed = frozenset({"MSFT"})
     subs.new_connection()
     assert subs.delayed == frozenset()
+
+
+def q_entry(symbol: str, q: int, t: int) -> dict[str, Any]:
+    return {"s": symbol, "p": 100.0 + q, "t": t, "q": q}
+
+
+def test_a_symbol_that_moves_between_tiers_starts_again_from_the_next_snapshot():
+    subs = Subscriptions(["AAPL", "MSFT"], buffer_limit=100)
+    link = ServerLink(cast(aiohttp.ClientWebSocketResponse, None), subs, 10, 10, lambda err: None)
+
+    def send(msg: dict[str, Any]) -> None:
+        link.handle(orjson.dumps(msg).decode())
+
+    def drain() -> list[tuple[str, int]]:
+        out = []
+        while (quote := subs.buffer.pop()) is not None:
+            out.append((quote.symbol, quote.seq))
+        return out
+
+    send({"type": "subscribed", "symbols": ["AAPL", "MSFT"], "delayed": []})
+    send({"type": "quotes", "data": [q_entry("AAPL", 50, 5000), q_entry("MSFT", 51, 5000)]})
+    assert drain() == [("AAPL", 50), ("MSFT", 51)]
+    # A refresh makes AAPL delayed: its snapshot and entries carry their original (older) q.
+    send({"type": "subscribed", "symbols": ["AAPL", "MSFT"], "delayed": ["AAPL"]})
+    send({"type": "snapshot", "data": [q_entry("AAPL", 20, 2000)]})
+    send({"type": "quotes", "data": [q_entry("AAPL", 21, 2100), q_entry("MSFT", 51, 5000)]})
+    assert drain() == [("AAPL", 20), ("AAPL", 21)]  # MSFT did not move: its repeat is still dropped
+    assert subs.latest["AAPL"].seq == 21
+    # The same delayed set again (a later subscribe): nothing moved, old entries stay dropped.
+    send({"type": "subscribed", "symbols": ["AAPL", "MSFT"], "delayed": ["AAPL"]})
+    send({"type": "quotes", "data": [q_entry("AAPL", 21, 2100)]})
+    assert drain() == []
+    # And back to real-time.
+    send({"type": "subscribed", "symbols": ["AAPL", "MSFT"], "delayed": []})
+    send({"type": "snapshot", "data": [q_entry("AAPL", 90, 9000)]})
+    send({"type": "quotes", "data": [q_entry("AAPL", 90, 9000), q_entry("AAPL", 91, 9100)]})
+    assert drain() == [("AAPL", 90), ("AAPL", 91)]

@@ -114,9 +114,18 @@ class TokenSource:
         return self._token
 
     async def renew(self) -> str:
-        """A new token from the provider; raises :class:`TokenProviderError` when it fails."""
+        """A new token from the provider, now the current one; raises :class:`TokenProviderError`."""
+        token = await self.fetch()
+        self.adopt(token)
+        return token
+
+    async def fetch(self) -> str:
+        """A new token from the provider, not yet the current one (a refresh the server may refuse).
+
+        Raises :class:`TokenProviderError` when the provider fails or there is none.
+        """
         if self.provider is None:
-            raise TokenProviderError("a fixed token cannot be renewed: pass token_provider= instead")
+            raise TokenProviderError("a fixed token cannot be renewed")
         try:
             token = await self.provider()
         except Exception as exc:
@@ -124,10 +133,13 @@ class TokenSource:
         if not isinstance(token, str) or not token:
             raise TokenProviderError(f"token_provider returned {type(token).__name__}, not a non-empty str")
         self.calls += 1
+        return token
+
+    def adopt(self, token: str) -> None:
+        """Make ``token`` (from :meth:`fetch`, taken by the server) the current one; its ``exp`` times the next renewal."""
         self._token, self._exp = token, token_expiry(token)
         self._rejected = False
         self._warned = False
-        return token
 
     def next_renewal(self) -> float | None:
         """Seconds until the token should be renewed (a fixed one: until the expiry warning); None: no ``exp``."""

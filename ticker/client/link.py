@@ -41,6 +41,13 @@ class Subscriptions:
         self.last_q.clear()
         self.delayed = frozenset()
 
+    def set_delayed(self, delayed: frozenset[str]) -> None:
+        """The server's ``delayed`` set. A symbol that moved between tiers starts again from the next
+        snapshot: delayed entries keep their original ``q``, below the real-time ones applied (and back)."""
+        for sym in self.delayed.symmetric_difference(delayed):
+            self.last_q.pop(sym, None)
+        self.delayed = delayed
+
     def confirm(self, symbols: frozenset[str]) -> None:
         """The server's ``subscribed`` set is authoritative: stop following what it does not hold."""
         self.forget([s for s in self.symbols if s not in symbols])
@@ -152,8 +159,9 @@ class ServerLink:
     async def refresh(self, token: str) -> list[ServerError]:
         """Replace the connection's token (``{"op":"refresh"}``); return the errors that came with the answer.
 
-        The server may narrow the set (a ``subscribed``, applied here, then ``forbidden_symbol``).
-        A token it refuses closes the connection (4001): :meth:`reader` raises then.
+        The server may narrow the set or move symbols between tiers (a ``subscribed``, applied here, then
+        ``forbidden_symbol``). A token it refuses is answered with error ``unauthorized``, and the token
+        in force stays (the connection stays open): the caller keeps it and tries again.
         """
         async with self._lock:
             ex = await self._exchange({"op": "refresh", "token": token}, [])
@@ -208,7 +216,7 @@ class ServerLink:
                 fut.set_result(None)
         elif kind == "subscribed":
             confirmed = frozenset(msg.get("symbols") or ())
-            self.subs.delayed = frozenset(msg.get("delayed") or ()) & confirmed
+            self.subs.set_delayed(frozenset(msg.get("delayed") or ()) & confirmed)
             if ex is not None:
                 ex.subscribed = confirmed
             else:

@@ -152,7 +152,7 @@ class QuoteBuffer:
     While fewer than ``limit`` quotes wait, every update is kept in arrival order. Past that,
     new updates go to a per-symbol overflow that keeps only the latest value of each symbol
     (``conflated`` counts the replaced ones), so memory is bounded by ``limit`` plus the number
-    of subscribed symbols however slow the consumer is. Per symbol the order never goes back.
+    of subscribed symbols however slow the consumer is. Per symbol the arrival order is kept.
     """
 
     def __init__(self, limit: int = 10_000) -> None:

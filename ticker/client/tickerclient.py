@@ -107,6 +107,7 @@ class TickerClient:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
         self._first: asyncio.Future[None] | None = None
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # the refresher's (tests inject one)
         self.connections = 0  # successful connections so far
 
     # -- public API --------------------------------------------------------------------------
@@ -295,7 +296,7 @@ class TickerClient:
         if isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status == 401:
             if tokens is None:
                 return AuthenticationFailed(
-                    f"{self.url} requires a token (HTTP 401): pass token= or token_provider="
+                    f"{self.url} requires a token (HTTP 401); give a token or a token provider"
                 )
             tokens.reject()
             return AuthenticationFailed(f"{self.url} refused the token (HTTP 401)")
@@ -312,7 +313,7 @@ class TickerClient:
                 tokens.reject()
                 return ConnectionLost("the token expired before it was refreshed (close 4003)", 4003)
             return AuthenticationFailed(
-                "the token expired (close 4003) and cannot be renewed: pass token_provider= to refresh it"
+                "the token expired (close 4003); give a fresh token or a token provider"
             )
         if exc.code == 4029:
             return TooManyConnectionsError(f"{self.url}: too many connections for this user (close 4029)")
@@ -433,30 +434,45 @@ class TickerClient:
     def _unauthorized(self) -> AuthenticationFailed:
         """The server wants a token first (error ``unauthorized``): it got none in the header."""
         if self._tokens is None:
-            return AuthenticationFailed(f"{self.url} requires a token: pass token= or token_provider=")
+            return AuthenticationFailed(f"{self.url} requires a token; give a token or a token provider")
         return AuthenticationFailed(f"{self.url} did not take the token (unauthorized)")
 
     async def _refresher(self, link: ServerLink, tokens: TokenSource) -> None:
-        """Renew the token over the live socket before it expires; runs until the connection ends."""
+        """Renew the token over the live socket before it expires; runs until the connection ends.
+
+        A provider that fails, or a new token the server refuses (error ``unauthorized``: the token in
+        force stays), is retried with backoff; only a token the server took times the next renewal.
+        """
+        sleep = self._sleep
         failures = Backoff(base=MIN_REFRESH_INTERVAL, cap=10.0)
         while True:
             delay = tokens.next_renewal()
             if delay is None:  # no exp: nothing to renew
                 await asyncio.Future()
-            await asyncio.sleep(max(delay or 0.0, MIN_REFRESH_INTERVAL))
+            await sleep(max(delay or 0.0, MIN_REFRESH_INTERVAL))
             if not tokens.renewable:
                 tokens.warn_expiring()
                 await asyncio.Future()  # the server closes with 4003 at exp
-            try:
-                token = await tokens.renew()
-            except TokenProviderError as exc:
-                log.warning("ticker client: %s; retrying the refresh", exc)
-                self._emit(EventKind.ERROR, error=exc)
-                await asyncio.sleep(failures.next_delay())
-                continue
+            while not await self._refresh_once(link, tokens):
+                await sleep(failures.next_delay())
             failures.reset()
-            for err in await link.refresh(token):
-                self._unsolicited(err)
+
+    async def _refresh_once(self, link: ServerLink, tokens: TokenSource) -> bool:
+        """Ask the provider for a token and send it as a refresh; True when the server took it."""
+        try:
+            token = await tokens.fetch()
+        except TokenProviderError as exc:
+            log.warning("ticker client: %s; retrying the refresh", exc)
+            self._emit(EventKind.ERROR, error=exc)
+            return False
+        errors = await link.refresh(token)
+        for err in errors:
+            self._unsolicited(err)
+        if any(err.code == UNAUTHORIZED for err in errors):
+            log.warning("ticker client: the server refused the new token; the one in force stays, retrying")
+            return False
+        tokens.adopt(token)
+        return True
 
     def _unsolicited(self, err: ServerError) -> None:
         log.warning("ticker server error: %s", err)
