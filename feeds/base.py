@@ -16,7 +16,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from ticker.directory import SymbolInfo
 from ticker.quote import Quote
+from ticker.status import SymbolStatus
 from ticker.tasks import cancel_and_wait
 
 
@@ -67,9 +69,23 @@ class Feed(ABC):
         """Whether this feed serves ``symbol`` (with several feeds, each gets only the demand it owns)."""
         return True
 
+    #: Seconds between two loads of the reference data (:meth:`load_reference`): daily.
+    reference_refresh: float = 86_400.0
+
     def known_symbols(self) -> list[str]:
         """Symbols this feed can offer for suggestions (``/api/symbols``); may be empty."""
         return []
+
+    async def load_reference(self) -> list[SymbolInfo] | None:
+        """The symbols this feed can carry with their reference data (a provider's reference endpoint, a
+        bundled directory, a recording's symbols); None: this feed cannot tell (its symbols stay
+        ``pending`` until data shows them). May raise :class:`~feeds.errors.FeedError`: retried later."""
+        return None
+
+    def symbol_state(self, symbol: str) -> SymbolStatus | None:
+        """What this feed says of ``symbol`` beyond its health: ``closed`` (market hours), ``halted``,
+        ``unavailable`` (a plan limit), with a reason; None: nothing to say (live while the feed is up)."""
+        return None
 
     def health(self) -> FeedHealth:
         """The feed's current :class:`FeedHealth`."""

@@ -17,6 +17,7 @@ from ticker.symbols import DEFAULT_UNIVERSE, parse_symbol_list
 ADAPTERS = "feed adapters"  # the --help heading of the adapter flags
 ALPACA_SOURCES = ("iex", "sip")
 ALPACA_IEX_LIMIT = 30  # symbols the free iex plan streams at once
+SIM_SESSIONS = ("always", "us-equities")  # --sim-session: when the simulated market trades
 
 
 def symbol_list(text: str) -> list[str]:
@@ -42,6 +43,12 @@ class FeedOptions:
     )
     sim_rate: float = option(
         2.0, "simulated ticks per second per symbol (2)", env="SIM_RATE", parse=positive(float)
+    )
+    sim_session: str = option(
+        "always",
+        "simulated market hours: always (default) or us-equities (09:30-16:00 New York time on NYSE trading days)",
+        env="SIM_SESSION",
+        choices=SIM_SESSIONS,
     )
     seed: int | None = option(None, "seed of the simulated market", env="SEED", parse=int)
     feed_url: str | None = option(

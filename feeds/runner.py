@@ -17,7 +17,12 @@ from functools import partial
 from typing import Protocol
 
 from feeds.base import Feed, FeedContext
+from feeds.errors import FeedError
+from ticker.backoff import Backoff
+from ticker.directory import Directory
 from ticker.quote import Quote
+from ticker.search import index_of
+from ticker.tasks import cancel_and_wait
 
 log = logging.getLogger("ticker.feeds")
 
@@ -82,6 +87,11 @@ class FeedRunner:
         self._context = context
         self._clock = clock
         self._since = clock()
+        #: The feeds' reference data: each feed is a source, ``pending`` until its first load.
+        self.directory = Directory()
+        for feed in self.feeds:
+            self.directory.expect(feed.name)
+        self._loaders: list[asyncio.Task[None]] = []
 
     async def start(self, demand: Callable[[], Iterable[str]] = tuple) -> None:
         """Start each feed in turn, having first given it its part of the current ``demand()`` (so it
@@ -96,6 +106,28 @@ class FeedRunner:
                 await self.stop()
                 raise
             self.started.append(feed)
+            self._loaders.append(asyncio.get_running_loop().create_task(self._load_reference(feed)))
+
+    async def _load_reference(self, feed: Feed, retry: Backoff | None = None) -> None:
+        """Load ``feed``'s reference data now and every ``reference_refresh`` s; retry failures with backoff."""
+        backoff = retry or Backoff(base=5.0, cap=300.0)
+        while True:
+            try:
+                entries = await feed.load_reference()
+            except (FeedError, OSError, TimeoutError) as exc:
+                delay = backoff.next_delay()
+                log.warning(
+                    "feed %s: reference data not loaded (%s); retrying in %.0f s", feed.name, exc, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            if entries is None:  # the feed cannot tell: its symbols stay pending
+                return
+            self.directory.replace(feed.name, entries)
+            log.info("feed %s: %d symbols in its directory", feed.name, len(entries))
+            await asyncio.to_thread(index_of, self.directory)  # built now, beside the loop, not by a first search
+            await asyncio.sleep(feed.reference_refresh)
 
     def set_demand(self, symbols: Iterable[str]) -> None:
         """Tell each feed the symbols of ``symbols`` it owns."""
@@ -123,6 +155,9 @@ class FeedRunner:
     async def stop(self, within: float = 1.5, alongside: Mapping[str, Awaitable[None]] | None = None) -> None:
         """Stop the started feeds, and ``alongside`` (name → its stop, a broker say), side by side within ``within`` s."""
         started, self.started = self.started, []
+        loaders, self._loaders = self._loaders, []
+        for task in loaders:
+            await cancel_and_wait(task)
         stops = [(f"feed {f.name}", f.stop()) for f in started] + list((alongside or {}).items())
         if not stops:
             return

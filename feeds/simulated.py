@@ -2,8 +2,15 @@
 
 Each symbol has its own random stream seeded from ``(seed, symbol)``, so a symbol's price
 path is the same for the same seed whatever else is simulated and however ticks are timed.
-The configured universe always ticks (so snapshots are ready at once); any other symbol a
-client demands joins the market with a generated base price and leaves when demand ends.
+The market's directory is the bundled US directory (:mod:`feeds.listings`) and the configured
+universe (``--symbols``). The universe always ticks (so snapshots are ready at once); any other
+symbol of the directory a client demands joins the market and leaves when demand ends; a symbol
+outside the directory is never invented.
+
+With ``session="us-equities"`` (``--sim-session``) the market trades only in US regular hours
+(:mod:`feeds.sessions`, on an injectable wall clock): while closed it emits no ticks, gives each
+symbol one quote stamped at the last close, says ``closed`` of every symbol, and is not *steady*
+(silence is no fault, as for a provider); at the open each symbol gets an opening quote.
 """
 
 from __future__ import annotations
@@ -13,10 +20,17 @@ import hashlib
 import math
 import random
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 
 from feeds.base import Feed, FeedContext
-from feeds.options import FeedOptions
+from feeds.listings import us_listings
+from feeds.options import SIM_SESSIONS, FeedOptions
+from feeds.sessions import closed_reason, last_close, new_york, next_close, next_open, us_equities_open
+from ticker.directory import SymbolInfo
 from ticker.quote import Quote
+from ticker.status import CLOSED, SymbolStatus
 from ticker.symbols import DEFAULT_UNIVERSE
 
 TICK_INTERVAL = 0.005  # seconds between scheduler passes
@@ -58,7 +72,7 @@ class _SymbolSim:
 
 
 class SimulatedFeed(Feed):
-    """Simulated market ticking ``rate`` times per second per symbol."""
+    """Simulated market ticking ``rate`` times per second per symbol, in ``session`` hours by ``clock``."""
 
     steady = True
 
@@ -68,53 +82,115 @@ class SimulatedFeed(Feed):
         rate: float = 2.0,
         seed: int | None = None,
         name: str = "simulated",
+        *,
+        session: str = "always",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(name)
+        if session not in SIM_SESSIONS:
+            raise ValueError(f"unknown market session {session!r} (known: {', '.join(SIM_SESSIONS)})")
         self.rate = rate
         self.seed = seed
+        self.session = session
+        self._clock = clock
         self._universe = list(symbols) if symbols is not None else list(DEFAULT_UNIVERSE)
+        listings = us_listings()
+        self._directory: dict[str, SymbolInfo] = {sym: listing.info for sym, listing in listings.items()}
+        for sym in self._universe:
+            self._directory.setdefault(sym, SymbolInfo(sym, sym, "SIM", "stock", "USD"))
+        self._prices = {sym: listing.price for sym, listing in listings.items() if listing.price}
         self._sims: dict[str, _SymbolSim] = {s: self._make(s) for s in self._universe}
         self._ctx: FeedContext | None = None
+        # the session: open or not until the wall-clock time _until; _ticking follows it in tick()
+        self._open = True
+        self._until = math.inf if session == "always" else -math.inf
+        self._closed = SymbolStatus(CLOSED)
+        self._ticking = True
+        self._unquoted: dict[str, None] = {}  # owed a quote at once (at the last close while closed)
 
     def _make(self, symbol: str) -> _SymbolSim:
-        return _SymbolSim(symbol, self.seed, DEFAULT_UNIVERSE.get(symbol))
+        base = DEFAULT_UNIVERSE.get(symbol) or self._prices.get(symbol)
+        return _SymbolSim(symbol, self.seed, base)
 
     def known_symbols(self) -> list[str]:
         return list(self._universe)
 
+    async def load_reference(self) -> list[SymbolInfo]:
+        """The bundled US directory and the ``--symbols`` universe (a symbol not in it is named after itself)."""
+        return list(self._directory.values())
+
+    def symbol_state(self, symbol: str) -> SymbolStatus | None:
+        return None if self._market_open() else self._closed
+
     def set_demand(self, symbols: frozenset[str]) -> None:
         super().set_demand(symbols)
         for sym in symbols:
-            if sym not in self._sims:
+            if sym not in self._sims and sym in self._directory:
                 self._sims[sym] = self._make(sym)
+                self._unquoted[sym] = None
         keep = set(self._universe) | symbols
         for sym in [s for s in self._sims if s not in keep]:
             del self._sims[sym]
+            self._unquoted.pop(sym, None)
+
+    def _market_open(self) -> bool:
+        """Whether the session is open now; works the session out again when it may have changed."""
+        now = self._clock()
+        if now >= self._until:
+            at = datetime.fromtimestamp(now, UTC)
+            self._open = us_equities_open(at)
+            change = next_close(at) if self._open else next_open(at)
+            tomorrow = at.astimezone(new_york()).date() + timedelta(days=1)
+            midnight = datetime.combine(tomorrow, dt_time(0), new_york())
+            # also at New York midnight, so the words name the day's holiday
+            self._until = min(change.timestamp(), midnight.timestamp())
+            self._closed = SymbolStatus(CLOSED, "" if self._open else closed_reason(at))
+        return self._open
 
     async def start(self, ctx: FeedContext) -> None:
         self._ctx = ctx
         self._mark_up()
-        ts_ms = int(time.time() * 1000)
-        for sim in self._sims.values():  # an opening quote each, so snapshots are ready at once
-            ctx.emit(sim.step(ts_ms))
-        self._mark_data()
+        self._ticking = self.steady = self._market_open()
+        self._unquoted = dict.fromkeys(self._sims)
+        self.tick(0.0, int(self._clock() * 1000))  # an opening (or closing) quote each: snapshots are ready
         self._run_in_background(self._run())
 
     async def stop(self) -> None:
         await self._stop_background()
 
     def tick(self, elapsed: float, ts_ms: int) -> int:
-        """Advance the market by ``elapsed`` seconds, emitting the ticks that fall due; returns their count."""
+        """Advance the market by ``elapsed`` seconds, emitting the quotes that fall due; returns their count.
+
+        In session, each symbol that has not had a quote yet gets one at once, then ``rate`` per second;
+        out of session, only symbols without a quote get one, stamped at the last close."""
         assert self._ctx is not None
         emit = self._ctx.emit
-        due = self.rate * elapsed
+        is_open = self._market_open()
+        if is_open != self._ticking:  # the session opened or closed
+            self._ticking = self.steady = is_open
+            if is_open:  # the open: yesterday's last price is the previous close, and everyone quotes
+                for sim in self._sims.values():
+                    sim.prev_close = sim.price
+                self._unquoted = dict.fromkeys(self._sims)
         n = 0
-        for sim in list(self._sims.values()):
-            sim.acc += due
-            while sim.acc >= 1.0:
-                sim.acc -= 1.0
-                emit(sim.step(ts_ms))
+        if self._unquoted:
+            at_ms = (
+                ts_ms
+                if is_open
+                else int(last_close(datetime.fromtimestamp(self._clock(), UTC)).timestamp() * 1000)
+            )
+            for sym in self._unquoted:
+                emit(self._sims[sym].step(at_ms))
                 n += 1
+            self._unquoted.clear()
+        if is_open:
+            due = self.rate * elapsed
+            for sim in list(self._sims.values()):
+                sim.acc += due
+                while sim.acc >= 1.0:
+                    sim.acc -= 1.0
+                    emit(sim.step(ts_ms))
+                    n += 1
         if n:
             self._mark_data()
         return n
@@ -125,10 +201,14 @@ class SimulatedFeed(Feed):
             await asyncio.sleep(TICK_INTERVAL)
             now = time.monotonic()
             # Cap catch-up after a stall so a blocked loop does not produce a burst of stale ticks.
-            self.tick(min(now - last, 1.0), int(time.time() * 1000))
+            self.tick(min(now - last, 1.0), int(self._clock() * 1000))
             last = now
 
 
 def create(options: FeedOptions) -> SimulatedFeed:
-    """``--feed simulated``: the ``--symbols`` universe at ``--sim-rate`` with ``--seed``."""
-    return SimulatedFeed(symbols=options.symbols, rate=options.sim_rate, seed=options.seed)
+    """``--feed simulated``: the ``--symbols`` universe at ``--sim-rate`` with ``--seed``, in ``--sim-session`` hours."""
+    if options.sim_session != "always":
+        new_york()  # no time zone database: an error now, at startup
+    return SimulatedFeed(
+        symbols=options.symbols, rate=options.sim_rate, seed=options.seed, session=options.sim_session
+    )

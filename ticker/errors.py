@@ -20,6 +20,7 @@ TOO_MANY_SYMBOLS = "too_many_symbols"
 RATE_LIMITED = "rate_limited"
 UNAUTHORIZED = "unauthorized"
 FORBIDDEN_SYMBOL = "forbidden_symbol"
+UNKNOWN_SYMBOL = "unknown_symbol"
 ERROR_CODES = (
     BAD_JSON,
     BAD_REQUEST,
@@ -29,6 +30,7 @@ ERROR_CODES = (
     RATE_LIMITED,
     UNAUTHORIZED,
     FORBIDDEN_SYMBOL,
+    UNKNOWN_SYMBOL,
 )
 
 #: The ``reason`` label of ``ticker_auth_failures_total`` (a bounded set).
@@ -104,6 +106,27 @@ class ForbiddenSymbols(ProtocolError):
         names = ", ".join(symbols[:10]) + (f" and {len(symbols) - 10} more" if len(symbols) > 10 else "")
         super().__init__(FORBIDDEN_SYMBOL, f"not entitled to {names}")
         self.symbols = list(symbols)
+
+
+class UnknownSymbols(ProtocolError):
+    """Well-formed symbols that no running feed knows; ``symbols`` names them, ``suggestions`` maps some of
+    them to the closest known symbols as ``(symbol, name)`` pairs ("did you mean")."""
+
+    def __init__(
+        self, symbols: Sequence[str], suggestions: dict[str, list[tuple[str, str]]] | None = None
+    ) -> None:
+        self.symbols = list(symbols)
+        self.suggestions = suggestions or {}
+        parts = []
+        for sym in self.symbols[:10]:
+            near = self.suggestions.get(sym)
+            if near:
+                alts = " or ".join(f"{s} ({n})" if n and n != s else s for s, n in near)
+                parts.append(f"No symbol {sym} — did you mean {alts}?")
+            else:
+                parts.append(f"No symbol {sym}.")
+        more = f" And {len(self.symbols) - 10} more." if len(self.symbols) > 10 else ""
+        super().__init__(UNKNOWN_SYMBOL, " ".join(parts) + more)
 
 
 class MalformedQuote(CoreError, ValueError):

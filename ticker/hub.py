@@ -114,6 +114,11 @@ class Hub(Generic[S]):
         if key:
             self._move(sub, key, frozenset())
 
+    def members(self, key: str) -> list[S]:
+        """The subscribers of hub key ``key`` (not the hot path: status pushes)."""
+        st = self._symbols.get(key)
+        return [] if st is None else [m for g in st.groups for m in g.members]
+
     def symbols_of(self, sub: S) -> frozenset[str]:
         """The subscriber's current symbol set."""
         return self._subs.get(sub, frozenset())
@@ -197,22 +202,26 @@ class Hub(Generic[S]):
             self._idle[quote.symbol] = None
         st.seq += 1
         self.updates_in += 1
-        return self._take(st, quote, now)
+        st.quote = quote
+        st.encoded = encode_entry(quote, st.seq)
+        return self._take(st, now)
 
-    def publish_delayed(self, quote: Quote, seq: int, now: float) -> bool:
-        """Take an update the delay line releases, for the symbol's delayed key, keeping its ``seq`` (the
-        ``q`` it had when it entered the hub). Return True if it is due for a flush."""
-        key = delayed_key(quote.symbol)
+    def publish_delayed(self, symbol: str, encoded: bytes, seq: int, now: float) -> bool:
+        """Take an update the delay line releases, for ``symbol``'s delayed key: ``encoded`` is the entry
+        the hub made of it (:attr:`SymbolState.encoded`, with the ``q`` = ``seq`` it had when it entered
+        the hub). A delayed key keeps no :class:`Quote` (its ``quote`` is None). Return True if it is
+        due for a flush."""
+        key = delayed_key(symbol)
         st = self._symbols.get(key)
         if st is None:
             st = self._symbols[key] = SymbolState(key, seq)
             self._idle[key] = None
         st.seq = seq
-        return self._take(st, quote, now)
+        st.quote = None
+        st.encoded = encoded
+        return self._take(st, now)
 
-    def _take(self, st: SymbolState, quote: Quote, now: float) -> bool:
-        st.quote = quote
-        st.encoded = encode_entry(quote, st.seq)
+    def _take(self, st: SymbolState, now: float) -> bool:
         if not st.groups:
             if len(self._idle) > self.max_idle_symbols:
                 self._prune()
@@ -221,6 +230,10 @@ class Hub(Generic[S]):
             st.pending_since = now
             self._dirty[st.symbol] = st
         return True
+
+    def state(self, key: str) -> SymbolState | None:
+        """What the hub holds for ``key`` (its last value as :attr:`SymbolState.encoded`), if anything."""
+        return self._symbols.get(key)
 
     def seq_of(self, symbol: str) -> int:
         """The sequence number of ``symbol``'s last update (0 if it never had one)."""
@@ -256,7 +269,7 @@ class Hub(Generic[S]):
 
     # -- last values -------------------------------------------------------------------------
     def last(self, symbol: str) -> Quote | None:
-        """The last quote of ``symbol``, if any."""
+        """The last quote of ``symbol``, if any (a real-time symbol: a delayed key keeps only its encoded entry)."""
         st = self._symbols.get(symbol)
         return st.quote if st is not None else None
 

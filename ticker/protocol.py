@@ -133,8 +133,22 @@ def pong(ping_id: Any) -> bytes:
     return orjson.dumps({"type": "pong", "id": ping_id})
 
 
-def error(code: str, message: str, symbols: Sequence[str] | None = None) -> bytes:
-    """``{"type":"error","code":...,"message":...}``, with ``"symbols"`` when the error names symbols."""
-    if symbols is None:
-        return orjson.dumps({"type": "error", "code": code, "message": message})
-    return orjson.dumps({"type": "error", "code": code, "message": message, "symbols": list(symbols)})
+def error(
+    code: str,
+    message: str,
+    symbols: Sequence[str] | None = None,
+    suggestions: dict[str, list[str]] | None = None,
+) -> bytes:
+    """``{"type":"error","code":...,"message":...}``, with ``"symbols"`` when the error names symbols and
+    ``"suggestions"`` (symbol → closest known symbols) for ``unknown_symbol``."""
+    msg: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if symbols is not None:
+        msg["symbols"] = list(symbols)
+    if suggestions:
+        msg["suggestions"] = suggestions
+    return orjson.dumps(msg)
+
+
+def status(entries: Sequence[dict[str, str]]) -> bytes:
+    """``{"type":"status","data":[{"s","state","reason"},...]}``: symbols whose state is new to the client."""
+    return orjson.dumps({"type": "status", "data": list(entries)})

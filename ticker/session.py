@@ -17,9 +17,9 @@ own hub key or delayed under :func:`~ticker.delay.delayed_key`, as the entitleme
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from ticker import protocol
 from ticker.delay import delayed_key, is_delayed_key, split_keys, symbol_of
@@ -41,6 +41,7 @@ from ticker.errors import (
     Scope,
     TokenRejected,
     TooManySymbols,
+    UnknownSymbols,
     invalid_symbols_message,
 )
 from ticker.hub import Hub
@@ -66,10 +67,16 @@ class Outcome:
     verify: protocol.Auth | None = None
     close: Disconnect | None = None
 
-    def error(self, code: str, message: str, symbols: Sequence[str] | None = None) -> None:
+    def error(
+        self,
+        code: str,
+        message: str,
+        symbols: Sequence[str] | None = None,
+        suggestions: dict[str, list[str]] | None = None,
+    ) -> None:
         """Add an ``error`` reply."""
         self.errors.append(code)
-        self.replies.append(protocol.error(code, message, symbols))
+        self.replies.append(protocol.error(code, message, symbols, suggestions))
 
     def forbidden(self, symbols: Sequence[str]) -> None:
         """Add a ``forbidden_symbol`` error naming ``symbols``."""
@@ -90,6 +97,28 @@ class Access:
     #: Seconds of clock skew allowed past ``exp`` (``--jwt-leeway``): a token admitted within it is not cut at once.
     leeway: float = 0.0
 
+
+class SymbolBook(Protocol):
+    """What a session asks the node about symbols: which are unknown, and the state of those that are not live."""
+
+    def unknown(self, symbols: Sequence[str]) -> UnknownSymbols | None:
+        """The refusal of those ``symbols`` no running feed knows (with suggestions), or None."""
+
+    def statuses(self, symbols: Iterable[str]) -> list[dict[str, str]]:
+        """``{"s","state","reason"}`` of each of ``symbols`` that is not ``live``."""
+
+
+class AnySymbol:
+    """The book of ``--unknown-symbols allow`` and of tests: every symbol known and live."""
+
+    def unknown(self, symbols: Sequence[str]) -> UnknownSymbols | None:
+        return None
+
+    def statuses(self, symbols: Iterable[str]) -> list[dict[str, str]]:
+        return []
+
+
+ANY_SYMBOL = AnySymbol()
 
 #: The identity of every connection with ``--auth none``: anonymous, never expiring, entitled to everything.
 ANONYMOUS = Identity("", math.inf, EVERYTHING)
@@ -113,6 +142,11 @@ def query_symbols(query: str, limit: int, scope: Scope) -> list[str]:
     if len(valid) > limit:
         raise TooManySymbols(limit, len(valid), scope)
     return valid
+
+
+def suggestions_of(exc: UnknownSymbols) -> dict[str, list[str]]:
+    """The ``suggestions`` field of an ``unknown_symbol`` error: symbol → the closest known symbols."""
+    return {sym: [s for s, _name in near] for sym, near in exc.suggestions.items() if near}
 
 
 def symbol_limit(hub_limit: int, entitlements: Entitlements) -> int:
@@ -149,6 +183,7 @@ class Session(Generic[S]):
 
     __slots__ = (
         "access",
+        "book",
         "bucket",
         "closed",
         "delayed",
@@ -170,9 +205,12 @@ class Session(Generic[S]):
         now: float,
         access: Access = OPEN,
         identity: Identity | None = None,
+        book: SymbolBook = ANY_SYMBOL,
     ) -> None:
-        """``identity``: the bearer of a token the transport already verified (a header); None waits for ``auth``."""
+        """``identity``: the bearer of a token the transport already verified (a header); None waits for ``auth``.
+        ``book`` says which symbols are unknown and which are not live."""
         self.hub = hub
+        self.book = book
         #: None once released: the connection ended and no longer holds, nor is held by, its session.
         self.subscriber: S | None = subscriber
         self.bucket = TokenBucket(rate_limit, rate_burst, now)
@@ -327,13 +365,22 @@ class Session(Generic[S]):
             exc = TooManySymbols(limit, wanted)
             out.error(exc.code, exc.message)
             return
+        refused = self.book.unknown(symbols)
+        if refused is not None:
+            out.error(refused.code, refused.message, refused.symbols, suggestions_of(refused))
+            gone = set(refused.symbols)
+            symbols = [s for s in symbols if s not in gone]
         rt, dl, no = ents.split(symbols)
         if no:
             out.forbidden(no)
-        _added, snap = hub.subscribe(sub, rt + [delayed_key(s) for s in dl])
+        added, snap = hub.subscribe(sub, rt + [delayed_key(s) for s in dl])
         self._confirm(sub, out)
         if snap:
             out.replies.append(protocol.encode_quotes(protocol.SNAPSHOT, snap))
+        if added:
+            states = self.book.statuses(symbol_of(k) for k in added)
+            if states:
+                out.replies.append(protocol.status(states))
 
     def _unsubscribe(self, sub: S, symbols: list[str], invalid: list[str], out: Outcome) -> None:
         if invalid:
@@ -342,6 +389,21 @@ class Session(Generic[S]):
         self.hub.unsubscribe(sub, keys)
         out.unsubscribed = keys
         self._confirm(sub, out)
+
+    def drop(self, symbols: list[str], refusal: ProtocolError) -> Outcome:
+        """The node refuses ``symbols`` after the fact (a pending symbol the directory does not know): unsubscribe
+        them in either tier, then ``subscribed`` and the refusal naming them."""
+        out = Outcome()
+        sub = self.subscriber
+        if self.closed is not None or sub is None:
+            return out
+        keys = symbols + [delayed_key(s) for s in symbols]
+        self.hub.unsubscribe(sub, keys)
+        out.unsubscribed = keys
+        self._confirm(sub, out)
+        extra = suggestions_of(refusal) if isinstance(refusal, UnknownSymbols) else None
+        out.error(refusal.code, refusal.message, symbols, extra)
+        return out
 
     def _reassess(self, sub: S, ents: Entitlements, out: Outcome) -> None:
         """A refreshed token changed the entitlements: move symbols between tiers, drop the forbidden ones."""

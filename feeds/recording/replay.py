@@ -4,7 +4,10 @@ Quotes are spaced as they were received when recorded, divided by ``speed`` (1 =
 time, 10 = ten times faster, 0 = as fast as possible). Every recorded symbol is replayed
 whatever clients demand, so snapshots are ready for all of them at once. Timestamps are
 rewritten to the time of replay unless ``keep_timestamps`` is set. With ``loop`` the file
-starts over at its end, after the recording's mean gap between quotes.
+starts over at its end, after the recording's mean gap between quotes; without it the feed
+reports itself down ("the recording ended") once the last quote is out. Its directory is the
+recording's symbols (exchange ``REPLAY``, type ``other``: recordings carry no reference data, so
+each symbol is named after itself).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from feeds.errors import RecordingError
 from feeds.options import FeedOptions
 from feeds.ratelimit import ThrottledLog
 from feeds.recording.format import Reader, Summary, scan
+from ticker.directory import SymbolInfo
 
 log = logging.getLogger("ticker.feeds.replay")
 
 BATCH = 1000  # quotes read per trip to the reading thread
+ENDED = "the recording ended"  # the health reason once a replay without loop is over
 
 
 def sample_recording() -> Path:
@@ -62,6 +67,12 @@ class ReplayFeed(Feed):
     def known_symbols(self) -> list[str]:
         return list(self.summary.symbols) if self.summary else []
 
+    async def load_reference(self) -> list[SymbolInfo] | None:
+        """The recorded symbols (None before :meth:`start` has scanned the file: cannot tell yet)."""
+        if self.summary is None:
+            return None
+        return [SymbolInfo(sym, sym, "REPLAY", "other", "USD") for sym in self.summary.symbols]
+
     async def start(self, ctx: FeedContext) -> None:
         self._ctx = ctx
         self.summary = await asyncio.to_thread(scan, self.path)
@@ -76,6 +87,7 @@ class ReplayFeed(Feed):
     async def _run(self) -> None:
         try:
             await self._play()
+            self._mark_down(ENDED)  # only a replay without loop returns
         except RecordingError as exc:  # the file changed or vanished since start
             self._mark_down(str(exc))
             log.error("%s: %s", self.name, exc)

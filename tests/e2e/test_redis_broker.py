@@ -17,7 +17,7 @@ from tests.support.redisproc import RedisProcess, node, publisher
 from tests.support.timing import eventually, timeout
 from tests.support.wsclient import Inbox, recv, recv_until
 
-SYMS = "AAPL,MSFT,ZZZ"  # ZZZ exists only because a client demands it
+SYMS = "AAPL,MSFT,IBM"  # IBM is published only because a client demands it (the publisher carries AAPL,MSFT)
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ async def test_two_nodes_get_the_same_prices_and_snapshots(redis_srv: RedisProce
                 return (ea, eb) if enough else None
 
             ea, eb = await eventually(both, 10.0, "both nodes to deliver more than 40 common ticks")
-            assert {s for s, _ in ea} == {s for s, _ in eb} == {"AAPL", "MSFT", "ZZZ"}
+            assert {s for s, _ in ea} == {s for s, _ in eb} == {"AAPL", "MSFT", "IBM"}
             common = ea.keys() & eb.keys()
             for k in common:  # the same feed tick carries the same prices on both nodes
                 assert ea[k] == eb[k], k
@@ -51,11 +51,11 @@ async def test_two_nodes_get_the_same_prices_and_snapshots(redis_srv: RedisProce
                 snaps = []
                 for ws in (la, lb):
                     t = time.monotonic()
-                    await ws.send('{"op":"subscribe","symbols":["AAPL","MSFT","ZZZ"]}')
+                    await ws.send('{"op":"subscribe","symbols":["AAPL","MSFT","IBM"]}')
                     assert (await recv(ws))["type"] == "subscribed"
                     snap = await recv(ws)
                     assert snap["type"] == "snapshot" and time.monotonic() - t < 0.5
-                    assert {e["s"] for e in snap["data"]} == {"AAPL", "MSFT", "ZZZ"}
+                    assert {e["s"] for e in snap["data"]} == {"AAPL", "MSFT", "IBM"}
                     snaps.append(snap["data"])
                 # The latest values may still be in the nodes' next flush to the first clients: wait for them.
                 latest = by_key(snaps[0]).keys() | by_key(snaps[1]).keys()
@@ -103,26 +103,26 @@ async def test_publisher_follows_the_nodes_demand(redis_srv: RedisProcess):
         assert published(1.0) == {"AAPL"}
         # Nodes subscribe to nothing their clients do not want.
         assert redis_srv.command("PUBSUB", "CHANNELS", "ticker:q:*") == []
-        async with connect(a.ws_url + "?symbols=ZZZ") as wa:
-            await recv_until(wa, lambda m: m["type"] == "quotes" and m["data"][0]["s"] == "ZZZ")
-            assert redis_srv.command("PUBSUB", "NUMSUB", "ticker:q:ZZZ", "ticker:q:AAPL") == [
-                "ticker:q:ZZZ",
+        async with connect(a.ws_url + "?symbols=IBM") as wa:
+            await recv_until(wa, lambda m: m["type"] == "quotes" and m["data"][0]["s"] == "IBM")
+            assert redis_srv.command("PUBSUB", "NUMSUB", "ticker:q:IBM", "ticker:q:AAPL") == [
+                "ticker:q:IBM",
                 1,
                 "ticker:q:AAPL",
                 0,
             ]
-            await until_published({"AAPL", "ZZZ"}, 3.0)
-            assert "+ZZZ" in pub.output()
-            # Node B's client wants YYY; node B dies without withdrawing: its demand expires with the TTL.
-            async with connect(b.ws_url + "?symbols=YYY", close_timeout=0.5) as wb:
-                await recv_until(wb, lambda m: m["type"] == "quotes" and m["data"][0]["s"] == "YYY")
-                await until_published({"AAPL", "ZZZ", "YYY"}, 3.0)
+            await until_published({"AAPL", "IBM"}, 3.0)
+            assert "+IBM" in pub.output()
+            # Node B's client wants CSCO; node B dies without withdrawing: its demand expires with the TTL.
+            async with connect(b.ws_url + "?symbols=CSCO", close_timeout=0.5) as wb:
+                await recv_until(wb, lambda m: m["type"] == "quotes" and m["data"][0]["s"] == "CSCO")
+                await until_published({"AAPL", "IBM", "CSCO"}, 3.0)
                 assert b.proc is not None
                 b.proc.kill()
-            await until_published({"AAPL", "ZZZ"}, 8.0)
-        # The last client of ZZZ leaves: node A withdraws it at once and its last value leaves the hash.
+            await until_published({"AAPL", "IBM"}, 8.0)
+        # The last client of IBM leaves: node A withdraws it at once and its last value leaves the hash.
         await until_published({"AAPL"}, 3.0)
-        assert redis_srv.command("HGET", "ticker:last", "ZZZ") is None
+        assert redis_srv.command("HGET", "ticker:last", "IBM") is None
         assert redis_srv.command("HGET", "ticker:last", "AAPL") is not None
     finally:
         watcher.close()
@@ -136,10 +136,10 @@ async def test_workers_share_one_publisher(redis_srv: RedisProcess):
         publisher(redis_srv, "--symbols", "AAPL,MSFT"),
         node(redis_srv, "--workers", "2", "--log-level", "warning") as srv,
     ):
-        conns = [await connect(srv.ws_url + "?symbols=AAPL,MSFT,WRK") for _ in range(16)]
+        conns = [await connect(srv.ws_url + "?symbols=AAPL,MSFT,QCOM") for _ in range(16)]
         try:
             recs = [Inbox(ws) for ws in conns]
-            wanted = {"AAPL", "MSFT", "WRK"}
+            wanted = {"AAPL", "MSFT", "QCOM"}
             await eventually(
                 lambda: all({e["s"] for e in r.entries("quotes")} == wanted for r in recs),
                 10.0,
@@ -148,7 +148,7 @@ async def test_workers_share_one_publisher(redis_srv: RedisProcess):
             nodes = redis_srv.command("SMEMBERS", "ticker:nodes")
             assert len(nodes) == 2 and len({n.split(":")[1] for n in nodes}) == 2  # two worker processes
             for n in nodes:  # both workers got clients and told the publisher what they want
-                assert set(redis_srv.command("SMEMBERS", f"ticker:demand:{n}")) == {"AAPL", "MSFT", "WRK"}
+                assert set(redis_srv.command("SMEMBERS", f"ticker:demand:{n}")) == {"AAPL", "MSFT", "QCOM"}
         finally:
             await asyncio.gather(*(ws.close() for ws in conns))
 

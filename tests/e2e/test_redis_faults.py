@@ -18,7 +18,7 @@ from tests.support.system import free_port
 from tests.support.timing import eventually, timeout
 from tests.support.wsclient import Inbox
 
-SYMS = ("AAPL", "MSFT", "ZZZ")
+SYMS = ("AAPL", "MSFT", "IBM")
 
 
 @pytest.fixture

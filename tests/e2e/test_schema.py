@@ -69,3 +69,28 @@ async def test_messages_of_auth_jwt_match_the_schema(monkeypatch: pytest.MonkeyP
         ("error", "forbidden_symbol"),
     ]
     assert [m["delayed"] for m in seen if m["type"] == "subscribed"] == [["MSFT"], []]
+
+
+async def test_http_bodies_match_the_schema(inprocess: InProcessServer):
+    import httpx
+
+    from tests.support.schemas import http_schema
+    from tests.support.timing import eventually
+
+    v = jsonschema.Draft202012Validator(http_schema())
+    await eventually(lambda: inprocess.node.directory.complete, what="the directory to load")
+    async with httpx.AsyncClient() as http:
+        for path, status in (
+            ("/api/quotes?symbols=AAPL,MSFT", 200),
+            ("/api/quotes", 200),
+            ("/api/quotes?symbols=APPL", 400),
+            ("/api/quotes?symbols=bad$", 400),
+            ("/api/search?q=apple", 200),
+            ("/api/search", 400),
+            ("/api/symbols", 200),
+            ("/api/symbols/AAPL", 200),
+            ("/api/symbols/APPL", 404),
+        ):
+            r = await http.get(f"{inprocess.url}{path}")
+            assert r.status_code == status, path
+            v.validate(r.json())

@@ -20,3 +20,12 @@ def protocol_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
     jsonschema.Draft202012Validator.check_schema(client)
     jsonschema.Draft202012Validator.check_schema(server)
     return client, server
+
+
+def http_schema() -> dict[str, Any]:
+    """The schema of the ``/api/*`` bodies: the third JSON block under "## JSON Schema", checked valid."""
+    text = DOC.read_text().split("## JSON Schema", 1)[1]
+    blocks = re.findall(r"```json\n(.*?)```", text, re.S)
+    schema: dict[str, Any] = json.loads(blocks[2])
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return schema

@@ -22,6 +22,7 @@ from feeds.simulated import SimulatedFeed
 from tests.support.fakes.sink import FeedSink
 from tests.support.timing import eventually
 from ticker.cli.record import RecordConfig, run_record
+from ticker.directory import SymbolInfo
 from ticker.quote import Quote, encode_entry
 
 T0 = 1_763_000_000_000
@@ -235,3 +236,38 @@ def test_gzip_is_detected_by_content(tmp_path: Path) -> None:
     with gzip.open(path, "wb") as fh:
         fh.write(header(["t"]) + encode(q("Z", 1.5), T0))
     assert scan(path).symbols == ["Z"]
+
+
+async def test_replay_directory_is_the_recorded_symbols(tmp_path: Path) -> None:
+    path = tmp_path / "two.jsonl"
+    write_all(path, ["test"], [(T0, q("BRK.B", 1.0)), (T0 + 1, q("ETH-USD", 2.0)), (T0 + 2, q("BRK.B", 3.0))])
+    feed = ReplayFeed(path, speed=0, loop=True)
+    assert await feed.load_reference() is None  # not scanned yet: cannot tell
+    sink = FeedSink()
+    await feed.start(sink.ctx)
+    try:
+        entries = await feed.load_reference()
+    finally:
+        await feed.stop()
+    assert entries == [
+        SymbolInfo("BRK.B", "BRK.B", "REPLAY", "other", "USD"),
+        SymbolInfo("ETH-USD", "ETH-USD", "REPLAY", "other", "USD"),
+    ]
+
+
+async def test_a_replay_that_ends_reports_down_and_a_looping_one_stays_up(tmp_path: Path) -> None:
+    path = tmp_path / "short.jsonl"
+    write_all(path, ["test"], [(T0 + i, q("E", float(i))) for i in range(3)])
+    once, looping = ReplayFeed(path, speed=0), ReplayFeed(path, speed=50.0, loop=True)
+    sinks = FeedSink(), FeedSink()
+    await once.start(sinks[0].ctx)
+    await looping.start(sinks[1].ctx)
+    try:
+        await asyncio.wait_for(once.finished.wait(), 10)
+        assert not once.health().up and once.health().reason == "the recording ended"
+        await eventually(lambda: looping.laps >= 2, within=10)
+        assert looping.health().up and not looping.finished.is_set()
+    finally:
+        await once.stop()
+        await looping.stop()
+    assert len(sinks[0].quotes) == 3

@@ -355,6 +355,7 @@ def test_errors_carry_their_wire_code():
         "rate_limited",
         "unauthorized",
         "forbidden_symbol",
+        "unknown_symbol",
     }
 
 

@@ -116,8 +116,9 @@ def test_a_delayed_snapshot_is_the_delayed_keys_value_with_the_original_seq():
     s.open("")
     hub.publish(Quote("MSFT", 400.0, 1_000), 0.0)
     seq = hub.seq_of("MSFT")
+    [held] = hub.last_encoded(["MSFT"])  # what the delay line keeps of it
     hub.publish(Quote("MSFT", 401.0, 2_000), 0.0)
-    hub.publish_delayed(Quote("MSFT", 400.0, 1_000), seq, 0.0)
+    hub.publish_delayed("MSFT", held, seq, 0.0)
     out = s.receive('{"op":"subscribe","symbols":["MSFT"]}', 0.0)
     snap = msgs(out)[1]
     assert snap["type"] == "snapshot" and snap["data"] == [{"s": "MSFT", "p": 400.0, "t": 1000, "q": seq}]

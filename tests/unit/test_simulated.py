@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import pytest
+
 from feeds.base import FeedContext
-from feeds.simulated import SimulatedFeed
+from feeds.listings import parse_listings, us_listings
+from feeds.options import FeedOptions
+from feeds.sessions import new_york
+from feeds.simulated import SimulatedFeed, create
+from tests.support.clock import ManualClock
+from tests.support.fakes.sink import FeedSink
+from ticker.directory import ASSET_TYPES, SymbolInfo
 from ticker.quote import Quote
+from ticker.status import CLOSED, SymbolStatus
+from ticker.symbols import DEFAULT_UNIVERSE
 
 
 def run(feed: SimulatedFeed, seconds: float, step: float = 0.01) -> list[Quote]:
@@ -40,10 +52,12 @@ def test_rate_per_symbol_and_quote_shape():
     assert 1 < per["NEWCO"][0].price < 2000  # a generated base price
 
 
-def test_demand_adds_and_drops_extra_symbols_but_keeps_the_universe():
+def test_demand_adds_and_drops_directory_symbols_but_keeps_the_universe():
     feed = SimulatedFeed(["AAPL"], rate=20, seed=1)
-    feed.set_demand(frozenset({"ZZZ"}))
-    assert {x.symbol for x in run(feed, 1.0)} == {"AAPL", "ZZZ"}
+    feed.set_demand(frozenset({"IBM", "ZZZ"}))  # IBM is in the bundled directory, ZZZ nowhere
+    quotes = run(feed, 1.0)
+    assert {x.symbol for x in quotes} == {"AAPL", "IBM"}
+    assert 100 < next(x for x in quotes if x.symbol == "IBM").price < 500  # near its listed price
     feed.set_demand(frozenset())
     assert {x.symbol for x in run(feed, 1.0)} == {"AAPL"}
 
@@ -51,3 +65,137 @@ def test_demand_adds_and_drops_extra_symbols_but_keeps_the_universe():
 def test_thousands_of_ticks_per_second_in_simulated_time():
     feed = SimulatedFeed([f"S{i}" for i in range(100)], rate=100, seed=3)
     assert len(run(feed, 1.0)) >= 9900
+
+
+def wall(y: int, mo: int, d: int, h: int, mi: int, s: int = 0) -> float:
+    """Epoch seconds of a New York wall-clock time."""
+    return datetime(y, mo, d, h, mi, s, tzinfo=new_york()).timestamp()
+
+
+SATURDAY = wall(2026, 3, 14, 12, 0)  # a Saturday
+TUESDAY_EVENING = wall(2026, 3, 10, 20, 0)
+TUESDAY_MORNING = wall(2026, 3, 10, 10, 0)
+FRIDAY_CLOSE_MS = int(wall(2026, 3, 13, 16, 0) * 1000)
+
+
+async def directory(feed: SimulatedFeed) -> dict[str, SymbolInfo]:
+    return {e.symbol: e for e in await feed.load_reference()}
+
+
+async def test_the_directory_names_the_default_universe_and_hundreds_more():
+    entries = await directory(SimulatedFeed())
+    assert len(entries) >= 400
+    for sym in DEFAULT_UNIVERSE:
+        e = entries[sym]
+        assert e.name and e.name != sym, e
+        assert e.exchange in {"NASDAQ", "NYSE", "NYSE Arca"} and e.currency == "USD", e
+    assert entries["AAPL"] == SymbolInfo("AAPL", "Apple Inc.", "NASDAQ", "stock", "USD")
+    assert entries["BRK.B"].name == "Berkshire Hathaway Inc. Class B"
+    assert entries["SPY"] == SymbolInfo("SPY", "SPDR S&P 500 ETF Trust", "NYSE Arca", "etf", "USD")
+    kinds = [e.type for e in entries.values()]
+    assert kinds.count("stock") >= 300 and kinds.count("etf") >= 50
+    assert set(kinds) <= set(ASSET_TYPES)
+
+
+async def test_symbols_flag_extras_join_the_directory_under_their_own_name():
+    feed = create(FeedOptions(symbols=["AAPL", "NEWCO"]))
+    entries = await directory(feed)
+    assert entries["NEWCO"] == SymbolInfo("NEWCO", "NEWCO", "SIM", "stock", "USD")
+    assert entries["AAPL"].name == "Apple Inc."
+    assert "MSFT" in entries  # the bundled directory stays whole
+    assert feed.known_symbols() == ["AAPL", "NEWCO"]  # suggestions: the universe
+
+
+def test_directory_symbols_start_near_their_listed_price_and_the_universe_keeps_its_own():
+    listings = us_listings()
+    assert all(DEFAULT_UNIVERSE[s] == listings[s].price for s in DEFAULT_UNIVERSE)
+    feed = SimulatedFeed([], rate=10, seed=5)
+    feed.set_demand(frozenset({"LLY", "SPY"}))
+    first: dict[str, Quote] = {}
+    for x in run(feed, 0.5):
+        first.setdefault(x.symbol, x)
+    assert abs(first["LLY"].price / 800.0 - 1) < 0.1 and first["LLY"].prev_close == 800.0
+    assert abs(first["SPY"].price / DEFAULT_UNIVERSE["SPY"] - 1) < 0.1
+
+
+def test_a_symbol_outside_the_directory_never_ticks():
+    feed = SimulatedFeed([], rate=50, seed=2)
+    feed.set_demand(frozenset({"ZZZ", "APPL", "NOPE"}))
+    assert run(feed, 1.0) == []
+    assert feed.symbol_state("ZZZ") is None  # always open: nothing to say
+
+
+def test_bad_listings_are_refused():
+    head = "symbol,name,exchange,type,currency,price\n"
+    assert parse_listings(head + "ABC,Abc Inc.,NYSE,stock,USD,\n")["ABC"].price is None
+    for row, words in [
+        ("ABC,Abc Inc.,NYSE,stock,USD,1\nABC,Abc Inc.,NYSE,stock,USD,1\n", "twice"),
+        ("abc,Abc Inc.,NYSE,stock,USD,1\n", "bad symbol"),
+        ("ABC,Abc Inc.,NYSE,share,USD,1\n", "type"),
+        ("ABC,,NYSE,stock,USD,1\n", "name"),
+        ("ABC,Abc Inc.,NYSE,stock,USD,0\n", "price"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            parse_listings(head + row)
+    with pytest.raises(ValueError, match="columns"):
+        parse_listings("symbol,name\nABC,Abc\n")
+
+
+def test_an_unknown_session_is_refused():
+    with pytest.raises(ValueError, match="session"):
+        SimulatedFeed(session="lunar")
+
+
+async def test_us_equities_closed_on_a_saturday_quotes_the_last_close_once_then_nothing():
+    clock = ManualClock(SATURDAY)
+    feed = SimulatedFeed(["AAPL", "MSFT"], rate=50, seed=1, session="us-equities", clock=clock)
+    sink = FeedSink()
+    await feed.start(sink.ctx)
+    try:
+        assert [(x.symbol, x.ts_ms) for x in sink.quotes] == [
+            ("AAPL", FRIDAY_CLOSE_MS),
+            ("MSFT", FRIDAY_CLOSE_MS),
+        ]
+        assert feed.tick(5.0, int(clock.now * 1000)) == 0
+        assert feed.symbol_state("AAPL") == SymbolStatus(CLOSED, "US market closed; opens Mon 09:30 ET")
+        assert feed.health().up and not feed.steady  # silence is no fault while closed
+        feed.set_demand(frozenset({"IBM"}))  # a directory symbol joining while closed: its last close, once
+        assert feed.tick(1.0, int(clock.now * 1000)) == 1
+        assert feed.tick(1.0, int(clock.now * 1000)) == 0
+        assert [(x.symbol, x.ts_ms) for x in sink.quotes[2:]] == [("IBM", FRIDAY_CLOSE_MS)]
+    finally:
+        await feed.stop()
+
+
+def test_us_equities_closed_in_the_evening_names_the_next_open():
+    feed = SimulatedFeed(["AAPL"], rate=50, seed=1, session="us-equities", clock=ManualClock(TUESDAY_EVENING))
+    assert run(feed, 2.0) == []
+    assert feed.symbol_state("AAPL") == SymbolStatus(CLOSED, "US market closed; opens Wed 09:30 ET")
+
+
+def test_us_equities_ticks_within_hours():
+    feed = SimulatedFeed(["AAPL"], rate=20, seed=1, session="us-equities", clock=ManualClock(TUESDAY_MORNING))
+    assert 19 <= len(run(feed, 1.0)) <= 21
+    assert feed.symbol_state("AAPL") is None and feed.steady
+
+
+def test_always_ignores_the_clock():
+    feed = SimulatedFeed(["AAPL"], rate=20, seed=1, clock=ManualClock(SATURDAY))
+    assert len(run(feed, 1.0)) >= 19
+    assert feed.symbol_state("AAPL") is None
+
+
+def test_the_session_closes_then_opens_with_an_opening_quote_each():
+    clock = ManualClock(wall(2026, 3, 10, 15, 59, 0))
+    feed = SimulatedFeed(["AAPL", "KO"], rate=10, seed=1, session="us-equities", clock=clock)
+    assert run(feed, 1.0)  # trading
+    clock.now = wall(2026, 3, 10, 16, 0, 1)
+    assert run(feed, 1.0) == []
+    assert feed.symbol_state("KO") == SymbolStatus(CLOSED, "US market closed; opens Wed 09:30 ET")
+    assert not feed.steady
+    last = {s: sim.price for s, sim in feed._sims.items()}
+    clock.now = wall(2026, 3, 11, 9, 30, 1)
+    opening = run(feed, 0.001)
+    assert sorted(x.symbol for x in opening) == ["AAPL", "KO"]  # at once, whatever the rate
+    assert all(x.prev_close == last[x.symbol] for x in opening)  # yesterday's last price
+    assert feed.steady and feed.symbol_state("KO") is None

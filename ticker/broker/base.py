@@ -9,6 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+from ticker.directory import Directory
 from ticker.quote import Quote
 
 Deliver = Callable[[Quote], None]
@@ -43,3 +44,8 @@ class Broker(ABC):
     @abstractmethod
     def up(self) -> bool:
         """Whether the broker is connected."""
+
+    def directory(self) -> Directory | None:
+        """The symbol directory that comes with the quotes (the publisher's, through Redis); None: the
+        node's own feeds' directory applies."""
+        return None

@@ -4,7 +4,9 @@ It runs the feed adapters, follows the union of every edge node's demand plus ``
 and publishes normalized quotes: per symbol channel, one message per publish window holding
 that window's quotes, all of a window's messages and the last-value hash update in one
 pipelined round trip. While Redis is away it keeps only the last value per symbol; when
-Redis is back it rewrites the hash and says ``hello`` so nodes resync.
+Redis is back it rewrites the hash and says ``hello`` so nodes resync. It also writes its feeds'
+symbol directory for the nodes (:mod:`ticker.broker.redis_directory`): at each connection and
+whenever the directory changed (checked every second).
 Layout: ticker/broker/redis_layout.py.
 """
 
@@ -20,6 +22,7 @@ from redis.asyncio.client import PubSub
 
 from feeds.base import Feed
 from feeds.runner import FeedRunner, metered
+from ticker.broker import redis_directory as rd
 from ticker.broker import redis_layout as rc
 from ticker.errors import InvalidSymbol
 from ticker.metrics.registry import Metrics
@@ -33,6 +36,7 @@ DEMAND_POLL = 2.0  # seconds between demand reads without notifications (expires
 DEMAND_DEBOUNCE = 0.02  # seconds to gather notifications of several nodes into one read
 MAX_PER_SYMBOL = 64  # quotes of one symbol kept per window; older ones are conflated away
 START_WAIT = 3.0
+DIRECTORY_POLL = 1.0  # seconds between checks whether the feeds' directory changed
 
 # Union of every live node's demand set; prunes nodes whose demand key expired. One round trip, atomic.
 _READ_DEMAND = """
@@ -68,6 +72,7 @@ class Publisher:
         self.runner = FeedRunner(feeds, metered(metrics, self._emit))
         self.static = symbols
         self.layout = rc.Layout(prefix)
+        self.id = rc.node_id()
         self.window = window
         self.carried: frozenset[str] = symbols
         self.published = 0  # quotes published (for logs and tests)
@@ -171,6 +176,7 @@ class Publisher:
                 loop.create_task(self._flusher(client)),
                 loop.create_task(self._read(pubsub)),
                 loop.create_task(self._demand_loop(client, read_demand)),
+                loop.create_task(self._directory_loop(client)),
             ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -218,6 +224,23 @@ class Publisher:
         async for msg in pubsub.listen():
             if msg["type"] == "message" and msg["data"] == rc.DEMAND:
                 self._demand_dirty.set()
+
+    # -- the symbol directory ------------------------------------------------------------------
+    async def _directory_loop(self, client: Redis) -> None:
+        """Write the directory now (Redis may have restarted empty) and whenever it changed."""
+        written: tuple[int, bool] | None = None
+        while True:
+            d = self.runner.directory
+            state = (d.version, d.complete)
+            if state != written:
+                meta = await rd.write(client, self.layout, self.id, d)
+                written = (meta.version, meta.complete)
+                log.info(
+                    "wrote the symbol directory: %d symbols%s",
+                    meta.symbols,
+                    "" if meta.complete else " (loading: " + ", ".join(meta.loading) + ")",
+                )
+            await asyncio.sleep(DIRECTORY_POLL)
 
     # -- demand ------------------------------------------------------------------------------
     async def _demand_loop(self, client: Redis, read_demand: object) -> None:

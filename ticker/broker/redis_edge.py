@@ -5,7 +5,9 @@ SUBSCRIBE/UNSUBSCRIBE per demand change, and reads the last values of newly want
 from the last-value hash in one HMGET, so their subscribers get data at once. It advertises
 its demand to the publisher as a set with a TTL that it refreshes, so a dead node's demand
 expires. When Redis comes back after a loss, or a publisher (re)starts, the node re-reads
-every wanted symbol and sends each connection a fresh snapshot.
+every wanted symbol and sends each connection a fresh snapshot. The node also reads the
+publisher's symbol directory (:mod:`ticker.broker.redis_directory`) at each connection, when the
+publisher announces a new one, and every minute anyway, and answers with it.
 Layout: ticker/broker/redis_layout.py.
 """
 
@@ -20,11 +22,15 @@ from collections.abc import Callable
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
 
+from ticker.broker import redis_directory as rd
 from ticker.broker import redis_layout as rc
 from ticker.broker.base import Broker, Deliver
+from ticker.directory import Directory
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote, decode_entry
+from ticker.search import index_of
 from ticker.tasks import cancel_and_wait
 
 log = logging.getLogger("ticker.redis")
@@ -33,6 +39,7 @@ CHECK_INTERVAL = 1.0  # seconds between liveness and refresh checks
 PUBSUB_PING_AFTER = 5.0  # idle seconds on the subscription before pinging it
 PUBSUB_DEAD_AFTER = 15.0  # idle seconds (pings unanswered) before the subscription counts as dead
 START_WAIT = 3.0  # seconds start() waits for the first connection before serving without it
+DIRECTORY_POLL = 60.0  # seconds between checks of the directory's meta (a notification may be missed)
 
 
 class RedisBroker(Broker):
@@ -68,6 +75,9 @@ class RedisBroker(Broker):
         self._last_rx = 0.0
         self._task: asyncio.Task[None] | None = None
         self._client: Redis | None = None
+        self._directory = rd.build(None, ())  # every symbol pending until the publisher's is read
+        self._directory_raw: bytes | None = None  # the meta of the directory held (or last refused)
+        self._directory_wake = asyncio.Event()
 
     # -- Broker interface --------------------------------------------------------------------
     async def start(self, deliver: Deliver) -> None:
@@ -104,6 +114,10 @@ class RedisBroker(Broker):
     def up(self) -> bool:
         return self._up
 
+    def directory(self) -> Directory:
+        """The publisher's directory as last read (a new object each read; pending until the first)."""
+        return self._directory
+
     # -- connection loop ---------------------------------------------------------------------
     def _set_up(self, up: bool) -> None:
         self._up = up
@@ -118,6 +132,7 @@ class RedisBroker(Broker):
         sub_client = rc.connect(self.url, name, socket_timeout=None)
         pubsub = sub_client.pubsub(ignore_subscribe_messages=True)
         reader: asyncio.Task[None] | None = None
+        loader: asyncio.Task[None] | None = None
         try:
             await client.ping()
             self._client = client
@@ -125,6 +140,9 @@ class RedisBroker(Broker):
             await pubsub.subscribe(self.layout.ctl)
             self._last_rx = time.monotonic()
             reader = asyncio.get_running_loop().create_task(self._read(pubsub), name="redis-reader")
+            loader = asyncio.get_running_loop().create_task(
+                self._directory_loop(client), name="redis-directory"
+            )
             reconnect = self._ever_up
             await self._sync(client, pubsub, full=True)
             self._set_up(True)
@@ -146,6 +164,9 @@ class RedisBroker(Broker):
                 if reader.done():
                     reader.result()  # raises the reader's error
                     raise ConnectionError("subscription ended")
+                if loader.done():
+                    loader.result()
+                    raise ConnectionError("directory reader ended")
                 full, self._full = self._full, False
                 await self._sync(client, pubsub, full=full)
                 if full:
@@ -157,7 +178,7 @@ class RedisBroker(Broker):
                     await pubsub.ping()
         finally:
             self._client = None
-            await rc.end_session([reader], pubsub, client, sub_client)
+            await rc.end_session([reader, loader], pubsub, client, sub_client)
 
     async def _read(self, pubsub: PubSub) -> None:
         ctl = self.layout.ctl
@@ -170,6 +191,8 @@ class RedisBroker(Broker):
                 if msg["data"] == rc.HELLO:  # a publisher (re)started: re-read everything
                     self._full = True
                     self._wake.set()
+                elif msg["data"] == rc.DIRECTORY:
+                    self._directory_wake.set()
             else:
                 self._on_quotes(channel, msg["data"])
 
@@ -191,6 +214,38 @@ class RedisBroker(Broker):
         m.broker_lag.observe(max(0.0, time.time() - pt / 1000.0))
         for q in quotes:
             deliver(q)
+
+    # -- the symbol directory ------------------------------------------------------------------
+    async def _directory_loop(self, client: Redis) -> None:
+        """Read the directory now, on each ``directory`` notification and every :data:`DIRECTORY_POLL` s."""
+        while True:
+            self._directory_wake.clear()
+            try:
+                await self._load_directory(client)
+            except (RedisError, OSError) as exc:  # a lost connection: the session notices and reconnects
+                log.debug("could not read the symbol directory: %r", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._directory_wake.wait(), DIRECTORY_POLL)
+
+    async def _load_directory(self, client: Redis) -> None:
+        raw = await rd.read_meta(client, self.layout)
+        if raw is None or raw == self._directory_raw:
+            return  # unchanged, or none (yet, or Redis restarted empty: ours holds until the publisher rewrites it)
+        try:
+            got = await rd.read(client, self.layout)
+        except ValueError as exc:
+            self._directory_raw = raw
+            self.metrics.broker_errors.inc()
+            log.warning("ignored the symbol directory in Redis: %s", exc)
+            return
+        if got is None:
+            return
+        self._directory_raw, meta, entries = got
+        directory = rd.build(meta, entries)
+        await asyncio.to_thread(index_of, directory)  # searchable before it is in use, built beside the loop
+        self._directory = directory
+        state = "complete" if meta.complete else "still loading: " + ", ".join(meta.loading)
+        log.info("symbol directory of publisher %s: %d symbols (%s)", meta.publisher, len(entries), state)
 
     # -- demand and last values --------------------------------------------------------------
     async def _sync(self, client: Redis, pubsub: PubSub, full: bool) -> None:

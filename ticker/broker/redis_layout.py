@@ -10,7 +10,11 @@ so deployments sharing a Redis must use different prefixes):
 - ``P:last`` — hash SYMBOL → Q: the last value of every carried symbol, for snapshots.
 - ``P:demand:NODE`` — set of the symbols node NODE's clients want, with a TTL the node refreshes.
 - ``P:nodes`` — set of node ids that may hold a demand key (the publisher prunes expired ones).
-- ``P:ctl`` — channel: ``demand`` (a node's demand changed) and ``hello`` (a publisher (re)started).
+- ``P:ctl`` — channel: ``demand`` (a node's demand changed), ``hello`` (a publisher (re)started) and
+  ``directory`` (the publisher wrote a new symbol directory).
+- ``P:directory`` — hash SYMBOL → ``{"name","exchange","type","currency"}``: the publisher's symbol
+  directory; ``P:directory:meta`` — what it is (``{"publisher","version","complete","loading","symbols"}``);
+  ``P:directory:tmp:PUBLISHER`` — the next directory while it is written (codec: :mod:`ticker.broker.redis_directory`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ BACKOFF_CAP = 2.0
 SOCKET_TIMEOUT = 5.0  # seconds a command may take before the connection counts as dead
 HELLO = b"hello"
 DEMAND = b"demand"
+DIRECTORY = b"directory"
 
 
 def check_url(url: str) -> str:
@@ -127,6 +132,18 @@ class Layout:
     @property
     def ctl(self) -> bytes:
         return f"{self.prefix}:ctl".encode()
+
+    @property
+    def directory(self) -> str:
+        return f"{self.prefix}:directory"
+
+    @property
+    def directory_meta(self) -> str:
+        return f"{self.prefix}:directory:meta"
+
+    def directory_tmp(self, publisher: str) -> str:
+        """Where ``publisher`` writes its next directory before renaming it into place."""
+        return f"{self.prefix}:directory:tmp:{publisher}"
 
 
 def encode_message(entries: Iterable[bytes], publish_ms: float) -> bytes:

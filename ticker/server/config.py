@@ -56,6 +56,12 @@ class Config:
         group=NETWORK,
         metavar="CIDRS",
     )
+    unknown_symbols: str = option(
+        "refuse",
+        "refuse: a symbol no running feed knows gets unknown_symbol; allow: accept any well-formed symbol",
+        env="UNKNOWN_SYMBOLS",
+        choices=("refuse", "allow"),
+    )
     max_symbols: int = option(
         500, "symbols per connection (500)", env="MAX_SYMBOLS", parse=positive(int), group=LIMITS
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from typing import Any, ClassVar, Protocol
 
 from ticker import protocol
 from ticker.delay import DelayLine
+from ticker.errors import ProtocolError
 from ticker.hub import Hub
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
@@ -74,6 +76,14 @@ class Connection(ABC):
         return False
 
     @abstractmethod
+    def send_message(self, kind: str, payload: bytes) -> None:
+        """Send one control message (``status``, ``error``) of type ``kind`` outside a flush."""
+
+    @abstractmethod
+    def drop_symbols(self, symbols: list[str], refusal: ProtocolError) -> None:
+        """Unsubscribe ``symbols`` (and their delayed keys) and tell the client why (``unknown_symbol``)."""
+
+    @abstractmethod
     def close_going_away(self) -> None:
         """Close because the server shuts down (WebSocket code 1001)."""
 
@@ -124,6 +134,7 @@ class Fanout:
         self.delay = delay
         self._wall = wall
         self._releaser: Cancellable | None = None
+        self._release_at = math.inf  # when _releaser fires (monotonic; inf: none scheduled)
 
     def _loop(self) -> Scheduler:
         return self._scheduler if self._scheduler is not None else asyncio.get_running_loop()
@@ -136,9 +147,10 @@ class Fanout:
             self._schedule_flush(now)
         line = self.delay
         if line is not None and quote.symbol in line.recording:
-            line.record(quote, self.hub.seq_of(quote.symbol), now, self._wall())
-            if self._releaser is None:
-                self._schedule_release(now)
+            st = self.hub.state(quote.symbol)
+            assert st is not None and st.encoded is not None  # the hub has just taken it
+            if line.record(quote, st.encoded, st.seq, now, self._wall()) < self._release_at:
+                self._schedule_release(now)  # due before the release timer (or none is set)
 
     def _schedule_flush(self, now: float) -> None:
         delay = self._last_flush + self.flush_interval - now
@@ -149,22 +161,29 @@ class Fanout:
 
     # -- the delayed tier --------------------------------------------------------------------
     def _schedule_release(self, now: float) -> None:
+        """(Re)set the release timer to the line's next due time, replacing one set for later."""
+        if self._releaser is not None:
+            self._releaser.cancel()
+            self._releaser = None
+        self._release_at = math.inf
         line = self.delay
         at = None if line is None else line.next_due()
         if at is not None and not self._closed:
             self._releaser = self._loop().call_later(max(0.0, at - now), self._release)
+            self._release_at = at
 
     def _release(self) -> None:
-        """Hand the quotes the delay line releases now to the hub under their delayed keys."""
+        """Hand the entries the delay line releases now to the hub under their delayed keys."""
         self._releaser = None
+        self._release_at = math.inf
         line = self.delay
         if line is None:
             return
         now = self._clock()
         hub = self.hub
         due = False
-        for quote, seq in line.due(now):
-            due = hub.publish_delayed(quote, seq, now) or due
+        for symbol, encoded, seq in line.due(now):
+            due = hub.publish_delayed(symbol, encoded, seq, now) or due
         if due and self._handle is None and not self._closed:
             self._schedule_flush(now)
         self._schedule_release(now)

@@ -18,12 +18,14 @@ from feeds.runner import FeedRunner, metered
 from ticker.broker import create_broker
 from ticker.broker.base import Broker
 from ticker.delay import DelayLine, split_keys
+from ticker.directory import Directory
 from ticker.entitlements import UserSlots
 from ticker.hub import Hub
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
 from ticker.server.config import Config
 from ticker.server.fanout import Connection, Fanout
+from ticker.server.status_board import StatusBoard
 from ticker.session import Access
 
 if TYPE_CHECKING:
@@ -71,6 +73,8 @@ class Node:
         self.runner = FeedRunner(
             self.feeds, metered(self.metrics, self.broker.publish), stale_after=config.stale_after
         )
+        #: What the node says of each symbol: unknown ones refused, states pushed (``--unknown-symbols``).
+        self.board = StatusBoard(self, config.stale_after, refuse_unknown=config.unknown_symbols == "refuse")
         self.closing = False
         self._demand_due = False
         self._drained = asyncio.Event()
@@ -160,7 +164,16 @@ class Node:
         while True:  # ticker_feed_up is read at each scrape (the runner's metered contexts)
             self.metrics.ready.set(1 if self.readiness()[0] else 0)
             self.metrics.broker_up.set(1 if self.broker.up else 0)
+            if self.delay_line is not None:  # end keeps past their deadline, even for symbols with no quote
+                self.delay_line.prune(time.monotonic())
+            self.board.tick()
             await asyncio.sleep(1.0)
+
+    @property
+    def directory(self) -> Directory:
+        """The symbol directory this node answers with (its feeds', or the publisher's through Redis)."""
+        shared = self.broker.directory()
+        return shared if shared is not None else self.runner.directory
 
     def known_symbols(self) -> list[str]:
         """Symbols worth suggesting: what the feeds offer and what has a last value."""

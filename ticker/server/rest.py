@@ -1,4 +1,5 @@
-"""The REST endpoints: ``/api/quotes`` (last values) and ``/api/symbols`` (what can be subscribed).
+"""The REST endpoints: ``/api/quotes`` (last values), ``/api/symbols`` (what can be subscribed), and the
+directory: ``/api/symbols/<SYMBOL>`` (one entry) and ``/api/search`` (by ticker and name).
 
 With ``--auth jwt`` both need a token (:mod:`ticker.server.access`); a delayed symbol's value is
 the one the delayed tier released, never a newer one.
@@ -9,12 +10,17 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ticker.delay import delayed_key
-from ticker.entitlements import Identity
-from ticker.errors import ForbiddenSymbols, InvalidSymbol, ProtocolError
+import orjson
+
+from ticker.delay import delayed_key, symbol_of
+from ticker.directory import Known
+from ticker.entitlements import EVERYTHING, Entitlements, Identity, Tier
+from ticker.errors import BAD_REQUEST, ForbiddenSymbols, InvalidSymbol, ProtocolError, UnknownSymbols
+from ticker.search import Allow, search, suggest
 from ticker.server.access import Refused, forbidden, identify
 from ticker.server.ops import JsonHandler
-from ticker.session import hub_keys, query_symbols, symbol_limit
+from ticker.session import hub_keys, query_symbols, suggestions_of, symbol_limit
+from ticker.symbols import valid_symbol
 
 if TYPE_CHECKING:
     from ticker.server.node import Node
@@ -62,7 +68,14 @@ class QuotesHandler(_Base):
                 symbols = query_symbols(raw, limit, "request")
                 if not symbols:
                     raise InvalidSymbol(raw)
+                refused = srv.board.unknown(symbols)
+                if refused is not None:
+                    raise refused
                 keys, dl = hub_keys(symbols, ents)
+            except UnknownSymbols as exc:
+                body = {"code": exc.code, "message": exc.message, "symbols": exc.symbols}
+                self.send_json({"error": {**body, "suggestions": suggestions_of(exc)}}, 400)
+                return
             except ForbiddenSymbols as exc:
                 self._refuse(forbidden(srv, exc, TRANSPORT))
                 return
@@ -73,9 +86,29 @@ class QuotesHandler(_Base):
         if dl and line is not None:  # keep recording those the node carries, so that a later read has a value
             carried = [s for s in dl if srv.hub.last(s) is not None]
             line.keep(carried, time.monotonic() + line.delay)
-        entries = srv.hub.last_encoded(keys)
+        states = {e["s"]: e for e in srv.board.statuses(symbol_of(k) for k in keys)}
+        entries = []
+        for key in keys:
+            found = srv.hub.last_encoded([key])
+            entry = found[0] if found else None
+            state = states.pop(symbol_of(key), None)
+            if entry is None:
+                if state is not None:
+                    states[state["s"]] = state  # no value to carry it: listed under "status"
+                continue
+            if state is not None:  # a value whose symbol is not live: the entry says so
+                entry = (
+                    entry[:-1]
+                    + b',"state":'
+                    + orjson.dumps(state["state"])
+                    + b',"reason":'
+                    + orjson.dumps(state["reason"])
+                    + b"}"
+                )
+            entries.append(entry)
+        tail = b',"status":' + orjson.dumps(list(states.values())) if states else b""
         self.set_header("Content-Type", "application/json")
-        self.finish(b'{"data":[' + b",".join(entries) + b"]}")
+        self.finish(b'{"data":[' + b",".join(entries) + b"]" + tail + b"}")
 
 
 class SymbolsHandler(_Base):
@@ -87,3 +120,77 @@ class SymbolsHandler(_Base):
             return
         rt, dl, _forbidden = identity.entitlements.split(self.server.known_symbols())
         self.send_json({"symbols": sorted(rt + dl)})
+
+
+SEARCH_LIMIT = 10  # results of /api/search without ?limit=
+MAX_SEARCH_LIMIT = 50
+
+
+def _search_limit(raw: str | None) -> int | None:
+    """``?limit=`` of /api/search: the default without it, None when it is not a number from 1 to 50."""
+    if raw is None:
+        return SEARCH_LIMIT
+    try:
+        n = int(raw)
+    except ValueError:
+        return None
+    return n if 1 <= n <= MAX_SEARCH_LIMIT else None
+
+
+def _allow(ents: Entitlements) -> Allow:
+    """Who may see a symbol, for the search: None when the caller may see everything."""
+    if ents == EVERYTHING:
+        return None
+    return lambda symbol: ents.tier(symbol) is not Tier.FORBIDDEN
+
+
+class SearchHandler(_Base):
+    """``GET /api/search?q=TEXT&limit=N``: directory entries matching TEXT, best first (:mod:`ticker.search`),
+    those the caller may see."""
+
+    async def get(self) -> None:
+        identity = await self._identity()
+        if identity is None:
+            return
+        text = self.get_query_argument("q", None)
+        limit = _search_limit(self.get_query_argument("limit", None))
+        if text is None or limit is None:
+            what = '"q" (the text to search for) is required' if text is None else ""
+            what = what or f'"limit" must be a whole number from 1 to {MAX_SEARCH_LIMIT}'
+            self.send_json({"error": {"code": BAD_REQUEST, "message": what}}, 400)
+            return
+        found = search(self.server.directory, text, limit, _allow(identity.entitlements))
+        self.send_json({"results": [e.to_json() for e in found]})
+
+
+class SymbolEntryHandler(_Base):
+    """``GET /api/symbols/<SYMBOL>``: the directory entry of one symbol; 404 ``unknown_symbol`` (with "did you
+    mean") when no feed knows it, 403 when the caller may not see it."""
+
+    async def get(self, raw: str) -> None:
+        srv = self.server
+        identity = await self._identity()
+        if identity is None:
+            return
+        symbol = valid_symbol(raw)
+        if symbol is None:
+            exc = InvalidSymbol(raw)
+            self.send_json({"error": {"code": exc.code, "message": exc.message}}, 400)
+            return
+        directory = srv.directory
+        entry = directory.get(symbol)
+        if entry is None:
+            allow = _allow(identity.entitlements)
+            near = [(e.symbol, e.name) for e in suggest(directory, symbol, allow=allow)]
+            unknown = UnknownSymbols([symbol], {symbol: near})
+            error = {"code": unknown.code, "message": unknown.message, "symbols": unknown.symbols}
+            if directory.known(symbol) is Known.PENDING:  # some feed is still loading, or cannot tell
+                error["message"] = (
+                    f"No symbol {symbol} in the directory yet: a feed is still loading its symbols."
+                )
+            self.send_json({"error": {**error, "suggestions": suggestions_of(unknown)}}, 404)
+            return
+        if identity.entitlements.tier(symbol) is Tier.FORBIDDEN:
+            self._refuse(forbidden(srv, ForbiddenSymbols([symbol]), TRANSPORT))
+            return
+        self.send_json(entry.to_json())

@@ -21,6 +21,7 @@ import tornado.iostream
 import tornado.web
 
 from ticker import protocol
+from ticker.delay import delayed_key
 from ticker.entitlements import Identity
 from ticker.errors import (
     BAD_REQUEST,
@@ -32,13 +33,14 @@ from ticker.errors import (
     ForbiddenSymbols,
     ProtocolError,
     TooManySymbols,
+    UnknownSymbols,
 )
 from ticker.frames import sse_event
 from ticker.server import tornado_io
 from ticker.server.access import Refused, count_failure, forbidden, identify, over_cap
 from ticker.server.fanout import Connection
 from ticker.server.websocket import origin_allowed
-from ticker.session import hub_keys, open_stream, query_symbols, symbol_limit
+from ticker.session import hub_keys, open_stream, query_symbols, suggestions_of, symbol_limit
 
 if TYPE_CHECKING:
     from ticker.server.node import Node
@@ -105,6 +107,15 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         # An event stream must not be gzipped: compression would hold events back in its buffer.
         tornado_io.no_compression(self)
 
+    def _refuse_json(self, status: int, exc: UnknownSymbols, suggestions: dict[str, list[str]]) -> None:
+        """A refusal whose body names the symbols (``unknown_symbol``), with the "did you mean" suggestions."""
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        error: dict[str, Any] = {"code": exc.code, "message": exc.message, "symbols": exc.symbols}
+        if suggestions:
+            error["suggestions"] = suggestions
+        self.finish(orjson.dumps({"error": error}))
+
     def _refuse(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         self.set_status(status)
         for name, value in (headers or {}).items():
@@ -147,7 +158,13 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
             symbols = query_symbols(self.get_query_argument("symbols", ""), limit, "connection")
             if not symbols:
                 raise ProtocolError(BAD_REQUEST, "name the symbols to stream: /sse?symbols=AAPL,MSFT")
+            unknown = srv.board.unknown(symbols)
+            if unknown is not None:
+                raise unknown
             keys, delayed = hub_keys(symbols, identity.entitlements)
+        except UnknownSymbols as exc:
+            self._refuse_json(400, exc, suggestions_of(exc))
+            return
         except ForbiddenSymbols as exc:
             ref = forbidden(srv, exc, self.transport)
             self._refuse(ref.status, ref.code, ref.message)
@@ -198,7 +215,11 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         head = b"retry: %d\nid: %s\n" % (RETRY_MS, self.instance.encode())
         if self.server.access.required:  # what the token grants: which symbols come delayed
             head += sse_event("subscribed", protocol.subscribed(symbols, delayed))
-        self.write(head + sse_event("snapshot", snapshot))
+        tail = b""
+        states = self.server.board.statuses(symbols)
+        if states:
+            tail = sse_event("status", protocol.status(states))
+        self.write(head + sse_event("snapshot", snapshot) + tail)
         self.flush()  # headers and the snapshot go out before any quotes frame of the fan-out
         self._sse_beat = time.monotonic()
         return True
@@ -233,6 +254,17 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
 
     def receives_delayed(self) -> bool:
         return self._delayed
+
+    def send_message(self, kind: str, payload: bytes) -> None:
+        if self.registered and not self.server.fanout.is_conflating(self):
+            self.write_frame(chunk(sse_event(kind, payload)))
+
+    def drop_symbols(self, symbols: list[str], refusal: ProtocolError) -> None:
+        keys = symbols + [delayed_key(s) for s in symbols]
+        self.server.hub.unsubscribe(self, keys)
+        self.server.fanout.unsubscribed(self, keys)
+        extra = suggestions_of(refusal) if isinstance(refusal, UnknownSymbols) else None
+        self.send_message("error", protocol.error(refusal.code, refusal.message, symbols, extra))
 
     def close_slow(self) -> None:
         self._end(SLOW_CONSUMER)

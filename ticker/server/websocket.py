@@ -27,6 +27,7 @@ from ticker.errors import (
     SHUTDOWN,
     SLOW_CONSUMER,
     Disconnect,
+    ProtocolError,
     TokenRejected,
 )
 from ticker.frames import ws_text_frame
@@ -96,7 +97,7 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
         cfg, now = self.server.config, time.monotonic()
         srv = self.server
         self.session = session = Session(
-            srv.hub, self, cfg.rate_limit, cfg.rate_burst, now, srv.access, self._identity
+            srv.hub, self, cfg.rate_limit, cfg.rate_burst, now, srv.access, self._identity, srv.board
         )
         stream = tornado_io.websocket_stream(self)
         self._stream: tornado.iostream.IOStream | None = stream
@@ -171,6 +172,13 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
 
     def receives_delayed(self) -> bool:
         return self.session is not None and self.session.delayed > 0
+
+    def send_message(self, kind: str, payload: bytes) -> None:
+        self._send(payload)
+
+    def drop_symbols(self, symbols: list[str], refusal: ProtocolError) -> None:
+        if self.session is not None and not self._closing:
+            self._deliver(self.session.drop(symbols, refusal))
 
     def heartbeat(self, now: float) -> None:
         """Ping every ``--ping-interval``; drop a peer whose last ping went unanswered ``--ping-timeout``."""
