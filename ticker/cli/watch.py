@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ticker.errors import InvalidSymbol, OptionError
 from ticker.options import LOG_LEVELS, option
 from ticker.symbols import normalize_symbol
+
+if TYPE_CHECKING:
+    from ticker.cli.watch_view import JsonLines, TableView
+    from ticker.client import TickerClient
 
 DEFAULT_URL = "ws://127.0.0.1:8888/ws"
 
@@ -43,7 +48,9 @@ class WatchConfig:
         env="TOKEN",
         metavar="TOKEN",
     )
-    json: bool = option(False, "print one JSON line (a Q object) per update")
+    json: bool = option(
+        False, 'print one JSON line per update (a Q object) and per state change ({"type":"status",...})'
+    )
     count: int = option(0, "exit after this many updates (0: run until Ctrl-C)", parse=_count)
     connect_timeout: float = option(
         10.0, "seconds to wait for the first connection before giving up (10)", parse=float
@@ -52,7 +59,8 @@ class WatchConfig:
 
 
 def run_watch(config: WatchConfig) -> int:
-    """Run ``ticker watch``; the exit status (0 on Ctrl-C or SIGTERM, 1 when the server is unreachable)."""
+    """Run ``ticker watch``; the exit status (0 on Ctrl-C or SIGTERM, 1 when the server is unreachable,
+    2 when it knows none of the symbols)."""
     import asyncio
 
     try:
@@ -82,15 +90,47 @@ async def _main(config: WatchConfig) -> int:
     try:
         async with TickerClient(
             config.url,
-            config.symbols,
             connect_timeout=config.connect_timeout,
             on_event=view.event,
             token=config.token or None,  # an empty TICKER_TOKEN means none
         ) as client:
-            await view.run(client)
+            return await _watch(client, view, config.symbols)
     except TickerError as exc:
         print(f"ticker watch: {exc}", file=sys.stderr)
         return 1
     except asyncio.CancelledError:
         return 0
-    return 0
+
+
+async def _watch(client: TickerClient, view: JsonLines | TableView, symbols: list[str]) -> int:
+    """Subscribe (the symbols the server does not know are named on stderr) and run ``view`` until it ends,
+    or until no symbol is left to watch (status 2)."""
+    import asyncio
+
+    from ticker.client import UnknownSymbolError
+
+    view.client = client
+    try:
+        await client.subscribe(*symbols)
+    except UnknownSymbolError as exc:  # the known symbols of the request are subscribed all the same
+        view.refuse(exc)
+        if not client.symbols:
+            print(f"ticker watch: {exc.message}", file=sys.stderr)
+            return 2
+        kept = ", ".join(s for s in symbols if s in client.symbols)
+        print(f"ticker watch: {exc.message} Watching {kept}.", file=sys.stderr, flush=True)
+    run = asyncio.ensure_future(view.run(client))
+    done = asyncio.ensure_future(view.done.wait())
+    try:
+        await asyncio.wait({run, done}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        done.cancel()
+        if not run.done():
+            run.cancel()
+        await asyncio.gather(run, done, return_exceptions=True)
+    if not view.done.is_set():
+        run.result()  # the view's own end, or the client's error (a refused token)
+        return 0
+    if view.exit_message:
+        print(f"ticker watch: {view.exit_message}", file=sys.stderr)
+    return view.exit_status

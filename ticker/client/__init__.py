@@ -16,9 +16,11 @@ from ticker.client.models import (
     TokenProviderError,
     TooManyConnectionsError,
     TooManySymbolsError,
+    UnknownSymbolError,
 )
 from ticker.client.tickerclient import TickerClient
 from ticker.quote import Quote
+from ticker.status import SymbolStatus
 
 __all__ = [
     "AuthenticationFailed",
@@ -33,9 +35,11 @@ __all__ = [
     "RateLimitedError",
     "ServerError",
     "State",
+    "SymbolStatus",
     "TickerClient",
     "TickerError",
     "TokenProviderError",
     "TooManyConnectionsError",
     "TooManySymbolsError",
+    "UnknownSymbolError",
 ]

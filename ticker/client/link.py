@@ -2,8 +2,8 @@
 
 A request (subscribe, unsubscribe, refresh) is followed on the wire by a ``ping``; the server handles a
 connection's messages in order, so everything it sends before the matching ``pong`` — the
-``subscribed`` set, the snapshot, ``authenticated``, any ``error`` — answers that request. One
-request is in flight at a time.
+``subscribed`` set, the snapshot, the ``status`` of symbols that are not live, ``authenticated``, any
+``error`` — answers that request. One request is in flight at a time.
 """
 
 from __future__ import annotations
@@ -18,15 +18,19 @@ from typing import Any, NoReturn
 import aiohttp
 import orjson
 
-from ticker.client.models import ConnectionLost, QuoteBuffer, ServerError, server_error
+from ticker.client.models import ConnectionLost, QuoteBuffer, ServerError, UnknownSymbolError, server_error
 from ticker.quote import Quote, decode_entry
+from ticker.status import IS_LIVE, LIVE, SymbolStatus
 
 log = logging.getLogger("ticker.client")
 
 
+StatusChange = tuple[str, SymbolStatus]
+
+
 class Subscriptions:
     """What the client follows and has applied: the symbol set, last ``q`` per symbol, latest values, the buffer,
-    and which symbols the server sends delayed."""
+    which symbols the server sends delayed, and the state of those that are not live."""
 
     def __init__(self, symbols: Iterable[str], buffer_limit: int) -> None:
         self.symbols: dict[str, None] = dict.fromkeys(symbols)
@@ -35,11 +39,54 @@ class Subscriptions:
         self.buffer = QuoteBuffer(buffer_limit)
         self.data = asyncio.Event()  # set when the buffer gets something
         self.delayed: frozenset[str] = frozenset()
+        self.status: dict[str, SymbolStatus] = {}  # followed symbols that are not live; the others are
+        self._unconfirmed: set[str] = set()  # states from an earlier connection the new one has not repeated
 
     def new_connection(self) -> None:
-        """Sequence numbers are per server process: the next snapshot wins whatever its ``q``."""
+        """Sequence numbers are per server process: the next snapshot wins whatever its ``q``. The states
+        known so far hold until the new connection's subscription is answered (:meth:`settle`)."""
         self.last_q.clear()
         self.delayed = frozenset()
+        self._unconfirmed = set(self.status)
+
+    def states(self) -> dict[str, SymbolStatus]:
+        """The state of every followed symbol (``live`` unless the server said otherwise)."""
+        status = self.status
+        return {s: status.get(s, IS_LIVE) for s in self.symbols}
+
+    def set_status(self, entries: Iterable[Any]) -> list[StatusChange]:
+        """Apply the entries of a ``status`` message; return the symbols whose state changed, with the new one."""
+        changes: list[StatusChange] = []
+        for e in entries:
+            try:
+                symbol, st = _status_entry(e)
+            except ValueError as exc:
+                log.warning("ignoring a malformed status entry: %s", exc)
+                continue
+            if symbol not in self.symbols:
+                continue  # unsubscribed meanwhile
+            self._unconfirmed.discard(symbol)
+            changes.extend(self._set(symbol, st))
+        return changes
+
+    def settle(self) -> list[StatusChange]:
+        """A new connection's subscription is answered: states it did not repeat are ``live`` now."""
+        changes: list[StatusChange] = []
+        for symbol in sorted(self._unconfirmed):
+            changes.extend(self._set(symbol, IS_LIVE))
+        self._unconfirmed.clear()
+        return changes
+
+    def _set(self, symbol: str, st: SymbolStatus) -> list[StatusChange]:
+        if st.state == LIVE:
+            st = IS_LIVE
+        if self.status.get(symbol, IS_LIVE) == st:
+            return []
+        if st is IS_LIVE:
+            del self.status[symbol]
+        else:
+            self.status[symbol] = st
+        return [(symbol, st)]
 
     def set_delayed(self, delayed: frozenset[str]) -> None:
         """The server's ``delayed`` set. A symbol that moved between tiers starts again from the next
@@ -82,15 +129,28 @@ class Subscriptions:
             self.symbols.pop(s, None)
             self.last_q.pop(s, None)
             self.latest.pop(s, None)
+            self.status.pop(s, None)
+            self._unconfirmed.discard(s)
         self.buffer.discard(gone)
         if self.delayed and not self.delayed.isdisjoint(gone):
             self.delayed = self.delayed.difference(gone)
+
+
+def _status_entry(e: Any) -> StatusChange:
+    """``(symbol, status)`` of one ``{"s","state","reason"}`` entry; ``ValueError`` when malformed."""
+    if not isinstance(e, dict):
+        raise ValueError(f"expected an object, got {type(e).__name__}")
+    symbol, state, reason = e.get("s"), e.get("state"), e.get("reason", "")
+    if not isinstance(symbol, str) or not isinstance(state, str) or not state or not isinstance(reason, str):
+        raise ValueError(f"expected string fields s, state and reason: {str(e)[:200]}")
+    return symbol, SymbolStatus(state, reason)
 
 
 @dataclass(slots=True)
 class _Exchange:
     token: str
     future: asyncio.Future[None]
+    symbols: frozenset[str] | None = None  # the request's, when it names symbols
     errors: list[ServerError] = field(default_factory=list)
     subscribed: frozenset[str] | None = None
     authenticated: bool = False
@@ -106,12 +166,14 @@ class ServerLink:
         ping_interval: float,
         ping_timeout: float,
         on_error: Callable[[ServerError], None],
+        on_status: Callable[[str, SymbolStatus], None] | None = None,
     ) -> None:
         self.ws = ws
         self.subs = subs
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.on_error = on_error
+        self.on_status = on_status
         self._current: _Exchange | None = None
         self._pings: dict[str, asyncio.Future[None]] = {}
         self._ids = itertools.count(1)
@@ -146,13 +208,17 @@ class ServerLink:
 
         New symbols of a subscribe are followed from the start (to take their snapshot) and
         dropped again unless the server confirms them; its ``subscribed`` set is authoritative.
+        The first error raises; any further one (``unknown_symbol`` then ``forbidden_symbol``) goes
+        to ``on_error``.
         """
         subs = self.subs
         async with self._lock:
             added = [s for s in symbols if s not in subs.symbols] if op == "subscribe" else []
             subs.symbols.update(dict.fromkeys(added))
-            ex = await self._exchange({"op": op, "symbols": symbols}, added)
+            ex = await self._exchange({"op": op, "symbols": symbols}, added, frozenset(symbols))
         if ex.errors:
+            for extra in ex.errors[1:]:
+                self.on_error(extra)
             raise ex.errors[0]
         return frozenset(subs.symbols)
 
@@ -169,11 +235,14 @@ class ServerLink:
             log.warning("ticker client: the server did not confirm the token refresh")
         return ex.errors
 
-    async def _exchange(self, request: dict[str, Any], added: list[str]) -> _Exchange:
-        """Send ``request`` and a ping; collect the answer until the pong. ``added``: symbols followed on trial."""
+    async def _exchange(
+        self, request: dict[str, Any], added: list[str], symbols: frozenset[str] | None = None
+    ) -> _Exchange:
+        """Send ``request`` and a ping; collect the answer until the pong. ``added``: symbols followed on trial;
+        ``symbols``: those the request names."""
         subs = self.subs
         ping_id = f"req-{next(self._ids)}"
-        ex = self._current = _Exchange(ping_id, asyncio.get_running_loop().create_future())
+        ex = self._current = _Exchange(ping_id, asyncio.get_running_loop().create_future(), symbols)
         done = False
         try:
             await self._send(request)
@@ -221,14 +290,42 @@ class ServerLink:
                 ex.subscribed = confirmed
             else:
                 self.subs.confirm(confirmed)  # the server narrowed the set by itself
+        elif kind == "status":
+            changes = self.subs.set_status(msg.get("data") or ())
+            if self.on_status is not None:
+                for symbol, st in changes:
+                    self.on_status(symbol, st)
         elif kind == "authenticated":
             if ex is not None:
                 ex.authenticated = True
         elif kind == "error":
             named = msg.get("symbols")
             symbols = [str(s) for s in named] if isinstance(named, list) else []
-            err = server_error(str(msg.get("code")), str(msg.get("message")), symbols)
-            if ex is not None:
+            err = server_error(str(msg.get("code")), str(msg.get("message")), symbols, _suggestions(msg))
+            if ex is not None and not _dropped_meanwhile(err, ex):
                 ex.errors.append(err)
             else:
                 self.on_error(err)
+
+
+def _suggestions(msg: dict[str, Any]) -> dict[str, list[str]]:
+    """The ``suggestions`` of an ``unknown_symbol`` error (symbol → closest known symbols); malformed parts skipped."""
+    raw = msg.get("suggestions")
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        str(sym): [str(s) for s in near]
+        for sym, near in raw.items()
+        if isinstance(near, list) and all(isinstance(s, str) for s in near)
+    }
+
+
+def _dropped_meanwhile(err: ServerError, ex: _Exchange) -> bool:
+    """An ``unknown_symbol`` naming none of the request's symbols: the server dropped symbols accepted
+    earlier as ``pending`` while the request was answered; it is not that request's answer."""
+    return (
+        isinstance(err, UnknownSymbolError)
+        and ex.symbols is not None
+        and bool(err.symbols)
+        and ex.symbols.isdisjoint(err.symbols)
+    )

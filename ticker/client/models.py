@@ -1,6 +1,7 @@
 """The Python client's data model (pure, no I/O): states, events, errors and the quote buffer.
 
-Quotes are :class:`ticker.quote.Quote`, the one quote type of the project.
+Quotes are :class:`ticker.quote.Quote`, the one quote type of the project; the state of a symbol
+(live, pending, down, ...) is :class:`ticker.status.SymbolStatus`, the server's own.
 """
 
 from __future__ import annotations
@@ -8,11 +9,12 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ticker import errors
 from ticker.quote import Quote
+from ticker.status import SymbolStatus
 
 
 class State(enum.Enum):
@@ -33,12 +35,16 @@ class EventKind(enum.Enum):
     RECONNECTING = "reconnecting"  # the next attempt comes after ``delay`` seconds
     RESUMED = "resumed"  # after a reconnect: resubscribed and the snapshot applied
     ERROR = "error"  # a server error not tied to an awaited call (``error`` holds it)
+    STATUS = "status"  # a followed symbol's state changed (``symbol``, ``status``)
     CLOSED = "closed"  # the client was closed
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One connection event; ``attempt`` counts failed attempts since the last good connection."""
+    """One connection event; ``attempt`` counts failed attempts since the last good connection.
+
+    A ``status`` event names the ``symbol`` and its new ``status`` (``state`` is the connection's).
+    """
 
     kind: EventKind
     state: State
@@ -46,9 +52,17 @@ class Event:
     delay: float | None = None
     error: BaseException | None = None
     time: float = field(default_factory=time.time)
+    symbol: str | None = None
+    status: SymbolStatus | None = None
 
     def __str__(self) -> str:
         parts = [self.kind.value]
+        if self.symbol is not None:
+            parts.append(self.symbol)
+        if self.status is not None:
+            parts.append(
+                f"{self.status.state}: {self.status.reason}" if self.status.reason else self.status.state
+            )
         if self.attempt:
             parts.append(f"attempt {self.attempt}")
         if self.delay is not None:
@@ -117,6 +131,18 @@ class ForbiddenSymbolError(ServerError):
         self.symbols = list(symbols)
 
 
+class UnknownSymbolError(ServerError, LookupError):
+    """No feed of the server knows ``symbols``; ``suggestions`` maps some of them to the closest known
+    symbols ("did you mean"), which the message also names. The other symbols of the request were applied."""
+
+    def __init__(
+        self, message: str, symbols: Iterable[str] = (), suggestions: Mapping[str, list[str]] | None = None
+    ) -> None:
+        super().__init__(errors.UNKNOWN_SYMBOL, message)
+        self.symbols = list(symbols)
+        self.suggestions = {s: list(near) for s, near in (suggestions or {}).items()}
+
+
 class AuthenticationFailed(TickerError):
     """The server refused the token (HTTP 401, close 4001) or it expired (close 4003) and cannot be renewed.
 
@@ -133,12 +159,20 @@ class TokenProviderError(TickerError):
     """The ``token_provider`` raised or returned no token; retried with backoff."""
 
 
-def server_error(code: str, message: str, symbols: Iterable[str] = ()) -> ServerError:
-    """The exception class matching a server ``error`` message (``symbols``: the ones it names)."""
+def server_error(
+    code: str,
+    message: str,
+    symbols: Iterable[str] = (),
+    suggestions: Mapping[str, list[str]] | None = None,
+) -> ServerError:
+    """The exception class matching a server ``error`` message (``symbols``: the ones it names;
+    ``suggestions``: the closest known symbols of unknown ones)."""
     if code == errors.INVALID_SYMBOL:
         return InvalidSymbolError(message, symbols)
     if code == errors.FORBIDDEN_SYMBOL:
         return ForbiddenSymbolError(message, symbols)
+    if code == errors.UNKNOWN_SYMBOL:
+        return UnknownSymbolError(message, symbols, suggestions)
     if code == errors.TOO_MANY_SYMBOLS:
         return TooManySymbolsError(message)
     if code == errors.RATE_LIMITED:

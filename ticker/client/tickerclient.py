@@ -8,8 +8,9 @@
 
 The client reconnects by itself (exponential backoff with full jitter), resubscribes its whole
 symbol set and applies the new snapshot, so the loop above keeps going across server restarts.
-It checks liveness with the protocol's ``ping``, keeps ``latest[symbol]`` up to date, and hands
-quotes to the loop through a bounded buffer that conflates per symbol when the loop falls behind.
+It checks liveness with the protocol's ``ping``, keeps ``latest[symbol]`` and ``states[symbol]`` (live,
+pending, down, ...) up to date, and hands quotes to the loop through a bounded buffer that conflates per
+symbol when the loop falls behind.
 With ``token=`` or ``token_provider=`` it presents a bearer token on every connect, and with a
 provider renews it over the live socket (``refresh``) before it expires.
 """
@@ -45,6 +46,7 @@ from ticker.client.models import (
 )
 from ticker.errors import UNAUTHORIZED, invalid_symbols_message
 from ticker.quote import Quote
+from ticker.status import SymbolStatus
 
 log = logging.getLogger("ticker.client")
 
@@ -127,6 +129,12 @@ class TickerClient:
         return frozenset(self._subs.symbols)
 
     @property
+    def states(self) -> dict[str, SymbolStatus]:
+        """The state of every followed symbol: ``live`` unless the server's last ``status`` said otherwise
+        (a fresh dict; ``status`` events report each change)."""
+        return self._subs.states()
+
+    @property
     def delayed(self) -> frozenset[str]:
         """The followed symbols the server sends delayed (``--delay``), as its last ``subscribed`` said."""
         return self._subs.delayed
@@ -177,8 +185,10 @@ class TickerClient:
     async def subscribe(self, *symbols: str) -> frozenset[str]:
         """Add symbols; return the full set the server confirms. Waits while disconnected.
 
-        Raises :class:`InvalidSymbolError` (nothing is sent) for malformed symbols and
-        :class:`~ticker.client.models.TooManySymbolsError` when the server's cap would be passed.
+        Raises :class:`InvalidSymbolError` (nothing is sent) for malformed symbols,
+        :class:`~ticker.client.models.TooManySymbolsError` when the server's cap would be passed (nothing is
+        subscribed), and :class:`~ticker.client.models.UnknownSymbolError` (or ``ForbiddenSymbolError``) naming
+        the symbols the server refused; the other symbols of the call are subscribed all the same.
         """
         valid, invalid = protocol.split_symbols(symbols)
         if invalid:
@@ -361,7 +371,9 @@ class TickerClient:
         """Serve one connection until it ends; return why it ended."""
         self._ws = ws
         self._subs.new_connection()
-        link = ServerLink(ws, self._subs, self.ping_interval, self.ping_timeout, self._unsolicited)
+        link = ServerLink(
+            ws, self._subs, self.ping_interval, self.ping_timeout, self._unsolicited, self._status_changed
+        )
         resumed = self._ever_connected
         self._set_state(State.CONNECTED)
         self._emit(EventKind.CONNECTED)
@@ -401,6 +413,8 @@ class TickerClient:
                 self._first.set_exception(exc)
                 await asyncio.Future()  # start() closes the client
             self._emit(EventKind.ERROR, error=exc)
+        for symbol, st in self._subs.settle():  # states of the last connection it did not repeat
+            self._status_changed(symbol, st)
         self._backoff.reset()
         self._attempt = 0
         self.connections += 1
@@ -478,6 +492,9 @@ class TickerClient:
         log.warning("ticker server error: %s", err)
         self._emit(EventKind.ERROR, error=err)
 
+    def _status_changed(self, symbol: str, status: SymbolStatus) -> None:
+        self._emit(EventKind.STATUS, symbol=symbol, status=status)
+
     # -- internals: helpers ------------------------------------------------------------------
     async def _request(self, op: str, symbols: list[str]) -> frozenset[str]:
         if self._state is State.CLOSED or self._closing:
@@ -490,8 +507,15 @@ class TickerClient:
     def _set_state(self, state: State) -> None:
         self._state = state
 
-    def _emit(self, kind: EventKind, delay: float | None = None, error: BaseException | None = None) -> None:
-        ev = Event(kind, self._state, self._attempt, delay, error)
+    def _emit(
+        self,
+        kind: EventKind,
+        delay: float | None = None,
+        error: BaseException | None = None,
+        symbol: str | None = None,
+        status: SymbolStatus | None = None,
+    ) -> None:
+        ev = Event(kind, self._state, self._attempt, delay, error, symbol=symbol, status=status)
         for q in self._listeners:
             _put_dropping(q, ev)
         if self._on_event is not None:

@@ -101,9 +101,7 @@ class StatusBoard:
             return SymbolStatus(DOWN, f"feed {feed.name} is down: {health.reason or 'not connected'}")
         stale = self.stale_after
         if feed.steady and health.last_data is not None and time.monotonic() - health.last_data > stale:
-            return SymbolStatus(
-                DOWN, f"feed {feed.name} has sent no data for {time.monotonic() - health.last_data:.0f} s"
-            )
+            return SymbolStatus(DOWN, f"feed {feed.name} has sent no data for more than {stale:g} s")
         said = feed.symbol_state(symbol)
         if said is not None:
             return said
