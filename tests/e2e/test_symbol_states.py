@@ -130,3 +130,49 @@ async def test_a_replay_that_ends_turns_its_symbols_down_and_says_so(tmp_path: P
             assert msg["data"][0]["s"] == "AAA" and "recording ended" in msg["data"][0]["reason"]
     finally:
         await asyncio.wait_for(service.stop(), timeout(10))
+
+
+async def test_a_provider_that_drops_and_stays_down_turns_down_then_live_when_it_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiohttp import web
+
+    from feeds.registry import create_feeds
+    from tests.support.fakes.finnhub import FakeFinnhub
+    from tests.support.fakes.sink import feed_options
+
+    monkeypatch.setenv("FINNHUB_TOKEN", "test-token")
+    fake = FakeFinnhub()
+    await fake.start()
+    refusing = False
+    fake.refuse = lambda request: web.Response(status=503, text="down") if refusing else None  # type: ignore[method-assign]
+    cfg = Config(host="127.0.0.1", port=0, unknown_symbols="allow")
+    [feed] = create_feeds(["finnhub"], feed_options(fake.url, symbols=["AAPL"]))
+    service = Service(cfg, Node(cfg, feeds=[feed]))
+    await service.start()
+    try:
+        s = InProcessServer(service)
+        async with connect(s.ws_url) as ws:
+            await send(ws, {"op": "subscribe", "symbols": ["AAPL"]})
+            await fake.wait_for(lambda: fake.symbols() == {"AAPL"}, what="upstream subscribe")
+
+            async def quoted() -> bool:
+                await fake.trade("AAPL", 101.0)
+                return s.node.hub.last("AAPL") is not None
+
+            await eventually(quoted, what="a first quote")
+            refusing = True
+            fake.kill_all()
+
+            def state_is(state: str) -> Any:
+                return lambda m: (
+                    m["type"] == "status" and any(e["s"] == "AAPL" and e["state"] == state for e in m["data"])
+                )
+
+            down = await recv_until(ws, state_is("down"), within=10)
+            assert "finnhub" in down["data"][0]["reason"]
+            refusing = False
+            await recv_until(ws, state_is("live"), within=10)
+    finally:
+        await asyncio.wait_for(service.stop(), timeout(10))
+        await fake.close()
