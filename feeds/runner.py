@@ -17,7 +17,7 @@ from functools import partial
 from typing import Protocol
 
 from feeds.base import Feed, FeedContext
-from feeds.errors import FeedError
+from feeds.errors import FeedError, RateLimited
 from ticker.backoff import Backoff
 from ticker.directory import Directory
 from ticker.quote import Quote
@@ -116,6 +116,8 @@ class FeedRunner:
                 entries = await feed.load_reference()
             except (FeedError, OSError, TimeoutError) as exc:
                 delay = backoff.next_delay()
+                if isinstance(exc, RateLimited) and exc.retry_after is not None:
+                    delay = max(delay, min(exc.retry_after, 3600.0))  # the provider's Retry-After, within reason
                 log.warning(
                     "feed %s: reference data not loaded (%s); retrying in %.0f s", feed.name, exc, delay
                 )

@@ -21,11 +21,14 @@ from typing import Any
 import aiohttp
 import orjson
 
+from feeds import reference
 from feeds.base import Feed, FeedContext
 from feeds.errors import AuthFailed, BodyTooLarge, RateLimited
 from feeds.normalize import QuoteBook
 from feeds.ratelimit import ThrottledLog, retry_after, wait_for_token
+from feeds.reference import Rows
 from ticker.backoff import Backoff
+from ticker.directory import SymbolInfo
 from ticker.quote import Quote
 from ticker.tokenbucket import TokenBucket
 
@@ -46,6 +49,8 @@ class PollingFeed(Feed):
     batch_size = 1
     #: Whether the session keeps cookies set by hosts given as IP addresses.
     cookies_for_ip_hosts = False
+    reference_timeout: float = reference.TIMEOUT  # seconds per reference request (load_reference)
+    reference_max_body: int = reference.MAX_BODY  # bytes per reference response
 
     def __init__(
         self,
@@ -142,6 +147,16 @@ class PollingFeed(Feed):
 
     def report_known(self, symbol: str) -> None:
         self.unknown.discard(symbol)
+
+    def reference_rows(self) -> Rows:
+        """A :class:`~feeds.reference.Rows` for :meth:`load_reference`: this feed's symbols only; each
+        malformed row is counted as a ``reference_malformed`` error and logged (throttled)."""
+        return Rows(self.owns, lambda why: self.problem("reference_malformed", "reference data: %s", why))
+
+    def reference_loaded(self, rows: Rows, source: str) -> list[SymbolInfo]:
+        """Log what a load kept and left out (one line), and return its entries."""
+        log.info("%s: reference data from %s: %s", self.name, source, rows.summary())
+        return rows.entries
 
     def problem(self, kind: str, msg: str, *args: object) -> None:
         """Count an upstream problem of ``kind`` and log it once in a while."""

@@ -7,6 +7,9 @@ Response fields: ``c`` current, ``d`` change, ``dp`` percent change, ``h``/``l``
 high/low/open, ``pc`` previous close, ``t`` UNIX seconds. A symbol Finnhub does not know
 comes back as all zeros and is reported, not emitted; one outside the plan gets 403 and is
 reported likewise (kind ``no_access``), without marking the feed down.
+
+Reference data: Finnhub's symbol lists, loaded like the ``finnhub`` stream feed does
+(:func:`feeds.streaming.finnhub.load_finnhub_reference`), paced by the same token bucket as the quotes.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import Any
 
 from feeds.credentials import secret
 from feeds.options import FeedOptions
-from feeds.polled.engine import PollingFeed, number
+from feeds.polled.engine import PollingFeed, log, number
+from feeds.streaming.finnhub import REFERENCE_MAX_BODY, load_finnhub_reference
+from ticker.directory import SymbolInfo
 
 DEFAULT_URL = "https://finnhub.io"
 FREE_PLAN_RATE = 1.0  # requests per second: the free plan's 60 API calls per minute
@@ -29,6 +34,7 @@ class FinnhubRestFeed(PollingFeed):
     """Polls ``/api/v1/quote`` for each demanded symbol (Finnhub's symbols: ``AAPL``, ``BINANCE:BTCUSDT``)."""
 
     batch_size = 1
+    reference_max_body = REFERENCE_MAX_BODY
 
     def __init__(
         self,
@@ -54,11 +60,26 @@ class FinnhubRestFeed(PollingFeed):
             backoff_cap=backoff_cap,
         )
         base = (url or DEFAULT_URL).rstrip("/")
-        self.quote_url = base + "/quote" if base.endswith("/api/v1") else base + "/api/v1/quote"
+        self.api_url = base if base.endswith("/api/v1") else base + "/api/v1"
+        self.quote_url = self.api_url + "/quote"
         self._token = token
 
     def __repr__(self) -> str:  # never show the token
         return f"FinnhubRestFeed(url={self.quote_url!r})"
+
+    async def load_reference(self) -> list[SymbolInfo]:
+        """Finnhub's US stocks and its crypto and forex venues, as the ``finnhub`` feed loads them."""
+        rows = self.reference_rows()
+        await load_finnhub_reference(
+            self.api_url,
+            self._token,
+            rows,
+            bucket=self.bucket,
+            max_body=self.reference_max_body,
+            request_timeout=self.reference_timeout,
+            log=log,
+        )
+        return self.reference_loaded(rows, "finnhub symbol lists")
 
     def request(self, batch: Sequence[str]) -> tuple[str, dict[str, str], dict[str, str]]:
         return self.quote_url, {"symbol": batch[0]}, {"X-Finnhub-Token": self._token}

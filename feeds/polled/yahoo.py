@@ -6,6 +6,9 @@ vanish without notice, and its terms may not allow your use. It needs a session 
 fetched on start and again after a 401. One request carries up to 50 symbols
 (``/v7/finance/quote?symbols=AAPL,MSFT&formatted=false``). Unknown symbols are simply
 missing from ``quoteResponse.result``; they are reported once and polled on.
+
+Reference data: none. Yahoo has no symbol list, only a search (``/v1/finance/search?q=``), so
+:meth:`YahooFeed.load_reference` says it cannot tell and the symbols of this feed stay ``pending``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from feeds.errors import AuthFailed, RateLimited
 from feeds.options import FeedOptions
 from feeds.polled.engine import PollingFeed, number
 from feeds.ratelimit import retry_after
+from ticker.directory import SymbolInfo
 
 QUOTE_URL = "https://query1.finance.yahoo.com/v7/finance/quote"
 CRUMB_URL = "https://query2.finance.yahoo.com/v1/test/getcrumb"
@@ -92,6 +96,11 @@ class YahooFeed(PollingFeed):
             if status != 200 or not body or len(body) > 64 or "<" in body or " " in body:
                 raise AuthFailed(f"could not get a Yahoo crumb (HTTP {status})")
             self._crumb = body
+
+    async def load_reference(self) -> list[SymbolInfo] | None:
+        """None: Yahoo publishes no list of its symbols (only a search by text), so this feed cannot tell
+        which symbols it carries; they stay ``pending`` until quotes show them."""
+        return None
 
     def unauthorized(self, status: int, body: bytes) -> str:
         self._crumb = None  # fetch cookie and crumb again before the next poll

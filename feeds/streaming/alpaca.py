@@ -14,6 +14,11 @@ Errors, as documented: 402 auth failed, 408 v2 not enabled, 409 insufficient sub
 server drops the connection) → reconnect with backoff; 405 symbol limit exceeded → the
 refused symbols are reported and the feed holds what Alpaca accepted; 400, 401, 403, 410,
 500 → counted and logged. The IEX plan allows 30 symbols (``--alpaca-max-symbols``).
+
+Reference data: the Trading API's ``GET /v2/assets?status=active&asset_class=us_equity`` (the same keys
+in ``APCA-API-KEY-ID``/``APCA-API-SECRET-KEY`` headers; one JSON array, no paging), keeping the active,
+``tradable`` assets. Paper and live keys each work on their own host only: the paper host is tried first,
+then the live one, and the host that answered is asked first next time.
 """
 
 from __future__ import annotations
@@ -21,16 +26,41 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from feeds import reference
 from feeds.credentials import require_env
 from feeds.errors import AuthFailed, FeedConfigError, Malformed, UpstreamError
 from feeds.options import ALPACA_IEX_LIMIT, ALPACA_SOURCES, FeedOptions
+from feeds.reference import Rows, text_or
 from feeds.streaming.engine import StreamFeed
 from feeds.streaming.link import UpstreamLink
 from feeds.wire import book_fields, rfc3339_ms, text, trade_fields
+from ticker.directory import SymbolInfo
 
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(\.[A-Z]{1,2})?$")
 AUTH_CODES = {402: "auth failed", 408: "v2 not enabled", 409: "insufficient subscription"}
 IGNORED = frozenset({"c", "x", "s", "l", "b", "d", "u"})  # corrections, cancels, statuses, LULDs, bars
+PAPER_URL = "https://paper-api.alpaca.markets"
+LIVE_URL = "https://api.alpaca.markets"
+ASSETS_QUERY = {"status": "active", "asset_class": "us_equity"}
+# Alpaca's assets carry no fund flag: a name that says it is an exchange-traded product is an ETF.
+_ETF_NAME = re.compile(r"\b(ETF|ETN|ETP)s?\b|Exchange[- ]Traded", re.IGNORECASE)
+
+
+def parse_assets(data: Any, rows: Rows) -> None:
+    """Keep the assets of a ``GET /v2/assets`` answer that are active and tradable on Alpaca."""
+
+    def asset(a: dict[str, Any]) -> None:
+        if a.get("status") != "active" or a.get("tradable") is not True:
+            rows.leave_out("inactive or not tradable")
+            return
+        if a.get("class", "us_equity") != "us_equity":
+            rows.leave_out("not a US equity")
+            return
+        name = text_or(a.get("name"))
+        kind = "etf" if _ETF_NAME.search(name) else "stock"
+        rows.keep(a.get("symbol"), name, exchange=a.get("exchange"), type=kind, currency="USD")
+
+    rows.each(data, "assets", asset)
 
 
 class AlpacaFeed(StreamFeed):
@@ -48,6 +78,7 @@ class AlpacaFeed(StreamFeed):
         source: str = "iex",
         max_symbols: int | None = None,
         url: str | None = None,
+        reference_url: str | None = None,
         **kw: Any,
     ) -> None:
         if source not in ALPACA_SOURCES:
@@ -61,9 +92,40 @@ class AlpacaFeed(StreamFeed):
         self._key_id = key_id
         self._secret = secret
         self.confirmed: frozenset[str] = frozenset()  # symbols in Alpaca's last subscription ack
+        base = reference_url or reference.reference_base(url, {"alpaca.markets": ""}, "")
+        #: Trading API hosts to ask for the assets, in order (paper, then live, for Alpaca's own hosts).
+        self.trading_urls = [base] if base else [PAPER_URL, LIVE_URL]
 
     def owns(self, symbol: str) -> bool:
         return SYMBOL_RE.match(symbol) is not None
+
+    async def load_reference(self) -> list[SymbolInfo]:
+        """Every active, tradable US equity (``GET /v2/assets`` on the Trading API)."""
+        headers = {"APCA-API-KEY-ID": self._key_id, "APCA-API-SECRET-KEY": self._secret}
+        refused: AuthFailed | None = None
+        async with reference.session(self.reference_timeout) as http:
+            for base in list(self.trading_urls):
+                try:
+                    data = await reference.get_json(
+                        http,
+                        base + "/v2/assets",
+                        what="alpaca assets",
+                        params=ASSETS_QUERY,
+                        headers=headers,
+                        max_body=self.reference_max_body,
+                    )
+                except AuthFailed as exc:  # paper keys on the live host, or the other way round
+                    refused = exc
+                    continue
+                self.trading_urls.remove(base)
+                self.trading_urls.insert(0, base)
+                break
+            else:
+                assert refused is not None
+                raise refused
+        rows = self.reference_rows()
+        parse_assets(data, rows)
+        return self.reference_loaded(rows, "alpaca assets")
 
     async def handshake(self, link: UpstreamLink) -> None:
         await self._expect(link, "connected")

@@ -8,6 +8,10 @@ acks. Binance allows 5 incoming messages per second per connection (pongs includ
 1024 streams per connection, pings every 20 seconds, disconnects after 24 hours and sends
 ``serverShutdown`` before maintenance: the feed stays under 4 messages per second, holds at
 most ``1024 // streams-per-symbol`` symbols, answers pings, and reconnects on both.
+
+Reference data: ``GET /api/v3/exchangeInfo?symbolStatus=TRADING&showPermissionSets=false`` on the REST
+host (public, weight 20, one object with every symbol, no paging), keeping the symbols whose status is
+``TRADING``. Binance has no names: an entry is named after its assets (``BTC/USDT``).
 """
 
 from __future__ import annotations
@@ -16,16 +20,42 @@ import re
 import time
 from typing import Any
 
+from feeds import reference
 from feeds.errors import FeedConfigError, Malformed, UpstreamError
 from feeds.options import FeedOptions
+from feeds.reference import Rows, text_or
 from feeds.streaming.engine import StreamFeed
 from feeds.wire import epoch_ms, num, opt_num, text
+from ticker.directory import SymbolInfo
 
 STREAMS = ("ticker", "bookTicker", "trade")
 MAX_STREAMS = 1024  # per connection
 MAX_PARAMS = 200  # streams per SUBSCRIBE request (keeps each request small)
 QUOTE_ASSETS = ("USDT", "FDUSD", "USDC", "TUSD", "BUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY")
 _PAIR_RE = re.compile(r"^[A-Z0-9]{4,20}$")
+REST_URL = "https://api.binance.com"
+#: Binance domains and their REST hosts (``binance.vision``: the market-data-only hosts).
+REST_HOSTS = {"binance.vision": "https://data-api.binance.vision", "binance.com": REST_URL}
+EXCHANGE_INFO = {"symbolStatus": "TRADING", "showPermissionSets": "false"}
+VENUE = "Binance"
+REFERENCE_MAX_BODY = 32 * 1024 * 1024  # bytes: every spot symbol with its filters
+
+
+def parse_exchange_info(data: Any, rows: Rows) -> None:
+    """Keep the symbols of an ``exchangeInfo`` answer that trade now (status ``TRADING``)."""
+    if not isinstance(data, dict):
+        raise Malformed("exchangeInfo: expected a JSON object")
+
+    def symbol(s: dict[str, Any]) -> None:
+        if s.get("status") != "TRADING" or s.get("isSpotTradingAllowed") is False:
+            rows.leave_out("not trading")
+            return
+        base, quote = text_or(s.get("baseAsset")), text_or(s.get("quoteAsset"))
+        if not base or not quote:
+            raise ValueError("a symbol without baseAsset or quoteAsset")
+        rows.keep(s.get("symbol"), f"{base}/{quote}", exchange=VENUE, type="crypto", currency=quote)
+
+    rows.each(data.get("symbols"), "exchangeInfo symbols", symbol)
 
 
 class BinanceFeed(StreamFeed):
@@ -34,8 +64,16 @@ class BinanceFeed(StreamFeed):
     default_url = "wss://stream.binance.com:9443/stream"
     control_rate = 4  # at most 1 + 4 = 5 frames in any second: the documented limit, pongs included
     client_ping = False  # the server pings every 20 s; those pings prove the link alive
+    reference_max_body = REFERENCE_MAX_BODY
 
-    def __init__(self, name: str = "binance", *, streams: tuple[str, ...] = ("ticker", "trade"), **kw: Any):
+    def __init__(
+        self,
+        name: str = "binance",
+        *,
+        streams: tuple[str, ...] = ("ticker", "trade"),
+        reference_url: str | None = None,
+        **kw: Any,
+    ):
         bad = [s for s in streams if s not in STREAMS]
         if bad or not streams:
             raise FeedConfigError(
@@ -48,11 +86,26 @@ class BinanceFeed(StreamFeed):
         self.max_batch = MAX_PARAMS // len(streams)
         self.pending: dict[int, str] = {}  # request id -> method, until acknowledged
         self._next_id = 1
+        self.reference_url = reference_url or reference.reference_base(self.url, REST_HOSTS, REST_URL)
 
     def owns(self, symbol: str) -> bool:
         return _PAIR_RE.match(symbol) is not None and any(
             symbol.endswith(q) and len(symbol) > len(q) + 1 for q in QUOTE_ASSETS
         )
+
+    async def load_reference(self) -> list[SymbolInfo]:
+        """Every spot symbol Binance trades now (``GET /api/v3/exchangeInfo``)."""
+        async with reference.session(self.reference_timeout) as http:
+            data = await reference.get_json(
+                http,
+                self.reference_url + "/api/v3/exchangeInfo",
+                what="binance exchangeInfo",
+                params=EXCHANGE_INFO,
+                max_body=self.reference_max_body,
+            )
+        rows = self.reference_rows()
+        parse_exchange_info(data, rows)
+        return self.reference_loaded(rows, "binance exchangeInfo")
 
     def _request(self, method: str, symbols: list[str]) -> dict[str, Any]:
         rid = self._next_id

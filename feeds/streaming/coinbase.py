@@ -6,6 +6,9 @@ carries the last trade price, best bid/ask, 24-hour volume and the price 24 hour
 arrive as strings. The server drops a client that subscribes to nothing within 5 seconds
 of connecting, so every connection at once subscribes the ``heartbeat`` channel of one
 product: that keeps an idle connection open and proves it alive every second.
+
+Reference data: ``GET /products`` on the Exchange REST API (public, no key; one JSON array of every
+product, no paging), keeping the products that are ``online`` and not ``trading_disabled``.
 """
 
 from __future__ import annotations
@@ -14,14 +17,38 @@ import re
 import time
 from typing import Any
 
+from feeds import reference
 from feeds.errors import Malformed
 from feeds.options import FeedOptions
+from feeds.reference import Rows, text_or
 from feeds.streaming.engine import StreamFeed
 from feeds.streaming.link import UpstreamLink
 from feeds.wire import num, opt_num, rfc3339_ms, text
+from ticker.directory import SymbolInfo
 
 PRODUCT_RE = re.compile(r"^[A-Z0-9]{2,10}-[A-Z0-9]{2,10}$")
 _INVALID_RE = re.compile(r"^(\S+) is not a valid product")
+REST_URL = "https://api.exchange.coinbase.com"
+#: Coinbase domains and the REST base of each (the sandbox has its own, smaller product list).
+REST_HOSTS = {
+    "sandbox.exchange.coinbase.com": "https://api-public.sandbox.exchange.coinbase.com",
+    "coinbase.com": REST_URL,
+}
+VENUE = "Coinbase"
+
+
+def parse_products(data: Any, rows: Rows) -> None:
+    """Keep the products of a ``GET /products`` answer that trade now (``online``, not ``trading_disabled``)."""
+
+    def product(p: dict[str, Any]) -> None:
+        if p.get("trading_disabled") is True or p.get("status", "online") != "online":
+            rows.leave_out("not trading")
+            return
+        base, quote = text_or(p.get("base_currency")), text_or(p.get("quote_currency"))
+        name = f"{base}/{quote}" if base and quote else text_or(p.get("display_name"))
+        rows.keep(p.get("id"), name, exchange=VENUE, type="crypto", currency=quote or "USD")
+
+    rows.each(data, "products", product)
 
 
 class CoinbaseFeed(StreamFeed):
@@ -33,8 +60,25 @@ class CoinbaseFeed(StreamFeed):
     client_ping = False  # the heartbeat channel proves the link alive every second
     heartbeat_product = "BTC-USD"
 
+    def __init__(self, name: str = "coinbase", *, reference_url: str | None = None, **kw: Any) -> None:
+        super().__init__(name, **kw)
+        self.reference_url = reference_url or reference.reference_base(self.url, REST_HOSTS, REST_URL)
+
     def owns(self, symbol: str) -> bool:
         return PRODUCT_RE.match(symbol) is not None
+
+    async def load_reference(self) -> list[SymbolInfo]:
+        """Every product Coinbase trades now (``GET /products``)."""
+        async with reference.session(self.reference_timeout) as http:
+            data = await reference.get_json(
+                http,
+                self.reference_url + "/products",
+                what="coinbase products",
+                max_body=self.reference_max_body,
+            )
+        rows = self.reference_rows()
+        parse_products(data, rows)
+        return self.reference_loaded(rows, "coinbase products")
 
     async def after_connect(self, link: UpstreamLink) -> None:
         await link.send(

@@ -31,14 +31,17 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from feeds import reference
 from feeds.base import Feed, FeedContext, FeedHealth
 from feeds.demand import DemandTracker
 from feeds.errors import FeedConfigError, Malformed, UpstreamError
 from feeds.normalize import QuoteBook
 from feeds.ratelimit import ThrottledLog
+from feeds.reference import Rows
 from feeds.streaming.link import UpstreamLink, chunks, redact_url
 from feeds.wire import PARSE_ERRORS
 from ticker.backoff import Backoff
+from ticker.directory import SymbolInfo
 from ticker.tokenbucket import TokenBucket
 
 CONNECT_TIMEOUT = 10.0  # seconds to open the WebSocket
@@ -54,6 +57,8 @@ class StreamFeed(Feed):
     control_rate: ClassVar[float | None] = None  # frames per second (sustained; bursts of one more)
     client_ping: ClassVar[bool] = True  # ping a quiet link (providers without app heartbeats)
     batch_window: ClassVar[float] = 0.02  # seconds to gather demand changes into one batch
+    reference_timeout: float = reference.TIMEOUT  # seconds per reference request (load_reference)
+    reference_max_body: int = reference.MAX_BODY  # bytes per reference response
 
     def __init__(
         self,
@@ -183,6 +188,16 @@ class StreamFeed(Feed):
     def held(self) -> frozenset[str]:
         """Symbols currently subscribed upstream."""
         return frozenset(self._held)
+
+    def reference_rows(self) -> Rows:
+        """A :class:`~feeds.reference.Rows` for :meth:`load_reference`: this feed's symbols only; each
+        malformed row is counted as a ``reference_malformed`` error and logged (throttled)."""
+        return Rows(self.owns, lambda why: self.problem("reference_malformed", f"reference data: {why}"))
+
+    def reference_loaded(self, rows: Rows, source: str) -> list[SymbolInfo]:
+        """Log what a load kept and left out (one line), and return its entries."""
+        self.log.info("feed %s: reference data from %s: %s", self.name, source, rows.summary())
+        return rows.entries
 
     async def next_message(self, link: UpstreamLink, within: float = HANDSHAKE_TIMEOUT) -> Any:
         """The next well-formed JSON message on ``link`` (for handshakes); malformed ones are counted."""

@@ -10,22 +10,127 @@ symbols over it are logged, counted and shown in the feed's health instead of si
 missing. ``{"type": "ping"}`` frames and ``{"type": "error"}`` frames (reported by users,
 not in the official docs) are understood; "too many symbols" lowers the limit to what the
 provider accepted. The token travels in the URL query, which is never logged.
+
+Reference data (shared with ``finnhub-rest``, :func:`load_finnhub_reference`):
+``GET /api/v1/stock/symbol?exchange=US`` (every US listing, one JSON array of tens of thousands of rows,
+read up to 64 MiB), plus the crypto and forex venues of :data:`VENUES` (``/crypto/symbol``, ``/forex/symbol``), the token in the
+``X-Finnhub-Token`` header. A venue list that fails is logged and left out; the US list must load.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from typing import Any
 
 from yarl import URL
 
+from feeds import reference
 from feeds.credentials import require_env
-from feeds.errors import Malformed
+from feeds.errors import FeedError, Malformed, RateLimited
 from feeds.options import FeedOptions
+from feeds.ratelimit import wait_for_token
+from feeds.reference import Rows, asset_type, text_or
 from feeds.streaming.engine import StreamFeed
 from feeds.wire import epoch_ms, num, text
+from ticker.directory import SymbolInfo
+from ticker.tokenbucket import TokenBucket
 
 SYMBOL_RE = re.compile(r"^([A-Z][A-Z0-9]{0,9}(\.[A-Z]{1,2})?|[A-Z0-9]+:[A-Z0-9_.\-]+)$")
+REST_URL = "https://finnhub.io"
+REST_HOSTS = {"finnhub.io": REST_URL}
+REFERENCE_MAX_BODY = 64 * 1024 * 1024  # bytes: the US list is tens of thousands of rows in one array
+#: Venue lists loaded besides the US stocks: (endpoint kind, exchange parameter, venue name, asset type).
+VENUES = (
+    ("crypto", "binance", "Binance", "crypto"),
+    ("crypto", "coinbase", "Coinbase", "crypto"),
+    ("forex", "oanda", "OANDA", "fx"),
+)
+FREE_PLAN_RATE = 1.0  # requests per second: the free plan's 60 calls per minute
+
+
+def parse_stock_symbols(data: Any, rows: Rows) -> None:
+    """Keep the rows of a ``/stock/symbol`` answer: ``symbol`` (what the API and the stream take),
+    ``description`` as the name, ``mic`` as the exchange, ``type`` mapped, ``currency``."""
+
+    def row(r: dict[str, Any]) -> None:
+        rows.keep(
+            r.get("symbol"),
+            r.get("description"),
+            exchange=r.get("mic"),
+            type=asset_type(r.get("type"), "other" if r.get("type") else "stock"),
+            currency=text_or(r.get("currency"), "USD"),
+        )
+
+    rows.each(data, "stock symbols", row)
+
+
+def parse_venue_symbols(data: Any, rows: Rows, exchange: str, venue: str, kind: str) -> None:
+    """Keep the rows of a ``/crypto/symbol`` or ``/forex/symbol`` answer (``BINANCE:BTCUSDT``,
+    ``OANDA:EUR_USD``); the currency is the quote of ``displaySymbol`` (``BTC/USDT``)."""
+    prefix = exchange.upper() + ":"
+
+    def row(r: dict[str, Any]) -> None:
+        symbol = r.get("symbol")
+        if isinstance(symbol, str) and ":" not in symbol:
+            symbol = prefix + symbol  # a row without its venue prefix (seen in Finnhub's own sample)
+        pair = text_or(r.get("displaySymbol"))
+        quote = pair.rpartition("/")[2] if "/" in pair else ""
+        rows.keep(
+            symbol,
+            r.get("description") or pair,
+            exchange=venue,
+            type=kind,
+            currency=quote or "USD",
+        )
+
+    rows.each(data, f"{exchange} symbols", row)
+
+
+async def load_finnhub_reference(
+    api: str,
+    token: str,
+    rows: Rows,
+    *,
+    bucket: TokenBucket,
+    max_body: int = REFERENCE_MAX_BODY,
+    request_timeout: float = reference.TIMEOUT,
+    log: logging.Logger,
+) -> None:
+    """Fill ``rows`` from Finnhub's symbol lists under ``api`` (``.../api/v1``), paced by ``bucket``.
+
+    The US stock list must load (its errors are raised); each venue list of :data:`VENUES` that fails
+    for another reason than the rate limit is logged and left out."""
+    headers = {"X-Finnhub-Token": token}
+    async with reference.session(request_timeout) as http:
+        await wait_for_token(bucket)
+        data = await reference.get_json(
+            http,
+            api + "/stock/symbol",
+            what="finnhub stock symbols",
+            params={"exchange": "US"},
+            headers=headers,
+            max_body=max_body,
+        )
+        parse_stock_symbols(data, rows)
+        for kind_path, exchange, venue, kind in VENUES:
+            await wait_for_token(bucket)
+            what = f"finnhub {kind_path} symbols of {exchange}"
+            try:
+                data = await reference.get_json(
+                    http,
+                    f"{api}/{kind_path}/symbol",
+                    what=what,
+                    params={"exchange": exchange},
+                    headers=headers,
+                    max_body=max_body,
+                )
+                parse_venue_symbols(data, rows, exchange, venue, kind)
+            except RateLimited:
+                raise
+            except FeedError as exc:
+                log.warning("%s not loaded: %s", what, exc)
 
 
 class FinnhubFeed(StreamFeed):
@@ -34,9 +139,39 @@ class FinnhubFeed(StreamFeed):
     default_url = "wss://ws.finnhub.io"
     max_batch = 50
 
-    def __init__(self, name: str = "finnhub", *, token: str, max_symbols: int | None = 50, **kw: Any) -> None:
+    reference_max_body = REFERENCE_MAX_BODY
+    reference_rate = FREE_PLAN_RATE  # reference requests per second (Finnhub's limits count them)
+
+    def __init__(
+        self,
+        name: str = "finnhub",
+        *,
+        token: str,
+        max_symbols: int | None = 50,
+        reference_url: str | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(name, max_symbols=max_symbols, **kw)
         self._token = token
+        base = reference_url or reference.reference_base(self.url, REST_HOSTS, REST_URL)
+        self.reference_api = base.rstrip("/") + "/api/v1"
+        self._reference_bucket: TokenBucket | None = None
+
+    async def load_reference(self) -> list[SymbolInfo]:
+        """US stocks and the crypto and forex venues of :data:`VENUES` (Finnhub's symbol lists)."""
+        if self._reference_bucket is None:
+            self._reference_bucket = TokenBucket(self.reference_rate, 1.0, time.monotonic())
+        rows = self.reference_rows()
+        await load_finnhub_reference(
+            self.reference_api,
+            self._token,
+            rows,
+            bucket=self._reference_bucket,
+            max_body=self.reference_max_body,
+            request_timeout=self.reference_timeout,
+            log=self.log,
+        )
+        return self.reference_loaded(rows, "finnhub symbol lists")
 
     def owns(self, symbol: str) -> bool:
         return SYMBOL_RE.match(symbol) is not None

@@ -7,22 +7,82 @@ session is: ``[{"ev":"status","status":"connected"}]`` → ``{"action":"auth","p
 "T.AAPL,Q.AAPL"}``. Every server frame is a JSON array of events and may carry several.
 ``auth_failed`` keeps the feed down (retrying with growing backoff); ``max_connections``
 (a second connection with the same key disconnects the first) reconnects with backoff.
+
+Reference data: ``GET /v3/reference/tickers?market=stocks&active=true&order=asc&sort=ticker&limit=1000``
+on the REST host, the key in an ``Authorization: Bearer`` header, following each page's ``next_url``
+cursor (on the same host, the key sent again) up to :data:`MAX_PAGES` pages, paced to the free plan's
+5 requests per minute; a 429 waits its ``Retry-After`` (up to a minute; longer ones, and a 429 that keeps
+coming, end the load for the runner to retry later) and asks for the same page again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from typing import Any
 
+import aiohttp
+from yarl import URL
+
+from feeds import reference
 from feeds.credentials import require_env
-from feeds.errors import AuthFailed, Malformed, UpstreamError
+from feeds.errors import AuthFailed, Malformed, RateLimited, UpstreamError
 from feeds.options import FeedOptions
+from feeds.ratelimit import wait_for_token
+from feeds.reference import Rows, asset_type, text_or
 from feeds.streaming.engine import StreamFeed
 from feeds.streaming.link import UpstreamLink
 from feeds.wire import book_fields, epoch_ms, text, trade_fields
+from ticker.directory import SymbolInfo
+from ticker.tokenbucket import TokenBucket
 
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(\.[A-Z]{1,2})?$")
 IGNORED = frozenset({"A", "AM", "LULD", "NOI"})
+REST_URL = "https://api.polygon.io"
+REST_HOSTS = {"polygon.io": REST_URL, "massive.com": "https://api.massive.com"}
+TICKERS_PATH = "/v3/reference/tickers"
+TICKERS_QUERY = {"market": "stocks", "active": "true", "order": "asc", "sort": "ticker", "limit": "1000"}
+MAX_PAGES = 50  # pages of 1000 tickers: far above the ~12,000 active US stock tickers
+FREE_PLAN_RATE = 5 / 60  # requests per second: the Basic plan's 5 requests per minute
+RATE_LIMIT_RETRIES = 3  # times one page is asked for again after a 429
+MAX_WAIT = 60.0  # seconds: a 429 asking to wait longer (or without Retry-After: this long) ends the load
+
+
+def parse_tickers(data: Any, rows: Rows) -> str | None:
+    """Keep the active tickers of one ``/v3/reference/tickers`` page; return its ``next_url`` (None: last page)."""
+    if not isinstance(data, dict):
+        raise Malformed("tickers: expected a JSON object")
+    if "results" not in data and data.get("status") not in ("OK", "DELAYED"):
+        raise Malformed("tickers: a page with neither results nor status OK")
+
+    def ticker(t: dict[str, Any]) -> None:
+        if t.get("active", True) is not True:
+            rows.leave_out("inactive")
+            return
+        rows.keep(
+            t.get("ticker"),
+            t.get("name"),
+            exchange=t.get("primary_exchange"),
+            type=asset_type(t.get("type")),
+            currency=text_or(t.get("currency_name"), "USD"),
+        )
+
+    rows.each(data.get("results", []), "tickers results", ticker)
+    nxt = data.get("next_url")
+    if nxt is not None and not isinstance(nxt, str):
+        raise Malformed("tickers: next_url is not a string")
+    return nxt or None
+
+
+def next_query(next_url: str) -> dict[str, str]:
+    """The query of a ``next_url`` (its cursor), to ask our own REST base for the next page with it.
+
+    Only the cursor travels on: the key is never sent to a host a response names."""
+    url = URL(next_url)
+    if not url.path.endswith(TICKERS_PATH) or "cursor" not in url.query:
+        raise Malformed("tickers: next_url is not a tickers page with a cursor")
+    return {k: v for k, v in url.query.items() if k.lower() != "apikey"}
 
 
 class PolygonFeed(StreamFeed):
@@ -31,12 +91,72 @@ class PolygonFeed(StreamFeed):
     default_url = "wss://socket.polygon.io/stocks"
     max_batch = 100
 
-    def __init__(self, name: str = "polygon", *, api_key: str, **kw: Any) -> None:
+    #: Reference pages per second, sustained (bursts of 5): the free plan's limit; paid plans allow more.
+    reference_rate = FREE_PLAN_RATE
+    reference_max_pages = MAX_PAGES
+    reference_max_wait = MAX_WAIT
+
+    def __init__(
+        self, name: str = "polygon", *, api_key: str, reference_url: str | None = None, **kw: Any
+    ) -> None:
         super().__init__(name, **kw)
         self._api_key = api_key
+        self.reference_url = reference_url or reference.reference_base(self.url, REST_HOSTS, REST_URL)
+        self._reference_bucket: TokenBucket | None = None
 
     def owns(self, symbol: str) -> bool:
         return SYMBOL_RE.match(symbol) is not None
+
+    async def load_reference(self) -> list[SymbolInfo]:
+        """Every active US stock ticker (``/v3/reference/tickers``, page after page)."""
+        if self._reference_bucket is None:
+            self._reference_bucket = TokenBucket(self.reference_rate, 5.0, time.monotonic())
+        rows = self.reference_rows()
+        query: dict[str, str] = dict(TICKERS_QUERY)
+        cursors: set[str] = set()
+        pages = 0
+        async with reference.session(self.reference_timeout) as http:
+            while pages < self.reference_max_pages:
+                data = await self._page(http, query)
+                pages += 1
+                nxt = parse_tickers(data, rows)
+                if nxt is None:
+                    break
+                query = next_query(nxt)
+                if query["cursor"] in cursors:
+                    raise Malformed("tickers: next_url repeats an earlier cursor")
+                cursors.add(query["cursor"])
+            else:
+                self.log.warning(
+                    "feed %s: more than %d pages of tickers; keeping the first %d",
+                    self.name,
+                    self.reference_max_pages,
+                    len(rows.entries),
+                )
+        return self.reference_loaded(rows, f"polygon tickers ({pages} page(s))")
+
+    async def _page(self, http: aiohttp.ClientSession, query: dict[str, str]) -> Any:
+        """One page, paced to the plan's rate; a 429 waits (``Retry-After``, at most ``reference_max_wait``)
+        and asks again."""
+        assert self._reference_bucket is not None
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            await wait_for_token(self._reference_bucket)
+            try:
+                return await reference.get_json(
+                    http,
+                    self.reference_url + TICKERS_PATH,
+                    what="polygon tickers",
+                    params=query,
+                    headers={"Authorization": f"Bearer {self._api_key}"},
+                    max_body=self.reference_max_body,
+                )
+            except RateLimited as exc:
+                delay = exc.retry_after if exc.retry_after is not None else self.reference_max_wait
+                if attempt == RATE_LIMIT_RETRIES or delay > self.reference_max_wait:
+                    raise
+                self.log.info("feed %s: tickers rate limited; asking again in %.1f s", self.name, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def handshake(self, link: UpstreamLink) -> None:
         await self._expect(link, "connected")

@@ -4,6 +4,8 @@ Every server frame is a JSON array. connected → auth (402 on bad keys, then cl
 auth within ``auth_deadline``) → subscribe trades/quotes (401 before auth; 405 past ``limit``
 symbols; ack with the full current set). One connection per key: a second one gets 406 and
 is closed. :meth:`slow_client` sends 407 and closes, as the server does to a slow reader.
+The Trading API's ``GET /v2/assets`` (keys in ``APCA-API-KEY-ID``/``APCA-API-SECRET-KEY``; 401 otherwise)
+lists :attr:`FakeAlpaca.assets`, filtered by ``status`` and ``asset_class`` (default ``us_equity``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp import web
+
+from tests.support.fakes.refdata import alpaca_assets
 from tests.support.fakes.upstream import FakeConn, FakeUpstream
 
 
@@ -42,6 +47,29 @@ class FakeAlpaca(FakeUpstream):
         self.auth_deadline = auth_deadline
         self.auth_failures = 0
         self.path = f"/v2/{source}"
+        self.assets = alpaca_assets()
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/v2/assets", self.list_assets)
+
+    async def list_assets(self, request: web.Request) -> web.StreamResponse:
+        hit = self.desk.log(request)
+        h = request.headers
+        if h.get("APCA-API-KEY-ID") != self.key or h.get("APCA-API-SECRET-KEY") != self.secret:
+            hit.status = 401
+            return web.json_response({"code": 40110000, "message": "request is not authorized"}, status=401)
+        instead = await self.desk.gate(request, hit)
+        if instead is not None:
+            return instead
+        status, klass = request.query.get("status"), request.query.get("asset_class", "us_equity")
+        rows = [
+            a
+            for a in self.assets
+            if not isinstance(a, dict)
+            or (status in (None, a.get("status")) and a.get("class", "us_equity") == klass)
+        ]
+        hit.status = 200
+        return web.json_response(rows)
 
     @staticmethod
     def error(code: int, msg: str) -> list[dict[str, Any]]:

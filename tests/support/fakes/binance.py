@@ -5,6 +5,7 @@ payloads wrapped as ``{"stream": name, "data": payload}``. The rules are enforce
 ``max_rate`` client frames (pongs included) in a second, or more than 1024 streams, end the
 connection; the server pings every ``ping_interval`` seconds; a connection lives at most
 ``max_age`` seconds (24 hours upstream); :meth:`shutdown` announces ``serverShutdown``.
+``GET /api/v3/exchangeInfo`` (public) lists :attr:`FakeBinance.symbols_info`, filtered by ``symbolStatus``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import asyncio
 import time
 from typing import Any
 
+from aiohttp import web
+
+from tests.support.fakes.refdata import binance_exchange_info, binance_symbols
 from tests.support.fakes.upstream import FakeConn, FakeUpstream
 
 MAX_STREAMS = 1024
@@ -35,6 +39,27 @@ class FakeBinance(FakeUpstream):
         self.rate_kicks = 0
         self.pings_sent = 0
         self.requests: list[dict[str, Any]] = []
+        self.symbols_info = binance_symbols()
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/v3/exchangeInfo", self.exchange_info)
+
+    async def exchange_info(self, request: web.Request) -> web.StreamResponse:
+        hit = self.desk.log(request)
+        instead = await self.desk.gate(request, hit)
+        if instead is not None:
+            return instead
+        status = request.query.get("symbolStatus")
+        if status is not None and status not in ("TRADING", "HALT", "BREAK"):
+            hit.status = 400
+            return web.json_response({"code": -1102, "msg": "Invalid symbolStatus."}, status=400)
+        rows = [
+            s
+            for s in self.symbols_info
+            if status is None or not isinstance(s, dict) or s.get("status") == status
+        ]
+        hit.status = 200
+        return web.json_response(binance_exchange_info(rows))
 
     async def on_connect(self, conn: FakeConn) -> None:
         self.background(self._pings(conn))

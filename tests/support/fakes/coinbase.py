@@ -3,6 +3,7 @@
 Subscriptions are ``channel:product`` strings in ``conn.subs``. A client that subscribes to
 nothing within ``subscribe_deadline`` seconds is disconnected; a subscribe naming a product
 in ``invalid`` fails as a whole with ``{"type":"error","message":"Failed to subscribe",...}``.
+``GET /products`` (public, one JSON array) answers with :attr:`FakeCoinbase.products`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiohttp import web
+
+from tests.support.fakes.refdata import coinbase_products
 from tests.support.fakes.upstream import FakeConn, FakeUpstream
 
 
@@ -24,6 +28,18 @@ class FakeCoinbase(FakeUpstream):
         self.deadline_kicks = 0
         self.deadlines_passed = 0  # connections whose subscribe deadline has come (kicked or not)
         self.sequence = 1000
+        self.products = coinbase_products()
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/products", self.list_products)
+
+    async def list_products(self, request: web.Request) -> web.StreamResponse:
+        hit = self.desk.log(request)
+        instead = await self.desk.gate(request, hit)
+        if instead is not None:
+            return instead
+        hit.status = 200
+        return web.json_response(self.products)
 
     async def on_connect(self, conn: FakeConn) -> None:
         self.background(self._deadline(conn))

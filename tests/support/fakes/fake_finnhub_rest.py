@@ -2,7 +2,8 @@
 
 The token is accepted as ``token=`` query parameter or ``X-Finnhub-Token`` header; a wrong or
 missing one gets 401 ``{"error": "Invalid API key"}``. Known symbols move one cent per
-request (so each poll brings a new quote); unknown ones get Finnhub's all-zero answer.
+request (so each poll brings a new quote); unknown ones get Finnhub's all-zero answer. The symbol
+lists are served too (:class:`~tests.support.fakes.refdata.FinnhubReference`, requests in ``desk``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.support.fakes.poll_fakes import FakeHttpProvider
+from tests.support.fakes.refdata import FinnhubReference, ReferenceDesk
 
 QUOTE_PATH = "/api/v1/quote"
 UNKNOWN = {"c": 0, "d": None, "dp": None, "h": 0, "l": 0, "o": 0, "pc": 0, "t": 0}
@@ -28,9 +30,12 @@ class FakeFinnhubRest(FakeHttpProvider):
         self.prev_close = {s: round(p - 2.29, 2) for s, p in self.prices.items()}
         self.forbidden: set[str] = set()  # symbols outside the plan: 403 as Finnhub answers
         self.frozen = False  # when set, quotes stop changing (same price, same timestamp)
+        self.desk = ReferenceDesk()
+        self.reference = FinnhubReference(token, self.desk)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get(QUOTE_PATH, self.quote)
+        self.reference.routes(app)
 
     def too_many_body(self) -> bytes:
         return b'{"error":"API limit reached. Please try again later. Remaining Limit: 0"}'

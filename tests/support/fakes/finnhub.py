@@ -3,7 +3,8 @@
 The token comes in the URL query (a wrong one is refused with HTTP 401 at the upgrade);
 subscribe/unsubscribe carry one symbol each; trade frames carry several trades; the server
 sends ``{"type":"ping"}`` now and then and ``{"type":"error","msg":"Subscribing to too many
-symbols"}`` past ``limit`` symbols (both reported by users, not in the official docs).
+symbols"}`` past ``limit`` symbols (both reported by users, not in the official docs). The REST
+symbol lists are served too (:class:`~tests.support.fakes.refdata.FinnhubReference`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.fakes.refdata import FinnhubReference
 from tests.support.fakes.upstream import FakeConn, FakeUpstream
 
 
@@ -33,6 +35,10 @@ class FakeFinnhub(FakeUpstream):
         self.limit = limit
         self.ping_interval = ping_interval
         self.refused_tokens: list[str] = []
+        self.reference = FinnhubReference(token, self.desk)
+
+    def routes(self, app: web.Application) -> None:
+        self.reference.routes(app)
 
     def refuse(self, request: web.Request) -> web.Response | None:
         given = request.query.get("token", "")

@@ -4,12 +4,22 @@ Every server frame is a JSON array of events. connected → auth (``auth_failed`
 key) → ``subscribe``/``unsubscribe`` with ``"T.AAPL,Q.AAPL"`` params, each answered by
 ``success`` statuses. One connection per key: a new connection disconnects the older one
 with a ``max_connections`` status.
+
+``GET /v3/reference/tickers`` (the key as ``apiKey=`` or ``Authorization: Bearer``) pages through
+:attr:`FakePolygon.tickers` in ticker order, filtered by ``active`` and ``market``; ``limit`` (default 100)
+is capped at :attr:`FakePolygon.max_limit` (1000 upstream); each page but the last carries a ``next_url``
+with an opaque ``cursor`` on :attr:`FakePolygon.next_base` (this fake, unless a test points it elsewhere).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
+from aiohttp import web
+
+from tests.support.fakes.refdata import polygon_tickers
 from tests.support.fakes.upstream import FakeConn, FakeUpstream
 
 
@@ -29,6 +39,49 @@ class FakePolygon(FakeUpstream):
     def __init__(self, key: str = "POLYKEY") -> None:
         super().__init__()
         self.key = key
+        self.tickers = polygon_tickers()
+        self.max_limit = 1000
+        self.next_base: str | None = None  # host of next_url (default: this fake)
+        self.repeat_cursor = False  # a broken upstream whose next_url never advances
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/v3/reference/tickers", self.list_tickers)
+
+    async def list_tickers(self, request: web.Request) -> web.StreamResponse:
+        hit = self.desk.log(request)
+        q = request.query
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if self.key not in (q.get("apiKey"), bearer):
+            hit.status = 401
+            return web.json_response(
+                {"status": "ERROR", "request_id": "r1", "error": "Unknown API Key"}, status=401
+            )
+        instead = await self.desk.gate(request, hit)
+        if instead is not None:
+            return instead
+        if "cursor" in q:
+            params = json.loads(base64.urlsafe_b64decode(q["cursor"]))
+        else:
+            params = {"offset": 0, **{k: v for k, v in q.items() if k != "apiKey"}}
+        active = params.get("active", "true") == "true"
+        market = params.get("market")
+        rows = [
+            t for t in self.tickers if t.get("active", True) == active and market in (None, t.get("market"))
+        ]
+        offset, limit = int(params["offset"]), min(int(params.get("limit", 100)), self.max_limit)
+        page = rows[offset : offset + limit]
+        body: dict[str, Any] = {
+            "results": page,
+            "status": "OK",
+            "request_id": f"r{offset}",
+            "count": len(page),
+        }
+        if offset + limit < len(rows):
+            following = {**params, "offset": offset if self.repeat_cursor else offset + limit}
+            cursor = base64.urlsafe_b64encode(json.dumps(following).encode()).decode()
+            body["next_url"] = f"{self.next_base or self.http_url}/v3/reference/tickers?cursor={cursor}"
+        hit.status = 200
+        return web.json_response(body)
 
     async def on_connect(self, conn: FakeConn) -> None:
         for other in [c for c in self.conns if c is not conn and c.authed]:

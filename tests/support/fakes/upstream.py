@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from tests.support.fakes.local_http import start_app
+from tests.support.fakes.refdata import ReferenceDesk
 from tests.support.timing import eventually
 
 
@@ -54,7 +55,12 @@ class FakeConn:
 
 
 class FakeUpstream:
-    """Base of the provider fakes; ``url`` is the WebSocket URL once :meth:`start` returned."""
+    """Base of the provider fakes; ``url`` is the WebSocket URL once :meth:`start` returned.
+
+    The same port serves the provider's REST reference endpoints (:meth:`routes`), as an adapter given
+    this fake's URL with ``--feed-url`` asks its host for them; ``desk`` logs those requests and plays
+    scripted faults (:class:`~tests.support.fakes.refdata.ReferenceDesk`).
+    """
 
     path = "/"
     autoping = False  # pings are answered by the read loop below, so a silent fake really is silent
@@ -68,13 +74,23 @@ class FakeUpstream:
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
+        self.desk = ReferenceDesk()
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}{self.path}"
 
+    @property
+    def http_url(self) -> str:
+        """The base of the fake's REST (reference) endpoints."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def routes(self, app: web.Application) -> None:
+        """Add the provider's REST reference endpoints (provider fakes override)."""
+
     async def start(self) -> FakeUpstream:
         app = web.Application()
+        self.routes(app)
         app.router.add_get(self.path, self._handle)
         self._runner, self.port = await start_app(app)
         return self
