@@ -1,11 +1,16 @@
 // The trader's page: wires the watchlist, the table and the connection together.
 // Incoming quotes go into a map (newest per symbol) and reach the DOM at most once per animation frame.
 // /config.json says first whether the server wants a token (`--auth jwt`); then the page signs in
-// over the socket and refreshes the token before it expires (see auth.js).
+// over the socket and refreshes the token before it expires (see auth.js). The add box searches the
+// server's symbol directory (search.js); rows show company names (names.js) and the state of each
+// symbol the server says is not live, which the connection pill sums up (pill.js).
 
 import { refreshDelay, TokenSource } from "./auth.js";
 import { backoffDelay, Connection, socketUrl } from "./connection.js";
-import { parseSymbols, SYMBOL_RULE } from "./symbols.js";
+import { NameBook } from "./names.js";
+import { pillFor } from "./pill.js";
+import { namesIt, SymbolSearch } from "./search.js";
+import { normalizeSymbol, parseSymbols, SYMBOL_RULE } from "./symbols.js";
 import { delayLabel, QuoteTable } from "./table.js";
 import { loadSort, loadWatchlist, saveSort, saveWatchlist, shareUrl } from "./watchlist.js";
 
@@ -26,6 +31,8 @@ window.tickerStats = stats;
 const pending = new Map(); // symbol → newest Q not yet on screen
 const lastSeq = new Map(); // symbol → highest `q` seen on this connection (since its last tier move)
 let delayedSet = new Set(); // the symbols the server sends delayed, as its last `subscribed` said
+const symStates = new Map(); // symbol → {state, reason} of the subscribed symbols that are not live
+const adding = new Set(); // symbols asked for, whose row waits for the server to take them
 let rafId = 0;
 let latSum = 0;
 let latMax = 0;
@@ -55,36 +62,90 @@ function refreshSummary() {
 function persist() {
   saveWatchlist(table.symbols);
   refreshSummary();
+  renderStatus();
+}
+
+/** The request headers of the HTTP API: with `--auth jwt` the current token, or null while there is none. */
+function apiHeaders() {
+  const headers = { Accept: "application/json" };
+  if (!authOn) return headers;
+  if (!tokens?.token) return null;
+  headers.Authorization = `Bearer ${tokens.token.value}`;
+  return headers;
+}
+
+const names = new NameBook({ headers: apiHeaders, onName: (sym, name) => table.setName(sym, name) });
+const search = new SymbolSearch(input, $("symbol-suggestions"), {
+  headers: apiHeaders,
+  onChoose: (entry) => {
+    names.remember(entry.s, entry.name);
+    input.value = "";
+    addSymbols([entry.s]);
+  },
+});
+
+function addRow(sym) {
+  table.add(sym);
+  table.setName(sym, names.get(sym));
+  const st = symStates.get(sym);
+  if (st) table.setState(sym, st.state, st.reason);
 }
 
 // ---- subscriptions ------------------------------------------------------------------------------
 // Each subscribe/unsubscribe is followed by a ping with id "op-N". Replies arrive in order, so every
-// `error` before that pong belongs to op N: its symbols the server did not take are dropped again.
+// `error` before that pong belongs to op N. An add's rows appear only for the symbols the server took.
 
 let opSeq = 0;
 let outstanding = []; // ops awaiting their barrier pong, oldest first
 let serverSet = new Set();
 
-function sendOp(op, symbols, kind) {
-  if (!symbols.length || !conn || (authOn && !authed)) return; // the next (re)subscribe sends the list
+// Returns the op, or null when it could not be sent (the next resubscribe sends the whole list).
+function sendOp(op, symbols, kind, extra = {}) {
+  if (!symbols.length || !conn || (authOn && !authed)) return null;
   opSeq += 1;
   const id = `op-${opSeq}`;
-  if (!conn.send({ op, symbols })) return; // not connected: onOpen resubscribes the whole list
+  if (!conn.send({ op, symbols })) return null; // not connected: onOpen resubscribes the whole list
   conn.send({ op: "ping", id });
-  outstanding.push({ id, op, symbols, kind, errors: [] });
+  const entry = { id, op, symbols, kind, errors: [], ...extra };
+  outstanding.push(entry);
+  return entry;
+}
+
+// An add is settled: the symbols the server took have their rows (see `subscribed`), the others none.
+function settleAdd(op) {
+  const taken = op.symbols.filter((s) => serverSet.has(s));
+  const refused = op.symbols.filter((s) => !serverSet.has(s));
+  for (const sym of op.symbols) adding.delete(sym);
+  for (const sym of taken) if (!table.has(sym)) addRow(sym);
+  for (const sym of refused) if (table.has(sym)) dropRow(sym);
+  persist();
+  const unknown = op.errors.filter((e) => e.code === "unknown_symbol");
+  const other = op.errors.filter((e) => e.code !== "unknown_symbol");
+  const parts = [...op.before];
+  if (unknown.length) parts.push(...unknown.map((e) => e.message || e.code));
+  const notAdded = refused.filter((s) => !unknown.some((e) => Array.isArray(e.symbols) && e.symbols.includes(s)));
+  if (other.length) {
+    const text = other.map((e) => e.message || e.code).join(" ");
+    parts.push(notAdded.length ? `Not added: ${notAdded.join(", ")}. ${text}` : text);
+  }
+  if (taken.length) parts.push(`Added ${taken.join(", ")}.`);
+  parts.push(...op.after);
+  const failed = refused.length > 0 || op.invalid.length > 0;
+  say(parts.join(" "), failed || op.errors.length ? "error" : "info", failed);
+  // What could not be added stays in the box for fixing (unless the trader typed on meanwhile).
+  // (For a typo, the Down arrow then opens the list of the closest matches.)
+  if (input.value === op.typed) input.value = [...refused, ...op.invalid].join(" ");
+}
+
+// Names for the rows whose symbols the server took and knows (a pending one's comes once it is live).
+function fetchNames(symbols) {
+  names.fetchMissing(symbols.filter((s) => serverSet.has(s) && table.has(s) && symStates.get(s)?.state !== "pending"));
 }
 
 function settle(op) {
-  if (!op.errors.length) return;
-  const text = op.errors.map((e) => e.message || e.code).join(" ");
-  if (op.kind !== "add") {
-    say(text, "error");
-    return;
-  }
-  const refused = op.symbols.filter((s) => !serverSet.has(s));
-  for (const sym of refused) dropRow(sym);
-  if (refused.length) persist();
-  say(refused.length ? `Not added: ${refused.join(", ")}. ${text}` : text, "error", refused.length > 0);
+  if (op.kind === "add") settleAdd(op);
+  else if (op.errors.length) say(op.errors.map((e) => e.message || e.code).join(" "), "error");
+  if (op.op === "subscribe") fetchNames(op.symbols);
 }
 
 // Symbols the user may not see (`forbidden_symbol`, on a subscribe or after a refresh narrowed the
@@ -95,6 +156,25 @@ function dropForbidden(symbols) {
   if (gone.length) persist();
 }
 
+function clearStates() {
+  for (const sym of symStates.keys()) table.setState(sym, "live", "");
+  symStates.clear();
+}
+
+// `status`: the symbols whose state changed (a symbol back to live clears its badge).
+function applyStatus(data) {
+  if (!Array.isArray(data)) return;
+  for (const e of data) {
+    if (!e || typeof e.s !== "string" || typeof e.state !== "string") continue;
+    const reason = typeof e.reason === "string" ? e.reason : "";
+    if (symStates.get(e.s)?.state === "pending" && e.state !== "pending") fetchNames([e.s]);
+    if (e.state === "live") symStates.delete(e.s);
+    else symStates.set(e.s, { state: e.state, reason });
+    table.setState(e.s, e.state, reason);
+  }
+  renderStatus();
+}
+
 function onMessage(msg) {
   if (!msg || typeof msg !== "object") return;
   switch (msg.type) {
@@ -103,14 +183,32 @@ function onMessage(msg) {
       receive(msg.data);
       break;
     case "subscribed":
-      if (Array.isArray(msg.symbols)) serverSet = new Set(msg.symbols);
+      if (Array.isArray(msg.symbols)) {
+        serverSet = new Set(msg.symbols);
+        // Rows of the symbols being added appear once the server takes them (before their snapshot).
+        const taken = [...adding].filter((s) => serverSet.has(s) && !table.has(s));
+        for (const sym of taken) addRow(sym);
+        for (const sym of [...symStates.keys()]) if (!serverSet.has(sym)) symStates.delete(sym);
+        if (taken.length) persist();
+      }
       setDelayed(new Set(Array.isArray(msg.delayed) ? msg.delayed : []));
+      break;
+    case "status":
+      applyStatus(msg.data);
       break;
     case "authenticated":
       onAuthenticated(msg);
       break;
     case "error":
-      if (msg.code === "forbidden_symbol" && Array.isArray(msg.symbols)) dropForbidden(msg.symbols);
+      if (msg.code === "unauthorized" && refreshing !== null) {
+        refreshRefused(); // the server keeps the token in force: get another one
+        break;
+      }
+      // Symbols the server will not carry leave the table (a saved or linked list, or a symbol that
+      // was pending and turned out unknown once the directory loaded).
+      if ((msg.code === "forbidden_symbol" || msg.code === "unknown_symbol") && Array.isArray(msg.symbols)) {
+        dropForbidden(msg.symbols);
+      }
       if (outstanding.length) outstanding[0].errors.push(msg);
       else say(msg.message || String(msg.code), "error");
       break;
@@ -138,6 +236,8 @@ function onOpen() {
   outstanding = [];
   lastSeq.clear(); // a restarted server counts its sequences from scratch
   delayedSet = new Set();
+  refreshing = null;
+  clearStates(); // the server says again which symbols are not live
   if (authOn) {
     authed = false;
     conn.send({ op: "auth", token: socketToken }); // the first message; subscribing waits for the answer
@@ -158,22 +258,42 @@ function onState(state, info) {
     clearTimeout(refreshTimer);
     refreshTimer = 0;
     pending.clear();
-    table.markStale();
+    table.markStale(); // says it all: no state badges on top
+    clearStates();
+    // Adds the server did not answer: their rows go in now and the resubscribe asks again.
+    if (adding.size) {
+      for (const sym of adding) if (!table.has(sym)) addRow(sym);
+      adding.clear();
+      persist();
+    }
   }
   renderStatus();
+}
+
+// data-feed on the pill, while connected: "live" or the worst state among the watched symbols.
+function setFeed(feed) {
+  if ((status.dataset.feed ?? null) === feed) return;
+  if (feed === null) delete status.dataset.feed;
+  else status.dataset.feed = feed;
 }
 
 function renderStatus() {
   status.dataset.state = connState;
   const info = connInfo;
+  setFeed(null);
   if (connState === "connected") {
     if (authOn && !authed) {
       statusText.textContent = "Signing in…";
       status.title = "Connected · waiting for the server to accept the sign-in";
       return;
     }
-    statusText.textContent = "Live";
-    status.title = info.rttMs === null ? "Connected" : `Connected · round trip ${info.rttMs} ms`;
+    const problems = table.symbols.filter((s) => symStates.has(s)).map((s) => [s, symStates.get(s)]);
+    const pill = pillFor(problems);
+    setFeed(pill.feed);
+    statusText.textContent = pill.text;
+    const link = info.rttMs === null ? "Connected" : `Connected · round trip ${info.rttMs} ms`;
+    status.title = pill.title ? `${link} · ${pill.title}` : link;
+    return;
   } else if (connState === "reconnecting") {
     statusText.textContent = "Reconnecting…";
     status.title = `Connection lost · attempt ${info.attempt}`;
@@ -191,7 +311,6 @@ let conn = null; // the Connection, made once /config.json has answered
 // ---- signing in (a server with --auth jwt) ------------------------------------------------------
 
 const SIGN_IN_RETRY_MS = 30_000; // while sign-in is required, the token endpoint is asked this often
-const REFRESH_RETRY_MS = 5_000; // after a failed token refresh (network), try again this soon
 
 let authOn = false;
 let delayText = delayLabel(900);
@@ -199,8 +318,9 @@ let tokens = null; // TokenSource, with --auth jwt and a token URL
 let socketToken = null; // the token the current socket signs in with
 let authed = false; // the current socket was answered `authenticated`
 let refreshTimer = 0;
+let refreshing = null; // the token of a refresh the server has not answered yet
+let refreshFailures = 0; // refreshes in a row that failed (endpoint unreachable, token refused)
 let signInTimer = 0;
-let suggestionsLoaded = false;
 
 // Before each connect: the current token, or a fresh one when it is close to expiry or was refused.
 async function beforeConnect() {
@@ -211,13 +331,15 @@ async function beforeConnect() {
 function onAuthenticated(msg) {
   const first = !authed;
   authed = true;
+  if (refreshing !== null) socketToken = refreshing; // the refresh's token is the one in force now
+  refreshing = null;
+  refreshFailures = 0;
   clearTimeout(refreshTimer);
   const expMs = isNum(msg.exp) ? msg.exp * 1000 : tokens?.token?.expMs;
   refreshTimer = isNum(expMs) ? setTimeout(refreshToken, refreshDelay(expMs)) : 0;
   if (!first) return; // a refresh: entitlements may have narrowed (the server sends subscribed, then errors)
   renderStatus();
   sendOp("subscribe", table.symbols, "resync");
-  if (!suggestionsLoaded) loadSuggestions();
 }
 
 // Replace the live socket's token before it expires, without reconnecting.
@@ -227,11 +349,27 @@ async function refreshToken() {
   try {
     token = await tokens.fresh();
   } catch {
-    if (authed) refreshTimer = setTimeout(refreshToken, REFRESH_RETRY_MS);
+    retryRefresh(); // the endpoint could not be reached
     return;
   }
   // null: sign-in required (the banner says so); the socket lives until its token expires.
-  if (token !== null && authed) conn.send({ op: "refresh", token });
+  if (token === null || !authed) return;
+  if (conn.send({ op: "refresh", token })) refreshing = token;
+}
+
+// The server refused the refresh's token (`unauthorized`): the one in force stays in force, here too
+// (for the API's requests and a reconnect), and another token is fetched after a backoff.
+function refreshRefused() {
+  refreshing = null;
+  tokens.keep(socketToken);
+  retryRefresh();
+}
+
+function retryRefresh() {
+  if (!authed) return; // the next connect fetches a token anyway
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(refreshToken, backoffDelay(refreshFailures));
+  refreshFailures += 1;
 }
 
 function onClose(code) {
@@ -320,6 +458,7 @@ function dropRow(sym) {
   table.remove(sym);
   pending.delete(sym);
   lastSeq.delete(sym);
+  symStates.delete(sym);
 }
 
 function removeSymbol(sym) {
@@ -333,56 +472,61 @@ function removeSymbol(sym) {
   if (focusWasInTable) (next || input).focus();
 }
 
-function addFromInput(ev) {
-  ev.preventDefault();
-  const { valid, invalid } = parseSymbols(input.value);
-  if (!valid.length && !invalid.length) {
-    say("Type a symbol to add, for example AAPL.", "error", true);
-    input.focus();
-    return;
-  }
-  const fresh = valid.filter((s) => !table.has(s));
-  const already = valid.filter((s) => table.has(s));
-  for (const sym of fresh) table.add(sym);
-  if (fresh.length) {
-    persist();
-    sendOp("subscribe", fresh, "add");
-  }
-  const parts = [];
+// Add `symbols` (valid ones). `invalid`: pieces of `typed` (the box's text) that break the symbol rule.
+// While connected, rows appear once the server takes their symbols (settleAdd says what happened);
+// otherwise at once, and the next subscribe asks the server.
+function addSymbols(symbols, invalid = [], typed = "") {
+  const fresh = symbols.filter((s) => !table.has(s) && !adding.has(s));
+  const already = symbols.filter((s) => table.has(s));
+  const before = [];
   if (invalid.length) {
     const quoted = invalid.map((s) => `“${s}”`).join(", ");
-    parts.push(`${quoted} ${invalid.length === 1 ? "is not a valid symbol" : "are not valid symbols"}: use ${SYMBOL_RULE}.`);
+    before.push(`${quoted} ${invalid.length === 1 ? "is not a valid symbol" : "are not valid symbols"}: use ${SYMBOL_RULE}.`);
   }
-  if (fresh.length) parts.push(`Added ${fresh.join(", ")}.`);
-  if (already.length) parts.push(`${already.join(", ")} ${already.length === 1 ? "is" : "are"} already in the watchlist.`);
-  say(parts.join(" "), invalid.length ? "error" : "info", invalid.length > 0);
-  input.value = invalid.join(" "); // keep what needs fixing, clear what was added
-  input.focus();
+  const after = [];
+  if (already.length) after.push(`${already.join(", ")} ${already.length === 1 ? "is" : "are"} already in the watchlist.`);
+  const op = fresh.length ? sendOp("subscribe", fresh, "add", { before, after, invalid, typed }) : null;
+  if (op) {
+    for (const sym of fresh) adding.add(sym);
+    return;
+  }
+  for (const sym of fresh) addRow(sym);
+  if (fresh.length) persist();
+  if (fresh.length) before.push(`Added ${fresh.join(", ")}.`);
+  say([...before, ...after].join(" "), invalid.length ? "error" : "info", invalid.length > 0);
+  if (input.value === typed) input.value = invalid.join(" "); // keep what needs fixing, clear what was added
 }
 
-async function loadSuggestions() {
-  const headers = { Accept: "application/json" };
-  if (authOn) {
-    if (!tokens?.token) return;
-    headers.Authorization = `Bearer ${tokens.token.value}`;
+// What the directory says `text` asks for: the exact ticker, or the best match when `text` names it
+// ("tesla", "Tesla Inc" → TSLA); null when it does neither (a list of tickers, or a typo).
+async function resolve(text) {
+  const results = await search.results(text);
+  const sym = normalizeSymbol(text);
+  const exact = sym ? results.find((r) => r.s === sym) : undefined;
+  if (exact) return exact;
+  const top = results[0];
+  return top && namesIt(text, top.name) ? top : null;
+}
+
+// Enter or Add (a highlighted suggestion is picked by search.js before this).
+async function addFromInput(ev) {
+  ev.preventDefault();
+  const typed = input.value;
+  const text = typed.trim();
+  search.close();
+  input.focus();
+  if (!text) {
+    say("Type a symbol to add, for example AAPL.", "error", true);
+    return;
   }
-  suggestionsLoaded = true;
-  try {
-    const res = await fetch("/api/symbols", { headers });
-    if (!res.ok) return;
-    const body = await res.json();
-    const list = $("symbol-suggestions");
-    const frag = document.createDocumentFragment();
-    for (const sym of Array.isArray(body.symbols) ? body.symbols : []) {
-      if (typeof sym !== "string") continue;
-      const opt = document.createElement("option");
-      opt.value = sym;
-      frag.append(opt);
-    }
-    list.replaceChildren(frag);
-  } catch {
-    /* suggestions are a convenience; typing a symbol still works */
+  const found = await resolve(text);
+  if (found) {
+    names.remember(found.s, found.name);
+    addSymbols([found.s], [], typed);
+    return;
   }
+  const { valid, invalid } = parseSymbols(text);
+  addSymbols(valid, invalid, typed);
 }
 
 async function share() {
@@ -434,11 +578,11 @@ async function start() {
   }
   conn = new Connection(socketUrl(), handlers);
   conn.start();
-  if (!authOn) loadSuggestions();
 }
 
 const initial = loadWatchlist();
 table.setSymbols(initial.symbols);
+for (const sym of initial.symbols) table.setName(sym, names.get(sym));
 table.setSort(loadSort());
 if (initial.rejected.length) {
   say(`Ignored from the link: ${initial.rejected.map((s) => `“${s}”`).join(", ")} (use ${SYMBOL_RULE}).`, "error");

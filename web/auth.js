@@ -56,6 +56,15 @@ export class TokenSource {
     return this.fresh();
   }
 
+  /**
+   * Go back to `value`, the token in force on the socket, after the server refused a fresher one (a
+   * refused `refresh` leaves the old token in force): API requests and a reconnect use it until the
+   * caller's retry gets a token the server accepts.
+   */
+  keep(value) {
+    this.token = typeof value === "string" && value ? { value, expMs: tokenExpiry(value) } : null;
+  }
+
   /** Forget the token (the server refused it or it expired): the next `current()` fetches one. */
   invalidate() {
     this.token = null;

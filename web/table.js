@@ -1,6 +1,7 @@
 // The watchlist table: one row per symbol, updated in place (only the cells whose text changed),
-// price flashes on up and down ticks, a bounded SVG sparkline per row, sorting, stale marking and the
-// "Delayed" badge of symbols the server sends late (a user not entitled to real-time quotes).
+// price flashes on up and down ticks, a bounded SVG sparkline per row, sorting, stale marking, the
+// company name under the ticker, a badge for a symbol that is not live (its state, the reason as its
+// tooltip) and the "Delayed" badge of symbols the server sends late (a user not entitled to real-time quotes).
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 export const SPARK_POINTS = 60; // points kept per row for its sparkline
@@ -24,7 +25,31 @@ const fmt = {
   }),
   volume: new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 2 }),
   time: new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" }),
+  day: new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" }),
 };
+
+/** The badge text of each state that is not live (docs/protocol.md, "Symbol states"). */
+export const STATE_BADGE = {
+  pending: "Pending",
+  down: "Down",
+  unavailable: "Unavailable",
+  closed: "Closed",
+  halted: "Halted",
+};
+
+let todayStart = 0; // local midnight today (epoch ms), and when to work it out again
+let todayEnd = 0;
+
+/** The time of quote timestamp `t` as shown: "15:59:59" today, "Nov 28 15:59:59" on an earlier day. */
+export function quoteTime(t, now = Date.now()) {
+  if (now >= todayEnd || now < todayStart) {
+    const d = new Date(now);
+    todayStart = d.setHours(0, 0, 0, 0);
+    todayEnd = new Date(todayStart).setDate(new Date(todayStart).getDate() + 1);
+  }
+  const time = fmt.time.format(t);
+  return t < todayStart ? `${fmt.day.format(t)} ${time}` : time;
+}
 
 const NUMERIC_KEYS = new Set(["p", "c", "cp", "b", "a", "v", "t"]);
 
@@ -85,14 +110,26 @@ class Row {
     const badge = document.createElement("span");
     badge.className = "stale-badge";
     badge.textContent = "stale";
+    this.stateBadge = document.createElement("span");
+    this.stateBadge.className = "state-badge";
+    this.stateBadge.dataset.testid = "row-state";
+    this.stateBadge.hidden = true;
     const line = document.createElement("span");
     line.className = "sym-line";
-    line.append(name, badge);
+    line.append(name, badge, this.stateBadge);
     this.delayedBadge = document.createElement("span");
     this.delayedBadge.className = "delayed-badge";
     this.delayedBadge.dataset.testid = "delayed-badge";
     this.delayedBadge.hidden = true;
-    th.append(line, this.delayedBadge);
+    this.nameEl = document.createElement("span");
+    this.nameEl.className = "sym-name";
+    this.nameEl.dataset.testid = "row-name";
+    this.nameEl.hidden = true;
+    const sub = document.createElement("span");
+    sub.className = "sub-line";
+    sub.append(this.delayedBadge, this.nameEl);
+    th.append(line, sub);
+    this.state = "live";
     this.price = cell("td", "num col-last");
     this.price.dataset.testid = `price-${sym}`;
     this.change = cell("td", "num col-chg");
@@ -158,7 +195,9 @@ class Row {
     setText(this.bid, isNum(q.b) ? fmt.price.format(q.b) : "—");
     setText(this.ask, isNum(q.a) ? fmt.price.format(q.a) : "—");
     setText(this.volume, isNum(q.v) ? fmt.volume.format(q.v) : "—");
-    setText(this.time, isNum(q.t) ? fmt.time.format(q.t) : "—");
+    const when = isNum(q.t) ? quoteTime(q.t) : "—";
+    if (this.time._text !== when) this.time.classList.toggle("dated", when.length > 8);
+    setText(this.time, when);
     // The sparkline keeps the last price of each half-second bucket and is redrawn when one closes.
     if (now - this.bucketAt >= SPARK_BUCKET_MS) {
       this.bucketAt = now;
@@ -169,6 +208,29 @@ class Row {
       this.history[this.history.length - 1] = q.p; // drawn when the bucket closes
     }
     return flashed;
+  }
+
+  /** The company name under the ticker (none when unknown, or when it is just the ticker again). */
+  setName(name) {
+    const text = typeof name === "string" && name && name !== this.sym ? name : "";
+    if (this.nameEl.textContent === text) return;
+    this.nameEl.textContent = text;
+    this.nameEl.title = text;
+    this.nameEl.hidden = !text;
+  }
+
+  /** Badge the row with `state` (anything but "live") and its `reason` as the tooltip; "live" clears it. */
+  setState(state, reason) {
+    const label = STATE_BADGE[state];
+    const badge = this.stateBadge;
+    const title = label ? reason || label : "";
+    if (this.state === state && badge.title === title) return;
+    this.state = label ? state : "live";
+    badge.textContent = label || "";
+    badge.title = title;
+    badge.hidden = !label;
+    if (label) this.el.dataset.state = state;
+    else delete this.el.dataset.state;
   }
 
   /** Show or hide the "Delayed" badge (`label` is its text). */
@@ -291,6 +353,16 @@ export class QuoteTable {
       }
     }
     return this.flashing.size > 0;
+  }
+
+  /** Show `name` under the ticker of `sym`'s row (if it has one). */
+  setName(sym, name) {
+    this.rows.get(sym)?.setName(name);
+  }
+
+  /** Badge `sym`'s row with its state (see Row.setState). */
+  setState(sym, state, reason) {
+    this.rows.get(sym)?.setState(state, reason);
   }
 
   /** Badge the rows whose symbol is in `delayed` (a Set) with `label`, and unbadge the others. */

@@ -55,6 +55,8 @@ class TokenEndpoint:
     ttl: int = 3600
     issued: list[Issued] = field(default_factory=list)
     refused: int = 0
+    #: How many of the next tokens to sign with another key (the server refuses them).
+    forged: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
@@ -70,7 +72,7 @@ class TokenEndpoint:
         plans: dict[str, list[dict[str, Any] | None]] | None = None,
     ) -> None:
         self.ticker_claim, self.ttl, self.plans = ticker_claim, ttl, plans or {}
-        self.issued, self.refused = [], 0
+        self.issued, self.refused, self.forged = [], 0, 0
 
     async def _token(self, request: web.Request) -> web.Response:
         origin = request.headers.get("Origin", "")
@@ -88,7 +90,11 @@ class TokenEndpoint:
             claim = plan[min(sum(1 for i in self.issued if i.sub == sub), len(plan) - 1)]
         if claim is not None:
             claims["ticker"] = claim
-        token = jwt.encode(claims, SECRET, algorithm="HS256")
+        key = SECRET
+        if self.forged > 0:
+            self.forged -= 1
+            key = secrets.token_hex(32)
+        token = jwt.encode(claims, key, algorithm="HS256")
         self.issued.append(Issued(time.time(), sub, claims["exp"], token))
         return web.json_response({"token": token}, headers=headers)
 
@@ -220,10 +226,10 @@ def test_delayed_symbols_wear_the_badge(
     expect(page.get_by_test_id("price-AAPL")).to_have_attribute("data-value", LIVE_PRICE)
     # A fresh server has no MSFT quote 15 minutes old yet, and a delayed row never shows a newer one.
     expect(msft).to_have_class(re.compile(r"\bwaiting\b"))
-    # One token, sent as the socket's first message; suggestions came from /api/symbols with it.
+    # One token, sent as the socket's first message; the names came from /api/symbols/<SYMBOL> with it.
     assert [i.sub for i in endpoint.issued] == ["alice"]
     assert sockets.sent[0] == f'{{"op":"auth","token":"{endpoint.issued[0].token}"}}'
-    expect(page.locator("#symbol-suggestions option[value=NFLX]")).to_have_count(1)
+    expect(aapl.get_by_test_id("row-name")).to_have_text("Apple Inc.")
     assert not page.get_by_test_id("sign-in-required").is_visible()
     assert console == [] and sockets.exceptions == []
 
@@ -360,6 +366,39 @@ def test_short_lived_token_is_refreshed_on_the_live_socket(
     assert sockets.exceptions == []
 
 
+def test_a_refused_refresh_keeps_the_token_and_tries_again(
+    page: Page, context: BrowserContext, endpoint: TokenEndpoint, server: ServerProcess
+) -> None:
+    endpoint.reset(ttl=8)
+    sign_in(context, endpoint)
+    sockets = Sockets(page)
+    page.goto(f"{server.url}/?symbols=AAPL")
+    expect_live(page)
+    record_pill(page)
+    endpoint.forged = 1  # the token of the first refresh (about 3 s in) is signed with another key
+    sockets.until(page, lambda: len(sockets.ops("refresh")) >= 2, 15.0, "a refresh after the refused one")
+    first, forged, good = endpoint.issued[:3]
+    refreshes = sockets.ops("refresh")
+    assert f'"token":"{forged.token}"' in refreshes[0] and f'"token":"{good.token}"' in refreshes[1]
+    assert any('"code":"unauthorized"' in f for f in sockets.types("error"))
+    # Asked again soon (a backoff of a second or so), not at the next planned refresh.
+    assert good.at - forged.at < timeout(3.0)
+    sockets.until(
+        page, lambda: len(sockets.types("authenticated")) >= 2, 5.0, "the good refresh to be accepted"
+    )
+    # Well past the first token's expiry: the same socket, still live, quotes still flowing.
+    eventually_sync(lambda: time.time() > first.exp + 2, 15.0, "the first token to have expired")
+    before = page.get_by_test_id("price-AAPL").get_attribute("data-value")
+    page.wait_for_function(
+        "before => document.querySelector('[data-testid=price-AAPL]').dataset.value !== before",
+        arg=before,
+        timeout=ms(10),
+    )
+    assert len(sockets.opened) == 1 and not sockets.opened[0].is_closed()
+    assert page.evaluate("window.__pill") == ["connected:Live"]
+    assert sockets.exceptions == []
+
+
 def test_without_auth_the_page_asks_nothing_more_than_its_config(page: Page) -> None:
     with ServerProcess(SIM) as srv:
         requested: list[str] = []
@@ -368,12 +407,12 @@ def test_without_auth_the_page_asks_nothing_more_than_its_config(page: Page) -> 
         page.goto(f"{srv.url}/?symbols=AAPL")
         expect_live(page)
         expect(page.get_by_test_id("price-AAPL")).to_have_attribute("data-value", LIVE_PRICE)
-        expect(page.locator("#symbol-suggestions option[value=NFLX]")).to_have_count(1)
+        expect(page.get_by_test_id("row-AAPL").get_by_test_id("row-name")).to_have_text("Apple Inc.")
         paths = sorted({u.removeprefix(srv.url) for u in requested if not u.startswith("data:")})
         assert all(u.startswith("/") for u in paths), paths  # nothing from another origin
         assert [p for p in paths if not p.startswith("/static/")] == [
             "/?symbols=AAPL",
-            "/api/symbols",
+            "/api/symbols/AAPL",
             "/config.json",
         ]
         assert sockets.ops("auth") == [] and sockets.sent[0] == '{"op":"subscribe","symbols":["AAPL"]}'

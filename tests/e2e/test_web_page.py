@@ -92,8 +92,8 @@ def test_page_loads_live_with_no_console_errors(page: Page, server: ServerProces
     wait_price_change(page, "AAPL")
     expect(page.get_by_test_id("row-AAPL")).to_have_class(re.compile(r"^(?!.*\b(stale|waiting)\b)"))
     expect(page.locator("#latency")).to_have_text(re.compile(r"^latency \d+ ms$"))
-    # Suggestions come from /api/symbols.
-    assert page.locator("#symbol-suggestions option[value=NFLX]").count() == 1
+    # Company names come from the directory (/api/symbols/<SYMBOL>).
+    expect(page.get_by_test_id("row-AAPL").get_by_test_id("row-name")).to_have_text("Apple Inc.")
     assert console.errors == []
     assert console.exceptions == []
 
@@ -106,11 +106,11 @@ def test_add_and_remove_symbols(page: Page, server: ServerProcess, console: Cons
     expect(page.get_by_test_id("row-NFLX")).to_be_visible()
     expect(page.locator("#message")).to_have_text("Added NFLX.")
     wait_price_change(page, "NFLX")
-    # Several at once with the keyboard; a symbol outside the universe gets a generated market.
-    page.get_by_test_id("symbol-input").fill("ko, zz.test")
+    # Several at once with the keyboard; a directory symbol outside the universe gets a generated market.
+    page.get_by_test_id("symbol-input").fill("ko, pltr")
     page.get_by_test_id("symbol-input").press("Enter")
-    wait_price_change(page, "ZZ.TEST")
-    assert row_symbols(page)[-3:] == ["NFLX", "KO", "ZZ.TEST"]
+    wait_price_change(page, "PLTR")
+    assert row_symbols(page)[-3:] == ["NFLX", "KO", "PLTR"]
     assert metric(server, "ticker_subscriptions") == subs + 3
 
     page.get_by_test_id("remove-NFLX").click()
@@ -119,10 +119,10 @@ def test_add_and_remove_symbols(page: Page, server: ServerProcess, console: Cons
     page.get_by_test_id("remove-KO").focus()
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("row-KO")).to_have_count(0)
-    expect(page.get_by_test_id("remove-ZZ.TEST")).to_be_focused()
+    expect(page.get_by_test_id("remove-PLTR")).to_be_focused()
     expect(page.locator("#message")).to_have_text("Removed KO.")
     page.wait_for_function("() => !document.querySelector('[data-testid=row-NFLX]')")
-    assert row_symbols(page) == [*DEFAULT_ROWS, "ZZ.TEST"]
+    assert row_symbols(page) == [*DEFAULT_ROWS, "PLTR"]
     eventually_sync(
         lambda: metric(server, "ticker_subscriptions") == subs + 1, 5.0, "the server to see both unsubscribes"
     )
@@ -167,8 +167,8 @@ def test_server_refusal_is_shown_and_undone(page: Page, browser: Browser, consol
 def test_restart_reconnects_resubscribes_and_resumes(
     page: Page, server: ServerProcess, console: Console
 ) -> None:
-    open_page(page, server, "?symbols=AAPL,MSFT,ZZ.RESTART")
-    wait_price_change(page, "ZZ.RESTART")
+    open_page(page, server, "?symbols=AAPL,MSFT,PLTR")
+    wait_price_change(page, "PLTR")
     page.evaluate(
         """() => {
           const el = document.querySelector('[data-testid=conn-status]');
@@ -183,7 +183,7 @@ def test_restart_reconnects_resubscribes_and_resumes(
     assert server.proc is not None and server.proc.returncode == 0
     status = page.get_by_test_id("conn-status")
     expect(status).to_have_attribute("data-state", "reconnecting")
-    for sym in ("AAPL", "MSFT", "ZZ.RESTART"):
+    for sym in ("AAPL", "MSFT", "PLTR"):
         expect(page.get_by_test_id(f"row-{sym}")).to_have_class(re.compile(r"\bstale\b"))
         expect(page.get_by_test_id(f"row-{sym}").locator(".stale-badge")).to_be_visible()
     # A few failed attempts while the server is down: the third one is announced.
@@ -192,9 +192,9 @@ def test_restart_reconnects_resubscribes_and_resumes(
     server.start()
     expect(status).to_have_attribute("data-state", "connected", timeout=ms(15))
     # The new server counts sequences from 1 again: its snapshot must still be shown at once.
-    for sym in ("AAPL", "MSFT", "ZZ.RESTART"):
+    for sym in ("AAPL", "MSFT", "PLTR"):
         expect(page.get_by_test_id(f"row-{sym}")).not_to_have_class(re.compile(r"\bstale\b"), timeout=ms(3))
-    wait_price_change(page, "ZZ.RESTART")  # resubscribed: quotes flow again
+    wait_price_change(page, "PLTR")  # resubscribed: quotes flow again
     assert page.evaluate("window.__states") == ["connected", "reconnecting", "connected"]
     assert metric(server, "ticker_subscriptions") == 3
     assert console.exceptions == []
