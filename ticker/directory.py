@@ -51,6 +51,7 @@ class Directory:
     def __init__(self) -> None:
         self._sources: dict[str, dict[str, SymbolInfo] | None] = {}  # None: loading, or cannot tell
         self._merged: dict[str, SymbolInfo] = {}
+        self._source_of: dict[str, str] = {}
         self._version = 0
 
     def expect(self, source: str) -> None:
@@ -63,24 +64,19 @@ class Directory:
         self._sources[source] = {e.symbol: e for e in entries}
         self._merge()
 
-    def add(self, source: str, entries: Iterable[SymbolInfo]) -> None:
-        """Add entries to a loaded ``source`` (a symbol it learnt to carry meanwhile)."""
-        table = self._sources.get(source)
-        if table is None:
-            table = self._sources[source] = {}
-        for e in entries:
-            table[e.symbol] = e
-            if e.symbol not in self._merged:
-                self._merged[e.symbol] = e
-                self._version += 1
-
     def _merge(self) -> None:
         merged: dict[str, SymbolInfo] = {}
-        for table in self._sources.values():
+        source_of: dict[str, str] = {}
+        for name, table in self._sources.items():
             if table:
                 for sym, e in table.items():
-                    merged.setdefault(sym, e)
-        self._merged = merged
+                    if sym not in merged:
+                        merged[sym] = e
+                        source_of[sym] = name
+        self._merged, self._source_of = (
+            merged,
+            source_of,
+        )  # swapped whole: a reader in a thread sees one or the other
         self._version += 1
 
     @property
@@ -97,6 +93,10 @@ class Directory:
     def loading(self) -> list[str]:
         """The sources still loading (or unable to tell), in the order they were registered."""
         return [name for name, t in self._sources.items() if t is None]
+
+    def source_of(self, symbol: str) -> str | None:
+        """The source (feed) whose entries hold ``symbol``, if any."""
+        return self._source_of.get(symbol)
 
     def get(self, symbol: str) -> SymbolInfo | None:
         """The entry of ``symbol``, if a loaded source has it."""

@@ -17,13 +17,13 @@ own hub key or delayed under :func:`~ticker.delay.delayed_key`, as the entitleme
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from ticker import protocol
 from ticker.delay import delayed_key, is_delayed_key, split_keys, symbol_of
-from ticker.entitlements import EVERYTHING, Entitlements, Identity, UserSlots
+from ticker.entitlements import EVERYTHING, Entitlements, Identity, Tier, UserSlots
 from ticker.errors import (
     AUTH_FAILED,
     BAD_REQUEST,
@@ -101,20 +101,24 @@ class Access:
 class SymbolBook(Protocol):
     """What a session asks the node about symbols: which are unknown, and the state of those that are not live."""
 
-    def unknown(self, symbols: Sequence[str]) -> UnknownSymbols | None:
-        """The refusal of those ``symbols`` no running feed knows (with suggestions), or None."""
+    def unknown(
+        self, symbols: Sequence[str], allow: Callable[[str], bool] | None = None
+    ) -> UnknownSymbols | None:
+        """The refusal of those ``symbols`` no running feed knows, suggesting only symbols ``allow`` passes; or None."""
 
-    def statuses(self, symbols: Iterable[str]) -> list[dict[str, str]]:
-        """``{"s","state","reason"}`` of each of ``symbols`` that is not ``live``."""
+    def statuses(self, symbols: Iterable[str], remember: bool = True) -> list[dict[str, str]]:
+        """``{"s","state","reason"}`` of each of ``symbols`` that is not ``live`` (``remember``: a subscriber is told)."""
 
 
 class AnySymbol:
     """The book of ``--unknown-symbols allow`` and of tests: every symbol known and live."""
 
-    def unknown(self, symbols: Sequence[str]) -> UnknownSymbols | None:
+    def unknown(
+        self, symbols: Sequence[str], allow: Callable[[str], bool] | None = None
+    ) -> UnknownSymbols | None:
         return None
 
-    def statuses(self, symbols: Iterable[str]) -> list[dict[str, str]]:
+    def statuses(self, symbols: Iterable[str], remember: bool = True) -> list[dict[str, str]]:
         return []
 
 
@@ -142,6 +146,11 @@ def query_symbols(query: str, limit: int, scope: Scope) -> list[str]:
     if len(valid) > limit:
         raise TooManySymbols(limit, len(valid), scope)
     return valid
+
+
+def visible_to(entitlements: Entitlements) -> Callable[[str], bool]:
+    """Whether a symbol may be named to this user (in a suggestion, a search result): not forbidden."""
+    return lambda symbol: entitlements.tier(symbol) is not Tier.FORBIDDEN
 
 
 def suggestions_of(exc: UnknownSymbols) -> dict[str, list[str]]:
@@ -365,7 +374,7 @@ class Session(Generic[S]):
             exc = TooManySymbols(limit, wanted)
             out.error(exc.code, exc.message)
             return
-        refused = self.book.unknown(symbols)
+        refused = self.book.unknown(symbols, visible_to(ents) if self.access.required else None)
         if refused is not None:
             out.error(refused.code, refused.message, refused.symbols, suggestions_of(refused))
             gone = set(refused.symbols)

@@ -15,7 +15,7 @@ from typing import Any
 
 from feeds.simulated import SimulatedFeed
 from tests.support.serverproc import ServerUrls
-from tests.support.timing import timeout
+from tests.support.timing import eventually, timeout
 from ticker.server.config import Config
 from ticker.server.node import Node
 from ticker.server.service import Service
@@ -52,6 +52,9 @@ async def serve_in_process(
     service = Service(cfg, Node(cfg, feeds=[feed]))
     await service.start()
     try:
+        # The simulated market's directory loads at once, in the background: wait for it, so that whether a
+        # symbol is unknown or still pending never depends on how fast a test sends its first subscribe.
+        await eventually(lambda: service.node.directory.complete, what="the directory to load")
         yield InProcessServer(service)
     finally:
         await asyncio.wait_for(service.stop(), timeout(10))

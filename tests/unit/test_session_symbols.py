@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -19,11 +19,13 @@ class Book:
     def __init__(self, known: set[str]) -> None:
         self.known = known
 
-    def unknown(self, symbols: Sequence[str]) -> UnknownSymbols | None:
+    def unknown(
+        self, symbols: Sequence[str], allow: Callable[[str], bool] | None = None
+    ) -> UnknownSymbols | None:
         bad = [s for s in symbols if s not in self.known]
         return UnknownSymbols(bad, {"APPL": [("AAPL", "Apple Inc.")]}) if bad else None
 
-    def statuses(self, symbols: Iterable[str]) -> list[dict[str, str]]:
+    def statuses(self, symbols: Iterable[str], remember: bool = True) -> list[dict[str, str]]:
         return [{"s": s, "state": "closed", "reason": "market closed"} for s in symbols if s == "CLOSEDCO"]
 
 

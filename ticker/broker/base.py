@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from ticker.directory import Directory
 from ticker.quote import Quote
+from ticker.status import SymbolStatus
 
 Deliver = Callable[[Quote], None]
 
@@ -44,6 +45,10 @@ class Broker(ABC):
     @abstractmethod
     def up(self) -> bool:
         """Whether the broker is connected."""
+
+    def symbol_status(self, symbol: str) -> SymbolStatus | None:
+        """A state the publisher reports for ``symbol`` (edge nodes); None: live, or nothing reported."""
+        return None
 
     def directory(self) -> Directory | None:
         """The symbol directory that comes with the quotes (the publisher's, through Redis); None: the

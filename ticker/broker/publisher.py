@@ -6,7 +6,9 @@ that window's quotes, all of a window's messages and the last-value hash update 
 pipelined round trip. While Redis is away it keeps only the last value per symbol; when
 Redis is back it rewrites the hash and says ``hello`` so nodes resync. It also writes its feeds'
 symbol directory for the nodes (:mod:`ticker.broker.redis_directory`): at each connection and
-whenever the directory changed (checked every second).
+whenever the directory changed (checked every second); and, every second with a short TTL, its health
+report (:mod:`ticker.broker.redis_health`): its feeds' health and the carried symbols that are not live,
+so nodes tell their clients ``down``, ``closed`` or ``halted``, and that the publisher is gone once the report expires.
 Layout: ticker/broker/redis_layout.py.
 """
 
@@ -23,6 +25,7 @@ from redis.asyncio.client import PubSub
 from feeds.base import Feed
 from feeds.runner import FeedRunner, metered
 from ticker.broker import redis_directory as rd
+from ticker.broker import redis_health as rh
 from ticker.broker import redis_layout as rc
 from ticker.errors import InvalidSymbol
 from ticker.metrics.registry import Metrics
@@ -66,10 +69,12 @@ class Publisher:
         symbols: frozenset[str] = frozenset(),
         prefix: str = "ticker",
         window: float = 0.005,
+        stale_after: float | None = 15.0,
     ) -> None:
         self.url = rc.check_url(url)
         self.metrics = metrics
-        self.runner = FeedRunner(feeds, metered(metrics, self._emit))
+        self.stale_after = stale_after
+        self.runner = FeedRunner(feeds, metered(metrics, self._emit), stale_after=stale_after)
         self.static = symbols
         self.layout = rc.Layout(prefix)
         self.id = rc.node_id()
@@ -88,6 +93,10 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         self._last_flush = 0.0
         self._hello_due = False
+        self._client: Redis | None = None
+        self._feeds_started = asyncio.Event()  # health reports begin once the feeds run
+        self._health_lock = asyncio.Lock()  # one report write at a time; stop() withdraws the report under it
+        self._stopping = False
 
     @property
     def up(self) -> bool:
@@ -105,9 +114,14 @@ class Publisher:
                 "Redis at %s is not reachable yet; feeds start, publishing when it is", rc.redact(self.url)
             )
         await self.runner.start(lambda: self.carried)
+        self._feeds_started.set()
 
     async def stop(self) -> None:
-        """Stop the feeds, publish what is buffered (briefly), disconnect."""
+        """Withdraw the health report (nodes say at once that the publisher is gone), stop the feeds,
+        publish what is buffered (briefly), disconnect."""
+        self._stopping = True
+        with contextlib.suppress(Exception):  # best effort: the report expires anyway
+            await asyncio.wait_for(self._withdraw_health(), 1.0)
         await self.runner.stop(within=1.0)
         if self._up and self._buf:
             self._flushed.clear()
@@ -170,6 +184,7 @@ class Publisher:
             else:
                 log.info("publishing to Redis at %s", rc.redact(self.url))
             self._ever_up = True
+            self._client = client
             self._first_up.set()
             loop = asyncio.get_running_loop()
             tasks = [
@@ -177,12 +192,14 @@ class Publisher:
                 loop.create_task(self._read(pubsub)),
                 loop.create_task(self._demand_loop(client, read_demand)),
                 loop.create_task(self._directory_loop(client)),
+                loop.create_task(self._health_loop(client)),
             ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 t.result()
             raise ConnectionError("a publisher task ended")
         finally:
+            self._client = None
             await rc.end_session(tasks, pubsub, client, sub_client)
 
     # -- publishing --------------------------------------------------------------------------
@@ -241,6 +258,29 @@ class Publisher:
                     "" if meta.complete else " (loading: " + ", ".join(meta.loading) + ")",
                 )
             await asyncio.sleep(DIRECTORY_POLL)
+
+    # -- the health report ---------------------------------------------------------------------
+    def health_report(self) -> rh.HealthReport:
+        """This publisher's feeds and the carried symbols that are not live, now."""
+        runner = self.runner
+        return rh.report(
+            self.id, runner.feeds, self.carried, time.monotonic(), self.stale_after, runner.directory
+        )
+
+    async def _withdraw_health(self) -> None:
+        async with self._health_lock:  # after a write in flight, and none after this
+            client = self._client
+            if client is not None and self._up:
+                await client.delete(self.layout.health)
+
+    async def _health_loop(self, client: Redis) -> None:
+        """Once the feeds run, set ``P:health`` every :data:`~ticker.broker.redis_health.EVERY` s with its TTL."""
+        await self._feeds_started.wait()
+        while True:
+            async with self._health_lock:
+                if not self._stopping:
+                    await client.set(self.layout.health, self.health_report().encode(), ex=rh.TTL)
+            await asyncio.sleep(rh.EVERY)
 
     # -- demand ------------------------------------------------------------------------------
     async def _demand_loop(self, client: Redis, read_demand: object) -> None:

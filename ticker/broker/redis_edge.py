@@ -7,7 +7,10 @@ its demand to the publisher as a set with a TTL that it refreshes, so a dead nod
 expires. When Redis comes back after a loss, or a publisher (re)starts, the node re-reads
 every wanted symbol and sends each connection a fresh snapshot. The node also reads the
 publisher's symbol directory (:mod:`ticker.broker.redis_directory`) at each connection, when the
-publisher announces a new one, and every minute anyway, and answers with it.
+publisher announces a new one, and every minute anyway, and answers with it. Every second it reads the
+publisher's health report (:mod:`ticker.broker.redis_health`, one GET) and answers
+:meth:`RedisBroker.symbol_status` from it: a symbol the publisher's feed says is not live, or every
+symbol ``down`` once the report has expired (the publisher is not running).
 Layout: ticker/broker/redis_layout.py.
 """
 
@@ -25,12 +28,14 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from ticker.broker import redis_directory as rd
+from ticker.broker import redis_health as rh
 from ticker.broker import redis_layout as rc
 from ticker.broker.base import Broker, Deliver
 from ticker.directory import Directory
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote, decode_entry
 from ticker.search import index_of
+from ticker.status import DOWN, SymbolStatus
 from ticker.tasks import cancel_and_wait
 
 log = logging.getLogger("ticker.redis")
@@ -40,6 +45,8 @@ PUBSUB_PING_AFTER = 5.0  # idle seconds on the subscription before pinging it
 PUBSUB_DEAD_AFTER = 15.0  # idle seconds (pings unanswered) before the subscription counts as dead
 START_WAIT = 3.0  # seconds start() waits for the first connection before serving without it
 DIRECTORY_POLL = 60.0  # seconds between checks of the directory's meta (a notification may be missed)
+#: Every symbol's state while no publisher reports (its report expired: the process is dead or stopped).
+NO_PUBLISHER = SymbolStatus(DOWN, f"the publisher is not running (no health report for more than {rh.TTL} s)")
 
 
 class RedisBroker(Broker):
@@ -78,6 +85,9 @@ class RedisBroker(Broker):
         self._directory = rd.build(None, ())  # every symbol pending until the publisher's is read
         self._directory_raw: bytes | None = None  # the meta of the directory held (or last refused)
         self._directory_wake = asyncio.Event()
+        self._health: rh.HealthReport | None = None  # the publisher's last report; None: none in Redis
+        self._health_raw: bytes | None = None
+        self._health_read = False  # whether the report was read at least once
 
     # -- Broker interface --------------------------------------------------------------------
     async def start(self, deliver: Deliver) -> None:
@@ -118,6 +128,16 @@ class RedisBroker(Broker):
         """The publisher's directory as last read (a new object each read; pending until the first)."""
         return self._directory
 
+    def symbol_status(self, symbol: str) -> SymbolStatus | None:
+        """What the publisher's last health report (read every second) says of ``symbol``: its state
+        when not live; :data:`NO_PUBLISHER` (``down``) once no report is in Redis; None when live as far
+        as the publisher knows, or while Redis is down (the node says that itself) or not read yet."""
+        if not self._up or not self._health_read:
+            return None
+        if self._health is None:
+            return NO_PUBLISHER
+        return self._health.symbols.get(symbol)
+
     # -- connection loop ---------------------------------------------------------------------
     def _set_up(self, up: bool) -> None:
         self._up = up
@@ -133,6 +153,7 @@ class RedisBroker(Broker):
         pubsub = sub_client.pubsub(ignore_subscribe_messages=True)
         reader: asyncio.Task[None] | None = None
         loader: asyncio.Task[None] | None = None
+        health: asyncio.Task[None] | None = None
         try:
             await client.ping()
             self._client = client
@@ -143,6 +164,8 @@ class RedisBroker(Broker):
             loader = asyncio.get_running_loop().create_task(
                 self._directory_loop(client), name="redis-directory"
             )
+            await self._read_health(client)  # before up: the states are known as soon as the node is
+            health = asyncio.get_running_loop().create_task(self._health_loop(client), name="redis-health")
             reconnect = self._ever_up
             await self._sync(client, pubsub, full=True)
             self._set_up(True)
@@ -167,6 +190,9 @@ class RedisBroker(Broker):
                 if loader.done():
                     loader.result()
                     raise ConnectionError("directory reader ended")
+                if health.done():
+                    health.result()  # raises the failed read's error
+                    raise ConnectionError("health reader ended")
                 full, self._full = self._full, False
                 await self._sync(client, pubsub, full=full)
                 if full:
@@ -178,7 +204,7 @@ class RedisBroker(Broker):
                     await pubsub.ping()
         finally:
             self._client = None
-            await rc.end_session([reader, loader], pubsub, client, sub_client)
+            await rc.end_session([reader, loader, health], pubsub, client, sub_client)
 
     async def _read(self, pubsub: PubSub) -> None:
         ctl = self.layout.ctl
@@ -246,6 +272,38 @@ class RedisBroker(Broker):
         self._directory = directory
         state = "complete" if meta.complete else "still loading: " + ", ".join(meta.loading)
         log.info("symbol directory of publisher %s: %d symbols (%s)", meta.publisher, len(entries), state)
+
+    # -- the publisher's health -----------------------------------------------------------------
+    async def _health_loop(self, client: Redis) -> None:
+        """Read the health report every :data:`~ticker.broker.redis_health.EVERY` s; a failed read ends
+        the loop, and the session reconnects."""
+        while True:
+            await asyncio.sleep(rh.EVERY)
+            await self._read_health(client)
+
+    async def _read_health(self, client: Redis) -> None:
+        raw = await client.get(self.layout.health)
+        if isinstance(raw, str):
+            raw = raw.encode()
+        first, self._health_read = not self._health_read, True
+        if raw is None:
+            if self._health is not None or first:
+                log.warning(
+                    "no publisher is reporting: every symbol is down until one does (is ticker feed running?)"
+                )
+            self._health, self._health_raw = None, None
+            return
+        if raw == self._health_raw:
+            return
+        try:
+            got = rh.HealthReport.decode(raw)
+        except ValueError as exc:
+            self.metrics.broker_errors.inc()
+            log.warning("ignored the publisher's health report: %s", exc)
+            got = rh.HealthReport("?")  # somebody reports: say nothing rather than "not running"
+        if self._health_raw is None:
+            log.info("publisher %s reports: %d symbols not live", got.publisher, len(got.symbols))
+        self._health, self._health_raw = got, raw
 
     # -- demand and last values --------------------------------------------------------------
     async def _sync(self, client: Redis, pubsub: PubSub, full: bool) -> None:

@@ -15,6 +15,8 @@ so deployments sharing a Redis must use different prefixes):
 - ``P:directory`` — hash SYMBOL → ``{"name","exchange","type","currency"}``: the publisher's symbol
   directory; ``P:directory:meta`` — what it is (``{"publisher","version","complete","loading","symbols"}``);
   ``P:directory:tmp:PUBLISHER`` — the next directory while it is written (codec: :mod:`ticker.broker.redis_directory`).
+- ``P:health`` — the publisher's health report (its feeds, and its symbols that are not live), set every
+  second with a 5 s TTL, so it vanishes when the publisher dies (codec: :mod:`ticker.broker.redis_health`).
 """
 
 from __future__ import annotations
@@ -140,6 +142,10 @@ class Layout:
     @property
     def directory_meta(self) -> str:
         return f"{self.prefix}:directory:meta"
+
+    @property
+    def health(self) -> str:
+        return f"{self.prefix}:health"
 
     def directory_tmp(self, publisher: str) -> str:
         """Where ``publisher`` writes its next directory before renaming it into place."""

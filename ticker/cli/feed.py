@@ -32,6 +32,13 @@ class PublisherConfig:
         parse=positive(float),
         group=PUBLISHING,
     )
+    stale_after: float = option(
+        15.0,
+        "seconds a steady feed (simulated, replay) may go without data before its symbols are down (15)",
+        env="STALE_AFTER",
+        parse=positive(float),
+        group=PUBLISHING,
+    )
     metrics_port: int | None = option(
         None,
         "serve /metrics, /healthz and /readyz on this port (0 picks one; default: off)",
@@ -84,6 +91,7 @@ async def _run_feed_async(config: PublisherConfig) -> int:
         symbols=frozenset(symbols),
         prefix=config.broker_prefix,
         window=config.publish_ms / 1000.0,
+        stale_after=config.stale_after,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

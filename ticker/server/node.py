@@ -75,6 +75,11 @@ class Node:
         )
         #: What the node says of each symbol: unknown ones refused, states pushed (``--unknown-symbols``).
         self.board = StatusBoard(self, config.stale_after, refuse_unknown=config.unknown_symbols == "refuse")
+        self._board_failed_at = -math.inf
+        if config.unknown_symbols == "allow":  # a lab: the simulated market makes up any demanded symbol
+            for feed in self.feeds:
+                if hasattr(feed, "invent"):
+                    feed.invent = True
         self.closing = False
         self._demand_due = False
         self._drained = asyncio.Event()
@@ -166,7 +171,13 @@ class Node:
             self.metrics.broker_up.set(1 if self.broker.up else 0)
             if self.delay_line is not None:  # end keeps past their deadline, even for symbols with no quote
                 self.delay_line.prune(time.monotonic())
-            self.board.tick()
+            try:
+                self.board.tick()
+            except Exception:  # a feed's health or symbol_state that fails must not end readiness and pushes
+                now = time.monotonic()
+                if now - self._board_failed_at > 60.0:  # at most one traceback a minute
+                    self._board_failed_at = now
+                    log.exception("symbol states not worked out")
             await asyncio.sleep(1.0)
 
     @property

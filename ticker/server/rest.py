@@ -19,7 +19,7 @@ from ticker.errors import BAD_REQUEST, ForbiddenSymbols, InvalidSymbol, Protocol
 from ticker.search import Allow, search, suggest
 from ticker.server.access import Refused, forbidden, identify
 from ticker.server.ops import JsonHandler
-from ticker.session import hub_keys, query_symbols, suggestions_of, symbol_limit
+from ticker.session import hub_keys, query_symbols, suggestions_of, symbol_limit, visible_to
 from ticker.symbols import valid_symbol
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class QuotesHandler(_Base):
                 symbols = query_symbols(raw, limit, "request")
                 if not symbols:
                     raise InvalidSymbol(raw)
-                refused = srv.board.unknown(symbols)
+                refused = srv.board.unknown(symbols, visible_to(ents) if srv.access.required else None)
                 if refused is not None:
                     raise refused
                 keys, dl = hub_keys(symbols, ents)
@@ -86,7 +86,7 @@ class QuotesHandler(_Base):
         if dl and line is not None:  # keep recording those the node carries, so that a later read has a value
             carried = [s for s in dl if srv.hub.last(s) is not None]
             line.keep(carried, time.monotonic() + line.delay)
-        states = {e["s"]: e for e in srv.board.statuses(symbol_of(k) for k in keys)}
+        states = {e["s"]: e for e in srv.board.statuses((symbol_of(k) for k in keys), remember=False)}
         entries = []
         for key in keys:
             found = srv.hub.last_encoded([key])

@@ -40,7 +40,7 @@ from ticker.server import tornado_io
 from ticker.server.access import Refused, count_failure, forbidden, identify, over_cap
 from ticker.server.fanout import Connection
 from ticker.server.websocket import origin_allowed
-from ticker.session import hub_keys, open_stream, query_symbols, suggestions_of, symbol_limit
+from ticker.session import hub_keys, open_stream, query_symbols, suggestions_of, symbol_limit, visible_to
 
 if TYPE_CHECKING:
     from ticker.server.node import Node
@@ -158,7 +158,8 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
             symbols = query_symbols(self.get_query_argument("symbols", ""), limit, "connection")
             if not symbols:
                 raise ProtocolError(BAD_REQUEST, "name the symbols to stream: /sse?symbols=AAPL,MSFT")
-            unknown = srv.board.unknown(symbols)
+            allow = visible_to(identity.entitlements) if srv.access.required else None
+            unknown = srv.board.unknown(symbols, allow)
             if unknown is not None:
                 raise unknown
             keys, delayed = hub_keys(symbols, identity.entitlements)
@@ -256,7 +257,9 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         return self._delayed
 
     def send_message(self, kind: str, payload: bytes) -> None:
-        if self.registered and not self.server.fanout.is_conflating(self):
+        # Written even while conflated (rare and small: a state change, a refusal), as WebSocket replies are;
+        # the unsent-bytes bound still closes a reader that never drains.
+        if self.registered:
             self.write_frame(chunk(sse_event(kind, payload)))
 
     def drop_symbols(self, symbols: list[str], refusal: ProtocolError) -> None:
@@ -265,6 +268,10 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self.server.fanout.unsubscribed(self, keys)
         extra = suggestions_of(refusal) if isinstance(refusal, UnknownSymbols) else None
         self.send_message("error", protocol.error(refusal.code, refusal.message, symbols, extra))
+        if not self.server.hub.symbols_of(
+            self
+        ):  # nothing left to stream: end it (the symbol set is the URL's)
+            self._end(CLIENT)
 
     def close_slow(self) -> None:
         self._end(SLOW_CONSUMER)

@@ -10,11 +10,14 @@ know is dropped from every connection with ``unknown_symbol``.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from feeds.base import Feed
 from feeds.runner import FeedRunner
+from feeds.states import feed_down, owner
 from ticker import protocol
 from ticker.broker.base import Broker
 from ticker.delay import delayed_key
@@ -28,6 +31,11 @@ if TYPE_CHECKING:
 
 MAX_SUGGESTED = 10  # symbols of one refusal that get "did you mean"
 
+log = logging.getLogger("ticker")
+
+#: Which symbols a caller may be told about (its entitlements); None: any.
+Allow = Callable[[str], bool] | None
+
 
 class Watched(Protocol):
     """What the board reads of its node."""
@@ -35,6 +43,7 @@ class Watched(Protocol):
     hub: Hub[Connection]
     runner: FeedRunner
     broker: Broker
+    feeds: list[Feed]
 
     @property
     def directory(self) -> Directory: ...
@@ -43,7 +52,12 @@ class Watched(Protocol):
 
 
 class StatusBoard:
-    """The directory's verdicts and every demanded symbol's state, for one node."""
+    """The directory's verdicts and every demanded symbol's state, for one node.
+
+    ``_last`` is what the subscribers of a symbol were last told by a push (or, for a symbol nobody
+    was pushed anything about yet, by the first subscribe): a tick pushes a state only when it
+    differs, so answering a new subscriber or a REST read never hides a change from the others.
+    """
 
     def __init__(self, node: Watched, stale_after: float, refuse_unknown: bool = True) -> None:
         self.node = node
@@ -56,52 +70,54 @@ class StatusBoard:
         return self.node.directory
 
     # -- the session's questions ------------------------------------------------------------
-    def unknown(self, symbols: Sequence[str]) -> UnknownSymbols | None:
-        """``unknown_symbol`` for those of ``symbols`` no running feed knows (``--unknown-symbols refuse``)."""
+    def unknown(self, symbols: Sequence[str], allow: Allow = None) -> UnknownSymbols | None:
+        """``unknown_symbol`` for those of ``symbols`` no running feed knows (``--unknown-symbols refuse``);
+        a symbol that has quotes is known whatever the directory says. Suggestions only name symbols
+        ``allow`` lets the caller see."""
         if not self.refuse_unknown:
             return None
-        d = self.directory
-        bad = [s for s in symbols if d.known(s) is Known.UNKNOWN]
+        d, hub = self.directory, self.node.hub
+        bad = [s for s in symbols if d.known(s) is Known.UNKNOWN and hub.last(s) is None]
         if not bad:
             return None
-        return UnknownSymbols(bad, {s: self._suggest(s) for s in bad[:MAX_SUGGESTED]})
+        return UnknownSymbols(bad, {s: self._suggest(s, allow) for s in bad[:MAX_SUGGESTED]})
 
-    def _suggest(self, symbol: str) -> list[tuple[str, str]]:
-        from ticker.search import suggest  # the search index is built lazily, on the first refusal
+    def _suggest(self, symbol: str, allow: Allow) -> list[tuple[str, str]]:
+        from ticker.search import suggest  # built beside the loop after each directory change (FeedRunner)
 
-        return [(e.symbol, e.name) for e in suggest(self.directory, symbol)]
+        return [(e.symbol, e.name) for e in suggest(self.directory, symbol, allow=allow)]
 
-    def statuses(self, symbols: Iterable[str]) -> list[dict[str, str]]:
-        """The entries of those ``symbols`` that are not live (and remember them as what clients know)."""
+    def statuses(self, symbols: Iterable[str], remember: bool = True) -> list[dict[str, str]]:
+        """The entries of those ``symbols`` that are not live. ``remember``: a subscriber is being told,
+        so a symbol nobody was told about yet starts from this state (a REST read tells nobody)."""
         out = []
         for s in symbols:
             st = self.status(s)
-            self._last[s] = st
+            if remember:
+                self._last.setdefault(s, st)
             if st is not IS_LIVE:
                 out.append(st.to_json(s))
         return out
 
     # -- working a state out ----------------------------------------------------------------
     def status(self, symbol: str) -> SymbolStatus:
-        """The state of ``symbol`` now."""
+        """The state of ``symbol`` now: its feed's health first (down wins over pending), then the directory
+        (pending), then what the feed says of the symbol (closed, halted, unavailable)."""
         node = self.node
         has_value = node.hub.last(symbol) is not None
-        if not has_value and self.refuse_unknown and self.directory.known(symbol) is Known.PENDING:
-            return SymbolStatus(
-                PENDING, "not confirmed yet: waiting for the feed's symbol list or a first quote"
-            )
-        feeds = [f for f in node.runner.feeds if f.owns(symbol)]
-        if not feeds:  # an edge node: the publisher's feeds are behind the broker
+        feed = owner(node.feeds, symbol, self.directory)
+        if feed is None:  # an edge node: the publisher's feeds are behind the broker
             if not node.broker.up:
                 return SymbolStatus(DOWN, f"lost the connection to the {node.broker.name} broker")
+            reported = node.broker.symbol_status(symbol)
+            if reported is not None:
+                return reported
             return IS_LIVE if has_value else SymbolStatus(PENDING, "waiting for a first quote")
-        feed = feeds[0]
-        health = feed.health()
-        if not health.up:
-            return SymbolStatus(DOWN, f"feed {feed.name} is down: {health.reason or 'not connected'}")
-        stale = self.stale_after
-        if feed.steady and health.last_data is not None and time.monotonic() - health.last_data > stale:
-            return SymbolStatus(DOWN, f"feed {feed.name} has sent no data for more than {stale:g} s")
+        down = feed_down(feed, time.monotonic(), self.stale_after)
+        if down is not None:
+            return down
+        if not has_value and self.refuse_unknown and self.directory.known(symbol) is Known.PENDING:
+            return SymbolStatus(PENDING, f"not confirmed yet: feed {feed.name} is loading its symbol list")
         said = feed.symbol_state(symbol)
         if said is not None:
             return said
@@ -117,7 +133,11 @@ class StatusBoard:
         changed: dict[Connection, list[dict[str, str]]] = {}
         unknown: list[str] = []
         for symbol in sorted(demanded):
-            if self.refuse_unknown and self.directory.known(symbol) is Known.UNKNOWN:
+            if (
+                self.refuse_unknown
+                and self.directory.known(symbol) is Known.UNKNOWN
+                and node.hub.last(symbol) is None  # a symbol with quotes exists, whatever a list says
+            ):
                 unknown.append(symbol)
                 continue
             st = self.status(symbol)
@@ -134,7 +154,8 @@ class StatusBoard:
             self._drop(unknown)
 
     def _drop(self, symbols: list[str]) -> None:
-        exc = UnknownSymbols(symbols, {s: self._suggest(s) for s in symbols[:MAX_SUGGESTED]})
+        # No suggestions here: they would go to every holder whatever its entitlements.
+        exc = UnknownSymbols(symbols)
         hub = self.node.hub
         holders: dict[Connection, None] = {}
         for s in symbols:

@@ -1,0 +1,147 @@
+"""The node's status board with a fake node: states worked out in order, pushes only on change and to every
+holder, REST reads that push nothing, unknown symbols refused with suggestions, and the later drop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from feeds.base import Feed, FeedContext
+from feeds.runner import FeedRunner
+from ticker.delay import split_keys
+from ticker.directory import Directory, SymbolInfo
+from ticker.errors import ProtocolError
+from ticker.hub import Hub
+from ticker.quote import Quote
+from ticker.server.status_board import StatusBoard
+from ticker.status import SymbolStatus
+
+
+class FakeFeed(Feed):
+    def __init__(self, name: str, steady: bool = False) -> None:
+        super().__init__(name)
+        self.steady = steady
+        self._mark_up()
+        self.said: dict[str, SymbolStatus] = {}
+
+    async def start(self, ctx: FeedContext) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def symbol_state(self, symbol: str) -> SymbolStatus | None:
+        return self.said.get(symbol)
+
+
+class Conn:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sent: list[dict[str, Any]] = []
+        self.dropped: list[tuple[list[str], str]] = []
+
+    def send_message(self, kind: str, payload: bytes) -> None:
+        self.sent.append(orjson.loads(payload))
+
+    def drop_symbols(self, symbols: list[str], refusal: ProtocolError) -> None:
+        self.dropped.append((symbols, refusal.code))
+
+
+class Broker:
+    up = True
+    name = "memory"
+
+    def symbol_status(self, symbol: str) -> SymbolStatus | None:
+        return None
+
+
+class Node:
+    def __init__(self, feeds: list[Feed]) -> None:
+        self.hub: Hub[Any] = Hub()
+        self.feeds = feeds
+        self.runner = FeedRunner(feeds, lambda f: FeedContext(emit=lambda q: None))
+        self.broker = Broker()
+
+    @property
+    def directory(self) -> Directory:
+        return self.runner.directory
+
+    def demand(self) -> frozenset[str]:
+        rt, dl = split_keys(self.hub.demand())  # as the node's: delayed keys stand for their symbols
+        return frozenset(rt | dl)
+
+
+def rig(*feeds: FakeFeed) -> tuple[Node, StatusBoard, Conn, Conn]:
+    node = Node(list(feeds) or [FakeFeed("sim")])
+    board = StatusBoard(node, stale_after=15.0)  # type: ignore[arg-type]
+    a, b = Conn("a"), Conn("b")
+    for c in (a, b):
+        node.hub.add(c)
+    return node, board, a, b
+
+
+def entries(conn: Conn) -> list[tuple[str, str]]:
+    return [(e["s"], e["state"]) for m in conn.sent for e in m["data"]]
+
+
+def test_a_change_reaches_every_holder_even_after_a_new_subscriber_or_a_rest_read_looked():
+    node, board, a, b = rig()
+    feed = node.feeds[0]
+    node.directory.replace("sim", [SymbolInfo("AAPL", "Apple Inc.")])
+    node.hub.subscribe(a, ["AAPL"])
+    assert board.statuses(["AAPL"]) == []  # a was told: live
+    board.tick()
+    assert a.sent == []
+    feed._mark_down("cannot reach the upstream: DNS lookup failed")
+    node.hub.subscribe(b, ["AAPL"])
+    assert [e["state"] for e in board.statuses(["AAPL"])] == ["down"]  # b is told at once
+    assert [e["state"] for e in board.statuses(["AAPL"], remember=False)] == ["down"]  # a REST read
+    board.tick()
+    assert entries(a) == [("AAPL", "down")] and entries(b) == [("AAPL", "down")]
+    assert "DNS lookup failed" in a.sent[0]["data"][0]["reason"]
+    board.tick()
+    assert len(a.sent) == 1  # no change, no push
+    feed._mark_up()
+    board.tick()
+    assert entries(a) == [("AAPL", "down"), ("AAPL", "live")]
+
+
+def test_down_wins_over_pending_and_pending_names_the_feed():
+    node, board, _a, _b = rig()
+    feed = node.feeds[0]
+    assert board.status("AAPL").state == "pending" and "sim" in board.status("AAPL").reason
+    feed._mark_down("cannot reach stream.example: DNS lookup failed")
+    assert board.status("AAPL").state == "down"
+
+
+def test_the_feed_whose_directory_lists_a_symbol_speaks_for_it():
+    sim, crypto = FakeFeed("simulated"), FakeFeed("binance")
+    node, board, _a, _b = rig(sim, crypto)
+    node.directory.replace("simulated", [SymbolInfo("AAPL", "Apple Inc.")])
+    node.directory.replace("binance", [SymbolInfo("BTCUSDT", "BTC/USDT", "Binance", "crypto", "USDT")])
+    sim.said["AAPL"] = sim.said["BTCUSDT"] = SymbolStatus("closed", "US market closed")
+    assert board.status("AAPL").state == "closed"
+    assert board.status("BTCUSDT").state == "live"  # not the simulated market's night
+
+
+def test_unknown_symbols_get_suggestions_within_what_the_caller_may_see():
+    node, board, _a, _b = rig()
+    node.directory.replace("sim", [SymbolInfo("AAPL", "Apple Inc."), SymbolInfo("AAP", "Advance Auto Parts")])
+    refused = board.unknown(["APPL", "AAPL"])
+    assert refused is not None and refused.symbols == ["APPL"]
+    assert "AAPL" in [s for s, _n in refused.suggestions["APPL"]]
+    hidden = board.unknown(["APPL"], allow=lambda s: s != "AAPL")
+    assert hidden is not None and "AAPL" not in [s for s, _n in hidden.suggestions.get("APPL", [])]
+    node.hub.publish(Quote("ZZZ", 1.0, 1), 0.0)
+    assert board.unknown(["ZZZ"]) is None  # it has quotes: it exists, whatever the list says
+
+
+def test_a_pending_symbol_that_turns_out_unknown_is_dropped_from_every_holder():
+    node, board, a, b = rig()
+    node.hub.subscribe(a, ["AAPL", "NOPE"])
+    node.hub.subscribe(b, ["~NOPE"])
+    assert board.status("NOPE").state == "pending"
+    node.directory.replace("sim", [SymbolInfo("AAPL", "Apple Inc.")])
+    board.tick()
+    assert a.dropped == [(["NOPE"], "unknown_symbol")] and b.dropped == [(["NOPE"], "unknown_symbol")]
