@@ -2,15 +2,20 @@
 
 ``python -m bench.delay_memory [--symbols 1000] [--rate 10] [--delay 900] [--seconds S]`` drives one line
 as the server does (:class:`ticker.server.fanout.Fanout`: every update of a recorded symbol goes to
-``record()``, and ``due()`` runs whenever ``next_due()`` says), with injected monotonic and epoch
-clocks, so ``S`` simulated seconds (default ``delay + 60``: the line fills, then stays full) take
-no sleeping. Each symbol ticks ``rate`` times per second at its own phase, with quotes shaped like
-the simulated feed's (price, bid, ask, volume, previous close).
+``record()`` with the entry the hub has just encoded of it, ``encode_entry(quote, seq)``, and
+``due()`` runs whenever the release timer, kept at ``next_due()``, says), with injected monotonic
+and epoch clocks, so ``S`` simulated seconds (default ``delay + 60``: the line fills, then stays
+full) take no sleeping. Each symbol ticks ``rate`` times per second at its own phase, with quotes
+shaped like the simulated feed's (price, bid, ask, volume, previous close).
 
-Two passes over the same updates: the first under :mod:`tracemalloc`, one quote alive at a time
-beside the line (what the line holds at the end, and the peak, both above what was allocated
-before it was made), the second without it for CPU time: ``record()`` and ``due()`` are timed with
-``time.process_time`` over batches of one simulated second of updates, built before the timing.
+Two passes over the same updates: the first under :mod:`tracemalloc`, one update alive at a time
+beside the line (what the line holds at the end, the encoded entries it keeps included, and the
+peak, both above what was allocated before it was made; each symbol's newest entry is the hub's
+own bytes object, 4 KiB from orjson, counted here though a server's hub holds it anyway), the
+second without it for CPU time: ``record()`` and ``due()`` are timed with ``time.process_time``
+over batches of one simulated second of updates, built before the timing. Each update is encoded
+right before its ``record()``, as in the server (the bytes are fresh in the cache); the time the
+encoding alone takes over the same batch is subtracted.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 from itertools import chain, islice
 
 from ticker.delay import DelayLine
-from ticker.quote import Quote
+from ticker.quote import Quote, encode_entry
 
 WALL0 = 1_800_000_000.0  # epoch seconds at monotonic 0 of the simulation
 
@@ -41,13 +46,17 @@ class Drive:
     max_held: int = 0
 
 
-def updates(symbols: int, rate: float, seconds: float) -> Iterator[tuple[float, Quote]]:
-    """(monotonic time, quote) in time order: each symbol ticks ``rate`` times a second at its own phase."""
+Update = tuple[float, Quote, int]  # (monotonic time, quote, its q)
+
+
+def updates(symbols: int, rate: float, seconds: float) -> Iterator[Update]:
+    """Updates in time order: each symbol ticks ``rate`` times a second at its own phase."""
     names = [f"D{i:04d}" for i in range(symbols)]
     prev = [100.0 + i % 400 for i in range(symbols)]
     price = list(prev)
     volume = [0] * symbols
     step = 1.0 / rate
+    seq = 0
     for n in range(math.ceil(seconds * rate)):
         base = n * step
         for i in range(symbols):
@@ -55,44 +64,56 @@ def updates(symbols: int, rate: float, seconds: float) -> Iterator[tuple[float, 
             p = price[i] = round(price[i] * (1.0 + ((n * 7 + i) % 11 - 5) * 1e-5), 2)
             volume[i] += 100
             ts_ms = int((WALL0 + now) * 1000)
-            yield now, Quote(names[i], p, ts_ms, p - 0.01, p + 0.01, volume[i], None, None, prev[i])
+            quote = Quote(names[i], p, ts_ms, p - 0.01, p + 0.01, volume[i], None, None, prev[i])
+            seq += 1  # as the hub numbers them: one counter, so q has the digits of a busy node's
+            yield now, quote, seq
 
 
-def batched(it: Iterator[tuple[float, Quote]], size: int) -> Iterator[list[tuple[float, Quote]]]:
+def batched(it: Iterator[Update], size: int) -> Iterator[list[Update]]:
     """``it`` in lists of ``size`` (the CPU pass: quotes built before the timing)."""
     while batch := list(islice(it, size)):
         yield batch
 
 
-def singly(it: Iterator[tuple[float, Quote]]) -> Iterator[list[tuple[float, Quote]]]:
+def singly(it: Iterator[Update]) -> Iterator[list[Update]]:
     """``it`` one update at a time (the memory pass: no batch alive beside the line)."""
     for u in it:
         yield [u]
 
 
-def drive(line: DelayLine, batches: Iterator[list[tuple[float, Quote]]], clock: Callable[[], float]) -> Drive:
-    """Feed ``batches`` to ``line`` as the server does, timing ``record()`` and ``due()`` with ``clock``."""
+def drive(
+    line: DelayLine, batches: Iterator[list[Update]], clock: Callable[[], float] | None = None
+) -> Drive:
+    """Feed ``batches`` to ``line`` as the server does, timing ``record()`` and ``due()`` with ``clock``
+    (None: no timing)."""
     d = Drive()
     record, due = line.record, line.due
-    next_due = math.inf
-    seq = 0
+    timed = clock is not None
+    if clock is None:
+        clock = float  # returns 0.0
+    release_at = math.inf  # the server's release timer (Fanout._release_at)
     for batch in batches:
+        t_encode = 0.0
+        if timed:  # what the encoding alone takes, subtracted below
+            mark = clock()
+            for _, quote, seq in batch:
+                encode_entry(quote, seq)
+            t_encode = clock() - mark
         t_due = 0.0
         mark = clock()
-        for now, quote in batch:
-            if now >= next_due:  # the server's release timer fires at next_due()
+        for now, quote, seq in batch:
+            encoded = encode_entry(quote, seq)  # the hub's entry of it
+            if now >= release_at:  # the release timer fires
                 t0 = clock()
                 d.released += len(due(now))
                 d.dues += 1
                 nd = line.next_due()
-                next_due = math.inf if nd is None else nd
+                release_at = math.inf if nd is None else nd
                 t_due += clock() - t0
-            seq += 1
-            record(quote, seq, now, WALL0 + now)
-            if next_due == math.inf:  # a first entry: the server schedules its release
+            if record(quote, encoded, seq, now, WALL0 + now) < release_at:  # due earlier: the timer moves
                 nd = line.next_due()
-                next_due = math.inf if nd is None else nd
-        d.record_s += clock() - mark - t_due
+                release_at = math.inf if nd is None else nd
+        d.record_s += clock() - mark - t_due - t_encode
         d.due_s += t_due
         d.records += len(batch)
         held = line.held()
@@ -111,7 +132,7 @@ def memory_pass(args: argparse.Namespace) -> tuple[DelayLine, Drive, int, int]:
     tracemalloc.reset_peak()
     line = DelayLine(args.delay)
     line.keep(symbols, math.inf)
-    d = drive(line, singly(chain([first], it)), lambda: 0.0)
+    d = drive(line, singly(chain([first], it)))
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return line, d, current - base, peak - base

@@ -8,6 +8,8 @@ import orjson
 import pytest
 
 from tests.support.clock import ManualClock, ManualScheduler
+from ticker.delay import DelayLine, delayed_key
+from ticker.errors import ProtocolError
 from ticker.frames import ws_text_frame
 from ticker.hub import Hub
 from ticker.metrics.registry import Metrics
@@ -56,6 +58,12 @@ class FakeSubscriber(Connection):
         raise AssertionError("not expected here")
 
     def abort(self) -> None:
+        raise AssertionError("not expected here")
+
+    def send_message(self, kind: str, payload: bytes) -> None:
+        self.frames.append(ws_text_frame(payload))
+
+    def drop_symbols(self, symbols: list[str], refusal: ProtocolError) -> None:
         raise AssertionError("not expected here")
 
 
@@ -280,14 +288,15 @@ def test_close_cancels_the_pending_flush_and_sweep_and_schedules_no_more(rig: Ri
     assert c.frames == []
 
 
-def test_delayed_subscribers_get_each_quote_delay_seconds_late_with_its_own_t_and_q():
-    from ticker.delay import DelayLine, delayed_key
+EPOCH = 1_700_000_000.0  # the wall clock of the delayed-tier tests is EPOCH + the monotonic clock
 
+
+def delayed_fanout(delay: float) -> tuple[ManualClock, ManualScheduler, Hub[Connection], DelayLine, Fanout]:
+    """A fan-out with a delay line of ``delay`` seconds, on a hand-moved clock."""
     clock = ManualClock()
     sched = ManualScheduler(clock)
     hub: Hub[Connection] = Hub()
-    line = DelayLine(3.0)
-    epoch = 1_700_000_000.0
+    line = DelayLine(delay)
     fanout = Fanout(
         hub,
         Metrics(),
@@ -295,24 +304,31 @@ def test_delayed_subscribers_get_each_quote_delay_seconds_late_with_its_own_t_an
         clock=clock,
         scheduler=sched,
         delay=line,
-        wall=lambda: epoch + clock.now,
+        wall=lambda: EPOCH + clock.now,
     )
     FakeSubscriber.framed = []
+    return clock, sched, hub, line, fanout
+
+
+def stamp(clock: ManualClock, ahead: float = 0.0) -> int:
+    """A quote's ``t`` now, or ``ahead`` seconds later (a provider whose clock runs ahead)."""
+    return int((EPOCH + clock.now + ahead) * 1000)
+
+
+def test_delayed_subscribers_get_each_quote_delay_seconds_late_with_its_own_t_and_q():
+    clock, sched, hub, line, fanout = delayed_fanout(3.0)
     live, late = FakeSubscriber("live"), FakeSubscriber("late")
     for c, key in ((live, "AAPL"), (late, delayed_key("AAPL"))):
         hub.add(c)
         hub.subscribe(c, [key])
     line.keep(["AAPL"], float("inf"))
 
-    def stamp() -> int:
-        return int((epoch + clock.now) * 1000)
-
-    first_t = stamp()
+    first_t = stamp(clock)
     fanout.publish(Quote("AAPL", 1.0, first_t))
     first_q = hub.seq_of("AAPL")
     sched.advance(0)
     sched.advance(1.5)
-    fanout.publish(Quote("AAPL", 2.0, stamp()))
+    fanout.publish(Quote("AAPL", 2.0, stamp(clock)))
     sched.advance(FLUSH)
     assert [quotes(f)[1] for f in live.frames] == [{"AAPL": 1.0}, {"AAPL": 2.0}] and late.frames == []
     sched.advance(1.38)  # 2.9 s after the first quote: still nothing
@@ -324,3 +340,26 @@ def test_delayed_subscribers_get_each_quote_delay_seconds_late_with_its_own_t_an
     sched.advance(1.5)
     assert [quotes(f)[1] for f in late.frames] == [{"AAPL": 1.0}, {"AAPL": 2.0}]
     assert line.held() == 0 and [h for h in sched.waiting()] == []
+    assert hub.last(delayed_key("AAPL")) is None and hub.last("AAPL") is not None  # no Quote kept delayed
+
+
+def test_a_quote_stamped_ahead_does_not_hold_back_the_other_delayed_symbols():
+    clock, sched, hub, line, fanout = delayed_fanout(3.0)
+    late = FakeSubscriber("late")
+    hub.add(late)
+    hub.subscribe(late, [delayed_key("AAPL"), delayed_key("MSFT")])
+    line.keep(["AAPL", "MSFT"], float("inf"))
+
+    fanout.publish(Quote("MSFT", 1.0, stamp(clock, ahead=60.0)))  # released 63 s from now
+    sched.advance(0.5)
+    fanout.publish(Quote("AAPL", 2.0, stamp(clock)))  # due 3 s from now: the release timer moves earlier
+    assert len(sched.waiting()) == 1  # the timer set for MSFT was replaced, not doubled
+    sched.advance(2.9)
+    assert late.frames == []
+    sched.advance(0.1 + FLUSH)
+    assert [quotes(f)[1] for f in late.frames] == [{"AAPL": 2.0}]
+    sched.advance(59.4)  # 62.9 s after MSFT arrived
+    assert len(late.frames) == 1
+    sched.advance(0.1 + FLUSH)
+    assert [quotes(f)[1] for f in late.frames] == [{"AAPL": 2.0}, {"MSFT": 1.0}]
+    assert line.held() == 0 and sched.waiting() == []
