@@ -39,6 +39,11 @@ class RateLimited(FeedError):
         self.retry_after = retry_after
 
 
+class IncompleteReference(FeedError):
+    """A reference load that could not list everything (a page or row limit reached): it is not used,
+    since the directory takes a feed's list for whole, and the runner tries again later."""
+
+
 class BodyTooLarge(FeedError):
     """A polled response body over the engine's size limit."""
 

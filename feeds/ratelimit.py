@@ -32,8 +32,11 @@ class ThrottledLog:
     def warning(self, kind: str, msg: str, *args: object) -> None:
         self.log(logging.WARNING, kind, msg, *args)
 
-    def log(self, level: int, kind: str, msg: str, *args: object) -> None:
-        """Log ``msg % args`` at ``level`` unless a ``kind`` problem was logged within the interval."""
+    def log(
+        self, level: int, kind: str, msg: str, *args: object, exc_info: BaseException | None = None
+    ) -> None:
+        """Log ``msg % args`` at ``level`` unless a ``kind`` problem was logged within the interval;
+        ``exc_info``: an exception whose traceback goes with the line."""
         now = time.monotonic()
         last = self._last.get(kind)
         if last is not None and now - last < self._interval:
@@ -42,7 +45,7 @@ class ThrottledLog:
         self._last[kind] = now
         n = self._suppressed.pop(kind, 0)
         suffix = f" ({n} similar suppressed)" if n else ""
-        self._logger.log(level, msg + suffix, *args)
+        self._logger.log(level, msg + suffix, *args, exc_info=exc_info)
 
 
 def retry_after(value: str | None) -> float | None:

@@ -6,22 +6,26 @@ An adapter's reference endpoint lives on the provider's REST host, not on its We
 :func:`reference_base` picks it from the feed's URL (a provider host maps to the provider's REST host; any
 other host, a local fake or a proxy, serves both). Bodies are read up to a cap (:class:`BodyTooLarge`),
 requests time out, redirects are not followed, and no URL with a query is ever put into an error
-message (tokens never travel in URLs here anyway).
+message (tokens never travel in URLs here anyway). A body is decoded and its rows built off the event
+loop (:func:`fetch_rows`): the largest lists hold tens of thousands of rows. A load cut short by the row
+limit is refused (:meth:`Rows.complete`), never taken for the whole list.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
 from yarl import URL
 
-from feeds.errors import AuthFailed, BodyTooLarge, Malformed, RateLimited, UpstreamError
+from feeds import reasons
+from feeds.errors import AuthFailed, BodyTooLarge, IncompleteReference, Malformed, RateLimited, UpstreamError
 from feeds.ratelimit import retry_after
 from ticker.directory import ASSET_TYPES, SymbolInfo
 from ticker.symbols import valid_symbol
@@ -34,6 +38,9 @@ CONNECT_TIMEOUT = 10.0
 MAX_ENTRIES = 200_000  # rows kept from one load at most (the largest list, Finnhub US, has tens of thousands)
 MAX_NAME = 200  # characters of a name kept
 USER_AGENT = "ticker/0.1 (reference data)"
+MAX_HELD_REPORTS = 1000  # malformed-row reasons kept word for word while rows are built off the loop
+
+T = TypeVar("T")
 
 #: Provider words for what an instrument is (lower-cased), onto the directory's asset types.
 ASSET_WORDS: dict[str, str] = {
@@ -115,7 +122,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int, what: str) -> b
     return b"".join(chunks)
 
 
-async def get_json(
+async def get_body(
     http: aiohttp.ClientSession,
     url: str,
     *,
@@ -123,13 +130,15 @@ async def get_json(
     params: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
     max_body: int = MAX_BODY,
-) -> Any:
-    """GET ``url`` and decode its JSON body. ``what`` names the endpoint in errors (never the URL).
+    credentials: Sequence[str] = (),
+) -> bytes:
+    """GET ``url`` and return its body (HTTP 200 only). ``what`` names the endpoint in errors (never the URL);
+    ``credentials`` names the variables to check when the host refuses them.
 
     Raises :class:`AuthFailed` (401, 403), :class:`RateLimited` (429, and Binance's 418 ban, with the
-    ``Retry-After``), :class:`UpstreamError` (any other status, network failures and timeouts),
-    :class:`BodyTooLarge` (over ``max_body``) or :class:`Malformed` (not JSON): all are
-    :class:`~feeds.errors.FeedError`, which the feed runner retries with backoff.
+    ``Retry-After``), :class:`UpstreamError` (any other status, network failures and timeouts) or
+    :class:`BodyTooLarge` (over ``max_body``): all are :class:`~feeds.errors.FeedError`, which the feed
+    runner retries with backoff. Their reasons are :mod:`feeds.reasons`' words.
     """
     host = URL(url).host or "upstream"
     try:
@@ -137,25 +146,66 @@ async def get_json(
             status = resp.status
             ra = resp.headers.get("Retry-After")
             body = await (_read_capped(resp, max_body, what) if status == 200 else resp.content.read(4096))
-    except TimeoutError:  # first: aiohttp's own timeouts are client errors too
-        raise UpstreamError(f"{what}: {host} did not answer in time", "timeout") from None
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamError(
-            f"{what}: cannot reach {host} ({type(exc.os_error).__name__})", "connect"
-        ) from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(f"{what}: request to {host} failed ({type(exc).__name__})", "network") from None
+    except (
+        aiohttp.ClientError,
+        OSError,
+        TimeoutError,
+    ) as exc:  # timeouts first: aiohttp's are client errors too
+        within = None
+        if isinstance(exc, TimeoutError):
+            connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
+            within = http.timeout.sock_connect if connecting else http.timeout.total
+        kind = "timeout" if isinstance(exc, TimeoutError) else "connect"
+        raise UpstreamError(f"{what}: {reasons.connection_failed(host, exc, within=within)}", kind) from None
     if status in (401, 403):
-        raise AuthFailed(f"{what}: refused by {host} (HTTP {status}){_detail(body)}")
+        raise AuthFailed(f"{what}: {reasons.refused_credentials(host, status, credentials)}{_detail(body)}")
     if status in (418, 429):
         raise RateLimited(retry_after(ra))
     if status != 200:
         kind = "http_5xx" if status >= 500 else "http_status"
-        raise UpstreamError(f"{what}: HTTP {status} from {host}{_detail(body)}", kind)
+        raise UpstreamError(f"{what}: {reasons.answered(host, status)}{_detail(body)}", kind)
+    return body
+
+
+def decode(body: bytes, what: str) -> Any:
+    """``body`` as JSON, else :class:`Malformed`."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise Malformed(f"{what}: the response is not JSON") from None
+
+
+async def fetch_rows(
+    http: aiohttp.ClientSession,
+    url: str,
+    rows: Rows,
+    parse: Callable[[Any, Rows], T],
+    *,
+    what: str,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    max_body: int = MAX_BODY,
+    credentials: Sequence[str] = (),
+) -> T:
+    """GET ``url`` (:func:`get_body`), then decode it and ``parse(data, rows)`` off the event loop
+    (:func:`off_loop`); returns what ``parse`` returns (a next page, say)."""
+    body = await get_body(
+        http, url, what=what, params=params, headers=headers, max_body=max_body, credentials=credentials
+    )
+    return await off_loop(rows, lambda: parse(decode(body, what), rows))
+
+
+async def off_loop(rows: Rows, build: Callable[[], T]) -> T:
+    """Run ``build`` (decoding a body and keeping its rows into ``rows``) in a worker thread: tens of thousands
+    of rows take a few hundred milliseconds, which must not hold the event loop. The malformed rows it
+    finds are reported afterwards, on the loop (the feed's counters and log are not thread-safe)."""
+    held: list[str] = []
+    rows._held = held
+    result = await asyncio.to_thread(build)
+    rows._held = None
+    for why in held:
+        rows._report(why)
+    return result
 
 
 _SPACES = re.compile(r"\s+")
@@ -191,6 +241,9 @@ class Rows:
         self._report = report
         self._limit = limit
         self._seen: set[str] = set()
+        self._held: list[str] | None = None  # reports held back while rows are built off the loop
+        #: Whether a row was left out for the limit: the load is incomplete (:meth:`complete` refuses it).
+        self.truncated = False
 
     def keep(
         self,
@@ -216,6 +269,7 @@ class Rows:
             return False
         if len(self.entries) >= self._limit:
             self.leave_out(f"over {self._limit} entries")
+            self.truncated = True
             return False
         self._seen.add(symbol)
         self.entries.append(
@@ -229,6 +283,18 @@ class Rows:
         )
         return True
 
+    def restore(self, entries: list[SymbolInfo]) -> None:
+        """Keep ``entries`` of an earlier load again (a part of a list that failed to load this time)."""
+        for e in entries:
+            self.keep(e.symbol, e.name, exchange=e.exchange, type=e.type, currency=e.currency)
+
+    def complete(self, what: str) -> list[SymbolInfo]:
+        """The entries, unless rows were left out for the limit: then :class:`IncompleteReference`, since
+        a symbol missing from a list the directory takes for whole would be refused as unknown."""
+        if self.truncated:
+            raise IncompleteReference(f"{what}: more than {self._limit} entries; the list is incomplete")
+        return self.entries
+
     def leave_out(self, reason: str) -> None:
         """Count a well-formed row that is not kept (inactive, not tradable, not carried)."""
         self.left_out[reason] += 1
@@ -236,7 +302,10 @@ class Rows:
     def bad(self, why: str) -> None:
         """Count and report a malformed row; it is skipped."""
         self.malformed += 1
-        self._report(why)
+        if self._held is None:
+            self._report(why)
+        else:
+            self._held.append(why if len(self._held) < MAX_HELD_REPORTS else "a malformed row")
 
     def each(self, items: object, what: str, handle: Callable[[dict[str, Any]], None]) -> None:
         """Run ``handle`` on every object of the list ``items``; a row that is not an object, or on which

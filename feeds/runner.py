@@ -2,8 +2,10 @@
 
 A :class:`FeedRunner` gives each feed the part of the demand it :meth:`~feeds.base.Feed.owns`
 (the first part before it starts the feed with its :class:`~feeds.base.FeedContext`), judges
-readiness (every feed up; steady feeds producing lately) and stops every feed side by side under
-one deadline. Metrics reach it through :func:`metered`: any object with the :class:`FeedMeter`
+readiness (every feed up; steady feeds producing lately), loads each started feed's reference data
+into one :class:`~ticker.directory.Directory` (at start and every ``reference_refresh``, failures
+retried with backoff; ``load_reference=False`` for ``ticker record``, which needs none) and stops
+every feed side by side under one deadline. Metrics reach it through :func:`metered`: any object with the :class:`FeedMeter`
 methods counts what the feeds report, without this module knowing the metrics library.
 """
 
@@ -18,6 +20,7 @@ from typing import Protocol
 
 from feeds.base import Feed, FeedContext
 from feeds.errors import FeedError, RateLimited
+from feeds.ratelimit import ThrottledLog
 from ticker.backoff import Backoff
 from ticker.directory import Directory
 from ticker.quote import Quote
@@ -70,7 +73,8 @@ class FeedRunner:
 
     ``stale_after``: seconds a steady feed (simulated, replay) may stay silent before readiness
     fails; None leaves silence out of readiness. ``clock`` is the monotonic clock feeds stamp
-    their last data with.
+    their last data with. ``load_reference``: load each feed's reference data into :attr:`directory`
+    (serve and feed do; record does not, as it answers nobody's questions about symbols).
     """
 
     def __init__(
@@ -80,8 +84,10 @@ class FeedRunner:
         *,
         stale_after: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        load_reference: bool = True,
     ) -> None:
         self.feeds = list(feeds)
+        self.load_reference = load_reference
         self.started: list[Feed] = []
         self.stale_after = stale_after
         self._context = context
@@ -92,6 +98,7 @@ class FeedRunner:
         for feed in self.feeds:
             self.directory.expect(feed.name)
         self._loaders: list[asyncio.Task[None]] = []
+        self._bugs = ThrottledLog(log, interval=600.0)  # unexpected loader errors, with their traceback
 
     async def start(self, demand: Callable[[], Iterable[str]] = tuple) -> None:
         """Start each feed in turn, having first given it its part of the current ``demand()`` (so it
@@ -106,29 +113,56 @@ class FeedRunner:
                 await self.stop()
                 raise
             self.started.append(feed)
-            self._loaders.append(asyncio.get_running_loop().create_task(self._load_reference(feed)))
+            if self.load_reference:
+                task = asyncio.get_running_loop().create_task(
+                    self._load_reference(feed), name=f"reference-{feed.name}"
+                )
+                self._loaders.append(task)
 
     async def _load_reference(self, feed: Feed, retry: Backoff | None = None) -> None:
-        """Load ``feed``'s reference data now and every ``reference_refresh`` s; retry failures with backoff."""
+        """Load ``feed``'s reference data now and every ``reference_refresh`` s; retry failures with backoff.
+
+        Any failure is retried, a bug's too (logged with its traceback, at most once per ten minutes):
+        only cancelling ends the loader."""
         backoff = retry or Backoff(base=5.0, cap=300.0)
         while True:
             try:
                 entries = await feed.load_reference()
+                if entries is None:  # the feed cannot tell: its symbols stay pending
+                    return
+                self.directory.replace(feed.name, entries)
+                log.info("feed %s: %d symbols in its directory", feed.name, len(entries))
+                await asyncio.to_thread(
+                    index_of, self.directory
+                )  # built now, beside the loop, not by a first search
             except (FeedError, OSError, TimeoutError) as exc:
                 delay = backoff.next_delay()
                 if isinstance(exc, RateLimited) and exc.retry_after is not None:
-                    delay = max(delay, min(exc.retry_after, 3600.0))  # the provider's Retry-After, within reason
+                    delay = max(
+                        delay, min(exc.retry_after, 3600.0)
+                    )  # the provider's Retry-After, within reason
                 log.warning(
                     "feed %s: reference data not loaded (%s); retrying in %.0f s", feed.name, exc, delay
                 )
                 await asyncio.sleep(delay)
                 continue
+            except (
+                Exception
+            ) as exc:  # a bug must not end the loader for good (CancelledError is no Exception)
+                delay = backoff.next_delay()
+                self._bugs.log(
+                    logging.ERROR,
+                    f"bug-{feed.name}",
+                    "feed %s: loading reference data failed unexpectedly (%s: %s); retrying in %.0f s",
+                    feed.name,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    exc_info=exc,
+                )
+                await asyncio.sleep(delay)
+                continue
             backoff.reset()
-            if entries is None:  # the feed cannot tell: its symbols stay pending
-                return
-            self.directory.replace(feed.name, entries)
-            log.info("feed %s: %d symbols in its directory", feed.name, len(entries))
-            await asyncio.to_thread(index_of, self.directory)  # built now, beside the loop, not by a first search
             await asyncio.sleep(feed.reference_refresh)
 
     def set_demand(self, symbols: Iterable[str]) -> None:

@@ -5,12 +5,15 @@ path is the same for the same seed whatever else is simulated and however ticks 
 The market's directory is the bundled US directory (:mod:`feeds.listings`) and the configured
 universe (``--symbols``). The universe always ticks (so snapshots are ready at once); any other
 symbol of the directory a client demands joins the market and leaves when demand ends; a symbol
-outside the directory is never invented.
+outside the directory is never invented, unless :attr:`SimulatedFeed.invent` is set (the server's
+``--unknown-symbols allow``): then any demanded symbol gets a generated market (never in the directory).
 
 With ``session="us-equities"`` (``--sim-session``) the market trades only in US regular hours
 (:mod:`feeds.sessions`, on an injectable wall clock): while closed it emits no ticks, gives each
 symbol one quote stamped at the last close, says ``closed`` of every symbol, and is not *steady*
-(silence is no fault, as for a provider); at the open each symbol gets an opening quote.
+(silence is no fault, as for a provider); at the open each symbol gets an opening quote. For tests of a
+whole server process, ``TICKER_SIM_NOW`` (epoch seconds or ISO 8601) starts the market's clock at that
+instant, moving on in real time from there (:func:`create`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -25,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 
 from feeds.base import Feed, FeedContext
+from feeds.errors import FeedConfigError
 from feeds.listings import us_listings
 from feeds.options import SIM_SESSIONS, FeedOptions
 from feeds.sessions import closed_reason, last_close, new_york, next_close, next_open, us_equities_open
@@ -34,6 +39,7 @@ from ticker.status import CLOSED, SymbolStatus
 from ticker.symbols import DEFAULT_UNIVERSE
 
 TICK_INTERVAL = 0.005  # seconds between scheduler passes
+SIM_NOW_ENV = "TICKER_SIM_NOW"  # a test aid: the simulated market's wall clock starts at this instant
 VOLATILITY = 0.0006  # per-tick relative standard deviation of the price
 
 
@@ -72,7 +78,11 @@ class _SymbolSim:
 
 
 class SimulatedFeed(Feed):
-    """Simulated market ticking ``rate`` times per second per symbol, in ``session`` hours by ``clock``."""
+    """Simulated market ticking ``rate`` times per second per symbol, in ``session`` hours by ``clock``.
+
+    ``invent``: a demanded symbol outside the directory gets a generated market too (it never joins the
+    directory, so nobody is offered it); the server sets it for ``--unknown-symbols allow``.
+    """
 
     steady = True
 
@@ -85,6 +95,7 @@ class SimulatedFeed(Feed):
         *,
         session: str = "always",
         clock: Callable[[], float] = time.time,
+        invent: bool = False,
     ) -> None:
         super().__init__(name)
         if session not in SIM_SESSIONS:
@@ -92,6 +103,7 @@ class SimulatedFeed(Feed):
         self.rate = rate
         self.seed = seed
         self.session = session
+        self.invent = invent
         self._clock = clock
         self._universe = list(symbols) if symbols is not None else list(DEFAULT_UNIVERSE)
         listings = us_listings()
@@ -125,7 +137,7 @@ class SimulatedFeed(Feed):
     def set_demand(self, symbols: frozenset[str]) -> None:
         super().set_demand(symbols)
         for sym in symbols:
-            if sym not in self._sims and sym in self._directory:
+            if sym not in self._sims and (self.invent or sym in self._directory):
                 self._sims[sym] = self._make(sym)
                 self._unquoted[sym] = None
         keep = set(self._universe) | symbols
@@ -205,10 +217,46 @@ class SimulatedFeed(Feed):
             last = now
 
 
+def parse_instant(text: str) -> float:
+    """Epoch seconds of ``text``: epoch seconds, or ISO 8601 (``2025-06-14T12:00:00-04:00``; UTC without an
+    offset). ValueError otherwise."""
+    text = text.strip()
+    try:
+        secs = float(text)
+    except ValueError:
+        at = datetime.fromisoformat(text)
+        secs = (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
+    if not math.isfinite(secs):
+        raise ValueError(f"not a time: {text!r}")
+    datetime.fromtimestamp(secs, UTC)  # a time the calendar can show, or OverflowError/OSError now
+    return secs
+
+
+def running_from(start: float, wall: Callable[[], float] = time.time) -> Callable[[], float]:
+    """A wall clock that reads ``start`` now and moves on in real time from there."""
+    offset = start - wall()
+    return lambda: wall() + offset
+
+
 def create(options: FeedOptions) -> SimulatedFeed:
-    """``--feed simulated``: the ``--symbols`` universe at ``--sim-rate`` with ``--seed``, in ``--sim-session`` hours."""
+    """``--feed simulated``: the ``--symbols`` universe at ``--sim-rate`` with ``--seed``, in ``--sim-session`` hours.
+
+    ``TICKER_SIM_NOW`` (a test aid) sets the market's clock: it starts at that instant and runs on."""
     if options.sim_session != "always":
         new_york()  # no time zone database: an error now, at startup
+    clock: Callable[[], float] = time.time
+    fixed = os.environ.get(SIM_NOW_ENV, "").strip()
+    if fixed:
+        try:
+            clock = running_from(parse_instant(fixed))
+        except (ValueError, OverflowError, OSError):
+            raise FeedConfigError(
+                f"{SIM_NOW_ENV} must be epoch seconds or an ISO 8601 time, not {fixed[:40]!r}"
+            ) from None
     return SimulatedFeed(
-        symbols=options.symbols, rate=options.sim_rate, seed=options.seed, session=options.sim_session
+        symbols=options.symbols,
+        rate=options.sim_rate,
+        seed=options.seed,
+        session=options.sim_session,
+        clock=clock,
     )

@@ -5,7 +5,9 @@ A :class:`PollingFeed` polls only the demanded symbols, in batches a subclass ch
 allows. A 429 pauses all requests for the ``Retry-After`` the provider gives, else for a
 full-jitter backoff delay; network errors and 5xx back off the same way. Malformed bodies
 are counted with ``ctx.error(kind)`` and logged once in a while. Unchanged quotes are not
-emitted again, so a quiet symbol costs requests but no fan-out.
+emitted again, so a quiet symbol costs requests but no fan-out. The health reason says what went
+wrong in words (:mod:`feeds.reasons`); a symbol the provider does not know, or the plan does not
+cover, is ``unavailable`` (:meth:`PollingFeed.symbol_state`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import logging
 import time
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import orjson
+from yarl import URL
 
-from feeds import reference
+from feeds import reasons, reference
 from feeds.base import Feed, FeedContext
 from feeds.errors import AuthFailed, BodyTooLarge, RateLimited
 from feeds.normalize import QuoteBook
@@ -30,6 +33,7 @@ from feeds.reference import Rows
 from ticker.backoff import Backoff
 from ticker.directory import SymbolInfo
 from ticker.quote import Quote
+from ticker.status import UNAVAILABLE, SymbolStatus
 from ticker.tokenbucket import TokenBucket
 
 log = logging.getLogger("ticker.feeds.poll")
@@ -51,6 +55,8 @@ class PollingFeed(Feed):
     cookies_for_ip_hosts = False
     reference_timeout: float = reference.TIMEOUT  # seconds per reference request (load_reference)
     reference_max_body: int = reference.MAX_BODY  # bytes per reference response
+    #: The environment variables holding this provider's credentials (named when the provider refuses them).
+    credentials_env: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -72,7 +78,8 @@ class PollingFeed(Feed):
         self.backoff = Backoff(backoff_base, backoff_cap)
         self.timeout = timeout
         self.book = QuoteBook()
-        self.unknown: set[str] = set()  # demanded symbols the provider does not know
+        self.unknown: set[str] = set()  # demanded symbols the provider does not serve
+        self._unavailable: dict[str, SymbolStatus] = {}  # the same, with why
         self.requests = 0  # requests sent (for tests and diagnostics)
         self._sem = asyncio.Semaphore(max(1, concurrency))
         self._last_emitted: dict[str, tuple[Any, ...]] = {}
@@ -101,9 +108,9 @@ class PollingFeed(Feed):
         """Whether a 4xx answer refuses only these symbols (not the whole feed); default: no."""
         return False
 
-    def unauthorized(self, status: int, body: bytes) -> str:
-        """Handle a 401/403 and return the reason shown in health; subclasses may reset auth state."""
-        return f"unauthorized (HTTP {status})"
+    def unauthorized(self, status: int, body: bytes, host: str = "upstream") -> str:
+        """Handle a 401/403 from ``host`` and return the reason shown in health; subclasses may reset auth state."""
+        return reasons.refused_credentials(host, status, self.credentials_env)
 
     def make_session(self) -> aiohttp.ClientSession:
         """The one ClientSession this feed uses (subclasses may configure cookies)."""
@@ -141,12 +148,14 @@ class PollingFeed(Feed):
         if symbol in self.unknown:
             return
         self.unknown.add(symbol)
+        self._unavailable[symbol] = SymbolStatus(UNAVAILABLE, f"{why} {symbol}")
         if self._ctx is not None:
             self._ctx.error(kind)
         log.warning("%s: %s symbol %s; it gets no quotes", self.name, why, symbol)
 
     def report_known(self, symbol: str) -> None:
         self.unknown.discard(symbol)
+        self._unavailable.pop(symbol, None)
 
     def reference_rows(self) -> Rows:
         """A :class:`~feeds.reference.Rows` for :meth:`load_reference`: this feed's symbols only; each
@@ -156,7 +165,7 @@ class PollingFeed(Feed):
     def reference_loaded(self, rows: Rows, source: str) -> list[SymbolInfo]:
         """Log what a load kept and left out (one line), and return its entries."""
         log.info("%s: reference data from %s: %s", self.name, source, rows.summary())
-        return rows.entries
+        return rows.complete(source)
 
     def problem(self, kind: str, msg: str, *args: object) -> None:
         """Count an upstream problem of ``kind`` and log it once in a while."""
@@ -170,9 +179,13 @@ class PollingFeed(Feed):
         for gone in self.demand - symbols:
             self.book.forget(gone)
             self._last_emitted.pop(gone, None)
-            self.unknown.discard(gone)
+            self.report_known(gone)
         super().set_demand(symbols)
         self._wake.set()
+
+    def symbol_state(self, symbol: str) -> SymbolStatus | None:
+        """``unavailable`` for a symbol the provider does not know or the plan does not cover."""
+        return self._unavailable.get(symbol)
 
     async def start(self, ctx: FeedContext) -> None:
         self._ctx = ctx
@@ -261,9 +274,11 @@ class PollingFeed(Feed):
         session = self._session
         if session is None:
             return
+        url, params, headers = self.request(batch)
+        host = URL(url).host or "upstream"
         try:
             await self.authenticate(session)
-            url, params, headers = self.request(batch)
+            url, params, headers = self.request(batch)  # again: authenticating may change it (a crumb)
             self.requests += 1
             async with session.get(url, params=params, headers=headers, allow_redirects=False) as resp:
                 status = resp.status
@@ -283,10 +298,9 @@ class PollingFeed(Feed):
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             delay = self.backoff.next_delay()
             self._pause(delay)
-            self._mark_down(f"network error: {type(exc).__name__}")
-            self.problem(
-                "network", "request failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
-            )
+            reason = reasons.connection_failed(host, exc, within=self.timeout)
+            self._mark_down(reason)
+            self.problem("network", "request failed (%s); retrying in %.1fs", reason, delay)
             return
         if status == 429:
             self._rate_limited(retry_after(ra))
@@ -296,7 +310,7 @@ class PollingFeed(Feed):
             self._mark_data()
             return
         if status in (401, 403):
-            reason = self.unauthorized(status, body)
+            reason = self.unauthorized(status, body, host)
             self._pause(self.backoff.next_delay())
             self._mark_down(reason)
             self.problem("auth", "%s", reason)
@@ -306,7 +320,7 @@ class PollingFeed(Feed):
             delay = self.backoff.next_delay() if status >= 500 else 0.0
             self._pause(delay)
             if status >= 500:
-                self._mark_down(f"upstream HTTP {status}")
+                self._mark_down(reasons.answered(host, status))
             self.problem(kind, "unexpected HTTP %d for %s", status, ",".join(batch))
             return
         try:

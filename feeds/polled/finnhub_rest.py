@@ -21,7 +21,7 @@ from typing import Any
 from feeds.credentials import secret
 from feeds.options import FeedOptions
 from feeds.polled.engine import PollingFeed, log, number
-from feeds.streaming.finnhub import REFERENCE_MAX_BODY, load_finnhub_reference
+from feeds.streaming.finnhub import CREDENTIALS, REFERENCE_MAX_BODY, load_finnhub_reference
 from ticker.directory import SymbolInfo
 
 DEFAULT_URL = "https://finnhub.io"
@@ -35,6 +35,7 @@ class FinnhubRestFeed(PollingFeed):
 
     batch_size = 1
     reference_max_body = REFERENCE_MAX_BODY
+    credentials_env = CREDENTIALS
 
     def __init__(
         self,
@@ -63,6 +64,7 @@ class FinnhubRestFeed(PollingFeed):
         self.api_url = base if base.endswith("/api/v1") else base + "/api/v1"
         self.quote_url = self.api_url + "/quote"
         self._token = token
+        self._venues: dict[str, list[SymbolInfo]] = {}  # each venue's entries of the last load
 
     def __repr__(self) -> str:  # never show the token
         return f"FinnhubRestFeed(url={self.quote_url!r})"
@@ -75,6 +77,7 @@ class FinnhubRestFeed(PollingFeed):
             self._token,
             rows,
             bucket=self.bucket,
+            venues=self._venues,
             max_body=self.reference_max_body,
             request_timeout=self.reference_timeout,
             log=log,

@@ -102,9 +102,9 @@ class YahooFeed(PollingFeed):
         which symbols it carries; they stay ``pending`` until quotes show them."""
         return None
 
-    def unauthorized(self, status: int, body: bytes) -> str:
+    def unauthorized(self, status: int, body: bytes, host: str = "upstream") -> str:
         self._crumb = None  # fetch cookie and crumb again before the next poll
-        return f"unauthorized by Yahoo (HTTP {status}); renewing cookie and crumb"
+        return f"{host} refused the session (HTTP {status}); renewing cookie and crumb"
 
     def request(self, batch: Sequence[str]) -> tuple[str, dict[str, str], dict[str, str]]:
         params = {"symbols": ",".join(batch), "formatted": "false"}

@@ -6,7 +6,11 @@ The session is: ``[{"T":"success","msg":"connected"}]`` → ``{"action":"auth",.
 ``[{"T":"success","msg":"authenticated"}]`` → ``{"action":"subscribe","trades":[...],
 "quotes":[...]}`` → ``[{"T":"subscription",...}]`` (always the full current set). Every
 server frame is a JSON array; data is batched. Trades (``T: t``) update price and volume,
-quotes (``T: q``) bid and ask; timestamps are RFC 3339 with nanoseconds.
+quotes (``T: q``) bid and ask; timestamps are RFC 3339 with nanoseconds. Each symbol's trading
+statuses are subscribed too (``"statuses"``): a status ``T: s`` with a halt code (``sc`` UTP ``H``
+trading halt, ``P`` volatility pause; CTA ``2``) makes the symbol ``halted``, with the status and reason
+messages (``sm``, ``rm``) as its reason, until a resumption (UTP ``T``, CTA ``3``). Should Alpaca refuse
+the statuses channel once logged in (409, 410), it is dropped and the symbols subscribed again without it.
 
 Errors, as documented: 402 auth failed, 408 v2 not enabled, 409 insufficient subscription
 → the feed is down with that reason and retries with growing backoff; 404 auth timeout,
@@ -26,7 +30,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from feeds import reference
+from feeds import reasons, reference
 from feeds.credentials import require_env
 from feeds.errors import AuthFailed, FeedConfigError, Malformed, UpstreamError
 from feeds.options import ALPACA_IEX_LIMIT, ALPACA_SOURCES, FeedOptions
@@ -38,7 +42,11 @@ from ticker.directory import SymbolInfo
 
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(\.[A-Z]{1,2})?$")
 AUTH_CODES = {402: "auth failed", 408: "v2 not enabled", 409: "insufficient subscription"}
-IGNORED = frozenset({"c", "x", "s", "l", "b", "d", "u"})  # corrections, cancels, statuses, LULDs, bars
+CREDENTIALS = ("ALPACA_KEY_ID", "ALPACA_SECRET_KEY")
+IGNORED = frozenset({"c", "x", "l", "b", "d", "u", "i"})  # corrections, cancels, LULDs, bars, imbalances
+HALT_CODES = frozenset({"H", "P", "2"})  # status codes: UTP trading halt, volatility pause; CTA trading halt
+RESUME_CODES = frozenset({"T", "3"})  # UTP trading resumption, CTA resume ("Q": quotes only, still halted)
+STATUS_REFUSED = (409, 410)  # insufficient subscription, invalid subscribe action: after login, the statuses
 PAPER_URL = "https://paper-api.alpaca.markets"
 LIVE_URL = "https://api.alpaca.markets"
 ASSETS_QUERY = {"status": "active", "asset_class": "us_equity"}
@@ -68,6 +76,7 @@ class AlpacaFeed(StreamFeed):
 
     default_url = "wss://stream.data.alpaca.markets/v2/{source}"
     max_batch = 200
+    credentials_env = CREDENTIALS
 
     def __init__(
         self,
@@ -92,6 +101,8 @@ class AlpacaFeed(StreamFeed):
         self._key_id = key_id
         self._secret = secret
         self.confirmed: frozenset[str] = frozenset()  # symbols in Alpaca's last subscription ack
+        self.statuses = True  # subscribe each symbol's trading statuses (halts) too
+        self._logged_in = False
         base = reference_url or reference.reference_base(url, {"alpaca.markets": ""}, "")
         #: Trading API hosts to ask for the assets, in order (paper, then live, for Alpaca's own hosts).
         self.trading_urls = [base] if base else [PAPER_URL, LIVE_URL]
@@ -103,16 +114,20 @@ class AlpacaFeed(StreamFeed):
         """Every active, tradable US equity (``GET /v2/assets`` on the Trading API)."""
         headers = {"APCA-API-KEY-ID": self._key_id, "APCA-API-SECRET-KEY": self._secret}
         refused: AuthFailed | None = None
+        rows = self.reference_rows()
         async with reference.session(self.reference_timeout) as http:
             for base in list(self.trading_urls):
                 try:
-                    data = await reference.get_json(
+                    await reference.fetch_rows(
                         http,
                         base + "/v2/assets",
+                        rows,
+                        parse_assets,
                         what="alpaca assets",
                         params=ASSETS_QUERY,
                         headers=headers,
                         max_body=self.reference_max_body,
+                        credentials=CREDENTIALS,
                     )
                 except AuthFailed as exc:  # paper keys on the live host, or the other way round
                     refused = exc
@@ -123,15 +138,15 @@ class AlpacaFeed(StreamFeed):
             else:
                 assert refused is not None
                 raise refused
-        rows = self.reference_rows()
-        parse_assets(data, rows)
         return self.reference_loaded(rows, "alpaca assets")
 
     async def handshake(self, link: UpstreamLink) -> None:
+        self._logged_in = False
         await self._expect(link, "connected")
         await link.send({"action": "auth", "key": self._key_id, "secret": self._secret})
         await self._expect(link, "authenticated")
         self.confirmed = frozenset()
+        self._logged_in = True
 
     async def _expect(self, link: UpstreamLink, want: str) -> None:
         while True:
@@ -145,11 +160,17 @@ class AlpacaFeed(StreamFeed):
                     self._on_error(item)
             self.problem("unexpected", f"expected {want!r} during the handshake")
 
+    def _channels(self, action: str, symbols: list[str]) -> dict[str, Any]:
+        msg: dict[str, Any] = {"action": action, "trades": symbols, "quotes": symbols}
+        if self.statuses:
+            msg["statuses"] = symbols
+        return msg
+
     def subscribe_messages(self, symbols: list[str]) -> list[Any]:
-        return [{"action": "subscribe", "trades": symbols, "quotes": symbols}]
+        return [self._channels("subscribe", symbols)]
 
     def unsubscribe_messages(self, symbols: list[str]) -> list[Any]:
-        return [{"action": "unsubscribe", "trades": symbols, "quotes": symbols}]
+        return [self._channels("unsubscribe", symbols)]
 
     def on_message(self, msg: Any) -> None:
         self.each_item(msg, self._on_item)
@@ -167,6 +188,8 @@ class AlpacaFeed(StreamFeed):
             if not isinstance(trades, list) or not isinstance(quotes, list):
                 raise Malformed("subscription: expected trades and quotes lists")
             self.confirmed = frozenset(trades) | frozenset(quotes)
+        elif kind == "s":
+            self._on_status(item)
         elif kind == "error":
             self._on_error(item)
         elif kind == "success" or kind in IGNORED:
@@ -174,11 +197,31 @@ class AlpacaFeed(StreamFeed):
         else:
             self.problem("unexpected", f"unexpected message type {str(kind)[:40]!r}")
 
+    def _on_status(self, item: dict[str, Any]) -> None:
+        """A trading status: a halt code halts the symbol (with Alpaca's words), a resumption ends it."""
+        symbol = text(item.get("S"), "S")
+        code = text(item.get("sc"), "sc")
+        if code in HALT_CODES:
+            words = [text_or(item.get(k))[:200] for k in ("sm", "rm")]
+            self.halt(symbol, ": ".join(w for w in words if w) or f"trading halted (status {code})")
+        elif code in RESUME_CODES:
+            self.resume(symbol)
+
     def _on_error(self, item: dict[str, Any]) -> None:
         code = item.get("code")
         detail = f"{str(item.get('msg', ''))[:200]} ({code})"
+        if code in STATUS_REFUSED and self.statuses and self._logged_in:
+            # Logged in, so the feed itself is allowed: what was refused is the statuses channel.
+            self.statuses = False
+            self.problem(
+                "upstream_error", f"alpaca refused the statuses channel: {detail}; halts go unreported"
+            )
+            self.resubscribe(self.held)
+            return
         if code in AUTH_CODES:
             hint = " - try --alpaca-feed iex" if code == 409 and self.source == "sip" else ""
+            if code == 402:
+                hint = f"; {reasons.check(CREDENTIALS)}"
             raise AuthFailed(f"alpaca refused the session: {detail}{hint}")
         if code == 404:
             raise UpstreamError(f"alpaca: {detail}", "auth")

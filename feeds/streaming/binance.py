@@ -65,6 +65,7 @@ class BinanceFeed(StreamFeed):
     control_rate = 4  # at most 1 + 4 = 5 frames in any second: the documented limit, pongs included
     client_ping = False  # the server pings every 20 s; those pings prove the link alive
     reference_max_body = REFERENCE_MAX_BODY
+    limit_words = "Binance's limit per connection"
 
     def __init__(
         self,
@@ -95,16 +96,17 @@ class BinanceFeed(StreamFeed):
 
     async def load_reference(self) -> list[SymbolInfo]:
         """Every spot symbol Binance trades now (``GET /api/v3/exchangeInfo``)."""
+        rows = self.reference_rows()
         async with reference.session(self.reference_timeout) as http:
-            data = await reference.get_json(
+            await reference.fetch_rows(
                 http,
                 self.reference_url + "/api/v3/exchangeInfo",
+                rows,
+                parse_exchange_info,
                 what="binance exchangeInfo",
                 params=EXCHANGE_INFO,
                 max_body=self.reference_max_body,
             )
-        rows = self.reference_rows()
-        parse_exchange_info(data, rows)
         return self.reference_loaded(rows, "binance exchangeInfo")
 
     def _request(self, method: str, symbols: list[str]) -> dict[str, Any]:

@@ -69,15 +69,16 @@ class CoinbaseFeed(StreamFeed):
 
     async def load_reference(self) -> list[SymbolInfo]:
         """Every product Coinbase trades now (``GET /products``)."""
+        rows = self.reference_rows()
         async with reference.session(self.reference_timeout) as http:
-            data = await reference.get_json(
+            await reference.fetch_rows(
                 http,
                 self.reference_url + "/products",
+                rows,
+                parse_products,
                 what="coinbase products",
                 max_body=self.reference_max_body,
             )
-        rows = self.reference_rows()
-        parse_products(data, rows)
         return self.reference_loaded(rows, "coinbase products")
 
     async def after_connect(self, link: UpstreamLink) -> None:

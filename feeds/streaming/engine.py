@@ -12,7 +12,10 @@
 - control messages batched (``max_batch`` symbols per message, changes gathered for a moment) and
   paced to ``control_rate`` messages per second where the provider limits that;
 - malformed or unexpected messages counted through ``ctx.error(kind)`` and logged once in a while;
-- health: up/down with a reason, the time of the last data, symbols over the limit.
+- health: up/down with a reason in words (:mod:`feeds.reasons`: ``cannot reach HOST: DNS lookup failed``),
+  the time of the last data, symbols over the limit;
+- what it says of each symbol (:meth:`symbol_state`): ``unavailable`` over the limit or refused by the
+  provider, ``halted`` while the provider reports a trading halt (:meth:`halt`, :meth:`resume`).
 
 A subclass only describes its provider: ``default_url`` (or :meth:`connect_url`), an optional
 :meth:`handshake` (auth), :meth:`subscribe_messages`/:meth:`unsubscribe_messages`, and
@@ -30,8 +33,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import aiohttp
+from yarl import URL
 
-from feeds import reference
+from feeds import reasons, reference
 from feeds.base import Feed, FeedContext, FeedHealth
 from feeds.demand import DemandTracker
 from feeds.errors import FeedConfigError, Malformed, UpstreamError
@@ -42,6 +46,7 @@ from feeds.streaming.link import UpstreamLink, chunks, redact_url
 from feeds.wire import PARSE_ERRORS
 from ticker.backoff import Backoff
 from ticker.directory import SymbolInfo
+from ticker.status import HALTED, UNAVAILABLE, SymbolStatus
 from ticker.tokenbucket import TokenBucket
 
 CONNECT_TIMEOUT = 10.0  # seconds to open the WebSocket
@@ -59,6 +64,10 @@ class StreamFeed(Feed):
     batch_window: ClassVar[float] = 0.02  # seconds to gather demand changes into one batch
     reference_timeout: float = reference.TIMEOUT  # seconds per reference request (load_reference)
     reference_max_body: int = reference.MAX_BODY  # bytes per reference response
+    #: The environment variables holding this provider's credentials (named when the provider refuses them).
+    credentials_env: ClassVar[tuple[str, ...]] = ()
+    #: What the symbol limit is, in the words of an ``unavailable`` symbol's reason.
+    limit_words: ClassVar[str] = "the provider plan's limit"
 
     def __init__(
         self,
@@ -75,6 +84,7 @@ class StreamFeed(Feed):
         self.url = url or self.default_url
         if not self.url:
             raise FeedConfigError(f"feed {name!r} needs --feed-url")
+        self.host = URL(self.url).host or "upstream"  # named in health reasons
         if silence <= 0:
             raise FeedConfigError("--feed-silence must be > 0")
         self.silence = silence
@@ -87,7 +97,9 @@ class StreamFeed(Feed):
         self._held: set[str] = set()  # subscribed upstream on the current link
         self._live: set[str] = set()  # symbols whose data is forwarded
         self._rejected: list[str] = []
+        self._rejected_set: frozenset[str] = frozenset()
         self._invalid: dict[str, str] = {}  # symbol -> why the provider refused it
+        self._halted: dict[str, SymbolStatus] = {}  # symbol -> its halt, as the provider reported it
         self._last_subscribed: list[str] = []
         self._wake = asyncio.Event()
         self._link: UpstreamLink | None = None
@@ -169,6 +181,16 @@ class StreamFeed(Feed):
         self.problem("invalid_symbol", f"{symbol}: {reason}")
         self._wake.set()
 
+    def halt(self, symbol: str, reason: str) -> None:
+        """The provider reports a trading halt of ``symbol`` (``reason`` in its words): ``halted`` until
+        :meth:`resume`, until clients stop demanding it, or until the next connection."""
+        if symbol in self.demand:
+            self._halted[symbol] = SymbolStatus(HALTED, reason)
+
+    def resume(self, symbol: str) -> None:
+        """Trading in ``symbol`` resumed."""
+        self._halted.pop(symbol, None)
+
     def resubscribe(self, symbols: Iterable[str]) -> None:
         """Consider ``symbols`` not held upstream, so they are subscribed again."""
         self._held.difference_update(symbols)
@@ -195,9 +217,10 @@ class StreamFeed(Feed):
         return Rows(self.owns, lambda why: self.problem("reference_malformed", f"reference data: {why}"))
 
     def reference_loaded(self, rows: Rows, source: str) -> list[SymbolInfo]:
-        """Log what a load kept and left out (one line), and return its entries."""
+        """Log what a load kept and left out (one line), and return its entries (an incomplete load
+        raises :class:`~feeds.errors.IncompleteReference`)."""
         self.log.info("feed %s: reference data from %s: %s", self.name, source, rows.summary())
-        return rows.entries
+        return rows.complete(source)
 
     async def next_message(self, link: UpstreamLink, within: float = HANDSHAKE_TIMEOUT) -> Any:
         """The next well-formed JSON message on ``link`` (for handshakes); malformed ones are counted."""
@@ -214,8 +237,24 @@ class StreamFeed(Feed):
         super().set_demand(owned)
         for sym in [s for s in self._invalid if s not in owned]:
             del self._invalid[sym]
+        for sym in [s for s in self._halted if s not in owned]:
+            del self._halted[sym]
         self._tracker.set_demand(self._wanted(), time.monotonic())
         self._wake.set()
+
+    def symbol_state(self, symbol: str) -> SymbolStatus | None:
+        """``halted`` as the provider reported; ``unavailable`` when the provider refused the symbol or it
+        does not fit the symbol limit; else nothing to say."""
+        halted = self._halted.get(symbol)
+        if halted is not None:
+            return halted
+        refused = self._invalid.get(symbol)
+        if refused is not None:
+            return SymbolStatus(UNAVAILABLE, f"{self.name} refused {symbol}: {refused}")
+        if symbol in self._rejected_set:
+            limit = self._tracker.effective_limit
+            return SymbolStatus(UNAVAILABLE, f"over {self.limit_words} of {limit} symbols")
+        return None
 
     def health(self) -> FeedHealth:
         h = self._health
@@ -248,8 +287,9 @@ class StreamFeed(Feed):
         return "; ".join(notes)
 
     def _report_rejected(self, rejected: list[str]) -> None:
-        new = [s for s in rejected if s not in self._rejected]
+        new = [s for s in rejected if s not in self._rejected_set]
         self._rejected = rejected
+        self._rejected_set = frozenset(rejected)
         if new:
             for _ in new:
                 if self._ctx is not None:
@@ -269,15 +309,15 @@ class StreamFeed(Feed):
                 self._got_data = False
                 try:
                     await self._session(session)
-                    reason, kind = "connection ended", "disconnect"
+                    reason, kind = f"the connection to {self.host} ended", "disconnect"
                 except UpstreamError as exc:
                     reason, kind = exc.reason, exc.kind
-                except aiohttp.WSServerHandshakeError as exc:
-                    reason, kind = f"WebSocket upgrade refused (HTTP {exc.status})", "connect"
-                except aiohttp.ClientConnectorError as exc:
-                    reason, kind = f"cannot connect: {exc.os_error.__class__.__name__}", "connect"
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    reason, kind = f"connection failed ({type(exc).__name__})", "connect"
+                    refused = isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status in (401, 403)
+                    reason = reasons.connection_failed(
+                        self.host, exc, within=CONNECT_TIMEOUT, credentials=self.credentials_env
+                    )
+                    kind = "auth" if refused else "connect"
                 except Exception as exc:  # a bug must not end the feed: count, log, reconnect
                     reason, kind = f"internal error ({type(exc).__name__}: {exc})", "internal"
                 self._link = None
@@ -297,11 +337,20 @@ class StreamFeed(Feed):
         )
         try:
             link = UpstreamLink(
-                ws, TokenBucket(self.control_rate, 1.0, time.monotonic()) if self.control_rate else None
+                ws,
+                TokenBucket(self.control_rate, 1.0, time.monotonic()) if self.control_rate else None,
+                self.host,
             )
-            await asyncio.wait_for(self.handshake(link), HANDSHAKE_TIMEOUT)
+            try:
+                await asyncio.wait_for(self.handshake(link), HANDSHAKE_TIMEOUT)
+            except TimeoutError:
+                raise UpstreamError(
+                    f"{self.host} did not finish its welcome and login within {HANDSHAKE_TIMEOUT:g} s",
+                    "connect",
+                ) from None
             self._link = link
             self._held = set()
+            self._halted.clear()  # halts are what this connection reports (a resume may have been missed)
             self._tracker.cap = None
             self.connections += 1
             self._mark_up()

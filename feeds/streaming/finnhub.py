@@ -14,7 +14,8 @@ provider accepted. The token travels in the URL query, which is never logged.
 Reference data (shared with ``finnhub-rest``, :func:`load_finnhub_reference`):
 ``GET /api/v1/stock/symbol?exchange=US`` (every US listing, one JSON array of tens of thousands of rows,
 read up to 64 MiB), plus the crypto and forex venues of :data:`VENUES` (``/crypto/symbol``, ``/forex/symbol``), the token in the
-``X-Finnhub-Token`` header. A venue list that fails is logged and left out; the US list must load.
+``X-Finnhub-Token`` header. The US list must load; a venue list that fails keeps that venue's entries of the
+last load, and fails the whole load when there are none (the directory would refuse the venue's symbols).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from yarl import URL
 
 from feeds import reference
 from feeds.credentials import require_env
-from feeds.errors import FeedError, Malformed, RateLimited
+from feeds.errors import FeedError, Malformed
 from feeds.options import FeedOptions
 from feeds.ratelimit import wait_for_token
 from feeds.reference import Rows, asset_type, text_or
@@ -48,6 +49,7 @@ VENUES = (
     ("forex", "oanda", "OANDA", "fx"),
 )
 FREE_PLAN_RATE = 1.0  # requests per second: the free plan's 60 calls per minute
+CREDENTIALS = ("FINNHUB_TOKEN",)
 
 
 def parse_stock_symbols(data: Any, rows: Rows) -> None:
@@ -94,43 +96,62 @@ async def load_finnhub_reference(
     rows: Rows,
     *,
     bucket: TokenBucket,
+    venues: dict[str, list[SymbolInfo]],
     max_body: int = REFERENCE_MAX_BODY,
     request_timeout: float = reference.TIMEOUT,
     log: logging.Logger,
 ) -> None:
     """Fill ``rows`` from Finnhub's symbol lists under ``api`` (``.../api/v1``), paced by ``bucket``.
 
-    The US stock list must load (its errors are raised); each venue list of :data:`VENUES` that fails
-    for another reason than the rate limit is logged and left out."""
+    The US stock list must load (its errors are raised). ``venues`` holds each venue's entries of the
+    last load (the caller keeps it between loads; updated here): a venue list of :data:`VENUES` that fails
+    keeps those, logged; with none to keep, its error is raised and the whole load is retried later."""
     headers = {"X-Finnhub-Token": token}
     async with reference.session(request_timeout) as http:
         await wait_for_token(bucket)
-        data = await reference.get_json(
+        await reference.fetch_rows(
             http,
             api + "/stock/symbol",
+            rows,
+            parse_stock_symbols,
             what="finnhub stock symbols",
             params={"exchange": "US"},
             headers=headers,
             max_body=max_body,
+            credentials=CREDENTIALS,
         )
-        parse_stock_symbols(data, rows)
         for kind_path, exchange, venue, kind in VENUES:
             await wait_for_token(bucket)
             what = f"finnhub {kind_path} symbols of {exchange}"
+            start = len(rows.entries)
+
+            def parse(
+                data: Any, rows: Rows, exchange: str = exchange, venue: str = venue, kind: str = kind
+            ) -> None:
+                parse_venue_symbols(data, rows, exchange, venue, kind)
+
             try:
-                data = await reference.get_json(
+                await reference.fetch_rows(
                     http,
                     f"{api}/{kind_path}/symbol",
+                    rows,
+                    parse,
                     what=what,
                     params={"exchange": exchange},
                     headers=headers,
                     max_body=max_body,
+                    credentials=CREDENTIALS,
                 )
-                parse_venue_symbols(data, rows, exchange, venue, kind)
-            except RateLimited:
-                raise
             except FeedError as exc:
-                log.warning("%s not loaded: %s", what, exc)
+                kept = venues.get(exchange)
+                if not kept:
+                    raise
+                log.warning(
+                    "%s not loaded (%s); keeping its %d entries of the last load", what, exc, len(kept)
+                )
+                rows.restore(kept)
+                continue
+            venues[exchange] = rows.entries[start:]
 
 
 class FinnhubFeed(StreamFeed):
@@ -141,6 +162,7 @@ class FinnhubFeed(StreamFeed):
 
     reference_max_body = REFERENCE_MAX_BODY
     reference_rate = FREE_PLAN_RATE  # reference requests per second (Finnhub's limits count them)
+    credentials_env = CREDENTIALS
 
     def __init__(
         self,
@@ -156,6 +178,7 @@ class FinnhubFeed(StreamFeed):
         base = reference_url or reference.reference_base(self.url, REST_HOSTS, REST_URL)
         self.reference_api = base.rstrip("/") + "/api/v1"
         self._reference_bucket: TokenBucket | None = None
+        self._venues: dict[str, list[SymbolInfo]] = {}  # each venue's entries of the last load
 
     async def load_reference(self) -> list[SymbolInfo]:
         """US stocks and the crypto and forex venues of :data:`VENUES` (Finnhub's symbol lists)."""
@@ -167,6 +190,7 @@ class FinnhubFeed(StreamFeed):
             self._token,
             rows,
             bucket=self._reference_bucket,
+            venues=self._venues,
             max_body=self.reference_max_body,
             request_timeout=self.reference_timeout,
             log=self.log,

@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from feeds import reasons
 from feeds.errors import Malformed, UpstreamError
 from feeds.ratelimit import wait_for_token
 from ticker.tokenbucket import TokenBucket
@@ -30,9 +31,12 @@ def chunks(items: list[str], size: int) -> Iterable[list[str]]:
 class UpstreamLink:
     """One live upstream WebSocket: paced JSON sends and frame reads that track liveness."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, limiter: TokenBucket | None) -> None:
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, limiter: TokenBucket | None, host: str = "upstream"
+    ) -> None:
         self.ws = ws
         self.limiter = limiter
+        self.host = host  # named in the reasons a connection ends for
         self.opened = self.last_alive = time.monotonic()
 
     async def send(self, payload: Any) -> None:
@@ -53,7 +57,7 @@ class UpstreamLink:
         while True:
             left = self.last_alive + within - time.monotonic()
             if left <= 0:
-                raise UpstreamError(f"no data or heartbeat for {within:g}s", "silence")
+                raise UpstreamError(f"no data or heartbeat from {self.host} for {within:g} s", "silence")
             try:
                 msg = await self.ws.receive(timeout=left)
             except TimeoutError:
@@ -74,8 +78,15 @@ class UpstreamLink:
                 self.last_alive = time.monotonic()
             elif kind == aiohttp.WSMsgType.CLOSE:
                 extra = f": {msg.extra}" if msg.extra else ""
-                raise UpstreamError(f"closed by upstream (code {msg.data}{extra})", "disconnect")
+                raise UpstreamError(
+                    f"{self.host} closed the connection (code {msg.data}{extra})", "disconnect"
+                )
             elif kind == aiohttp.WSMsgType.ERROR:
-                raise UpstreamError(f"connection error ({type(msg.data).__name__})", "disconnect")
+                why = (
+                    reasons.connection_failed(self.host, msg.data)
+                    if isinstance(msg.data, BaseException)
+                    else ""
+                )
+                raise UpstreamError(why or f"the connection to {self.host} failed", "disconnect")
             else:  # CLOSING / CLOSED
-                raise UpstreamError("connection closed", "disconnect")
+                raise UpstreamError(f"the connection to {self.host} closed", "disconnect")

@@ -10,9 +10,10 @@ session is: ``[{"ev":"status","status":"connected"}]`` → ``{"action":"auth","p
 
 Reference data: ``GET /v3/reference/tickers?market=stocks&active=true&order=asc&sort=ticker&limit=1000``
 on the REST host, the key in an ``Authorization: Bearer`` header, following each page's ``next_url``
-cursor (on the same host, the key sent again) up to :data:`MAX_PAGES` pages, paced to the free plan's
-5 requests per minute; a 429 waits its ``Retry-After`` (up to a minute; longer ones, and a 429 that keeps
-coming, end the load for the runner to retry later) and asks for the same page again.
+cursor (on the same host, the key sent again) up to :data:`MAX_PAGES` pages (a list longer than that fails
+the load: an incomplete list would make its missing tickers unknown), paced to the free plan's 5 requests
+per minute; a 429 waits its ``Retry-After`` (up to a minute; longer ones, and a 429 that keeps coming, end
+the load for the runner to retry later) and asks for the same page again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from yarl import URL
 
 from feeds import reference
 from feeds.credentials import require_env
-from feeds.errors import AuthFailed, Malformed, RateLimited, UpstreamError
+from feeds.errors import AuthFailed, IncompleteReference, Malformed, RateLimited, UpstreamError
 from feeds.options import FeedOptions
 from feeds.ratelimit import wait_for_token
 from feeds.reference import Rows, asset_type, text_or
@@ -43,7 +44,8 @@ REST_URL = "https://api.polygon.io"
 REST_HOSTS = {"polygon.io": REST_URL, "massive.com": "https://api.massive.com"}
 TICKERS_PATH = "/v3/reference/tickers"
 TICKERS_QUERY = {"market": "stocks", "active": "true", "order": "asc", "sort": "ticker", "limit": "1000"}
-MAX_PAGES = 50  # pages of 1000 tickers: far above the ~12,000 active US stock tickers
+MAX_PAGES = 50  # pages of 1000 tickers: far above the ~12,000 active US stock tickers (13 pages)
+CREDENTIALS = ("POLYGON_API_KEY",)
 FREE_PLAN_RATE = 5 / 60  # requests per second: the Basic plan's 5 requests per minute
 RATE_LIMIT_RETRIES = 3  # times one page is asked for again after a 429
 MAX_WAIT = 60.0  # seconds: a 429 asking to wait longer (or without Retry-After: this long) ends the load
@@ -95,6 +97,7 @@ class PolygonFeed(StreamFeed):
     reference_rate = FREE_PLAN_RATE
     reference_max_pages = MAX_PAGES
     reference_max_wait = MAX_WAIT
+    credentials_env = CREDENTIALS
 
     def __init__(
         self, name: str = "polygon", *, api_key: str, reference_url: str | None = None, **kw: Any
@@ -117,9 +120,8 @@ class PolygonFeed(StreamFeed):
         pages = 0
         async with reference.session(self.reference_timeout) as http:
             while pages < self.reference_max_pages:
-                data = await self._page(http, query)
+                nxt = await self._page(http, query, rows)
                 pages += 1
-                nxt = parse_tickers(data, rows)
                 if nxt is None:
                     break
                 query = next_query(nxt)
@@ -127,28 +129,28 @@ class PolygonFeed(StreamFeed):
                     raise Malformed("tickers: next_url repeats an earlier cursor")
                 cursors.add(query["cursor"])
             else:
-                self.log.warning(
-                    "feed %s: more than %d pages of tickers; keeping the first %d",
-                    self.name,
-                    self.reference_max_pages,
-                    len(rows.entries),
+                raise IncompleteReference(
+                    f"polygon tickers: more than {self.reference_max_pages} pages; the list is incomplete"
                 )
         return self.reference_loaded(rows, f"polygon tickers ({pages} page(s))")
 
-    async def _page(self, http: aiohttp.ClientSession, query: dict[str, str]) -> Any:
-        """One page, paced to the plan's rate; a 429 waits (``Retry-After``, at most ``reference_max_wait``)
-        and asks again."""
+    async def _page(self, http: aiohttp.ClientSession, query: dict[str, str], rows: Rows) -> str | None:
+        """One page into ``rows``, paced to the plan's rate; a 429 waits (``Retry-After``, at most
+        ``reference_max_wait``) and asks again. Returns the next page's URL (None: the last page)."""
         assert self._reference_bucket is not None
         for attempt in range(RATE_LIMIT_RETRIES + 1):
             await wait_for_token(self._reference_bucket)
             try:
-                return await reference.get_json(
+                return await reference.fetch_rows(
                     http,
                     self.reference_url + TICKERS_PATH,
+                    rows,
+                    parse_tickers,
                     what="polygon tickers",
                     params=query,
                     headers={"Authorization": f"Bearer {self._api_key}"},
                     max_body=self.reference_max_body,
+                    credentials=CREDENTIALS,
                 )
             except RateLimited as exc:
                 delay = exc.retry_after if exc.retry_after is not None else self.reference_max_wait
@@ -201,7 +203,7 @@ class PolygonFeed(StreamFeed):
         status = item.get("status")
         detail = str(item.get("message", ""))[:200]
         if status == "auth_failed":
-            raise AuthFailed(f"polygon refused the key: {detail}")
+            raise AuthFailed(f"polygon refused the key: {detail}; check POLYGON_API_KEY")
         if status == "max_connections":
             raise UpstreamError(f"polygon: {detail or 'too many connections'}", "connection_limit")
         if status in ("success", "connected", "auth_success"):

@@ -1,4 +1,5 @@
-"""Alpaca adapter against the fake Alpaca stream: handshake, batching, documented error codes."""
+"""Alpaca adapter against the fake Alpaca stream: handshake, batching, documented error codes, trading
+statuses (halts)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from feeds.streaming.alpaca import AlpacaFeed
 from tests.support.fakes.alpaca import FakeAlpaca
 from tests.support.fakes.sink import fast_options, running
 from tests.support.timing import eventually
+from ticker.status import HALTED, UNAVAILABLE, SymbolStatus
 
 
 @pytest.fixture
@@ -35,6 +37,7 @@ async def test_connected_auth_subscribe_then_batched_trades_and_quotes(fake):
             "action": "subscribe",
             "trades": ["AAPL", "AMD"],
             "quotes": ["AAPL", "AMD"],
+            "statuses": ["AAPL", "AMD"],
         }
         await eventually(lambda: feed.confirmed == {"AAPL", "AMD"}, what="subscription ack")
         await fake.batch(
@@ -67,6 +70,7 @@ async def test_auth_failure_402_keeps_the_feed_down_with_the_reason(fake, caplog
             await eventually(lambda: rec.errors["auth"] >= 2, what="auth failures, retried")
             health = feed.health()
             assert not health.up and "auth failed (402)" in health.reason
+            assert "check ALPACA_KEY_ID and ALPACA_SECRET_KEY" in health.reason
             assert fake.auth_failures >= 2 and not fake.symbols()
     assert "WRONG-SECRET" not in caplog.text
 
@@ -93,6 +97,14 @@ async def test_iex_holds_at_most_30_symbols_in_one_batched_subscribe(fake):
         subs = [m for m in fake.received if m.get("action") == "subscribe"]
         assert len(subs) == 1 and subs[0]["trades"] == symbols[:30]
         assert rec.errors["symbol_limit"] == 10 and "limit of 30" in feed.health().reason
+        assert feed.symbol_state("S35") == SymbolStatus(
+            UNAVAILABLE, "over the provider plan's limit of 30 symbols"
+        )
+        assert feed.symbol_state("S05") is None
+        feed.set_demand(frozenset(symbols[5:]))  # five leave: five of the others get their slots
+        await fake.wait_for(lambda: set(fake.symbols()) == set(symbols[5:35]), what="the slots taken")
+        await eventually(lambda: feed.symbol_state("S34") is None, what="S34 no longer over the limit")
+        assert feed.symbol_state("S35") is not None
 
 
 async def test_connection_limit_406_then_reconnect_once_the_other_connection_is_gone(fake):
@@ -128,3 +140,40 @@ async def test_other_documented_errors_are_counted_not_fatal(fake):
         assert await fake.batch({"T": "error", "code": 500, "msg": "internal error"}) == 1
         await eventually(lambda: rec.errors["upstream_error"] == 4)
         assert feed.health().up and fake.connects == 1
+
+
+async def test_a_trading_halt_makes_the_symbol_halted_until_trading_resumes(fake):
+    feed = make(fake)
+    async with running(feed) as rec:
+        feed.set_demand(frozenset({"AAPL", "STRR"}))
+        await eventually(lambda: feed.confirmed == {"AAPL", "STRR"}, what="subscription ack")
+        # The fixture's halt: UTP code H, with Alpaca's status and reason messages as the reason.
+        await fake.status(
+            "AAPL", "H", "Trading Halt", "T12", "Trading Halted; For information requested by NASDAQ"
+        )
+        halted = SymbolStatus(HALTED, "Trading Halt: Trading Halted; For information requested by NASDAQ")
+        await eventually(lambda: feed.symbol_state("AAPL") == halted, what="AAPL halted")
+        assert feed.symbol_state("STRR") is None
+        await fake.status("STRR", "2", "Trading Halt")  # CTA's halt code, without a reason message
+        await eventually(lambda: feed.symbol_state("STRR") == SymbolStatus(HALTED, "Trading Halt"))
+        await fake.status("AAPL", "Q", "Quotation Resumption", "C11")  # quotes again, trading still halted
+        await fake.status("STRR", "E", "Short Sale Restriction")  # not a halt: nothing changes
+        await fake.status("AAPL", "T", "Trading Resumption", "C11")  # the fixture's resumption
+        await eventually(lambda: feed.symbol_state("AAPL") is None, what="AAPL trading again")
+        assert feed.symbol_state("STRR") == SymbolStatus(HALTED, "Trading Halt")
+        feed.set_demand(frozenset({"AAPL"}))  # nobody wants STRR any more: its halt is forgotten
+        assert feed.symbol_state("STRR") is None
+        assert not rec.errors and feed.health().up
+
+
+async def test_statuses_refused_after_login_are_dropped_and_the_symbols_subscribed_without(fake, caplog):
+    fake.refuse_statuses = True
+    feed = make(fake)
+    with caplog.at_level(logging.WARNING):
+        async with running(feed) as rec:
+            feed.set_demand(frozenset({"AAPL"}))
+            await fake.wait_for(lambda: fake.symbols() == {"AAPL"}, what="subscribed without statuses")
+            subs = [m for m in fake.received if m.get("action") == "subscribe"]
+            assert "statuses" in subs[0] and "statuses" not in subs[-1]
+            assert feed.health().up and fake.connects == 1 and rec.errors == {"upstream_error": 1}
+    assert "alpaca refused the statuses channel" in caplog.text

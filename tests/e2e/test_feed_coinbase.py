@@ -9,6 +9,7 @@ from feeds.streaming.coinbase import CoinbaseFeed
 from tests.support.fakes.coinbase import FakeCoinbase
 from tests.support.fakes.sink import fast_options, feed_options, running
 from tests.support.timing import eventually
+from ticker.status import UNAVAILABLE, SymbolStatus
 
 
 @pytest.fixture
@@ -60,6 +61,10 @@ async def test_invalid_product_is_refused_and_the_rest_of_its_batch_resubscribed
 
         assert asked_for_nope() == 1, "asked again"
         assert "NOPE-USD" in feed.health().reason
+        assert feed.symbol_state("NOPE-USD") == SymbolStatus(
+            UNAVAILABLE, "coinbase refused NOPE-USD: NOPE-USD is not a valid product"
+        )
+        assert feed.symbol_state("BTC-USD") is None
         # once no client wants it any more, it may be asked for again later
         feed.set_demand(frozenset({"BTC-USD"}))
         await fake.wait_for(lambda: "NOPE-USD" not in feed.health().reason, what="refusal forgotten")

@@ -10,6 +10,7 @@ from feeds.streaming.finnhub import FinnhubFeed
 from tests.support.fakes.finnhub import FakeFinnhub
 from tests.support.fakes.sink import fast_options, running
 from tests.support.timing import eventually
+from ticker.status import UNAVAILABLE, SymbolStatus
 
 
 @pytest.fixture
@@ -54,6 +55,8 @@ async def test_symbols_over_the_limit_are_reported_not_silently_missing(fake, ca
             and "limit of 2" in health.reason
         )
         assert "NVDA" in caplog.text
+        over = SymbolStatus(UNAVAILABLE, "over the provider plan's limit of 2 symbols")
+        assert feed.symbol_state("NVDA") == over and feed.symbol_state("AAPL") is None
         # a slot frees: the first waiting symbol (in arrival order) gets it
         feed.set_demand(frozenset({"MSFT", "NVDA", "TSLA"}))
         await fake.wait_for(lambda: fake.symbols() == {"MSFT", "NVDA"}, what="NVDA promoted")
@@ -77,7 +80,8 @@ async def test_a_bad_token_is_refused_and_never_logged(fake, caplog):
     feed = FinnhubFeed(token="wrong-token-xyz", **fast_options(fake.url))
     with caplog.at_level(logging.DEBUG):
         async with running(feed) as rec:
-            await eventually(lambda: rec.errors["connect"] >= 2, what="retries")
-            assert not feed.health().up and "HTTP 401" in feed.health().reason
+            await eventually(lambda: rec.errors["auth"] >= 2, what="retries")
+            assert not feed.health().up
+            assert feed.health().reason == "127.0.0.1 refused the credentials (HTTP 401; check FINNHUB_TOKEN)"
     assert fake.refused_tokens[0] == "wrong-token-xyz"
     assert "wrong-token-xyz" not in caplog.text and "wrong-token-xyz" not in feed.health().reason

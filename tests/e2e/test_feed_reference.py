@@ -13,7 +13,7 @@ import pytest
 
 from feeds import registry
 from feeds.base import Feed
-from feeds.errors import AuthFailed, BodyTooLarge, Malformed, RateLimited, UpstreamError
+from feeds.errors import AuthFailed, BodyTooLarge, IncompleteReference, Malformed, RateLimited, UpstreamError
 from feeds.polled.finnhub_rest import FinnhubRestFeed
 from feeds.streaming.alpaca import AlpacaFeed
 from feeds.streaming.polygon import PolygonFeed
@@ -164,7 +164,7 @@ async def test_an_answer_that_never_comes_times_out(setup) -> None:
     feed = make()
     feed.reference_timeout = 0.2
     fake.desk.faults.append("stall:1.5")
-    with pytest.raises(UpstreamError, match="did not answer in time"):
+    with pytest.raises(UpstreamError, match=r"127\.0\.0\.1 did not answer within 0\.2 s"):
         await feed.load_reference()
 
 
@@ -220,13 +220,15 @@ async def test_polygon_waits_out_a_429_and_asks_for_the_same_page_again(poly) ->
     assert hits[2].status == 429 and hits[3].query == hits[2].query and hits[3].at - hits[2].at >= 0.05
 
 
-async def test_polygon_stops_at_its_page_limit_with_what_it_has(poly, caplog) -> None:
+async def test_polygon_fails_a_load_cut_short_by_its_page_limit(poly) -> None:
+    # An incomplete list would make its missing tickers unknown: the load fails, for the runner to retry.
     feed = polygon_feed(poly)
     feed.reference_max_pages = 2
-    with caplog.at_level(logging.WARNING):
-        entries = await feed.load_reference()
-    assert len(poly.desk.hits) == 2 and len(entries) == 9  # 10 rows, one of them malformed
-    assert "more than 2 pages" in caplog.text
+    with pytest.raises(IncompleteReference, match="more than 2 pages"):
+        await feed.load_reference()
+    assert len(poly.desk.hits) == 2
+    feed.reference_max_pages = 7  # exactly enough pages
+    assert len(await feed.load_reference()) == 34
 
 
 async def test_polygon_refuses_a_cursor_that_does_not_advance(poly) -> None:
@@ -263,16 +265,23 @@ async def test_alpaca_tries_the_next_trading_host_when_one_refuses_the_keys() ->
 # -- Finnhub: venue lists, finnhub-rest ----------------------------------------------------------------
 
 
-async def test_finnhub_skips_a_failing_venue_list_but_not_the_us_list(finnhub, caplog) -> None:
+async def test_a_failing_finnhub_venue_list_keeps_its_last_entries_or_fails_the_load(finnhub, caplog) -> None:
     _, fake, make = finnhub
+    feed = make()
     fake.desk.fault_paths = {"/api/v1/crypto/symbol"}
-    fake.desk.faults.extend(["500"])
+    fake.desk.faults.extend(["500"])  # the first load: no earlier entries of binance to keep
+    with pytest.raises(UpstreamError, match=r"crypto symbols of binance: 127\.0\.0\.1 answered HTTP 500"):
+        await feed.load_reference()  # every BINANCE:* symbol would be unknown: the runner retries instead
+    whole = await feed.load_reference()
+    assert {"AAPL", "BINANCE:BTCUSDT", "COINBASE:BTC-USD", "OANDA:EUR_USD"} <= {e.symbol for e in whole}
+    fake.desk.faults.extend(["500"])  # a later load: binance's entries of the last load stay
     with caplog.at_level(logging.WARNING):
-        entries = await make().load_reference()
-    symbols = {e.symbol for e in entries}
-    assert "AAPL" in symbols and "OANDA:EUR_USD" in symbols and "COINBASE:BTC-USD" in symbols
-    assert "BINANCE:BTCUSDT" not in symbols and "crypto symbols of binance not loaded" in caplog.text
-    fake.desk.faults.extend(["429:3"])  # a rate limit is not skipped: the whole load is retried later
+        again = await feed.load_reference()
+    assert again == whole and "crypto symbols of binance not loaded" in caplog.text
+    assert "keeping its" in caplog.text
+    fake.desk.faults.extend(["429:3"])  # the same for a rate limit
+    assert await feed.load_reference() == whole
+    fake.desk.faults.extend(["429:3"])  # a venue never loaded (a new feed): the load fails
     with pytest.raises(RateLimited):
         await make().load_reference()
 

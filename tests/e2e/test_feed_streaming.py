@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiohttp import web
 
 from feeds import registry
+from feeds.streaming.coinbase import CoinbaseFeed
 from feeds.streaming.engine import StreamFeed
+from tests.support.fakes.local_http import start_app
 from tests.support.fakes.providers import PROVIDERS, Provider
-from tests.support.fakes.sink import feed_options, running
+from tests.support.fakes.sink import fast_options, feed_options, running
 from tests.support.fakes.upstream import FakeUpstream
+from tests.support.system import free_port
 from tests.support.timing import eventually
 
 
@@ -127,3 +131,25 @@ async def test_a_silent_upstream_is_reconnected(setup):
         )
         await _price_arrives(fake, rec, prov.symbol, 99.0)
         assert rec.reconnects >= 1
+
+
+async def test_a_feed_that_cannot_connect_says_why_in_words_naming_the_host():
+    # Nothing listens on the port: refused. The reason is what /readyz and the status messages show.
+    feed = CoinbaseFeed("coinbase", **fast_options(f"ws://127.0.0.1:{free_port()}/"))
+    async with running(feed) as rec:
+        await eventually(lambda: rec.errors["connect"] >= 1, what="a refused connection")
+        assert not feed.health().up and feed.health().reason == "127.0.0.1 refused the connection"
+
+    async def unavailable(request: web.Request) -> web.Response:
+        return web.Response(status=503, text="maintenance")
+
+    app = web.Application()
+    app.router.add_get("/", unavailable)
+    runner, port = await start_app(app)
+    try:
+        feed = CoinbaseFeed("coinbase", **fast_options(f"ws://127.0.0.1:{port}/"))
+        async with running(feed) as rec:
+            await eventually(lambda: rec.errors["connect"] >= 1, what="a refused upgrade")
+            assert feed.health().reason == "127.0.0.1 answered HTTP 503"
+    finally:
+        await runner.cleanup()

@@ -10,7 +10,9 @@ import pytest
 from feeds.polled.finnhub_rest import FinnhubRestFeed
 from tests.support.fakes.fake_finnhub_rest import QUOTE_PATH, FakeFinnhubRest
 from tests.support.fakes.sink import FeedSink
+from tests.support.system import free_port
 from tests.support.timing import eventually
+from ticker.status import UNAVAILABLE, SymbolStatus
 
 
 @pytest.fixture
@@ -151,6 +153,8 @@ async def test_unknown_symbol_reported_once(fake: FakeFinnhubRest) -> None:
     finally:
         await feed.stop()
     assert feed.unknown == {"NOSUCH"}
+    assert feed.symbol_state("NOSUCH") == SymbolStatus(UNAVAILABLE, "the provider does not know NOSUCH")
+    assert feed.symbol_state("AAPL") is None
     assert sink.errors == {"unknown_symbol": 1}
     assert sink.symbols() == {"AAPL"}
 
@@ -167,7 +171,10 @@ async def test_symbol_outside_the_plan_is_refused_alone(fake: FakeFinnhubRest) -
     finally:
         await feed.stop()
     assert sink.errors == {"no_access": 1} and feed.unknown == {"NVDA"}
+    assert feed.symbol_state("NVDA") == SymbolStatus(UNAVAILABLE, "the plan has no access to NVDA")
     assert sink.symbols() == {"AAPL"}
+    feed.set_demand(frozenset({"AAPL"}))  # nobody wants it any more: nothing to say of it
+    assert feed.symbol_state("NVDA") is None
 
 
 async def test_bad_token_marks_feed_down(fake: FakeFinnhubRest) -> None:
@@ -176,10 +183,23 @@ async def test_bad_token_marks_feed_down(fake: FakeFinnhubRest) -> None:
     try:
         await eventually(lambda: "auth" in sink.errors, within=10)
         health = feed.health()
-        assert not health.up and "unauthorized" in health.reason
+        assert not health.up
+        assert health.reason == "127.0.0.1 refused the credentials (HTTP 401; check FINNHUB_TOKEN)"
     finally:
         await feed.stop()
     assert sink.quotes == []
+
+
+async def test_an_unreachable_host_is_down_with_words_naming_it() -> None:
+    feed = FinnhubRestFeed(
+        "test-token", url=f"http://127.0.0.1:{free_port()}", interval=0.0, backoff_base=0.05, backoff_cap=0.1
+    )
+    sink = await started(feed, {"AAPL"})
+    try:
+        await eventually(lambda: "network" in sink.errors, within=10)
+        assert not feed.health().up and feed.health().reason == "127.0.0.1 refused the connection"
+    finally:
+        await feed.stop()
 
 
 async def test_unchanged_quotes_are_not_emitted_again(fake: FakeFinnhubRest) -> None:

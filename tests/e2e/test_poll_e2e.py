@@ -79,7 +79,7 @@ async def test_finnhub_rest_bad_token_shows_in_readyz() -> None:
                 return None
 
             r = await eventually(not_ready, 20.0, "/readyz to answer 503", interval=0.2)
-            assert "unauthorized" in r[1]
+            assert "refused the credentials (HTTP 401; check FINNHUB_TOKEN)" in r[1]
         assert "wrong" not in srv.output()  # the token is never logged
 
 

@@ -10,13 +10,13 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from feeds.sessions import closed_reason, last_close, new_york, next_close, next_open, us_equities_open
+from feeds.sessions import closed_reason, last_close, new_york
 from tests.support.pagekit import ms, scale_timeouts
 from tests.support.serverproc import ServerProcess
 from tests.support.timing import timeout
@@ -298,26 +298,39 @@ def test_the_pill_leaves_live_when_the_replay_ends(page: Page, tmp_path: Path) -
         expect(page.get_by_test_id("row-AAPL").get_by_test_id("row-name")).to_be_hidden()
 
 
+SATURDAY_NOON = datetime(2026, 3, 14, 12, 0, tzinfo=new_york())  # New York time
+WEDNESDAY_11 = datetime(2026, 3, 11, 11, 0, tzinfo=new_york())
+
+
+def market_at(at: datetime) -> dict[str, str]:
+    """The environment that starts a server's simulated market at ``at`` (docs/feeds.md, a testing aid)."""
+    return {"TICKER_SIM_NOW": at.isoformat()}
+
+
 def test_the_pill_says_market_closed_outside_us_hours(page: Page) -> None:
-    now = datetime.now(UTC)
-    changes = next_close(now) if us_equities_open(now) else next_open(now)
-    if changes - now < timedelta(seconds=timeout(60)):
-        pytest.skip("the US session opens or closes within a minute: the page would see either state")
-    with ServerProcess([*SIM, "--sim-session", "us-equities"]) as srv:
+    now = SATURDAY_NOON
+    with ServerProcess([*SIM, "--sim-session", "us-equities"], env=market_at(now)) as srv:
         open_page(page, srv, "?symbols=AAPL,KO")
         pill = page.get_by_test_id("conn-status")
         badge = page.get_by_test_id("row-KO").get_by_test_id("row-state")
         expect(page.get_by_test_id("price-KO")).to_have_attribute("data-value", PRICE)
-        if us_equities_open(now):
-            expect(pill).to_have_text("Live")
-            expect(badge).to_be_hidden()
-            return
         expect(pill).to_have_text("Market closed")
         expect(pill).to_have_attribute("data-feed", "closed")
         expect(badge).to_have_text("Closed")
+        assert closed_reason(now) == "US market closed; opens Mon 09:30 ET"
         expect(badge).to_have_attribute("title", closed_reason(now))
-        # The market's quote is the one of the last close: with its date when that was another day.
-        close_ms = int(last_close(now).timestamp() * 1000)
-        today, dated = shown_time(close_ms)
-        other_day = last_close(now).date() != now.astimezone(new_york()).date()
-        expect(page.get_by_test_id("row-KO").locator(".col-time")).to_have_text(dated if other_day else today)
+        # The market's quote is the one of the last close, Friday's: shown with its date.
+        friday_close = datetime(2026, 3, 13, 16, 0, tzinfo=new_york())
+        assert last_close(now) == friday_close
+        _, dated = shown_time(int(friday_close.timestamp() * 1000))
+        expect(page.get_by_test_id("row-KO").locator(".col-time")).to_have_text(dated)
+
+
+def test_the_pill_says_live_within_us_hours(page: Page) -> None:
+    with ServerProcess([*SIM, "--sim-session", "us-equities"], env=market_at(WEDNESDAY_11)) as srv:
+        open_page(page, srv, "?symbols=AAPL,KO")
+        pill = page.get_by_test_id("conn-status")
+        expect(page.get_by_test_id("price-KO")).to_have_attribute("data-value", PRICE)
+        expect(pill).to_have_text("Live")
+        expect(pill).to_have_attribute("data-feed", "live")
+        expect(page.get_by_test_id("row-KO").get_by_test_id("row-state")).to_be_hidden()

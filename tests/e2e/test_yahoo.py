@@ -12,6 +12,7 @@ from feeds.polled.yahoo import BATCH, YahooFeed
 from tests.support.fakes.fake_yahoo import CRUMB_PATH, QUOTE_PATH, FakeYahoo
 from tests.support.fakes.sink import FeedSink
 from tests.support.timing import eventually
+from ticker.status import UNAVAILABLE, SymbolStatus
 
 
 @pytest.fixture
@@ -75,6 +76,7 @@ async def test_unknown_symbols_are_reported_not_fatal(fake: FakeYahoo) -> None:
     finally:
         await feed.stop()
     assert feed.unknown == {"NOPE", "ZZZZ"}
+    assert feed.symbol_state("NOPE") == SymbolStatus(UNAVAILABLE, "the provider does not know NOPE")
     assert sink.errors == {"unknown_symbol": 2}  # once per symbol, not per poll
     assert sink.symbols() == {"AAPL"}
 

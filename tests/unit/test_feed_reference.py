@@ -3,12 +3,15 @@ the shared helpers (asset words, REST hosts, :class:`Rows`) do what the adapters
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 
-from feeds.errors import Malformed
+from feeds.errors import IncompleteReference, Malformed
 from feeds.polled.finnhub_rest import FinnhubRestFeed
 from feeds.polled.yahoo import YahooFeed
-from feeds.reference import ASSET_WORDS, Rows, asset_type, reference_base
+from feeds.reference import ASSET_WORDS, Rows, asset_type, decode, off_loop, reference_base
 from feeds.streaming import alpaca, binance, coinbase, finnhub, polygon
 from tests.support.fakes import refdata
 from tests.support.fakes.refdata import response
@@ -232,9 +235,13 @@ def test_rows_keep_exact_well_formed_symbols_the_feed_carries() -> None:
 
 def test_rows_stop_at_their_limit_and_skip_rows_that_break_the_parser() -> None:
     rows = Rows(limit=2)
-    for sym in ("A", "B", "C"):
+    for sym in ("A", "B"):
         rows.keep(sym, sym)
+    assert rows.complete("t") == rows.entries  # at the limit, nothing left out: whole
+    rows.keep("C", "C")
     assert [e.symbol for e in rows.entries] == ["A", "B"] and rows.left_out == {"over 2 entries": 1}
+    with pytest.raises(IncompleteReference, match="more than 2 entries"):  # never taken for the whole list
+        rows.complete("t")
 
     def handle(item: dict) -> None:
         rows.keep(item["symbol"], item["name"])
@@ -244,3 +251,35 @@ def test_rows_stop_at_their_limit_and_skip_rows_that_break_the_parser() -> None:
     assert [e.symbol for e in rows.entries] == ["A", "C"] and rows.malformed == 2
     with pytest.raises(Malformed):
         rows.each({"not": "a list"}, "t", handle)
+
+
+async def test_rows_are_built_off_the_loop_and_their_problems_reported_on_it() -> None:
+    reported: list[tuple[str, int]] = []
+    rows = Rows(report=lambda why: reported.append((why, threading.get_ident())))
+    body = b'[{"symbol": "AAPL", "name": "Apple Inc."}, "x", {"symbol": "MSFT", "name": "Microsoft"}]'
+    builders: list[int] = []
+
+    def row(r: dict[str, Any]) -> None:
+        rows.keep(r["symbol"], r["name"])
+
+    def build() -> str:
+        builders.append(threading.get_ident())
+        rows.each(decode(body, "t"), "t", row)
+        assert reported == []  # held back while in the worker thread
+        return "next"
+
+    assert await off_loop(rows, build) == "next"
+    assert builders != [threading.get_ident()]  # built in a worker thread
+    assert [e.symbol for e in rows.entries] == ["AAPL", "MSFT"]
+    assert reported == [("t: a row that is not an object", threading.get_ident())]  # then reported here
+    with pytest.raises(Malformed, match="not JSON"):
+        await off_loop(Rows(), lambda: decode(b"<html>", "t"))
+
+
+def test_rows_restore_the_entries_of_an_earlier_load() -> None:
+    earlier = [SymbolInfo("BINANCE:BTCUSDT", "BTC/USDT", "Binance", "crypto", "USDT")]
+    rows = Rows()
+    rows.keep("AAPL", "Apple Inc.")
+    rows.restore(earlier)
+    rows.restore(earlier)  # twice: a duplicate, left out
+    assert rows.entries[1:] == earlier and rows.left_out == {"duplicate": 1}

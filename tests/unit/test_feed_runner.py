@@ -11,9 +11,14 @@ from collections.abc import Callable
 import pytest
 
 from feeds.base import Feed, FeedContext
+from feeds.errors import UpstreamError
 from feeds.runner import FeedRunner, metered
 from tests.support.clock import ManualClock
+from tests.support.timing import eventually
+from ticker.backoff import Backoff
+from ticker.directory import Known, SymbolInfo
 from ticker.quote import Quote
+from ticker.tasks import cancel_and_wait
 
 
 class FakeFeed(Feed):
@@ -193,3 +198,51 @@ async def test_metered_contexts_count_then_publish() -> None:
     assert meter.probes["a"]() is True
     await runner.stop()
     assert meter.probes["a"]() is False and meter.probes["b"]() is False
+
+
+class ListingFeed(FakeFeed):
+    """A feed whose reference loads fail with ``failures`` (in turn), then list ``entries``."""
+
+    def __init__(self, name: str, failures: list[Exception], entries: list[SymbolInfo]) -> None:
+        super().__init__(name)
+        self.failures = failures
+        self.entries = entries
+        self.loads = 0
+
+    async def load_reference(self) -> list[SymbolInfo] | None:
+        self.loads += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return self.entries
+
+
+AAPL = SymbolInfo("AAPL", "Apple Inc.", "XNAS", "stock", "USD")
+
+
+async def test_a_loader_survives_a_bug_logs_its_traceback_once_and_retries(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    feed = ListingFeed("prov", [KeyError("oops"), KeyError("oops"), UpstreamError("down")], [AAPL])
+    runner = FeedRunner([feed], _plain)
+    with caplog.at_level(logging.WARNING, logger="ticker.feeds"):
+        task = asyncio.get_running_loop().create_task(runner._load_reference(feed, Backoff(0.001, 0.001)))
+        await eventually(lambda: runner.directory.known("AAPL") is Known.KNOWN, what="the directory loaded")
+        await cancel_and_wait(task)
+    assert feed.loads == 4 and task.cancelled()  # two bugs and a feed error, each retried; cancelling ends it
+    bugs = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+    assert len(bugs) == 1 and bugs[0].levelno == logging.ERROR  # throttled: the same bug once
+    assert bugs[0].exc_info is not None and bugs[0].exc_info[0] is KeyError  # with its traceback
+    assert "reference data not loaded (down)" in caplog.text
+
+
+async def test_a_runner_without_reference_loading_asks_no_feed_for_it() -> None:
+    feed = ListingFeed("prov", [], [AAPL])
+    runner = FeedRunner([feed], _plain, load_reference=False)
+    await runner.start()
+    await asyncio.sleep(0)  # a loader, were there one, has asked for the list in its first step by now
+    assert feed.loads == 0 and runner.directory.known("AAPL") is Known.PENDING
+    await runner.stop()
+    loading = FeedRunner([feed], _plain)  # the default, for serve and feed
+    await loading.start()
+    await eventually(lambda: loading.directory.known("AAPL") is Known.KNOWN, what="the directory loaded")
+    await loading.stop()

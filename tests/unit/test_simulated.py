@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 import pytest
 
 from feeds.base import FeedContext
+from feeds.errors import FeedConfigError
 from feeds.listings import parse_listings, us_listings
 from feeds.options import FeedOptions
 from feeds.sessions import new_york
-from feeds.simulated import SimulatedFeed, create
+from feeds.simulated import SimulatedFeed, create, running_from
 from tests.support.clock import ManualClock
 from tests.support.fakes.sink import FeedSink
 from ticker.directory import ASSET_TYPES, SymbolInfo
@@ -199,3 +201,49 @@ def test_the_session_closes_then_opens_with_an_opening_quote_each():
     assert sorted(x.symbol for x in opening) == ["AAPL", "KO"]  # at once, whatever the rate
     assert all(x.prev_close == last[x.symbol] for x in opening)  # yesterday's last price
     assert feed.steady and feed.symbol_state("KO") is None
+
+
+async def test_invent_gives_any_demanded_symbol_a_market_but_never_a_directory_entry():
+    feed = SimulatedFeed([], rate=20, seed=2, invent=True)  # the server's --unknown-symbols allow
+    feed.set_demand(frozenset({"ZZZ", "IBM"}))
+    quotes = run(feed, 1.0)
+    assert {x.symbol for x in quotes} == {"ZZZ", "IBM"}
+    assert 1 < next(x for x in quotes if x.symbol == "ZZZ").price < 2000  # a generated price
+    assert "ZZZ" not in await directory(feed)  # nobody is offered an invented symbol
+    feed.set_demand(frozenset())
+    assert run(feed, 1.0) == []  # and it leaves with its demand
+    later = SimulatedFeed([], rate=20, seed=2)
+    later.invent = True  # set as an attribute after create(), before the runner gives it demand
+    later.set_demand(frozenset({"ZZZ"}))
+    assert {x.symbol for x in run(later, 1.0)} == {"ZZZ"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [str(SATURDAY), "2026-03-14T12:00:00-04:00", "2026-03-14T16:00:00", "2026-03-14T16:00:00Z"],
+)
+def test_ticker_sim_now_starts_the_market_clock_at_that_instant(value, monkeypatch):
+    monkeypatch.setenv("TICKER_SIM_NOW", value)
+    feed = create(FeedOptions(symbols=["AAPL"], sim_session="us-equities"))
+    assert abs(feed._clock() - SATURDAY) < 60  # and it runs on from there, in real time
+    assert feed.symbol_state("AAPL") == SymbolStatus(CLOSED, "US market closed; opens Mon 09:30 ET")
+
+
+def test_a_sim_clock_runs_on_in_real_time_from_its_start():
+    wall_now = ManualClock(1_000.0)
+    clock = running_from(SATURDAY, wall_now)
+    assert clock() == SATURDAY
+    wall_now.now += 90.5
+    assert clock() == SATURDAY + 90.5
+
+
+@pytest.mark.parametrize("value", ["soon", "nan", "1e30", "2026-13-01"])
+def test_a_bad_ticker_sim_now_is_refused_at_startup(value, monkeypatch):
+    monkeypatch.setenv("TICKER_SIM_NOW", value)
+    with pytest.raises(FeedConfigError, match="TICKER_SIM_NOW"):
+        create(FeedOptions())
+
+
+def test_without_ticker_sim_now_the_market_follows_the_real_clock(monkeypatch):
+    monkeypatch.delenv("TICKER_SIM_NOW", raising=False)
+    assert create(FeedOptions())._clock is time.time

@@ -66,7 +66,7 @@ async def run_record(config: RecordConfig) -> int:
         return 2
     errors: collections.Counter[str] = collections.Counter()
     context = FeedContext(emit=recorder.record, error=lambda kind: errors.update((kind,)))
-    runner = FeedRunner(feeds, lambda feed: context)
+    runner = FeedRunner(feeds, lambda feed: context, load_reference=False)  # no directory: no provider calls
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

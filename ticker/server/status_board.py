@@ -101,8 +101,8 @@ class StatusBoard:
 
     # -- working a state out ----------------------------------------------------------------
     def status(self, symbol: str) -> SymbolStatus:
-        """The state of ``symbol`` now: its feed's health first (down wins over pending), then the directory
-        (pending), then what the feed says of the symbol (closed, halted, unavailable)."""
+        """The state of ``symbol`` now: its feed's health first (down wins over pending), then what the feed
+        says of the symbol (closed, halted, unavailable), then the directory (pending)."""
         node = self.node
         has_value = node.hub.last(symbol) is not None
         feed = owner(node.feeds, symbol, self.directory)
@@ -116,11 +116,11 @@ class StatusBoard:
         down = feed_down(feed, time.monotonic(), self.stale_after)
         if down is not None:
             return down
-        if not has_value and self.refuse_unknown and self.directory.known(symbol) is Known.PENDING:
-            return SymbolStatus(PENDING, f"not confirmed yet: feed {feed.name} is loading its symbol list")
-        said = feed.symbol_state(symbol)
+        said = feed.symbol_state(symbol)  # what the feed knows of the symbol wins: "the provider does not know X"
         if said is not None:
             return said
+        if not has_value and self.refuse_unknown and self.directory.known(symbol) is Known.PENDING:
+            return SymbolStatus(PENDING, f"not confirmed yet: feed {feed.name} is loading its symbol list")
         return IS_LIVE
 
     # -- pushing changes --------------------------------------------------------------------

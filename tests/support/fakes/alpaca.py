@@ -4,6 +4,8 @@ Every server frame is a JSON array. connected → auth (402 on bad keys, then cl
 auth within ``auth_deadline``) → subscribe trades/quotes (401 before auth; 405 past ``limit``
 symbols; ack with the full current set). One connection per key: a second one gets 406 and
 is closed. :meth:`slow_client` sends 407 and closes, as the server does to a slow reader.
+The ``statuses`` channel is kept per connection (:meth:`status` sends a trading status, ``T: s``, to those
+subscribed to the symbol's); with ``refuse_statuses`` a subscribe naming it gets 410 instead.
 The Trading API's ``GET /v2/assets`` (keys in ``APCA-API-KEY-ID``/``APCA-API-SECRET-KEY``; 401 otherwise)
 lists :attr:`FakeAlpaca.assets`, filtered by ``status`` and ``asset_class`` (default ``us_equity``).
 """
@@ -48,6 +50,8 @@ class FakeAlpaca(FakeUpstream):
         self.auth_failures = 0
         self.path = f"/v2/{source}"
         self.assets = alpaca_assets()
+        self.statuses: dict[FakeConn, set[str]] = {}  # each connection's statuses channel
+        self.refuse_statuses = False
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/v2/assets", self.list_assets)
@@ -109,15 +113,31 @@ class FakeAlpaca(FakeUpstream):
                 await conn.send(self.error(401, "not authenticated"))
                 return
             symbols = set(msg.get("trades", [])) | set(msg.get("quotes", []))
+            statuses = self.statuses.setdefault(conn, set())
             if action == "subscribe":
+                if "statuses" in msg and self.refuse_statuses:
+                    await conn.send(self.error(410, "invalid subscribe action for this feed"))
+                    return
                 if len(conn.subs | symbols) > self.limit:
                     await conn.send(self.error(405, "symbol limit exceeded"))
                     return
                 conn.subs |= symbols
+                statuses |= set(msg.get("statuses", []))
             else:
                 conn.subs -= symbols
+                statuses -= set(msg.get("statuses", []))
             subs = sorted(conn.subs)
-            await conn.send([{"T": "subscription", "trades": subs, "quotes": subs, "bars": []}])
+            await conn.send(
+                [
+                    {
+                        "T": "subscription",
+                        "trades": subs,
+                        "quotes": subs,
+                        "bars": [],
+                        "statuses": sorted(statuses),
+                    }
+                ]
+            )
         else:
             await conn.send(self.error(400, "invalid syntax"))
 
@@ -147,6 +167,17 @@ class FakeAlpaca(FakeUpstream):
             [self.trade_item(symbol, price), self.quote_item(symbol, price - 0.01, price + 0.01)],
             to=lambda c: symbol in c.subs,
         )
+
+    async def status(
+        self, symbol: str, code: str, message: str, reason_code: str = "", reason: str = ""
+    ) -> int:
+        """A trading status of ``symbol`` (the fixture's shape: ``sc``/``sm`` status, ``rc``/``rm`` reason), to
+        the connections subscribed to its statuses."""
+        item = {
+            "T": "s", "S": symbol, "sc": code, "sm": message, "rc": reason_code, "rm": reason,
+            "t": _rfc3339_ns(1614021300000), "z": "C",
+        }  # fmt: skip
+        return await self.broadcast([item], to=lambda c: symbol in self.statuses.get(c, set()))
 
     async def slow_client(self) -> None:
         for conn in list(self.conns):
