@@ -1,22 +1,27 @@
 """Latency of symbol search (``/api/search``, :mod:`ticker.search`) over a large directory, and its memory.
 
-``python -m bench.search_latency [--symbols 10000] [--queries 10000] [--http N] [--seed 1]`` builds a
-directory of ``symbols`` synthetic entries (tickers of 1-5 letters, some with a class suffix, some
-crypto pairs; names made of realistic words: "Northern Pacific Holdings Corp.", with the default
-universe under its real names), then times ``queries`` queries of mixed kinds one at a time:
+``python -m bench.search_latency [--case 10k|30k] [--symbols N] [--pairs N] [--queries 10000] [--http N]
+[--seed 1]`` builds a directory of ``symbols`` synthetic entries (tickers of 1-5 letters, some with a class
+suffix, some crypto pairs; names made of realistic words: "Northern Pacific Holdings Corp.", with the
+default universe under its real names; ``pairs`` of them long venue-qualified pairs such as
+``BINANCE:XQZUSDT``), then times ``queries`` queries of mixed kinds one at a time:
 
 - ``ticker``: a ticker or its first 1-3 letters, as typed (``aap``, ``MSFT``);
 - ``name``: the start of a name word, 2 letters or more (``tes``, ``apple``);
 - ``words``: two or three words of a name (``bank america``, ``Tesla Inc``);
 - ``inside``: a piece from inside a word (``esl``);
 - ``typo``: a ticker with one letter changed, dropped or two swapped, searched and then suggested
-  (:func:`ticker.search.suggest`, "did you mean").
+  (:func:`ticker.search.suggest`, "did you mean"); also shown by length (``typo<=4``, ``typo5+``).
 
-The pure functions first (p50/p99/max per kind and overall, the first query included, which builds the
-index), then ``--http`` of the same queries through ``GET /api/search`` of a real node served in this
-process (client and server share the event loop and CPU: the figure is a client's round trip on a
-kept-alive connection). Memory: :mod:`tracemalloc` of building the directory and its search index
-(the "did you mean" index, built on the first suggestion, separately).
+The pure functions first (p50/p99/max per kind and overall, over indexes built beforehand by
+:func:`ticker.search.index_of`, as the feed runner does), then ``--http`` of the same queries through
+``GET /api/search`` of a real node served in this process (client and server share the event loop and
+CPU: the figure is a client's round trip on a kept-alive connection). Memory: :mod:`tracemalloc` of building the directory, its search index and its
+"did you mean" index (held, and the peak while each is built); build times; and what a long typo
+costs the event loop when it comes before :func:`~ticker.search.index_of` has run.
+
+Cases: ``10k`` (the default: 10,000 symbols, no venue pairs) and ``30k`` (30,000 symbols of which
+3,000 are ``BINANCE:XXXUSDT`` pairs, a provider's full list); ``--symbols`` and ``--pairs`` override.
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ import string
 import time
 import tracemalloc
 from collections.abc import Callable
+from typing import TypeVar
 
 from ticker.directory import Directory, SymbolInfo
-from ticker.search import index_of, search, suggest
+from ticker.search import LONG_SYMBOL, SHORT_SYMBOL, SearchIndex, TypoIndex, index_of, search, suggest
 from ticker.symbols import DEFAULT_UNIVERSE
+
+T = TypeVar("T")
 
 REAL = {
     "AAPL": "Apple Inc.",
@@ -184,11 +192,20 @@ LAST = [
 ETF = ["ETF", "Fund", "Index", "Shares", "Portfolio"]
 
 
-def synthetic_directory(n: int, rng: random.Random) -> list[SymbolInfo]:
-    """``n`` entries: the real names above and the default universe, then synthetic ones."""
+CASES = {"10k": (10_000, 0), "30k": (30_000, 3_000)}  # case: (symbols, venue pairs among them)
+
+
+def synthetic_directory(n: int, rng: random.Random, pairs: int = 0) -> list[SymbolInfo]:
+    """``n`` entries: the real names above and the default universe, ``pairs`` venue-qualified pairs
+    (``BINANCE:XQZUSDT``), then synthetic ones."""
     out = {s: SymbolInfo(s, name, "NASDAQ") for s, name in REAL.items()}
     for s in DEFAULT_UNIVERSE:
         out.setdefault(s, SymbolInfo(s, f"{s.title()} Corporation", "NYSE"))
+    target = len(out) + pairs
+    while len(out) < min(n, target):
+        base = "".join(rng.choices(string.ascii_uppercase, k=3))
+        s = f"BINANCE:{base}USDT"
+        out.setdefault(s, SymbolInfo(s, f"{base}/USDT", "BINANCE", "crypto", "USDT"))
     while len(out) < n:
         r = rng.random()
         if r < 0.04:
@@ -275,6 +292,8 @@ def time_pure(directory: Directory, qs: list[tuple[str, str]]) -> dict[str, list
         dt = clock() - t0
         times.setdefault(kind, []).append(dt)
         times["all"].append(dt)
+        if kind == "typo":  # and by length: a long one asks the did-you-mean index
+            times.setdefault("typo<=4" if len(text) <= SHORT_SYMBOL else "typo5+", []).append(dt)
     return times
 
 
@@ -320,19 +339,29 @@ async def time_http(entries: list[SymbolInfo], qs: list[tuple[str, str]]) -> tup
     return times, server.times
 
 
-def memory(build: Callable[[], object]) -> tuple[object, int]:
-    """What ``build()`` returns and the bytes it holds (tracemalloc)."""
+def memory(build: Callable[[], T]) -> tuple[T, int, int]:
+    """What ``build()`` returns, the bytes it holds and the most it held meanwhile (tracemalloc)."""
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
     value = build()
-    held = tracemalloc.get_traced_memory()[0] - before
+    now, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return value, held
+    return value, now - before, peak - before
+
+
+def timed(run: Callable[[], T]) -> tuple[T, float]:
+    """What ``run()`` returns and the seconds it took."""
+    t0 = time.perf_counter()
+    value = run()
+    return value, time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--symbols", type=int, default=10_000, help="entries of the directory")
+    ap.add_argument("--case", choices=sorted(CASES), default="10k", help="a preset of --symbols and --pairs")
+    ap.add_argument("--symbols", type=int, help="entries of the directory (default: the case's)")
+    ap.add_argument("--pairs", type=int, help="of those, BINANCE:XXXUSDT pairs (default: the case's)")
     ap.add_argument("--queries", type=int, default=10_000, help="queries timed")
     ap.add_argument(
         "--http", type=int, default=2_000, help="of those, how many go through /api/search (0: none)"
@@ -340,40 +369,49 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
+    n, pairs = CASES[args.case]
+    n = n if args.symbols is None else args.symbols
+    pairs = pairs if args.pairs is None else args.pairs
 
     def build() -> Directory:
         d = Directory()
-        d.replace("bench", synthetic_directory(args.symbols, rng))
+        d.replace("bench", synthetic_directory(n, rng, pairs))
         return d
 
-    directory, dir_bytes = memory(build)
-    assert isinstance(directory, Directory)
+    directory, dir_bytes, _ = memory(build)
     entries = list(directory.entries())
-    _, index_bytes = memory(lambda: index_of(directory))
-    _, typo_bytes = memory(lambda: suggest(directory, "QQQQQ"))
+    index, index_bytes, index_peak = memory(lambda: SearchIndex(entries))
+    _, typo_bytes, typo_peak = memory(lambda: TypoIndex(index.tickers))
     fresh = Directory()  # the same again, timed without tracemalloc
     fresh.replace("bench", entries)
-    t0 = time.perf_counter()
-    search(fresh, "apple", 10)
-    first_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    suggest(fresh, "QQQQQ")
-    typo_s = time.perf_counter() - t0
-    del fresh
-    print(f"directory of {len(directory):,} symbols, memory held (tracemalloc):")
-    print(f"  entries and Directory   {dir_bytes / 2**20:6.2f} MiB")
+    _, first_s = timed(lambda: search(fresh, "apple", 10))  # the search part, built by a first search
+    _, loop_s = timed(lambda: suggest(fresh, "QQQQQ"))  # a long typo before index_of: what the loop pays
+    fresh.replace("bench", entries)  # a new version: index_of builds both, as the feed runner does
+    _, build_s = timed(lambda: index_of(fresh))
+    _, typo_s = timed(lambda: TypoIndex(index.tickers))
+    long = sum(len(e.symbol) > LONG_SYMBOL for e in entries)
+    print(f"directory of {len(directory):,} symbols ({pairs:,} venue pairs), memory (tracemalloc):")
+    print(f"  entries and Directory   {dir_bytes / 2**20:6.2f} MiB held")
     print(
-        f"  search index            {index_bytes / 2**20:6.2f} MiB; the first search builds it: {first_s * 1000:.0f} ms"
+        f"  search index            {index_bytes / 2**20:6.2f} MiB held, {index_peak / 2**20:6.2f} MiB peak;"
+        f" built in {first_s * 1000:.0f} ms"
     )
     print(
-        f"  did-you-mean index      {typo_bytes / 2**20:6.2f} MiB; the first long typo builds it: {typo_s * 1000:.0f} ms"
+        f"  did-you-mean index      {typo_bytes / 2**20:6.2f} MiB held, {typo_peak / 2**20:6.2f} MiB peak;"
+        f" built in {typo_s * 1000:.0f} ms ({long:,} tickers over {LONG_SYMBOL} characters left out)"
+    )
+    print(
+        f"  index_of (both, in the loaders' thread) {build_s * 1000:.0f} ms; a long typo before it:"
+        f" {loop_s * 1000:.2f} ms on the event loop (one-edit suggestions only, nothing built)"
     )
 
     qs = queries(entries, args.queries, rng)
+    index_of(directory)
     times = time_pure(directory, qs)
     print(f"pure search, {len(qs):,} queries, limit 10 (typos: search, then suggest):")
-    for kind in ("all", "ticker", "name", "words", "inside", "typo"):
-        print(f"  {kind:7s} {_ms(times[kind])}")
+    for kind in ("all", "ticker", "name", "words", "inside", "typo", "typo<=4", "typo5+"):
+        if kind in times:
+            print(f"  {kind:7s} {_ms(times[kind])}")
     if args.http > 0:
         http, server = asyncio.run(time_http(entries, qs[: args.http]))
         print("GET /api/search, limit 10, a node served in this process:")

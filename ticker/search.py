@@ -8,18 +8,23 @@ containing every word anywhere; ties by ticker. Case, accents and punctuation do
 a deletion, a substitution or two adjacent letters swapped) for symbols up to 4 characters, two for
 longer ones; closest first, then well-known tickers.
 
-Both work on an index of the directory (:class:`SearchIndex`), built on the first query after the
-directory changed (:attr:`~ticker.directory.Directory.version`), never a scan per query.
+Both work on indexes of the directory, never a scan per query. :func:`index_of` builds them after the
+directory changed (:attr:`~ticker.directory.Directory.version`); the feed runner and the Redis edge
+call it in a thread after each change, so the event loop does not. A search finding its index out of
+date builds the search part itself (only in the moment between a change and that build). A suggestion
+never builds anything: the tickers one edit away are looked up in the directory itself, and those two
+edits away in the last "did you mean" index built (its finds checked against the directory); before
+the first is built, a long symbol gets only the one-edit suggestions.
 """
 
 from __future__ import annotations
 
+import string
 import unicodedata
 import weakref
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Collection, Iterable, Iterator
-from itertools import combinations
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
 from ticker.directory import Directory, SymbolInfo
 from ticker.symbols import DEFAULT_UNIVERSE, valid_symbol
@@ -27,7 +32,11 @@ from ticker.symbols import DEFAULT_UNIVERSE, valid_symbol
 MAX_TEXT = 64  # characters of a query looked at
 MAX_WORDS = 8  # words of a query looked at
 SHORT_SYMBOL = 4  # up to this length a suggestion is one edit away; longer ones, two
+LONG_SYMBOL = 20  # longer tickers are left out of the "did you mean" index (bounds its keys per ticker)
 FEW = 32  # candidates few enough to check one by one
+
+#: Every character a symbol may hold (:data:`ticker.symbols.SYMBOL_RE`): the edits tried on a short typo.
+SYMBOL_CHARS = string.ascii_uppercase + string.digits + ".-:/_"
 
 _END = "\U0010ffff"  # sorts after every word: [w, w + _END) is the range of words starting with w
 _DROP = str.maketrans("", "", "'\u2019")  # "McDonald's" is "mcdonalds"
@@ -53,8 +62,7 @@ class SearchIndex:
 
     ``entries`` are sorted by ticker, so an entry's position (its id) orders ties. Tickers are also
     kept per length for the prefix rule; names as ``" word word"`` strings, one word list with each
-    word's ids, and one ``\\n``-separated text of every name for the "contains" rule. The "did you
-    mean" part (a hash index of deletions) is built on the first long symbol suggested for.
+    word's ids, and one ``\\n``-separated text of every name for the "contains" rule.
     """
 
     def __init__(self, entries: Iterable[SymbolInfo]) -> None:
@@ -81,8 +89,6 @@ class SearchIndex:
         for n in names:
             self.starts.append(pos)
             pos += len(n) + 1
-        self._alphabet: str | None = None  # built on the first suggestion
-        self._deletes: tuple[array[int], array[int]] | None = None
 
     # -- search ------------------------------------------------------------------------------
     def prefixed(self, prefix: str) -> Iterator[str]:
@@ -158,73 +164,67 @@ class SearchIndex:
                 return out
         return out
 
-    # -- did you mean ------------------------------------------------------------------------
-    def suggest(
-        self, symbol: str, limit: int, prefer: Collection[str], allow: Allow = None
-    ) -> list[SymbolInfo]:
-        """The known tickers closest to the unknown ``symbol`` (already normalized)."""
-        n = len(symbol)
-        if n < 2 or limit <= 0 or symbol in self._id:
-            return []
-        if n <= SHORT_SYMBOL:
-            found = dict.fromkeys((t for t in self._near(symbol) if t in self._id), 1)
-        else:
-            found = {}
-            for i in self._sharing_deletions(symbol):
-                t = self.tickers[i]
-                if t not in found:
-                    found[t] = _distance(symbol, t, 2)
-        ranked = sorted(
-            (d, t not in prefer, t[0] != symbol[0], abs(len(t) - n), t)
-            for t, d in found.items()
-            if d <= 2 and (allow is None or allow(t))
-        )
-        return [self.entries[self._id[r[-1]]] for r in ranked[:limit]]
 
-    def _near(self, s: str) -> Iterator[str]:
-        """Every string one edit away from ``s``, in the characters tickers use."""
-        if self._alphabet is None:
-            self._alphabet = "".join(sorted(set("".join(self.tickers))))
-        for i in range(len(s)):
-            yield s[:i] + s[i + 1 :]
-            if i + 1 < len(s):
-                yield s[:i] + s[i + 1] + s[i] + s[i + 2 :]
-            for c in self._alphabet:
-                yield s[:i] + c + s[i + 1 :]
-        for i in range(len(s) + 1):
-            for c in self._alphabet:
-                yield s[:i] + c + s[i:]
+class TypoIndex:
+    """The "did you mean" index of long symbols (5 characters or more) over one version's tickers.
 
-    def _sharing_deletions(self, s: str) -> set[int]:
-        """Ids of tickers that may be within two edits of ``s`` (5 characters or more): those sharing
-        with it a string left by deleting up to two characters of each (a symmetric-delete index;
-        the shared string is at least 3 long). The index holds hashes, so a few strays come along."""
-        if self._deletes is None:
-            pairs = sorted(
-                (hash(key), i)
-                for i, t in enumerate(self.tickers)
-                if len(t) >= 3
-                for key in _deletions(t, 2, 3)
-            )
-            self._deletes = (array("q", [h for h, _ in pairs]), array("i", [i for _, i in pairs]))
-        hashes, ids = self._deletes
-        out: set[int] = set()
-        for key in _deletions(s, 2, 3):
-            h = hash(key)
-            j = bisect_left(hashes, h)
-            while j < len(hashes) and hashes[j] == h:
-                out.add(ids[j])
+    A symmetric-delete index: a ticker within two edits of the symbol shares with it a string left by
+    deleting up to two characters of each, at least 3 long. Each such string of every ticker of 3 to
+    :data:`LONG_SYMBOL` characters is kept as its hash with the ticker's id in the low bits, one
+    sorted ``array`` per top byte of the hash (8 bytes a key, built without a list of them all). A
+    hash may stand for several strings, so a few strays come along; :func:`suggest` checks them.
+    """
+
+    def __init__(self, tickers: Sequence[str]) -> None:
+        self.tickers = tickers  # sorted; an id is a position
+        self._bits = max(1, (len(tickers) - 1).bit_length())
+        high = -1 << self._bits
+        parts: list[array[int]] = [array("q") for _ in range(256)]
+        for i, t in enumerate(tickers):
+            if 3 <= len(t) <= LONG_SYMBOL:
+                for h in [(hash(k) & high) | i for k in _deletions(t)]:
+                    parts[(h >> 56) + 128].append(h)
+        self._parts = [array("q", sorted(p)) for p in parts]
+
+    def near(self, symbol: str) -> set[str]:
+        """Tickers that may be within two edits of ``symbol`` (and a few that are not)."""
+        if len(symbol) > LONG_SYMBOL + 2:
+            return set()
+        bits, tickers = self._bits, self.tickers
+        high, low = -1 << bits, (1 << bits) - 1
+        out: set[str] = set()
+        for key in _deletions(symbol):
+            h = hash(key) & high
+            part = self._parts[(h >> 56) + 128]
+            j = bisect_left(part, h)
+            while j < len(part) and part[j] & high == h:
+                out.add(tickers[part[j] & low])
                 j += 1
         return out
 
 
-def _deletions(s: str, most: int, shortest: int) -> set[str]:
-    """``s`` and the strings left by deleting up to ``most`` of its characters, none shorter than ``shortest``."""
+def _deletions(s: str) -> set[str]:
+    """``s`` and the strings left by deleting one or two of its characters, none shorter than 3."""
+    n = len(s)
     out = {s}
-    for k in range(1, min(most, len(s) - shortest) + 1):
-        for gone in combinations(range(len(s)), k):
-            out.add("".join(c for j, c in enumerate(s) if j not in gone))
+    if n > 3:
+        out.update([s[:i] + s[i + 1 :] for i in range(n)])
+    if n > 4:
+        out.update([s[:i] + s[i + 1 : j] + s[j + 1 :] for i in range(n - 1) for j in range(i + 1, n)])
     return out
+
+
+def _near(s: str) -> Iterator[str]:
+    """Every symbol one edit away from ``s``."""
+    for i in range(len(s)):
+        yield s[:i] + s[i + 1 :]
+        if i + 1 < len(s):
+            yield s[:i] + s[i + 1] + s[i] + s[i + 2 :]
+        for c in SYMBOL_CHARS:
+            yield s[:i] + c + s[i + 1 :]
+    for i in range(len(s) + 1):
+        for c in SYMBOL_CHARS:
+            yield s[:i] + c + s[i:]
 
 
 def _distance(a: str, b: str, most: int) -> int:
@@ -232,6 +232,16 @@ def _distance(a: str, b: str, most: int) -> int:
     (optimal string alignment); anything above ``most`` is ``most + 1``."""
     if abs(len(a) - len(b)) > most:
         return most + 1
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:  # a common start and end cost nothing: align what lies between
+        i += 1
+    k = 0
+    while k < n - i and a[-1 - k] == b[-1 - k]:
+        k += 1
+    a, b = a[i : len(a) - k], b[i : len(b) - k]
+    if not a or not b:
+        return min(len(a) + len(b), most + 1)
     prev2: list[int] = []
     prev = list(range(len(b) + 1))
     for i in range(1, len(a) + 1):
@@ -247,23 +257,40 @@ def _distance(a: str, b: str, most: int) -> int:
     return min(prev[-1], most + 1)
 
 
+# The newest index of each directory, with the version it was built from. A thread (index_of) may
+# write them while the event loop reads them: each is one dictionary item, replaced whole.
 _indexes: weakref.WeakKeyDictionary[Directory, tuple[int, SearchIndex]] = weakref.WeakKeyDictionary()
+_typos: weakref.WeakKeyDictionary[Directory, tuple[int, TypoIndex]] = weakref.WeakKeyDictionary()
+
+
+def _search_index(directory: Directory) -> tuple[int, SearchIndex]:
+    """``directory``'s search index and its version, built if the entries changed since."""
+    version = directory.version  # read before the entries: an index is never newer than its version
+    cached = _indexes.get(directory)
+    if cached is not None and cached[0] == version:
+        return cached
+    built = version, SearchIndex(list(directory.entries()))  # a snapshot: this may run in a thread
+    cached = _indexes.get(directory)
+    if cached is None or cached[0] < version:  # a slower build of an older version does not win
+        _indexes[directory] = built
+    return built
 
 
 def index_of(directory: Directory) -> SearchIndex:
-    """``directory``'s index, rebuilt when its entries changed since the last query."""
-    cached = _indexes.get(directory)
-    if cached is not None and cached[0] == directory.version:
-        return cached[1]
-    version = directory.version
-    index = SearchIndex(list(directory.entries()))  # a snapshot: this may run in a thread (the loaders)
-    _indexes[directory] = (version, index)
+    """``directory``'s indexes, built for its current entries if they changed: the search index
+    (returned) and the "did you mean" one. This takes a while on a large directory (about 0.5 s for
+    30,000 symbols, bench/search_latency.py): run it beside the event loop (``asyncio.to_thread``)
+    after each change of the directory."""
+    version, index = _search_index(directory)
+    typos = _typos.get(directory)
+    if typos is None or typos[0] < version:
+        _typos[directory] = (version, TypoIndex(index.tickers))
     return index
 
 
 def search(directory: Directory, text: str, limit: int = 10, allow: Allow = None) -> list[SymbolInfo]:
     """At most ``limit`` entries of ``directory`` matching ``text``, best first; ``allow`` filters."""
-    return index_of(directory).search(text, limit, allow)
+    return _search_index(directory)[1].search(text, limit, allow)
 
 
 def suggest(
@@ -277,8 +304,29 @@ def suggest(
 
     Nearest first; among equally near ones those in ``prefer`` (well-known tickers), then those with
     the same first letter, then the same length. A known or malformed symbol gets none.
+
+    The tickers one edit away are looked up in the directory, with no index. Only when they are
+    fewer than ``limit`` does a symbol of 5 characters or more look two edits away, in the "did you
+    mean" index that :func:`index_of` built last (before any, it gets the one-edit ones only: this
+    never builds an index). Tickers longer than :data:`LONG_SYMBOL` are not in that index.
     """
     sym = valid_symbol(symbol)
-    if sym is None:
+    if sym is None or len(sym) < 2 or limit <= 0 or directory.get(sym) is not None:
         return []
-    return index_of(directory).suggest(sym, limit, prefer, allow)
+    found: dict[str, int] = {}  # ticker: distance
+    for t in _near(sym):
+        if t not in found and directory.get(t) is not None and (allow is None or allow(t)):
+            found[t] = 1
+    if len(sym) > SHORT_SYMBOL and len(found) < limit:  # two edits away, after every one-edit ticker
+        typos = _typos.get(directory)
+        near = typos[1].near(sym) if typos is not None else set()  # maybe an older version's index,
+        for t in near:  # so each find is checked against the directory
+            if (
+                t not in found
+                and directory.get(t) is not None
+                and (d := _distance(sym, t, 2)) <= 2
+                and (allow is None or allow(t))
+            ):
+                found[t] = d
+    ranked = sorted((d, t not in prefer, t[0] != sym[0], abs(len(t) - len(sym)), t) for t, d in found.items())
+    return [e for r in ranked[:limit] if (e := directory.get(r[-1])) is not None]

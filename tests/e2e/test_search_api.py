@@ -159,7 +159,10 @@ async def test_api_symbols_keeps_its_shape(http: httpx.AsyncClient):
 async def test_while_the_directory_loads(monkeypatch: pytest.MonkeyPatch):
     """A feed that cannot tell: a symbol no source has is not called unknown, and what one source has is found."""
     with_directory(monkeypatch, None)
-    async with serve_in_process(sim_rate=5.0) as srv, httpx.AsyncClient(base_url=srv.url) as http:
+    async with (
+        serve_in_process(sim_rate=5.0, wait_for_directory=False) as srv,
+        httpx.AsyncClient(base_url=srv.url) as http,
+    ):
         srv.node.directory.replace("extra", ENTRIES[:2])
         assert await found(http, "zyquonix") == ["ZQX", "ZQXA"]
         assert (await http.get("/api/symbols/ZQX")).json()["s"] == "ZQX"

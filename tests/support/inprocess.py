@@ -40,6 +40,7 @@ async def serve_in_process(
     symbols: list[str] | None = None,
     sim_rate: float = 20.0,
     seed: int | None = 7,
+    wait_for_directory: bool = True,
     **config: Any,
 ) -> AsyncIterator[InProcessServer]:
     """Serve a seeded simulated market (``symbols``, ``sim_rate`` ticks/s) on an ephemeral port.
@@ -54,7 +55,8 @@ async def serve_in_process(
     try:
         # The simulated market's directory loads at once, in the background: wait for it, so that whether a
         # symbol is unknown or still pending never depends on how fast a test sends its first subscribe.
-        await eventually(lambda: service.node.directory.complete, what="the directory to load")
+        if wait_for_directory:
+            await eventually(lambda: service.node.directory.complete, what="the directory to load")
         yield InProcessServer(service)
     finally:
         await asyncio.wait_for(service.stop(), timeout(10))

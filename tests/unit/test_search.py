@@ -9,7 +9,17 @@ import string
 import pytest
 
 from ticker.directory import Directory, SymbolInfo
-from ticker.search import MAX_WORDS, query_words, search, suggest
+from ticker.search import (
+    LONG_SYMBOL,
+    MAX_WORDS,
+    SYMBOL_CHARS,
+    _distance,
+    index_of,
+    query_words,
+    search,
+    suggest,
+)
+from ticker.symbols import valid_symbol
 
 ENTRIES = [
     ("A", "Agilent Technologies, Inc."),
@@ -39,9 +49,12 @@ ENTRIES = [
 ]
 
 
-def directory(entries: list[tuple[str, str]] = ENTRIES) -> Directory:
+def directory(entries: list[tuple[str, str]] = ENTRIES, indexed: bool = True) -> Directory:
+    """A directory of ``entries``; ``indexed``: with its indexes built, as the feed runner does after a load."""
     d = Directory()
     d.replace("test", [SymbolInfo(s, name, "NASDAQ") for s, name in entries])
+    if indexed:
+        index_of(d)
     return d
 
 
@@ -163,7 +176,7 @@ def test_results_are_directory_entries(d: Directory) -> None:
 def test_the_index_follows_the_directory() -> None:
     d = directory([("AAPL", "Apple Inc.")])
     assert tickers(d, "tesla") == []
-    d.add("test", [SymbolInfo("TSLA", "Tesla, Inc.")])
+    d.replace("test", [SymbolInfo("AAPL", "Apple Inc."), SymbolInfo("TSLA", "Tesla, Inc.")])
     assert tickers(d, "tesla") == ["TSLA"]
     d.replace("test", [SymbolInfo("NVDA", "NVIDIA Corporation")])
     assert tickers(d, "tesla") == []
@@ -222,6 +235,79 @@ def test_known_or_malformed_symbols_get_no_suggestion(d: Directory, symbol: str)
     assert suggested(d, symbol) == []
 
 
+def test_suggest_never_builds_an_index_and_one_edit_needs_none() -> None:
+    d = directory(indexed=False)
+    assert suggested(d, "APPL") == ["AAPL", "APPF", "APPN"]  # looked up in the directory
+    assert suggested(d, "GOOGLE") == ["GOOGL"]  # one edit away: looked up too
+    assert suggested(d, "NVIDIA") == []  # two edits away needs the index, not built yet
+    assert suggested(d, "NVIDIA") == []  # and still not: asking did not build it
+    index_of(d)
+    assert suggested(d, "NVIDIA") == ["NVDA"]
+    assert suggested(d, "GOOGLE") == ["GOOGL", "GOOG"]
+
+
+def test_two_edits_are_looked_for_only_when_one_edit_finds_too_few() -> None:
+    d = directory([("ABCDE", "One"), ("ABCDF", "Two"), ("ABCXY", "Three")])
+    assert suggested(d, "ABCDX", 2) == ["ABCDE", "ABCDF"]
+    assert suggested(d, "ABCDX", 3) == ["ABCDE", "ABCDF", "ABCXY"]
+    assert suggested(d, "ABCDX", 3, allow=lambda s: s != "ABCDE") == ["ABCDF", "ABCXY"]
+
+
+def test_a_stale_index_suggests_only_what_the_directory_still_has() -> None:
+    d = directory([("GOOGL", "Alphabet Inc. Class A"), ("GOOG", "Alphabet Inc. Class C")])
+    d.replace("test", [SymbolInfo("GOOGL", "Alphabet Inc. Class A"), SymbolInfo("NVDA", "NVIDIA")])
+    assert suggested(d, "GOOGLE") == ["GOOGL"]  # the index of the last version, GOOG gone since
+    assert suggested(d, "NVIDIA") == []  # new since the index was built
+    index_of(d)  # what the feed runner does after each change, in a thread
+    assert suggested(d, "NVIDIA") == ["NVDA"]
+
+
+class RacedDirectory(Directory):
+    """A directory that changes, and gets its indexes built, while a first build reads its entries:
+    what happens when the loop changes it during a build in a thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.race = False
+
+    def entries(self) -> list[SymbolInfo]:
+        snapshot = list(super().entries())
+        if self.race:
+            self.race = False
+            self.replace("test", [SymbolInfo("NVDA", "NVIDIA Corporation")])
+            index_of(self)  # the newer version's build, finished first
+        return snapshot
+
+
+def test_an_index_built_for_an_older_version_does_not_replace_a_newer_one() -> None:
+    d = RacedDirectory()
+    d.replace("test", [SymbolInfo("GOOGL", "Alphabet Inc. Class A")])
+    d.race = True
+    old = index_of(d)  # built from GOOGL's version, after NVDA's
+    assert old.tickers == ["GOOGL"]
+    assert tickers(d, "nvidia") == ["NVDA"] and tickers(d, "alphabet") == []
+    assert suggested(d, "NVIDIA") == ["NVDA"] and suggested(d, "GOOGLE") == []
+
+
+def test_long_tickers_up_to_the_bound_are_suggested() -> None:
+    pairs = ["BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "BINANCE:BTCUSDC", "BINANCE:1000SHIBUSDT"]
+    too_long = "X" * (LONG_SYMBOL + 1)
+    d = directory([(s, s) for s in [*pairs, too_long, "OANDA:EUR_USD"]])
+    assert suggested(d, "BINANCE:BTCUSTD") == ["BINANCE:BTCUSDT", "BINANCE:BTCUSDC"]
+    assert suggested(d, "BINANSE:ETHUSDT") == ["BINANCE:ETHUSDT"]
+    assert suggested(d, "BINANCE:1000SHIBUSD") == ["BINANCE:1000SHIBUSDT"]
+    assert suggested(d, "OANDA:EURUSD") == ["OANDA:EUR_USD"]
+    assert suggested(d, "X" * LONG_SYMBOL) == [too_long]  # one edit: looked up in the directory
+    assert suggested(d, "X" * (LONG_SYMBOL - 1)) == []  # two: tickers past the bound are not in the index
+
+
+def test_the_edits_tried_on_a_short_symbol_are_the_characters_of_a_symbol() -> None:
+    assert all(valid_symbol(c) == c for c in SYMBOL_CHARS)
+    assert [c for c in map(chr, range(32, 127)) if valid_symbol(c) == c] == sorted(SYMBOL_CHARS)
+    d = directory([("A/B", "Slash"), ("A_B", "Underscore"), ("A:B", "Colon")])
+    assert suggested(d, "AB", 5) == ["A/B", "A:B", "A_B"]
+
+
 def test_short_symbols_are_one_edit_away_at_most() -> None:
     d = directory([("ABCD", "Four"), ("AB", "Two")])
     assert suggested(d, "XYCD") == []  # two edits: too far for 4 characters
@@ -251,27 +337,40 @@ def osa(a: str, b: str) -> int:
     return t[-1][-1]
 
 
-def test_suggest_finds_every_ticker_within_reach() -> None:
+@pytest.mark.parametrize(
+    ("prefix", "lengths", "count", "typos"),
+    [
+        ("", (1, 7), 800, 150),  # short and long tickers, some with a "."
+        ("BINANCE:", (3, 8), 400, 60),  # venue pairs: long, sharing their first 8 characters
+    ],
+)
+def test_suggest_finds_every_ticker_within_reach(
+    prefix: str, lengths: tuple[int, int], count: int, typos: int
+) -> None:
     """Against a brute force over a dense random directory (few letters, so neighbours abound)."""
     rng = random.Random(5)
-    alphabet = "ABCDE."
-    syms = {"".join(rng.choices(alphabet[:-1], k=rng.randint(1, 7))) for _ in range(800)}
-    syms |= {s[:2] + "." + s[2:] for s in list(syms)[:100] if len(s) > 3}
+    letters = "ABCDE"
+    syms = {prefix + "".join(rng.choices(letters, k=rng.randint(*lengths))) for _ in range(count)}
+    syms |= {s[:2] + "." + s[2:] for s in sorted(syms)[:100] if len(s) > 3}
+    assert max(map(len, syms)) <= LONG_SYMBOL
     d = directory([(s, f"Name {s}") for s in syms])
+    fresh = directory([(s, f"Name {s}") for s in syms], indexed=False)
     checked = 0
-    for _ in range(150):
+    for _ in range(typos):
         base = rng.choice(sorted(syms))
         q = list(base)
         for _ in range(rng.randint(1, 3)):
             i = rng.randrange(len(q) + 1)
-            op = rng.choice("ids")
+            op = rng.choice("idst")
             if op == "i":
-                q.insert(i, rng.choice(alphabet[:-1]))
+                q.insert(i, rng.choice(letters))
+            elif op == "t" and i + 1 < len(q):
+                q[i], q[i + 1] = q[i + 1], q[i]
             elif q and i < len(q):
                 if op == "d" and len(q) > 1:
                     del q[i]
                 else:
-                    q[i] = rng.choice(alphabet[:-1])
+                    q[i] = rng.choice(letters)
         typo = "".join(q)
         if typo in syms or len(typo) < 2:
             continue
@@ -279,6 +378,18 @@ def test_suggest_finds_every_ticker_within_reach() -> None:
         expected = {s for s in syms if abs(len(s) - len(typo)) <= most and osa(typo, s) <= most}
         got = suggested(d, typo, 10_000, prefer=())
         assert set(got) == expected, typo
+        assert suggested(d, typo, 3, prefer=()) == got[:3]  # the same first ones, however few are asked for
+        # Without an index: the ones one edit away (all of them, for a symbol of up to 4 characters).
+        assert suggested(fresh, typo, 10_000, prefer=()) == [s for s in got if osa(typo, s) == 1]
         assert [osa(typo, s) for s in got] == sorted(osa(typo, s) for s in got)
         checked += len(expected) > 1 and any(osa(typo, s) == 2 for s in expected)
-    assert checked > 20  # many typos had several neighbours, some two edits away
+    assert checked > typos // 8  # many typos had several neighbours, some two edits away
+
+
+def test_distance_matches_the_reference() -> None:
+    """The edit distance used to rank (common start and end skipped) against the full table."""
+    rng = random.Random(9)
+    for _ in range(3000):
+        a = "".join(rng.choices("ABC", k=rng.randint(0, 8)))
+        b = "".join(rng.choices("ABC", k=rng.randint(0, 8)))
+        assert _distance(a, b, 2) == min(osa(a, b), 3), (a, b)
