@@ -116,7 +116,9 @@ class StatusBoard:
         down = feed_down(feed, time.monotonic(), self.stale_after)
         if down is not None:
             return down
-        said = feed.symbol_state(symbol)  # what the feed knows of the symbol wins: "the provider does not know X"
+        said = feed.symbol_state(
+            symbol
+        )  # what the feed knows of the symbol wins: "the provider does not know X"
         if said is not None:
             return said
         if not has_value and self.refuse_unknown and self.directory.known(symbol) is Known.PENDING:
