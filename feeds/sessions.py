@@ -72,12 +72,19 @@ def trading_day(day: date) -> bool:
     return day.weekday() < 5 and day not in NYSE_HOLIDAYS
 
 
-def _open_of(day: date) -> datetime:
-    return datetime.combine(day, OPEN, new_york())
+def _on(day: date, moment: time) -> datetime:
+    return datetime.combine(day, moment, new_york())
 
 
-def _close_of(day: date) -> datetime:
-    return datetime.combine(day, CLOSE, new_york())
+def _next(at: datetime, moment: time) -> datetime:
+    """The first ``moment`` (:data:`OPEN` or :data:`CLOSE`) of a trading day after ``at``."""
+    ny = _ny(at)
+    day = ny.date()
+    if ny >= _on(day, moment):
+        day += timedelta(days=1)
+    while not trading_day(day):
+        day += timedelta(days=1)
+    return _on(day, moment)
 
 
 def us_equities_open(at: datetime) -> bool:
@@ -88,35 +95,23 @@ def us_equities_open(at: datetime) -> bool:
 
 def next_open(at: datetime) -> datetime:
     """The first session open after ``at`` (New York time); during a session, the next day's."""
-    ny = _ny(at)
-    day = ny.date()
-    if ny >= _open_of(day):
-        day += timedelta(days=1)
-    while not trading_day(day):
-        day += timedelta(days=1)
-    return _open_of(day)
+    return _next(at, OPEN)
 
 
 def next_close(at: datetime) -> datetime:
     """The first session close after ``at`` (New York time): today's during a session."""
-    ny = _ny(at)
-    day = ny.date()
-    if ny >= _close_of(day):
-        day += timedelta(days=1)
-    while not trading_day(day):
-        day += timedelta(days=1)
-    return _close_of(day)
+    return _next(at, CLOSE)
 
 
 def last_close(at: datetime) -> datetime:
     """The latest session close at or before ``at`` (New York time)."""
     ny = _ny(at)
     day = ny.date()
-    if ny < _close_of(day):
+    if ny < _on(day, CLOSE):
         day -= timedelta(days=1)
     while not trading_day(day):
         day -= timedelta(days=1)
-    return _close_of(day)
+    return _on(day, CLOSE)
 
 
 def closed_reason(at: datetime) -> str:

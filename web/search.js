@@ -79,6 +79,7 @@ export class SymbolSearch {
   async open(text, highlight) {
     const q = text.trim();
     if (!q || isList(q)) return;
+    clearTimeout(this.timer); // searched here and now: the debounced search of the same text is not wanted
     if (this.last.q === q) this._render(q, this.last.results);
     else await this._search(q);
     const n = this.entries.length;
@@ -134,6 +135,8 @@ export class SymbolSearch {
   }
 
   _render(q, results) {
+    // A late answer for the query on show keeps the option the trader highlighted meanwhile.
+    const kept = this.list.dataset.query === q && this.active >= 0 ? this.entries[this.active]?.s : undefined;
     this.entries = results;
     this.list.dataset.query = q; // what the options answer
     this.active = -1;
@@ -163,6 +166,10 @@ export class SymbolSearch {
     const open = results.length > 0;
     this.list.hidden = !open;
     this.input.setAttribute("aria-expanded", open ? "true" : "false");
+    if (kept !== undefined) {
+      const i = results.findIndex((r) => r.s === kept);
+      if (i >= 0) this._setActive(i);
+    }
   }
 
   _setActive(i) {

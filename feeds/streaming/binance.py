@@ -96,18 +96,8 @@ class BinanceFeed(StreamFeed):
 
     async def load_reference(self) -> list[SymbolInfo]:
         """Every spot symbol Binance trades now (``GET /api/v3/exchangeInfo``)."""
-        rows = self.reference_rows()
-        async with reference.session(self.reference_timeout) as http:
-            await reference.fetch_rows(
-                http,
-                self.reference_url + "/api/v3/exchangeInfo",
-                rows,
-                parse_exchange_info,
-                what="binance exchangeInfo",
-                params=EXCHANGE_INFO,
-                max_body=self.reference_max_body,
-            )
-        return self.reference_loaded(rows, "binance exchangeInfo")
+        url = self.reference_url + "/api/v3/exchangeInfo"
+        return await self.reference_get(url, parse_exchange_info, "binance exchangeInfo", EXCHANGE_INFO)
 
     def _request(self, method: str, symbols: list[str]) -> dict[str, Any]:
         rid = self._next_id

@@ -69,17 +69,7 @@ class CoinbaseFeed(StreamFeed):
 
     async def load_reference(self) -> list[SymbolInfo]:
         """Every product Coinbase trades now (``GET /products``)."""
-        rows = self.reference_rows()
-        async with reference.session(self.reference_timeout) as http:
-            await reference.fetch_rows(
-                http,
-                self.reference_url + "/products",
-                rows,
-                parse_products,
-                what="coinbase products",
-                max_body=self.reference_max_body,
-            )
-        return self.reference_loaded(rows, "coinbase products")
+        return await self.reference_get(self.reference_url + "/products", parse_products, "coinbase products")
 
     async def after_connect(self, link: UpstreamLink) -> None:
         await link.send(

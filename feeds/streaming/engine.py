@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import aiohttp
@@ -221,6 +221,22 @@ class StreamFeed(Feed):
         raises :class:`~feeds.errors.IncompleteReference`)."""
         self.log.info("feed %s: reference data from %s: %s", self.name, source, rows.summary())
         return rows.complete(source)
+
+    async def reference_get(
+        self,
+        url: str,
+        parse: Callable[[Any, Rows], object],
+        what: str,
+        params: Mapping[str, str] | None = None,
+    ) -> list[SymbolInfo]:
+        """:meth:`load_reference` from one GET of ``url`` (no paging): ``parse`` keeps its rows; ``what``
+        names the endpoint in errors and the log."""
+        rows = self.reference_rows()
+        async with reference.session(self.reference_timeout) as http:
+            await reference.fetch_rows(
+                http, url, rows, parse, what=what, params=params, max_body=self.reference_max_body
+            )
+        return self.reference_loaded(rows, what)
 
     async def next_message(self, link: UpstreamLink, within: float = HANDSHAKE_TIMEOUT) -> Any:
         """The next well-formed JSON message on ``link`` (for handshakes); malformed ones are counted."""

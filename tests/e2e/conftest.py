@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.support.inprocess import InProcessServer, serve_in_process
+from tests.support.pagekit import scale_timeouts
 from tests.support.serverproc import ServerProcess
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Page
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +40,25 @@ def browser() -> Iterator[Any]:
         b = launch_chromium(pw)
         yield b
         b.close()
+
+
+@pytest.fixture
+def context_options() -> dict[str, Any]:
+    """What ``context`` sets beyond the locale and the window size (a module overrides this to add some)."""
+    return {}
+
+
+@pytest.fixture
+def context(browser: Browser, context_options: dict[str, Any]) -> Iterator[BrowserContext]:
+    """A fresh browser context per test: en-US, a 1200x900 window and ``context_options``."""
+    ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900}, **context_options)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    """A page of ``context`` whose actions wait up to 10 s and assertions 5 s (scaled)."""
+    pg = context.new_page()
+    scale_timeouts(pg, actions=10.0, assertions=5.0)
+    return pg

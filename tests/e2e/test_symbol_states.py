@@ -73,13 +73,8 @@ def saturday_noon_new_york() -> float:
 
 
 async def test_a_closed_market_says_closed_on_every_transport() -> None:
-    cfg = Config(host="127.0.0.1", port=0)
     feed = SimulatedFeed(rate=20.0, seed=7, session="us-equities", clock=saturday_noon_new_york)
-    service = Service(cfg, Node(cfg, feeds=[feed]))
-    await service.start()
-    try:
-        s = InProcessServer(service)
-        await directory_loaded(s)
+    async with serve_in_process(feed=feed) as s:
         async with connect(s.ws_url) as ws:
             await send(ws, {"op": "subscribe", "symbols": ["AAPL"]})
             status = await recv_until(ws, lambda m: m["type"] == "status")
@@ -102,8 +97,6 @@ async def test_a_closed_market_says_closed_on_every_transport() -> None:
             body = (await http.get(f"{s.url}/api/quotes?symbols=AAPL")).json()
             states = [e.get("state") for e in body["data"]] + [e["state"] for e in body.get("status", [])]
             assert states == ["closed"]
-    finally:
-        await asyncio.wait_for(service.stop(), timeout(10))
 
 
 async def test_a_replay_that_ends_turns_its_symbols_down_and_says_so(tmp_path: Path) -> None:
@@ -111,25 +104,16 @@ async def test_a_replay_that_ends_turns_its_symbols_down_and_says_so(tmp_path: P
     t0 = 1_790_000_000_000
     records = [(t0 + i * 100, Quote("AAA", 10.0 + i, t0 + i * 100)) for i in range(20)]
     write_all(path, ["test"], records)
-    cfg = Config(host="127.0.0.1", port=0)
-    feed = ReplayFeed(path, speed=1.0)
-    service = Service(cfg, Node(cfg, feeds=[feed]))
-    await service.start()
-    try:
-        s = InProcessServer(service)
-        await directory_loaded(s)
-        async with connect(s.ws_url) as ws:
-            await send(ws, {"op": "subscribe", "symbols": ["AAA", "BBB"]})
-            err = await recv_until(ws, lambda m: m["type"] == "error")
-            assert err["code"] == "unknown_symbol" and err["symbols"] == ["BBB"]
+    async with serve_in_process(feed=ReplayFeed(path, speed=1.0)) as s, connect(s.ws_url) as ws:
+        await send(ws, {"op": "subscribe", "symbols": ["AAA", "BBB"]})
+        err = await recv_until(ws, lambda m: m["type"] == "error")
+        assert err["code"] == "unknown_symbol" and err["symbols"] == ["BBB"]
 
-            def down(m: dict[str, Any]) -> bool:
-                return m["type"] == "status" and m["data"][0]["state"] == "down"
+        def down(m: dict[str, Any]) -> bool:
+            return m["type"] == "status" and m["data"][0]["state"] == "down"
 
-            msg = await recv_until(ws, down, within=10)
-            assert msg["data"][0]["s"] == "AAA" and "recording ended" in msg["data"][0]["reason"]
-    finally:
-        await asyncio.wait_for(service.stop(), timeout(10))
+        msg = await recv_until(ws, down, within=10)
+        assert msg["data"][0]["s"] == "AAA" and "recording ended" in msg["data"][0]["reason"]
 
 
 async def test_a_provider_that_drops_and_stays_down_turns_down_then_live_when_it_returns(

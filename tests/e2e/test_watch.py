@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-import pty
 import re
-import select
 import signal
-import struct
 import subprocess
 import sys
-import termios
 
 import pytest
 
 from tests.support.serverproc import ServerProcess
-from tests.support.timing import eventually_sync, timeout
+from tests.support.terminal import plain, run_on_terminal
+from tests.support.timing import timeout
 
 WATCH = [sys.executable, "-m", "ticker", "watch"]
 Q_KEYS = {"s", "p", "t", "q"}
@@ -100,60 +94,16 @@ def test_unreachable_server_and_bad_symbol():
 
 
 def test_table_on_a_terminal(server: ServerProcess):
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR", "TERM")}
-    env["TERM"] = "xterm-256color"
-    proc = subprocess.Popen(
-        [*WATCH, "AAPL", "MSFT", "--url", server.ws_url],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        close_fds=True,
-    )
-    os.close(slave)
-    out = b""
+    def redrawn(shown: str) -> bool:
+        """A couple of redraws with both rows priced."""
+        return shown.count("MSFT") >= 3 and bool(re.search(r"AAPL.*?\d{3}\.\d\d", shown))
 
-    def drained() -> bool:
-        """Read what is there (waiting briefly); True once the terminal is closed (every writer has exited)."""
-        nonlocal out
-        if not select.select([master], [], [], 0.05)[0]:
-            return False
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            return True
-        out += chunk
-        return not chunk
-
-    def redrawn() -> bool:
-        """Read what the terminal shows next; True after a couple of redraws with both rows priced."""
-        nonlocal out
-        try:
-            out += os.read(master, 65536)
-        except OSError:
-            return True  # the terminal closed: nothing more to read
-        return out.count(b"MSFT") >= 3 and bool(re.search(rb"AAPL.*?\d{3}\.\d\d", out))
-
-    try:
-        with contextlib.suppress(AssertionError):  # the checks below say what is missing
-            eventually_sync(redrawn, 15, "a couple of redraws", interval=0)
-        proc.send_signal(signal.SIGINT)
-        # Keep reading while it shuts down, as a terminal does: a full pty would block its last redraws.
-        eventually_sync(lambda: drained() and proc.poll() is not None, 10, "ticker watch to exit", interval=0)
-        status = proc.wait(timeout(1))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    text = out.decode(errors="replace")
+    status, text = run_on_terminal([*WATCH, "AAPL", "MSFT", "--url", server.ws_url], redrawn)
     assert status == 0, text[-2000:]
-    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
-    assert "ticker watch" in plain and "connected" in plain
-    assert re.search(r"AAPL\s*│\s*\d{3}\.\d\d", plain), plain[-2000:]
-    assert re.search(r"MSFT\s*│\s*\d{3}\.\d\d", plain)
+    shown = plain(text)
+    assert "ticker watch" in shown and "connected" in shown
+    assert re.search(r"AAPL\s*│\s*\d{3}\.\d\d", shown), shown[-2000:]
+    assert re.search(r"MSFT\s*│\s*\d{3}\.\d\d", shown)
     assert "\x1b[" in text  # coloured and redrawn in place with terminal control codes
     assert re.search(r"\x1b\[3[12]m", text)  # green or red prices
-    assert "Traceback" not in plain
+    assert "Traceback" not in shown

@@ -142,18 +142,10 @@ def delayed_server(endpoint: TokenEndpoint) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def context(browser: Browser, endpoint: TokenEndpoint) -> Iterator[BrowserContext]:
+def context(context: BrowserContext, endpoint: TokenEndpoint) -> BrowserContext:
+    """The conftest's context, with the endpoint's settings and counts reset for the test."""
     endpoint.reset()
-    ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
-    yield ctx
-    ctx.close()
-
-
-@pytest.fixture
-def page(context: BrowserContext) -> Page:
-    pg = context.new_page()
-    scale_timeouts(pg, actions=10.0, assertions=5.0)
-    return pg
+    return context
 
 
 class Sockets:
@@ -334,15 +326,36 @@ def test_sign_in_required_until_the_endpoint_gives_a_token(
     assert sockets.exceptions == []
 
 
-def test_short_lived_token_is_refreshed_on_the_live_socket(
+def live_on_short_tokens(
     page: Page, context: BrowserContext, endpoint: TokenEndpoint, server: ServerProcess
-) -> None:
+) -> Sockets:
+    """Alice signed in with 8 s tokens, the page live on AAPL, every change of its pill recorded."""
     endpoint.reset(ttl=8)
     sign_in(context, endpoint)
     sockets = Sockets(page)
     page.goto(f"{server.url}/?symbols=AAPL")
     expect_live(page)
     record_pill(page)
+    return sockets
+
+
+def assert_still_live_on_one_socket(page: Page, sockets: Sockets) -> None:
+    """Quotes still flow, on the page's first and only socket, and the pill never left Live."""
+    before = page.get_by_test_id("price-AAPL").get_attribute("data-value")
+    page.wait_for_function(
+        "before => document.querySelector('[data-testid=price-AAPL]').dataset.value !== before",
+        arg=before,
+        timeout=ms(10),
+    )
+    assert len(sockets.opened) == 1 and not sockets.opened[0].is_closed()
+    assert page.evaluate("window.__pill") == ["connected:Live"]
+    assert sockets.exceptions == []
+
+
+def test_short_lived_token_is_refreshed_on_the_live_socket(
+    page: Page, context: BrowserContext, endpoint: TokenEndpoint, server: ServerProcess
+) -> None:
+    sockets = live_on_short_tokens(page, context, endpoint, server)
     first_exp = endpoint.issued[0].exp
     # Each 8 s token is renewed about 5 s before it expires: by the fifth one the first has long expired.
     eventually_sync(lambda: len(endpoint.issued) >= 5, 25.0, "five tokens from the endpoint")
@@ -355,26 +368,13 @@ def test_short_lived_token_is_refreshed_on_the_live_socket(
     sockets.until(
         page, lambda: len(sockets.types("authenticated")) >= 5, 5.0, "the server to answer each refresh"
     )
-    before = page.get_by_test_id("price-AAPL").get_attribute("data-value")
-    page.wait_for_function(
-        "before => document.querySelector('[data-testid=price-AAPL]').dataset.value !== before",
-        arg=before,
-        timeout=ms(10),
-    )  # quotes still flow on the same socket, well past the first token's exp
-    assert len(sockets.opened) == 1 and not sockets.opened[0].is_closed()
-    assert page.evaluate("window.__pill") == ["connected:Live"]
-    assert sockets.exceptions == []
+    assert_still_live_on_one_socket(page, sockets)  # well past the first token's exp
 
 
 def test_a_refused_refresh_keeps_the_token_and_tries_again(
     page: Page, context: BrowserContext, endpoint: TokenEndpoint, server: ServerProcess
 ) -> None:
-    endpoint.reset(ttl=8)
-    sign_in(context, endpoint)
-    sockets = Sockets(page)
-    page.goto(f"{server.url}/?symbols=AAPL")
-    expect_live(page)
-    record_pill(page)
+    sockets = live_on_short_tokens(page, context, endpoint, server)
     endpoint.forged = 1  # the token of the first refresh (about 3 s in) is signed with another key
     sockets.until(page, lambda: len(sockets.ops("refresh")) >= 2, 15.0, "a refresh after the refused one")
     first, forged, good = endpoint.issued[:3]
@@ -388,15 +388,7 @@ def test_a_refused_refresh_keeps_the_token_and_tries_again(
     )
     # Well past the first token's expiry: the same socket, still live, quotes still flowing.
     eventually_sync(lambda: time.time() > first.exp + 2, 15.0, "the first token to have expired")
-    before = page.get_by_test_id("price-AAPL").get_attribute("data-value")
-    page.wait_for_function(
-        "before => document.querySelector('[data-testid=price-AAPL]').dataset.value !== before",
-        arg=before,
-        timeout=ms(10),
-    )
-    assert len(sockets.opened) == 1 and not sockets.opened[0].is_closed()
-    assert page.evaluate("window.__pill") == ["connected:Live"]
-    assert sockets.exceptions == []
+    assert_still_live_on_one_socket(page, sockets)
 
 
 def test_without_auth_the_page_asks_nothing_more_than_its_config(page: Page) -> None:

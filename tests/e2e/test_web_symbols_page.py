@@ -12,12 +12,13 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Page, expect
 
 from feeds.sessions import closed_reason, last_close, new_york
-from tests.support.pagekit import ms, scale_timeouts
+from tests.support.pagekit import ms
 from tests.support.serverproc import ServerProcess
 from tests.support.timing import timeout
 
@@ -33,19 +34,9 @@ def server() -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(
-        locale="en-US", timezone_id="America/New_York", viewport={"width": 1200, "height": 900}
-    )
-    yield ctx
-    ctx.close()
-
-
-@pytest.fixture
-def page(context: BrowserContext) -> Page:
-    pg = context.new_page()
-    scale_timeouts(pg, actions=10.0, assertions=5.0)
-    return pg
+def context_options() -> dict[str, Any]:
+    """The page shows market hours in New York time."""
+    return {"timezone_id": "America/New_York"}
 
 
 class Watch:

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from feeds.base import Feed
 from feeds.simulated import SimulatedFeed
 from tests.support.serverproc import ServerUrls
 from tests.support.timing import eventually, timeout
@@ -41,15 +42,17 @@ async def serve_in_process(
     sim_rate: float = 20.0,
     seed: int | None = 7,
     wait_for_directory: bool = True,
+    feed: Feed | None = None,
     **config: Any,
 ) -> AsyncIterator[InProcessServer]:
-    """Serve a seeded simulated market (``symbols``, ``sim_rate`` ticks/s) on an ephemeral port.
+    """Serve a seeded simulated market (``symbols``, ``sim_rate`` ticks/s), or ``feed`` instead, on an
+    ephemeral port.
 
     ``config`` holds further server settings by name (as :class:`~ticker.server.config.Config` spells
     them, e.g. ``stale_after=1``); the server is stopped on exit, its clients closed with 1001.
     """
     cfg = Config(host="127.0.0.1", port=0, **config)
-    feed = SimulatedFeed(symbols=symbols, rate=sim_rate, seed=seed)
+    feed = feed if feed is not None else SimulatedFeed(symbols=symbols, rate=sim_rate, seed=seed)
     service = Service(cfg, Node(cfg, feeds=[feed]))
     await service.start()
     try:

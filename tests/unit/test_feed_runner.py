@@ -14,6 +14,7 @@ from feeds.base import Feed, FeedContext
 from feeds.errors import UpstreamError
 from feeds.runner import FeedRunner, metered
 from tests.support.clock import ManualClock
+from tests.support.fakes.feed import StubFeed
 from tests.support.timing import eventually
 from ticker.backoff import Backoff
 from ticker.directory import Known, SymbolInfo
@@ -21,36 +22,12 @@ from ticker.quote import Quote
 from ticker.tasks import cancel_and_wait
 
 
-class FakeFeed(Feed):
-    """A feed that owns the symbols ``owned`` accepts and records what it is told."""
-
-    def __init__(
-        self, name: str, owned: Callable[[str], bool] = lambda s: True, steady: bool = False
-    ) -> None:
-        super().__init__(name)
-        self.owned = owned
-        self.steady = steady
-        self.ctx: FeedContext | None = None
-        self.stopped = False
-
-    async def start(self, ctx: FeedContext) -> None:
-        self.ctx = ctx
-        self._mark_up()
-
-    async def stop(self) -> None:
-        self.stopped = True
-        self._mark_down("stopped")
-
-    def owns(self, symbol: str) -> bool:
-        return self.owned(symbol)
-
-
-class HangingFeed(FakeFeed):
+class HangingFeed(StubFeed):
     async def stop(self) -> None:
         await asyncio.Event().wait()
 
 
-class BrokenFeed(FakeFeed):
+class BrokenFeed(StubFeed):
     async def start(self, ctx: FeedContext) -> None:
         raise ValueError("cannot start")
 
@@ -60,8 +37,8 @@ def _plain(feed: Feed) -> FeedContext:
 
 
 async def test_demand_is_split_by_owns() -> None:
-    stocks = FakeFeed("stocks", owned=lambda s: not s.startswith("BTC"))
-    crypto = FakeFeed("crypto", owned=lambda s: s.startswith("BTC"))
+    stocks = StubFeed("stocks", owned=lambda s: not s.startswith("BTC"))
+    crypto = StubFeed("crypto", owned=lambda s: s.startswith("BTC"))
     runner = FeedRunner([stocks, crypto], _plain)
     await runner.start()
     runner.set_demand(["AAPL", "BTC-USD", "MSFT", "BTC-EUR"])
@@ -71,7 +48,7 @@ async def test_demand_is_split_by_owns() -> None:
     await runner.stop()
 
 
-class OrderedFeed(FakeFeed):
+class OrderedFeed(StubFeed):
     """Records, in order, the demand it is given and its start."""
 
     def __init__(self, name: str, owned: Callable[[str], bool] = lambda s: True) -> None:
@@ -109,7 +86,7 @@ async def test_start_gives_each_feed_its_initial_demand_first() -> None:
 
 async def test_readiness_fails_when_a_steady_feed_goes_quiet() -> None:
     clock = ManualClock(1000.0)
-    steady, provider = FakeFeed("sim", steady=True), FakeFeed("prov")
+    steady, provider = StubFeed("sim", steady=True), StubFeed("prov")
     runner = FeedRunner([steady, provider], _plain, stale_after=15.0, clock=clock)
     await runner.start()
     assert runner.readiness() == (True, "ready")  # nothing yet, but not for long enough
@@ -132,7 +109,7 @@ async def test_readiness_fails_when_a_steady_feed_goes_quiet() -> None:
 
 
 async def test_stop_keeps_one_deadline_with_a_hanging_feed(caplog: pytest.LogCaptureFixture) -> None:
-    good, hung = FakeFeed("good"), HangingFeed("hung")
+    good, hung = StubFeed("good"), HangingFeed("hung")
     runner = FeedRunner([hung, good], _plain)
     await runner.start()
     other_stopped = asyncio.Event()
@@ -152,7 +129,7 @@ async def test_stop_keeps_one_deadline_with_a_hanging_feed(caplog: pytest.LogCap
 
 
 async def test_a_failed_start_stops_what_started() -> None:
-    first, broken, never = FakeFeed("first"), BrokenFeed("broken"), FakeFeed("never")
+    first, broken, never = StubFeed("first"), BrokenFeed("broken"), StubFeed("never")
     runner = FeedRunner([first, broken, never], _plain)
     with pytest.raises(ValueError, match="cannot start"):
         await runner.start()
@@ -185,7 +162,7 @@ class FakeMeter:
 
 async def test_metered_contexts_count_then_publish() -> None:
     meter, published = FakeMeter(), list[Quote]()
-    a, b = FakeFeed("a"), FakeFeed("b")
+    a, b = StubFeed("a"), StubFeed("b")
     runner = FeedRunner([a, b], metered(meter, published.append))
     await runner.start()
     assert a.ctx is not None and b.ctx is not None
@@ -200,7 +177,7 @@ async def test_metered_contexts_count_then_publish() -> None:
     assert meter.probes["a"]() is False and meter.probes["b"]() is False
 
 
-class ListingFeed(FakeFeed):
+class ListingFeed(StubFeed):
     """A feed whose reference loads fail with ``failures`` (in turn), then list ``entries``."""
 
     def __init__(self, name: str, failures: list[Exception], entries: list[SymbolInfo]) -> None:

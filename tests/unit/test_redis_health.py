@@ -7,8 +7,8 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from feeds.base import Feed, FeedContext
 from feeds.states import feed_state, owner
+from tests.support.fakes.feed import StubFeed
 from ticker.broker import redis_health as rh
 from ticker.broker import redis_layout as rc
 from ticker.directory import Directory, SymbolInfo
@@ -17,30 +17,9 @@ from ticker.status import CLOSED, DOWN, HALTED, SymbolStatus
 NOW = 1000.0
 
 
-class FakeFeed(Feed):
-    """A feed that owns the symbols ``owned`` accepts, up with data a second ago, and says ``said`` of some."""
-
-    def __init__(
-        self, name: str, owned: Callable[[str], bool] = lambda s: True, steady: bool = False
-    ) -> None:
-        super().__init__(name)
-        self.owned = owned
-        self.steady = steady
-        self.said: dict[str, SymbolStatus] = {}
-        self._mark_up()
-        self._health.last_data = NOW - 1.0
-
-    async def start(self, ctx: FeedContext) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def owns(self, symbol: str) -> bool:
-        return self.owned(symbol)
-
-    def symbol_state(self, symbol: str) -> SymbolStatus | None:
-        return self.said.get(symbol)
+def up_feed(name: str, owned: Callable[[str], bool] = lambda s: True, steady: bool = False) -> StubFeed:
+    """A feed that owns the symbols ``owned`` accepts, up with data a second ago."""
+    return StubFeed(name, owned, steady, data_at=NOW - 1.0)
 
 
 def test_layout_name():
@@ -48,7 +27,7 @@ def test_layout_name():
 
 
 def test_a_feed_says_down_stale_or_its_own_word_in_that_order():
-    feed = FakeFeed("replay", steady=True)
+    feed = up_feed("replay", steady=True)
     feed.said["AAA"] = SymbolStatus(HALTED, "trading halted")
     assert feed_state(feed, "BBB", NOW, 15.0) is None
     assert feed_state(feed, "AAA", NOW, 15.0) == SymbolStatus(HALTED, "trading halted")
@@ -68,18 +47,18 @@ def test_a_feed_says_down_stale_or_its_own_word_in_that_order():
 
 
 def test_the_feed_of_a_symbol_is_the_one_listing_it_else_the_first_owner():
-    a, b = FakeFeed("a"), FakeFeed("b")
+    a, b = up_feed("a"), up_feed("b")
     d = Directory()
     d.replace("b", [SymbolInfo("XYZ", "Xyz", "X", "stock", "USD")])
     assert owner([a, b], "XYZ") is a
     assert owner([a, b], "XYZ", d) is b
     assert owner([a, b], "QQQ", d) is a
-    assert owner([FakeFeed("c", owned=lambda s: s.startswith("BTC"))], "AAPL") is None
+    assert owner([up_feed("c", owned=lambda s: s.startswith("BTC"))], "AAPL") is None
 
 
 def test_the_report_holds_every_feed_and_only_the_carried_symbols_that_are_not_live():
-    stocks = FakeFeed("simulated", owned=lambda s: not s.startswith("BTC"), steady=True)
-    crypto = FakeFeed("binance", owned=lambda s: s.startswith("BTC"))
+    stocks = up_feed("simulated", owned=lambda s: not s.startswith("BTC"), steady=True)
+    crypto = up_feed("binance", owned=lambda s: s.startswith("BTC"))
     stocks.said["IBM"] = SymbolStatus(CLOSED, "market closed; opens Mon 09:30 ET")
     crypto._mark_down("cannot reach stream.binance.com: DNS lookup failed")
     r = rh.report("pub-1", [crypto, stocks], {"AAPL", "IBM", "BTCUSDT", "BTCEUR"}, NOW, 15.0)
@@ -99,14 +78,14 @@ def test_the_report_holds_every_feed_and_only_the_carried_symbols_that_are_not_l
 
 
 def test_a_feed_without_data_yet_reports_no_quiet_time():
-    feed = FakeFeed("replay", steady=True)
+    feed = up_feed("replay", steady=True)
     feed._health.last_data = None
     r = rh.report("p", [feed], {"AAA"}, NOW, 15.0)
     assert r.feeds["replay"].quiet_s is None and r.symbols == {}
 
 
 def test_the_report_round_trips_and_shares_equal_states():
-    feed = FakeFeed("replay", steady=True)
+    feed = up_feed("replay", steady=True)
     feed._mark_down("the recording ended")
     r = rh.report("pub-1", [feed], {"AAA", "BBB"}, NOW, 15.0)
     raw = r.encode()

@@ -63,12 +63,7 @@ class DirectoryMeta:
     @classmethod
     def decode(cls, raw: bytes | str) -> DirectoryMeta:
         """Raises ``ValueError`` when malformed."""
-        try:
-            m = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"malformed directory meta: {exc}") from None
-        if not isinstance(m, dict):
-            raise ValueError("malformed directory meta: not an object")
+        m = rc.json_object(raw, "directory meta")
         pub, version, loading, n = (
             m.get("publisher"),
             m.get("version"),
@@ -98,12 +93,7 @@ def decode_info(symbol: str, raw: bytes | str, pool: dict[str, str] | None = Non
     between entries. Raises ``ValueError`` when malformed."""
     if valid_symbol(symbol) != symbol:
         raise ValueError(f"malformed directory entry: bad symbol {symbol!r}")
-    try:
-        v = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"malformed directory entry {symbol!r}: {exc}") from None
-    if not isinstance(v, dict):
-        raise ValueError(f"malformed directory entry {symbol!r}: not an object")
+    v = rc.json_object(raw, f"directory entry {symbol!r}")
     name, exchange, type_, currency = (
         v.get("name"),
         v.get("exchange", ""),

@@ -22,6 +22,7 @@ import orjson
 
 from feeds.base import Feed
 from feeds.states import feed_down, owner
+from ticker.broker import redis_layout as rc
 from ticker.directory import Directory
 from ticker.status import LIVE, STATES, SymbolStatus
 from ticker.symbols import valid_symbol
@@ -64,12 +65,7 @@ class HealthReport:
     @classmethod
     def decode(cls, raw: bytes | str) -> HealthReport:
         """Raises ``ValueError`` when malformed. Equal states share one :class:`SymbolStatus`."""
-        try:
-            m = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"malformed health report: {exc}") from None
-        if not isinstance(m, dict):
-            raise ValueError("malformed health report: not an object")
+        m = rc.json_object(raw, "health report")
         publisher, feeds, symbols = m.get("publisher"), m.get("feeds", {}), m.get("symbols", {})
         if not isinstance(publisher, str) or not isinstance(feeds, dict) or not isinstance(symbols, dict):
             raise ValueError("malformed health report: bad publisher, feeds or symbols")

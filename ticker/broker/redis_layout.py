@@ -157,14 +157,20 @@ def encode_message(entries: Iterable[bytes], publish_ms: float) -> bytes:
     return b'{"pt":' + repr(round(publish_ms, 3)).encode() + b',"q":[' + b",".join(entries) + b"]}"
 
 
+def json_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    """``raw`` as a JSON object; else ``ValueError("malformed <what>: ...")``."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"malformed {what}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"malformed {what}: not an object")
+    return obj
+
+
 def decode_message(data: bytes) -> tuple[float, list[Quote]]:
     """(publish time in epoch ms, quotes) of a channel message; raises ``ValueError`` when malformed."""
-    try:
-        msg = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"malformed quote message: {exc}") from None
-    if not isinstance(msg, dict):
-        raise ValueError("malformed quote message: not an object")
+    msg = json_object(data, "quote message")
     pt, entries = msg.get("pt"), msg.get("q")
     if isinstance(pt, bool) or not isinstance(pt, int | float):
         raise ValueError("malformed quote message: bad pt")
