@@ -3,12 +3,14 @@ holder, REST reads that push nothing, unknown symbols refused with suggestions, 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 
 from feeds.base import Feed, FeedContext
 from feeds.runner import FeedRunner
+from tests.support.fakes.feed import StubFeed
 from ticker.delay import split_keys
 from ticker.directory import Directory, SymbolInfo
 from ticker.errors import ProtocolError
@@ -18,21 +20,8 @@ from ticker.server.status_board import StatusBoard
 from ticker.status import SymbolStatus
 
 
-class FakeFeed(Feed):
-    def __init__(self, name: str, steady: bool = False) -> None:
-        super().__init__(name)
-        self.steady = steady
-        self._mark_up()
-        self.said: dict[str, SymbolStatus] = {}
-
-    async def start(self, ctx: FeedContext) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def symbol_state(self, symbol: str) -> SymbolStatus | None:
-        return self.said.get(symbol)
+def fake_feed(name: str, steady: bool = False) -> StubFeed:
+    return StubFeed(name, steady=steady, data_at=time.monotonic())
 
 
 class Conn:
@@ -72,8 +61,8 @@ class Node:
         return frozenset(rt | dl)
 
 
-def rig(*feeds: FakeFeed) -> tuple[Node, StatusBoard, Conn, Conn]:
-    node = Node(list(feeds) or [FakeFeed("sim")])
+def rig(*feeds: StubFeed) -> tuple[Node, StatusBoard, Conn, Conn]:
+    node = Node(list(feeds) or [fake_feed("sim")])
     board = StatusBoard(node, stale_after=15.0)  # type: ignore[arg-type]
     a, b = Conn("a"), Conn("b")
     for c in (a, b):
@@ -116,7 +105,7 @@ def test_down_wins_over_pending_and_pending_names_the_feed():
 
 
 def test_the_feed_whose_directory_lists_a_symbol_speaks_for_it():
-    sim, crypto = FakeFeed("simulated"), FakeFeed("binance")
+    sim, crypto = fake_feed("simulated"), fake_feed("binance")
     node, board, _a, _b = rig(sim, crypto)
     node.directory.replace("simulated", [SymbolInfo("AAPL", "Apple Inc.")])
     node.directory.replace("binance", [SymbolInfo("BTCUSDT", "BTC/USDT", "Binance", "crypto", "USDT")])
