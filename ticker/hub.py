@@ -204,7 +204,15 @@ class Hub(Generic[S]):
         self.updates_in += 1
         st.quote = quote
         st.encoded = encode_entry(quote, st.seq)
-        return self._take(st, now)
+        # _take inlined: this runs once per update, the hot path's entry.
+        if not st.groups:
+            if len(self._idle) > self.max_idle_symbols:
+                self._prune()
+            return False
+        if st.pending_since is None:
+            st.pending_since = now
+            self._dirty[st.symbol] = st
+        return True
 
     def publish_delayed(self, symbol: str, encoded: bytes, seq: int, now: float) -> bool:
         """Take an update the delay line releases, for ``symbol``'s delayed key: ``encoded`` is the entry
@@ -222,6 +230,7 @@ class Hub(Generic[S]):
         return self._take(st, now)
 
     def _take(self, st: SymbolState, now: float) -> bool:
+        """Mark ``st`` due for the next flush if anyone holds it (as :meth:`publish` does inline)."""
         if not st.groups:
             if len(self._idle) > self.max_idle_symbols:
                 self._prune()
@@ -234,11 +243,6 @@ class Hub(Generic[S]):
     def state(self, key: str) -> SymbolState | None:
         """What the hub holds for ``key`` (its last value as :attr:`SymbolState.encoded`), if anything."""
         return self._symbols.get(key)
-
-    def seq_of(self, symbol: str) -> int:
-        """The sequence number of ``symbol``'s last update (0 if it never had one)."""
-        st = self._symbols.get(symbol)
-        return 0 if st is None else st.seq
 
     @property
     def pending(self) -> bool:

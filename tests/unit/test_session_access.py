@@ -115,7 +115,7 @@ def test_a_delayed_snapshot_is_the_delayed_keys_value_with_the_original_seq():
     hub, s, _ = make(identity=who(AAPL_RT_REST_DELAYED))
     s.open("")
     hub.publish(Quote("MSFT", 400.0, 1_000), 0.0)
-    seq = hub.seq_of("MSFT")
+    seq = hub.state("MSFT").seq  # type: ignore[union-attr]
     [held] = hub.last_encoded(["MSFT"])  # what the delay line keeps of it
     hub.publish(Quote("MSFT", 401.0, 2_000), 0.0)
     hub.publish_delayed("MSFT", held, seq, 0.0)
