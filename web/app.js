@@ -509,8 +509,11 @@ async function resolve(text) {
 }
 
 // Enter or Add (a highlighted suggestion is picked by search.js before this).
+let addTurn = 0; // the latest Enter/Add: an older one still waiting for its lookup must not speak after it
+
 async function addFromInput(ev) {
   ev.preventDefault();
+  const turn = ++addTurn;
   const typed = input.value;
   const text = typed.trim();
   search.close();
@@ -520,6 +523,7 @@ async function addFromInput(ev) {
     return;
   }
   const found = await resolve(text);
+  if (turn !== addTurn) return; // the trader has moved on (another Enter, an emptied box): this answer is stale
   if (found) {
     names.remember(found.s, found.name);
     addSymbols([found.s], [], typed);
