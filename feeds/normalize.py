@@ -1,9 +1,10 @@
 """Merging partial provider updates into full normalized quotes (pure, no I/O).
 
 Providers send trades (last price, size), quotes (bid, ask) and summaries (day volume,
-previous close, change) as separate messages. :class:`QuoteBook` keeps the latest known
-fields per symbol so every emitted :class:`~ticker.quote.Quote` carries all of them:
-trades update last price and volume, quotes update bid and ask, the rest is kept.
+previous close, change, the day's open, high and low) as separate messages. :class:`QuoteBook`
+keeps the latest known fields per symbol so every emitted :class:`~ticker.quote.Quote` carries
+all of them: trades update last price and volume (and push the day's high or low a summary gave
+when they pass it), quotes update bid and ask, the rest is kept.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ class _State:
     prev_close: float | None = None
     change: float | None = None
     change_percent: float | None = None
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    vwap: float | None = None
 
 
 class QuoteBook:
@@ -47,13 +52,19 @@ class QuoteBook:
         prev_close: float | None = None,
         change: float | None = None,
         change_percent: float | None = None,
+        open: float | None = None,
+        high: float | None = None,
+        low: float | None = None,
+        vwap: float | None = None,
     ) -> Quote | None:
         """Merge one update for ``symbol`` and return the resulting quote.
 
         ``volume`` is a provider's cumulative (day) volume and replaces the known one;
         ``size`` is one trade's size and is added to it. ``change`` and ``change_percent``
-        from the provider win; otherwise they are derived from ``prev_close``. Returns
-        ``None`` while neither a trade price nor a bid/ask pair is known yet.
+        from the provider win; otherwise they are derived from ``prev_close``. ``open``, ``high``,
+        ``low`` and ``vwap`` are the provider's day statistics (left out: the server works them
+        out); a later trade above the high or below the low moves it. Returns ``None`` while
+        neither a trade price nor a bid/ask pair is known yet.
         """
         st = self._states.get(symbol)
         if st is None:
@@ -76,6 +87,19 @@ class QuoteBook:
             st.change = change
         if change_percent is not None:
             st.change_percent = change_percent
+        if open is not None:
+            st.open = open
+        if high is not None:
+            st.high = high
+        if low is not None:
+            st.low = low
+        if vwap is not None:
+            st.vwap = vwap
+        if price is not None:
+            if st.high is not None and price > st.high:
+                st.high = price
+            if st.low is not None and price < st.low:
+                st.low = price
         last = st.price
         if last is None:
             if st.bid is None or st.ask is None:
@@ -91,4 +115,8 @@ class QuoteBook:
             change=st.change,
             change_percent=st.change_percent,
             prev_close=st.prev_close,
+            open=st.open,
+            high=st.high,
+            low=st.low,
+            vwap=st.vwap,
         )

@@ -8,12 +8,18 @@ symbol of the directory a client demands joins the market and leaves when demand
 outside the directory is never invented, unless :attr:`SimulatedFeed.invent` is set (the server's
 ``--unknown-symbols allow``): then any demanded symbol gets a generated market (never in the directory).
 
-With ``session="us-equities"`` (``--sim-session``) the market trades only in US regular hours
+Every quote carries the symbol's previous close (``pc``; change and change percent are relative to
+it): at first its reference price (the listing's, or one generated from the seed), from which the
+first price gaps by a seeded draw; then the last price of the previous session. With
+``session="us-equities"`` (``--sim-session``) the market trades only in US regular hours
 (:mod:`feeds.sessions`, on an injectable wall clock): while closed it emits no ticks, gives each
 symbol one quote stamped at the last close, says ``closed`` of every symbol, and is not *steady*
-(silence is no fault, as for a provider); at the open each symbol gets an opening quote. For tests of a
-whole server process, ``TICKER_SIM_NOW`` (epoch seconds or ISO 8601) starts the market's clock at that
-instant, moving on in real time from there (:func:`create`).
+(silence is no fault, as for a provider); at the open each symbol gets an opening quote, its previous
+close the last price of the day before. With ``session="always"`` a session is a day: at midnight in
+New York (UTC without a time zone database: the server's days of US equities, :mod:`ticker.daystats`)
+the last price becomes the previous close. The day's open, high, low and VWAP are the server's to
+work out from the quotes. For tests of a whole server process, ``TICKER_SIM_NOW`` (epoch seconds or
+ISO 8601) starts the market's clock at that instant, moving on in real time from there (:func:`create`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from feeds.errors import FeedConfigError
 from feeds.listings import us_listings
 from feeds.options import SIM_SESSIONS, FeedOptions
 from feeds.sessions import closed_reason, last_close, new_york, next_close, next_open, us_equities_open
+from ticker.bars import utc_day_start
+from ticker.daystats import new_york_day_start
 from ticker.directory import SymbolInfo
 from ticker.quote import Quote
 from ticker.status import CLOSED, SymbolStatus
@@ -61,14 +69,15 @@ class _SymbolSim:
     def step(self, ts_ms: int) -> Quote:
         z = self.rng.gauss(0.0, 1.0)
         raw = self.price * math.exp(VOLATILITY * z - 0.5 * VOLATILITY * VOLATILITY)
-        price = max(self.tick_size, round(raw / self.tick_size) * self.tick_size)
+        digits = 2 if self.tick_size >= 0.01 else 4
+        # on the tick grid, as shown: the previous close is a price that was quoted
+        price = round(max(self.tick_size, round(raw / self.tick_size) * self.tick_size), digits)
         self.price = price
         half = max(1, round(price * 0.0001 / self.tick_size)) * self.tick_size
         self.volume += self.rng.randrange(100, 2_000, 100)
-        digits = 2 if self.tick_size >= 0.01 else 4
         return Quote(
             symbol=self.symbol,
-            price=round(price, digits),
+            price=price,
             ts_ms=ts_ms,
             bid=round(price - half, digits),
             ask=round(price + half, digits),
@@ -119,6 +128,8 @@ class SimulatedFeed(Feed):
         self._closed = SymbolStatus(CLOSED)
         self._ticking = True
         self._unquoted: dict[str, None] = {}  # owed a quote at once (at the last close while closed)
+        self._day_start = new_york_day_start() or utc_day_start  # the days of session "always"
+        self._day_end_ms = -math.inf  # when the day of session "always" ends (epoch ms of the quotes)
 
     def _make(self, symbol: str) -> _SymbolSim:
         base = DEFAULT_UNIVERSE.get(symbol) or self._prices.get(symbol)
@@ -177,6 +188,8 @@ class SimulatedFeed(Feed):
         out of session, only symbols without a quote get one, stamped at the last close."""
         assert self._ctx is not None
         emit = self._ctx.emit
+        if ts_ms >= self._day_end_ms and self.session == "always":
+            self._new_day(ts_ms)
         is_open = self._market_open()
         if is_open != self._ticking:  # the session opened or closed
             self._ticking = self.steady = is_open
@@ -206,6 +219,14 @@ class SimulatedFeed(Feed):
         if n:
             self._mark_data()
         return n
+
+    def _new_day(self, ts_ms: int) -> None:
+        """Session ``always``: the day holding ``ts_ms`` begins; the last price of any before is the previous close."""
+        if self._day_end_ms != -math.inf:
+            for sim in self._sims.values():
+                sim.prev_close = sim.price
+        start = self._day_start(ts_ms)
+        self._day_end_ms = self._day_start(start + 36 * 3_600_000)  # past the longest day, within the next
 
     async def _run(self) -> None:
         last = time.monotonic()

@@ -3,19 +3,22 @@
 A :class:`Quote` is what every feed adapter emits, what the hub caches and what the client
 yields. Fields a provider does not supply stay ``None`` and are left out of the wire form.
 
-The Q entry (docs/protocol.md) is ``{"s","p","b","a","v","c","cp","t","q"}``. Its three uses
-differ only in which optional keys travel, so one encoder (:func:`encode_entry`) and one
+The Q entry (docs/protocol.md) is ``{"s","p","b","a","v","c","cp","o","h","l","pc","vw","t","q"}``.
+Its three uses differ only in whether ``q`` travels, so one encoder (:func:`encode_entry`) and one
 decoder and validator (:func:`decode_entry`) serve them all:
 
 - to clients (hub, client's ``to_wire``): with the sequence number ``q``;
 - on Redis: without ``q`` (sequence numbers are per edge node);
-- in recordings: without ``q``, with the previous close ``pc`` (the file adds its own ``r``).
+- in recordings: without ``q`` (the file adds its own ``r``).
+
+Entries written before the day statistics (``o h l pc vw``) existed decode as they did: absent fields are ``None``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from math import floor as _floor
 from math import isfinite
 from typing import Any
 
@@ -32,11 +35,15 @@ class Quote:
 
     ``price`` is the last trade price (or the bid/ask mid-point while a feed has quotes but no
     trade yet); ``ts_ms`` is the feed's own timestamp in epoch milliseconds (``ts`` gives it as
-    a datetime); ``prev_close`` lets the encoder derive change and change percent when the feed
-    does not send them; ``seq`` is the server's per-symbol sequence number on quotes a client
-    received (0 elsewhere: the hub numbers updates as they enter it).
+    a datetime); ``prev_close`` (``pc``) lets the encoder derive change and change percent when
+    the feed does not send them; ``seq`` is the server's per-symbol sequence number on quotes a
+    client received (0 elsewhere: the hub numbers updates as they enter it). The day statistics
+    ``open``, ``high``, ``low`` (``o``, ``h``, ``l``) and ``vwap`` (``vw``) are the session's, as
+    the feed supplies them or as the server works them out (:mod:`ticker.daystats`).
 
     Not ``frozen``: a frozen dataclass takes twice as long to build, and feeds build one per update.
+    The one change a quote sees after its feed emitted it: the day statistics the feed left out are
+    filled in as it enters a node or the Redis publisher, before anything else holds it.
     """
 
     symbol: str
@@ -49,6 +56,10 @@ class Quote:
     change_percent: float | None = None
     prev_close: float | None = None
     seq: int = 0
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    vwap: float | None = None
 
     @property
     def ts(self) -> datetime:
@@ -61,15 +72,15 @@ class Quote:
         return d
 
 
-def encode_entry(quote: Quote, seq: int | None = None, prev_close: bool = False) -> bytes:
-    """The Q entry of ``quote`` as JSON bytes: with ``q`` = ``seq`` unless ``seq`` is None, with ``pc`` if asked.
+def encode_entry(quote: Quote, seq: int | None = None) -> bytes:
+    """The Q entry of ``quote`` as JSON bytes, with ``q`` = ``seq`` unless ``seq`` is None.
 
     Change and change percent come from the feed, or are derived from the previous close. The
-    hub encodes every update once with this: it is the hot path (one call, each field read once;
-    ``prev_close`` is not keyword-only, which would keep CPython 3.11 from specializing the call).
+    hub encodes every update once with this: it is the hot path (one call, each field read once).
     """
     s, p, t, b, a, v = quote.symbol, quote.price, quote.ts_ms, quote.bid, quote.ask, quote.volume
     c, cp, pc = quote.change, quote.change_percent, quote.prev_close
+    o, h, lo, vw = quote.open, quote.high, quote.low, quote.vwap
     d: dict[str, Any] = {"s": s, "p": p}
     if b is not None:
         d["b"] = b
@@ -77,20 +88,28 @@ def encode_entry(quote: Quote, seq: int | None = None, prev_close: bool = False)
         d["a"] = a
     if v is not None:
         d["v"] = v
-    if pc:
+    if pc:  # rounded half up to 6 and 4 decimals (floor is a third of the cost of round)
         if c is None:
-            c = round(p - pc, 6)
+            c = _floor((p - pc) * 1e6 + 0.5) / 1e6
         if cp is None:
-            cp = round(c / pc * 100.0, 4)
+            cp = _floor(c / pc * 1e6 + 0.5) / 1e4
     if c is not None:
         d["c"] = c
     if cp is not None:
         d["cp"] = cp
+    if o is not None:
+        d["o"] = o
+    if h is not None:
+        d["h"] = h
+    if lo is not None:
+        d["l"] = lo
+    if pc is not None:
+        d["pc"] = pc
+    if vw is not None:
+        d["vw"] = vw
     d["t"] = t
     if seq is not None:
         d["q"] = seq
-    if prev_close and pc is not None:
-        d["pc"] = pc
     return _dumps(d)
 
 
@@ -119,7 +138,8 @@ def decode_entry(obj: Any, *, sequenced: bool = True) -> Quote:
     """Validate a decoded Q entry and build its :class:`Quote`; raise :class:`MalformedQuote` naming the field.
 
     ``sequenced``: ``q`` is required (an integer >= 1, kept as ``seq``); otherwise it is not read
-    (Redis and recordings carry none). ``pc`` is read when present. Unknown keys are ignored, and
+    (Redis and recordings carry none). The optional fields (``b a v c cp o h l pc vw``) are read when
+    present: an entry without the day statistics is as valid as ever. Unknown keys are ignored, and
     numbers keep their JSON type (an integer volume stays an int).
     """
     if not isinstance(obj, dict):
@@ -146,4 +166,8 @@ def decode_entry(obj: Any, *, sequenced: bool = True) -> Quote:
         _number(obj, "cp"),
         _number(obj, "pc"),
         seq,
+        _number(obj, "o"),
+        _number(obj, "h"),
+        _number(obj, "l"),
+        _number(obj, "vw"),
     )

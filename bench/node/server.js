@@ -51,7 +51,10 @@ const VOL = 0.0006;
 const sims = new Map();
 for (const s of opts.symbols) {
   const base = Math.round(Math.exp(Math.log(5) + rng() * (Math.log(800) - Math.log(5))) * 100) / 100;
-  sims.set(s, { s, prevClose: base, price: base, volume: 100000 + Math.floor(rng() * 49000) * 100, acc: rng(), seq: 0 });
+  sims.set(s, {
+    s, prevClose: base, price: base, volume: 100000 + Math.floor(rng() * 49000) * 100, acc: rng(), seq: 0,
+    open: null, high: -Infinity, low: Infinity, pv: 0, size: 0,
+  });
 }
 const subscribers = new Map(); // symbol -> Set<WebSocket>
 
@@ -59,13 +62,21 @@ function step(sim, ts) {
   const z = gauss(rng);
   sim.price = Math.max(0.01, Math.round(sim.price * Math.exp(VOL * z - 0.5 * VOL * VOL) * 100) / 100);
   const half = Math.max(0.01, Math.round(sim.price * 0.0001 * 100) / 100) / 2;
-  sim.volume += 100 * (1 + Math.floor(rng() * 19));
+  const size = 100 * (1 + Math.floor(rng() * 19));
+  sim.volume += size;
   sim.seq += 1;
+  // the day statistics ticker's server adds to each quote (ticker/daystats.py): the same fields on the wire
+  if (sim.open === null) sim.open = sim.price;
+  if (sim.price > sim.high) sim.high = sim.price;
+  if (sim.price < sim.low) sim.low = sim.price;
+  sim.pv += sim.price * size;
+  sim.size += size;
   const c = Math.round((sim.price - sim.prevClose) * 1e6) / 1e6;
   return {
     s: sim.s, p: sim.price, b: Math.round((sim.price - half) * 1000) / 1000,
     a: Math.round((sim.price + half) * 1000) / 1000, v: sim.volume, c,
-    cp: Math.round((c / sim.prevClose) * 100 * 1e4) / 1e4, t: ts, q: sim.seq,
+    cp: Math.round((c / sim.prevClose) * 100 * 1e4) / 1e4, o: sim.open, h: sim.high, l: sim.low,
+    pc: sim.prevClose, vw: Math.round((sim.pv / sim.size) * 1e4) / 1e4, t: ts, q: sim.seq,
   };
 }
 

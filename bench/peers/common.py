@@ -1,7 +1,8 @@
 """What the Python peers share: their command line, the fd limit and the simulated market.
 
 Peers run the project's own :class:`feeds.simulated.SimulatedFeed`, so their ticks come at the
-same rates and cost the same to produce as ticker's.
+same rates and cost the same to produce as ticker's, and fill in the day statistics as ticker's
+node does (:class:`ticker.daystats.DayStats`), so their entries carry the same fields.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import orjson
 from feeds.base import FeedContext
 from feeds.simulated import SimulatedFeed
 from ticker import protocol
+from ticker.daystats import DayStats
 from ticker.quote import Quote, encode_entry
 
 
@@ -60,10 +62,11 @@ def make_feed(
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
     feed = SimulatedFeed(symbols, rate=args.sim_rate, seed=args.seed)
     seq: dict[str, int] = dict.fromkeys(symbols, 0)
+    fill_day = DayStats().apply
 
     def emit(quote: Quote) -> None:
         n = seq.get(quote.symbol, 0) + 1
         seq[quote.symbol] = n
-        on_update(quote.symbol, protocol.encode_quotes(protocol.QUOTES, [encode_entry(quote, n)]))
+        on_update(quote.symbol, protocol.encode_quotes(protocol.QUOTES, [encode_entry(fill_day(quote), n)]))
 
     return feed, FeedContext(emit=emit)

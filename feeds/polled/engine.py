@@ -134,6 +134,10 @@ class PollingFeed(Feed):
             quote.change,
             quote.change_percent,
             quote.prev_close,
+            quote.open,
+            quote.high,
+            quote.low,
+            quote.vwap,
             quote.ts_ms,
         )
         if self._last_emitted.get(quote.symbol) == key:

@@ -4,7 +4,8 @@ One request per symbol, round-robin over the demand, within the rate limit: 60 c
 minute on the free plan by default, never above Finnhub's 30 calls per second cap of every
 plan. The token (``FINNHUB_TOKEN``) travels in the ``X-Finnhub-Token`` header, never in a URL.
 Response fields: ``c`` current, ``d`` change, ``dp`` percent change, ``h``/``l``/``o`` day
-high/low/open, ``pc`` previous close, ``t`` UNIX seconds. A symbol Finnhub does not know
+high/low/open, ``pc`` previous close, ``t`` UNIX seconds; all but ``t`` make the quote (a 0 is
+"not known"). A symbol Finnhub does not know
 comes back as all zeros and is reported, not emitted; one outside the plan gets 403 and is
 reported likewise (kind ``no_access``), without marking the feed down.
 
@@ -119,6 +120,9 @@ class FinnhubRestFeed(PollingFeed):
                 change=number(data.get("d")),
                 change_percent=number(data.get("dp")),
                 prev_close=prev_close,
+                open=number(data.get("o")) or None,
+                high=number(data.get("h")) or None,
+                low=number(data.get("l")) or None,
             )
         )
 

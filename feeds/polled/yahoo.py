@@ -150,6 +150,9 @@ class YahooFeed(PollingFeed):
                     prev_close=_num(item.get("regularMarketPreviousClose")) or None,
                     change=_num(item.get("regularMarketChange")),
                     change_percent=_num(item.get("regularMarketChangePercent")),
+                    open=_num(item.get("regularMarketOpen")) or None,
+                    high=_num(item.get("regularMarketDayHigh")) or None,
+                    low=_num(item.get("regularMarketDayLow")) or None,
                 )
             )
         for sym in wanted - seen:

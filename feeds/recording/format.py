@@ -5,12 +5,13 @@ reading). The first line is a header, every other line one normalized quote::
 
     {"format": "ticker-quotes", "version": 1, "created": "2026-11-21T21:40:00Z", "feeds": ["simulated"]}
     {"r": 1763761200123, "s": "AAPL", "p": 228.51, "b": 228.505, "a": 228.515, "v": 1200, "c": 0.01,
-     "cp": 0.0044, "t": 1763761200120, "pc": 228.5}
+     "cp": 0.0044, "o": 227.9, "h": 228.7, "l": 227.8, "pc": 228.5, "t": 1763761200120}
 
-Quote lines carry the wire protocol's Q fields (``s p b a v c cp t``, optional ones left
-out, no ``q``: sequence numbers belong to the server that serves them), ``pc`` the previous
-close and ``r`` the epoch milliseconds at which the recorder received the quote; replay
-spaces quotes by ``r`` (``t`` is the provider's own time and may repeat or go back).
+Quote lines carry the wire protocol's Q fields (``s p b a v c cp o h l pc vw t``, optional ones
+left out, no ``q``: sequence numbers belong to the server that serves them) and ``r``, the epoch
+milliseconds at which the recorder received the quote; replay spaces quotes by ``r`` (``t`` is the
+provider's own time and may repeat or go back). The day statistics (``o h l vw``, and ``pc``) are
+what the feed supplied; recordings made before they existed lack them and replay as they did.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ MAX_LINE = 64 * 1024  # bytes; a longer line is malformed (and not kept in memor
 
 
 def encode(quote: Quote, received_ms: int) -> bytes:
-    """One quote line (with its trailing newline): ``r``, then the Q entry without ``q``, with ``pc``."""
-    return b'{"r":%d,' % received_ms + encode_entry(quote, prev_close=True)[1:] + b"\n"
+    """One quote line (with its trailing newline): ``r``, then the Q entry without ``q``."""
+    return b'{"r":%d,' % received_ms + encode_entry(quote)[1:] + b"\n"
 
 
 def header(feeds: list[str], symbols: list[str] | None = None) -> bytes:

@@ -7,7 +7,9 @@ payload arrives wrapped as ``{"stream": name, "data": payload}``; subscriptions 
 acks. Binance allows 5 incoming messages per second per connection (pongs included) and
 1024 streams per connection, pings every 20 seconds, disconnects after 24 hours and sends
 ``serverShutdown`` before maintenance: the feed stays under 4 messages per second, holds at
-most ``1024 // streams-per-symbol`` symbols, answers pings, and reconnects on both.
+most ``1024 // streams-per-symbol`` symbols, answers pings, and reconnects on both. The ``24hrTicker``
+statistics are a rolling 24 hours: its open (``o``, also the previous close, the reference of its
+change ``p`` and ``P``), high, low and weighted average price (``w``) make the quote's day statistics.
 
 Reference data: ``GET /api/v3/exchangeInfo?symbolStatus=TRADING&showPermissionSets=false`` on the REST
 host (public, weight 20, one object with every symbol, no paging), keeping the symbols whose status is
@@ -145,7 +147,12 @@ class BinanceFeed(StreamFeed):
                 volume=opt_num(d.get("v"), "v"),
                 change=opt_num(d.get("p"), "p"),
                 change_percent=opt_num(d.get("P"), "P"),
+                # a rolling 24 hours: its open is the reference of p and P, so the previous close too
                 prev_close=opt_num(d.get("o"), "o"),
+                open=opt_num(d.get("o"), "o"),
+                high=opt_num(d.get("h"), "h"),
+                low=opt_num(d.get("l"), "l"),
+                vwap=opt_num(d.get("w"), "w"),
             )
         elif event == "trade":
             self.update(

@@ -1,9 +1,9 @@
 """Coinbase Exchange WebSocket feed: the public ``ticker`` channel, no key.
 
 Symbols are Coinbase product ids as they are (``BTC-USD``, ``ETH-EUR``). A ticker message
-carries the last trade price, best bid/ask, 24-hour volume and the price 24 hours ago
-(``open_24h``, used as the previous close for change and change percent); all decimals
-arrive as strings. The server drops a client that subscribes to nothing within 5 seconds
+carries the last trade price, best bid/ask, 24-hour volume, the high and low of the last 24 hours
+and the price 24 hours ago (``open_24h``: the quote's open, and its previous close for change and
+change percent); all decimals arrive as strings. The server drops a client that subscribes to nothing within 5 seconds
 of connecting, so every connection at once subscribes the ``heartbeat`` channel of one
 product: that keeps an idle connection open and proves it alive every second.
 
@@ -99,6 +99,9 @@ class CoinbaseFeed(StreamFeed):
                 ask=opt_num(msg.get("best_ask"), "best_ask"),
                 volume=opt_num(msg.get("volume_24h"), "volume_24h"),
                 prev_close=opt_num(msg.get("open_24h"), "open_24h"),
+                open=opt_num(msg.get("open_24h"), "open_24h"),  # a rolling 24 hours, as Binance's
+                high=opt_num(msg.get("high_24h"), "high_24h"),
+                low=opt_num(msg.get("low_24h"), "low_24h"),
             )
         elif kind in ("heartbeat", "subscriptions"):
             return  # liveness (any frame counts) and subscription acks

@@ -41,11 +41,14 @@ async def test_ticker_book_and_trade_streams_normalized(fake):
             0.001,
         )
         assert q.ts_ms == 1672515782136
+        assert (q.open, q.high, q.low, q.vwap) == (0.001, 0.0025, 0.001, 0.0018)  # the rolling 24 hours
         await fake.book("BNBBTC", "0.00241", "0.00259")
         await fake.trade("BNBBTC", 0.00251)
         await eventually(lambda: len(rec.quotes) == 3)
         q = rec.quotes[-1]
         assert (q.price, q.bid, q.ask, q.volume) == (0.00251, 0.00241, 0.00259, 10000.5)
+        day = (q.open, q.high, q.low, q.prev_close)
+        assert day == (0.001, 0.00251, 0.001, 0.001)  # the trade above the 24-hour high raised it
         assert not rec.errors
 
 

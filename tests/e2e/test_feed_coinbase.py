@@ -33,6 +33,7 @@ async def test_ticker_prices_arrive_normalized(fake):
         q = rec.quotes[-1]
         assert (q.symbol, q.price, q.bid, q.ask) == ("ETH-USD", 1285.22, 1285.04, 1285.27)
         assert q.volume == 245532.79269678 and q.prev_close == 1310.79
+        assert (q.open, q.high, q.low) == (1310.79, 1313.8, 1280.52)  # the rolling 24 hours
         assert q.ts_ms == 1666222102061
         assert feed.health().up and feed.health().last_data is not None
 

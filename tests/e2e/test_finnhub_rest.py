@@ -38,6 +38,11 @@ async def test_polls_only_demanded_symbols_and_emits_fields(fake: FakeFinnhubRes
         assert set(fake.symbols_polled()) == {"AAPL", "MSFT"}
         q = next(q for q in sink.quotes if q.symbol == "AAPL")
         assert q.price > 261.74 and q.prev_close == 259.45
+        assert (q.high, q.low, q.open) == (
+            round(q.price + 1.57, 2),
+            round(q.price - 1.06, 2),
+            round(q.price - 0.67, 2),
+        )
         assert q.change == pytest.approx(q.price - 259.45, abs=0.011)
         assert q.change_percent is not None and q.ts_ms > 1_600_000_000_000
         assert feed.health().up and feed.health().last_data is not None

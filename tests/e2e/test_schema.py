@@ -30,9 +30,21 @@ async def test_server_messages_match_the_schema(inprocess: InProcessServer):
             msg = await recv(ws)
             v.validate(msg)
             seen[msg["type"]] = seen.get(msg["type"], 0) + 1
-        for q in await collect_quotes(ws, 1.0):
+        quotes = await collect_quotes(ws, 1.0)
+        for q in quotes:
             v.validate({"type": "quotes", "data": [q]})
     assert {"subscribed", "snapshot", "pong", "error"} <= seen.keys()
+    assert quotes and all({"o", "h", "l", "pc"} <= q.keys() for q in quotes)  # day statistics validated
+
+
+def test_the_q_schema_types_the_day_statistics() -> None:
+    v = jsonschema.Draft202012Validator(protocol_schemas()[1])
+    good = {"s": "AAPL", "p": 2.0, "o": 1.5, "h": 2.5, "l": 1.0, "pc": 1.9, "vw": 1.8, "t": 1, "q": 1}
+    v.validate({"type": "quotes", "data": [good]})
+    v.validate({"type": "snapshot", "data": [{"s": "AAPL", "p": 2.0, "t": 1, "q": 1}]})  # each optional
+    for key in ("o", "h", "l", "pc", "vw"):
+        with pytest.raises(jsonschema.ValidationError):
+            v.validate({"type": "quotes", "data": [{**good, key: "1.5"}]})
 
 
 async def test_messages_of_auth_jwt_match_the_schema(monkeypatch: pytest.MonkeyPatch):

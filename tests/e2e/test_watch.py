@@ -31,7 +31,7 @@ def test_json_lines(server: ServerProcess):
     last: dict[str, int] = {}
     for line in lines:
         q = json.loads(line)
-        assert Q_KEYS <= q.keys() <= Q_KEYS | {"b", "a", "v", "c", "cp"}
+        assert Q_KEYS <= q.keys() <= Q_KEYS | {"b", "a", "v", "c", "cp", "o", "h", "l", "pc", "vw"}
         assert q["s"] in {"AAPL", "MSFT"} and isinstance(q["t"], int) and isinstance(q["v"], int)
         assert q["q"] > last.get(q["s"], 0)
         last[q["s"]] = q["q"]

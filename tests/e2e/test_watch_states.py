@@ -19,7 +19,7 @@ from tests.support.terminal import plain, run_on_terminal
 from tests.support.timing import eventually_sync, timeout
 
 WATCH = [sys.executable, "-m", "ticker", "watch"]
-Q_KEYS = {"s", "p", "t", "q", "b", "a", "v", "c", "cp"}
+Q_KEYS = {"s", "p", "t", "q", "b", "a", "v", "c", "cp", "o", "h", "l", "pc", "vw"}
 
 
 @pytest.fixture(scope="module")

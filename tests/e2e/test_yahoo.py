@@ -49,6 +49,7 @@ async def test_cookie_crumb_then_batched_quotes(fake: FakeYahoo) -> None:
         q.price > 333.7 and q.bid == pytest.approx(q.price - 0.02) and q.ask == pytest.approx(q.price + 0.02)
     )
     assert q.prev_close == pytest.approx(q.price - 1.0) and q.volume == 3916296
+    assert (q.open, q.high, q.low) == (q.prev_close, q.price, q.prev_close)  # the fake's day
     assert q.change == pytest.approx(1.0)
     assert not sink.errors
 

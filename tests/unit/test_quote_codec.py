@@ -45,6 +45,7 @@ def test_hub_form_derives_change_and_omits_missing() -> None:
         "p": 101.0,
         "c": 1.0,
         "cp": 1.0,
+        "pc": 100.0,
         "t": 1_700_000_000_000,
         "q": 5,
     }
@@ -80,9 +81,48 @@ def test_hub_form_is_compact_json_in_protocol_order() -> None:
 
 def test_provider_change_wins_over_the_derived_one() -> None:
     q = Quote("X", 101.0, 1, change=2.0, prev_close=100.0)
-    assert loads(encode_entry(q, 1)) == {"s": "X", "p": 101.0, "c": 2.0, "cp": 2.0, "t": 1, "q": 1}
+    assert loads(encode_entry(q, 1)) == {
+        "s": "X",
+        "p": 101.0,
+        "c": 2.0,
+        "cp": 2.0,
+        "pc": 100.0,
+        "t": 1,
+        "q": 1,
+    }
     zero = Quote("X", 101.0, 1, prev_close=0.0)  # no division by a zero close: nothing derived
-    assert loads(encode_entry(zero, 1)) == {"s": "X", "p": 101.0, "t": 1, "q": 1}
+    assert loads(encode_entry(zero, 1)) == {"s": "X", "p": 101.0, "pc": 0.0, "t": 1, "q": 1}
+
+
+def test_derived_change_is_rounded_to_6_and_4_decimals_either_side_of_the_close() -> None:
+    up = loads(encode_entry(Quote("X", 228.51, 1, prev_close=228.5), 1))
+    assert (up["c"], up["cp"]) == (0.01, 0.0044)
+    down = loads(encode_entry(Quote("X", 0.12345, 1, prev_close=0.13), 1))
+    assert (down["c"], down["cp"]) == (-0.00655, -5.0385)
+
+
+def test_day_statistics_travel_in_protocol_order() -> None:
+    q = Quote(
+        "AAPL", 228.61, 1, volume=3794800, prev_close=228.5, open=227.9, high=229.0, low=227.5, vwap=228.2
+    )
+    assert encode_entry(q, 3) == (
+        b'{"s":"AAPL","p":228.61,"v":3794800,"c":0.11,"cp":0.0481,'
+        b'"o":227.9,"h":229.0,"l":227.5,"pc":228.5,"vw":228.2,"t":1,"q":3}'
+    )
+    back = decode_entry(loads(encode_entry(q, 3)))
+    assert (back.open, back.high, back.low, back.prev_close, back.vwap) == (227.9, 229.0, 227.5, 228.5, 228.2)
+    assert back == Quote(
+        "AAPL", 228.61, 1, None, None, 3794800, 0.11, 0.0481, 228.5, 3, 227.9, 229.0, 227.5, 228.2
+    )
+    assert back.to_wire() == loads(encode_entry(q, 3))
+    only_high = Quote("X", 1.0, 1, high=2.0)  # each is optional on its own
+    assert loads(encode_entry(only_high)) == {"s": "X", "p": 1.0, "h": 2.0, "t": 1}
+
+
+def test_an_entry_from_before_the_day_statistics_still_decodes() -> None:
+    old = decode_entry(Q)
+    assert (old.open, old.high, old.low, old.prev_close, old.vwap) == (None,) * 5
+    assert old.to_wire() == Q  # and encodes as it came
 
 
 def test_hub_form_round_trips_through_the_decoder() -> None:
@@ -111,12 +151,15 @@ def test_client_decode_round_trips() -> None:
 
 # -- Redis: no q (sequence numbers are per edge node) -------------------------------------------
 def test_redis_form_round_trips_without_sequence() -> None:
-    q = Quote("AAPL", 228.51, 1717171717165, bid=228.49, ask=228.53, volume=2507300, prev_close=228.5)
+    q = Quote(
+        "AAPL", 228.51, 1717171717165, bid=228.49, ask=228.53, volume=2507300, prev_close=228.5, open=227.0
+    )
     enc = encode_entry(q)
     d = loads(enc)
-    assert "q" not in d and "pc" not in d and d["t"] == 1717171717165 and d["c"] == 0.01
+    assert "q" not in d and d["t"] == 1717171717165 and d["c"] == 0.01
+    assert (d["pc"], d["o"]) == (228.5, 227.0) and "h" not in d  # the day statistics travel to every edge
     back = decode_entry(d, sequenced=False)
-    assert back.seq == 0 and back.prev_close is None
+    assert back.seq == 0 and back.prev_close == 228.5 and back.open == 227.0 and back.high is None
     assert encode_entry(back, 7) == encode_entry(
         q, 7
     )  # the same Q on every node, whatever the node's sequence
@@ -158,14 +201,28 @@ def test_malformed_redis_messages_are_refused(raw: bytes) -> None:
 def test_recording_form_round_trips_with_previous_close() -> None:
     q = Quote("BRK.B", 462.8, 1_763_000_000_000, bid=462.79, ask=462.81, volume=1200, prev_close=460.0)
     line = recording.encode(q, 1_763_000_000_005)
-    assert line.startswith(b'{"r":1763000000005,"s":"BRK.B",') and line.endswith(b',"pc":460.0}\n')
+    assert line.startswith(b'{"r":1763000000005,"s":"BRK.B",') and line.endswith(
+        b',"pc":460.0,"t":1763000000000}\n'
+    )
     d = loads(line)
     assert "q" not in d and d["c"] == pytest.approx(2.8)
     r, back = recording.decode(line)
     assert r == 1_763_000_000_005 and back.prev_close == 460.0
     assert encode_entry(back, 1) == encode_entry(q, 1)
-    r2, no_r = recording.decode(encode_entry(q, prev_close=True))  # r defaults to t
+    r2, no_r = recording.decode(encode_entry(q))  # r defaults to t
     assert r2 == q.ts_ms and no_r.prev_close == 460.0
+    day = Quote(
+        "BRK.B", 462.8, 1_763_000_000_000, prev_close=460.0, open=461.0, high=463.0, low=460.5, vwap=462.0
+    )
+    r3, back_day = recording.decode(recording.encode(day, 1_763_000_000_005))
+    assert r3 == 1_763_000_000_005 and encode_entry(back_day, 1) == encode_entry(day, 1)
+    assert (back_day.open, back_day.high, back_day.low, back_day.vwap) == (461.0, 463.0, 460.5, 462.0)
+
+
+def test_a_recording_line_from_before_the_day_statistics_still_loads() -> None:
+    old = b'{"r":1763761200123,"s":"AAPL","p":228.51,"v":1200,"c":0.01,"cp":0.0044,"t":1763761200120,"pc":228.5}'
+    r, q = recording.decode(old)
+    assert r == 1763761200123 and q.prev_close == 228.5 and (q.open, q.high, q.low, q.vwap) == (None,) * 4
 
 
 @pytest.mark.parametrize(
@@ -174,6 +231,7 @@ def test_recording_form_round_trips_with_previous_close() -> None:
         (b'{"r":"x","s":"A","p":1,"t":1}', "'r'"),
         (b'{"r":1.5,"s":"A","p":1,"t":1}', "'r'"),
         (b'{"r":1,"s":"A","p":1,"t":1,"pc":"1"}', "'pc'"),
+        (b'{"r":1,"s":"A","p":1,"t":1,"vw":"1"}', "'vw'"),
         (b'{"r":1,"s":"","p":1,"t":1}', "'s'"),
     ],
 )
@@ -194,10 +252,15 @@ GOOD: dict[str, Any] = {
     "t": 5,
     "q": 1,
     "pc": 1.4,
+    "o": 1.2,
+    "h": 1.6,
+    "l": 1.1,
+    "vw": 1.45,
 }
 
 
 _DROP = object()
+OPTIONAL = ("b", "a", "v", "c", "cp", "pc", "o", "h", "l", "vw")
 
 
 def _with(**changes: Any) -> dict[str, Any]:
@@ -233,10 +296,10 @@ def _with(**changes: Any) -> dict[str, Any]:
         (_with(q=0), "q"),
         (_with(q=1.0), "q"),
         (_with(q=True), "q"),
-        *[(_with(**{k: "1"}), k) for k in ("b", "a", "v", "c", "cp", "pc")],
-        *[(_with(**{k: False}), k) for k in ("b", "a", "v", "c", "cp", "pc")],
-        *[(_with(**{k: [1]}), k) for k in ("b", "a", "v", "c", "cp", "pc")],
-        *[(_with(**{k: float("-inf")}), k) for k in ("b", "a", "v", "c", "cp", "pc")],
+        *[(_with(**{k: "1"}), k) for k in OPTIONAL],
+        *[(_with(**{k: False}), k) for k in OPTIONAL],
+        *[(_with(**{k: [1]}), k) for k in OPTIONAL],
+        *[(_with(**{k: float("-inf")}), k) for k in OPTIONAL],
     ],
 )
 def test_malformed_entries_are_refused_naming_the_field(entry: Any, field: str | None) -> None:
@@ -249,7 +312,7 @@ def test_malformed_entries_are_refused_naming_the_field(entry: Any, field: str |
 
 
 def test_the_good_entry_is_accepted_and_q_is_only_read_when_sequenced() -> None:
-    assert decode_entry(GOOD) == Quote("A", 1.5, 5, 1, 2, 3, 0.1, 0.2, 1.4, seq=1)
+    assert decode_entry(GOOD) == Quote("A", 1.5, 5, 1, 2, 3, 0.1, 0.2, 1.4, 1, 1.2, 1.6, 1.1, 1.45)
     assert decode_entry(_with(q="junk"), sequenced=False).seq == 0
 
 

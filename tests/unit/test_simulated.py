@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+import orjson
 import pytest
 
 from feeds.base import FeedContext
@@ -16,7 +17,7 @@ from feeds.simulated import SimulatedFeed, create, running_from
 from tests.support.clock import ManualClock
 from tests.support.fakes.sink import FeedSink
 from ticker.directory import ASSET_TYPES, SymbolInfo
-from ticker.quote import Quote
+from ticker.quote import Quote, encode_entry
 from ticker.status import CLOSED, SymbolStatus
 from ticker.symbols import DEFAULT_UNIVERSE
 
@@ -247,3 +248,30 @@ def test_a_bad_ticker_sim_now_is_refused_at_startup(value, monkeypatch):
 def test_without_ticker_sim_now_the_market_follows_the_real_clock(monkeypatch):
     monkeypatch.delenv("TICKER_SIM_NOW", raising=False)
     assert create(FeedOptions())._clock is time.time
+
+
+def test_always_a_new_day_at_midnight_in_new_york_makes_the_last_price_the_previous_close():
+    feed = SimulatedFeed(["AAPL", "KO"], rate=10, seed=5)
+    out: list[Quote] = []
+    feed._ctx = FeedContext(emit=out.append)
+    start = int(wall(2026, 3, 10, 23, 59, 58) * 1000)
+    for i in range(20):  # two seconds to midnight
+        feed.tick(0.1, start + i * 100)
+    assert {x.prev_close for x in out if x.symbol == "KO"} == {DEFAULT_UNIVERSE["KO"]}  # the reference price
+    last = {x.symbol: x.price for x in out}
+    out.clear()
+    midnight = int(wall(2026, 3, 11, 0, 0) * 1000)
+    for i in range(10):
+        feed.tick(0.1, midnight + i * 100)
+    assert out and all(x.prev_close == last[x.symbol] for x in out)  # yesterday's last price
+
+
+def test_change_and_change_percent_are_relative_to_the_previous_close():
+    quotes = run(SimulatedFeed(["AAPL"], rate=20, seed=9), 1.0)
+    for x in quotes:
+        entry = orjson.loads(encode_entry(x, 1))
+        assert x.prev_close is not None and entry["pc"] == x.prev_close
+        assert entry["c"] == pytest.approx(x.price - x.prev_close, abs=1e-6)
+        assert entry["cp"] == pytest.approx((x.price - x.prev_close) / x.prev_close * 100, abs=1e-4)
+    again = run(SimulatedFeed(["AAPL"], rate=20, seed=9), 1.0)  # the same seed, the same closes and prices
+    assert [(x.price, x.prev_close) for x in again] == [(x.price, x.prev_close) for x in quotes]

@@ -27,6 +27,7 @@ from feeds.runner import FeedRunner, metered
 from ticker.broker import redis_directory as rd
 from ticker.broker import redis_health as rh
 from ticker.broker import redis_layout as rc
+from ticker.daystats import listed_day_stats
 from ticker.errors import InvalidSymbol
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote, encode_entry
@@ -75,6 +76,8 @@ class Publisher:
         self.metrics = metrics
         self.stale_after = stale_after
         self.runner = FeedRunner(feeds, metered(metrics, self._emit), stale_after=stale_after)
+        #: The day statistics a feed leaves out, filled in here once for every edge node (ticker/daystats.py).
+        self.day_stats = listed_day_stats(lambda: self.runner.directory)
         self.static = symbols
         self.layout = rc.Layout(prefix)
         self.id = rc.node_id()
@@ -135,7 +138,7 @@ class Publisher:
         sym = quote.symbol
         if sym not in self.carried:  # nobody wants it (a feed still winding down a symbol)
             return
-        enc = encode_entry(quote)
+        enc = encode_entry(self.day_stats.apply(quote))
         self._last[sym] = enc
         if not self._up:
             return

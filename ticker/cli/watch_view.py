@@ -168,7 +168,7 @@ class TableView(View):
             ("ticker watch ", "bold"), (self.url, "cyan"), "  ", ("● " + conn.value, STATE_STYLE[conn])
         )
         table = Table(title=title, caption=f"{self.updates} updates · {self.last_event}", expand=False)
-        for name in ("Symbol", "Last", "Chg", "Chg %", "Bid", "Ask", "Volume", "Time"):
+        for name in ("Symbol", "Last", "Chg", "Chg %", "Day range", "Bid", "Ask", "Volume", "Time"):
             table.add_column(name, justify="left" if name == "Symbol" else "right")
         table.add_column("State", justify="left", overflow="fold")
         client = self.client
@@ -187,7 +187,7 @@ class TableView(View):
             else:
                 state = _state_text(st)
             if q is None or refused is not None:
-                table.add_row(label, "…" if refused is None else "", "", "", "", "", "", "", state)
+                table.add_row(label, "…" if refused is None else "", "", "", "", "", "", "", "", state)
                 continue
             tick = self.direction.get(sym, 0)
             arrow, style = ("▲", "green") if tick > 0 else ("▼", "red") if tick < 0 else (" ", "")
@@ -202,6 +202,7 @@ class TableView(View):
                 Text(
                     _fmt(q.change_percent, "+.2f") + ("%" if q.change_percent is not None else ""), style=sign
                 ),
+                Text(_day_range(q), style=plain),
                 Text(_fmt(q.bid, ",.2f"), style=plain),
                 Text(_fmt(q.ask, ",.2f"), style=plain),
                 Text(_fmt(q.volume, ",.0f"), style=plain),
@@ -221,6 +222,13 @@ def _state_text(st: SymbolStatus) -> Text:
 
 def _fmt(value: float | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
+
+
+def _day_range(q: Quote) -> str:
+    """The session's low and high (``227.52–229.14``), empty while the server does not know them."""
+    if q.low is None or q.high is None:
+        return ""
+    return f"{q.low:,.2f}–{q.high:,.2f}"
 
 
 async def _with_ticks(client: TickerClient, every: float) -> AsyncIterator[Quote | None]:

@@ -17,6 +17,7 @@ from feeds.registry import create_feeds
 from feeds.runner import FeedRunner, metered
 from ticker.broker import create_broker
 from ticker.broker.base import Broker
+from ticker.daystats import listed_day_stats
 from ticker.delay import DelayLine, split_keys
 from ticker.directory import Directory
 from ticker.entitlements import UserSlots
@@ -73,6 +74,10 @@ class Node:
         self.runner = FeedRunner(
             self.feeds, metered(self.metrics, self.broker.publish), stale_after=config.stale_after
         )
+        #: The session's open, high, low, VWAP and previous close, where a feed leaves them out: filled in
+        #: as each quote enters the node, before the hub encodes it (through Redis the publisher did it).
+        self.day_stats = listed_day_stats(lambda: self.directory)
+        self._fill_day = self.day_stats.apply
         #: What the node says of each symbol: unknown ones refused, states pushed (``--unknown-symbols``).
         self.board = StatusBoard(self, config.stale_after, refuse_unknown=config.unknown_symbols == "refuse")
         self._board_failed_at = -math.inf
@@ -144,7 +149,7 @@ class Node:
 
     def _deliver(self, quote: Quote) -> None:
         self.metrics.hub_updates.inc()
-        self.fanout.publish(quote)
+        self.fanout.publish(self._fill_day(quote))
 
     # -- health ------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
