@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from ticker.bars import Bar
 from ticker.directory import SymbolInfo
 from ticker.quote import Quote
 from ticker.status import SymbolStatus
@@ -31,13 +32,18 @@ class FeedHealth:
     reason: str = "not started"
 
 
+#: Where a feed hands a provider's own bar: ``(symbol, interval, bar, final)`` (see :meth:`ticker.bars.BarSeries.apply_bar`).
+BarSink = Callable[[str, str, Bar, bool], None]
+
+
 @dataclass(slots=True)
 class FeedContext:
-    """What a running feed reports to: quotes, error kinds and reconnects."""
+    """What a running feed reports to: quotes, provider bars, error kinds and reconnects."""
 
     emit: Callable[[Quote], None]
     error: Callable[[str], None] = field(default=lambda kind: None)
     reconnected: Callable[[], None] = field(default=lambda: None)
+    bar: BarSink = field(default=lambda symbol, interval, bar, final: None)
 
 
 class Feed(ABC):
@@ -80,6 +86,12 @@ class Feed(ABC):
         """The symbols this feed can carry with their reference data (a provider's reference endpoint, a
         bundled directory, a recording's symbols); None: this feed cannot tell (its symbols stay
         ``pending`` until data shows them). May raise :class:`~feeds.errors.FeedError`: retried later."""
+        return None
+
+    async def load_history(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
+        """OHLCV bars of ``symbol`` at ``interval`` (one of :data:`ticker.bars.INTERVALS`) starting in
+        ``[start_ms, end_ms)``, oldest first, from the provider's history endpoint; None: this feed has no
+        history at that interval. May raise :class:`~feeds.errors.FeedError` (the caller retries later)."""
         return None
 
     def symbol_state(self, symbol: str) -> SymbolStatus | None:

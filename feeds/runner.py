@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Protocol
 
-from feeds.base import Feed, FeedContext
+from feeds.base import BarSink, Feed, FeedContext
 from feeds.errors import FeedError, RateLimited
 from feeds.ratelimit import ThrottledLog
 from ticker.backoff import Backoff
+from ticker.bars import Bar
 from ticker.directory import Directory
 from ticker.quote import Quote
 from ticker.search import index_of
@@ -49,8 +50,9 @@ class FeedMeter(Protocol):
         """Report ``probe()`` (the feed is up) whenever the metrics are read."""
 
 
-def metered(meter: FeedMeter, publish: Publish) -> ContextFor:
-    """Contexts that count every feed's quotes, errors, reconnects and health in ``meter``, then ``publish``."""
+def metered(meter: FeedMeter, publish: Publish, bar: BarSink | None = None) -> ContextFor:
+    """Contexts that count every feed's quotes, errors, reconnects and health in ``meter``, then ``publish``;
+    a provider's own bars go to ``bar`` (None: dropped)."""
 
     def context(feed: Feed) -> FeedContext:
         name = feed.name
@@ -59,6 +61,7 @@ def metered(meter: FeedMeter, publish: Publish) -> ContextFor:
             emit=meter.count_feed(name, publish),
             error=partial(meter.count_feed_error, name),
             reconnected=partial(meter.count_feed_reconnect, name),
+            **({} if bar is None else {"bar": bar}),
         )
 
     return context
@@ -170,6 +173,14 @@ class FeedRunner:
         wanted = tuple(symbols)
         for feed in self.feeds:
             feed.set_demand(_owned(feed, wanted))
+
+    async def history(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
+        """``symbol``'s bars from the history endpoint of the first feed that owns it (see
+        :meth:`~feeds.base.Feed.load_history`); None when no feed owns it or has history at ``interval``."""
+        for feed in self.feeds:
+            if feed.owns(symbol):
+                return await feed.load_history(symbol, interval, start_ms, end_ms)
+        return None
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason): every feed up and, with ``stale_after``, steady feeds producing recently.

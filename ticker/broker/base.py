@@ -9,20 +9,28 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+from ticker.bars import Bar
 from ticker.directory import Directory
 from ticker.quote import Quote
 from ticker.status import SymbolStatus
 
 Deliver = Callable[[Quote], None]
+#: Where an edge broker hands the publisher's bars: ``(symbol, interval, bar)``, the bar as it now stands.
+DeliverBar = Callable[[str, str, Bar], None]
 
 
 class Broker(ABC):
     """What a node needs of a broker."""
 
     name = "?"
+    #: Whether the node aggregates bars from the quotes it is delivered (in-process feeds) or the broker
+    #: brings them ready-made (Redis: the publisher aggregates, ``bar_sink`` and :meth:`load_bars`).
+    aggregates_bars = True
 
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
+        #: Set by the node before :meth:`start` where the broker brings bars (``aggregates_bars`` False).
+        self.bar_sink: DeliverBar | None = None
 
     @abstractmethod
     async def start(self, deliver: Deliver) -> None:
@@ -48,6 +56,11 @@ class Broker(ABC):
 
     def symbol_status(self, symbol: str) -> SymbolStatus | None:
         """A state the publisher reports for ``symbol`` (edge nodes); None: live, or nothing reported."""
+        return None
+
+    async def load_bars(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
+        """The bars of ``symbol`` at ``interval`` starting in ``[start_ms, end_ms)`` the broker holds (Redis:
+        the publisher's history), oldest first; None: the node loads history from its own feeds."""
         return None
 
     def directory(self) -> Directory | None:
