@@ -21,6 +21,7 @@ RATE_LIMITED = "rate_limited"
 UNAUTHORIZED = "unauthorized"
 FORBIDDEN_SYMBOL = "forbidden_symbol"
 UNKNOWN_SYMBOL = "unknown_symbol"
+TOO_MANY_BAR_SUBSCRIPTIONS = "too_many_bar_subscriptions"
 ERROR_CODES = (
     BAD_JSON,
     BAD_REQUEST,
@@ -31,6 +32,7 @@ ERROR_CODES = (
     UNAUTHORIZED,
     FORBIDDEN_SYMBOL,
     UNKNOWN_SYMBOL,
+    TOO_MANY_BAR_SUBSCRIPTIONS,
 )
 
 #: The ``reason`` label of ``ticker_auth_failures_total`` (a bounded set).
@@ -83,6 +85,18 @@ class TooManySymbols(ProtocolError):
         else:
             text = f"{wanted} symbols requested; the limit is {limit} per {scope}"
         super().__init__(TOO_MANY_SYMBOLS, text)
+        self.limit = limit
+        self.wanted = wanted
+
+
+class TooManyBarSubscriptions(ProtocolError):
+    """More bar subscriptions (symbol and interval pairs) than ``limit`` per connection; none of the request is taken."""
+
+    def __init__(self, limit: int, wanted: int) -> None:
+        super().__init__(
+            TOO_MANY_BAR_SUBSCRIPTIONS,
+            f"{wanted} bar subscriptions wanted; the limit is {limit} per connection",
+        )
         self.limit = limit
         self.wanted = wanted
 

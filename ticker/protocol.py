@@ -12,7 +12,8 @@ from typing import Any
 
 import orjson
 
-from ticker.errors import BAD_JSON, BAD_REQUEST, UNKNOWN_OP, ProtocolError
+from ticker.bars import DEFAULT_LIMIT, MAX_LIMIT, Bar, parse_interval
+from ticker.errors import BAD_JSON, BAD_REQUEST, UNKNOWN_OP, InvalidSymbol, ProtocolError
 from ticker.symbols import valid_symbol
 
 
@@ -47,7 +48,25 @@ class Auth:
     refresh: bool = False
 
 
-Command = Subscribe | Unsubscribe | Ping | Auth
+@dataclass(slots=True)
+class SubscribeBars:
+    """``{"op":"subscribe_bars","symbol":...,"interval":...,"history":N}``: the last ``history`` bars, then live ones."""
+
+    symbol: str
+    interval: str
+    history: int = DEFAULT_LIMIT
+
+
+@dataclass(slots=True)
+class UnsubscribeBars:
+    """``{"op":"unsubscribe_bars","symbol":...,"interval":...}``."""
+
+    symbol: str
+    interval: str
+
+
+Command = Subscribe | Unsubscribe | Ping | Auth | SubscribeBars | UnsubscribeBars
+KNOWN_OPS = "subscribe, unsubscribe, subscribe_bars, unsubscribe_bars, ping, auth, refresh"
 
 MAX_TOKEN_CHARS = 8192  # a JWT longer than this is refused unread
 
@@ -103,9 +122,27 @@ def parse_client_message(data: str | bytes) -> Command:
                 BAD_REQUEST, f'"{op}" needs "token": a JWT of at most {MAX_TOKEN_CHARS} characters'
             )
         return Auth(token, refresh=op == "refresh")
-    raise ProtocolError(
-        UNKNOWN_OP, f"unknown op {op[:64]!r} (known: subscribe, unsubscribe, ping, auth, refresh)"
-    )
+    if op in ("subscribe_bars", "unsubscribe_bars"):
+        return _bars_command(op, msg)
+    raise ProtocolError(UNKNOWN_OP, f"unknown op {op[:64]!r} (known: {KNOWN_OPS})")
+
+
+def _bars_command(op: str, msg: dict[str, Any]) -> SubscribeBars | UnsubscribeBars:
+    raw = msg.get("symbol")
+    if not isinstance(raw, str):
+        raise ProtocolError(BAD_REQUEST, f'"{op}" needs "symbol": one symbol string')
+    symbol = valid_symbol(raw)
+    if symbol is None:
+        raise InvalidSymbol(raw[:40])
+    if "interval" not in msg:
+        raise ProtocolError(BAD_REQUEST, f'"{op}" needs "interval": one of 1s, 1m, 5m, 1h, 1d')
+    interval = parse_interval(msg["interval"])
+    if op == "unsubscribe_bars":
+        return UnsubscribeBars(symbol, interval)
+    history = msg.get("history", DEFAULT_LIMIT)
+    if type(history) is not int or not 0 <= history <= MAX_LIMIT:
+        raise ProtocolError(BAD_REQUEST, f'"history" must be a whole number of bars from 0 to {MAX_LIMIT}')
+    return SubscribeBars(symbol, interval, history)
 
 
 def encode_quotes(kind: bytes, entries: Sequence[bytes]) -> bytes:
@@ -147,6 +184,29 @@ def error(
     if suggestions:
         msg["suggestions"] = suggestions
     return orjson.dumps(msg)
+
+
+def bars(symbol: str, interval: str, data: Sequence[Bar], delayed: bool = False) -> bytes:
+    """``{"type":"bars","s","interval","delayed","data":[bar,...]}``: a bar subscription's history, oldest first."""
+    return orjson.dumps({"type": "bars", "s": symbol, "interval": interval, "delayed": delayed, "data": data})
+
+
+def bar(symbol: str, interval: str, data: Bar) -> bytes:
+    """``{"type":"bar","s","interval","bar":{t,o,h,l,c,v}}``: one bar that changed or opened (upsert by ``t``)."""
+    return (
+        b'{"type":"bar","s":"'
+        + symbol.encode()
+        + b'","interval":"'
+        + interval.encode()
+        + b'","bar":'
+        + data.encode()
+        + b"}"
+    )
+
+
+def bars_unsubscribed(symbol: str, interval: str) -> bytes:
+    """``{"type":"bars_unsubscribed","s","interval"}``: the bar subscription ended (asked for, or dropped)."""
+    return orjson.dumps({"type": "bars_unsubscribed", "s": symbol, "interval": interval})
 
 
 def status(entries: Sequence[dict[str, str]]) -> bytes:

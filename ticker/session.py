@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from ticker import protocol
+from ticker.barhub import BarHub
+from ticker.bars import DEFAULT_LIMIT, parse_interval
 from ticker.delay import delayed_key, is_delayed_key, split_keys, symbol_of
 from ticker.entitlements import EVERYTHING, Entitlements, Identity, Tier, UserSlots
 from ticker.errors import (
@@ -40,6 +42,7 @@ from ticker.errors import (
     ProtocolError,
     Scope,
     TokenRejected,
+    TooManyBarSubscriptions,
     TooManySymbols,
     UnknownSymbols,
     invalid_symbols_message,
@@ -53,18 +56,31 @@ RATE_LIMITED_TEXT = "too many messages; slow down (message dropped)"
 BINARY_TEXT = "binary frames are not supported; send JSON text frames"
 
 
+@dataclass(slots=True, frozen=True)
+class BarRequest:
+    """A bar subscription the session accepted: the transport sends its ``history`` newest bars (``bars``),
+    then makes it live (:meth:`BarHub.start`). ``key`` is its hub key (the delayed key for a delayed user)."""
+
+    symbol: str
+    interval: str
+    key: str
+    history: int = DEFAULT_LIMIT
+
+
 @dataclass(slots=True)
 class Outcome:
     """What one input produced: ``replies`` to write in order, the ``errors`` codes among them (for
     ``ticker_client_errors{code}``), the ``auth_failures`` reasons (``ticker_auth_failures_total``),
     the hub keys an unsubscribe or a narrowed token dropped (``unsubscribed``: updates held back for
-    them are void), a token to ``verify`` before the next input, and the ``close`` decision, if any."""
+    them are void), a token to ``verify`` before the next input, the bar subscriptions whose history the
+    transport must send (``bars``: reading it may wait for a backfill), and the ``close`` decision, if any."""
 
     replies: list[bytes] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     auth_failures: list[AuthReason] = field(default_factory=list)
     unsubscribed: list[str] = field(default_factory=list)
     verify: protocol.Auth | None = None
+    bars: list[BarRequest] = field(default_factory=list)
     close: Disconnect | None = None
 
     def error(
@@ -148,6 +164,28 @@ def query_symbols(query: str, limit: int, scope: Scope) -> list[str]:
     return valid
 
 
+def query_bars(query: str, limit: int) -> list[tuple[str, str]]:
+    """The (symbol, interval) pairs of ``?bars=AAPL:1m,msft:5m`` (``/sse``): normalized, first-seen order,
+    repeats ignored. The interval follows the last ``:`` (a symbol may hold one). Raises
+    :class:`InvalidSymbol` naming every bad symbol, :class:`~ticker.bars.InvalidInterval` (``bad_request``)
+    for a missing or bad interval, and :class:`TooManyBarSubscriptions` past ``limit``."""
+    pairs: dict[tuple[str, str], None] = {}
+    invalid: list[str] = []
+    for item in _items(query):
+        raw, colon, interval = item.strip().rpartition(":")
+        if not colon:
+            raise ProtocolError(BAD_REQUEST, f"bars are named SYMBOL:INTERVAL (AAPL:1m), not {item[:40]!r}")
+        valid, bad = protocol.split_symbols([raw])
+        invalid += bad
+        if valid:
+            pairs[valid[0], parse_interval(interval)] = None
+    if invalid:
+        raise InvalidSymbol(*invalid)
+    if len(pairs) > limit:
+        raise TooManyBarSubscriptions(limit, len(pairs))
+    return list(pairs)
+
+
 def visible_to(entitlements: Entitlements) -> Callable[[str], bool]:
     """Whether a symbol may be named to this user (in a suggestion, a search result): not forbidden."""
     return lambda symbol: entitlements.tier(symbol) is not Tier.FORBIDDEN
@@ -192,6 +230,7 @@ class Session(Generic[S]):
 
     __slots__ = (
         "access",
+        "bar_hub",
         "book",
         "bucket",
         "closed",
@@ -215,10 +254,13 @@ class Session(Generic[S]):
         access: Access = OPEN,
         identity: Identity | None = None,
         book: SymbolBook = ANY_SYMBOL,
+        bar_hub: BarHub[S] | None = None,
     ) -> None:
         """``identity``: the bearer of a token the transport already verified (a header); None waits for ``auth``.
-        ``book`` says which symbols are unknown and which are not live."""
+        ``book`` says which symbols are unknown and which are not live; ``bar_hub`` holds the bar
+        subscriptions (None: a hub of the session's own, with the default cap)."""
         self.hub = hub
+        self.bar_hub: BarHub[S] = BarHub() if bar_hub is None else bar_hub
         self.book = book
         #: None once released: the connection ended and no longer holds, nor is held by, its session.
         self.subscriber: S | None = subscriber
@@ -298,8 +340,13 @@ class Session(Generic[S]):
             self._unauthorized(out)
         elif isinstance(cmd, protocol.Subscribe):
             self._subscribe(sub, cmd.symbols, cmd.invalid, out)
-        else:
+        elif isinstance(cmd, protocol.Unsubscribe):
             self._unsubscribe(sub, cmd.symbols, cmd.invalid, out)
+        elif isinstance(cmd, protocol.SubscribeBars):
+            self._subscribe_bars(sub, cmd, out)
+        else:
+            self.bar_hub.drop(sub, cmd.symbol, cmd.interval)
+            out.replies.append(protocol.bars_unsubscribed(cmd.symbol, cmd.interval))
         return out
 
     # -- tokens ------------------------------------------------------------------------------
@@ -322,7 +369,8 @@ class Session(Generic[S]):
         self.identity = identity
         out.replies.append(protocol.authenticated(identity.sub, identity.exp))
         if identity.entitlements != old.entitlements:
-            self._reassess(sub, identity.entitlements, out)
+            gone = self._reassess_bars(sub, identity.entitlements, out)
+            self._reassess(sub, identity.entitlements, out, gone)
         return out
 
     def reject(self, exc: TokenRejected) -> Outcome:
@@ -414,8 +462,9 @@ class Session(Generic[S]):
         out.error(refusal.code, refusal.message, symbols, extra)
         return out
 
-    def _reassess(self, sub: S, ents: Entitlements, out: Outcome) -> None:
-        """A refreshed token changed the entitlements: move symbols between tiers, drop the forbidden ones."""
+    def _reassess(self, sub: S, ents: Entitlements, out: Outcome, bars_forbidden: list[str]) -> None:
+        """A refreshed token changed the entitlements: move symbols between tiers, drop the forbidden ones
+        (one ``forbidden_symbol`` naming them and ``bars_forbidden``, those of dropped bar subscriptions)."""
         drop: list[str] = []
         add: list[str] = []
         forbidden: list[str] = []
@@ -437,7 +486,10 @@ class Session(Generic[S]):
             gone = set(trimmed)
             drop += [k for k in sorted(self.hub.symbols_of(sub)) if symbol_of(k) in gone and k not in drop]
             add = [k for k in add if symbol_of(k) not in gone]
+        forbidden += [s for s in bars_forbidden if s not in forbidden]
         if not drop:
+            if forbidden:
+                out.forbidden(forbidden)
             return
         self.hub.unsubscribe(sub, drop)
         out.unsubscribed = drop
@@ -450,6 +502,47 @@ class Session(Generic[S]):
         if trimmed:
             exc = TooManySymbols(limit, len(keep))
             out.error(exc.code, f"{exc.message}; dropped {', '.join(trimmed[:10])}", trimmed)
+
+    def _subscribe_bars(self, sub: S, cmd: protocol.SubscribeBars, out: Outcome) -> None:
+        """Check a ``subscribe_bars`` as a ``subscribe`` is checked (the parser did the syntax): cap,
+        directory, entitlements; then hold it and ask the transport for its history."""
+        bars, symbol = self.bar_hub, cmd.symbol
+        held = bars.holds(sub)
+        if (symbol, cmd.interval) not in held and len(held) >= bars.max_per_connection:
+            exc = TooManyBarSubscriptions(bars.max_per_connection, len(held) + 1)
+            out.error(exc.code, exc.message, [symbol])
+            return
+        ents = self._entitlements()
+        refused = self.book.unknown([symbol], visible_to(ents) if self.access.required else None)
+        if refused is not None:
+            out.error(refused.code, refused.message, refused.symbols, suggestions_of(refused))
+            return
+        tier = ents.tier(symbol)
+        if tier is Tier.FORBIDDEN:
+            out.forbidden([symbol])
+            return
+        key = delayed_key(symbol) if tier is Tier.DELAYED else symbol
+        bars.hold(sub, symbol, cmd.interval, key, cmd.history)
+        out.bars.append(BarRequest(symbol, cmd.interval, key, cmd.history))
+
+    def _reassess_bars(self, sub: S, ents: Entitlements, out: Outcome) -> list[str]:
+        """A refreshed token: bar subscriptions of forbidden symbols end (``bars_unsubscribed``; the symbols are
+        returned for the ``forbidden_symbol`` error); those whose tier moved start again under their new key
+        (a new ``bars``)."""
+        forbidden: list[str] = []
+        for (symbol, interval), h in sorted(self.bar_hub.holds(sub).items()):
+            tier = ents.tier(symbol)
+            if tier is Tier.FORBIDDEN:
+                self.bar_hub.drop(sub, symbol, interval)
+                out.replies.append(protocol.bars_unsubscribed(symbol, interval))
+                if symbol not in forbidden:
+                    forbidden.append(symbol)
+                continue
+            key = delayed_key(symbol) if tier is Tier.DELAYED else symbol
+            if key != h.key:
+                self.bar_hub.hold(sub, symbol, interval, key, h.history)
+                out.bars.append(BarRequest(symbol, interval, key, h.history))
+        return forbidden
 
     def _confirm(self, sub: S, out: Outcome) -> None:
         """Append ``subscribed`` with the connection's set and its delayed part."""

@@ -99,7 +99,7 @@ def test_unsubscribe_answers_the_remaining_set_and_names_what_was_asked_for():
         (
             '{"op":"dance"}',
             "unknown_op",
-            "unknown op 'dance' (known: subscribe, unsubscribe, ping, auth, refresh)",
+            "unknown op 'dance' (known: subscribe, unsubscribe, subscribe_bars, unsubscribe_bars, ping, auth, refresh)",
         ),
     ],
 )
@@ -114,7 +114,10 @@ def test_malformed_messages_get_one_error_and_change_nothing(frame: str, code: s
 def test_an_unknown_op_is_cut_to_64_characters():
     _hub, s = make()
     (msg,) = msgs(s.receive('{"op":"' + "x" * 100 + '"}', 0.0))
-    assert msg["message"] == f"unknown op {'x' * 64!r} (known: subscribe, unsubscribe, ping, auth, refresh)"
+    assert (
+        msg["message"]
+        == f"unknown op {'x' * 64!r} (known: subscribe, unsubscribe, subscribe_bars, unsubscribe_bars, ping, auth, refresh)"
+    )
 
 
 def test_binary_frames_are_refused_even_when_they_hold_json():
@@ -356,6 +359,7 @@ def test_errors_carry_their_wire_code():
         "unauthorized",
         "forbidden_symbol",
         "unknown_symbol",
+        "too_many_bar_subscriptions",
     }
 
 

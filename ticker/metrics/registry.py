@@ -101,6 +101,16 @@ class Metrics:
         self.delay_line_entries = Gauge(
             "ticker_delay_line_entries", "Quotes held back by the delayed tier's delay line.", registry=r
         )
+        self.bar_symbols = Gauge(
+            "ticker_bar_symbols",
+            "Symbols whose OHLCV bars the node holds (bounded, least recently used out).",
+            registry=r,
+        )
+        self.bar_history_loading = Gauge(
+            "ticker_bar_history_loading",
+            "Symbols whose bar history is being loaded (a provider's history endpoint, Redis, the simulated market).",
+            registry=r,
+        )
         self.fanout_latency = FastHistogram(
             "ticker_fanout_latency_seconds",
             "Time from an update reaching the hub to its frames being handed to the sockets.",

@@ -8,7 +8,7 @@ from ticker.server.node import Node
 from ticker.server.ops import metrics_token, ops_routes
 from ticker.server.page import page_routes
 from ticker.server.peers import access_logger, redact_tornado_logs
-from ticker.server.rest import QuotesHandler, SearchHandler, SymbolEntryHandler, SymbolsHandler
+from ticker.server.rest import BarsHandler, QuotesHandler, SearchHandler, SymbolEntryHandler, SymbolsHandler
 from ticker.server.sse import sse_route
 from ticker.server.websocket import QuoteSocket
 
@@ -28,6 +28,7 @@ def make_app(server: Node) -> tornado.web.Application:
             (r"/api/symbols", SymbolsHandler, s),
             (r"/api/symbols/(.+)", SymbolEntryHandler, s),  # (.+): a symbol may hold "/" (EUR/USD)
             (r"/api/search", SearchHandler, s),
+            (r"/api/bars", BarsHandler, s),
             *ops_routes(server.metrics, server.readiness, metrics_token(cfg.access.auth)),
             *page_routes(server),
         ],

@@ -65,6 +65,13 @@ class Config:
     max_symbols: int = option(
         500, "symbols per connection (500)", env="MAX_SYMBOLS", parse=positive(int), group=LIMITS
     )
+    max_bar_subscriptions: int = option(
+        10,
+        "bar subscriptions (symbol and interval pairs) per connection (10)",
+        env="MAX_BAR_SUBSCRIPTIONS",
+        parse=positive(int),
+        group=LIMITS,
+    )
     max_message_bytes: int = option(
         64 * 1024,
         "largest client frame; larger ones close the connection with 1009 (65536)",

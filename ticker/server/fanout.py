@@ -5,6 +5,11 @@ At most one frame per connection per flush interval. A connection whose unsent b
 changed; once it drains below half the bound it gets one frame with the latest value of
 each. A connection that stays over the bound longer than ``slow_timeout`` is closed (1013).
 
+Bar subscriptions (:class:`~ticker.barhub.BarHub`, once :meth:`Fanout.serve_bars` is called) go
+out in the same flush, after the quotes: one ``bar`` payload per changed (key, interval), framed
+once per transport. A conflated connection skips them and remembers the oldest bar it missed per
+subscription; on resume it gets those bars as they are now.
+
 The fan-out alone holds that conflation state; transports ask it (:meth:`Fanout.is_conflating`)
 and tell it (:meth:`Fanout.unsubscribed`, :meth:`Fanout.mark_slow`). Its clock and scheduler are
 injected, so tests drive flushes and sweeps by hand.
@@ -21,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Protocol
 
 from ticker import protocol
+from ticker.barhub import BarBatch, BarHub, BarKey, BarSource
 from ticker.delay import DelayLine
 from ticker.errors import ProtocolError
 from ticker.hub import Hub
@@ -93,12 +99,14 @@ class Connection(ABC):
 
 
 class _Conflation:
-    """A conflated connection: the symbols that changed meanwhile, and when it passed the bound."""
+    """A conflated connection: the symbols that changed meanwhile, the oldest bar start it missed per bar
+    subscription, and when it passed the bound."""
 
-    __slots__ = ("changed", "since")
+    __slots__ = ("bars", "changed", "since")
 
     def __init__(self, since: float) -> None:
         self.changed: dict[str, None] = {}
+        self.bars: dict[BarKey, int] = {}
         self.since = since
 
 
@@ -135,6 +143,15 @@ class Fanout:
         self._wall = wall
         self._releaser: Cancellable | None = None
         self._release_at = math.inf  # when _releaser fires (monotonic; inf: none scheduled)
+        self.bar_hub: BarHub[Connection] | None = None
+        self.bar_book: BarSource | None = None
+        self._bar_symbols: dict[str, dict[str, None]] = {}  # symbols with live real-time bar subscribers
+
+    def serve_bars(self, bar_hub: BarHub[Connection], book: BarSource) -> None:
+        """Send the bar subscriptions of ``bar_hub`` the changes of ``book`` in each flush."""
+        self.bar_hub = bar_hub
+        self.bar_book = book
+        self._bar_symbols = bar_hub.realtime
 
     def _loop(self) -> Scheduler:
         return self._scheduler if self._scheduler is not None else asyncio.get_running_loop()
@@ -143,7 +160,11 @@ class Fanout:
     def publish(self, quote: Quote) -> None:
         """Take one update into the hub and make sure a flush is scheduled."""
         now = self._clock()
-        if self.hub.publish(quote, now) and self._handle is None and not self._closed:
+        if (
+            (self.hub.publish(quote, now) or quote.symbol in self._bar_symbols)
+            and self._handle is None
+            and not self._closed
+        ):
             self._schedule_flush(now)
         line = self.delay
         if line is not None and quote.symbol in line.recording:
@@ -158,6 +179,21 @@ class Fanout:
             self._handle = self._loop().call_later(delay, self.flush)
         else:  # quiet period: flush on the next loop pass, coalescing what arrives meanwhile
             self._handle = self._loop().call_soon(self.flush)
+
+    def bars_changed(self) -> None:
+        """A provider's bar was applied to the book: make sure a flush is scheduled if anyone gets bars."""
+        hub = self.bar_hub
+        if hub is not None and hub.active and self._handle is None and not self._closed:
+            self._schedule_flush(self._clock())
+
+    def release_bars(self) -> None:
+        """The delayed tier's bar timer (about once a second): the next flush sends the bars that passed
+        the delay horizon."""
+        hub = self.bar_hub
+        if hub is not None and hub.has_delayed:
+            hub.delayed_due = True
+            if self._handle is None and not self._closed:
+                self._schedule_flush(self._clock())
 
     # -- the delayed tier --------------------------------------------------------------------
     def _schedule_release(self, now: float) -> None:
@@ -209,7 +245,14 @@ class Fanout:
         """Write every pending update: one frame per batch, the same bytes to each of its members."""
         self._handle = None
         start = self._last_flush = self._clock()
+        bar_hub = self.bar_hub
+        bars = None
+        if bar_hub is not None and bar_hub.active:
+            assert self.bar_book is not None
+            bars = bar_hub.flush(self.bar_book, int(self._wall() * 1000))
         if not self.hub.pending:
+            if bars:
+                self._write_bars(bars, start)
             return
         fl = self.hub.flush()
         frames_sent = updates_sent = bytes_sent = conflated = 0
@@ -238,6 +281,8 @@ class Fanout:
                 bytes_sent += len(frame)
                 if unsent > slow_bytes:
                     self._start_conflating(conn, start)
+        if bars:
+            self._write_bars(bars, start)
         end = self._clock()
         m = self.metrics
         observe = m.fanout_latency.observe
@@ -250,6 +295,32 @@ class Fanout:
             m.bytes_sent.inc(bytes_sent)
         if conflated:
             m.updates_conflated.inc(conflated)
+
+    def _write_bars(self, batches: list[BarBatch[Connection]], now: float) -> None:
+        """Write each ``bar`` payload to its subscribers, framed once per transport; conflated ones skip it."""
+        frames_sent = bytes_sent = 0
+        slow = self._conflated
+        for payload, members, bk, t in batches:
+            frame_of: dict[str, bytes] = {}
+            for conn in members:
+                if slow and conn in slow:
+                    missed = slow[conn].bars
+                    if missed.get(bk, t) >= t:
+                        missed[bk] = t
+                    continue
+                frame = frame_of.get(conn.transport)
+                if frame is None:
+                    frame = frame_of[conn.transport] = conn.framer(payload)
+                unsent = conn.write_frame(frame)
+                if unsent < 0:
+                    continue
+                frames_sent += 1
+                bytes_sent += len(frame)
+                if unsent > self.slow_bytes:
+                    self._start_conflating(conn, now)
+        if frames_sent:
+            self.metrics.frames_sent.inc(frames_sent)
+            self.metrics.bytes_sent.inc(bytes_sent)
 
     def resync(self, connections: Iterable[Connection]) -> int:
         """Send each of ``connections`` a ``snapshot`` of its symbols' last values (after a broker resume).
@@ -324,6 +395,14 @@ class Fanout:
             if conn.write_frame(frame) >= 0:
                 self.metrics.frames_sent.inc()
                 self.metrics.updates_sent.inc(len(entries))
+                self.metrics.bytes_sent.inc(len(frame))
+        bar_hub = self.bar_hub
+        if c.bars and bar_hub is not None and self.bar_book is not None:
+            for payload in bar_hub.catch_up(self.bar_book, conn, c.bars, int(self._wall() * 1000)):
+                frame = conn.framer(payload)
+                if conn.write_frame(frame) < 0:
+                    break
+                self.metrics.frames_sent.inc()
                 self.metrics.bytes_sent.inc(len(frame))
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -15,9 +15,13 @@ from typing import TYPE_CHECKING
 from feeds.base import Feed
 from feeds.registry import create_feeds
 from feeds.runner import FeedRunner, metered
+from ticker.barbook import MAX_SYMBOLS as MAX_BAR_SYMBOLS
+from ticker.barbook import BarBook
+from ticker.barhub import BarHub
+from ticker.bars import Bar
 from ticker.broker import create_broker
 from ticker.broker.base import Broker
-from ticker.daystats import listed_day_stats
+from ticker.daystats import listed_day_stats, listing_sessions, new_york_day_start
 from ticker.delay import DelayLine, split_keys
 from ticker.directory import Directory
 from ticker.entitlements import UserSlots
@@ -26,6 +30,8 @@ from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
 from ticker.server.config import Config
 from ticker.server.fanout import Connection, Fanout
+from ticker.server.history import WAIT as HISTORY_WAIT
+from ticker.server.history import HistoryLoader
 from ticker.server.status_board import StatusBoard
 from ticker.session import Access
 
@@ -53,6 +59,10 @@ class Node:
         #: The delayed tier (``--auth jwt`` only: without tokens everyone is real-time).
         self.delay_line = DelayLine(acc.delay) if jwt else None
         self._delayed_demand: frozenset[str] = frozenset()
+        #: Bar subscriptions (``subscribe_bars``, ``/sse?bars=``): they make their symbols demanded too.
+        self.bar_hub: BarHub[Connection] = BarHub(
+            config.max_bar_subscriptions, acc.delay if jwt else 0.0, self._on_demand
+        )
         self.fanout = Fanout(
             self.hub,
             self.metrics,
@@ -71,8 +81,24 @@ class Node:
             demand_ttl=config.demand_ttl,
         )
         self.feeds = feeds if feeds is not None else create_feeds(config.feeds, config.feed_options)
+        #: Every symbol's OHLCV bars: aggregated from delivered quotes (memory broker) or brought by the
+        #: broker (Redis: the publisher's), a provider's own bars winning; history loaded in the background.
+        self.bars = BarBook(
+            listing_sessions(lambda: self.directory, new_york_day_start()),
+            max(MAX_BAR_SYMBOLS, config.max_symbols),
+        )
+        self._bar_quote = self.bars.on_quote if self.broker.aggregates_bars else None
+        self.fanout.serve_bars(self.bar_hub, self.bars)
+        if not self.broker.aggregates_bars:
+            self.broker.bar_sink = lambda s, i, b: self._apply_bar(s, i, b, False)
         self.runner = FeedRunner(
-            self.feeds, metered(self.metrics, self.broker.publish), stale_after=config.stale_after
+            self.feeds,
+            metered(self.metrics, self.broker.publish, bar=self._apply_bar),
+            stale_after=config.stale_after,
+        )
+        self._history_demand: frozenset[str] = frozenset()
+        self.history_loader = HistoryLoader(
+            self.bars, (self.broker.load_bars, self.runner.history), lambda s: s in self._history_demand
         )
         #: The session's open, high, low, VWAP and previous close, where a feed leaves them out: filled in
         #: as each quote enters the node, before the hub encodes it (through Redis the publisher did it).
@@ -93,6 +119,8 @@ class Node:
         m.subscriptions.set_function(lambda: self.hub.subscription_count)
         m.symbols_active.set_function(lambda: len(self.demand()))
         m.connections_delayed.set_function(lambda: sum(1 for c in self.connections if c.receives_delayed()))
+        m.bar_symbols.set_function(lambda: len(self.bars))
+        m.bar_history_loading.set_function(self.history_loader.loading)
         line = self.delay_line
         if line is not None:
             m.delay_line_entries.set_function(line.held)
@@ -114,6 +142,7 @@ class Node:
         if conn in self.connections:
             self.connections.discard(conn)
             self.hub.remove(conn)
+            self.bar_hub.remove(conn)
             self.fanout.remove(conn)
             self.metrics.connections.labels(conn.transport).dec()
             self.metrics.connections_closed.labels(conn.transport, reason).inc()
@@ -128,16 +157,20 @@ class Node:
             asyncio.get_running_loop().call_soon(self._push_demand)
 
     def demand(self) -> frozenset[str]:
-        """The symbols someone receives, real-time or delayed."""
+        """The symbols someone receives, real-time or delayed, quotes or bars."""
         rt, dl = split_keys(self.hub.demand())
-        return frozenset(rt | dl)
+        return frozenset(rt | dl) | self.bar_hub.demand()
 
     def _push_demand(self) -> None:
         self._demand_due = False
         rt, dl = split_keys(self.hub.demand())
-        symbols = frozenset(rt | dl)
+        symbols = frozenset(rt | dl) | self.bar_hub.demand()
         self.runner.set_demand(symbols)
         self.broker.set_demand(symbols)
+        if symbols != self._history_demand:  # a symbol first demanded gets its bar history
+            added, removed = symbols - self._history_demand, self._history_demand - symbols
+            self._history_demand = symbols
+            self.history_loader.demand_changed(added, removed)
         line = self.delay_line
         if (
             line is not None
@@ -149,7 +182,25 @@ class Node:
 
     def _deliver(self, quote: Quote) -> None:
         self.metrics.hub_updates.inc()
-        self.fanout.publish(self._fill_day(quote))
+        quote = self._fill_day(quote)
+        if self._bar_quote is not None:  # the memory broker: this node aggregates the bars
+            self._bar_quote(quote)
+        self.fanout.publish(quote)
+
+    def _apply_bar(self, symbol: str, interval: str, bar: Bar, final: bool = True) -> None:
+        """A provider's (or the Redis edge's) bar: into the book, and a flush for its bar subscribers."""
+        self.bars.apply(symbol, interval, bar, final)
+        self.fanout.bars_changed()
+
+    # -- bar history -------------------------------------------------------------------------
+    def ensure_history(self, symbol: str) -> None:
+        """Start loading ``symbol``'s bar history in the background unless it is loaded or loading."""
+        self.history_loader.ensure(symbol)
+
+    async def history(self, symbol: str, within: float = HISTORY_WAIT) -> None:
+        """Load ``symbol``'s bar history if it needs it, waiting at most ``within`` seconds (a bar read then
+        answers with what there is)."""
+        await self.history_loader.wait(symbol, within)
 
     # -- health ------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
@@ -176,6 +227,7 @@ class Node:
             self.metrics.broker_up.set(1 if self.broker.up else 0)
             if self.delay_line is not None:  # end keeps past their deadline, even for symbols with no quote
                 self.delay_line.prune(time.monotonic())
+            self.fanout.release_bars()  # delayed bar subscriptions: the bars that passed the horizon
             try:
                 self.board.tick()
             except Exception:  # a feed's health or symbol_state that fails must not end readiness and pushes
@@ -223,6 +275,7 @@ class Node:
                 log.warning("%d connections did not answer the close in time", len(self.connections))
                 for conn in list(self.connections):
                     conn.abort()
+        await self.history_loader.stop()
         # Feeds and broker stop side by side under one deadline, so shutdown stays within 5 s.
         await self.runner.stop(within=1.5, alongside={f"broker {self.broker.name}": self.broker.stop()})
         for task in self._tasks:

@@ -1,5 +1,6 @@
-"""The REST endpoints: ``/api/quotes`` (last values), ``/api/symbols`` (what can be subscribed), and the
-directory: ``/api/symbols/<SYMBOL>`` (one entry) and ``/api/search`` (by ticker and name).
+"""The REST endpoints: ``/api/quotes`` (last values), ``/api/symbols`` (what can be subscribed), the
+directory: ``/api/symbols/<SYMBOL>`` (one entry) and ``/api/search`` (by ticker and name), and
+``/api/bars`` (a symbol's OHLCV bars).
 
 With ``--auth jwt`` both need a token (:mod:`ticker.server.access`); a delayed symbol's value is
 the one the delayed tier released, never a newer one.
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from ticker.bars import DEFAULT_LIMIT, INTERVALS, MAX_LIMIT, parse_interval
 from ticker.delay import delayed_key, symbol_of
 from ticker.directory import Known
 from ticker.entitlements import EVERYTHING, Entitlements, Identity, Tier
@@ -194,3 +196,92 @@ class SymbolEntryHandler(_Base):
             self._refuse(forbidden(srv, ForbiddenSymbols([symbol]), TRANSPORT))
             return
         self.send_json(entry.to_json())
+
+
+_MS_DIGITS = 16  # from/to: epoch milliseconds, at most 16 digits
+
+
+class _BadQuery(Exception):
+    """A query parameter of /api/bars that is missing or malformed (400 ``bad_request``)."""
+
+
+def _epoch_ms(name: str, raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= _MS_DIGITS):
+        raise _BadQuery(f'"{name}" must be a time in epoch milliseconds (a whole number)')
+    return int(raw)
+
+
+def bars_query(
+    interval: str | None, from_raw: str | None, to_raw: str | None, limit_raw: str | None
+) -> tuple[str, int | None, int | None, int]:
+    """(interval, from, to, limit) of ``/api/bars``; raises :class:`_BadQuery` or
+    :class:`~ticker.bars.InvalidInterval`. ``limit``: :data:`DEFAULT_LIMIT` without it, refused past
+    :data:`MAX_LIMIT`."""
+    if interval is None:
+        raise _BadQuery(f'"interval" is required: one of {", ".join(INTERVALS)}')
+    interval = parse_interval(interval)
+    from_ms = _epoch_ms("from", from_raw)
+    to_ms = _epoch_ms("to", to_raw)
+    if from_ms is not None and to_ms is not None and from_ms > to_ms:
+        raise _BadQuery(f'"from" ({from_ms}) is after "to" ({to_ms})')
+    limit = DEFAULT_LIMIT
+    if limit_raw is not None:
+        if not (limit_raw.isascii() and limit_raw.isdigit() and len(limit_raw) <= 6) or not (
+            1 <= int(limit_raw) <= MAX_LIMIT
+        ):
+            raise _BadQuery(f'"limit" must be a whole number from 1 to {MAX_LIMIT}')
+        limit = int(limit_raw)
+    return interval, from_ms, to_ms, limit
+
+
+class BarsHandler(_Base):
+    """``GET /api/bars?symbol=AAPL&interval=1m[&from=ms][&to=ms][&limit=N]``: bars starting in ``[from, to)``,
+    oldest first, at most ``limit`` (the newest ones, or the oldest after ``from`` without ``to``). A
+    symbol's history is loaded on its first read (waited for a few seconds). A delayed user gets only the
+    bars that ended ``--delay`` seconds ago or earlier."""
+
+    async def get(self) -> None:
+        srv = self.server
+        identity = await self._identity()
+        if identity is None:
+            return
+        ents = identity.entitlements
+        arg = self.get_query_argument
+        try:
+            raw = arg("symbol", None)
+            if raw is None:
+                raise _BadQuery('"symbol" is required')
+            symbol = valid_symbol(raw)
+            if symbol is None:
+                raise InvalidSymbol(raw)
+            interval, from_ms, to_ms, limit = bars_query(
+                arg("interval", None), arg("from", None), arg("to", None), arg("limit", None)
+            )
+            refused = srv.board.unknown([symbol], visible_to(ents) if srv.access.required else None)
+            if refused is not None:
+                raise refused
+            tier = ents.tier(symbol)
+            if tier is Tier.FORBIDDEN:
+                raise ForbiddenSymbols([symbol])
+        except _BadQuery as exc:
+            self.send_json({"error": {"code": BAD_REQUEST, "message": str(exc)}}, 400)
+            return
+        except UnknownSymbols as exc:
+            body = {"code": exc.code, "message": exc.message, "symbols": exc.symbols}
+            self.send_json({"error": {**body, "suggestions": suggestions_of(exc)}}, 400)
+            return
+        except ForbiddenSymbols as exc:
+            self._refuse(forbidden(srv, exc, TRANSPORT))
+            return
+        except ProtocolError as exc:
+            self.send_json({"error": {"code": exc.code, "message": exc.message}}, 400)
+            return
+        await srv.history(symbol)  # a symbol nobody receives still has its history
+        horizon = None
+        if tier is Tier.DELAYED:
+            horizon = int((time.time() - srv.config.access.delay) * 1000)
+        bars = srv.bars.range(symbol, interval, from_ms, to_ms, limit, before_end=horizon)
+        self.set_header("Content-Type", "application/json")
+        self.finish(orjson.dumps({"s": symbol, "interval": interval, "bars": bars}))

@@ -6,6 +6,10 @@ the WebSocket ``quotes`` frames, and ``: hb`` comments keep idle connections ali
 events are built once per batch by the fan-out, already wrapped as an HTTP/1.1 chunk, and
 written as the same bytes to every SSE connection, straight to the socket while its buffer
 is empty — the same path, limits, conflation and slow-consumer close as WebSocket.
+
+``/sse?bars=AAPL:1m,MSFT:5m`` (alone or beside ``symbols=``) adds bar subscriptions: the stream waits
+for their history, opens with a ``bars`` event per subscription after the snapshot, and then carries
+the fan-out's ``bar`` events, the WebSocket payloads.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import tornado.iostream
 import tornado.web
 
 from ticker import protocol
+from ticker.bars import DEFAULT_LIMIT, MAX_LIMIT
 from ticker.delay import delayed_key
-from ticker.entitlements import Identity
+from ticker.entitlements import Identity, Tier
 from ticker.errors import (
     BAD_REQUEST,
     CLIENT,
@@ -40,7 +45,15 @@ from ticker.server import tornado_io
 from ticker.server.access import Refused, count_failure, forbidden, identify, over_cap
 from ticker.server.fanout import Connection
 from ticker.server.websocket import origin_allowed
-from ticker.session import hub_keys, open_stream, query_symbols, suggestions_of, symbol_limit, visible_to
+from ticker.session import (
+    hub_keys,
+    open_stream,
+    query_bars,
+    query_symbols,
+    suggestions_of,
+    symbol_limit,
+    visible_to,
+)
 
 if TYPE_CHECKING:
     from ticker.server.node import Node
@@ -72,6 +85,24 @@ HEARTBEAT = chunk(b": hb\n\n")
 def _unchunked(frame: bytes) -> memoryview:
     """The event inside a chunk, for HTTP/1.0 peers (no copy)."""
     return memoryview(frame)[frame.index(b"\r\n") + 2 : -2]
+
+
+def _history(raw: str | None) -> int:
+    """``?history=N``: bars each ``bars`` event holds (default 500, 0 to 5000)."""
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or int(raw) > MAX_LIMIT:
+        raise ProtocolError(BAD_REQUEST, f"history must be a whole number of bars from 0 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def _bar_keys(pairs: list[tuple[str, str]], identity: Identity) -> list[str]:
+    """The hub key of each bar subscription (a delayed symbol's delayed key); raises :class:`ForbiddenSymbols`."""
+    ents = identity.entitlements
+    no = [s for s, _ in pairs if ents.tier(s) is Tier.FORBIDDEN]
+    if no:
+        raise ForbiddenSymbols(list(dict.fromkeys(no)))
+    return [delayed_key(s) if ents.tier(s) is Tier.DELAYED else s for s, _ in pairs]
 
 
 def sse_route(server: Node) -> tuple[str, type[QuoteStream], dict[str, Any]]:
@@ -156,13 +187,19 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         try:
             limit = symbol_limit(cfg.max_symbols, identity.entitlements)
             symbols = query_symbols(self.get_query_argument("symbols", ""), limit, "connection")
-            if not symbols:
-                raise ProtocolError(BAD_REQUEST, "name the symbols to stream: /sse?symbols=AAPL,MSFT")
+            pairs = query_bars(self.get_query_argument("bars", ""), cfg.max_bar_subscriptions)
+            if not symbols and not pairs:
+                raise ProtocolError(
+                    BAD_REQUEST,
+                    "name the symbols or bars to stream: /sse?symbols=AAPL,MSFT or /sse?bars=AAPL:1m",
+                )
+            history = _history(self.get_query_argument("history", None))
             allow = visible_to(identity.entitlements) if srv.access.required else None
-            unknown = srv.board.unknown(symbols, allow)
+            unknown = srv.board.unknown(list(dict.fromkeys(symbols + [s for s, _ in pairs])), allow)
             if unknown is not None:
                 raise unknown
             keys, delayed = hub_keys(symbols, identity.entitlements)
+            bar_keys = _bar_keys(pairs, identity)
         except UnknownSymbols as exc:
             self._refuse_json(400, exc, suggestions_of(exc))
             return
@@ -181,8 +218,18 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
                 self._refuse(ref.status, ref.code, ref.message)
                 return
             self._identity, self._holds_slot = identity, True
-        self._delayed = bool(delayed)
-        if not self._open(symbols, keys, delayed):
+        self._delayed = bool(delayed) or any(k != s for (s, _), k in zip(pairs, bar_keys, strict=True))
+        for symbol in dict.fromkeys(s for s, _ in pairs):  # the history of each, before the stream opens
+            try:
+                await srv.history(symbol)
+            except Exception:  # the stream opens with what the book has
+                log.exception("bar history of %s not loaded", symbol)
+        if self.request.connection is not None and tornado_io.request_stream(self).closed():
+            self._end(CLIENT)  # gives back the user slot
+            return
+        if not self._open(
+            symbols, keys, delayed, [(s, i, k, history) for (s, i), k in zip(pairs, bar_keys, strict=True)]
+        ):
             return
         assert self._sse_done is not None
         await self._sse_done
@@ -191,8 +238,11 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
             await self.finish()  # the last chunk: a clean end of the stream
             self._sse_stream.close()
 
-    def _open(self, symbols: list[str], keys: list[str], delayed: list[str]) -> bool:
-        """Register, subscribe and send ``subscribed`` and the opening snapshot; False if the hub refused (400 sent)."""
+    def _open(
+        self, symbols: list[str], keys: list[str], delayed: list[str], bars: list[tuple[str, str, str, int]]
+    ) -> bool:
+        """Register, subscribe and send ``subscribed``, the opening snapshot and the ``bars`` of each bar
+        subscription (symbol, interval, key, history), which then goes live; False if the hub refused (400 sent)."""
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Connection", "close")
         self.set_header("X-Accel-Buffering", "no")  # tell nginx not to buffer the stream
@@ -220,8 +270,15 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         states = self.server.board.statuses(symbols)
         if states:
             tail = sse_event("status", protocol.status(states))
+        bar_hub, book, wall_ms = self.server.bar_hub, self.server.bars, int(time.time() * 1000)
+        for symbol, interval, key, n in bars:
+            bar_hub.hold(self, symbol, interval, key, n)
+            data = bar_hub.history(book, symbol, interval, key, n, wall_ms)
+            tail += sse_event("bars", protocol.bars(symbol, interval, data, key != symbol))
+            since = data[-1].t if data else bar_hub.newest(book, symbol, interval, key, wall_ms)
+            bar_hub.start(self, symbol, interval, key, since)
         self.write(head + sse_event("snapshot", snapshot) + tail)
-        self.flush()  # headers and the snapshot go out before any quotes frame of the fan-out
+        self.flush()  # headers, snapshot and bars go out before any frame of the fan-out
         self._sse_beat = time.monotonic()
         return True
 
@@ -268,10 +325,8 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self.server.fanout.unsubscribed(self, keys)
         extra = suggestions_of(refusal) if isinstance(refusal, UnknownSymbols) else None
         self.send_message("error", protocol.error(refusal.code, refusal.message, symbols, extra))
-        if not self.server.hub.symbols_of(
-            self
-        ):  # nothing left to stream: end it (the symbol set is the URL's)
-            self._end(CLIENT)
+        if not self.server.hub.symbols_of(self) and not self.server.bar_hub.holds(self):
+            self._end(CLIENT)  # nothing left to stream: end it (the symbol set is the URL's)
 
     def close_slow(self) -> None:
         self._end(SLOW_CONSUMER)

@@ -1,8 +1,10 @@
 """The WebSocket transport: Tornado's WebSocketHandler at the edge of the protocol and the hub.
 
-Control messages (subscribed, snapshot, pong, error) go through ``write_message``; quote
-frames are built once per batch by the fan-out and written as the same bytes to every
-connection, straight to the socket while Tornado's own buffer is empty.
+Control messages (subscribed, snapshot, pong, error, bars) go through ``write_message``; quote
+and bar frames are built once per batch by the fan-out and written as the same bytes to every
+connection, straight to the socket while Tornado's own buffer is empty. A ``subscribe_bars``
+waits for its symbol's history (a backfill, at most a few seconds) before its ``bars`` reply;
+Tornado reads the connection's next message only after that.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import tornado.iostream
 import tornado.web
 import tornado.websocket
 
+from ticker import protocol
+from ticker.delay import is_delayed_key
 from ticker.entitlements import Identity
 from ticker.errors import (
     AUTH_FAILED,
@@ -34,7 +38,7 @@ from ticker.frames import ws_text_frame
 from ticker.server import tornado_io
 from ticker.server.access import Refused, count_failure, identify, over_cap
 from ticker.server.fanout import Connection
-from ticker.session import Outcome, Session
+from ticker.session import BarRequest, Outcome, Session
 
 if TYPE_CHECKING:
     from ticker.server.node import Node
@@ -97,7 +101,15 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
         cfg, now = self.server.config, time.monotonic()
         srv = self.server
         self.session = session = Session(
-            srv.hub, self, cfg.rate_limit, cfg.rate_burst, now, srv.access, self._identity, srv.board
+            srv.hub,
+            self,
+            cfg.rate_limit,
+            cfg.rate_burst,
+            now,
+            srv.access,
+            self._identity,
+            srv.board,
+            srv.bar_hub,
         )
         stream = tornado_io.websocket_stream(self)
         self._stream: tornado.iostream.IOStream | None = stream
@@ -117,6 +129,8 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
             self._deliver(out)
             if out.verify is not None:  # Tornado reads the next message once this check is done
                 return self._verify(session, out.verify.token)
+            if out.bars:  # the same: the next message waits for this history
+                return self._send_bars(out.bars)
         return None
 
     async def _verify(self, session: Session[Connection], token: str) -> None:
@@ -132,6 +146,30 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
             out = session.authorize(identity)
         if not self._closing:
             self._deliver(out)
+            if out.bars:  # a refresh moved bar subscriptions between tiers
+                await self._send_bars(out.bars)
+
+    async def _send_bars(self, requests: list[BarRequest]) -> None:
+        """For each accepted ``subscribe_bars``: wait for the symbol's history, send ``bars`` (the newest
+        ``history`` bars this user may see), then make the subscription live so ``bar`` messages follow."""
+        srv = self.server
+        for req in requests:
+            try:
+                await srv.history(req.symbol)
+            except Exception:  # the read answers with what the book has
+                log.exception("bar history of %s not loaded", req.symbol)
+            hold = srv.bar_hub.holds(self).get((req.symbol, req.interval))
+            if self._closing or self.session is None or hold is None or hold.key != req.key:
+                continue  # closed, unsubscribed or moved meanwhile
+            wall_ms = int(time.time() * 1000)
+            bars = srv.bar_hub.history(srv.bars, req.symbol, req.interval, req.key, req.history, wall_ms)
+            self._send(protocol.bars(req.symbol, req.interval, bars, is_delayed_key(req.key)))
+            since = (
+                bars[-1].t
+                if bars
+                else srv.bar_hub.newest(srv.bars, req.symbol, req.interval, req.key, wall_ms)
+            )
+            srv.bar_hub.start(self, req.symbol, req.interval, req.key, since)
 
     def _deliver(self, out: Outcome) -> None:
         """Count the errors, drop what was unsubscribed from the fan-out, write the replies, then close if told."""

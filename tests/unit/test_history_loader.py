@@ -1,0 +1,161 @@
+"""The node's history loader: once per symbol, sources in order, derived intervals, retries, a bound."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+
+import pytest
+
+from ticker.barbook import BarBook
+from ticker.bars import Bar
+from ticker.server import history
+from ticker.server.history import HistoryLoader
+
+NOW = 1_700_000_040_000  # a whole minute
+M = 60_000
+
+
+class Source:
+    """A fake source of bars: ``bars`` per interval (missing: None), counting calls, optionally failing."""
+
+    def __init__(
+        self, bars: dict[str, list[Bar]] | None = None, fail: int = 0, gate: asyncio.Event | None = None
+    ):
+        self.bars = bars or {}
+        self.fail = fail
+        self.gate = gate
+        self.calls: list[tuple[str, str, int, int]] = []
+        self.running = 0
+        self.most = 0
+
+    async def __call__(self, symbol: str, interval: str, start: int, end: int) -> list[Bar] | None:
+        self.calls.append((symbol, interval, start, end))
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            if self.fail:
+                self.fail -= 1
+                raise OSError("upstream said no")
+            got = self.bars.get(interval)
+            return None if got is None else [b for b in got if start <= b.t < end]
+        finally:
+            self.running -= 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def loader(
+    book: BarBook,
+    *sources: Source,
+    demanded: set[str] | None = None,
+    clock: Clock | None = None,
+    concurrency: int = 4,
+) -> HistoryLoader:
+    wanted = demanded if demanded is not None else set()
+    return HistoryLoader(
+        book, sources, wanted.__contains__, concurrency, clock=clock or Clock(), wall=lambda: NOW / 1000
+    )
+
+
+def minutes(n: int) -> list[Bar]:
+    return [Bar(NOW - (n - i) * M, i, i + 1, i - 1, i, 10) for i in range(n)]
+
+
+async def test_one_load_per_symbol_shared_by_concurrent_callers() -> None:
+    gate = asyncio.Event()
+    src = Source({"1m": minutes(3)}, gate=gate)
+    book = BarBook()
+    hl = loader(book, src, demanded={"AAPL"})
+    first, second = hl.ensure("AAPL"), hl.ensure("AAPL")
+    assert first is not None and first is second and hl.loading() == 1
+    gate.set()
+    await asyncio.gather(hl.wait("AAPL"), hl.wait("AAPL"))
+    assert hl.ensure("AAPL") is None and hl.loading() == 0  # loaded, and live while demanded
+    assert [c[1] for c in src.calls] == ["1m", "5m", "1h", "1d"]  # 1s has no history
+    assert [b.o for b in book.last("AAPL", "1m", 10)] == [0, 1, 2]
+
+
+async def test_the_first_source_with_bars_wins_and_missing_intervals_are_made_of_minutes() -> None:
+    broker = Source({"1d": [Bar(NOW - 86_400_000 * 2, 5, 5, 5, 5, 5)]})  # Redis holds day bars only
+    feed = Source({"1m": minutes(12), "1d": [Bar(NOW - 86_400_000, 9, 9, 9, 9, 9)]})
+    book = BarBook()
+    await loader(book, broker, feed).wait("AAPL")
+    assert [c[1] for c in broker.calls] == ["1m", "5m", "1h", "1d"]
+    assert [c[1] for c in feed.calls] == ["1m", "5m", "1h"]  # 1d came from the broker
+    assert [b.o for b in book.last("AAPL", "1d", 5)] == [5]
+    five = book.last("AAPL", "5m", 10)
+    assert sum(b.v for b in five) == 120 and len(five) in (3, 4)
+    assert [b.v for b in book.last("AAPL", "1h", 5)] == [120]
+    start_1m = broker.calls[0][2]
+    assert start_1m == NOW - NOW % 86_400_000 - 4 * 86_400_000  # a session start four days back
+    assert broker.calls[0][3] > NOW
+
+
+async def test_a_symbol_without_history_is_not_asked_again_at_once() -> None:
+    src = Source()
+    clock = Clock()
+    book = BarBook()
+    hl = loader(book, src, clock=clock)
+    await hl.wait("AAPL")
+    assert "AAPL" in book and hl.ensure("AAPL") is None and len(src.calls) == 4
+    clock.now += history.FRESH_FOR + 1  # nobody receives it: read again later, loaded again
+    await hl.wait("AAPL")
+    assert len(src.calls) == 8
+
+
+async def test_a_failure_is_retried_after_a_backoff_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    src = Source({"1m": minutes(2)}, fail=2)
+    clock = Clock()
+    book = BarBook()
+    hl = loader(book, src, clock=clock)
+    with caplog.at_level(logging.WARNING, "ticker"):
+        await hl.wait("AAPL")
+        await hl.wait("MSFT")
+    assert hl.ensure("AAPL") is None  # not hammered: waits for its retry time
+    lines = [r.getMessage() for r in caplog.records if "history of" in r.getMessage()]
+    assert len(lines) == 1 and "OSError: upstream said no" in lines[0]  # at most a line a minute
+    clock.now += history.RETRY_BASE + history.RETRY_CAP
+    await hl.wait("AAPL")
+    assert [b.o for b in book.last("AAPL", "1m", 5)] == [0, 1]
+    await hl.stop()
+
+
+async def test_loads_run_at_most_concurrency_at_once_and_stop_cancels_them() -> None:
+    gate = asyncio.Event()
+    src = Source(gate=gate)
+    hl = loader(BarBook(), src, concurrency=2)
+    tasks = [hl.ensure(s) for s in ("A", "B", "C", "D")]
+    await asyncio.sleep(0.01)
+    assert src.most == 2 and hl.loading() == 4
+    await hl.stop()
+    assert all(t is not None and t.cancelled() for t in tasks)
+    assert hl.ensure("E") is None
+
+
+async def test_demand_keeps_history_live_and_a_dropped_symbol_goes_stale() -> None:
+    src = Source()
+    clock = Clock()
+    wanted = {"AAPL"}
+    hl = loader(BarBook(), src, demanded=wanted, clock=clock)
+    hl.demand_changed(["AAPL"], [])
+    await hl.wait("AAPL")
+    clock.now += 10 * history.FRESH_FOR
+    assert hl.ensure("AAPL") is None  # demanded: its live bars keep it whole
+    wanted.clear()
+    hl.demand_changed([], ["AAPL"])
+    clock.now += history.FRESH_FOR / 2
+    wanted.add("AAPL")
+    hl.demand_changed(["AAPL"], [])  # back within the minute: nothing to load
+    assert hl.loading() == 0
+    clock.now += math.ceil(10 * history.FRESH_FOR)
+    assert hl.ensure("AAPL") is None

@@ -1,0 +1,198 @@
+"""Loading each symbol's bar history into the node's :class:`~ticker.barbook.BarBook`, in the background.
+
+Per symbol, once (concurrent callers share one task), at most :data:`CONCURRENCY` symbols at a time:
+``1m`` and ``5m`` bars from the start of the session four days back (the current and the previous
+session, across a weekend or a holiday), ``1h`` for two weeks and ``1d`` for a year (``1s`` has no
+history). Each interval comes from the first source that has it (the broker's history, Redis, then the
+feeds' history endpoints); ``5m``, ``1h`` and ``1d`` are made of the ``1m`` bars where no source has them.
+
+A symbol someone receives stays loaded: its live bars keep it whole. The history of a symbol nobody
+receives (a REST read) is reloaded when read again after :data:`FRESH_FOR` seconds. A failed load is
+logged (at most a line a minute) and retried after a backoff (by the next read, or by itself while the
+symbol is demanded), never in a tight loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from ticker.backoff import Backoff
+from ticker.barbook import BarBook, aggregate
+from ticker.bars import Bar
+from ticker.tasks import cancel_and_wait
+
+log = logging.getLogger("ticker")
+
+#: Where bars come from: ``(symbol, interval, start_ms, end_ms) -> bars | None`` (None: none at that interval).
+LoadBars = Callable[[str, str, int, int], Awaitable[list[Bar] | None]]
+
+CONCURRENCY = 4  # symbols loading at once
+WAIT = 3.0  # seconds a bar read waits for a symbol's history before answering with what there is
+FRESH_FOR = 60.0  # seconds the history of a symbol nobody receives is served before it is loaded again
+RETRY_BASE = 5.0  # a failed load is retried after RETRY_BASE plus a backoff of up to RETRY_CAP seconds
+RETRY_CAP = 300.0
+LOG_EVERY = 60.0  # seconds between two log lines about failed loads
+
+_DAY_MS = 86_400_000
+#: How far back each interval is loaded, in days (``1m`` and ``5m`` from a session start).
+SPANS: dict[str, int] = {"1m": 4, "5m": 4, "1h": 14, "1d": 366}
+_DERIVED = ("5m", "1h", "1d")  # made of 1m bars where no source has them
+
+
+class HistoryLoader:
+    """Backfills a :class:`BarBook` from ``sources``; ``demanded(symbol)``: whether someone receives it."""
+
+    def __init__(
+        self,
+        bars: BarBook,
+        sources: Sequence[LoadBars],
+        demanded: Callable[[str], bool],
+        concurrency: int = CONCURRENCY,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.bars = bars
+        self.sources = tuple(sources)
+        self.demanded = demanded
+        self._clock = clock
+        self._wall = wall
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._fresh: dict[str, tuple[int | None, float]] = {}  # symbol → (book generation, fresh until)
+        self._retry: dict[str, tuple[float, Backoff]] = {}  # symbol → (not before, its backoff)
+        self._logged_at = -math.inf
+        self._unlogged = 0
+        self._closed = False
+
+    def loading(self) -> int:
+        """Symbols whose history is loading (or waiting for a slot)."""
+        return len(self._tasks)
+
+    def ensure(self, symbol: str) -> asyncio.Task[None] | None:
+        """Start loading ``symbol``'s history unless it is loaded, loading, or waiting for a retry; the
+        loading task (shared by every caller), None when there is nothing to wait for."""
+        task = self._tasks.get(symbol)
+        if task is not None or self._closed:
+            return task
+        now = self._clock()
+        fresh = self._fresh.get(symbol)
+        if fresh is not None and fresh[1] > now and fresh[0] == self.bars.generation(symbol):
+            return None
+        retry = self._retry.get(symbol)
+        if retry is not None and retry[0] > now:
+            return None
+        task = self._tasks[symbol] = asyncio.get_running_loop().create_task(
+            self._load(symbol), name=f"history {symbol}"
+        )
+        task.add_done_callback(
+            lambda t: self._tasks.pop(symbol, None) if self._tasks.get(symbol) is t else None
+        )
+        return task
+
+    async def wait(self, symbol: str, within: float = WAIT) -> None:
+        """Load ``symbol``'s history if it needs it, waiting at most ``within`` seconds (the load goes on)."""
+        task = self.ensure(symbol)
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=within)
+
+    def demand_changed(self, added: Iterable[str], removed: Iterable[str]) -> None:
+        """Symbols someone now receives get their history; those nobody receives any more go stale."""
+        now = self._clock()
+        for symbol in removed:
+            fresh = self._fresh.get(symbol)
+            if fresh is not None and fresh[1] == math.inf:
+                self._fresh[symbol] = (fresh[0], now + FRESH_FOR)
+        for symbol in added:
+            fresh = self._fresh.get(symbol)
+            if fresh is not None and fresh[1] > now:  # bars kept within the last minute: live from here on
+                self._fresh[symbol] = (fresh[0], math.inf)
+            self.ensure(symbol)
+
+    async def stop(self) -> None:
+        """Stop loading (tasks cancelled and awaited)."""
+        self._closed = True
+        for task in list(self._tasks.values()):
+            await cancel_and_wait(task)
+
+    # -- one load ----------------------------------------------------------------------------
+    async def _load(self, symbol: str) -> None:
+        async with self._slots:
+            try:
+                await self._fill(symbol)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a provider's failure: logged, retried later
+                self._failed(symbol, exc)
+                return
+        self._retry.pop(symbol, None)
+        until = math.inf if self.demanded(symbol) else self._clock() + FRESH_FOR
+        self._fresh[symbol] = (self.bars.generation(symbol), until)
+        self._prune()
+
+    async def _fill(self, symbol: str) -> None:
+        book = self.bars
+        book.resession(symbol)
+        book.bars_of(symbol)  # held even when no source has bars: a read of it does not load again at once
+        days = book.session_of(symbol)
+        now_ms = int(self._wall() * 1000)
+        end_ms = now_ms + 1
+        minutes: list[Bar] | None = None
+        for interval, span in SPANS.items():
+            start = days(now_ms - span * _DAY_MS) if interval in ("1m", "5m") else now_ms - span * _DAY_MS
+            await asyncio.sleep(
+                0
+            )  # a source that answers without waiting (the simulated market) still lets the loop run
+            got = await self._fetch(symbol, interval, start, end_ms)
+            if interval == "1m":
+                minutes = got
+            elif got is None and minutes and interval in _DERIVED:
+                got = aggregate((b for b in minutes if b.t >= start), interval, days)
+            if got:
+                book.backfill(symbol, interval, got, now_ms)
+
+    async def _fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
+        for source in self.sources:
+            got = await source(symbol, interval, start_ms, end_ms)
+            if got is not None:
+                return got
+        return None
+
+    def _failed(self, symbol: str, exc: Exception) -> None:
+        now = self._clock()
+        backoff = self._retry[symbol][1] if symbol in self._retry else Backoff(RETRY_BASE, RETRY_CAP)
+        delay = RETRY_BASE + backoff.next_delay()
+        self._retry[symbol] = (now + delay, backoff)
+        if now - self._logged_at >= LOG_EVERY:
+            more = f" ({self._unlogged} more failed since the last line)" if self._unlogged else ""
+            log.warning(
+                "history of %s not loaded: %s; retrying in %.0f s%s", symbol, _one_line(exc), delay, more
+            )
+            self._logged_at = now
+            self._unlogged = 0
+        else:
+            self._unlogged += 1
+        self._prune()
+        if not self._closed:
+            asyncio.get_running_loop().call_later(delay, self._retry_if_demanded, symbol)
+
+    def _retry_if_demanded(self, symbol: str) -> None:
+        if not self._closed and self.demanded(symbol):
+            self.ensure(symbol)
+
+    def _prune(self) -> None:
+        """Forget what is known of symbols the book no longer holds (bounded by twice its symbols)."""
+        if len(self._fresh) > 2 * self.bars.max_symbols:
+            gen = self.bars.generation
+            self._fresh = {s: f for s, f in self._fresh.items() if f[0] is not None and f[0] == gen(s)}
+        if len(self._retry) > 2 * self.bars.max_symbols:
+            now = self._clock()
+            self._retry = {s: r for s, r in self._retry.items() if r[0] > now - RETRY_CAP}
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
