@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-server
 ARGS   ?=
 
-.PHONY: install run test test-unit lint system-deps clean bench
+.PHONY: install run test test-unit lint system-deps clean bench vendor
 
 # Tests and lint: the server and the dev tools. An edited setup.cfg or pyproject.toml reinstalls.
 $(STAMP): setup.cfg pyproject.toml
@@ -57,6 +57,16 @@ bench: $(BENCH_STAMP)
 	  (cd bench/node && npm ci --no-audit --no-fund --loglevel=error); } || \
 	  echo "npm unavailable: the Node ws peer will be skipped"
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# The page's charting library, committed in web/vendor/ (so pip install and make run need no npm):
+# rebuilt from web/vendor/package-lock.json with npm ci in build/ (tests/unit/test_web_vendor.py checks it).
+VENDOR_PKG := build/web-vendor/node_modules/lightweight-charts
+
+vendor:
+	rm -rf build/web-vendor && mkdir -p build/web-vendor
+	cp web/vendor/package.json web/vendor/package-lock.json build/web-vendor/
+	cd build/web-vendor && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	cp $(VENDOR_PKG)/dist/lightweight-charts.standalone.production.js $(VENDOR_PKG)/LICENSE web/vendor/
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -2,9 +2,11 @@
 
 Starts ``ticker serve`` (simulated feed, N symbols at R ticks/s each), opens the page with those N
 symbols and samples for D seconds: animation-frame intervals, long tasks (>50 ms main-thread work),
-renders, quotes applied per second and the feed-to-screen latency the page itself reports.
+renders, quotes applied per second and the feed-to-screen latency the page itself reports. Unless
+``--no-panel``, the first symbol's detail panel is open meanwhile: its chart holds the simulated
+market's backfilled session of 1m bars and takes the live bar updates (one per tick, R a second).
 
-    .venv/bin/python bench/web_page.py [--rows 100] [--rate 10] [--seconds 10]
+    .venv/bin/python bench/web_page.py [--rows 100] [--rate 10] [--seconds 10] [--no-panel]
 
 Chromium runs headless with --disable-gpu (software rendering), so the numbers are a floor for a
 desktop browser and depend on the machine's load.
@@ -42,7 +44,7 @@ SAMPLE_JS = """(ms) => new Promise(done => {
     obs.disconnect();
     const s1 = window.tickerStats;
     done({ gaps, lat, longTasks, renders: s1.frames - s0.frames, applied: s1.applied - s0.applied,
-           ignored: s1.ignored - s0.ignored, elapsed: now - t0 });
+           ignored: s1.ignored - s0.ignored, bars: s1.bars - s0.bars, elapsed: now - t0 });
   };
   requestAnimationFrame(loop);
 })"""
@@ -60,6 +62,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100)
     ap.add_argument("--rate", type=float, default=10.0, help="updates per second per symbol")
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--no-panel", dest="panel", action="store_false", help="no detail panel (chart) open")
     args = ap.parse_args()
     symbols = [f"B{i:03d}" for i in range(args.rows)]
     with (
@@ -68,15 +71,22 @@ def main() -> None:
     ):
         browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(f"{srv.url}/?symbols={','.join(symbols)}")
+        panel = f"&s={symbols[0]}&i=1m" if args.panel else ""
+        page.goto(f"{srv.url}/?symbols={','.join(symbols)}{panel}")
         page.wait_for_function(
             "() => document.querySelectorAll('#rows tr.waiting').length === 0", timeout=20_000
         )
+        if args.panel:
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=detail-chart]').dataset.state === 'ready'",
+                timeout=20_000,
+            )
         first_ms = page.evaluate(
             "performance.now()"
         )  # navigation start → every row shows a quote (upper bound)
         page.wait_for_timeout(2000)  # warm up
         r: dict[str, Any] = page.evaluate(SAMPLE_JS, args.seconds * 1000)
+        candles = page.get_by_test_id("detail-chart").get_attribute("data-bars") if args.panel else None
         browser.close()
     secs = r["elapsed"] / 1000
     gaps = r["gaps"][1:]
@@ -100,6 +110,13 @@ def main() -> None:
         "stale_or_duplicate_ignored": r["ignored"],
         "latency_ms_avg_of_1s_means": round(sum(r["lat"]) / len(r["lat"]), 1) if r["lat"] else None,
         "latency_ms_worst_1s_mean": max(r["lat"]) if r["lat"] else None,
+        "panel_chart": {
+            "symbol": symbols[0],
+            "candles_1m": int(candles or 0),
+            "bar_updates_per_s": round(r["bars"] / secs, 1),
+        }
+        if args.panel
+        else None,
     }
     print(json.dumps(out, indent=2))
 

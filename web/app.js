@@ -3,15 +3,18 @@
 // /config.json says first whether the server wants a token (`--auth jwt`); then the page signs in
 // over the socket and refreshes the token before it expires (see auth.js). The add box searches the
 // server's symbol directory (search.js); rows show company names (names.js) and the state of each
-// symbol the server says is not live, which the connection pill sums up (pill.js).
+// symbol the server says is not live, which the connection pill sums up (pill.js). A click or Enter on
+// a row opens its detail panel (detail.js): every field of the quote and a live chart of its bars, which
+// this module subscribes over the same socket (`subscribe_bars`) while the panel shows them.
 
 import { refreshDelay, TokenSource } from "./auth.js";
 import { backoffDelay, Connection, socketUrl } from "./connection.js";
+import { DetailPanel, HISTORY, readLocation } from "./detail.js";
 import { NameBook } from "./names.js";
 import { pillFor } from "./pill.js";
 import { namesIt, SymbolSearch } from "./search.js";
 import { normalizeSymbol, parseSymbols, SYMBOL_RULE } from "./symbols.js";
-import { delayLabel, QuoteTable } from "./table.js";
+import { delayLabel, QuoteTable, STATE_BADGE } from "./table.js";
 import { loadSort, loadWatchlist, saveSort, saveWatchlist, shareUrl } from "./watchlist.js";
 
 const $ = (id) => document.getElementById(id);
@@ -24,8 +27,8 @@ const emptyEl = $("empty");
 const summaryEl = $("summary");
 const signInEl = $("sign-in");
 
-/** Counters for the curious (and for the browser tests): frames rendered, quotes applied or ignored. */
-const stats = { frames: 0, applied: 0, ignored: 0, perSecond: 0, latencyMs: null, latencyMaxMs: null };
+/** Counters for the curious (and for the browser tests): frames rendered, quotes applied or ignored, live bars. */
+const stats = { frames: 0, applied: 0, ignored: 0, perSecond: 0, latencyMs: null, latencyMaxMs: null, bars: 0 };
 window.tickerStats = stats;
 
 const pending = new Map(); // symbol → newest Q not yet on screen
@@ -45,6 +48,7 @@ const table = new QuoteTable($("rows"), document.querySelector("#watchlist thead
     table.setSort(sort);
     saveSort(sort);
   },
+  onOpen: (sym) => openDetail(sym),
 });
 
 function say(text, kind = "info", invalidInput = false) {
@@ -74,7 +78,13 @@ function apiHeaders() {
   return headers;
 }
 
-const names = new NameBook({ headers: apiHeaders, onName: (sym, name) => table.setName(sym, name) });
+const names = new NameBook({
+  headers: apiHeaders,
+  onName: (sym, name) => {
+    table.setName(sym, name);
+    if (detail.symbol === sym) detail.refreshInfo();
+  },
+});
 const search = new SymbolSearch(input, $("symbol-suggestions"), {
   headers: apiHeaders,
   onChoose: (entry) => {
@@ -83,6 +93,81 @@ const search = new SymbolSearch(input, $("symbol-suggestions"), {
     addSymbols([entry.s]);
   },
 });
+
+// ---- the detail panel ---------------------------------------------------------------------------
+
+const entries = new Map(); // symbol → Promise of its directory entry (or null), asked once per page view
+
+function entryOf(sym) {
+  if (!entries.has(sym)) {
+    const headers = apiHeaders();
+    const ask = headers
+      ? fetch(`/api/symbols/${encodeURIComponent(sym)}`, { headers })
+          .then((res) => (res.ok ? res.json() : null))
+          .catch(() => null)
+      : Promise.resolve(null);
+    entries.set(
+      sym,
+      ask.then((entry) => {
+        if (!entry || entry.s !== sym) {
+          entries.delete(sym); // asked again next time
+          return null;
+        }
+        names.remember(sym, entry.name);
+        return entry;
+      }),
+    );
+  }
+  return entries.get(sym);
+}
+
+/** The state line of the panel: live, the symbol's state, or not connected; "Delayed ..." when it is. */
+function stateOf(sym) {
+  if (connState !== "connected") return { state: "stale", label: "Not connected", reason: "" };
+  const st = symStates.get(sym);
+  const delayed = delayedSet.has(sym) ? ` · ${delayText}` : "";
+  if (st) return { state: st.state, label: (STATE_BADGE[st.state] || st.state) + delayed, reason: st.reason };
+  return { state: "live", label: `Live${delayed}`, reason: "" };
+}
+
+// The bars subscription is followed by a ping like the quote ops: the errors before its pong are its own.
+function sendBarsOp(msg, kind) {
+  if (!conn || (authOn && !authed) || !conn.send(msg)) return; // onOpen (or the sign-in) sends it again
+  opSeq += 1;
+  const id = `op-${opSeq}`;
+  conn.send({ op: "ping", id });
+  outstanding.push({ id, op: msg.op, symbols: [msg.symbol], kind, errors: [] });
+}
+
+function subscribeBars(symbol, interval) {
+  sendBarsOp({ op: "subscribe_bars", symbol, interval, history: HISTORY[interval] }, "bars");
+}
+
+function unsubscribeBars(symbol, interval) {
+  sendBarsOp({ op: "unsubscribe_bars", symbol, interval }, "bars-off");
+}
+
+const detail = new DetailPanel($("detail"), {
+  quoteOf: (sym) => table.quote(sym),
+  nameOf: (sym) => names.get(sym),
+  stateOf,
+  entryOf,
+  onSubscribe: subscribeBars,
+  onUnsubscribe: unsubscribeBars,
+  onClose: () => table.setOpen(null),
+});
+
+function openDetail(sym, options = {}) {
+  if (!table.has(sym)) return;
+  table.setOpen(sym);
+  detail.open(sym, { returnTo: table.rowElement(sym), ...options });
+}
+
+// After a (re)connect and sign-in: the panel's bars again.
+function resubscribeBars() {
+  const sub = detail.subscription;
+  if (sub) subscribeBars(sub.symbol, sub.interval);
+}
 
 function addRow(sym) {
   table.add(sym);
@@ -143,6 +228,14 @@ function fetchNames(symbols) {
 }
 
 function settle(op) {
+  if (op.kind === "bars") {
+    const sub = detail.subscription;
+    if (op.errors.length && sub && sub.symbol === op.symbols[0]) {
+      detail.barsFailed(op.errors.map((e) => e.message || e.code));
+    }
+    return;
+  }
+  if (op.kind === "bars-off") return; // nothing to say: the panel has moved on
   if (op.kind === "add") settleAdd(op);
   else if (op.errors.length) say(op.errors.map((e) => e.message || e.code).join(" "), "error");
   if (op.op === "subscribe") fetchNames(op.symbols);
@@ -173,6 +266,7 @@ function applyStatus(data) {
     table.setState(e.s, e.state, reason);
   }
   renderStatus();
+  detail.refreshInfo();
 }
 
 function onMessage(msg) {
@@ -195,6 +289,13 @@ function onMessage(msg) {
       break;
     case "status":
       applyStatus(msg.data);
+      break;
+    case "bars":
+      detail.setBars(msg.s, msg.interval, msg.data);
+      break;
+    case "bar":
+      stats.bars += 1;
+      detail.addBar(msg.s, msg.interval, msg.bar);
       break;
     case "authenticated":
       onAuthenticated(msg);
@@ -230,6 +331,7 @@ function setDelayed(delayed) {
   for (const sym of delayed) if (!delayedSet.has(sym)) lastSeq.delete(sym);
   delayedSet = delayed;
   table.setDelayed(delayed, delayText);
+  detail.refreshInfo();
 }
 
 function onOpen() {
@@ -245,6 +347,7 @@ function onOpen() {
     return;
   }
   sendOp("subscribe", table.symbols, "resync");
+  resubscribeBars();
 }
 
 let connState = "disconnected";
@@ -268,6 +371,7 @@ function onState(state, info) {
     }
   }
   renderStatus();
+  detail.refreshInfo();
 }
 
 // data-feed on the pill, while connected: "live" or the worst state among the watched symbols.
@@ -340,6 +444,7 @@ function onAuthenticated(msg) {
   if (!first) return; // a refresh: entitlements may have narrowed (the server sends subscribed, then errors)
   renderStatus();
   sendOp("subscribe", table.symbols, "resync");
+  resubscribeBars();
 }
 
 // Replace the live socket's token before it expires, without reconnecting.
@@ -431,6 +536,10 @@ function render(now) {
     if (lat > latMax) latMax = lat;
   }
   stats.applied += batch.length;
+  if (detail.symbol) {
+    const q = batch.find((x) => x.s === detail.symbol);
+    if (q) detail.showQuote(q);
+  }
   table.maybeResort(now);
   if (table.sweep(now)) rafId = requestAnimationFrame(render);
 }
@@ -455,6 +564,7 @@ setInterval(() => {
 // ---- editing the watchlist ----------------------------------------------------------------------
 
 function dropRow(sym) {
+  if (detail.symbol === sym) detail.close();
   table.remove(sym);
   pending.delete(sym);
   lastSeq.delete(sym);
@@ -594,4 +704,13 @@ if (initial.rejected.length) {
 refreshSummary();
 $("add-form").addEventListener("submit", addFromInput);
 $("share").addEventListener("click", share);
+// A link with `?s=SYMBOL[&i=INTERVAL]` opens that symbol's panel (the symbol joins the watchlist).
+const linked = readLocation();
+if (linked) {
+  if (!table.has(linked.symbol)) {
+    addRow(linked.symbol);
+    persist();
+  }
+  openDetail(linked.symbol, { interval: linked.interval });
+}
 start();

@@ -1,7 +1,9 @@
 // The watchlist table: one row per symbol, updated in place (only the cells whose text changed),
-// price flashes on up and down ticks, a bounded SVG sparkline per row, sorting, stale marking, the
-// company name under the ticker, a badge for a symbol that is not live (its state, the reason as its
-// tooltip) and the "Delayed" badge of symbols the server sends late (a user not entitled to real-time quotes).
+// a short flash of the price cell on up and down ticks, a bounded SVG sparkline per row, sorting, stale
+// marking, the company name under the ticker, a badge for a symbol that is not live (its state, the
+// reason as its tooltip) and the "Delayed" badge of symbols the server sends late (a user not entitled
+// to real-time quotes). Wide screens also show the day's open, high and low and a day-range bar. Rows
+// are focusable: a click or Enter on one opens its detail panel (detail.js), Up and Down move between rows.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 export const SPARK_POINTS = 60; // points kept per row for its sparkline
@@ -9,7 +11,7 @@ const SPARK_BUCKET_MS = 500; // one point per half second: the sparkline shows t
 const SPARK_W = 60;
 const SPARK_H = 20;
 const RESORT_MS = 1_000; // a sort on a live column re-orders at most once a second, so rows stay readable
-const FLASH_MS = 450; // how long a price cell stays tinted after an up or down tick
+const FLASH_MS = 250; // how long a price cell stays tinted after a tick (short: 2 ticks/s stay readable)
 
 const fmt = {
   price: new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 4 }),
@@ -51,7 +53,32 @@ export function quoteTime(t, now = Date.now()) {
   return t < todayStart ? `${fmt.day.format(t)} ${time}` : time;
 }
 
-const NUMERIC_KEYS = new Set(["p", "c", "cp", "b", "a", "v", "t"]);
+const NUMERIC_KEYS = new Set(["p", "c", "cp", "o", "h", "l", "b", "a", "v", "t"]);
+
+/** The text of quote field `key` (p b a v c cp o h l pc vw t) of `q`, as the table and the detail panel show it. */
+export function fieldText(q, key) {
+  const x = q ? q[key] : undefined;
+  if (!isNum(x)) return "—";
+  switch (key) {
+    case "c":
+      return fmt.change.format(x);
+    case "cp":
+      return `${fmt.pct.format(x)}%`;
+    case "v":
+      return fmt.volume.format(x);
+    case "t":
+      return quoteTime(x);
+    default:
+      return fmt.price.format(x);
+  }
+}
+
+/** Where `p` sits between the day's low `l` and high `h`, 0 to 1 (0.5 for a flat day); null when unknown. */
+export function rangePosition(q) {
+  if (!q || !isNum(q.p) || !isNum(q.l) || !isNum(q.h) || q.h < q.l) return null;
+  if (q.h === q.l) return 0.5;
+  return Math.min(1, Math.max(0, (q.p - q.l) / (q.h - q.l)));
+}
 
 function isNum(x) {
   return typeof x === "number" && Number.isFinite(x);
@@ -100,6 +127,9 @@ class Row {
     tr.dataset.symbol = sym;
     tr.className = "waiting";
     tr.setAttribute("role", "row"); // the CSS grid layout needs explicit table roles
+    tr.tabIndex = 0; // a click or Enter opens the detail panel
+    tr.setAttribute("aria-haspopup", "dialog");
+    tr.setAttribute("aria-expanded", "false");
     const th = document.createElement("th");
     th.scope = "row";
     th.setAttribute("role", "rowheader");
@@ -134,6 +164,23 @@ class Row {
     this.price.dataset.testid = `price-${sym}`;
     this.change = cell("td", "num col-chg");
     this.pct = cell("td", "num col-pct");
+    this.open = cell("td", "num col-open");
+    this.high = cell("td", "num col-high");
+    this.low = cell("td", "num col-low");
+    this.rangeCell = document.createElement("td");
+    this.rangeCell.className = "col-range";
+    this.rangeCell.setAttribute("role", "cell");
+    this.range = document.createElement("span");
+    this.range.className = "range";
+    this.range.dataset.testid = "day-range";
+    this.range.setAttribute("role", "img");
+    this.range.setAttribute("aria-label", "Day range unknown");
+    this.range.dataset.state = "unknown";
+    this.rangeMark = document.createElement("span");
+    this.rangeMark.className = "range-mark";
+    this.range.append(this.rangeMark);
+    this.rangeCell.append(this.range);
+    this.rangePos = null;
     this.bid = cell("td", "num col-bid");
     this.ask = cell("td", "num col-ask");
     this.volume = cell("td", "num col-vol");
@@ -162,7 +209,8 @@ class Row {
     remove.textContent = "×";
     removeCell.append(remove);
     this.removeButton = remove;
-    tr.append(th, this.price, this.change, this.pct, this.bid, this.ask, this.volume, this.time, sparkCell, removeCell);
+    tr.append(th, this.price, this.change, this.pct, this.open, this.high, this.low, this.rangeCell);
+    tr.append(this.bid, this.ask, this.volume, this.time, sparkCell, removeCell);
     this.el = tr;
   }
 
@@ -195,6 +243,10 @@ class Row {
     setText(this.bid, isNum(q.b) ? fmt.price.format(q.b) : "—");
     setText(this.ask, isNum(q.a) ? fmt.price.format(q.a) : "—");
     setText(this.volume, isNum(q.v) ? fmt.volume.format(q.v) : "—");
+    setText(this.open, fieldText(q, "o"));
+    setText(this.high, fieldText(q, "h"));
+    setText(this.low, fieldText(q, "l"));
+    this._drawRange(q);
     const when = isNum(q.t) ? quoteTime(q.t) : "—";
     if (this.time._text !== when) this.time.classList.toggle("dated", when.length > 8);
     setText(this.time, when);
@@ -246,6 +298,27 @@ class Row {
     }
   }
 
+  // The day-range bar: low on the left, high on the right, the last price marked (moved only when it
+  // moves by a visible amount; the row is a layout boundary, so this re-lays out one small cell).
+  _drawRange(q) {
+    const pos = rangePosition(q);
+    const shown = pos === null ? null : Math.round(pos * 200) / 2; // half-percent steps
+    if (shown === this.rangePos) return;
+    this.rangePos = shown;
+    const r = this.range;
+    if (shown === null) {
+      r.dataset.state = "unknown";
+      delete r.dataset.pos;
+      r.setAttribute("aria-label", "Day range unknown");
+      return;
+    }
+    delete r.dataset.state;
+    r.dataset.pos = String(shown);
+    this.rangeMark.style.left = `${shown}%`;
+    r.setAttribute("aria-label", `Day range ${fieldText(q, "l")} to ${fieldText(q, "h")}, last ${fieldText(q, "p")}`);
+    r.title = r.getAttribute("aria-label");
+  }
+
   _drawSpark() {
     const h = this.history;
     let lo = Infinity;
@@ -275,7 +348,7 @@ class Row {
 
 export class QuoteTable {
   /** tbody: where rows live; thead: its sort buttons; onRemove(sym) and onSort(sort) report clicks. */
-  constructor(tbody, thead, { onRemove, onSort }) {
+  constructor(tbody, thead, { onRemove, onSort, onOpen = () => {} }) {
     this.tbody = tbody;
     this.thead = thead;
     this.rows = new Map();
@@ -286,7 +359,28 @@ export class QuoteTable {
     this.flashing = new Set(); // rows whose price cell is tinted
     tbody.addEventListener("click", (ev) => {
       const btn = ev.target.closest("button.remove");
-      if (btn) onRemove(btn.dataset.symbol);
+      if (btn) {
+        onRemove(btn.dataset.symbol);
+        return;
+      }
+      const tr = ev.target.closest("tr[data-symbol]");
+      if (tr && !ev.target.closest("a, button, input")) onOpen(tr.dataset.symbol);
+    });
+    tbody.addEventListener("keydown", (ev) => {
+      const tr = ev.target;
+      if (!(tr instanceof HTMLTableRowElement) || !tr.dataset.symbol || ev.altKey || ev.ctrlKey || ev.metaKey) return;
+      let to = null;
+      if (ev.key === "Enter") {
+        ev.preventDefault();
+        onOpen(tr.dataset.symbol);
+      } else if (ev.key === "ArrowDown") to = tr.nextElementSibling;
+      else if (ev.key === "ArrowUp") to = tr.previousElementSibling;
+      else if (ev.key === "Home") to = tbody.firstElementChild;
+      else if (ev.key === "End") to = tbody.lastElementChild;
+      if (to) {
+        ev.preventDefault();
+        to.focus();
+      }
     });
     thead.addEventListener("click", (ev) => {
       const th = ev.target.closest("th[data-key]");
@@ -297,6 +391,27 @@ export class QuoteTable {
 
   has(sym) {
     return this.rows.has(sym);
+  }
+
+  /** The newest quote shown in `sym`'s row, or null. */
+  quote(sym) {
+    return this.rows.get(sym)?.q ?? null;
+  }
+
+  /** `sym`'s row element (to give the focus back to), or null. */
+  rowElement(sym) {
+    return this.rows.get(sym)?.el ?? null;
+  }
+
+  /** Mark `sym`'s row as the one the detail panel shows (null: none). */
+  setOpen(sym) {
+    for (const row of this.rows.values()) {
+      const on = row.sym === sym;
+      if ((row.el.getAttribute("aria-expanded") === "true") !== on) {
+        row.el.setAttribute("aria-expanded", on ? "true" : "false");
+        row.el.classList.toggle("open", on);
+      }
+    }
   }
 
   get symbols() {

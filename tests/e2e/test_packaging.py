@@ -123,8 +123,9 @@ def test_the_wheel_is_named_typed_and_complete(wheel: Path, metadata: dict[str, 
         assert "ticker = ticker.cli:main" in whl.read(entry_points).decode()
     assert {"ticker/py.typed", "feeds/py.typed", "ticker/client/__init__.py", "ticker/server/run.py"} <= names
     assert "feeds/recording/sample.jsonl.gz" in names
-    assert {p.name for p in (ROOT / "web").iterdir() if p.is_file()} == {
-        Path(n).name for n in names if ".data/data/share/ticker/web/" in n
+    web = ROOT / "web"  # its files and web/vendor/'s (the chart library)
+    assert {p.relative_to(web).as_posix() for p in web.rglob("*") if p.is_file()} == {
+        n.split(".data/data/share/ticker/web/", 1)[1] for n in names if ".data/data/share/ticker/web/" in n
     }
     assert not [n for n in names if n.startswith(("tests/", "bench/"))]
 
@@ -174,7 +175,7 @@ def test_a_server_install_serves_the_page_and_quotes(server_venv: Path) -> None:
     """What `make run` installs (the server extra, no dev tools) is enough to serve, page files included."""
     python = str(server_venv / "bin" / "python")
     with ServerProcess(["--sim-rate", "20"], env=RUN_ENV, python=python, cwd=str(server_venv)) as srv:
-        for path in ("/", "/static/app.js"):
+        for path in ("/", "/static/app.js", "/static/vendor/lightweight-charts.standalone.production.js"):
             with urllib.request.urlopen(srv.url + path, timeout=timeout(5)) as resp:
                 assert resp.status == 200, path
         samples = scrape(srv.url)

@@ -277,14 +277,14 @@ def test_hundred_rows_render_at_most_once_per_frame(page: Page, browser: Browser
             """() => new Promise(done => {
               const start = {...window.tickerStats};
               const before = new Map([...document.querySelectorAll('[data-testid^=price-]')]
-                .map(td => [td.dataset.testid, td.dataset.value + '@' + td.closest('tr').children[7].textContent]));
+                .map(td => [td.dataset.testid, td.dataset.value + '@' + td.closest('tr').querySelector('.col-time').textContent]));
               let rafs = 0;
               const t0 = performance.now();
               const loop = () => {
                 rafs += 1;
                 if (performance.now() - t0 < 2000) return requestAnimationFrame(loop);
                 const changed = [...document.querySelectorAll('[data-testid^=price-]')].filter(td =>
-                  before.get(td.dataset.testid) !== td.dataset.value + '@' + td.closest('tr').children[7].textContent).length;
+                  before.get(td.dataset.testid) !== td.dataset.value + '@' + td.closest('tr').querySelector('.col-time').textContent).length;
                 done({rafs, frames: window.tickerStats.frames - start.frames,
                       applied: window.tickerStats.applied - start.applied, changed});
               };
