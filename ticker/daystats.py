@@ -36,7 +36,7 @@ from collections.abc import Callable
 from math import ceil, floor, log10
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ticker.bars import DayStart, utc_day_start, zone_day_start
+from ticker.bars import Bar, DayStart, utc_day_start, zone_day_start
 from ticker.directory import Directory
 from ticker.quote import Quote
 
@@ -67,6 +67,7 @@ class _Day:
         "prev_close",
         "pv",
         "scale",
+        "seeded",
         "size",
         "start",
         "vwap",
@@ -82,6 +83,7 @@ class _Day:
         self.scale = _scale(price)  # the VWAP is rounded to 1 / scale
         self.base: float | None = None  # the cumulative volume of the last quote that had one
         self.prev_close: float | None = None
+        self.seeded = False  # the session so far was taken from history (:meth:`DayStats.seed`)
 
 
 class DayStats:
@@ -141,6 +143,41 @@ class DayStats:
         if quote.prev_close is None:
             quote.prev_close = day.prev_close
         return quote
+
+    def seed(self, symbol: str, session: Bar, prev_close: float | None, now_ms: int) -> None:
+        """Take the session so far from history: ``session`` is the session's ``1d`` bar (from a provider's
+        history, or made of its ``1m`` bars), ``prev_close`` the previous session's close.
+
+        Its open wins; its high and low widen what quotes showed; the VWAP is seeded with the bar's
+        typical price ``(h + l + c) / 3`` over its volume (an approximation: the bars do not give each
+        trade). Nothing happens when the bar is not of the session holding ``now_ms``, or when the
+        symbol's session so far is already seeded.
+        """
+        start_of = self._session_of(symbol)
+        start = start_of(now_ms)
+        if session.t != start:
+            return
+        day = self._days.get(symbol)
+        if day is None or day.start != start:
+            if day is None and len(self._days) >= self.max_symbols:
+                del self._days[next(iter(self._days))]
+            day = self._days[symbol] = _Day(start, start_of(start + _NEXT_DAY_MS), session.o)
+            day.last = session.c
+        elif day.seeded:
+            return
+        day.seeded = True
+        day.open = session.o
+        if session.h > day.high:
+            day.high = session.h
+        if session.l < day.low:
+            day.low = session.l
+        if prev_close is not None:
+            day.prev_close = prev_close
+        if session.v > 0:
+            day.pv += (session.h + session.l + session.c) / 3.0 * session.v
+            day.size += session.v
+            scale = day.scale
+            day.vwap = floor(day.pv / day.size * scale + 0.5) / scale
 
     def _begin(self, quote: Quote, previous: _Day | None) -> _Day:
         """Start the session holding ``quote`` for its symbol, after ``previous`` (None: the first one)."""

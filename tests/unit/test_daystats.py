@@ -173,3 +173,36 @@ def test_filled_quotes_encode_the_day_statistics_and_a_change_relative_to_the_pr
         "t": MIDNIGHT,
         "q": 1,
     }
+
+
+def test_history_seeds_the_session_so_far_and_quotes_widen_it() -> None:
+    from ticker.bars import Bar
+
+    stats = DayStats()
+    start = utc_day_start(T0)
+    stats.apply(q(100.0, volume=1_000))  # the server came up mid-session: its first quote
+    stats.seed("AAPL", Bar(start, 95.0, 103.0, 94.0, 100.0, 9_000), prev_close=96.0, now_ms=T0 + 1)
+    seeded = stats.apply(q(104.0, T0 + 2, volume=2_000))
+    assert (seeded.open, seeded.high, seeded.low, seeded.prev_close) == (95.0, 104.0, 94.0, 96.0)
+    # the VWAP: the bar's typical price over its volume, then the trade of 1,000 at 104
+    assert seeded.vwap == round(((103.0 + 94.0 + 100.0) / 3 * 9_000 + 104.0 * 1_000) / 10_000, 4)
+    stats.seed("AAPL", Bar(start, 1.0, 1.0, 1.0, 1.0, 1), prev_close=2.0, now_ms=T0 + 3)  # seeded once
+    assert stats.apply(q(104.0, T0 + 4)).open == 95.0
+
+
+def test_a_seed_of_another_session_is_ignored_and_a_fresh_symbol_starts_from_it() -> None:
+    from ticker.bars import Bar
+
+    stats = DayStats()
+    start = utc_day_start(T0)
+    stats.seed("MSFT", Bar(start - DAY, 1.0, 2.0, 0.5, 1.5, 10), prev_close=None, now_ms=T0)  # yesterday's
+    assert len(stats) == 0
+    stats.seed("MSFT", Bar(start, 400.0, 410.0, 395.0, 405.0, 0), prev_close=399.0, now_ms=T0)
+    first = stats.apply(q(406.0, T0 + 1, "MSFT"))
+    assert (first.open, first.high, first.low, first.prev_close, first.vwap) == (
+        400.0,
+        410.0,
+        395.0,
+        399.0,
+        None,
+    )

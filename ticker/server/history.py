@@ -54,8 +54,11 @@ class HistoryLoader:
         concurrency: int = CONCURRENCY,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        on_loaded: Callable[[str, int], None] | None = None,
     ) -> None:
+        """``on_loaded(symbol, now_ms)`` is called after each successful load (the node seeds its day statistics)."""
         self.bars = bars
+        self.on_loaded = on_loaded
         self.sources = tuple(sources)
         self.demanded = demanded
         self._clock = clock
@@ -129,6 +132,8 @@ class HistoryLoader:
                 self._failed(symbol, exc)
                 return
         self._retry.pop(symbol, None)
+        if self.on_loaded is not None:
+            self.on_loaded(symbol, int(self._wall() * 1000))
         until = math.inf if self.demanded(symbol) else self._clock() + FRESH_FOR
         self._fresh[symbol] = (self.bars.generation(symbol), until)
         self._prune()

@@ -98,7 +98,10 @@ class Node:
         )
         self._history_demand: frozenset[str] = frozenset()
         self.history_loader = HistoryLoader(
-            self.bars, (self.broker.load_bars, self.runner.history), lambda s: s in self._history_demand
+            self.bars,
+            (self.broker.load_bars, self.runner.history),
+            lambda s: s in self._history_demand,
+            on_loaded=self._history_loaded,
         )
         #: The session's open, high, low, VWAP and previous close, where a feed leaves them out: filled in
         #: as each quote enters the node, before the hub encodes it (through Redis the publisher did it).
@@ -193,6 +196,17 @@ class Node:
         self.fanout.bars_changed()
 
     # -- bar history -------------------------------------------------------------------------
+    def _history_loaded(self, symbol: str, now_ms: int) -> None:
+        """Seed the day statistics with the session so far (its ``1d`` bar and the previous close), so that a
+        quote's open, high and low agree with the chart even on a node started mid-session."""
+        series = self.bars.series(symbol, "1d")
+        if series is None or not self.broker.aggregates_bars:  # through Redis the publisher does it
+            return
+        days = series.last(2)
+        if days:
+            prev = days[0].c if len(days) == 2 else None
+            self.day_stats.seed(symbol, days[-1], prev, now_ms)
+
     def ensure_history(self, symbol: str) -> None:
         """Start loading ``symbol``'s bar history in the background unless it is loaded or loading."""
         self.history_loader.ensure(symbol)
