@@ -17,7 +17,7 @@ bar already released is sent again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, Protocol, TypeVar
 
 from ticker import protocol
@@ -137,6 +137,13 @@ class BarHub(Generic[S]):
         self._stop(sub, h, interval)
         self._want(symbol, -1)
         return h.key
+
+    def holders(self, symbols: Iterable[str]) -> list[S]:
+        """Subscribers holding a bar subscription of any of ``symbols`` (a walk over every subscriber: rare)."""
+        wanted = set(symbols)
+        if not wanted.intersection(self._wanted):
+            return []
+        return [sub for sub, mine in self._subs.items() if any(s in wanted for s, _ in mine)]
 
     def remove(self, sub: S) -> None:
         """Forget ``sub`` (its connection closed) and every subscription it had."""

@@ -449,15 +449,23 @@ class Session(Generic[S]):
 
     def drop(self, symbols: list[str], refusal: ProtocolError) -> Outcome:
         """The node refuses ``symbols`` after the fact (a pending symbol the directory does not know): unsubscribe
-        them in either tier, then ``subscribed`` and the refusal naming them."""
+        them in either tier (then ``subscribed``) and end their bar subscriptions (``bars_unsubscribed``), then
+        the refusal naming them."""
         out = Outcome()
         sub = self.subscriber
         if self.closed is not None or sub is None:
             return out
         keys = symbols + [delayed_key(s) for s in symbols]
-        self.hub.unsubscribe(sub, keys)
-        out.unsubscribed = keys
-        self._confirm(sub, out)
+        held = self.hub.symbols_of(sub)
+        if any(k in held for k in keys):
+            self.hub.unsubscribe(sub, keys)
+            out.unsubscribed = keys
+            self._confirm(sub, out)
+        dropped = set(symbols)
+        for symbol, interval in sorted(self.bar_hub.holds(sub)):  # bar subscriptions of them end too
+            if symbol in dropped:
+                self.bar_hub.drop(sub, symbol, interval)
+                out.replies.append(protocol.bars_unsubscribed(symbol, interval))
         extra = suggestions_of(refusal) if isinstance(refusal, UnknownSymbols) else None
         out.error(refusal.code, refusal.message, symbols, extra)
         return out

@@ -256,3 +256,18 @@ def test_a_refresh_forbidding_only_bars_still_names_them():
     out = s.authorize(Identity("ann", 3000.0, Entitlements(realtime=("MSFT",), delayed=())))
     assert [m.get("code") for m in msgs(out)] == [None, None, "forbidden_symbol"]
     assert bars.holds("c") == {} and bars.demand() == frozenset()
+
+
+def test_a_symbol_dropped_after_the_fact_ends_its_bar_subscriptions_too():
+    bars, s, told = make()
+    sub_bars(s, "NOPE")
+    sub_bars(s, "NOPE", "5m")
+    sub_bars(s, "AAPL")
+    out = s.drop(["NOPE"], UnknownSymbols(["NOPE"]))
+    assert [(m["type"], m.get("interval")) for m in msgs(out)] == [
+        ("bars_unsubscribed", "1m"),
+        ("bars_unsubscribed", "5m"),
+        ("error", None),
+    ]  # no `subscribed`: the quote subscription did not hold it
+    assert msgs(out)[-1]["code"] == "unknown_symbol" and msgs(out)[-1]["symbols"] == ["NOPE"]
+    assert sorted(bars.holds("c")) == [("AAPL", "1m")] and told[-1] == frozenset({"AAPL"})

@@ -11,6 +11,7 @@ import orjson
 from feeds.base import Feed, FeedContext
 from feeds.runner import FeedRunner
 from tests.support.fakes.feed import StubFeed
+from ticker.barhub import BarHub
 from ticker.delay import split_keys
 from ticker.directory import Directory, SymbolInfo
 from ticker.errors import ProtocolError
@@ -48,6 +49,7 @@ class Broker:
 class Node:
     def __init__(self, feeds: list[Feed]) -> None:
         self.hub: Hub[Any] = Hub()
+        self.bar_hub: BarHub[Any] = BarHub()
         self.feeds = feeds
         self.runner = FeedRunner(feeds, lambda f: FeedContext(emit=lambda q: None))
         self.broker = Broker()
@@ -58,7 +60,7 @@ class Node:
 
     def demand(self) -> frozenset[str]:
         rt, dl = split_keys(self.hub.demand())  # as the node's: delayed keys stand for their symbols
-        return frozenset(rt | dl)
+        return frozenset(rt | dl | self.bar_hub.demand())
 
 
 def rig(*feeds: StubFeed) -> tuple[Node, StatusBoard, Conn, Conn]:
@@ -130,7 +132,10 @@ def test_a_pending_symbol_that_turns_out_unknown_is_dropped_from_every_holder():
     node, board, a, b = rig()
     node.hub.subscribe(a, ["AAPL", "NOPE"])
     node.hub.subscribe(b, ["~NOPE"])
+    bars_only = Conn("c")  # holds the symbol by a bar subscription alone
+    node.bar_hub.hold(bars_only, "NOPE", "1m", "NOPE", 10)
     assert board.status("NOPE").state == "pending"
     node.directory.replace("sim", [SymbolInfo("AAPL", "Apple Inc.")])
     board.tick()
     assert a.dropped == [(["NOPE"], "unknown_symbol")] and b.dropped == [(["NOPE"], "unknown_symbol")]
+    assert bars_only.dropped == [(["NOPE"], "unknown_symbol")]

@@ -323,6 +323,11 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         keys = symbols + [delayed_key(s) for s in symbols]
         self.server.hub.unsubscribe(self, keys)
         self.server.fanout.unsubscribed(self, keys)
+        bar_hub, dropped = self.server.bar_hub, set(symbols)
+        for symbol, interval in sorted(bar_hub.holds(self)):  # its bar subscriptions of them end too
+            if symbol in dropped:
+                bar_hub.drop(self, symbol, interval)
+                self.send_message("bars_unsubscribed", protocol.bars_unsubscribed(symbol, interval))
         extra = suggestions_of(refusal) if isinstance(refusal, UnknownSymbols) else None
         self.send_message("error", protocol.error(refusal.code, refusal.message, symbols, extra))
         if not self.server.hub.symbols_of(self) and not self.server.bar_hub.holds(self):

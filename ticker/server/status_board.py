@@ -163,5 +163,6 @@ class StatusBoard:
         for s in symbols:
             for key in (s, delayed_key(s)):
                 holders.update(dict.fromkeys(hub.members(key)))
+        holders.update(dict.fromkeys(self.node.bar_hub.holders(symbols)))  # held by bar subscriptions only
         for conn in holders:
             conn.drop_symbols(symbols, exc)
