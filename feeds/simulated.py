@@ -25,12 +25,14 @@ ISO 8601) starts the market's clock at that instant, moving on in real time from
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 import os
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 
@@ -39,7 +41,15 @@ from feeds.errors import FeedConfigError
 from feeds.listings import us_listings
 from feeds.options import SIM_SESSIONS, FeedOptions
 from feeds.sessions import closed_reason, last_close, new_york, next_close, next_open, us_equities_open
-from ticker.bars import utc_day_start
+from feeds.simhistory import (
+    Calendar,
+    HistoryAnchor,
+    SimulatedHistory,
+    minute_sigma,
+    round_the_clock,
+    us_equities,
+)
+from ticker.bars import DAY, HISTORY, Bar, utc_day_start
 from ticker.daystats import new_york_day_start
 from ticker.directory import SymbolInfo
 from ticker.quote import Quote
@@ -49,12 +59,14 @@ from ticker.symbols import DEFAULT_UNIVERSE
 TICK_INTERVAL = 0.005  # seconds between scheduler passes
 SIM_NOW_ENV = "TICKER_SIM_NOW"  # a test aid: the simulated market's wall clock starts at this instant
 VOLATILITY = 0.0006  # per-tick relative standard deviation of the price
+TICK_VOLUME = 1_000  # shares a tick on average
+HISTORY_CACHE = 8  # symbols' generated histories kept (a backfill asks each interval in turn)
 
 
 class _SymbolSim:
-    __slots__ = ("acc", "prev_close", "price", "rng", "symbol", "tick_size", "volume")
+    __slots__ = ("acc", "anchor", "prev_close", "price", "rng", "symbol", "tick_size", "volume")
 
-    def __init__(self, symbol: str, seed: int | None, base: float | None) -> None:
+    def __init__(self, symbol: str, seed: int | None, base: float | None, born_ms: int = 0) -> None:
         digest = hashlib.sha256(f"{seed}:{symbol}".encode()).digest()
         self.rng = random.Random(int.from_bytes(digest[:8], "big") if seed is not None else None)
         if base is None:  # an unknown symbol gets a plausible generated price
@@ -65,6 +77,10 @@ class _SymbolSim:
         self.volume = self.rng.randrange(100_000, 5_000_000, 100)
         self.acc = self.rng.random()  # stagger first ticks across symbols
         self.tick_size = 0.01 if base >= 1 else 0.0001
+        #: where this symbol's generated history ends (:mod:`feeds.simhistory`): its start
+        self.anchor = HistoryAnchor(
+            born_ms - born_ms % 60_000, self.price, self.prev_close, self.volume, self.tick_size
+        )
 
     def step(self, ts_ms: int) -> Quote:
         z = self.rng.gauss(0.0, 1.0)
@@ -74,7 +90,7 @@ class _SymbolSim:
         price = round(max(self.tick_size, round(raw / self.tick_size) * self.tick_size), digits)
         self.price = price
         half = max(1, round(price * 0.0001 / self.tick_size)) * self.tick_size
-        self.volume += self.rng.randrange(100, 2_000, 100)
+        self.volume += self.rng.randrange(100, 2_000, 100)  # TICK_VOLUME on average
         return Quote(
             symbol=self.symbol,
             price=price,
@@ -120,6 +136,12 @@ class SimulatedFeed(Feed):
         for sym in self._universe:
             self._directory.setdefault(sym, SymbolInfo(sym, sym, "SIM", "stock", "USD"))
         self._prices = {sym: listing.price for sym, listing in listings.items() if listing.price}
+        self._day_start = new_york_day_start() or utc_day_start  # the days of session "always"
+        calendar: Calendar = us_equities if session == "us-equities" else round_the_clock(self._day_start)
+        #: the sessions of a history ending at a minute (the universe's start is the same for all its symbols)
+        self._sessions = functools.lru_cache(maxsize=4)(lambda ms: calendar(ms, HISTORY[DAY]))
+        self._salt = seed if seed is not None else random.getrandbits(64)  # history of an unseeded market
+        self._histories: dict[tuple[str, HistoryAnchor], SimulatedHistory] = {}  # most recently asked last
         self._sims: dict[str, _SymbolSim] = {s: self._make(s) for s in self._universe}
         self._ctx: FeedContext | None = None
         # the session: open or not until the wall-clock time _until; _ticking follows it in tick()
@@ -128,12 +150,45 @@ class SimulatedFeed(Feed):
         self._closed = SymbolStatus(CLOSED)
         self._ticking = True
         self._unquoted: dict[str, None] = {}  # owed a quote at once (at the last close while closed)
-        self._day_start = new_york_day_start() or utc_day_start  # the days of session "always"
         self._day_end_ms = -math.inf  # when the day of session "always" ends (epoch ms of the quotes)
 
     def _make(self, symbol: str) -> _SymbolSim:
         base = DEFAULT_UNIVERSE.get(symbol) or self._prices.get(symbol)
-        return _SymbolSim(symbol, self.seed, base)
+        born = int(self._clock() * 1000)
+        sim = _SymbolSim(symbol, self.seed, base, born)
+        # The session's volume so far, at the pace the live market trades (TICK_VOLUME a tick, ``rate`` ticks
+        # a second): the generated minutes of the history then look like the live ones on the chart.
+        session = self._sessions(sim.anchor.ms)[0]
+        minutes = max(0, min(born, session.close_ms) - session.open_ms) / 60_000
+        pace = random.Random(f"{self.seed}:{symbol}:volume").uniform(0.7, 1.3)
+        sim.volume = max(100, int(round(TICK_VOLUME * self.rate * 60 * minutes * pace, -2)))
+        sim.anchor = replace(sim.anchor, volume=sim.volume)
+        return sim
+
+    async def load_history(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
+        """The session's generated bars up to where ``symbol``'s live simulation started (or would start
+        now), deterministic from ``--seed`` (:mod:`feeds.simhistory`); None for ``1s`` and for a symbol
+        this market does not make."""
+        sim = self._sims.get(symbol)
+        if sim is None:
+            if not (self.invent or symbol in self._directory):
+                return None
+            sim = self._make(symbol)  # the market it would get if demanded now: the same first price
+        return self.history_of(symbol, sim.anchor).bars(interval, start_ms, end_ms)
+
+    def history_of(self, symbol: str, anchor: HistoryAnchor) -> SimulatedHistory:
+        """``symbol``'s history ending at ``anchor``, kept for the next few asks (each interval of a backfill)."""
+        key = (symbol, anchor)
+        cache = self._histories
+        history = cache.pop(key, None)
+        if history is None:
+            salt = f"{self._salt}:{symbol}"
+            sessions = self._sessions(anchor.ms)
+            history = SimulatedHistory(salt, anchor, sessions, minute_sigma(self.rate, VOLATILITY))
+            if len(cache) >= HISTORY_CACHE:
+                del cache[next(iter(cache))]
+        cache[key] = history
+        return history
 
     def known_symbols(self) -> list[str]:
         return list(self._universe)

@@ -11,6 +11,8 @@ reported likewise (kind ``no_access``), without marking the feed down.
 
 Reference data: Finnhub's symbol lists, loaded like the ``finnhub`` stream feed does
 (:func:`feeds.streaming.finnhub.load_finnhub_reference`), paced by the same token bucket as the quotes.
+History: Finnhub's stock candles, as the ``finnhub`` feed loads them (:class:`feeds.streaming.finnhub.FinnhubCandles`),
+paced by that bucket too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from typing import Any
 from feeds.credentials import secret
 from feeds.options import FeedOptions
 from feeds.polled.engine import PollingFeed, log, number
-from feeds.streaming.finnhub import CREDENTIALS, REFERENCE_MAX_BODY, load_finnhub_reference
+from feeds.streaming.finnhub import (
+    CREDENTIALS,
+    REFERENCE_MAX_BODY,
+    FinnhubCandles,
+    load_finnhub_reference,
+)
+from ticker.bars import Bar
 from ticker.directory import SymbolInfo
 
 DEFAULT_URL = "https://finnhub.io"
@@ -66,6 +74,7 @@ class FinnhubRestFeed(PollingFeed):
         self.quote_url = self.api_url + "/quote"
         self._token = token
         self._venues: dict[str, list[SymbolInfo]] = {}  # each venue's entries of the last load
+        self.candles = FinnhubCandles(self.api_url, token, lambda: self.bucket, log)
 
     def __repr__(self) -> str:  # never show the token
         return f"FinnhubRestFeed(url={self.quote_url!r})"
@@ -84,6 +93,10 @@ class FinnhubRestFeed(PollingFeed):
             log=log,
         )
         return self.reference_loaded(rows, "finnhub symbol lists")
+
+    async def load_history(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
+        """Finnhub's stock candles (:class:`~feeds.streaming.finnhub.FinnhubCandles`)."""
+        return await self.candles.load(symbol, interval, start_ms, end_ms)
 
     def request(self, batch: Sequence[str]) -> tuple[str, dict[str, str], dict[str, str]]:
         return self.quote_url, {"symbol": batch[0]}, {"X-Finnhub-Token": self._token}

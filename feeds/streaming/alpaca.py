@@ -6,7 +6,10 @@ The session is: ``[{"T":"success","msg":"connected"}]`` → ``{"action":"auth",.
 ``[{"T":"success","msg":"authenticated"}]`` → ``{"action":"subscribe","trades":[...],
 "quotes":[...]}`` → ``[{"T":"subscription",...}]`` (always the full current set). Every
 server frame is a JSON array; data is batched. Trades (``T: t``) update price and volume,
-quotes (``T: q``) bid and ask; timestamps are RFC 3339 with nanoseconds. Each symbol's trading
+quotes (``T: q``) bid and ask; timestamps are RFC 3339 with nanoseconds. Each symbol's minute bars
+are subscribed too (``"bars"``, ``"updatedBars"``): a bar (``T: b``) is Alpaca's final word on its minute
+and an updated bar (``T: u``, a late correction of the last one) replaces it, both handed to
+``ctx.bar(symbol, "1m", bar, final=True)``. Each symbol's trading
 statuses are subscribed too (``"statuses"``): a status ``T: s`` with a halt code (``sc`` UTP ``H``
 trading halt, ``P`` volatility pause; CTA ``2``) makes the symbol ``halted``, with the status and reason
 messages (``sm``, ``rm``) as its reason, until a resumption (UTP ``T``, CTA ``3``). Should Alpaca refuse
@@ -23,33 +26,50 @@ Reference data: the Trading API's ``GET /v2/assets?status=active&asset_class=us_
 in ``APCA-API-KEY-ID``/``APCA-API-SECRET-KEY`` headers; one JSON array, no paging), keeping the active,
 ``tradable`` assets. Paper and live keys each work on their own host only: the paper host is tried first,
 then the live one, and the host that answered is asked first next time.
+
+History (:meth:`AlpacaFeed.load_history`): the Market Data API's ``GET /v2/stocks/{symbol}/bars`` on
+``data.alpaca.markets`` (the feed URL's host for any other host), ``timeframe`` ``1Min``/``5Min``/``1Hour``/
+``1Day`` (no ``1s``), ``start``/``end`` in RFC 3339, ``adjustment=split``, ``feed`` the ``--alpaca-feed``
+source, ``limit=10000``, repeated with ``page_token`` while ``next_page_token`` is set (up to
+:data:`feeds.history.MAX_PAGES` pages), paced to the free plan's 200 calls per minute. Daily bars are stamped
+at midnight New York. The free plan cannot query the latest 15 minutes of SIP data (``--alpaca-feed sip``):
+Alpaca refuses such a request, and the live bars fill those minutes.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
-from feeds import reasons, reference
+from feeds import history, reasons, reference
 from feeds.credentials import require_env
 from feeds.errors import AuthFailed, FeedConfigError, Malformed, UpstreamError
 from feeds.options import ALPACA_IEX_LIMIT, ALPACA_SOURCES, FeedOptions
 from feeds.reference import Rows, text_or
 from feeds.streaming.engine import StreamFeed
 from feeds.streaming.link import UpstreamLink
-from feeds.wire import book_fields, rfc3339_ms, text, trade_fields
+from feeds.wire import book_fields, num, rfc3339_ms, text, trade_fields
+from ticker.bars import Bar
 from ticker.directory import SymbolInfo
+from ticker.tokenbucket import TokenBucket
 
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(\.[A-Z]{1,2})?$")
 AUTH_CODES = {402: "auth failed", 408: "v2 not enabled", 409: "insufficient subscription"}
 CREDENTIALS = ("ALPACA_KEY_ID", "ALPACA_SECRET_KEY")
-IGNORED = frozenset({"c", "x", "l", "b", "d", "u", "i"})  # corrections, cancels, LULDs, bars, imbalances
+IGNORED = frozenset({"c", "x", "l", "d", "i"})  # corrections, cancels, LULDs, daily bars, imbalances
+BAR_KINDS = frozenset({"b", "u"})  # minute bars and updated (corrected) minute bars
 HALT_CODES = frozenset({"H", "P", "2"})  # status codes: UTP trading halt, volatility pause; CTA trading halt
 RESUME_CODES = frozenset({"T", "3"})  # UTP trading resumption, CTA resume ("Q": quotes only, still halted)
 STATUS_REFUSED = (409, 410)  # insufficient subscription, invalid subscribe action: after login, the statuses
 PAPER_URL = "https://paper-api.alpaca.markets"
 LIVE_URL = "https://api.alpaca.markets"
 ASSETS_QUERY = {"status": "active", "asset_class": "us_equity"}
+DATA_URL = "https://data.alpaca.markets"
+#: Our intervals as Alpaca timeframes; no seconds.
+TIMEFRAMES = {"1m": "1Min", "5m": "5Min", "1h": "1Hour", "1d": "1Day"}
+HISTORY_RATE = 200 / 60  # requests per second: the free plan's 200 historical calls per minute
+HISTORY_LIMIT = "10000"  # bars per page (Alpaca's maximum)
 # Alpaca's assets carry no fund flag: a name that says it is an exchange-traded product is an ETF.
 _ETF_NAME = re.compile(r"\b(ETF|ETN|ETP)s?\b|Exchange[- ]Traded", re.IGNORECASE)
 
@@ -69,6 +89,39 @@ def parse_assets(data: Any, rows: Rows) -> None:
         rows.keep(a.get("symbol"), name, exchange=a.get("exchange"), type=kind, currency="USD")
 
     rows.each(data, "assets", asset)
+
+
+def parse_bars(data: Any, rows: history.BarRows) -> str | None:
+    """Keep the bars of one ``/v2/stocks/{symbol}/bars`` page; return its ``next_page_token`` (None: the last)."""
+    if not isinstance(data, dict) or "bars" not in data:
+        raise Malformed("bars: expected an object with bars")
+    bars = data["bars"] or []  # null when there are none
+    if not isinstance(bars, list):
+        raise Malformed("bars: expected a list")
+    for b in bars:
+        try:
+            rows.add(rfc3339_ms(b.get("t"), "t"), b.get("o"), b.get("h"), b.get("l"), b.get("c"), b.get("v"))
+        except (Malformed, AttributeError):
+            rows.skipped += 1
+    token = data.get("next_page_token")
+    if token is not None and not isinstance(token, str):
+        raise Malformed("bars: next_page_token is not a string")
+    return token or None
+
+
+def stream_bar(item: dict[str, Any]) -> Bar:
+    """A bar (``T: b``) or an updated bar (``T: u``) as a :class:`Bar`."""
+    bar = history.bar_of(
+        rfc3339_ms(item.get("t"), "t"),
+        num(item.get("o"), "o"),
+        num(item.get("h"), "h"),
+        num(item.get("l"), "l"),
+        num(item.get("c"), "c"),
+        num(item.get("v", 0), "v"),
+    )
+    if bar is None:
+        raise Malformed("bar: low above open/close or high below them, or a negative volume")
+    return bar
 
 
 class AlpacaFeed(StreamFeed):
@@ -106,6 +159,9 @@ class AlpacaFeed(StreamFeed):
         base = reference_url or reference.reference_base(url, {"alpaca.markets": ""}, "")
         #: Trading API hosts to ask for the assets, in order (paper, then live, for Alpaca's own hosts).
         self.trading_urls = [base] if base else [PAPER_URL, LIVE_URL]
+        #: The Market Data API's REST base (history).
+        self.data_url = reference.reference_base(self.url, {"alpaca.markets": DATA_URL}, DATA_URL)
+        self._history_bucket: TokenBucket | None = None
 
     def owns(self, symbol: str) -> bool:
         return SYMBOL_RE.match(symbol) is not None
@@ -140,6 +196,49 @@ class AlpacaFeed(StreamFeed):
                 raise refused
         return self.reference_loaded(rows, "alpaca assets")
 
+    async def load_history(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
+        """Bars of ``symbol`` from the Market Data API (see the module docstring); None for ``1s``."""
+        timeframe = TIMEFRAMES.get(interval)
+        if timeframe is None:
+            return None
+        if self._history_bucket is None:
+            self._history_bucket = TokenBucket(HISTORY_RATE, 10.0, time.monotonic())
+        headers = {"APCA-API-KEY-ID": self._key_id, "APCA-API-SECRET-KEY": self._secret}
+        query = {
+            "timeframe": timeframe,
+            "start": history.rfc3339(start_ms),
+            "end": history.rfc3339(end_ms + 999),  # inclusive, whole seconds: the range is cut after
+            "adjustment": "split",
+            "feed": self.source,
+            "limit": HISTORY_LIMIT,
+            "sort": "asc",
+        }
+        rows = history.BarRows()
+        tokens: set[str] = set()
+        async with history.session() as http:
+            for _ in range(history.MAX_PAGES):
+                await history.take_token(self._history_bucket)
+                data = await history.get_json(
+                    http,
+                    f"{self.data_url}/v2/stocks/{symbol}/bars",
+                    what="alpaca bars",
+                    params=query,
+                    headers=headers,
+                    credentials=CREDENTIALS,
+                )
+                token = parse_bars(data, rows)
+                if token is None:
+                    break
+                if token in tokens:
+                    raise Malformed("bars: next_page_token repeats an earlier one")
+                tokens.add(token)
+                query["page_token"] = token
+            else:
+                self.log.warning(
+                    "feed %s: %s %s history cut at %d pages", self.name, symbol, interval, history.MAX_PAGES
+                )
+        return rows.result(start_ms, end_ms)
+
     async def handshake(self, link: UpstreamLink) -> None:
         self._logged_in = False
         await self._expect(link, "connected")
@@ -161,7 +260,13 @@ class AlpacaFeed(StreamFeed):
             self.problem("unexpected", f"expected {want!r} during the handshake")
 
     def _channels(self, action: str, symbols: list[str]) -> dict[str, Any]:
-        msg: dict[str, Any] = {"action": action, "trades": symbols, "quotes": symbols}
+        msg: dict[str, Any] = {
+            "action": action,
+            "trades": symbols,
+            "quotes": symbols,
+            "bars": symbols,
+            "updatedBars": symbols,
+        }
         if self.statuses:
             msg["statuses"] = symbols
         return msg
@@ -183,6 +288,8 @@ class AlpacaFeed(StreamFeed):
             self.update(text(item.get("S"), "S"), rfc3339_ms(item.get("t"), "t"), **trade_fields(item))
         elif kind == "q":
             self.update(text(item.get("S"), "S"), rfc3339_ms(item.get("t"), "t"), **book_fields(item))
+        elif kind in BAR_KINDS:
+            self.provider_bar(text(item.get("S"), "S"), "1m", stream_bar(item), True)
         elif kind == "subscription":
             trades, quotes = item.get("trades"), item.get("quotes")
             if not isinstance(trades, list) or not isinstance(quotes, list):

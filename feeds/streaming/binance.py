@@ -14,6 +14,12 @@ change ``p`` and ``P``), high, low and weighted average price (``w``) make the q
 Reference data: ``GET /api/v3/exchangeInfo?symbolStatus=TRADING&showPermissionSets=false`` on the REST
 host (public, weight 20, one object with every symbol, no paging), keeping the symbols whose status is
 ``TRADING``. Binance has no names: an entry is named after its assets (``BTC/USDT``).
+
+History (:meth:`BinanceFeed.load_history`): ``GET /api/v3/klines?symbol=&interval=&startTime=&endTime=&limit=1000``
+on the REST host (public, weight 2), every interval of ours by its own name (``1s``, ``1m``, ``5m``, ``1h``,
+``1d``, days at midnight UTC), paged forward from the last open time while a page is full, up to
+:data:`feeds.history.MAX_PAGES` pages. A kline is ``[open time ms, open, high, low, close, volume, ...]``,
+decimals as strings.
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ import re
 import time
 from typing import Any
 
-from feeds import reference
+from feeds import history, reference
 from feeds.errors import FeedConfigError, Malformed, UpstreamError
 from feeds.options import FeedOptions
 from feeds.reference import Rows, text_or
 from feeds.streaming.engine import StreamFeed
 from feeds.wire import epoch_ms, num, opt_num, text
+from ticker.bars import INTERVALS, Bar
 from ticker.directory import SymbolInfo
+from ticker.tokenbucket import TokenBucket
 
 STREAMS = ("ticker", "bookTicker", "trade")
 MAX_STREAMS = 1024  # per connection
@@ -41,6 +49,23 @@ REST_HOSTS = {"binance.vision": "https://data-api.binance.vision", "binance.com"
 EXCHANGE_INFO = {"symbolStatus": "TRADING", "showPermissionSets": "false"}
 VENUE = "Binance"
 REFERENCE_MAX_BODY = 32 * 1024 * 1024  # bytes: every spot symbol with its filters
+KLINES_LIMIT = 1000  # klines per request (Binance's maximum)
+HISTORY_RATE = 10.0  # kline requests per second (weight 2 each, far below 6,000 weight a minute)
+
+
+def parse_klines(data: Any, rows: history.BarRows) -> int | None:
+    """Keep the klines of one ``/api/v3/klines`` answer; return the open time of the last (None: none)."""
+    if not isinstance(data, list):
+        raise Malformed("klines: expected a JSON array")
+    last: int | None = None
+    for k in data:
+        if not isinstance(k, list) or len(k) < 6:
+            rows.skipped += 1
+            continue
+        rows.add(k[0], k[1], k[2], k[3], k[4], k[5])
+        if isinstance(k[0], int) and not isinstance(k[0], bool):
+            last = k[0] if last is None else max(last, k[0])
+    return last
 
 
 def parse_exchange_info(data: Any, rows: Rows) -> None:
@@ -90,6 +115,7 @@ class BinanceFeed(StreamFeed):
         self.pending: dict[int, str] = {}  # request id -> method, until acknowledged
         self._next_id = 1
         self.reference_url = reference_url or reference.reference_base(self.url, REST_HOSTS, REST_URL)
+        self._history_bucket: TokenBucket | None = None
 
     def owns(self, symbol: str) -> bool:
         return _PAIR_RE.match(symbol) is not None and any(
@@ -100,6 +126,39 @@ class BinanceFeed(StreamFeed):
         """Every spot symbol Binance trades now (``GET /api/v3/exchangeInfo``)."""
         url = self.reference_url + "/api/v3/exchangeInfo"
         return await self.reference_get(url, parse_exchange_info, "binance exchangeInfo", EXCHANGE_INFO)
+
+    async def load_history(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
+        """Klines of ``symbol`` (see the module docstring)."""
+        if interval not in INTERVALS:
+            return None
+        if self._history_bucket is None:
+            self._history_bucket = TokenBucket(HISTORY_RATE, 10.0, time.monotonic())
+        rows = history.BarRows()
+        since = start_ms
+        async with history.session() as http:
+            for _ in range(history.MAX_PAGES):
+                await history.take_token(self._history_bucket)
+                data = await history.get_json(
+                    http,
+                    self.reference_url + "/api/v3/klines",
+                    what="binance klines",
+                    params={
+                        "symbol": symbol,
+                        "interval": interval,
+                        "startTime": str(since),
+                        "endTime": str(max(since, end_ms - 1)),
+                        "limit": str(KLINES_LIMIT),
+                    },
+                )
+                last = parse_klines(data, rows)
+                if last is None or len(data) < KLINES_LIMIT or last + 1 >= end_ms or last < since:
+                    break
+                since = last + 1
+            else:
+                self.log.warning(
+                    "feed %s: %s %s history cut at %d pages", self.name, symbol, interval, history.MAX_PAGES
+                )
+        return rows.result(start_ms, end_ms)
 
     def _request(self, method: str, symbols: list[str]) -> dict[str, Any]:
         rid = self._next_id

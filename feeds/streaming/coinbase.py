@@ -9,6 +9,11 @@ product: that keeps an idle connection open and proves it alive every second.
 
 Reference data: ``GET /products`` on the Exchange REST API (public, no key; one JSON array of every
 product, no paging), keeping the products that are ``online`` and not ``trading_disabled``.
+
+History (:meth:`CoinbaseFeed.load_history`): ``GET /products/{id}/candles?granularity=&start=&end=`` (public),
+``1m`` → 60, ``5m`` → 300, ``1h`` → 3600, ``1d`` → 86400 seconds (no ``1s``), at most 300 candles per
+request, so a range is asked in windows of 300 candles (the newest :data:`feeds.history.MAX_PAGES` of them).
+A candle is ``[time s, low, high, open, close, volume]``, newest first; candles before ``start`` are dropped.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ import re
 import time
 from typing import Any
 
-from feeds import reference
+from feeds import history, reference
 from feeds.errors import Malformed
 from feeds.options import FeedOptions
 from feeds.reference import Rows, text_or
 from feeds.streaming.engine import StreamFeed
 from feeds.streaming.link import UpstreamLink
 from feeds.wire import num, opt_num, rfc3339_ms, text
+from ticker.bars import Bar
 from ticker.directory import SymbolInfo
+from ticker.tokenbucket import TokenBucket
 
 PRODUCT_RE = re.compile(r"^[A-Z0-9]{2,10}-[A-Z0-9]{2,10}$")
 _INVALID_RE = re.compile(r"^(\S+) is not a valid product")
@@ -35,6 +42,26 @@ REST_HOSTS = {
     "coinbase.com": REST_URL,
 }
 VENUE = "Coinbase"
+#: Our intervals as candle granularities in seconds; no ``1s``.
+GRANULARITY = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
+MAX_CANDLES = 300  # per request
+HISTORY_RATE = 5.0  # candle requests per second (Coinbase allows about 10 per second per IP, public)
+
+
+def parse_candles(data: Any, rows: history.BarRows) -> None:
+    """Keep the candles of a ``/products/{id}/candles`` answer: ``[time s, low, high, open, close, volume]``."""
+    if not isinstance(data, list):
+        raise Malformed("candles: expected a JSON array")
+    for c in data:
+        if (
+            not isinstance(c, list)
+            or len(c) < 6
+            or isinstance(c[0], bool)
+            or not isinstance(c[0], int | float)
+        ):
+            rows.skipped += 1
+            continue
+        rows.add(c[0] * 1000, c[3], c[2], c[1], c[4], c[5])
 
 
 def parse_products(data: Any, rows: Rows) -> None:
@@ -63,6 +90,7 @@ class CoinbaseFeed(StreamFeed):
     def __init__(self, name: str = "coinbase", *, reference_url: str | None = None, **kw: Any) -> None:
         super().__init__(name, **kw)
         self.reference_url = reference_url or reference.reference_base(self.url, REST_HOSTS, REST_URL)
+        self._history_bucket: TokenBucket | None = None
 
     def owns(self, symbol: str) -> bool:
         return PRODUCT_RE.match(symbol) is not None
@@ -70,6 +98,32 @@ class CoinbaseFeed(StreamFeed):
     async def load_reference(self) -> list[SymbolInfo]:
         """Every product Coinbase trades now (``GET /products``)."""
         return await self.reference_get(self.reference_url + "/products", parse_products, "coinbase products")
+
+    async def load_history(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
+        """Candles of ``symbol`` (see the module docstring); None for ``1s``."""
+        seconds = GRANULARITY.get(interval)
+        if seconds is None:
+            return None
+        if self._history_bucket is None:
+            self._history_bucket = TokenBucket(HISTORY_RATE, 5.0, time.monotonic())
+        rows = history.BarRows()
+        step = seconds * 1000
+        lo_all = start_ms - start_ms % step  # candle starts: whole buckets
+        async with history.session() as http:
+            for lo, hi in history.windows(lo_all, end_ms, MAX_CANDLES * step):
+                await history.take_token(self._history_bucket)
+                data = await history.get_json(
+                    http,
+                    f"{self.reference_url}/products/{symbol}/candles",
+                    what="coinbase candles",
+                    params={
+                        "granularity": str(seconds),
+                        "start": history.rfc3339(lo),
+                        "end": history.rfc3339(hi - 1),
+                    },
+                )
+                parse_candles(data, rows)
+        return rows.result(start_ms, end_ms)
 
     async def after_connect(self, link: UpstreamLink) -> None:
         await link.send(

@@ -19,7 +19,8 @@
 
 A subclass only describes its provider: ``default_url`` (or :meth:`connect_url`), an optional
 :meth:`handshake` (auth), :meth:`subscribe_messages`/:meth:`unsubscribe_messages`, and
-:meth:`on_message`, which turns each parsed JSON message into :meth:`update` calls.
+:meth:`on_message`, which turns each parsed JSON message into :meth:`update` calls (and a provider's own
+bars into :meth:`provider_bar` calls).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from feeds.reference import Rows
 from feeds.streaming.link import UpstreamLink, chunks, redact_url
 from feeds.wire import PARSE_ERRORS
 from ticker.backoff import Backoff
+from ticker.bars import Bar
 from ticker.directory import SymbolInfo
 from ticker.status import HALTED, UNAVAILABLE, SymbolStatus
 from ticker.tokenbucket import TokenBucket
@@ -146,6 +148,15 @@ class StreamFeed(Feed):
         self._mark_data()
         if quote is not None:
             self._ctx.emit(quote)
+
+    def provider_bar(self, symbol: str, interval: str, bar: Bar, final: bool) -> None:
+        """Hand the provider's own bar of ``symbol`` to ``ctx.bar`` (see :meth:`ticker.bars.BarSeries.apply_bar`);
+        a bar of a symbol not held is dropped."""
+        if symbol not in self._live or self._ctx is None:
+            return
+        self._got_data = True
+        self._mark_data()
+        self._ctx.bar(symbol, interval, bar, final)
 
     def problem(self, kind: str, message: str, level: int = logging.WARNING) -> None:
         """Count an error of ``kind`` and log ``message`` (at most once a minute per kind)."""

@@ -16,6 +16,13 @@ Reference data (shared with ``finnhub-rest``, :func:`load_finnhub_reference`):
 read up to 64 MiB), plus the crypto and forex venues of :data:`VENUES` (``/crypto/symbol``, ``/forex/symbol``), the token in the
 ``X-Finnhub-Token`` header. The US list must load; a venue list that fails keeps that venue's entries of the
 last load, and fails the whole load when there are none (the directory would refuse the venue's symbols).
+
+History (both Finnhub feeds, :class:`FinnhubCandles`): ``GET /api/v1/stock/candle?symbol=&resolution=&from=&to=``
+(``1m`` → ``1``, ``5m`` → ``5``, ``1h`` → ``60``, ``1d`` → ``D``; no ``1s``; ``from``/``to`` in UNIX seconds),
+the token in the ``X-Finnhub-Token`` header, paced by the feed's reference bucket (the free plan's 60 calls a
+minute); intraday spans are asked a month at a time (Finnhub's limit per request). ``s: no_data`` is no
+bars. Candles are a premium endpoint: a 403 (a plan without them) means this feed has no history, and it
+stops asking. Symbols of a venue (``BINANCE:BTCUSDT``) have no stock candles: None.
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from yarl import URL
 
-from feeds import reference
+from feeds import history, reference
 from feeds.credentials import require_env
 from feeds.errors import FeedError, Malformed
 from feeds.options import FeedOptions
@@ -35,6 +43,7 @@ from feeds.ratelimit import wait_for_token
 from feeds.reference import Rows, asset_type, text_or
 from feeds.streaming.engine import StreamFeed
 from feeds.wire import epoch_ms, num, text
+from ticker.bars import Bar
 from ticker.directory import SymbolInfo
 from ticker.tokenbucket import TokenBucket
 
@@ -50,6 +59,9 @@ VENUES = (
 )
 FREE_PLAN_RATE = 1.0  # requests per second: the free plan's 60 calls per minute
 CREDENTIALS = ("FINNHUB_TOKEN",)
+#: Our intervals as candle resolutions; no seconds.
+RESOLUTIONS = {"1m": "1", "5m": "5", "1h": "60", "1d": "D"}
+INTRADAY_SPAN_MS = 30 * 86_400_000  # intraday candles: at most a month per request
 
 
 def parse_stock_symbols(data: Any, rows: Rows) -> None:
@@ -154,6 +166,72 @@ async def load_finnhub_reference(
             venues[exchange] = rows.entries[start:]
 
 
+def parse_candles(data: Any, rows: history.BarRows) -> None:
+    """Keep the candles of a ``/stock/candle`` answer (parallel arrays ``t`` in seconds, ``o h l c v``);
+    ``s: no_data`` has none."""
+    if not isinstance(data, dict):
+        raise Malformed("candles: expected a JSON object")
+    status = data.get("s")
+    if status == "no_data":
+        return
+    if status != "ok":
+        raise Malformed(f"candles: status {str(status)[:40]!r}")
+    cols: list[list[Any]] = []
+    for key in ("t", "o", "h", "l", "c", "v"):
+        col = data.get(key)
+        if not isinstance(col, list) or (cols and len(col) != len(cols[0])):
+            raise Malformed("candles: t, o, h, l, c and v must be arrays of one length")
+        cols.append(col)
+    for t, o, h, low, c, v in zip(*cols, strict=True):
+        ms = t * 1000 if isinstance(t, int | float) and not isinstance(t, bool) else None
+        rows.add(ms, o, h, low, c, v)
+
+
+class FinnhubCandles:
+    """Finnhub's stock candles for one feed (see the module docstring): ``api`` its REST base
+    (``.../api/v1``), ``bucket`` the feed's request pacing."""
+
+    def __init__(self, api: str, token: str, bucket: Callable[[], TokenBucket], log: logging.Logger) -> None:
+        self.api = api
+        self._token = token
+        self._bucket = bucket
+        self._log = log
+        #: Finnhub refused candles (a plan without them): no more asking.
+        self.refused = False
+
+    async def load(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
+        resolution = RESOLUTIONS.get(interval)
+        if resolution is None or ":" in symbol or self.refused:
+            return None
+        span = INTRADAY_SPAN_MS if interval != "1d" else max(1, end_ms - start_ms)
+        rows = history.BarRows()
+        async with history.session() as http:
+            for lo, hi in history.windows(start_ms, end_ms, span):
+                await history.take_token(self._bucket())
+                data = await history.get_json(
+                    http,
+                    self.api + "/stock/candle",
+                    what="finnhub candles",
+                    params={
+                        "symbol": symbol,
+                        "resolution": resolution,
+                        "from": str(lo // 1000),
+                        "to": str((hi - 1) // 1000),
+                    },
+                    headers={"X-Finnhub-Token": self._token},
+                    credentials=CREDENTIALS,
+                    missing=(403,),
+                )
+                if data is None:
+                    self.refused = True
+                    self._log.warning(
+                        "finnhub refused stock candles (HTTP 403: a plan without them); no history"
+                    )
+                    return None
+                parse_candles(data, rows)
+        return rows.result(start_ms, end_ms)
+
+
 class FinnhubFeed(StreamFeed):
     """Finnhub real-time trades."""
 
@@ -179,17 +257,27 @@ class FinnhubFeed(StreamFeed):
         self.reference_api = base.rstrip("/") + "/api/v1"
         self._reference_bucket: TokenBucket | None = None
         self._venues: dict[str, list[SymbolInfo]] = {}  # each venue's entries of the last load
+        self.candles = FinnhubCandles(self.reference_api, token, self._requests, self.log)
+
+    def _requests(self) -> TokenBucket:
+        """The pacing of this feed's REST requests (reference lists and candles)."""
+        if self._reference_bucket is None:
+            self._reference_bucket = TokenBucket(self.reference_rate, 1.0, time.monotonic())
+        return self._reference_bucket
+
+    async def load_history(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
+        """Finnhub's stock candles (:class:`FinnhubCandles`)."""
+        return await self.candles.load(symbol, interval, start_ms, end_ms)
 
     async def load_reference(self) -> list[SymbolInfo]:
         """US stocks and the crypto and forex venues of :data:`VENUES` (Finnhub's symbol lists)."""
-        if self._reference_bucket is None:
-            self._reference_bucket = TokenBucket(self.reference_rate, 1.0, time.monotonic())
+        bucket = self._requests()
         rows = self.reference_rows()
         await load_finnhub_reference(
             self.reference_api,
             self._token,
             rows,
-            bucket=self._reference_bucket,
+            bucket=bucket,
             venues=self._venues,
             max_body=self.reference_max_body,
             request_timeout=self.reference_timeout,

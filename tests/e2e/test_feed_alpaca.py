@@ -11,6 +11,7 @@ from feeds.streaming.alpaca import AlpacaFeed
 from tests.support.fakes.alpaca import FakeAlpaca
 from tests.support.fakes.sink import fast_options, running
 from tests.support.timing import eventually
+from ticker.bars import Bar
 from ticker.status import HALTED, UNAVAILABLE, SymbolStatus
 
 
@@ -37,13 +38,15 @@ async def test_connected_auth_subscribe_then_batched_trades_and_quotes(fake):
             "action": "subscribe",
             "trades": ["AAPL", "AMD"],
             "quotes": ["AAPL", "AMD"],
+            "bars": ["AAPL", "AMD"],
+            "updatedBars": ["AAPL", "AMD"],
             "statuses": ["AAPL", "AMD"],
         }
         await eventually(lambda: feed.confirmed == {"AAPL", "AMD"}, what="subscription ack")
         await fake.batch(
             fake.quote_item("AMD", 87.66, 87.68),
             fake.trade_item("AAPL", 126.55, size=1),
-            {
+            {  # the fixture's bar, of a symbol not subscribed: dropped
                 "T": "b",
                 "S": "SPY",
                 "o": 388.985,
@@ -51,8 +54,10 @@ async def test_connected_auth_subscribe_then_batched_trades_and_quotes(fake):
                 "l": 388.975,
                 "c": 389.12,
                 "v": 49378,
-                "t": "x",
+                "t": "2021-02-22T19:15:00Z",
             },
+            fake.bar_item("AAPL", "b", 126.5, 126.6, 126.4, 126.55, 900, "2021-02-22T15:51:00Z"),
+            fake.bar_item("AAPL", "u", 126.5, 126.7, 126.4, 126.6, 950, "2021-02-22T15:51:00Z"),
             fake.trade_item("AMD", 87.67, size=4),
         )
         await eventually(lambda: len(rec.quotes) == 3)
@@ -60,6 +65,11 @@ async def test_connected_auth_subscribe_then_batched_trades_and_quotes(fake):
         assert (amd.price, amd.bid, amd.ask, amd.volume) == (87.67, 87.66, 87.68, 4)
         assert rec.quotes[0].price == 87.67  # a quote before any trade: the mid-point
         assert rec.last("AAPL").ts_ms == 1614009104208  # nanosecond RFC 3339, to the millisecond
+        minute = 1614009060000  # 2021-02-22T15:51:00Z: the bar, then its correction, both final
+        assert rec.bars == [
+            ("AAPL", "1m", Bar(minute, 126.5, 126.6, 126.4, 126.55, 900), True),
+            ("AAPL", "1m", Bar(minute, 126.5, 126.7, 126.4, 126.6, 950), True),
+        ]
         assert not rec.errors
 
 

@@ -8,16 +8,21 @@ The ``statuses`` channel is kept per connection (:meth:`status` sends a trading 
 subscribed to the symbol's); with ``refuse_statuses`` a subscribe naming it gets 410 instead.
 The Trading API's ``GET /v2/assets`` (keys in ``APCA-API-KEY-ID``/``APCA-API-SECRET-KEY``; 401 otherwise)
 lists :attr:`FakeAlpaca.assets`, filtered by ``status`` and ``asset_class`` (default ``us_equity``).
+The Market Data API's ``GET /v2/stocks/{symbol}/bars`` pages through the history of a listed symbol
+(:meth:`FakeAlpaca.stock_bars`); the ``bars``/``updatedBars`` channels are kept per connection and acked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
+from feeds.wire import rfc3339_ms
+from tests.support.fakes.barsdata import fake_bars
 from tests.support.fakes.refdata import alpaca_assets
 from tests.support.fakes.upstream import FakeConn, FakeUpstream
 
@@ -51,10 +56,52 @@ class FakeAlpaca(FakeUpstream):
         self.path = f"/v2/{source}"
         self.assets = alpaca_assets()
         self.statuses: dict[FakeConn, set[str]] = {}  # each connection's statuses channel
+        #: each connection's bars and updatedBars channels
+        self.bar_channels: dict[FakeConn, dict[str, set[str]]] = {}
         self.refuse_statuses = False
+        self.bars_page = 10_000  # bars per history page
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/v2/assets", self.list_assets)
+        app.router.add_get("/v2/stocks/{symbol}/bars", self.stock_bars)
+
+    async def stock_bars(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v2/stocks/{symbol}/bars``: :func:`fake_bars` of a symbol the assets list, ``bars_page`` per
+        page with a ``next_page_token`` (``start``/``end`` RFC 3339, both inclusive); a 422 for a bad timeframe."""
+        hit = self.desk.log(request)
+        h = request.headers
+        if h.get("APCA-API-KEY-ID") != self.key or h.get("APCA-API-SECRET-KEY") != self.secret:
+            hit.status = 401
+            return web.json_response({"code": 40110000, "message": "request is not authorized"}, status=401)
+        instead = await self.desk.gate(request, hit)
+        if instead is not None:
+            return instead
+        q = request.query
+        unit = {"1Min": 60_000, "5Min": 300_000, "1Hour": 3_600_000, "1Day": 86_400_000}.get(
+            q.get("timeframe", "")
+        )
+        if unit is None:
+            hit.status = 422
+            return web.json_response({"code": 42210000, "message": "invalid timeframe"}, status=422)
+        symbol = request.match_info["symbol"]
+        start, end = rfc3339_ms(q["start"]), rfc3339_ms(q["end"])
+        known = any(isinstance(a, dict) and a.get("symbol") == symbol for a in self.assets)
+        bars = fake_bars(symbol, unit, start, end + 1) if known else []
+        offset = int(base64.b64decode(q["page_token"])) if "page_token" in q else 0
+        page = bars[offset : offset + self.bars_page]
+        more = offset + self.bars_page < len(bars)
+        hit.status = 200
+        return web.json_response(
+            {
+                "bars": [
+                    {"t": _rfc3339_ns(b.t)[:19] + "Z", "o": b.o, "h": b.h, "l": b.l, "c": b.c, "v": b.v, "n": 9,
+                     "vw": round((b.h + b.l) / 2, 4)}
+                    for b in page
+                ],
+                "symbol": symbol,
+                "next_page_token": base64.b64encode(str(offset + self.bars_page).encode()).decode() if more else None,
+            }
+        )  # fmt: skip
 
     async def list_assets(self, request: web.Request) -> web.StreamResponse:
         hit = self.desk.log(request)
@@ -114,6 +161,7 @@ class FakeAlpaca(FakeUpstream):
                 return
             symbols = set(msg.get("trades", [])) | set(msg.get("quotes", []))
             statuses = self.statuses.setdefault(conn, set())
+            bars = self.bar_channels.setdefault(conn, {"bars": set(), "updatedBars": set()})
             if action == "subscribe":
                 if "statuses" in msg and self.refuse_statuses:
                     await conn.send(self.error(410, "invalid subscribe action for this feed"))
@@ -123,9 +171,13 @@ class FakeAlpaca(FakeUpstream):
                     return
                 conn.subs |= symbols
                 statuses |= set(msg.get("statuses", []))
+                for channel, held in bars.items():
+                    held |= set(msg.get(channel, []))
             else:
                 conn.subs -= symbols
                 statuses -= set(msg.get("statuses", []))
+                for channel, held in bars.items():
+                    held -= set(msg.get(channel, []))
             subs = sorted(conn.subs)
             await conn.send(
                 [
@@ -133,7 +185,8 @@ class FakeAlpaca(FakeUpstream):
                         "T": "subscription",
                         "trades": subs,
                         "quotes": subs,
-                        "bars": [],
+                        "bars": sorted(bars["bars"]),
+                        "updatedBars": sorted(bars["updatedBars"]),
                         "statuses": sorted(statuses),
                     }
                 ]
@@ -154,6 +207,13 @@ class FakeAlpaca(FakeUpstream):
             "T": "t", "i": 96921, "S": symbol, "x": "D", "p": price, "s": size,
             "t": _rfc3339_ns(ms), "c": ["@", "I"], "z": "C",
         }  # fmt: skip
+
+    @staticmethod
+    def bar_item(
+        symbol: str, kind: str, o: float, h: float, low: float, c: float, v: float, t: str
+    ) -> dict[str, Any]:
+        """A bar (``kind`` ``b``) or an updated bar (``u``) of the ``bars``/``updatedBars`` channels."""
+        return {"T": kind, "S": symbol, "o": o, "h": h, "l": low, "c": c, "v": v, "t": t}
 
     @staticmethod
     def quote_item(symbol: str, bid: float, ask: float, ms: int = 1614009105335) -> dict[str, Any]:

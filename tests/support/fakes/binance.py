@@ -6,6 +6,9 @@ payloads wrapped as ``{"stream": name, "data": payload}``. The rules are enforce
 connection; the server pings every ``ping_interval`` seconds; a connection lives at most
 ``max_age`` seconds (24 hours upstream); :meth:`shutdown` announces ``serverShutdown``.
 ``GET /api/v3/exchangeInfo`` (public) lists :attr:`FakeBinance.symbols_info`, filtered by ``symbolStatus``.
+``GET /api/v3/klines`` answers the klines (12-element arrays, decimals as strings) of a trading symbol from
+``startTime`` (oldest first, at most ``limit``, 1000 at most) up to ``endTime``, days at midnight UTC;
+``-1120 Invalid interval.`` and ``-1121 Invalid symbol.`` with HTTP 400.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.fakes.barsdata import fake_bars
 from tests.support.fakes.refdata import binance_exchange_info, binance_symbols
 from tests.support.fakes.upstream import FakeConn, FakeUpstream
 
 MAX_STREAMS = 1024
+KLINE_INTERVALS = {"1s": 1000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000,
+                   "1d": 86_400_000}  # fmt: skip
 
 
 class FakeBinance(FakeUpstream):
@@ -43,6 +49,35 @@ class FakeBinance(FakeUpstream):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v3/exchangeInfo", self.exchange_info)
+        app.router.add_get("/api/v3/klines", self.klines)
+
+    async def klines(self, request: web.Request) -> web.StreamResponse:
+        hit = self.desk.log(request)
+        instead = await self.desk.gate(request, hit)
+        if instead is not None:
+            return instead
+        q = request.query
+        ms = KLINE_INTERVALS.get(q.get("interval", ""))
+        if ms is None:
+            hit.status = 400
+            return web.json_response({"code": -1120, "msg": "Invalid interval."}, status=400)
+        symbol = q.get("symbol", "")
+        if not any(isinstance(s, dict) and s.get("symbol") == symbol for s in self.symbols_info):
+            hit.status = 400
+            return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
+        limit = min(int(q.get("limit", 500)), 1000)
+        start, end = int(q.get("startTime", 0)), int(q.get("endTime", 2**62))
+        bars = fake_bars(
+            symbol, ms, start, min(end + 1, start + ms * (limit + limit // 6 + 2)), ny_days=False
+        )
+        hit.status = 200
+        return web.json_response(
+            [
+                [b.t, f"{b.o:.8f}", f"{b.h:.8f}", f"{b.l:.8f}", f"{b.c:.8f}", f"{b.v:.8f}", b.t + ms - 1,
+                 f"{b.v * b.c:.8f}", 9, f"{b.v / 2:.8f}", f"{b.v * b.c / 2:.8f}", "0"]
+                for b in bars[:limit]
+            ]
+        )  # fmt: skip
 
     async def exchange_info(self, request: web.Request) -> web.StreamResponse:
         hit = self.desk.log(request)

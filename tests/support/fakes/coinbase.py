@@ -4,6 +4,9 @@ Subscriptions are ``channel:product`` strings in ``conn.subs``. A client that su
 nothing within ``subscribe_deadline`` seconds is disconnected; a subscribe naming a product
 in ``invalid`` fails as a whole with ``{"type":"error","message":"Failed to subscribe",...}``.
 ``GET /products`` (public, one JSON array) answers with :attr:`FakeCoinbase.products`.
+``GET /products/{id}/candles?granularity=&start=&end=`` answers ``[time, low, high, open, close, volume]``
+candles, newest first, with one candle before ``start`` (as Coinbase may); a granularity outside the
+documented set, or a range of more than 300 candles, gets HTTP 400 with Coinbase's message.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from feeds.wire import rfc3339_ms
+from tests.support.fakes.barsdata import fake_bars
 from tests.support.fakes.refdata import coinbase_products
 from tests.support.fakes.upstream import FakeConn, FakeUpstream
 
@@ -32,6 +37,31 @@ class FakeCoinbase(FakeUpstream):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/products", self.list_products)
+        app.router.add_get("/products/{product}/candles", self.candles)
+
+    async def candles(self, request: web.Request) -> web.StreamResponse:
+        hit = self.desk.log(request)
+        instead = await self.desk.gate(request, hit)
+        if instead is not None:
+            return instead
+        q = request.query
+        gran = int(q.get("granularity", 0))
+        if gran not in (60, 300, 900, 3600, 21600, 86400):
+            hit.status = 400
+            return web.json_response({"message": "Unsupported granularity"}, status=400)
+        start, end = rfc3339_ms(q["start"]), rfc3339_ms(q["end"])
+        if (end - start) // (gran * 1000) > 300:
+            hit.status = 400
+            return web.json_response(
+                {"message": "granularity too small for the requested time range. Count of aggregations requested exceeds 300"},
+                status=400,
+            )  # fmt: skip
+        product = request.match_info["product"]
+        known = any(p.get("id") == product for p in self.products if isinstance(p, dict))
+        step = gran * 1000
+        bars = fake_bars(product, step, start - step, end + 1, ny_days=False) if known else []
+        hit.status = 200
+        return web.json_response([[b.t // 1000, b.l, b.h, b.o, b.c, b.v] for b in reversed(bars)])
 
     async def list_products(self, request: web.Request) -> web.StreamResponse:
         hit = self.desk.log(request)

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.fakes.candles import FinnhubCandleDesk
 from tests.support.fakes.poll_fakes import FakeHttpProvider
 from tests.support.fakes.refdata import FinnhubReference, ReferenceDesk
 
@@ -32,10 +33,12 @@ class FakeFinnhubRest(FakeHttpProvider):
         self.frozen = False  # when set, quotes stop changing (same price, same timestamp)
         self.desk = ReferenceDesk()
         self.reference = FinnhubReference(token, self.desk)
+        self.candles = FinnhubCandleDesk(token, self.desk)  # /api/v1/stock/candle
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get(QUOTE_PATH, self.quote)
         self.reference.routes(app)
+        self.candles.routes(app)
 
     def too_many_body(self) -> bytes:
         return b'{"error":"API limit reached. Please try again later. Remaining Limit: 0"}'

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.fakes.candles import FinnhubCandleDesk
 from tests.support.fakes.refdata import FinnhubReference
 from tests.support.fakes.upstream import FakeConn, FakeUpstream
 
@@ -36,9 +37,11 @@ class FakeFinnhub(FakeUpstream):
         self.ping_interval = ping_interval
         self.refused_tokens: list[str] = []
         self.reference = FinnhubReference(token, self.desk)
+        self.candles = FinnhubCandleDesk(token, self.desk)  # /api/v1/stock/candle
 
     def routes(self, app: web.Application) -> None:
         self.reference.routes(app)
+        self.candles.routes(app)
 
     def refuse(self, request: web.Request) -> web.Response | None:
         given = request.query.get("token", "")

@@ -9,18 +9,35 @@ with a ``max_connections`` status.
 :attr:`FakePolygon.tickers` in ticker order, filtered by ``active`` and ``market``; ``limit`` (default 100)
 is capped at :attr:`FakePolygon.max_limit` (1000 upstream); each page but the last carries a ``next_url``
 with an opaque ``cursor`` on :attr:`FakePolygon.next_base` (this fake, unless a test points it elsewhere).
+
+``GET /v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from}/{to}`` (``from``/``to`` in ms or
+``YYYY-MM-DD``, ``to`` inclusive) answers :func:`~tests.support.fakes.barsdata.fake_bars` of the tickers it
+knows (day bars at midnight New York), :attr:`FakePolygon.aggs_page` results per page with a ``next_url``
+cursor; an unknown ticker gets ``resultsCount`` 0 without ``results``; a ticker in
+:attr:`FakePolygon.not_entitled` gets the documented 403 ``NOT_AUTHORIZED``. Faults come from ``desk``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from feeds.sessions import new_york
+from tests.support.fakes.barsdata import fake_bars
 from tests.support.fakes.refdata import polygon_tickers
 from tests.support.fakes.upstream import FakeConn, FakeUpstream
+
+
+def _ms(text: str, end: bool = False) -> int:
+    """Epoch ms of an aggregates ``from``/``to``: ms, or a date (``to``: the end of that day, New York)."""
+    if text.isdigit():
+        return int(text)
+    day = datetime.fromisoformat(text).replace(tzinfo=new_york())
+    return int(day.timestamp() * 1000) + (86_400_000 - 1 if end else 0)
 
 
 def status(state: str, message: str) -> list[dict[str, str]]:
@@ -43,15 +60,63 @@ class FakePolygon(FakeUpstream):
         self.max_limit = 1000
         self.next_base: str | None = None  # host of next_url (default: this fake)
         self.repeat_cursor = False  # a broken upstream whose next_url never advances
+        self.aggs_page = 5000  # results per aggregates page
+        self.not_entitled: set[str] = set()  # tickers whose aggregates the plan does not include
+
+    def _authorized(self, request: web.Request) -> bool:
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        return self.key in (request.query.get("apiKey"), bearer)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/v3/reference/tickers", self.list_tickers)
+        app.router.add_get("/v2/aggs/ticker/{ticker}/range/{mult}/{span}/{start}/{end}", self.aggs)
+
+    async def aggs(self, request: web.Request) -> web.StreamResponse:
+        hit = self.desk.log(request)
+        if not self._authorized(request):
+            hit.status = 401
+            return web.json_response(
+                {"status": "ERROR", "request_id": "r1", "error": "Unknown API Key"}, status=401
+            )
+        instead = await self.desk.gate(request, hit)
+        if instead is not None:
+            return instead
+        m = request.match_info
+        ticker = m["ticker"]
+        if ticker in self.not_entitled:
+            hit.status = 403
+            return web.json_response(
+                {"status": "NOT_AUTHORIZED", "request_id": "r2",
+                 "message": "Your plan doesn't include this data timeframe. Please upgrade your plan at https://polygon.io/pricing"},
+                status=403,
+            )  # fmt: skip
+        unit = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}[m["span"]]
+        start, end = _ms(m["start"]), _ms(m["end"], end=True)
+        known = any(t.get("ticker") == ticker for t in self.tickers)
+        bars = fake_bars(ticker, int(m["mult"]) * unit, start, end + 1) if known else []
+        offset = (
+            int(json.loads(base64.urlsafe_b64decode(request.query["cursor"])))
+            if "cursor" in request.query
+            else 0
+        )
+        page = bars[offset : offset + self.aggs_page]
+        body: dict[str, Any] = {"ticker": ticker, "queryCount": len(page), "resultsCount": len(page),
+                                "adjusted": True, "status": "OK", "request_id": f"a{offset}"}  # fmt: skip
+        if page:
+            body["results"] = [
+                {"v": b.v, "vw": round((b.h + b.l) / 2, 4), "o": b.o, "c": b.c, "h": b.h, "l": b.l, "t": b.t, "n": 7}
+                for b in page
+            ]  # fmt: skip
+        if offset + self.aggs_page < len(bars):
+            cursor = base64.urlsafe_b64encode(json.dumps(offset + self.aggs_page).encode()).decode()
+            body["next_url"] = f"{self.next_base or self.http_url}{request.path}?cursor={cursor}"
+        hit.status = 200
+        return web.json_response(body)
 
     async def list_tickers(self, request: web.Request) -> web.StreamResponse:
         hit = self.desk.log(request)
         q = request.query
-        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if self.key not in (q.get("apiKey"), bearer):
+        if not self._authorized(request):
             hit.status = 401
             return web.json_response(
                 {"status": "ERROR", "request_id": "r1", "error": "Unknown API Key"}, status=401

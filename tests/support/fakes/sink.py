@@ -9,11 +9,12 @@ from typing import Any
 
 from feeds.base import Feed, FeedContext
 from feeds.options import FeedOptions
+from ticker.bars import Bar
 from ticker.quote import Quote
 
 
 class FeedSink:
-    """Collects emitted quotes, error kinds (counted) and reconnects through :attr:`ctx`.
+    """Collects emitted quotes, provider bars, error kinds (counted) and reconnects through :attr:`ctx`.
 
     ``ctx`` is built once, so a test may wrap its callbacks before handing it to a feed.
     """
@@ -22,7 +23,14 @@ class FeedSink:
         self.quotes: list[Quote] = []
         self.errors: Counter[str] = Counter()
         self.reconnects = 0
-        self.ctx = FeedContext(emit=self.quotes.append, error=self._error, reconnected=self._reconnected)
+        #: Each provider bar as ``(symbol, interval, bar, final)``.
+        self.bars: list[tuple[str, str, Bar, bool]] = []
+        self.ctx = FeedContext(
+            emit=self.quotes.append,
+            error=self._error,
+            reconnected=self._reconnected,
+            bar=lambda symbol, interval, bar, final: self.bars.append((symbol, interval, bar, final)),
+        )
 
     def _error(self, kind: str) -> None:
         self.errors[kind] += 1
