@@ -60,7 +60,8 @@ class Broker(ABC):
 
     async def load_bars(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
         """The bars of ``symbol`` at ``interval`` starting in ``[start_ms, end_ms)`` the broker holds (Redis:
-        the publisher's history), oldest first; None: the node loads history from its own feeds."""
+        the publisher's history), oldest first; None: the node loads history from its own feeds. Raises
+        ``ConnectionError`` when the broker cannot answer now (the node retries later)."""
         return None
 
     def directory(self) -> Directory | None:

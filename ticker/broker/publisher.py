@@ -9,6 +9,8 @@ symbol directory for the nodes (:mod:`ticker.broker.redis_directory`): at each c
 whenever the directory changed (checked every second); and, every second with a short TTL, its health
 report (:mod:`ticker.broker.redis_health`): its feeds' health and the carried symbols that are not live,
 so nodes tell their clients ``down``, ``closed`` or ``halted``, and that the publisher is gone once the report expires.
+It aggregates the bars of its carried symbols and keeps their bounded history in Redis for every edge node
+(:mod:`ticker.broker.publisher_bars`, :mod:`ticker.broker.redis_bars`).
 Layout: ticker/broker/redis_layout.py.
 """
 
@@ -24,10 +26,12 @@ from redis.asyncio.client import PubSub
 
 from feeds.base import Feed
 from feeds.runner import FeedRunner, metered
+from ticker.bars import Bar
 from ticker.broker import redis_directory as rd
 from ticker.broker import redis_health as rh
 from ticker.broker import redis_layout as rc
-from ticker.daystats import listed_day_stats
+from ticker.broker.publisher_bars import PublisherBars
+from ticker.daystats import listed_day_stats, listing_sessions, new_york_day_start
 from ticker.errors import InvalidSymbol
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote, encode_entry
@@ -75,12 +79,23 @@ class Publisher:
         self.url = rc.check_url(url)
         self.metrics = metrics
         self.stale_after = stale_after
-        self.runner = FeedRunner(feeds, metered(metrics, self._emit), stale_after=stale_after)
+        self.runner = FeedRunner(feeds, metered(metrics, self._emit, bar=self._bar), stale_after=stale_after)
         #: The day statistics a feed leaves out, filled in here once for every edge node (ticker/daystats.py).
         self.day_stats = listed_day_stats(lambda: self.runner.directory)
         self.static = symbols
         self.layout = rc.Layout(prefix)
         self.id = rc.node_id()
+        self._feeds_started = asyncio.Event()  # health reports and history loads begin once the feeds run
+        #: The bars of the carried symbols, aggregated once here; their history lives in Redis.
+        self.bars = PublisherBars(
+            self.layout,
+            self.runner.history,
+            listing_sessions(lambda: self.runner.directory, new_york_day_start()),
+            self.id,
+            can_load=self._feeds_started,
+            settled=lambda s: self.runner.directory.complete or self.runner.directory.get(s) is not None,
+            on_loaded=lambda s, now_ms: self.day_stats.seed_days(s, self.bars.book.last(s, "1d", 2), now_ms),
+        )
         self.window = window
         self.carried: frozenset[str] = symbols
         self.published = 0  # quotes published (for logs and tests)
@@ -97,7 +112,6 @@ class Publisher:
         self._last_flush = 0.0
         self._hello_due = False
         self._client: Redis | None = None
-        self._feeds_started = asyncio.Event()  # health reports begin once the feeds run
         self._health_lock = asyncio.Lock()  # one report write at a time; stop() withdraws the report under it
         self._stopping = False
 
@@ -109,6 +123,8 @@ class Publisher:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         """Connect (waiting briefly, so the feeds start with the nodes' demand), then start the feeds."""
+        self.bars.start()
+        self.bars.carry(self.carried, ())
         self._task = asyncio.get_running_loop().create_task(self._run(), name="publisher")
         try:
             await asyncio.wait_for(self._first_up.wait(), START_WAIT)
@@ -126,6 +142,7 @@ class Publisher:
         with contextlib.suppress(Exception):  # best effort: the report expires anyway
             await asyncio.wait_for(self._withdraw_health(), 1.0)
         await self.runner.stop(within=1.0)
+        await self.bars.stop(within=1.0)
         if self._up and self._buf:
             self._flushed.clear()
             self._pending.set()
@@ -138,7 +155,9 @@ class Publisher:
         sym = quote.symbol
         if sym not in self.carried:  # nobody wants it (a feed still winding down a symbol)
             return
-        enc = encode_entry(self.day_stats.apply(quote))
+        quote = self.day_stats.apply(quote)
+        self.bars.on_quote(quote)
+        enc = encode_entry(quote)
         self._last[sym] = enc
         if not self._up:
             return
@@ -151,6 +170,11 @@ class Publisher:
                 del entries[0]
         if not self._pending.is_set():
             self._pending.set()
+
+    def _bar(self, symbol: str, interval: str, bar: Bar, final: bool) -> None:
+        """A provider's own bar (it wins over the aggregated one)."""
+        if symbol in self.carried:
+            self.bars.on_bar(symbol, interval, bar, final)
 
     # -- connection --------------------------------------------------------------------------
     def _set_up(self, up: bool) -> None:
@@ -188,6 +212,7 @@ class Publisher:
                 log.info("publishing to Redis at %s", rc.redact(self.url))
             self._ever_up = True
             self._client = client
+            await self.bars.attach(client)
             self._first_up.set()
             loop = asyncio.get_running_loop()
             tasks = [
@@ -203,6 +228,7 @@ class Publisher:
             raise ConnectionError("a publisher task ended")
         finally:
             self._client = None
+            self.bars.detach()
             await rc.end_session(tasks, pubsub, client, sub_client)
 
     # -- publishing --------------------------------------------------------------------------
@@ -318,6 +344,7 @@ class Publisher:
             ",".join(sorted(removed)[:10]) or "none",
         )
         self.runner.set_demand(carried)
+        self.bars.carry(added, removed)
         self._dropped -= added
         for s in removed:
             self._last.pop(s, None)

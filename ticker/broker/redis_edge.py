@@ -11,6 +11,12 @@ publisher announces a new one, and every minute anyway, and answers with it. Eve
 publisher's health report (:mod:`ticker.broker.redis_health`, one GET) and answers
 :meth:`RedisBroker.symbol_status` from it: a symbol the publisher's feed says is not live, or every
 symbol ``down`` once the report has expired (the publisher is not running).
+
+Bars come ready-made (``aggregates_bars`` False): with each symbol's quote channel the node subscribes to its
+bar channel and hands every bar update to ``bar_sink``; :meth:`RedisBroker.load_bars` reads the publisher's
+history from Redis (waiting briefly for a symbol whose history the publisher has not written yet). After a
+reconnect, a publisher's ``hello``, or a rewrite of a symbol's history, the node reads the bars it may have
+missed since its last update of that symbol and hands them on too (:mod:`ticker.broker.redis_bars`).
 Layout: ticker/broker/redis_layout.py.
 """
 
@@ -27,6 +33,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from ticker.bars import INTERVALS, Bar
+from ticker.broker import redis_bars as rb
 from ticker.broker import redis_directory as rd
 from ticker.broker import redis_health as rh
 from ticker.broker import redis_layout as rc
@@ -45,6 +53,7 @@ PUBSUB_PING_AFTER = 5.0  # idle seconds on the subscription before pinging it
 PUBSUB_DEAD_AFTER = 15.0  # idle seconds (pings unanswered) before the subscription counts as dead
 START_WAIT = 3.0  # seconds start() waits for the first connection before serving without it
 DIRECTORY_POLL = 60.0  # seconds between checks of the directory's meta (a notification may be missed)
+READ_DEMAND = 60.0  # seconds a symbol whose bars were read stays in the demand (its history kept fresh)
 #: Every symbol's state while no publisher reports (its report expired: the process is dead or stopped).
 NO_PUBLISHER = SymbolStatus(DOWN, f"the publisher is not running (no health report for more than {rh.TTL} s)")
 
@@ -53,6 +62,7 @@ class RedisBroker(Broker):
     """Edge side of the Redis broker: demanded symbols in, demand out."""
 
     name = "redis"
+    aggregates_bars = False
 
     def __init__(
         self,
@@ -88,6 +98,19 @@ class RedisBroker(Broker):
         self._health: rh.HealthReport | None = None  # the publisher's last report; None: none in Redis
         self._health_raw: bytes | None = None
         self._health_read = False  # whether the report was read at least once
+        self._up_event = asyncio.Event()
+        self._bars_seen: dict[
+            str, float
+        ] = {}  # symbol → wall ms of its last bar update (catch-up from there)
+        self._bars_behind: dict[
+            str, float
+        ] = {}  # symbol → since when the next loop pass reads its missed bars
+        self._bars_ready: dict[str, asyncio.Event] = {}  # symbols whose history a load_bars waits for
+        self._bad_bars_logged = False
+        #: Symbols whose history was read though no client here receives them → until when (monotonic) they
+        #: stay in this node's demand, so the publisher carries them and writes their history.
+        self._reading: dict[str, float] = {}
+        self._advertised: frozenset[str] = frozenset()
 
     # -- Broker interface --------------------------------------------------------------------
     async def start(self, deliver: Deliver) -> None:
@@ -128,6 +151,44 @@ class RedisBroker(Broker):
         """The publisher's directory as last read (a new object each read; pending until the first)."""
         return self._directory
 
+    async def load_bars(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Bar]:
+        """The publisher's bars of ``symbol`` at ``interval`` starting in ``[start_ms, end_ms)``, oldest first,
+        from Redis. Waits up to :data:`~ticker.broker.redis_bars.LOAD_WAIT` s for the publisher to write the
+        symbol's history (a symbol just demanded) and answers what Redis has then; raises ``ConnectionError``
+        when Redis stays unreachable that long. A symbol no client of this node receives joins its demand for
+        :data:`READ_DEMAND` s, so the publisher carries it (and writes its history)."""
+        deadline = time.monotonic() + rb.LOAD_WAIT
+        if symbol not in self._demand:  # a read of a symbol nobody here receives: the publisher must carry it
+            if symbol not in self._reading:
+                self._wake.set()
+            self._reading[symbol] = deadline + READ_DEMAND
+        while True:
+            left = deadline - time.monotonic()
+            client = self._client
+            if client is None or not self._up:
+                if left <= 0:
+                    raise ConnectionError("lost the connection to the redis broker")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._up_event.wait(), left)
+                continue
+            try:
+                ready, members = await rb.read_history(
+                    client, self.layout, symbol, interval, start_ms, end_ms
+                )
+            except (RedisError, OSError) as exc:
+                if left <= 0:
+                    raise ConnectionError(f"could not read bars from the redis broker: {exc}") from None
+                await asyncio.sleep(min(0.1, left))  # the session notices the loss and reconnects
+                continue
+            if ready or left <= 0:
+                bars, bad = rb.decode_history(members)
+                if bad:
+                    self._bad_bars(f"{bad} malformed bars of {symbol} {interval} in Redis")
+                return bars
+            event = self._bars_ready.setdefault(symbol, asyncio.Event())
+            with contextlib.suppress(TimeoutError):  # a notice missed (not subscribed yet): check again soon
+                await asyncio.wait_for(event.wait(), min(0.25, left))
+
     def symbol_status(self, symbol: str) -> SymbolStatus | None:
         """What the publisher's last health report (read every second) says of ``symbol``: its state
         when not live; :data:`NO_PUBLISHER` (``down``) once no report is in Redis; None when live as far
@@ -142,6 +203,10 @@ class RedisBroker(Broker):
     def _set_up(self, up: bool) -> None:
         self._up = up
         self.metrics.broker_up.set(1 if up else 0)
+        if up:
+            self._up_event.set()
+        else:
+            self._up_event.clear()
 
     async def _run(self) -> None:
         await rc.stay_connected(self._session, self.url, lambda: self._up, lambda: self._set_up(False))
@@ -208,6 +273,7 @@ class RedisBroker(Broker):
 
     async def _read(self, pubsub: PubSub) -> None:
         ctl = self.layout.ctl
+        bars = self.layout.bar_channel_prefix
         async for msg in pubsub.listen():
             self._last_rx = time.monotonic()
             if msg["type"] != "message":
@@ -219,6 +285,8 @@ class RedisBroker(Broker):
                     self._wake.set()
                 elif msg["data"] == rc.DIRECTORY:
                     self._directory_wake.set()
+            elif channel.startswith(bars):
+                self._on_bars(channel, msg["data"])
             else:
                 self._on_quotes(channel, msg["data"])
 
@@ -240,6 +308,65 @@ class RedisBroker(Broker):
         m.broker_lag.observe(max(0.0, time.time() - pt / 1000.0))
         for q in quotes:
             deliver(q)
+
+    # -- bars ----------------------------------------------------------------------------------
+    def _bad_bars(self, what: str) -> None:
+        """Count a malformed bar message or entry; log the first at warning, the rest at debug."""
+        self.metrics.broker_errors.inc()
+        level = logging.DEBUG if self._bad_bars_logged else logging.WARNING
+        self._bad_bars_logged = True
+        log.log(level, "dropped %s", what)
+
+    def _on_bars(self, channel: bytes, data: bytes) -> None:
+        try:
+            update = rb.decode_update(data)
+            if self.layout.bar_channel(update.symbol) != channel:
+                raise ValueError(f"bars of another symbol on {channel!r}")
+        except ValueError as exc:
+            self._bad_bars(f"a bar message: {exc}")
+            return
+        symbol = update.symbol
+        if symbol not in self._subscribed:
+            return  # unsubscribed in the meantime
+        if update.ready:
+            event = self._bars_ready.pop(symbol, None)
+            if event is not None:
+                event.set()
+            seen = self._bars_seen.get(symbol)
+            if seen is not None:  # a rewritten history (Redis restarted): read what this node missed
+                self._bars_behind.setdefault(symbol, seen)
+                self._wake.set()
+        self._bars_seen[symbol] = update.pt
+        self._sink(symbol, update.bars)
+
+    def _sink(self, symbol: str, bars: dict[str, list[Bar]]) -> None:
+        sink = self.bar_sink
+        if sink is None:
+            return
+        for interval, series in bars.items():
+            for bar in series:
+                sink(symbol, interval, bar)
+
+    async def _catch_up(self, client: Redis) -> None:
+        """Read the bars of the symbols behind (since their last update, less two intervals) and hand them on."""
+        behind, self._bars_behind = self._bars_behind, {}
+        symbols = [s for s in behind if s in self._subscribed]
+        if not symbols or self.bar_sink is None:
+            return
+        pipe = client.pipeline(transaction=False)
+        for s in symbols:
+            since = int(behind[s])
+            for interval, ms in INTERVALS.items():
+                pipe.zrangebyscore(self.layout.bars(s, interval), since - 2 * ms, "+inf")
+        got = iter(await pipe.execute())
+        for s in symbols:
+            caught: dict[str, list[Bar]] = {}
+            for interval in INTERVALS:
+                bars, bad = rb.decode_history(next(got))
+                if bad:
+                    self._bad_bars(f"{bad} malformed bars of {s} {interval} in Redis")
+                caught[interval] = bars
+            self._sink(s, caught)
 
     # -- the symbol directory ------------------------------------------------------------------
     async def _directory_loop(self, client: Redis) -> None:
@@ -311,18 +438,33 @@ class RedisBroker(Broker):
         want = self._demand
         add = [s for s in want if s not in self._subscribed]
         drop = [s for s in self._subscribed if s not in want]
+        lay = self.layout
         if add:
-            await pubsub.subscribe(*(self.layout.channel(s) for s in add))
-            self._subscribed.update(add)
+            self._subscribed.update(add)  # before: the reader may see the first bar message within the await
+            await pubsub.subscribe(*(c for s in add for c in (lay.channel(s), lay.bar_channel(s))))
         if drop:
-            await pubsub.unsubscribe(*(self.layout.channel(s) for s in drop))
+            await pubsub.unsubscribe(*(c for s in drop for c in (lay.channel(s), lay.bar_channel(s))))
             self._subscribed.difference_update(drop)
+            for s in drop:
+                self._bars_seen.pop(s, None)
+        if full:
+            for s in [s for s in self._bars_seen if s not in want]:
+                del self._bars_seen[s]
+            for s, seen in self._bars_seen.items():
+                self._bars_behind.setdefault(s, seen)
+        if self._bars_behind:
+            await self._catch_up(client)
         fetch = sorted(want) if full else add
         if fetch:
             self._apply_last(fetch, await client.hmget(self.layout.last, fetch))
-        changed = bool(add or drop or full)
-        if changed or time.monotonic() >= self._refresh_due:
-            await self._write_demand(client, want, announce=changed)
+        now = time.monotonic()
+        for s in [s for s, until in self._reading.items() if until <= now]:
+            del self._reading[s]
+        advertised = want | self._reading.keys()
+        changed = bool(add or drop or full) or advertised != self._advertised
+        if changed or now >= self._refresh_due:
+            await self._write_demand(client, advertised, announce=changed)
+            self._advertised = advertised
 
     def _apply_last(self, symbols: list[str], values: list[bytes | str | None]) -> None:
         deliver = self._deliver

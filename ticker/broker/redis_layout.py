@@ -17,6 +17,9 @@ so deployments sharing a Redis must use different prefixes):
   ``P:directory:tmp:PUBLISHER`` — the next directory while it is written (codec: :mod:`ticker.broker.redis_directory`).
 - ``P:health`` — the publisher's health report (its feeds, and its symbols that are not live), set every
   second with a 5 s TTL, so it vanishes when the publisher dies (codec: :mod:`ticker.broker.redis_health`).
+- ``P:b:SYMBOL`` — channel: the publisher's bar updates of one symbol; ``P:bars:SYMBOL:INTERVAL`` — sorted
+  set, the bounded bar history (score ``t``); ``P:bars:SYMBOL`` — the publisher has written that symbol's
+  history (codec and bounds: :mod:`ticker.broker.redis_bars`).
 """
 
 from __future__ import annotations
@@ -146,6 +149,24 @@ class Layout:
     @property
     def health(self) -> str:
         return f"{self.prefix}:health"
+
+    def bar_channel(self, symbol: str) -> bytes:
+        """The pub/sub channel of ``symbol``'s bar updates."""
+        return f"{self.prefix}:b:{symbol}".encode()
+
+    @property
+    def bar_channel_prefix(self) -> bytes:
+        """What every bar channel starts with (the symbol follows)."""
+        return f"{self.prefix}:b:".encode()
+
+    def bars(self, symbol: str, interval: str) -> str:
+        """The history of ``symbol`` at ``interval`` (a symbol is upper case, an interval ends in a lower-case
+        letter, so no two (symbol, interval) pairs share a name)."""
+        return f"{self.prefix}:bars:{symbol}:{interval}"
+
+    def bars_ready(self, symbol: str) -> str:
+        """Set once the publisher has written ``symbol``'s history (after its backfill)."""
+        return f"{self.prefix}:bars:{symbol}"
 
     def directory_tmp(self, publisher: str) -> str:
         """Where ``publisher`` writes its next directory before renaming it into place."""
