@@ -70,6 +70,20 @@ MAX_LIMIT = 5_000
 #: The start of the session day holding an instant, both in epoch ms.
 DayStart = Callable[[int], int]
 
+#: How far back a symbol's history is loaded, in days: ``1m`` and ``5m`` from the session start four days
+#: back (the current and the previous session, across a weekend or a holiday), ``1h`` two weeks, ``1d`` a
+#: year; ``1s`` the last 15 minutes (only a broker keeps seconds: providers have none).
+HISTORY_SPANS: dict[str, int] = {"1s": 0, "1m": 4, "5m": 4, "1h": 14, "1d": 366}
+
+
+def history_start(interval: str, now_ms: int, day_start: DayStart) -> int:
+    """Where the history of ``interval`` loaded at ``now_ms`` starts (:data:`HISTORY_SPANS`)."""
+    if interval == "1s":
+        return now_ms - HISTORY["1s"] * 1000
+    start = now_ms - HISTORY_SPANS[interval] * 86_400_000
+    return day_start(start) if interval in ("1m", "5m") else start
+
+
 _DAY_MS = 86_400_000
 _NEXT_DAY_MS = 36 * 3_600_000  # past the longest day (25 h), short of the end of the next (>= 23 h later)
 _start_of = attrgetter("t")

@@ -32,7 +32,7 @@ benchmark machine. A new session costs two ``session_start`` calls per symbol a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from math import ceil, floor, log10
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -143,6 +143,16 @@ class DayStats:
         if quote.prev_close is None:
             quote.prev_close = day.prev_close
         return quote
+
+    def forget(self, symbol: str) -> None:
+        """Drop ``symbol``'s session (its session days changed): the next quote starts it afresh."""
+        self._days.pop(symbol, None)
+
+    def seed_days(self, symbol: str, days: Sequence[Bar], now_ms: int) -> None:
+        """:meth:`seed` from ``symbol``'s newest ``1d`` bars (oldest first): the last is the session's, the one
+        before gives the previous close."""
+        if days:
+            self.seed(symbol, days[-1], days[-2].c if len(days) > 1 else None, now_ms)
 
     def seed(self, symbol: str, session: Bar, prev_close: float | None, now_ms: int) -> None:
         """Take the session so far from history: ``session`` is the session's ``1d`` bar (from a provider's

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 from websockets.asyncio.client import connect
@@ -38,14 +39,23 @@ async def test_the_simulated_market_s_quotes_carry_the_session_s_statistics() ->
             ["AAPL", "KO"],
             lambda es: all(len(v) >= 15 for v in per_symbol(es).values()) and len(es) > 30,
         )
+        days = {}
+        for sym in ("AAPL", "KO"):  # the session's 1d bar: the generated history, then the live trades
+            async with httpx.AsyncClient() as http:
+                body = (await http.get(f"{srv.url}/api/bars", params={"symbol": sym, "interval": "1d"})).json()
+            days[sym] = body["bars"][-1]
     v = validator()
     v.validate({"type": "quotes", "data": got})
     for sym, entries in per_symbol(got).items():
         first = entries[0]
+        opens = [e["o"] for e in entries]
+        # The open is the server's first price until the history loads, then the session's open for good.
+        assert len(set(opens)) <= 2 and opens == sorted(opens, key=opens.index), opens
+        assert entries[-1]["o"] == days[sym]["o"], (entries[-1], days[sym])
         for e in entries:
             assert all(k in e for k in ("o", "h", "l", "pc")), e
             assert e["l"] <= e["p"] <= e["h"] and e["l"] <= e["o"] <= e["h"], e
-            assert e["o"] == first["o"] and e["pc"] == first["pc"]  # one session, one open and one close
+            assert e["pc"] == first["pc"]  # one session, one previous close
             assert e["c"] == pytest.approx(e["p"] - e["pc"], abs=1e-6)  # c and cp relative to pc
             assert e["cp"] == pytest.approx((e["p"] - e["pc"]) / e["pc"] * 100, abs=1e-4)
         highs, lows = [e["h"] for e in entries], [e["l"] for e in entries]

@@ -81,7 +81,7 @@ async def test_one_load_per_symbol_shared_by_concurrent_callers() -> None:
     gate.set()
     await asyncio.gather(hl.wait("AAPL"), hl.wait("AAPL"))
     assert hl.ensure("AAPL") is None and hl.loading() == 0  # loaded, and live while demanded
-    assert [c[1] for c in src.calls] == ["1m", "5m", "1h", "1d"]  # 1s has no history
+    assert [c[1] for c in src.calls] == ["1s", "1m", "5m", "1h", "1d"]  # 1s where a source keeps it
     assert [b.o for b in book.last("AAPL", "1m", 10)] == [0, 1, 2]
 
 
@@ -90,13 +90,14 @@ async def test_the_first_source_with_bars_wins_and_missing_intervals_are_made_of
     feed = Source({"1m": minutes(12), "1d": [Bar(NOW - 86_400_000, 9, 9, 9, 9, 9)]})
     book = BarBook()
     await loader(book, broker, feed).wait("AAPL")
-    assert [c[1] for c in broker.calls] == ["1m", "5m", "1h", "1d"]
-    assert [c[1] for c in feed.calls] == ["1m", "5m", "1h"]  # 1d came from the broker
+    assert [c[1] for c in broker.calls] == ["1s", "1m", "5m", "1h", "1d"]
+    assert [c[1] for c in feed.calls] == ["1s", "1m", "5m", "1h"]  # 1d came from the broker
     assert [b.o for b in book.last("AAPL", "1d", 5)] == [5]
     five = book.last("AAPL", "5m", 10)
     assert sum(b.v for b in five) == 120 and len(five) in (3, 4)
     assert [b.v for b in book.last("AAPL", "1h", 5)] == [120]
-    start_1m = broker.calls[0][2]
+    assert broker.calls[0][2] == NOW - 900_000  # the last 15 minutes of seconds
+    start_1m = broker.calls[1][2]
     assert start_1m == NOW - NOW % 86_400_000 - 4 * 86_400_000  # a session start four days back
     assert broker.calls[0][3] > NOW
 
@@ -107,10 +108,10 @@ async def test_a_symbol_without_history_is_not_asked_again_at_once() -> None:
     book = BarBook()
     hl = loader(book, src, clock=clock)
     await hl.wait("AAPL")
-    assert "AAPL" in book and hl.ensure("AAPL") is None and len(src.calls) == 4
+    assert "AAPL" in book and hl.ensure("AAPL") is None and len(src.calls) == 5
     clock.now += history.FRESH_FOR + 1  # nobody receives it: read again later, loaded again
     await hl.wait("AAPL")
-    assert len(src.calls) == 8
+    assert len(src.calls) == 10
 
 
 async def test_a_failure_is_retried_after_a_backoff_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:

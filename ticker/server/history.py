@@ -2,8 +2,8 @@
 
 Per symbol, once (concurrent callers share one task), at most :data:`CONCURRENCY` symbols at a time:
 ``1m`` and ``5m`` bars from the start of the session four days back (the current and the previous
-session, across a weekend or a holiday), ``1h`` for two weeks and ``1d`` for a year (``1s`` has no
-history). Each interval comes from the first source that has it (the broker's history, Redis, then the
+session, across a weekend or a holiday), ``1h`` for two weeks and ``1d`` for a year; ``1s`` for the last
+15 minutes where a source has them (Redis: the publisher's; providers and the simulated market have none). Each interval comes from the first source that has it (the broker's history, Redis, then the
 feeds' history endpoints); ``5m``, ``1h`` and ``1d`` are made of the ``1m`` bars where no source has them.
 
 A symbol someone receives stays loaded: its live bars keep it whole. The history of a symbol nobody
@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from ticker.backoff import Backoff
 from ticker.barbook import BarBook, aggregate
-from ticker.bars import Bar
+from ticker.bars import HISTORY_SPANS, Bar, history_start
 from ticker.tasks import cancel_and_wait
 
 log = logging.getLogger("ticker")
@@ -37,9 +37,6 @@ RETRY_BASE = 5.0  # a failed load is retried after RETRY_BASE plus a backoff of 
 RETRY_CAP = 300.0
 LOG_EVERY = 60.0  # seconds between two log lines about failed loads
 
-_DAY_MS = 86_400_000
-#: How far back each interval is loaded, in days (``1m`` and ``5m`` from a session start).
-SPANS: dict[str, int] = {"1m": 4, "5m": 4, "1h": 14, "1d": 366}
 _DERIVED = ("5m", "1h", "1d")  # made of 1m bars where no source has them
 
 
@@ -146,11 +143,11 @@ class HistoryLoader:
         now_ms = int(self._wall() * 1000)
         end_ms = now_ms + 1
         minutes: list[Bar] | None = None
-        for interval, span in SPANS.items():
-            start = days(now_ms - span * _DAY_MS) if interval in ("1m", "5m") else now_ms - span * _DAY_MS
+        for interval in HISTORY_SPANS:
+            start = history_start(interval, now_ms, days)
             await asyncio.sleep(
                 0
-            )  # a source that answers without waiting (the simulated market) still lets the loop run
+            )  # a source that answers at once (the simulated market) still lets the loop run
             got = await self._fetch(symbol, interval, start, end_ms)
             if interval == "1m":
                 minutes = got

@@ -97,6 +97,7 @@ class Node:
             stale_after=config.stale_after,
         )
         self._history_demand: frozenset[str] = frozenset()
+        self._sessions_seen = -1  # the directory version the bars' session days were last checked against
         self.history_loader = HistoryLoader(
             self.bars,
             (self.broker.load_bars, self.runner.history),
@@ -199,13 +200,20 @@ class Node:
     def _history_loaded(self, symbol: str, now_ms: int) -> None:
         """Seed the day statistics with the session so far (its ``1d`` bar and the previous close), so that a
         quote's open, high and low agree with the chart even on a node started mid-session."""
-        series = self.bars.series(symbol, "1d")
-        if series is None or not self.broker.aggregates_bars:  # through Redis the publisher does it
+        if self.broker.aggregates_bars:  # through Redis the publisher does it
+            self.day_stats.seed_days(symbol, self.bars.last(symbol, "1d", 2), now_ms)
+
+    def _check_sessions(self) -> None:
+        """When the directory changes, a symbol whose bars (or day statistics) began before its entry arrived
+        (UTC days where it trades New York days) starts afresh and has its history loaded again."""
+        version = self.directory.version
+        if version == self._sessions_seen:
             return
-        days = series.last(2)
-        if days:
-            prev = days[0].c if len(days) == 2 else None
-            self.day_stats.seed(symbol, days[-1], prev, now_ms)
+        self._sessions_seen = version
+        for symbol in self.bars.symbols():
+            if self.bars.resession(symbol):
+                self.day_stats.forget(symbol)
+                self.history_loader.ensure(symbol)
 
     def ensure_history(self, symbol: str) -> None:
         """Start loading ``symbol``'s bar history in the background unless it is loaded or loading."""
@@ -242,6 +250,7 @@ class Node:
             if self.delay_line is not None:  # end keeps past their deadline, even for symbols with no quote
                 self.delay_line.prune(time.monotonic())
             self.fanout.release_bars()  # delayed bar subscriptions: the bars that passed the horizon
+            self._check_sessions()
             try:
                 self.board.tick()
             except Exception:  # a feed's health or symbol_state that fails must not end readiness and pushes

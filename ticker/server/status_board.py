@@ -19,6 +19,7 @@ from feeds.base import Feed
 from feeds.runner import FeedRunner
 from feeds.states import feed_down, owner
 from ticker import protocol
+from ticker.barhub import BarHub
 from ticker.broker.base import Broker
 from ticker.delay import delayed_key
 from ticker.directory import Directory, Known
@@ -41,6 +42,7 @@ class Watched(Protocol):
     """What the board reads of its node."""
 
     hub: Hub[Connection]
+    bar_hub: BarHub[Connection]
     runner: FeedRunner
     broker: Broker
     feeds: list[Feed]
