@@ -1,7 +1,10 @@
 """The asyncio Python client of a ticker server (aiohttp): ``from ticker.client import TickerClient``."""
 
+from ticker.bars import Bar
+from ticker.client.barstream import BarSubscription
 from ticker.client.models import (
     AuthenticationFailed,
+    BadRequestError,
     ClientClosedError,
     ConnectError,
     ConnectionLost,
@@ -14,6 +17,7 @@ from ticker.client.models import (
     State,
     TickerError,
     TokenProviderError,
+    TooManyBarSubscriptionsError,
     TooManyConnectionsError,
     TooManySymbolsError,
     UnknownSymbolError,
@@ -24,6 +28,9 @@ from ticker.status import SymbolStatus
 
 __all__ = [
     "AuthenticationFailed",
+    "BadRequestError",
+    "Bar",
+    "BarSubscription",
     "ClientClosedError",
     "ConnectError",
     "ConnectionLost",
@@ -39,6 +46,7 @@ __all__ = [
     "TickerClient",
     "TickerError",
     "TokenProviderError",
+    "TooManyBarSubscriptionsError",
     "TooManyConnectionsError",
     "TooManySymbolsError",
     "UnknownSymbolError",

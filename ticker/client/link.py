@@ -1,9 +1,9 @@
 """The Python client's per-connection machinery: the subscription state and one protocol link.
 
-A request (subscribe, unsubscribe, refresh) is followed on the wire by a ``ping``; the server handles a
+A request (subscribe, unsubscribe, subscribe_bars, unsubscribe_bars, refresh) is followed on the wire by a ``ping``; the server handles a
 connection's messages in order, so everything it sends before the matching ``pong`` — the
-``subscribed`` set, the snapshot, the ``status`` of symbols that are not live, ``authenticated``, any
-``error`` — answers that request. One request is in flight at a time.
+``subscribed`` set, the snapshot, the ``status`` of symbols that are not live, a ``bars`` history,
+``authenticated``, any ``error`` — answers that request. One request is in flight at a time.
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ from typing import Any, NoReturn
 import aiohttp
 import orjson
 
-from ticker.client.models import ConnectionLost, QuoteBuffer, ServerError, UnknownSymbolError, server_error
+from ticker.client.barstream import BarKey, BarSubscription
+from ticker.client.models import (
+    ConnectionLost,
+    QuoteBuffer,
+    ServerError,
+    UnknownSymbolError,
+    server_error,
+)
 from ticker.quote import Quote, decode_entry
 from ticker.status import IS_LIVE, LIVE, SymbolStatus
 
@@ -30,7 +37,7 @@ StatusChange = tuple[str, SymbolStatus]
 
 class Subscriptions:
     """What the client follows and has applied: the symbol set, last ``q`` per symbol, latest values, the buffer,
-    which symbols the server sends delayed, and the state of those that are not live."""
+    which symbols the server sends delayed, the state of those that are not live, and the bar subscriptions."""
 
     def __init__(self, symbols: Iterable[str], buffer_limit: int) -> None:
         self.symbols: dict[str, None] = dict.fromkeys(symbols)
@@ -41,6 +48,8 @@ class Subscriptions:
         self.delayed: frozenset[str] = frozenset()
         self.status: dict[str, SymbolStatus] = {}  # followed symbols that are not live; the others are
         self._unconfirmed: set[str] = set()  # states from an earlier connection the new one has not repeated
+        #: Bar subscriptions by (symbol, interval): those the server holds, and the one being requested.
+        self.bars: dict[BarKey, BarSubscription] = {}
 
     def new_connection(self) -> None:
         """Sequence numbers are per server process: the next snapshot wins whatever its ``q``. The states
@@ -176,6 +185,9 @@ class ServerLink:
         self.on_status = on_status
         self._current: _Exchange | None = None
         self._pings: dict[str, asyncio.Future[None]] = {}
+        self._ended_bars: list[
+            BarSubscription
+        ] = []  # ended by the server, waiting for the error that says why
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()  # one exchange at a time: the user's requests and token refreshes
 
@@ -221,6 +233,20 @@ class ServerLink:
                 self.on_error(extra)
             raise ex.errors[0]
         return frozenset(subs.symbols)
+
+    async def bars_exchange(self, op: str, symbol: str, interval: str, history: int | None = None) -> None:
+        """Send a ``subscribe_bars`` (with ``history``) or ``unsubscribe_bars`` and wait for its answer; raise
+        its first error (any further one goes to ``on_error``). The ``bars`` reply goes to the subscription
+        in :attr:`Subscriptions.bars` before this returns."""
+        request: dict[str, Any] = {"op": op, "symbol": symbol, "interval": interval}
+        if history is not None:
+            request["history"] = history
+        async with self._lock:
+            ex = await self._exchange(request, [], frozenset((symbol,)))
+        if ex.errors:
+            for extra in ex.errors[1:]:
+                self.on_error(extra)
+            raise ex.errors[0]
 
     async def refresh(self, token: str) -> list[ServerError]:
         """Replace the connection's token (``{"op":"refresh"}``); return the errors that came with the answer.
@@ -272,8 +298,25 @@ class ServerLink:
             log.warning("ignoring a malformed server message: %.200s", data)
             return
         ex = self._current
+        if self._ended_bars and kind not in ("bars_unsubscribed", "error"):  # no reason came: a plain end
+            ended, self._ended_bars = self._ended_bars, []
+            for gone in ended:
+                gone.end(_ended(gone))
         if kind == "quotes" or kind == "snapshot":
             self.subs.apply(msg.get("data") or ())
+        elif kind == "bar":
+            if (sub := self._bar_sub(msg)) is not None:
+                sub.update(msg.get("bar"))
+        elif kind == "bars":
+            if (sub := self._bar_sub(msg)) is not None:
+                sub.load(msg.get("data") or (), msg.get("delayed") is True)
+        elif kind == "bars_unsubscribed":
+            # The client forgets a subscription when it asks to end it: one still held was ended by the
+            # server (a refreshed token no longer covers the symbol, or a pending symbol turned out unknown),
+            # which says why in the error that follows at once; it ends with that error.
+            if (sub := self._bar_sub(msg, pop=True)) is not None:
+                self._ended_bars.append(sub)
+            return
         elif kind == "pong":
             ping_id = msg.get("id")
             if ex is not None and ping_id == ex.token:
@@ -302,10 +345,25 @@ class ServerLink:
             named = msg.get("symbols")
             symbols = [str(s) for s in named] if isinstance(named, list) else []
             err = server_error(str(msg.get("code")), str(msg.get("message")), symbols, _suggestions(msg))
+            ended, self._ended_bars = self._ended_bars, []
+            for gone in ended:
+                gone.end(err if gone.symbol in symbols else _ended(gone))
             if ex is not None and not _dropped_meanwhile(err, ex):
                 ex.errors.append(err)
             else:
                 self.on_error(err)
+
+    def _bar_sub(self, msg: dict[str, Any], pop: bool = False) -> BarSubscription | None:
+        """The bar subscription a message names by ``s`` and ``interval`` (taken out with ``pop``), if held."""
+        s, interval = msg.get("s"), msg.get("interval")
+        if not isinstance(s, str) or not isinstance(interval, str):
+            return None
+        bars = self.subs.bars
+        return bars.pop((s, interval), None) if pop else bars.get((s, interval))
+
+
+def _ended(sub: BarSubscription) -> ServerError:
+    return ServerError("bars_unsubscribed", f"the server ended the {sub.interval} bars of {sub.symbol}")
 
 
 def _suggestions(msg: dict[str, Any]) -> dict[str, list[str]]:

@@ -116,6 +116,23 @@ class TooManySymbolsError(ServerError):
         super().__init__(errors.TOO_MANY_SYMBOLS, message)
 
 
+class TooManyBarSubscriptionsError(ServerError):
+    """The bar subscription would pass the server's per-connection cap (``--max-bar-subscriptions``); nothing
+    was subscribed. ``symbols`` names the refused one."""
+
+    def __init__(self, message: str, symbols: Iterable[str] = ()) -> None:
+        super().__init__(errors.TOO_MANY_BAR_SUBSCRIPTIONS, message)
+        self.symbols = list(symbols)
+
+
+class BadRequestError(ServerError, ValueError):
+    """A request breaks the protocol's rules (code ``bad_request``): a bar interval that is not one of
+    ``1s 1m 5m 1h 1d``, a ``history`` outside 0 to 5,000. The client checks what it can before sending."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errors.BAD_REQUEST, message)
+
+
 class RateLimitedError(ServerError):
     """The server dropped a request because the client sent too many messages."""
 
@@ -175,6 +192,10 @@ def server_error(
         return UnknownSymbolError(message, symbols, suggestions)
     if code == errors.TOO_MANY_SYMBOLS:
         return TooManySymbolsError(message)
+    if code == errors.TOO_MANY_BAR_SUBSCRIPTIONS:
+        return TooManyBarSubscriptionsError(message, symbols)
+    if code == errors.BAD_REQUEST:
+        return BadRequestError(message)
     if code == errors.RATE_LIMITED:
         return RateLimitedError(message)
     return ServerError(code, message)

@@ -13,6 +13,8 @@ pending, down, ...) up to date, and hands quotes to the loop through a bounded b
 symbol when the loop falls behind.
 With ``token=`` or ``token_provider=`` it presents a bearer token on every connect, and with a
 provider renews it over the live socket (``refresh``) before it expires.
+``subscribe_bars`` gives a :class:`~ticker.client.barstream.BarSubscription` on the same connection: the
+history, then live bars, subscribed again (history included) after a reconnect.
 """
 
 from __future__ import annotations
@@ -23,15 +25,19 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
 from ticker import protocol
 from ticker.backoff import Backoff
+from ticker.bars import DEFAULT_LIMIT, MAX_LIMIT, InvalidInterval, parse_interval
 from ticker.client.auth import MIN_REFRESH_INTERVAL, TokenSource
+from ticker.client.barstream import BarKey, BarSubscription
 from ticker.client.link import ServerLink, Subscriptions
 from ticker.client.models import (
     AuthenticationFailed,
+    BadRequestError,
     ClientClosedError,
     ConnectError,
     ConnectionLost,
@@ -53,9 +59,8 @@ log = logging.getLogger("ticker.client")
 
 @dataclass(slots=True)
 class _Request:
-    op: str
-    symbols: list[str]
-    future: asyncio.Future[frozenset[str]]
+    run: Callable[[ServerLink], Awaitable[Any]]  # the exchange, on the connection of the moment
+    future: asyncio.Future[Any]
 
 
 class TickerClient:
@@ -203,6 +208,54 @@ class TickerClient:
         self._subs.forget(valid)
         return await self._request("unsubscribe", valid)
 
+    async def subscribe_bars(
+        self, symbol: str, interval: str = "1m", *, history: int = DEFAULT_LIMIT
+    ) -> BarSubscription:
+        """Subscribe to ``symbol``'s bars at ``interval``; return once its last ``history`` bars are in.
+
+        Iterate the result for :class:`~ticker.bars.Bar` objects: the history, then each bar that changes or
+        opens (upsert by ``t``). After a reconnect it is subscribed again and the bars new or changed since
+        come next. A subscription already held is returned as it is. Waits while disconnected. Raises
+        :class:`InvalidSymbolError` or :class:`BadRequestError` (nothing is sent), and the server's refusals:
+        :class:`~ticker.client.models.TooManyBarSubscriptionsError`, ``UnknownSymbolError``, ``ForbiddenSymbolError``.
+        """
+        sym, interval = _bar_target(symbol, interval)
+        if type(history) is not int or not 0 <= history <= MAX_LIMIT:
+            raise BadRequestError(f"history must be a whole number of bars from 0 to {MAX_LIMIT}")
+
+        async def run(link: ServerLink) -> BarSubscription:
+            bars = self._subs.bars
+            held = bars.get((sym, interval))
+            if held is not None:
+                return held
+            sub = bars[sym, interval] = BarSubscription(sym, interval, history)
+            try:
+                await link.bars_exchange("subscribe_bars", sym, interval, history)
+            except BaseException:
+                if bars.get(sub.key) is sub:
+                    del bars[sub.key]
+                raise
+            return sub
+
+        result: BarSubscription = await self._call(run)
+        return result
+
+    async def unsubscribe_bars(self, symbol: str, interval: str = "1m") -> None:
+        """End a bar subscription: from the moment of the call its iteration yields nothing more and ends."""
+        sym, interval = _bar_target(symbol, interval)
+        self._end_bars((sym, interval), discard=True)
+
+        async def run(link: ServerLink) -> None:
+            self._end_bars((sym, interval), discard=True)  # subscribed by a request queued before this one
+            await link.bars_exchange("unsubscribe_bars", sym, interval)
+
+        await self._call(run)
+
+    @property
+    def bar_subscriptions(self) -> dict[BarKey, BarSubscription]:
+        """The bar subscriptions held, by ``(symbol, interval)`` (a fresh dict)."""
+        return {k: sub for k, sub in self._subs.bars.items() if sub.loads}
+
     def events(self, maxsize: int = 256) -> AsyncIterator[Event]:
         """Connection events from now on, until the client closes (oldest dropped past ``maxsize``)."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
@@ -261,6 +314,8 @@ class TickerClient:
         if self._first is not None and not self._first.done():
             self._first.set_exception(ClientClosedError("the client was closed"))
             self._first.exception()  # start() may be gone already: no "never retrieved" warning
+        for key in list(self._subs.bars):
+            self._end_bars(key, self._error)
         self._emit(EventKind.CLOSED)
         for q in self._listeners:
             _put_dropping(q, None)
@@ -415,6 +470,7 @@ class TickerClient:
             self._emit(EventKind.ERROR, error=exc)
         for symbol, st in self._subs.settle():  # states of the last connection it did not repeat
             self._status_changed(symbol, st)
+        await self._resubscribe_bars(link)
         self._backoff.reset()
         self._attempt = 0
         self.connections += 1
@@ -430,7 +486,7 @@ class TickerClient:
                     self._requests.popleft()
                     continue
                 try:
-                    result = await link.exchange(req.op, req.symbols)
+                    result = await req.run(link)
                 except ServerError as exc:
                     self._requests.popleft()
                     error: TickerError = self._unauthorized() if exc.code == UNAUTHORIZED else exc
@@ -444,6 +500,25 @@ class TickerClient:
                     req.future.set_result(result)
             self._wake.clear()
             await self._wake.wait()
+
+    async def _resubscribe_bars(self, link: ServerLink) -> None:
+        """After a reconnect: subscribe every bar subscription again (its ``bars`` merges the history); one the
+        new server refuses ends with that error, which also comes as an ``error`` event."""
+        for key, sub in list(self._subs.bars.items()):
+            try:
+                await link.bars_exchange("subscribe_bars", sub.symbol, sub.interval, sub.history)
+            except ServerError as exc:
+                if exc.code == UNAUTHORIZED:
+                    raise self._unauthorized() from None
+                self._end_bars(key, exc)
+                self._emit(EventKind.ERROR, error=exc)
+
+    def _end_bars(self, key: BarKey, error: TickerError | None = None, discard: bool = False) -> None:
+        """Forget a bar subscription: its iteration ends after its waiting bars (none with ``discard``),
+        raising ``error`` if given."""
+        sub = self._subs.bars.pop(key, None)
+        if sub is not None:
+            sub.end(error, discard)
 
     def _unauthorized(self) -> AuthenticationFailed:
         """The server wants a token first (error ``unauthorized``): it got none in the header."""
@@ -497,10 +572,18 @@ class TickerClient:
 
     # -- internals: helpers ------------------------------------------------------------------
     async def _request(self, op: str, symbols: list[str]) -> frozenset[str]:
+        async def run(link: ServerLink) -> frozenset[str]:
+            return await link.exchange(op, symbols)
+
+        result: frozenset[str] = await self._call(run)
+        return result
+
+    async def _call(self, run: Callable[[ServerLink], Awaitable[Any]]) -> Any:
+        """Queue ``run`` for the writer (in order, on the connection of the moment) and wait for its result."""
         if self._state is State.CLOSED or self._closing:
             raise ClientClosedError("the client is closed")
-        fut: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
-        self._requests.append(_Request(op, symbols, fut))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._requests.append(_Request(run, fut))
         self._wake.set()
         return await fut
 
@@ -538,3 +621,14 @@ def _put_dropping(queue: asyncio.Queue[Event | None], item: Event | None) -> Non
         with contextlib.suppress(asyncio.QueueEmpty):
             queue.get_nowait()
     queue.put_nowait(item)
+
+
+def _bar_target(symbol: str, interval: str) -> BarKey:
+    """The normalized symbol and the interval of a bar request; raise before anything is sent."""
+    valid, invalid = protocol.split_symbols([symbol])
+    if invalid or len(valid) != 1:
+        raise InvalidSymbolError(invalid_symbols_message(invalid), invalid)
+    try:
+        return valid[0], parse_interval(interval)
+    except InvalidInterval as exc:
+        raise BadRequestError(exc.message) from None
