@@ -44,6 +44,8 @@ def summarize(sc: Scenario, raw: dict[str, Any]) -> dict[str, Any]:
     reports = raw["reports"]
     updates_per_s = sum(r["updates"] / r["wall"] for r in reports)
     frames_per_s = sum(r["frames"] / r["wall"] for r in reports)
+    bars_per_s = sum(r.get("bars", 0) / r["wall"] for r in reports)  # ``bar`` messages, one per frame
+    messages_per_s = updates_per_s + bars_per_s
     server_cores = raw["server_cpu_seconds"] / raw["window"]
     client_cores = sum(r["cpu"] / r["wall"] for r in reports)
     machine_cores = raw["machine_busy_seconds"] / raw["window"]
@@ -81,6 +83,11 @@ def summarize(sc: Scenario, raw: dict[str, Any]) -> dict[str, Any]:
         "server_cpu_cores": server_cores,
         "server_cpu_us_per_update": per(updates_per_s),
         "server_cpu_us_per_frame": per(frames_per_s),
+        # Bars next to quotes (issue 14): the same CPU over quote updates plus ``bar`` messages.
+        "bars_per_s": bars_per_s,
+        "offered_bars_per_s": sc.offered_bars_per_second(),
+        "messages_per_s": messages_per_s,
+        "server_cpu_us_per_message": per(messages_per_s),
         "updates_per_server_cpu_s": updates_per_s / server_cores if server_cores > 0 else None,
         "server_cpu_wait_ratio": raw.get("server_wait_seconds", 0.0) / raw["window"],
         "client_cpu_cores": client_cores,

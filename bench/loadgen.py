@@ -9,7 +9,10 @@ For a scenario with ``auth`` "jwt" each connection presents its own token (``sub
 minted here with the HS256 secret in ``TICKER_JWT_SECRET``: without a ``ticker`` claim (everything
 real-time), or for the connections :meth:`Scenario.is_delayed` picks, with every symbol delayed.
 
-Commands, one per line on stdin: ``subscribe`` (send every connection's request), ``mark`` (zero the counters, start the window), ``report``
+With ``bars`` each connection sends its ``subscribe_bars`` requests right after its ``subscribe``, counts
+as subscribed once it has every ``bars`` reply too, and counts ``bar`` messages apart from quote updates.
+
+Commands, one per line on stdin: ``subscribe`` (send every connection's requests), ``mark`` (zero the counters, start the window), ``report``
 (print the window's figures as one JSON line), ``quit``. Events go to stdout as JSON lines:
 ``{"event":"connected",...}`` once every connection is open (or failed); after the ``subscribe``
 command, ``{"event":"ready",...}`` once every connection is acknowledged; then the answers.
@@ -85,11 +88,17 @@ async def connect_all(url: str, sc: Scenario, first: int, count: int, stats: Sta
 
     async def one(i: int) -> None:
         request = orjson.dumps({"op": "subscribe", "symbols": sc.symbols_for(i)})
+        bar_requests = tuple(
+            orjson.dumps({"op": "subscribe_bars", "symbol": s, "interval": iv, "history": sc.bar_history})
+            for s, iv in sc.bar_subscriptions(i)
+        )
         token, delayed = tokens.get(i), bool(secret) and sc.is_delayed(i)
         async with sem:
             try:
                 async with asyncio.timeout(30.0):
-                    conns.append(await connect(stats, host, port, path, request, token, delayed))
+                    conns.append(
+                        await connect(stats, host, port, path, request, token, delayed, bar_requests)
+                    )
             except Exception:  # refused, reset, handshake timeout or rejection: all count as failures
                 stats.connect_failed += 1
 

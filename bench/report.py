@@ -37,28 +37,39 @@ def _runs(result: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+def _has_bars(runs: dict[str, dict[str, Any]]) -> bool:
+    """Whether the scenario of ``runs`` subscribes to bars."""
+    return any(r["scenario"].get("bars") for r in runs.values())
+
+
 def scenario_table(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """One markdown table: a row per server of one scenario."""
+    """One markdown table: a row per server of one scenario (with bar columns when it has bars)."""
+    bars = _has_bars(runs)
     lines = [
         "| server | updates/s | frames/s | upd/frame | delivered | µs CPU/update | µs CPU/frame "
-        "| latency p50 / p99 / p99.9 ms | RSS KiB/conn | conflated | errors "
+        + ("| bar msgs/s | µs CPU/message (updates + bars) " if bars else "")
+        + "| latency p50 / p99 / p99.9 ms | RSS KiB/conn | conflated | errors "
         "| CPU cores: server / clients / other | server run-queue wait |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if bars else ""),
     ]
     for server, r in runs.items():
         label = LABELS.get(server, server)
         if "figures" not in r:
             why = r.get("skipped") or f"failed: {r.get('failed')}"
-            lines.append(f"| {label} | {why} |" + " |" * 11)
+            lines.append(f"| {label} | {why} |" + " |" * (13 if bars else 11))
             continue
         f = r["figures"]
         lat = f["latency_ms"]
         delivered = f["delivered_ratio"]
         cpu = f"{f['server_cpu_cores']:.2f} / {f['client_cpu_cores']:.2f} / {f['other_cpu_cores']:.2f}"
+        bar_cells = (
+            f"| {_num(f.get('bars_per_s'))} | {_num(f.get('server_cpu_us_per_message'), 2)} " if bars else ""
+        )
         lines.append(
             f"| {label} | {_num(f['updates_per_s'])} | {_num(f['frames_per_s'])} "
             f"| {_num(f['updates_per_frame'], 1)} | {_num(delivered * 100 if delivered else None)} % "
             f"| {_num(f['server_cpu_us_per_update'], 2)} | {_num(f['server_cpu_us_per_frame'], 2)} "
+            f"{bar_cells}"
             f"| {_ms(lat['p50'])} / {_ms(lat['p99'])} / {_ms(lat['p999'])} "
             f"| {_num(f['rss_per_conn_kib'], 1)} | {_num(f['conflated_updates'])} | {f['errors']} "
             f"| {cpu} | {_num(f['server_cpu_wait_ratio'] * 100)} % |"
@@ -78,6 +89,38 @@ LEGEND = (
     "wait* is the time the server's threads were runnable but had no core (summed over threads), "
     "i.e. how much the machine was oversubscribed."
 )
+BARS_LEGEND = (
+    "With bars (issue 14): *bar msgs/s* counts the `bar` messages the clients got (one per frame, not in "
+    "*updates/s* or *frames/s*); *µs CPU/message* is the same server CPU divided by quote updates plus "
+    "`bar` messages, while *µs CPU/update* charges it all to the quote updates."
+)
+
+
+def bars_table(by: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Bars next to quotes: each scenario with bars beside the one it extends (its name before ``-bars``)."""
+    lines: list[str] = []
+    for name, runs in by.items():
+        r = runs.get("ours")
+        if not _has_bars(runs) or r is None or "figures" not in r:
+            continue
+        base = by.get(name.removesuffix("-bars"), {}).get("ours")
+        for n, run in ((name.removesuffix("-bars"), base), (name, r)):
+            if run is None or "figures" not in run:
+                continue
+            f = run["figures"]
+            lines.append(
+                f"| {n} | {_num(f['updates_per_s'])} | {_num(f.get('bars_per_s'))} "
+                f"| {_num(f['server_cpu_us_per_update'], 2)} | {_num(f.get('server_cpu_us_per_message'), 2)} "
+                f"| {f['server_cpu_cores']:.2f} | {_ms(f['latency_ms']['p50'])} / {_ms(f['latency_ms']['p99'])} |"
+            )
+    if not lines:
+        return []
+    return [
+        "| scenario (ticker) | updates/s | bar msgs/s | µs CPU/update | µs CPU/message | server cores "
+        "| quote latency p50 / p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *lines,
+    ]
 
 
 def _ratio(ours: dict[str, Any] | None, peer: dict[str, Any] | None) -> float | None:
@@ -183,6 +226,22 @@ def targets(by: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str, bo
                 None,
             )
         )
+    f, base = fig("crowd-bars"), fig("crowd")
+    if f:
+        vs = (
+            f" (crowd without bars: {_num(base['server_cpu_us_per_update'], 2)} µs per update)"
+            if base and base["server_cpu_us_per_update"]
+            else ""
+        )
+        out.append(
+            (
+                "crowd-bars (bars of 2 symbols at 1s and 1m next to the quotes): server CPU per update stated",
+                f"{_num(f['server_cpu_us_per_update'], 2)} µs CPU per update, "
+                f"{_num(f.get('server_cpu_us_per_message'), 2)} per message (updates + "
+                f"{_num(f.get('bars_per_s'))} bar msgs/s), {f['server_cpu_cores']:.2f} cores{vs}",
+                None,
+            )
+        )
     f = fig("broad")
     if f:
         check("broad p99 tick→client ≤ 50 ms", f["latency_ms"]["p99"], 50, True, "ms", 0)
@@ -227,17 +286,23 @@ def render(result: dict[str, Any], json_name: str, chart: bool) -> str:
         LEGEND,
         "",
     ]
+    if any(_has_bars(runs) for runs in by.values()):
+        lines += [BARS_LEGEND, ""]
     for name, runs in by.items():
         sc = Scenario(**next(iter(runs.values()))["scenario"])
         lines += [
             f"### {name}",
             "",
             f"{sc.describe()}; {sc.loadgens} load-generator processes, {sc.warmup:g} s warm-up, "
-            f"{sc.window:g} s measured; offered {sc.offered_per_second():,.0f} updates/s.",
+            f"{sc.window:g} s measured; offered {sc.offered_per_second():,.0f} updates/s"
+            + (f" and {sc.offered_bars_per_second():,.0f} bar msgs/s." if sc.bars else "."),
             "",
             *scenario_table(runs),
             "",
         ]
+    bt = bars_table(by)
+    if bt:
+        lines += ["### Bars next to quotes", "", *bt, ""]
     if peers:
         lines += [
             "### Updates per server CPU-second, ticker against the peers",

@@ -274,6 +274,8 @@ def brief(f: dict[str, Any]) -> str:
         f"{f['updates_per_s']:>12,.0f} upd/s  {'–' if us is None else f'{us:.2f}'} µs/upd  "
         f"p99 {f['latency_ms']['p99']} ms  RSS {f['rss_after_kib']:,} KiB  errors {f['errors']}"
     )
+    if f.get("bars_per_s"):
+        line += f"  bars {f['bars_per_s']:,.0f}/s, {f['server_cpu_us_per_message']:.2f} µs/msg"
     if f.get("delayed"):
         d = f["delayed"]
         line += f"  (delayed: {d['updates_per_s']:,.0f} upd/s, t→arrival p50 {d['latency_ms']['p50']} ms)"

@@ -8,6 +8,11 @@ The ``-jwt`` and ``-delayed`` variants run ``ticker serve --auth jwt`` (issue 12
 presents a signed token in its upgrade request; in ``-delayed`` a share of them hold a token that
 makes every symbol delayed, and the server's ``--delay`` is short so that delayed quotes flow
 within the window (the delay line's memory at the default 900 s is ``python -m bench.delay_memory``).
+
+A scenario with ``bars`` (issue 14) also subscribes each connection to that many bar series with
+``subscribe_bars``: the intervals of :data:`BAR_INTERVALS` of its first symbols in turn (``bars=4``: the
+first two symbols at ``1s`` and at ``1m``), each asking for ``bar_history`` bars of history. Ours only:
+the peers have no bars.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import random
 from dataclasses import dataclass, replace
 
 UNIVERSE = [f"S{i:03d}" for i in range(1, 101)]
+BAR_INTERVALS = ("1s", "1m")  # the intervals a connection's bar subscriptions cycle through
+DEFAULT_FLUSH_MS = 20.0  # ``ticker serve --flush-ms`` default: at most one ``bar`` per series per flush
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +40,8 @@ class Scenario:
     auth: str = "none"  # "jwt": ours only, ``ticker serve --auth jwt``, every connection with a token
     delayed_share: float = 0.0  # with auth "jwt": this share of the connections gets every symbol delayed
     delay: float | None = None  # set: ``ticker serve --delay N``
+    bars: int = 0  # bar subscriptions per connection (``subscribe_bars``), ours only
+    bar_history: int = 0  # ``history`` asked for in each ``subscribe_bars``
     loadgens: int = 2  # load-generator processes
     warmup: float = 3.0  # seconds between "all subscribed" and the measured window
     window: float = 10.0  # measured window, seconds
@@ -48,6 +57,12 @@ class Scenario:
         if self.mode == "random":
             return random.Random(f"{self.name}:{conn}").sample(UNIVERSE, self.per_conn)
         raise ValueError(f"unknown mode {self.mode!r}")
+
+    def bar_subscriptions(self, conn: int) -> list[tuple[str, str]]:
+        """The (symbol, interval) bar series connection number ``conn`` subscribes to: each of
+        :data:`BAR_INTERVALS` of its first symbol, then of its second, ..., ``bars`` in all."""
+        pairs = [(s, iv) for s in self.symbols_for(conn) for iv in BAR_INTERVALS]
+        return pairs[: self.bars]
 
     def is_delayed(self, conn: int) -> bool:
         """Whether connection number ``conn`` holds a delayed-only token (spread evenly over the numbers)."""
@@ -65,16 +80,29 @@ class Scenario:
                 workers += f", {self.delayed_share:.0%} of them delayed-only (latency: the real-time ones)"
             else:
                 workers += " (all real-time)"
+        if self.bars:
+            pairs = self.bar_subscriptions(0)
+            series = ", ".join(f"{s} {iv}" for s, iv in pairs)
+            workers += (
+                f", each also subscribed to {len(pairs)} bar series (`subscribe_bars` {series}, "
+                f"`history` {self.bar_history})"
+            )
         return f"{self.conns:,} connections {self.description}, {self.rate:g} tick{'' if self.rate == 1 else 's'}/s per symbol{workers}"
 
     @property
     def ours_only(self) -> bool:
         """Whether only ticker runs this scenario (a ticker option, no peer equivalent)."""
-        return self.workers > 1 or self.flush_ms is not None or self.auth != "none"
+        return self.workers > 1 or self.flush_ms is not None or self.auth != "none" or self.bars > 0
 
     def offered_per_second(self) -> float:
         """Updates per second the clients would get if every tick reached every subscriber."""
         return self.conns * len(self.symbols_for(0)) * self.rate
+
+    def offered_bars_per_second(self) -> float:
+        """``bar`` messages per second if every tick moved the current bar of each subscribed series (at
+        most one per series and flush)."""
+        per_series = min(self.rate, 1000.0 / (self.flush_ms or DEFAULT_FLUSH_MS))
+        return self.conns * len(self.bar_subscriptions(0)) * per_series
 
 
 FULL: list[Scenario] = [
@@ -93,6 +121,9 @@ MULTI: list[Scenario] = [
     # real-time connections only (a delayed quote arrives about the delay after its t).
     replace(FULL[1], name="crowd-jwt", auth="jwt"),
     replace(FULL[1], name="crowd-delayed", auth="jwt", delayed_share=0.5, delay=2.0),
+    # Issue 14: the crowd with bars next to quotes, each connection following the bars of two of its
+    # symbols at 1s and 1m: what bars add to the fan-out's CPU per update.
+    replace(FULL[1], name="crowd-bars", bars=4),
 ]
 
 
@@ -113,10 +144,14 @@ def scenarios(sizes: str = "full") -> list[Scenario]:
         return [
             _shrink(s, conns[s.name.split("-")[0]], max(s.rate, 1.0), 0.5, 2.0, 2)
             for s in base
-            if not s.ours_only or s.name in ("firehose-2w", "crowd-jwt", "crowd-delayed")
+            if not s.ours_only or s.name in ("firehose-2w", "crowd-jwt", "crowd-delayed", "crowd-bars")
         ]
     if sizes == "smoke":
         conns = {"firehose": 4, "crowd": 50, "broad": 20, "idle": 50}
         rates = {"firehose": 20.0, "crowd": 2.0, "broad": 5.0, "idle": 2.0}
-        return [_shrink(s, conns[s.name], rates[s.name], 0.3, 1.0, 1) for s in base if not s.ours_only]
+        return [
+            _shrink(s, conns[s.name.split("-")[0]], rates[s.name.split("-")[0]], 0.3, 1.0, 1)
+            for s in base
+            if not s.ours_only or s.name == "crowd-bars"
+        ]
     raise ValueError(f"unknown sizes {sizes!r}")

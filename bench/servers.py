@@ -53,6 +53,8 @@ def unavailable(server: str, sc: Scenario) -> str | None:
             return "`ticker serve --workers` is not available yet"
         if sc.auth != "none" and "--auth" not in help_text:
             return "`ticker serve --auth` is not available yet"
+        if sc.bars and "--max-bar-subscriptions" not in help_text:
+            return "bars (`subscribe_bars`) are not available yet"
     elif server == "node":
         if shutil.which("node") is None:
             return "node is not installed"

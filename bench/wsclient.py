@@ -10,6 +10,11 @@ update counts once. Per-frame Python work stays at a few integer operations.
 A connection may present a token (``Authorization: Bearer`` on the upgrade, for ``--auth jwt``); a
 *delayed* one (its token makes its symbols delayed) has its updates also counted apart and its
 latency, about the server's ``--delay``, kept in a histogram of its own.
+
+A connection may also send ``subscribe_bars`` requests right after its ``subscribe``: it is then
+acknowledged once it has ``subscribed`` and a ``bars`` reply for each, and its ``bar`` messages (one per
+frame) are counted apart from the quote updates (their ``"s":`` is taken off the updates, and their
+bar's ``"t":``, the bar's start, is never taken for a quote's in the latency samples).
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ QUOTES = b'{"type":"quotes"'
 SNAPSHOT = b'"type":"snapshot"'
 SUBSCRIBED = b'"type":"subscribed"'
 ERROR = b'"type":"error"'
+BAR = b'{"type":"bar","s":'  # a live bar message (one per frame); not the ``bars`` reply below
+BARS_REPLY = b'{"type":"bars","s":'
+T_KEY = b'"t":'
 LATENCY_SAMPLES = 8  # "t" values sampled per chunk at most
 
 
@@ -49,19 +57,29 @@ class Stats:
         self.latency: dict[int, float] = {}
         self.delayed_updates = 0  # updates received by delayed connections (also in ``updates``)
         self.delayed_latency: dict[int, float] = {}  # theirs, apart from ``latency``
+        self.bars = 0  # ``bar`` messages (not in ``updates`` or ``frames``)
+
+
+def _quote_t(data: bytes, start: int, end: int) -> int:
+    """Index of the next quote's ``"t":`` in ``data[start:end]`` (-1: none); a bar's ``"t":`` (its start,
+    first in its object, so right after ``{``) is skipped."""
+    find = data.find
+    i = find(T_KEY, start, end)
+    while i > 0 and data[i - 1] == 0x7B:  # "{"
+        i = find(T_KEY, i + 4, end)
+    return i
 
 
 def sample_latency(data: bytes, end: int, updates: int, hist: dict[int, float]) -> None:
-    """Add ``updates`` worth of tick→client latency (ms) to ``hist`` from ``"t":`` values in ``data[:end]``."""
+    """Add ``updates`` worth of tick→client latency (ms) to ``hist`` from quotes' ``"t":`` values in ``data[:end]``."""
     now = int(time.time() * 1000)
-    find = data.find
     samples = min(updates, LATENCY_SAMPLES)
     weight = updates / samples
     stride = end // samples
     for k in range(samples):
-        i = find(b'"t":', k * stride, end)
+        i = _quote_t(data, k * stride, end)
         if i < 0:
-            i = find(b'"t":', 0, end)
+            i = _quote_t(data, 0, end)
             if i < 0:
                 return
         start = i + 4
@@ -83,9 +101,12 @@ class Subscriber(asyncio.Protocol):
         request: bytes,
         token: str | None = None,
         delayed: bool = False,
+        bar_requests: tuple[bytes, ...] = (),
     ) -> None:
         self.stats = stats
         self.request = request
+        self.bar_requests = bar_requests
+        self.bar_replies = 0  # ``bars`` replies received (acknowledged once all have come)
         self.handshake = upgrade_request(host, path)
         if token is not None:
             self.handshake = self.handshake[:-2] + f"Authorization: Bearer {token}\r\n\r\n".encode()
@@ -94,6 +115,7 @@ class Subscriber(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.upgraded = False
         self.acked = False
+        self.quotes_acked = False
         self.closed = False
         self.buf = b""
 
@@ -134,9 +156,10 @@ class Subscriber(asyncio.Protocol):
 
     # -- frames ------------------------------------------------------------------------------
     def subscribe(self) -> None:
-        """Send this connection's subscribe request."""
+        """Send this connection's subscribe request, then its ``subscribe_bars`` requests (one write)."""
         if self.transport is not None and not self.closed:
-            self.transport.write(client_frame(0x1, self.request))
+            frames = [client_frame(0x1, r) for r in (self.request, *self.bar_requests)]
+            self.transport.write(b"".join(frames))
 
     def frames(self, data: bytes) -> None:
         """Walk complete frames in ``data``; count them in bulk; keep an incomplete tail for later."""
@@ -171,8 +194,15 @@ class Subscriber(asyncio.Protocol):
         st = self.stats
         count = data.count
         quotes = count(QUOTES, 0, i)
+        bars = count(BAR, 0, i) if self.bar_requests else 0
+        if bars:
+            st.bars += bars
+            if not quotes:
+                st.bytes += i
         if quotes:
             updates = count(b'"s":', 0, i)
+            if self.bar_requests:  # a bar message, or a ``bars`` reply, has an "s" of its own
+                updates -= bars + (0 if self.acked else count(BARS_REPLY, 0, i))
             st.frames += quotes
             st.updates += updates
             st.bytes += i
@@ -187,11 +217,16 @@ class Subscriber(asyncio.Protocol):
     def rare(self, data: bytes) -> None:
         """Acknowledgements, snapshots and errors (only looked for when they can be there)."""
         st = self.stats
-        if not self.acked and SUBSCRIBED in data:
-            self.acked = True
-            st.subscribed += 1
-            if st.subscribed >= st.expected:
-                st.all_acked.set()
+        if not self.acked:
+            if not self.quotes_acked and SUBSCRIBED in data:
+                self.quotes_acked = True
+            if self.bar_requests:
+                self.bar_replies += data.count(BARS_REPLY)
+            if self.quotes_acked and self.bar_replies >= len(self.bar_requests):
+                self.acked = True
+                st.subscribed += 1
+                if st.subscribed >= st.expected:
+                    st.all_acked.set()
         st.snapshots += data.count(SNAPSHOT)
         st.server_errors += data.count(ERROR)
 
@@ -221,11 +256,12 @@ async def connect(
     request: bytes,
     token: str | None = None,
     delayed: bool = False,
+    bar_requests: tuple[bytes, ...] = (),
 ) -> Subscriber:
     """Open one connection (presenting ``token`` if given) and complete its handshake (callers bound the time)."""
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_connection(
-        lambda: Subscriber(stats, f"{host}:{port}", path, request, token, delayed), host, port
+        lambda: Subscriber(stats, f"{host}:{port}", path, request, token, delayed, bar_requests), host, port
     )
     await proto.open
     return proto
@@ -243,4 +279,5 @@ def as_event(stats: Stats) -> dict[str, Any]:
         "latency_ms": sorted(stats.latency.items()),
         "delayed_updates": stats.delayed_updates,
         "delayed_latency_ms": sorted(stats.delayed_latency.items()),
+        "bars": stats.bars,
     }

@@ -1,6 +1,7 @@
 """Smoke run of the benchmark harness (`make bench` in miniature): every figure is produced and sane.
 
-Tiny scenario sizes, a one-second window, ticker and the naive Tornado peer. It checks that the
+Tiny scenario sizes, a one-second window, ticker and the naive Tornado peer, and ticker alone with bar
+subscriptions next to the quotes (crowd-bars). It checks that the
 figures exist, are positive, ordered and error-free, and that the report keeps hand-written text;
 it asserts no timings (those belong to `make bench` only).
 """
@@ -23,7 +24,7 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     doc.write_text(
         f"# Performance\n\nIntro by hand.\n\n{BEGIN}\nstale table\n{END}\n\n## Analysis\n\nKept.\n"
     )
-    cmd = [sys.executable, "-m", "bench.run", "--sizes", "smoke", "--scenario", "firehose,idle"]
+    cmd = [sys.executable, "-m", "bench.run", "--sizes", "smoke", "--scenario", "firehose,idle,crowd-bars"]
     cmd += ["--peers", "naive", "--out", str(tmp_path), "--doc", str(doc)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -35,9 +36,17 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     assert proc.returncode == 0, stderr[-3000:]
     [result_file] = tmp_path.glob("*.json")
     result = json.loads(result_file.read_text())
-    assert result["command"].startswith("python -m bench.run --sizes smoke --scenario firehose,idle")
+    assert result["command"].startswith(
+        "python -m bench.run --sizes smoke --scenario firehose,idle,crowd-bars"
+    )
     runs = {(r["scenario"]["name"], r["server"]): r for r in result["runs"]}
-    assert set(runs) == {("firehose", "ours"), ("firehose", "naive"), ("idle", "ours"), ("idle", "naive")}
+    assert set(runs) == {
+        ("firehose", "ours"),
+        ("firehose", "naive"),
+        ("idle", "ours"),
+        ("idle", "naive"),
+        ("crowd-bars", "ours"),  # ours only: the peers have no bars
+    }
 
     for (scenario, server), run in runs.items():
         assert "figures" in run, (scenario, server, run.get("failed") or run.get("skipped"))
@@ -60,6 +69,15 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
             assert f["server_reported_updates_sent"] > 0, where
         else:
             assert f["conflated_updates"] is None, where
+        if run["scenario"]["bars"]:
+            # bar messages counted apart, and the CPU per message spread over updates and bars
+            assert 0 < f["bars_per_s"] <= 1.5 * f["offered_bars_per_s"], (where, f["bars_per_s"])
+            assert f["messages_per_s"] == f["updates_per_s"] + f["bars_per_s"], where
+            assert 0 < f["server_cpu_us_per_message"] < f["server_cpu_us_per_update"], where
+        else:
+            assert f["bars_per_s"] == 0 and f["server_cpu_us_per_message"] == f["server_cpu_us_per_update"], (
+                where
+            )
     assert runs[("idle", "ours")]["figures"]["rss_per_conn_kib"] > 0
     # Coalescing: ticker packs many updates per frame where the naive peer sends one frame per update.
     assert runs[("firehose", "naive")]["figures"]["updates_per_frame"] == 1.0
@@ -71,5 +89,6 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     generated = text.split(BEGIN, 1)[1].split(END, 1)[0]
     assert "stale table" not in generated
     assert result_file.name in generated
-    for needle in ("### firehose", "### idle", "| ticker |", "| naive Tornado |", "upd/CPU-s", "### Targets"):
+    needles = ("### firehose", "### idle", "### crowd-bars", "### Bars next to quotes", "| bar msgs/s |")
+    for needle in (*needles, "| ticker |", "| naive Tornado |", "upd/CPU-s", "### Targets"):
         assert needle in generated, needle

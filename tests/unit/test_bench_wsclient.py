@@ -126,3 +126,60 @@ def test_stats_reset_keeps_connection_state():
     stats.reset()
     assert stats.subscribed == 2 and stats.frames == 0 and stats.latency == {}
     assert isinstance(stats.all_acked, asyncio.Event)
+
+
+def bar_message(symbol: str, interval: str, t: int) -> bytes:
+    return f'{{"type":"bar","s":"{symbol}","interval":"{interval}","bar":{{"t":{t},"o":1,"h":2,"l":1,"c":2,"v":5}}}}'.encode()
+
+
+async def test_bar_subscriptions_are_acknowledged_and_counted_apart_from_quotes():
+    stats = Stats()
+    stats.expected = 1
+    bar_requests = (
+        b'{"op":"subscribe_bars","symbol":"S000","interval":"1s","history":0}',
+        b'{"op":"subscribe_bars","symbol":"S000","interval":"1m","history":0}',
+    )
+    sub = Subscriber(
+        stats, "127.0.0.1:1", "/ws", b'{"op":"subscribe","symbols":["S000"]}', None, False, bar_requests
+    )
+    transport = FakeTransport()
+    sub.connection_made(transport)  # type: ignore[arg-type]
+    sub.data_received(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+    await sub.open
+    sub.subscribe()
+    sent, frames = transport.written[-1], []
+    while sent:  # the subscribe and both subscribe_bars went out in one write, in that order
+        n = sent[1] & 0x7F
+        frames.append(unmask(sent[: 6 + n]))
+        sent = sent[6 + n :]
+    assert frames == [(1, b'{"op":"subscribe","symbols":["S000"]}')] + [(1, r) for r in bar_requests]
+
+    t = int(time.time() * 1000) - 30
+    old = t - 3_600_000  # a bar's start, an hour back: never read as a quote's t
+    sub.data_received(
+        server_frame(1, b'{"type":"subscribed","symbols":["S000"]}')
+        + server_frame(1, b'{"type":"bars","s":"S000","interval":"1s","delayed":false,"data":[]}')
+        + server_frame(1, quotes(2, t))
+    )
+    assert not sub.acked and stats.subscribed == 0  # one bars reply still missing
+    assert stats.updates == 2 and stats.frames == 1
+    sub.data_received(
+        server_frame(
+            1,
+            f'{{"type":"bars","s":"S000","interval":"1m","delayed":false,"data":[{{"t":{old},"o":1,"h":1,"l":1,"c":1,"v":1}}]}}'.encode(),
+        )
+    )
+    assert sub.acked and stats.subscribed == 1 and stats.all_acked.is_set()
+
+    stream = server_frame(1, bar_message("S000", "1s", old)) + server_frame(1, quotes(3, t))
+    stream += server_frame(1, bar_message("S000", "1s", old)) + server_frame(
+        1, bar_message("S000", "1m", old)
+    )
+    for i in range(0, len(stream), 11):
+        sub.data_received(stream[i : i + 11])
+    sub.data_received(server_frame(1, bar_message("S000", "1m", old)))  # a chunk of bars alone
+    assert stats.bars == 4
+    assert stats.updates == 5 and stats.frames == 2
+    assert sum(stats.latency.values()) == pytest.approx(5)
+    assert all(29 <= ms <= 30 + 5000 for ms in stats.latency)  # no bar start taken for a quote's t
+    assert stats.server_errors == stats.disconnects == 0
