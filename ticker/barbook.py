@@ -14,8 +14,9 @@ the symbols whose current bars a trade moved (``changed``), and the particular b
 
 Memory: a symbol's five full series hold at most 5,058 bars, about 1.2 MB (:mod:`ticker.bars`). The book
 keeps at most ``max_symbols`` symbols (:data:`MAX_SYMBOLS` by default, so at most about 1.2 GB once every
-series is full; a node raises it to its ``--max-symbols``); past it the least recently used symbol (the
-one whose last quote, bar or read is oldest) is forgotten, and starts afresh if it comes back.
+series is full); past it the least recently used symbol (the
+one whose last quote, bar or read is oldest) that nobody receives is forgotten, and starts afresh if it
+comes back. Demanded symbols are never forgotten: past the bound the book holds what is demanded.
 
 A delayed user's view (:meth:`BarBook.range` and :meth:`BarBook.last` with ``before_end``,
 :meth:`BarBook.completed`) holds only the bars that ended by a horizon (now minus ``--delay``): never a
@@ -45,15 +46,21 @@ def _utc_days(symbol: str) -> DayStart:
 
 
 class BarBook:
-    """The bars of every symbol a node carries, bounded to ``max_symbols`` symbols (least recently used out)."""
+    """The bars of every symbol a node carries, bounded to ``max_symbols`` symbols (least recently used out,
+    the demanded ones kept)."""
 
     def __init__(
-        self, session_of: Callable[[str], DayStart] = _utc_days, max_symbols: int = MAX_SYMBOLS
+        self,
+        session_of: Callable[[str], DayStart] = _utc_days,
+        max_symbols: int = MAX_SYMBOLS,
+        keep: Callable[[str], bool] = lambda symbol: False,
     ) -> None:
+        """``keep(symbol)``: whether a symbol is demanded (someone receives it): never forgotten to make room."""
         if max_symbols < 1:
             raise ValueError("a bar book holds at least one symbol")
         self.session_of = session_of
         self.max_symbols = max_symbols
+        self.keep = keep
         self._symbols: OrderedDict[str, SymbolBars] = OrderedDict()
         self._days: dict[str, tuple[DayStart, int]] = {}  # each held symbol's session days and generation
         self._born = 0
@@ -84,7 +91,10 @@ class BarBook:
     def _create(self, symbol: str) -> SymbolBars:
         symbols = self._symbols
         while len(symbols) >= self.max_symbols:
-            self.forget(next(iter(symbols)))
+            victim = next((s for s in symbols if not self.keep(s)), None)
+            if victim is None:  # every symbol held is demanded: the demand bounds the book
+                break
+            self.forget(victim)
         days = self.session_of(symbol)
         self._born += 1
         self._days[symbol] = (days, self._born)

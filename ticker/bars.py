@@ -19,7 +19,8 @@ Rules of a :class:`BarSeries` (one symbol, one interval):
   updated by trades until the provider's next word.
 - **History** (:meth:`BarSeries.backfill`) from a provider's history endpoint merges by start, sorted,
   without duplicates, the provider winning on an equal start; its bars are authoritative once their
-  interval has ended.
+  interval has ended. A bar still filling (its interval not over) keeps what trades counted here since
+  the provider's snapshot: the provider's open, the wider high and low, this side's close, the larger volume.
 
 Quotes (:meth:`SymbolBars.on_quote`): a :class:`~ticker.quote.Quote` has no trade flag, only ``price``
 (the last trade, or the bid/ask mid-point before the first trade) and ``volume`` (the cumulative session
@@ -267,8 +268,13 @@ class BarSeries:
         final = self._final
         for b in bars:
             start = self.align(b.t)
-            merged[start] = Bar(start, b.o, b.h, b.l, b.c, b.v)
-            self._mark(start, now_ms is None or self.end_of(start) <= now_ms)
+            ended = now_ms is None or self.end_of(start) <= now_ms
+            held = merged.get(start)
+            if held is not None and not ended:  # a bar still filling: the trades counted here since stay
+                merged[start] = Bar(start, b.o, max(b.h, held.h), min(b.l, held.l), held.c, max(b.v, held.v))
+            else:
+                merged[start] = Bar(start, b.o, b.h, b.l, b.c, b.v)
+            self._mark(start, ended)
         keep = sorted(merged)[-self.maxlen :]
         self._bars.clear()
         self._bars.extend(merged[t] for t in keep)

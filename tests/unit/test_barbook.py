@@ -177,3 +177,17 @@ def test_aggregate_makes_longer_bars_of_shorter_ones() -> None:
     days = aggregate([Bar(late, 1, 1, 1, 1, 1), Bar(late + M, 2, 2, 2, 2, 2)], "1d", ny)
     assert [(b.t, b.o, b.c, b.v) for b in days] == [(ny(late), 1, 1, 1), (ny(late + M), 2, 2, 2)]
     assert minutes[1].o == 1 and minutes[1].v == 10  # the input is left as it was
+
+
+def test_past_the_bound_only_symbols_nobody_receives_are_forgotten() -> None:
+    demanded = {"AAPL", "MSFT"}
+    book = BarBook(max_symbols=2, keep=lambda s: s in demanded)
+    book.on_quote(q("AAPL", 10.0, T0, 100))
+    book.on_quote(q("MSFT", 20.0, T0, 100))
+    book.on_quote(q("KO", 60.0, T0, 100))  # over the bound, but both held are demanded: kept, the book grows
+    assert sorted(book.symbols()) == ["AAPL", "KO", "MSFT"]
+    book.on_quote(q("PEP", 170.0, T0, 100))  # the least recently used one nobody receives goes
+    assert sorted(book.symbols()) == ["AAPL", "MSFT", "PEP"]
+    demanded.discard("AAPL")
+    book.on_quote(q("KO", 60.0, T0 + S, 200))  # KO comes back: room is made down to the bound, oldest first
+    assert sorted(book.symbols()) == ["KO", "MSFT"]

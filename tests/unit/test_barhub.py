@@ -150,6 +150,24 @@ def test_nobody_subscribed_costs_no_flush_and_a_quote_subscriber_is_unaffected()
     assert [m["type"] for m in q.messages()] == ["quotes"]
 
 
+def test_changes_nobody_receives_do_not_pile_up_nor_reach_a_later_subscriber():
+    rig = Rig()
+    for minute in range(30):  # an edge's bars, or a provider's, while nobody subscribes bars
+        rig.book.apply("AAPL", "1m", Bar(T0 + minute * 60_000, 9.0, 9.5, 8.5, 9.2, 1000), final=False)
+        rig.fanout.bars_changed()
+    assert rig.book.changed_bars == {} and rig.sched.waiting() == []
+    q = Conn("q")  # quote flushes forget the bar changes too
+    rig.hub.add(q)
+    rig.hub.subscribe(q, ["AAPL"])
+    rig.trade(11.0, 110, T0 + 31 * 60_000)
+    rig.sched.advance()
+    assert rig.book.changed == {} and rig.book.changed_bars == {}
+    c = rig.conn("c")
+    rig.trade(11.5, 120, T0 + 31 * 60_000 + 1)
+    rig.sched.advance(FLUSH)
+    assert bars_of(c) == [("1m", T0 + 31 * 60_000, 11.5)]  # the current bar only, not a backlog
+
+
 def test_provider_bars_and_corrections_are_sent_each_once():
     rig = Rig()
     c = rig.conn("c")

@@ -420,3 +420,13 @@ def test_bar_encoding():
     assert orjson.loads(bar.encode()) == bar.to_json()
     assert orjson.loads(orjson.dumps({"data": [bar]})) == {"data": [bar.to_json()]}
     assert Bar(T0, 1.0, 1.0, 1.0, 1.0).encode().endswith(b'"v":0}')
+
+
+def test_a_backfill_of_the_bar_still_filling_keeps_the_trades_counted_here_since():
+    s = BarSeries("1m")
+    now = T0 + 30_000
+    s.add_trade(T0 + 1_000, 10.0, 5)
+    s.add_trade(T0 + 25_000, 12.5, 5)  # after the provider's snapshot below was taken
+    s.backfill([Bar(T0, 9.5, 11.0, 9.0, 10.5, 8)], now_ms=now)
+    assert ohlcv(s.current) == (T0, 9.5, 12.5, 9.0, 12.5, 10)  # its open, the wider range, our close and volume
+    assert not s.is_final(T0)

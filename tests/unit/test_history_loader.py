@@ -160,3 +160,16 @@ async def test_demand_keeps_history_live_and_a_dropped_symbol_goes_stale() -> No
     assert hl.loading() == 0
     clock.now += math.ceil(10 * history.FRESH_FOR)
     assert hl.ensure("AAPL") is None
+
+
+async def test_loads_of_symbols_nobody_receives_are_rate_limited() -> None:
+    src = Source({"1m": minutes(3)})
+    clock = Clock()
+    book = BarBook(max_symbols=100)
+    hl = loader(book, src, demanded={"LIVE"}, clock=clock)
+    for i in range(int(history.COLD_BURST)):  # REST reads of as many symbols as the burst allows
+        await hl.wait(f"S{i}")
+    assert hl.ensure("ONEMORE") is None  # past it: nothing loaded, the read gets what is held
+    assert hl.ensure("LIVE") is not None  # a symbol someone receives is never held back
+    clock.now += 1.0 / history.COLD_RATE
+    assert hl.ensure("ONEMORE") is not None  # the bucket refilled

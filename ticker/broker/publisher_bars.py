@@ -66,7 +66,8 @@ class PublisherBars:
     ) -> None:
         """``on_loaded(symbol, now_ms)`` is called after a load that brought bars (the publisher seeds its day
         statistics with the session so far)."""
-        self.book = BarBook(session_of)
+        # the symbols carried keep their bars (past the bound only those nobody carries are forgotten)
+        self.book = BarBook(session_of, keep=lambda s: s in self._ready or s in self._loading)
         self.on_loaded = on_loaded
         self.layout = layout
         self.publisher = publisher

@@ -183,8 +183,16 @@ class Fanout:
     def bars_changed(self) -> None:
         """A provider's bar was applied to the book: make sure a flush is scheduled if anyone gets bars."""
         hub = self.bar_hub
-        if hub is not None and hub.active and self._handle is None and not self._closed:
+        if hub is None:
+            return
+        if not hub.active:  # nobody receives bars: what changed is of no use, and must not pile up
+            self._drop_bar_changes()
+        elif self._handle is None and not self._closed:
             self._schedule_flush(self._clock())
+
+    def _drop_bar_changes(self) -> None:
+        if self.bar_book is not None:
+            self.bar_book.take_changes()
 
     def release_bars(self) -> None:
         """The delayed tier's bar timer (about once a second): the next flush sends the bars that passed
@@ -250,6 +258,8 @@ class Fanout:
         if bar_hub is not None and bar_hub.active:
             assert self.bar_book is not None
             bars = bar_hub.flush(self.bar_book, int(self._wall() * 1000))
+        else:  # the changes since the last flush are nobody's: forget them (a later subscriber starts afresh)
+            self._drop_bar_changes()
         if not self.hub.pending:
             if bars:
                 self._write_bars(bars, start)

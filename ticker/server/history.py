@@ -7,7 +7,8 @@ session, across a weekend or a holiday), ``1h`` for two weeks and ``1d`` for a y
 feeds' history endpoints); ``5m``, ``1h`` and ``1d`` are made of the ``1m`` bars where no source has them.
 
 A symbol someone receives stays loaded: its live bars keep it whole. The history of a symbol nobody
-receives (a REST read) is reloaded when read again after :data:`FRESH_FOR` seconds. A failed load is
+receives (a REST read) is reloaded when read again after :data:`FRESH_FOR` seconds; such loads are limited
+to :data:`COLD_RATE` a second (a burst of :data:`COLD_BURST`), past which a read gets what the node holds. A failed load is
 logged (at most a line a minute) and retried after a backoff (by the next read, or by itself while the
 symbol is demanded), never in a tight loop.
 """
@@ -24,6 +25,7 @@ from ticker.backoff import Backoff
 from ticker.barbook import BarBook, aggregate
 from ticker.bars import HISTORY_SPANS, Bar, history_start
 from ticker.tasks import cancel_and_wait
+from ticker.tokenbucket import TokenBucket
 
 log = logging.getLogger("ticker")
 
@@ -33,6 +35,8 @@ LoadBars = Callable[[str, str, int, int], Awaitable[list[Bar] | None]]
 CONCURRENCY = 4  # symbols loading at once
 WAIT = 3.0  # seconds a bar read waits for a symbol's history before answering with what there is
 FRESH_FOR = 60.0  # seconds the history of a symbol nobody receives is served before it is loaded again
+COLD_RATE = 1.0  # loads a second of symbols nobody receives (REST reads), after a burst of COLD_BURST
+COLD_BURST = 10.0
 RETRY_BASE = 5.0  # a failed load is retried after RETRY_BASE plus a backoff of up to RETRY_CAP seconds
 RETRY_CAP = 300.0
 LOG_EVERY = 60.0  # seconds between two log lines about failed loads
@@ -61,6 +65,7 @@ class HistoryLoader:
         self._clock = clock
         self._wall = wall
         self._slots = asyncio.Semaphore(concurrency)
+        self._cold = TokenBucket(COLD_RATE, COLD_BURST, clock())
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._fresh: dict[str, tuple[int | None, float]] = {}  # symbol → (book generation, fresh until)
         self._retry: dict[str, tuple[float, Backoff]] = {}  # symbol → (not before, its backoff)
@@ -84,6 +89,10 @@ class HistoryLoader:
             return None
         retry = self._retry.get(symbol)
         if retry is not None and retry[0] > now:
+            return None
+        if not self.demanded(symbol) and not self._cold.take(now):
+            # A read of a symbol nobody receives: at most COLD_RATE such loads a second (a burst of
+            # COLD_BURST), so that reads of every known symbol cannot spend a provider's quota.
             return None
         task = self._tasks[symbol] = asyncio.get_running_loop().create_task(
             self._load(symbol), name=f"history {symbol}"

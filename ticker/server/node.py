@@ -85,7 +85,8 @@ class Node:
         #: broker (Redis: the publisher's), a provider's own bars winning; history loaded in the background.
         self.bars = BarBook(
             listing_sessions(lambda: self.directory, new_york_day_start()),
-            max(MAX_BAR_SYMBOLS, config.max_symbols),
+            MAX_BAR_SYMBOLS,
+            keep=lambda s: s in self._history_demand,  # a symbol someone receives keeps its bars
         )
         self._bar_quote = self.bars.on_quote if self.broker.aggregates_bars else None
         self.fanout.serve_bars(self.bar_hub, self.bars)
