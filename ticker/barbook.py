@@ -36,6 +36,7 @@ from ticker.quote import Quote
 MAX_SYMBOLS = 1_000
 
 _start_of = attrgetter("t")
+_DERIVED_FROM_MINUTES = ("5m", "1h")  # the longer intervals a provider's 1m bar corrects
 
 #: (symbols whose current bars moved, (symbol, interval) → starts of the bars applied), as taken.
 Changes = tuple[dict[str, None], dict[tuple[str, str], dict[int, None]]]
@@ -148,17 +149,42 @@ class BarBook:
         if held.on_quote(quote):
             self.changed[symbol] = None
 
-    def apply(self, symbol: str, interval: str, bar: Bar, final: bool = True) -> None:
+    def apply(self, symbol: str, interval: str, bar: Bar, final: bool = True, derive: bool = False) -> None:
         """A provider's or the Redis edge's bar, in place of the one of the same start (see
         :meth:`BarSeries.apply_bar`; one older than a full history is dropped); recorded in
-        :attr:`changed_bars`."""
-        stored = self.bars_of(symbol).series[interval].apply_bar(bar, final)
-        if stored is not None:
-            key = (symbol, interval)
-            starts = self.changed_bars.get(key)
-            if starts is None:
-                starts = self.changed_bars[key] = {}
-            starts[stored.t] = None
+        :attr:`changed_bars`. ``derive`` (a provider's own ``1m`` bar): the ``5m`` and ``1h`` bars holding it
+        are made again of the ``1m`` bars, so that the intervals agree."""
+        held = self.bars_of(symbol)
+        stored = held.series[interval].apply_bar(bar, final)
+        if stored is None:
+            return
+        self._record(symbol, interval, stored.t)
+        if derive and interval == "1m":
+            minutes = held.series["1m"]
+            for longer in _DERIVED_FROM_MINUTES:
+                series = held.series.get(longer)
+                if series is None:
+                    continue
+                start = series.align(stored.t)
+                parts = minutes.range(start, series.end_of(start), minutes.maxlen)
+                if not parts:
+                    continue
+                # The 1m history may begin inside this bar (a node started mid-hour): then its open stays.
+                covered = parts[0].t == start or minutes.range(None, start + 1, 1)
+                found = [] if covered else series.range(start, start + 1, 1)
+                old = found[0] if found else None
+                made = aggregate(parts, longer)[0]
+                if old is not None:
+                    made.o, made.h, made.l = old.o, max(made.h, old.h), min(made.l, old.l)
+                if series.apply_bar(made, final=False) is not None:
+                    self._record(symbol, longer, start)
+
+    def _record(self, symbol: str, interval: str, start: int) -> None:
+        key = (symbol, interval)
+        starts = self.changed_bars.get(key)
+        if starts is None:
+            starts = self.changed_bars[key] = {}
+        starts[start] = None
 
     def backfill(self, symbol: str, interval: str, bars: Iterable[Bar], now_ms: int | None) -> None:
         """Merge history (see :meth:`BarSeries.backfill`); the symbol counts as changed."""

@@ -191,3 +191,22 @@ def test_past_the_bound_only_symbols_nobody_receives_are_forgotten() -> None:
     demanded.discard("AAPL")
     book.on_quote(q("KO", 60.0, T0 + S, 200))  # KO comes back: room is made down to the bound, oldest first
     assert sorted(book.symbols()) == ["KO", "MSFT"]
+
+
+def test_a_provider_minute_bar_makes_the_longer_bars_holding_it_again() -> None:
+    b = T0 - T0 % (5 * M)  # a 5m bar's start
+    book = BarBook()
+    book.on_quote(q("AAPL", 10.0, b + S, 100))  # trades: a 1m, 5m and 1h bar of their own
+    book.on_quote(q("AAPL", 10.5, b + M + S, 150))
+    book.take_changes()
+    book.apply(
+        "AAPL", "1m", Bar(b, 9.8, 10.2, 9.7, 10.1, 400), derive=True
+    )  # the provider's word on minute 0
+    assert row(book.current("AAPL", "5m")) == (b, 9.8, 10.5, 9.7, 10.5, 450)
+    hour = book.current("AAPL", "1h")  # the 1m bars begin inside this hour: its open stays, the rest follows
+    assert hour is not None and (hour.o, hour.h, hour.l, hour.c, hour.v) == (10.0, 10.5, 9.7, 10.5, 450)
+    _, applied = book.take_changes()
+    assert set(applied) == {("AAPL", "1m"), ("AAPL", "5m"), ("AAPL", "1h")}
+    book.apply("AAPL", "1m", Bar(b, 1.0, 1.0, 1.0, 1.0, 1))  # an edge's bar (no derive): 5m untouched
+    five = book.current("AAPL", "5m")
+    assert five is not None and five.o == 9.8

@@ -100,7 +100,7 @@ class PublisherBars:
 
     def on_bar(self, symbol: str, interval: str, bar: Bar, final: bool) -> None:
         """A provider's own bar: it wins over the aggregated one."""
-        self.book.apply(symbol, interval, bar, final)
+        self.book.apply(symbol, interval, bar, final, derive=True)
 
     def carry(self, added: Iterable[str], removed: Iterable[str]) -> None:
         """The carried symbols changed: forget the ``removed`` (their Redis history expires with its TTL), and

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -94,7 +95,7 @@ class Node:
             self.broker.bar_sink = lambda s, i, b: self._apply_bar(s, i, b, False)
         self.runner = FeedRunner(
             self.feeds,
-            metered(self.metrics, self.broker.publish, bar=self._apply_bar),
+            metered(self.metrics, self.broker.publish, bar=self._provider_bar),
             stale_after=config.stale_after,
         )
         self._history_demand: frozenset[str] = frozenset()
@@ -193,8 +194,13 @@ class Node:
         self.fanout.publish(quote)
 
     def _apply_bar(self, symbol: str, interval: str, bar: Bar, final: bool = True) -> None:
-        """A provider's (or the Redis edge's) bar: into the book, and a flush for its bar subscribers."""
+        """The Redis edge's bar: into the book, and a flush for its bar subscribers."""
         self.bars.apply(symbol, interval, bar, final)
+        self.fanout.bars_changed()
+
+    def _provider_bar(self, symbol: str, interval: str, bar: Bar, final: bool = True) -> None:
+        """A provider's own bar: into the book (its 5m and 1h bars made again of the 1m), and a flush."""
+        self.bars.apply(symbol, interval, bar, final, derive=True)
         self.fanout.bars_changed()
 
     # -- bar history -------------------------------------------------------------------------
@@ -203,6 +209,15 @@ class Node:
         quote's open, high and low agree with the chart even on a node started mid-session."""
         if self.broker.aggregates_bars:  # through Redis the publisher does it
             self.day_stats.seed_days(symbol, self.bars.last(symbol, "1d", 2), now_ms)
+        self._resend_bars(symbol, now_ms)
+
+    def _resend_bars(self, symbol: str, now_ms: int) -> None:
+        """History that came after a subscriber's first ``bars`` (the read waited :data:`HISTORY_WAIT` s at
+        most): each live bar subscriber of ``symbol`` gets a fresh ``bars``, one payload per (key, interval,
+        history), framed by its transport."""
+        for payload, conns in self.bar_hub.reopen(self.bars, symbol, now_ms):
+            for conn in conns:
+                conn.send_message("bars", payload)
 
     def _check_sessions(self) -> None:
         """When the directory changes, a symbol whose bars (or day statistics) began before its entry arrived
@@ -224,6 +239,14 @@ class Node:
         """Load ``symbol``'s bar history if it needs it, waiting at most ``within`` seconds (a bar read then
         answers with what there is)."""
         await self.history_loader.wait(symbol, within)
+
+    async def histories(self, symbols: Iterable[str], within: float = HISTORY_WAIT) -> None:
+        """:meth:`history` of several symbols side by side: every load started first, then one wait of at
+        most ``within`` seconds for them all."""
+        ensure = self.history_loader.ensure
+        tasks = {t for s in dict.fromkeys(symbols) if (t := ensure(s)) is not None and not t.done()}
+        if tasks:
+            await asyncio.wait(tasks, timeout=within)
 
     # -- health ------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
