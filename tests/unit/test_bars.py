@@ -428,5 +428,12 @@ def test_a_backfill_of_the_bar_still_filling_keeps_the_trades_counted_here_since
     s.add_trade(T0 + 1_000, 10.0, 5)
     s.add_trade(T0 + 25_000, 12.5, 5)  # after the provider's snapshot below was taken
     s.backfill([Bar(T0, 9.5, 11.0, 9.0, 10.5, 8)], now_ms=now)
-    assert ohlcv(s.current) == (T0, 9.5, 12.5, 9.0, 12.5, 10)  # its open, the wider range, our close and volume
+    assert ohlcv(s.current) == (
+        T0,
+        9.5,
+        12.5,
+        9.0,
+        12.5,
+        10,
+    )  # its open, the wider range, our close and volume
     assert not s.is_final(T0)
