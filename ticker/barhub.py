@@ -4,7 +4,9 @@ A subscription is a (symbol, interval) pair of one connection, carried under a *
 real-time user, its :func:`~ticker.delay.delayed_key` for a delayed one. It is *held* from the moment
 the session accepts it (it counts against the cap and makes its symbol demanded, so the feeds produce
 it) and *live* once the transport has sent its history (``bars``); only live subscribers get ``bar``
-messages. At most ``max_per_connection`` subscriptions per connection.
+messages. At most ``max_per_connection`` subscriptions per connection. :meth:`BarHub.opening` builds a
+subscription's ``bars``; :meth:`BarHub.reopen` builds them again for the live subscribers of a symbol whose
+history arrived after their first one.
 
 :meth:`BarHub.flush` reads what moved in a :class:`~ticker.barbook.BarBook` since the last flush and
 builds, per (key, interval) that changed, **one** ``bar`` payload shared by all its subscribers: the
@@ -21,7 +23,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, Protocol, TypeVar
 
 from ticker import protocol
-from ticker.bars import Bar
+from ticker.bars import INTERVALS, Bar
 from ticker.delay import delayed_key, is_delayed_key, symbol_of
 from ticker.errors import TooManyBarSubscriptions
 
@@ -259,6 +261,34 @@ class BarHub(Generic[S]):
         """The start of the newest bar a subscription under ``key`` may see now; -1 when there is none."""
         found = self.history(book, symbol, interval, key, 1, wall_ms)
         return found[-1].t if found else -1
+
+    def opening(
+        self, book: BarSource, symbol: str, interval: str, key: str, n: int, wall_ms: int
+    ) -> tuple[bytes, int]:
+        """A subscription's ``bars`` payload (its newest ``n`` bars it may see now) and the start of the newest
+        bar it may see (-1: none), where it goes live from (:meth:`start`'s ``since``)."""
+        bars = self.history(book, symbol, interval, key, n, wall_ms)
+        since = bars[-1].t if bars else self.newest(book, symbol, interval, key, wall_ms)
+        return protocol.bars(symbol, interval, bars, is_delayed_key(key)), since
+
+    def reopen(self, book: BarSource, symbol: str, wall_ms: int) -> list[tuple[bytes, list[S]]]:
+        """A fresh ``bars`` payload for the live subscribers of ``symbol`` (its history arrived after their
+        first ``bars``), built as :meth:`opening` builds the first: one per (key, interval, history), with the
+        subscribers that get it. Those that asked for no history get none (nothing new to say)."""
+        out: list[tuple[bytes, list[S]]] = []
+        for key in (symbol, delayed_key(symbol)):
+            for iv in INTERVALS:
+                members = self.members.get((key, iv))
+                if not members:
+                    continue
+                by_n: dict[int, list[S]] = {}
+                for sub in members:
+                    n = self._subs[sub][symbol, iv].history
+                    if n > 0:
+                        by_n.setdefault(n, []).append(sub)
+                for n, subs in by_n.items():
+                    out.append((self.opening(book, symbol, iv, key, n, wall_ms)[0], subs))
+        return out
 
     def catch_up(self, book: BarSource, sub: S, changed: dict[BarKey, int], wall_ms: int) -> list[bytes]:
         """``bar`` payloads for a connection that skipped flushes: per live (key, interval) of ``changed``

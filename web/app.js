@@ -136,7 +136,22 @@ function sendBarsOp(msg, kind) {
   opSeq += 1;
   const id = `op-${opSeq}`;
   conn.send({ op: "ping", id });
-  outstanding.push({ id, op: msg.op, symbols: [msg.symbol], kind, errors: [] });
+  outstanding.push({ id, op: msg.op, symbols: [msg.symbol], interval: msg.interval, kind, errors: [] });
+}
+
+// `bars_unsubscribed`: the answer to the page's own unsubscribe_bars (an op still waiting for its pong), or
+// the server ended the panel's subscription (a refreshed token forbids the symbol, a pending symbol turned
+// out unknown): then the panel says so rather than freeze.
+function barsEnded(symbol, interval) {
+  const own = outstanding.find(
+    (op) => op.kind === "bars-off" && !op.answered && op.symbols[0] === symbol && op.interval === interval,
+  );
+  if (own) {
+    own.answered = true;
+    return;
+  }
+  const sub = detail.subscription;
+  if (sub && sub.symbol === symbol && sub.interval === interval) detail.barsEnded();
 }
 
 function subscribeBars(symbol, interval) {
@@ -296,6 +311,9 @@ function onMessage(msg) {
     case "bar":
       stats.bars += 1;
       detail.addBar(msg.s, msg.interval, msg.bar);
+      break;
+    case "bars_unsubscribed":
+      barsEnded(msg.s, msg.interval);
       break;
     case "authenticated":
       onAuthenticated(msg);

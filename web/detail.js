@@ -2,7 +2,7 @@
 // phone). It shows the symbol's name, exchange and state, every field of its quote (those hidden on a
 // phone too) and an intraday chart (chart.js) of 1m, 5m, 1h or 1d bars, filled from the server's history
 // and updated live (the caller subscribes and unsubscribes bars over its socket: onSubscribe and
-// onUnsubscribe). Escape or the close button closes it and the focus goes back to the row. The symbol
+// onUnsubscribe; a later `bars` replaces the history, and a subscription the server ends says so). Escape or the close button closes it and the focus goes back to the row. The symbol
 // and the interval are in the URL (`?s=AAPL&i=1m`), so a link opens the panel.
 
 import { BarChart } from "./chart.js";
@@ -70,6 +70,7 @@ export class DetailPanel {
     this.symbol = null;
     this.interval = DEFAULT_INTERVAL;
     this.ready = false; // the current subscription's history has arrived
+    this.ended = false; // the server ended the current subscription (bars_unsubscribed)
     this.q = null;
     this.returnTo = null;
     const $ = (id) => root.querySelector(`[data-testid="${id}"]`);
@@ -149,7 +150,8 @@ export class DetailPanel {
 
   /** Switch the chart to `interval` (its history is asked for again). */
   setInterval(interval) {
-    if (!this.symbol || interval === this.interval || !INTERVALS.includes(interval)) return;
+    if (!this.symbol || !INTERVALS.includes(interval)) return;
+    if (interval === this.interval && !this.ended) return; // an ended chart's own interval: subscribe again
     this.hooks.onUnsubscribe(this.symbol, this.interval);
     this.interval = interval;
     this._startBars();
@@ -192,7 +194,10 @@ export class DetailPanel {
     this.stateEl.dataset.state = st.state;
   }
 
-  /** The history of a bars subscription (`bars` message). */
+  /**
+   * The history of a bars subscription (`bars` message). It may come again for the same subscription (the
+   * server's history arrived after its first answer, or a resubscribe): it replaces what the chart holds.
+   */
   setBars(sym, interval, bars) {
     if (sym !== this.symbol || interval !== this.interval) return;
     const token = this.token;
@@ -200,6 +205,7 @@ export class DetailPanel {
       () => {
         if (token !== this.token) return; // the panel moved on meanwhile
         this.ready = true;
+        this.ended = false;
         this.chart.setBars(bars);
         this._note(this.chart.count ? "" : "No bars yet for this interval.", this.chart.count ? "ready" : "empty");
         for (const b of this.pendingBars.splice(0)) this.chart.upsert(b);
@@ -210,7 +216,7 @@ export class DetailPanel {
 
   /** A live bar (`bar` message): upserted by its start time. */
   addBar(sym, interval, bar) {
-    if (sym !== this.symbol || interval !== this.interval) return;
+    if (sym !== this.symbol || interval !== this.interval || this.ended) return;
     if (!this.ready) {
       this.pendingBars.push(bar); // before its history has been drawn
       return;
@@ -225,9 +231,20 @@ export class DetailPanel {
     this._note(messages.join(" ") || "The server sent no bars.", "error");
   }
 
+  /**
+   * The server ended the panel's bars subscription (a `bars_unsubscribed` the page did not ask for): the chart
+   * keeps what it has and says that it is no longer live; an interval button subscribes again.
+   */
+  barsEnded() {
+    if (!this.symbol) return;
+    this.ended = true;
+    this._note("The server ended this chart's live bars. Choose an interval to try again.", "ended");
+  }
+
   _startBars() {
     this.token = (this.token ?? 0) + 1;
     this.ready = false;
+    this.ended = false;
     this.pendingBars = [];
     for (const [iv, btn] of this.buttons) btn.setAttribute("aria-pressed", iv === this.interval ? "true" : "false");
     this.chartEl.dataset.interval = this.interval;

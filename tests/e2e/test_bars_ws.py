@@ -13,6 +13,7 @@ import pytest
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.support.fakes.slowhistory import SlowHistoryFeed
 from tests.support.inprocess import InProcessServer, serve_in_process
 from tests.support.schemas import protocol_schemas
 from tests.support.serverproc import serving
@@ -71,11 +72,14 @@ async def test_two_subscribers_get_byte_identical_bar_frames_and_unsubscribe_sto
         async def raw_bars(ws: ClientConnection, n: int) -> list[str | bytes]:
             return [await asyncio.wait_for(ws.recv(), timeout(5)) for _ in range(n)]
 
-        got_a, got_b = await asyncio.gather(raw_bars(a, 8), raw_bars(b, 8))
-        # both joined before the first flush of these bars; each got every flush: the same bytes, in order
-        common = [f for f in got_a if f in got_b]
-        assert len(common) >= 6, (got_a, got_b)
-        assert all('"type":"bar"' in f for f in got_a)
+        got_a, got_b = await asyncio.gather(raw_bars(a, 12), raw_bars(b, 8))
+        # a went live one round trip before b (maybe a flush or two earlier): from b's first frame on, both
+        # got every flush, the same bytes in the same order
+        assert all('"type":"bar"' in f for f in got_a + got_b)
+        assert any(got_a[i : i + len(got_b)] == got_b for i in range(len(got_a) - len(got_b) + 1)), (
+            got_a,
+            got_b,
+        )
         await send(a, {"op": "unsubscribe_bars", "symbol": "MSFT", "interval": "1s"})
         await recv_until(a, lambda m: m["type"] == "bars_unsubscribed")
         extra: list[Any] = []
@@ -85,6 +89,60 @@ async def test_two_subscribers_get_byte_identical_bar_frames_and_unsubscribe_sto
                     extra.append(await recv(a, 2.0))
         assert extra == [] and inprocess.node.bar_hub.demand() == {"MSFT"}
         assert (await valid(b))["type"] == "bar"
+
+
+async def test_history_slower_than_the_wait_comes_as_one_more_bars_without_resubscribing():
+    feed = SlowHistoryFeed(symbols=["AAPL", "MSFT"], rate=20.0, seed=7)
+    url_sse = "/sse?bars=AAPL:1m,MSFT:5m&history=300"
+    async with (
+        serve_in_process(feed=feed) as srv,
+        connect(srv.ws_url) as ws,
+        httpx.AsyncClient(timeout=timeout(15)) as http,
+    ):
+        await send(ws, {"op": "subscribe_bars", "symbol": "AAPL", "interval": "1m", "history": 300})
+        async with aconnect_sse(http, "GET", srv.url + url_sse) as source:  # opens after the wait
+            source.response.raise_for_status()
+            events = source.aiter_sse()
+
+            async def next_event() -> dict[str, Any]:
+                ev = await asyncio.wait_for(anext(events), timeout(10))
+                msg = ev.json()
+                SCHEMA.validate(msg)
+                assert ev.event == msg["type"]
+                return msg
+
+            first = await valid(ws, 10)  # the wait ran out: what the book had (the live quotes' bars)
+            assert first["type"] == "bars" and (first["s"], first["interval"]) == ("AAPL", "1m")
+            assert len(first["data"]) <= 2 and not feed.gate.is_set()
+            opening = [await next_event() for _ in range(3)]
+            assert [m["type"] for m in opening] == ["snapshot", "bars", "bars"]
+            assert all(len(m["data"]) <= 2 for m in opening[1:])
+            # the stream's symbols were loaded side by side, not one wait after the other
+            assert abs(feed.asked_at["AAPL"] - feed.asked_at["MSFT"]) < 1.5, feed.asked_at
+
+            feed.gate.set()  # the provider answers at last
+            again = await recv_until(ws, lambda m: m["type"] == "bars", within=10)
+            SCHEMA.validate(again)
+            assert (again["s"], again["interval"], again["delayed"]) == ("AAPL", "1m", False)
+            ts = [b["t"] for b in again["data"]]
+            assert (
+                len(ts) == 300
+                and ts == sorted(ts)
+                and ts[-1] >= max((b["t"] for b in first["data"]), default=0)
+            )
+            live = await recv_until(ws, lambda m: m["type"] == "bar", within=10)  # still live, no resubscribe
+            assert live["bar"]["t"] >= ts[-1]
+            resent: dict[tuple[str, str], dict[str, Any]] = {}
+            async with asyncio.timeout(timeout(10)):
+                while len(resent) < 2:
+                    msg = await next_event()
+                    if msg["type"] == "bars":
+                        resent[msg["s"], msg["interval"]] = msg
+            assert {k: len(m["data"]) for k, m in resent.items()} == {
+                ("AAPL", "1m"): 300,
+                ("MSFT", "5m"): 300,
+            }
+            assert resent["AAPL", "1m"] == again  # one payload per key, interval and history
 
 
 async def test_the_cap_refuses_past_max_bar_subscriptions_and_bad_requests_are_answered():
@@ -171,6 +229,8 @@ async def test_sse_bars_then_bar_events_with_the_websocket_payloads(inprocess: I
         ("bars=b$d:1m", 400, "invalid_symbol"),
         ("bars=APPL:1m", 400, "unknown_symbol"),
         ("bars=AAPL:1m&history=-1", 400, "bad_request"),
+        ("bars=AAPL:1m&history=%C2%B2", 400, "bad_request"),  # "²" is a digit to str.isdigit, not to int()
+        ("bars=AAPL:1m&history=" + "9" * 4400, 400, "bad_request"),  # past int()'s 4,300 digits
         (
             "bars=" + ",".join(f"AAPL:{i}" for i in ("1s", "1m", "5m", "1h", "1d")) + ",MSFT:1m",
             400,

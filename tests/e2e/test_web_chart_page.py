@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, ViewportSize, WebSocket, expect
+from playwright.sync_api import Browser, Page, ViewportSize, WebSocket, WebSocketRoute, expect
 
 from tests.support.pagekit import ms, scale_timeouts
 from tests.support.serverproc import ServerProcess
@@ -209,6 +210,52 @@ def test_a_link_opens_the_panel_and_the_interval_switch_reloads(
     page.reload()
     panel_open(page, "KO")
     wait_history(page, "1m")
+    watch.assert_clean()
+
+
+def test_a_later_bars_replaces_the_chart_and_a_subscription_the_server_ends_says_so(
+    page: Page, server: ServerProcess, watch: PageWatch
+) -> None:
+    routes: list[WebSocketRoute] = []
+
+    def through(ws: WebSocketRoute) -> None:  # the real server's socket, with messages the test adds
+        ws.connect_to_server()
+        routes.append(ws)
+
+    page.route_web_socket(re.compile(r"/ws(\?|$)"), through)
+    open_page(page, server, "?symbols=AAPL&s=AAPL&i=1m")
+    panel_open(page, "AAPL")
+    wait_history(page, "1m", at_least=30)
+    # One more `bars` (history that arrived late): it replaces the chart's bars.
+    now = int(time.time() * 1000) // 60_000 * 60_000
+    late = [{"t": now - k * 60_000, "o": 10, "h": 11, "l": 9, "c": 10.5, "v": 100} for k in (3, 2, 1)]
+    routes[-1].send(
+        json.dumps({"type": "bars", "s": "AAPL", "interval": "1m", "delayed": False, "data": late})
+    )
+    page.wait_for_function(
+        "() => { const d = document.querySelector('[data-testid=detail-chart]').dataset;"
+        " return d.state === 'ready' && Number(d.bars) <= 4; }",
+        timeout=ms(10),
+    )
+    # A `bars_unsubscribed` the page did not ask for: the panel says the chart is no longer live, and the
+    # live bars still on their way (the server did not really end it) do not hide that.
+    routes[-1].send(json.dumps({"type": "bars_unsubscribed", "s": "AAPL", "interval": "1m"}))
+    expect(page.get_by_test_id("detail-chart")).to_have_attribute("data-state", "ended")
+    note = page.locator(".chart-note")
+    expect(note).to_be_visible()
+    expect(note).to_contain_text("ended")
+    page.wait_for_function("(n) => window.tickerStats.bars > n", arg=page.evaluate("window.tickerStats.bars"))
+    expect(page.get_by_test_id("detail-chart")).to_have_attribute("data-state", "ended")
+    # The interval's button subscribes again; the answer to the page's own unsubscribe_bars ends nothing.
+    page.get_by_test_id("detail-interval-1m").click()
+    wait_history(page, "1m", at_least=30)
+    expect(note).to_be_hidden()
+    assert watch.sent[-2:] == [
+        {"op": "unsubscribe_bars", "symbol": "AAPL", "interval": "1m"},
+        {"op": "subscribe_bars", "symbol": "AAPL", "interval": "1m", "history": 1440},
+    ]
+    wait_live_bar(page)
+    expect(page.get_by_test_id("detail-chart")).to_have_attribute("data-state", "ready")
     watch.assert_clean()
 
 

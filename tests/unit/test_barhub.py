@@ -248,3 +248,43 @@ def test_cap_demand_and_removal():
     hub.remove("b")
     assert hub.members == {} and hub.realtime == {} and not hub.has_delayed and hub.demand() == frozenset()
     assert told[-1] == frozenset()
+
+
+def test_reopen_builds_one_bars_per_key_interval_and_history_for_live_subscribers_that_asked_for_history():
+    hub: BarHub[str] = BarHub(5, delay=60.0)
+    book = BarBook()
+    for minute in range(5):
+        book.on_quote(Quote("AAPL", 10.0 + minute, T0 + minute * 60_000 + 5, volume=100 * (minute + 1)))
+    book.on_quote(Quote("MSFT", 50.0, T0 + 5, volume=100))
+    wall = T0 + 5 * 60_000  # a delayed key's horizon: T0 + 4m
+    for sub, symbol, interval, key, n in (
+        ("a", "AAPL", "1m", "AAPL", 3),
+        ("b", "AAPL", "1m", "AAPL", 3),
+        ("c", "AAPL", "1m", "AAPL", 10),
+        ("d", "AAPL", "1m", "~AAPL", 10),
+        ("e", "AAPL", "5m", "AAPL", 10),
+        ("z", "AAPL", "1m", "AAPL", 0),  # asked for no history: nothing new to tell it
+        ("m", "MSFT", "1m", "MSFT", 10),  # another symbol
+    ):
+        hub.hold(sub, symbol, interval, key, n)
+        hub.start(sub, symbol, interval, key, hub.opening(book, symbol, interval, key, n, wall)[1])
+    hub.hold("w", "AAPL", "1m", "AAPL", 10)  # held, not live yet: its own first bars is on its way
+    got: dict[tuple[str, bool, int], list[str]] = {}
+    for payload, subs in hub.reopen(book, "AAPL", wall):
+        msg = orjson.loads(payload)
+        assert msg["type"] == "bars" and msg["s"] == "AAPL"
+        got[msg["interval"], msg["delayed"], len(msg["data"])] = sorted(subs)
+        key = "~AAPL" if msg["delayed"] else "AAPL"
+        assert (
+            payload
+            == hub.opening(
+                book, "AAPL", msg["interval"], key, hub.holds(subs[0])["AAPL", msg["interval"]].history, wall
+            )[0]
+        )
+    assert got == {
+        ("1m", False, 3): ["a", "b"],
+        ("1m", False, 5): ["c"],
+        ("1m", True, 4): ["d"],  # only the bars that ended by the horizon
+        ("5m", False, 1): ["e"],
+    }
+    assert hub.reopen(book, "NVDA", wall) == []

@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from tests.support.timing import eventually
 from ticker.barbook import BarBook
 from ticker.bars import Bar
 from ticker.server import history
@@ -136,8 +137,8 @@ async def test_loads_run_at_most_concurrency_at_once_and_stop_cancels_them() -> 
     src = Source(gate=gate)
     hl = loader(BarBook(), src, concurrency=2)
     tasks = [hl.ensure(s) for s in ("A", "B", "C", "D")]
-    await asyncio.sleep(0.01)
-    assert src.most == 2 and hl.loading() == 4
+    await eventually(lambda: src.running == 2, within=2.0, what="two loads to reach the source")
+    assert src.most == 2 and hl.loading() == 4  # the other two wait for a slot
     await hl.stop()
     assert all(t is not None and t.cancelled() for t in tasks)
     assert hl.ensure("E") is None

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.support.timing import eventually
 from ticker.bars import HISTORY, INTERVALS, Bar
 from ticker.broker import redis_bars as rb
 from ticker.broker import redis_layout as rc
@@ -150,6 +151,27 @@ async def test_a_rewritten_history_puts_the_symbol_behind_from_its_last_update()
     broker._on_bars(b"tk:b:AAPL", rb.encode_update("AAPL", {"1m": [bar]}, 9000.0, ready=True))
     assert broker._bars_behind == {"AAPL": 2000.0}  # what it missed since its last update before the rewrite
     assert len(got) == 3
+
+
+async def test_a_history_the_publisher_never_writes_leaves_no_waiter_behind(monkeypatch: pytest.MonkeyPatch):
+    broker, _ = edge()
+    broker._client, broker._up = object(), True  # type: ignore[assignment]
+
+    async def never_ready(*args: Any) -> tuple[bool, list[bytes]]:
+        return False, []
+
+    monkeypatch.setattr(rb, "read_history", never_ready)
+    monkeypatch.setattr(rb, "LOAD_WAIT", 0.05)
+    got = await asyncio.gather(*(broker.load_bars(s, "1m", T0, T0 + 1) for s in ("AAPL", "AAPL", "NOPE")))
+    assert got == [[], [], []]  # what Redis has once the wait ran out
+    assert broker._bars_ready == {} and broker._bars_waiters == {}
+    monkeypatch.setattr(rb, "LOAD_WAIT", 60.0)
+    task = asyncio.ensure_future(broker.load_bars("ZZZ", "1m", T0, T0 + 1))
+    await eventually(lambda: "ZZZ" in broker._bars_ready, what="the load to wait for the publisher")
+    task.cancel()  # a reader that gives up (the node stopping)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert broker._bars_ready == {} and broker._bars_waiters == {}
 
 
 # -- the publisher ---------------------------------------------------------------------------------

@@ -106,6 +106,9 @@ class RedisBroker(Broker):
             str, float
         ] = {}  # symbol → since when the next loop pass reads its missed bars
         self._bars_ready: dict[str, asyncio.Event] = {}  # symbols whose history a load_bars waits for
+        self._bars_waiters: dict[
+            str, int
+        ] = {}  # symbol → load_bars calls waiting (its event goes with the last)
         self._bad_bars_logged = False
         #: Symbols whose history was read though no client here receives them → until when (monotonic) they
         #: stay in this node's demand, so the publisher carries them and writes their history.
@@ -162,32 +165,42 @@ class RedisBroker(Broker):
             if symbol not in self._reading:
                 self._wake.set()
             self._reading[symbol] = deadline + READ_DEMAND
-        while True:
-            left = deadline - time.monotonic()
-            client = self._client
-            if client is None or not self._up:
-                if left <= 0:
-                    raise ConnectionError("lost the connection to the redis broker")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._up_event.wait(), left)
-                continue
-            try:
-                ready, members = await rb.read_history(
-                    client, self.layout, symbol, interval, start_ms, end_ms
-                )
-            except (RedisError, OSError) as exc:
-                if left <= 0:
-                    raise ConnectionError(f"could not read bars from the redis broker: {exc}") from None
-                await asyncio.sleep(min(0.1, left))  # the session notices the loss and reconnects
-                continue
-            if ready or left <= 0:
-                bars, bad = rb.decode_history(members)
-                if bad:
-                    self._bad_bars(f"{bad} malformed bars of {symbol} {interval} in Redis")
-                return bars
-            event = self._bars_ready.setdefault(symbol, asyncio.Event())
-            with contextlib.suppress(TimeoutError):  # a notice missed (not subscribed yet): check again soon
-                await asyncio.wait_for(event.wait(), min(0.25, left))
+        self._bars_waiters[symbol] = self._bars_waiters.get(symbol, 0) + 1
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                client = self._client
+                if client is None or not self._up:
+                    if left <= 0:
+                        raise ConnectionError("lost the connection to the redis broker")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._up_event.wait(), left)
+                    continue
+                try:
+                    ready, members = await rb.read_history(
+                        client, self.layout, symbol, interval, start_ms, end_ms
+                    )
+                except (RedisError, OSError) as exc:
+                    if left <= 0:
+                        raise ConnectionError(f"could not read bars from the redis broker: {exc}") from None
+                    await asyncio.sleep(min(0.1, left))  # the session notices the loss and reconnects
+                    continue
+                if ready or left <= 0:
+                    bars, bad = rb.decode_history(members)
+                    if bad:
+                        self._bad_bars(f"{bad} malformed bars of {symbol} {interval} in Redis")
+                    return bars
+                event = self._bars_ready.setdefault(symbol, asyncio.Event())
+                with contextlib.suppress(
+                    TimeoutError
+                ):  # a notice missed (not subscribed yet): look again soon
+                    await asyncio.wait_for(event.wait(), min(0.25, left))
+        finally:  # the last waiter gone (answered, gave up, cancelled): its event goes, written or not
+            waiting = self._bars_waiters.pop(symbol) - 1
+            if waiting:
+                self._bars_waiters[symbol] = waiting
+            else:
+                self._bars_ready.pop(symbol, None)
 
     def symbol_status(self, symbol: str) -> SymbolStatus | None:
         """What the publisher's last health report (read every second) says of ``symbol``: its state

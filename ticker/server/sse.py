@@ -9,7 +9,8 @@ is empty — the same path, limits, conflation and slow-consumer close as WebSoc
 
 ``/sse?bars=AAPL:1m,MSFT:5m`` (alone or beside ``symbols=``) adds bar subscriptions: the stream waits
 for their history, opens with a ``bars`` event per subscription after the snapshot, and then carries
-the fan-out's ``bar`` events, the WebSocket payloads.
+the fan-out's ``bar`` events, the WebSocket payloads (and one more ``bars`` event per subscription when
+its history arrives after that wait).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def _history(raw: str | None) -> int:
     """``?history=N``: bars each ``bars`` event holds (default 500, 0 to 5000)."""
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or int(raw) > MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 5) or int(raw) > MAX_LIMIT:
         raise ProtocolError(BAD_REQUEST, f"history must be a whole number of bars from 0 to {MAX_LIMIT}")
     return int(raw)
 
@@ -219,11 +220,8 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
                 return
             self._identity, self._holds_slot = identity, True
         self._delayed = bool(delayed) or any(k != s for (s, _), k in zip(pairs, bar_keys, strict=True))
-        for symbol in dict.fromkeys(s for s, _ in pairs):  # the history of each, before the stream opens
-            try:
-                await srv.history(symbol)
-            except Exception:  # the stream opens with what the book has
-                log.exception("bar history of %s not loaded", symbol)
+        # Their history, loaded side by side before the stream opens (what comes later: one more ``bars``).
+        await srv.histories(s for s, _ in pairs)
         if self.request.connection is not None and tornado_io.request_stream(self).closed():
             self._end(CLIENT)  # gives back the user slot
             return
@@ -273,9 +271,8 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         bar_hub, book, wall_ms = self.server.bar_hub, self.server.bars, int(time.time() * 1000)
         for symbol, interval, key, n in bars:
             bar_hub.hold(self, symbol, interval, key, n)
-            data = bar_hub.history(book, symbol, interval, key, n, wall_ms)
-            tail += sse_event("bars", protocol.bars(symbol, interval, data, key != symbol))
-            since = data[-1].t if data else bar_hub.newest(book, symbol, interval, key, wall_ms)
+            payload, since = bar_hub.opening(book, symbol, interval, key, n, wall_ms)
+            tail += sse_event("bars", payload)
             bar_hub.start(self, symbol, interval, key, since)
         self.write(head + sse_event("snapshot", snapshot) + tail)
         self.flush()  # headers, snapshot and bars go out before any frame of the fan-out

@@ -21,8 +21,6 @@ import tornado.iostream
 import tornado.web
 import tornado.websocket
 
-from ticker import protocol
-from ticker.delay import is_delayed_key
 from ticker.entitlements import Identity
 from ticker.errors import (
     AUTH_FAILED,
@@ -150,25 +148,20 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
                 await self._send_bars(out.bars)
 
     async def _send_bars(self, requests: list[BarRequest]) -> None:
-        """For each accepted ``subscribe_bars``: wait for the symbol's history, send ``bars`` (the newest
-        ``history`` bars this user may see), then make the subscription live so ``bar`` messages follow."""
+        """For each accepted ``subscribe_bars``: wait for the symbols' history, send ``bars`` (the newest
+        ``history`` bars this user may see), then make the subscription live so ``bar`` messages follow
+        (history that arrives after the wait comes as one more ``bars``: :meth:`Node._resend_bars`)."""
         srv = self.server
+        await srv.histories(req.symbol for req in requests)  # a later load sends ``bars`` again
+        wall_ms = int(time.time() * 1000)
         for req in requests:
-            try:
-                await srv.history(req.symbol)
-            except Exception:  # the read answers with what the book has
-                log.exception("bar history of %s not loaded", req.symbol)
             hold = srv.bar_hub.holds(self).get((req.symbol, req.interval))
             if self._closing or self.session is None or hold is None or hold.key != req.key:
                 continue  # closed, unsubscribed or moved meanwhile
-            wall_ms = int(time.time() * 1000)
-            bars = srv.bar_hub.history(srv.bars, req.symbol, req.interval, req.key, req.history, wall_ms)
-            self._send(protocol.bars(req.symbol, req.interval, bars, is_delayed_key(req.key)))
-            since = (
-                bars[-1].t
-                if bars
-                else srv.bar_hub.newest(srv.bars, req.symbol, req.interval, req.key, wall_ms)
+            payload, since = srv.bar_hub.opening(
+                srv.bars, req.symbol, req.interval, req.key, req.history, wall_ms
             )
+            self._send(payload)
             srv.bar_hub.start(self, req.symbol, req.interval, req.key, since)
 
     def _deliver(self, out: Outcome) -> None:
