@@ -138,7 +138,7 @@ class DayStats:
             quote.high = day.high
         if quote.low is None:
             quote.low = day.low
-        if quote.vwap is None:
+        if quote.vwap is None and day.base is not None:  # a feed without volume gets none (nor a seeded one)
             quote.vwap = day.vwap
         if quote.prev_close is None:
             quote.prev_close = day.prev_close

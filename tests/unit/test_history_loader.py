@@ -174,3 +174,22 @@ async def test_loads_of_symbols_nobody_receives_are_rate_limited() -> None:
     assert hl.ensure("LIVE") is not None  # a symbol someone receives is never held back
     clock.now += 1.0 / history.COLD_RATE
     assert hl.ensure("ONEMORE") is not None  # the bucket refilled
+
+
+async def test_demand_loads_day_bars_one_symbol_at_a_time_and_a_read_the_whole_history() -> None:
+    gate = asyncio.Event()
+    src = Source({"1d": [Bar(NOW - 86_400_000, 9, 9, 9, 9, 9)], "1m": minutes(3)}, gate=gate)
+    wanted = {f"S{i}" for i in range(5)}
+    book = BarBook()
+    hl = loader(book, src, demanded=wanted)
+    hl.demand_changed(sorted(wanted), [])  # a watchlist of five symbols
+    await eventually(lambda: src.running == 1, within=2.0, what="the first day load")
+    assert hl.loading() == 5 and src.most == 1  # one at a time, the others queued
+    gate.set()
+    await eventually(lambda: hl.loading() == 0, within=2.0, what="every day load")
+    assert {c[1] for c in src.calls} == {"1d"} and len(src.calls) == 5 and src.most == 1
+    assert [b.o for b in book.last("S0", "1d", 5)] == [9] and book.last("S0", "1m", 5) == []
+    await hl.wait("S0")  # a bar read: the whole history
+    assert [c[1] for c in src.calls[5:]] == ["1s", "1m", "5m", "1h", "1d"]
+    assert [b.o for b in book.last("S0", "1m", 5)] == [0, 1, 2]
+    await hl.stop()

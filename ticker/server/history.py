@@ -1,16 +1,24 @@
 """Loading each symbol's bar history into the node's :class:`~ticker.barbook.BarBook`, in the background.
 
-Per symbol, once (concurrent callers share one task), at most :data:`CONCURRENCY` symbols at a time:
-``1m`` and ``5m`` bars from the start of the session four days back (the current and the previous
-session, across a weekend or a holiday), ``1h`` for two weeks and ``1d`` for a year; ``1s`` for the last
-15 minutes where a source has them (Redis: the publisher's; providers and the simulated market have none). Each interval comes from the first source that has it (the broker's history, Redis, then the
-feeds' history endpoints); ``5m``, ``1h`` and ``1d`` are made of the ``1m`` bars where no source has them.
+Two loads, each from the first source that has an interval (the broker's history, Redis, then the feeds'
+history endpoints):
+
+- **Day bars** when a symbol is first demanded (a quote subscription): ``1d`` for a year, which gives the
+  session so far to the day statistics and the day range. One symbol at a time, in the background: a
+  watchlist of hundreds costs one request each, paced, never a burst.
+- **The whole history** at the first bar read (``subscribe_bars``, ``/sse?bars=``, ``/api/bars``), per
+  symbol once (concurrent callers share one task), at most :data:`CONCURRENCY` symbols at a time: ``1m``
+  and ``5m`` bars from the start of the session four days back (the current and the previous session,
+  across a weekend or a holiday), ``1h`` for two weeks, ``1d`` for a year, ``1s`` for the last 15 minutes
+  where a source has them (Redis: the publisher's); ``5m``, ``1h`` and ``1d`` are made of the ``1m`` bars
+  where no source has them. The live bars since the symbol was demanded are kept (a provider's snapshot of
+  the bar still filling merges with them).
 
 A symbol someone receives stays loaded: its live bars keep it whole. The history of a symbol nobody
 receives (a REST read) is reloaded when read again after :data:`FRESH_FOR` seconds; such loads are limited
-to :data:`COLD_RATE` a second (a burst of :data:`COLD_BURST`), past which a read gets what the node holds. A failed load is
-logged (at most a line a minute) and retried after a backoff (by the next read, or by itself while the
-symbol is demanded), never in a tight loop.
+to :data:`COLD_RATE` a second (a burst of :data:`COLD_BURST`), past which a read gets what the node holds.
+A failed load is logged (at most a line a minute) and retried after a backoff (by the next read, or by
+itself while the symbol is demanded), never in a tight loop.
 """
 
 from __future__ import annotations
@@ -72,10 +80,14 @@ class HistoryLoader:
         self._logged_at = -math.inf
         self._unlogged = 0
         self._closed = False
+        self._days_due: dict[str, None] = {}  # demanded symbols waiting for their day bars, in order
+        self._days_done: dict[str, int | None] = {}  # symbol → the book generation its day bars went into
+        self._day_symbol: str | None = None  # the one whose day bars load now
+        self._day_worker: asyncio.Task[None] | None = None
 
     def loading(self) -> int:
-        """Symbols whose history is loading (or waiting for a slot)."""
-        return len(self._tasks)
+        """Symbols whose history is loading (or waiting for a slot), their day bars included."""
+        return len(self._tasks) + len(self._days_due) + (self._day_symbol is not None)
 
     def ensure(self, symbol: str) -> asyncio.Task[None] | None:
         """Start loading ``symbol``'s history unless it is loaded, loading, or waiting for a retry; the
@@ -109,9 +121,12 @@ class HistoryLoader:
             await asyncio.wait({task}, timeout=within)
 
     def demand_changed(self, added: Iterable[str], removed: Iterable[str]) -> None:
-        """Symbols someone now receives get their history; those nobody receives any more go stale."""
+        """Symbols someone now receives get their day bars (the session so far, for the day statistics and the
+        day range; the rest of the history comes with the first bar read); those nobody receives any more
+        go stale."""
         now = self._clock()
         for symbol in removed:
+            self._days_due.pop(symbol, None)
             fresh = self._fresh.get(symbol)
             if fresh is not None and fresh[1] == math.inf:
                 self._fresh[symbol] = (fresh[0], now + FRESH_FOR)
@@ -119,12 +134,44 @@ class HistoryLoader:
             fresh = self._fresh.get(symbol)
             if fresh is not None and fresh[1] > now:  # bars kept within the last minute: live from here on
                 self._fresh[symbol] = (fresh[0], math.inf)
-            self.ensure(symbol)
+            elif symbol not in self._tasks and self._days_done.get(symbol, -1) != self.bars.generation(
+                symbol
+            ):
+                self._days_due[symbol] = None
+        if self._days_due and self._day_worker is None and not self._closed:
+            self._day_worker = asyncio.get_running_loop().create_task(self._load_days(), name="history days")
+
+    async def _load_days(self) -> None:
+        """Load the day bars of the demanded symbols one at a time (a watchlist of hundreds costs one request
+        each, in the background, and never more than one at once), failures left to a later bar read."""
+        try:
+            while self._days_due and not self._closed:
+                symbol = next(iter(self._days_due))
+                del self._days_due[symbol]
+                if symbol in self._tasks or not self.demanded(symbol):
+                    continue
+                self._day_symbol = symbol
+                try:
+                    async with self._slots:
+                        await self._fill(symbol, ("1d",))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._log_failure(symbol, exc, None)
+                    continue
+                finally:
+                    self._day_symbol = None
+                self._days_done[symbol] = self.bars.generation(symbol)
+                if self.on_loaded is not None:
+                    self.on_loaded(symbol, int(self._wall() * 1000))
+                self._prune()
+        finally:
+            self._day_worker = None
 
     async def stop(self) -> None:
         """Stop loading (tasks cancelled and awaited)."""
         self._closed = True
-        for task in list(self._tasks.values()):
+        for task in [*self._tasks.values(), self._day_worker]:
             await cancel_and_wait(task)
 
     # -- one load ----------------------------------------------------------------------------
@@ -144,7 +191,7 @@ class HistoryLoader:
         self._fresh[symbol] = (self.bars.generation(symbol), until)
         self._prune()
 
-    async def _fill(self, symbol: str) -> None:
+    async def _fill(self, symbol: str, intervals: Iterable[str] = HISTORY_SPANS) -> None:
         book = self.bars
         book.resession(symbol)
         book.bars_of(symbol)  # held even when no source has bars: a read of it does not load again at once
@@ -152,7 +199,7 @@ class HistoryLoader:
         now_ms = int(self._wall() * 1000)
         end_ms = now_ms + 1
         minutes: list[Bar] | None = None
-        for interval in HISTORY_SPANS:
+        for interval in intervals:
             start = history_start(interval, now_ms, days)
             await asyncio.sleep(
                 0
@@ -177,18 +224,22 @@ class HistoryLoader:
         backoff = self._retry[symbol][1] if symbol in self._retry else Backoff(RETRY_BASE, RETRY_CAP)
         delay = RETRY_BASE + backoff.next_delay()
         self._retry[symbol] = (now + delay, backoff)
+        self._log_failure(symbol, exc, delay)
+        self._prune()
+        if not self._closed:
+            asyncio.get_running_loop().call_later(delay, self._retry_if_demanded, symbol)
+
+    def _log_failure(self, symbol: str, exc: Exception, delay: float | None) -> None:
+        """At most a line a minute (counting the others); ``delay``: when it is retried (None: at a bar read)."""
+        now = self._clock()
         if now - self._logged_at >= LOG_EVERY:
             more = f" ({self._unlogged} more failed since the last line)" if self._unlogged else ""
-            log.warning(
-                "history of %s not loaded: %s; retrying in %.0f s%s", symbol, _one_line(exc), delay, more
-            )
+            when = "at the next bar read" if delay is None else f"in {delay:.0f} s"
+            log.warning("history of %s not loaded: %s; retrying %s%s", symbol, _one_line(exc), when, more)
             self._logged_at = now
             self._unlogged = 0
         else:
             self._unlogged += 1
-        self._prune()
-        if not self._closed:
-            asyncio.get_running_loop().call_later(delay, self._retry_if_demanded, symbol)
 
     def _retry_if_demanded(self, symbol: str) -> None:
         if not self._closed and self.demanded(symbol):
@@ -199,6 +250,9 @@ class HistoryLoader:
         if len(self._fresh) > 2 * self.bars.max_symbols:
             gen = self.bars.generation
             self._fresh = {s: f for s, f in self._fresh.items() if f[0] is not None and f[0] == gen(s)}
+        if len(self._days_done) > 2 * self.bars.max_symbols:
+            gen = self.bars.generation
+            self._days_done = {s: g for s, g in self._days_done.items() if g is not None and g == gen(s)}
         if len(self._retry) > 2 * self.bars.max_symbols:
             now = self._clock()
             self._retry = {s: r for s, r in self._retry.items() if r[0] > now - RETRY_CAP}
