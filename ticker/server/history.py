@@ -43,6 +43,7 @@ LoadBars = Callable[[str, str, int, int], Awaitable[list[Bar] | None]]
 CONCURRENCY = 4  # symbols loading at once
 WAIT = 3.0  # seconds a bar read waits for a symbol's history before answering with what there is
 FRESH_FOR = 60.0  # seconds the history of a symbol nobody receives is served before it is loaded again
+RELOADS = 2  # loads again of a symbol that started afresh during its load (its session days changed)
 COLD_RATE = 1.0  # loads a second of symbols nobody receives (REST reads), after a burst of COLD_BURST
 COLD_BURST = 10.0
 RETRY_BASE = 5.0  # a failed load is retried after RETRY_BASE plus a backoff of up to RETRY_CAP seconds
@@ -178,7 +179,12 @@ class HistoryLoader:
     async def _load(self, symbol: str) -> None:
         async with self._slots:
             try:
-                await self._fill(symbol)
+                for _ in range(RELOADS + 1):
+                    filled = await self._fill(symbol)
+                    if self.bars.generation(symbol) == filled:
+                        break
+                    # The symbol started afresh meanwhile (its directory entry came: other session days),
+                    # so part of the load went into bars that are gone: load it again.
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a provider's failure: logged, retried later
@@ -191,10 +197,12 @@ class HistoryLoader:
         self._fresh[symbol] = (self.bars.generation(symbol), until)
         self._prune()
 
-    async def _fill(self, symbol: str, intervals: Iterable[str] = HISTORY_SPANS) -> None:
+    async def _fill(self, symbol: str, intervals: Iterable[str] = HISTORY_SPANS) -> int | None:
+        """Load ``intervals`` of ``symbol`` into the book; the generation of its bars they went into."""
         book = self.bars
         book.resession(symbol)
         book.bars_of(symbol)  # held even when no source has bars: a read of it does not load again at once
+        generation = book.generation(symbol)
         days = book.session_of(symbol)
         now_ms = int(self._wall() * 1000)
         end_ms = now_ms + 1
@@ -211,6 +219,7 @@ class HistoryLoader:
                 got = aggregate((b for b in minutes if b.t >= start), interval, days)
             if got:
                 book.backfill(symbol, interval, got, now_ms)
+        return generation
 
     async def _fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
         for source in self.sources:
@@ -243,6 +252,9 @@ class HistoryLoader:
 
     def _retry_if_demanded(self, symbol: str) -> None:
         if not self._closed and self.demanded(symbol):
+            retry = self._retry.get(symbol)
+            if retry is not None:  # due now: a timer may fire a hair before the clock says so
+                self._retry[symbol] = (min(retry[0], self._clock()), retry[1])
             self.ensure(symbol)
 
     def _prune(self) -> None:

@@ -2,9 +2,10 @@
 
 A :class:`FakeHttpProvider` runs an aiohttp web app on an ephemeral port of 127.0.0.1,
 logs every request with the server's own arrival time, enforces an optional rate limit
-the way the provider would (HTTP 429), and plays scripted faults: ``"429"`` (no
+the way the provider would (HTTP 429), and plays scripted faults: ``"ok"`` (none this time), ``"429"`` (no
 Retry-After), ``"429:SECONDS"``, ``"500"``, ``"garbage"`` (a non-JSON body), ``"shape"``
-(JSON of the wrong shape), ``"drop"`` (the connection is closed without a response).
+(JSON of the wrong shape), ``"drop"`` (the connection is closed without a response); ``fault_paths``, when
+set, limits the faults to requests of those paths.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class FakeHttpProvider:
     def __init__(self, *, limit: int | None = None, window: float = 1.0) -> None:
         self.hits: list[Hit] = []
         self.faults: deque[str] = deque()
+        self.fault_paths: set[str] = set()  # when set, only requests of these paths take the faults
         self.limit = limit
         self.window = window
         self.limited: deque[float] = deque()  # arrival times inside the rate-limit window
@@ -84,9 +86,11 @@ class FakeHttpProvider:
         if self.always_429:
             hit.status = 429
             return self.too_many(None)
-        if not self.faults:
+        if not self.faults or (self.fault_paths and request.path not in self.fault_paths):
             return None
         fault = self.faults.popleft()
+        if fault == "ok":  # no fault this time
+            return None
         if fault.startswith("429"):
             hit.status = 429
             return self.too_many(fault.partition(":")[2] or None)
