@@ -169,7 +169,12 @@ class AuthenticationFailed(TickerError):
 
 
 class TooManyConnectionsError(TickerError):
-    """The server refused the connection: the user holds too many (close 4029, HTTP 429); retried with backoff."""
+    """The server refused the connection: the user or the address holds or opens too many (close 4029, HTTP
+    429); retried with backoff, not before the server's ``Retry-After`` (``retry_after``, seconds)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TokenProviderError(TickerError):

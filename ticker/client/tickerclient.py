@@ -366,7 +366,10 @@ class TickerClient:
             tokens.reject()
             return AuthenticationFailed(f"{self.url} refused the token (HTTP 401)")
         if isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status == 429:
-            return TooManyConnectionsError(f"{self.url}: too many connections for this user (HTTP 429)")
+            return TooManyConnectionsError(
+                f"{self.url}: too many connections for this user or address, or connects too fast (HTTP 429)",
+                _retry_after(exc),
+            )
         if not isinstance(exc, ConnectionLost):
             return exc
         if exc.code == 4001:
@@ -416,6 +419,10 @@ class TickerClient:
         self._last_error = error
         self._attempt += 1
         delay = self._backoff.next_delay()
+        # The server's word on when to come back (429, 503: Retry-After) wins over a shorter backoff.
+        asked = error.retry_after if isinstance(error, TooManyConnectionsError) else _retry_after(error)
+        if asked is not None:
+            delay = max(delay, min(asked, MAX_RETRY_AFTER))
         if self._ever_connected:
             self._set_state(State.RECONNECTING)
         self._emit(EventKind.RECONNECTING, delay=delay, error=error)
@@ -632,3 +639,18 @@ def _bar_target(symbol: str, interval: str) -> BarKey:
         return valid[0], parse_interval(interval)
     except InvalidInterval as exc:
         raise BadRequestError(exc.message) from None
+
+
+MAX_RETRY_AFTER = 300.0  # seconds: a longer Retry-After is not waited for in full
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The ``Retry-After`` seconds of a refused handshake (429, 503), None without one."""
+    if not isinstance(exc, aiohttp.WSServerHandshakeError) or exc.headers is None:
+        return None
+    raw = exc.headers.get("Retry-After")
+    try:
+        seconds = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < float("inf") else None
