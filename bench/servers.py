@@ -65,6 +65,15 @@ def unavailable(server: str, sc: Scenario) -> str | None:
     return None
 
 
+#: The load comes from one address, faster than any client would connect: lift the per-address and
+#: connect-rate limits (docs/security.md), which the bench does not measure.
+UNLIMITED_ADMISSION = [
+    *("--max-connections-per-ip", "1000000", "--connect-rate", "1000000", "--connect-burst", "1000000"),
+    *("--process-connect-rate", "1000000", "--process-connect-burst", "1000000"),
+    *("--rest-rate", "1000000", "--rest-burst", "1000000"),
+]
+
+
 def command(server: str, sc: Scenario, port: int) -> list[str]:
     """The command line starting ``server`` for scenario ``sc`` on 127.0.0.1:``port``."""
     common = [
@@ -85,6 +94,7 @@ def command(server: str, sc: Scenario, port: int) -> list[str]:
             extra += ["--auth", sc.auth]
         if sc.delay is not None:
             extra += ["--delay", f"{sc.delay:g}"]
+        extra += UNLIMITED_ADMISSION
         return [*ticker_command(), "serve", *common, "--log-level", "warning", *extra]
     if server == "naive":
         return [sys.executable, "-m", "bench.peers.naive_tornado", *common]

@@ -1,7 +1,7 @@
 """Why a provider could not be reached, or refused us, in words a person understands.
 
 Every reason names the host and says what happened, not which exception class carried it:
-``cannot reach stream.binance.com: DNS lookup failed``, ``finnhub.io refused the connection``,
+``DNS lookup failed for stream.binance.com``, ``finnhub.io refused the connection``,
 ``ws.finnhub.io refused the credentials (HTTP 401; check FINNHUB_TOKEN)``. They become a feed's health
 reason (``/readyz``, the ``status`` messages clients get) and log lines, so they never carry a URL
 (tokens travel in some queries) or a secret.
@@ -49,6 +49,23 @@ def answered(host: str, status: int, credentials: Sequence[str] = ()) -> str:
     return f"{host} answered HTTP {status}"
 
 
+def dns_failed(host: str) -> str:
+    """``DNS lookup failed for HOST`` (a ``socket.gaierror``, whichever library carried it)."""
+    return f"DNS lookup failed for {host}"
+
+
+def _dns_cause(exc: BaseException) -> bool:
+    """Whether a ``socket.gaierror`` caused ``exc`` (another library's wrapper of a failed lookup)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, socket.gaierror):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def timed_out(host: str, within: float | None = None) -> str:
     """``HOST did not answer within 10 s``."""
     return f"{host} did not answer within {within:g} s" if within else f"{host} did not answer in time"
@@ -79,12 +96,12 @@ def connection_failed(
     if isinstance(exc, aiohttp.ClientConnectorError):
         host = exc.host or host
         if isinstance(exc, aiohttp.ClientConnectorDNSError):
-            return f"cannot reach {host}: DNS lookup failed"
+            return dns_failed(host)
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
             return _tls(host, exc.certificate_error)
         exc = exc.os_error
-    if isinstance(exc, socket.gaierror):
-        return f"cannot reach {host}: DNS lookup failed"
+    if _dns_cause(exc):
+        return dns_failed(host)
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return _tls(host, exc)
     if isinstance(exc, TimeoutError):  # asyncio's, aiohttp's connect and read timeouts

@@ -88,6 +88,7 @@ def history_start(interval: str, now_ms: int, day_start: DayStart) -> int:
 _DAY_MS = 86_400_000
 _NEXT_DAY_MS = 36 * 3_600_000  # past the longest day (25 h), short of the end of the next (>= 23 h later)
 _start_of = attrgetter("t")
+_INF = float("inf")
 
 
 class InvalidInterval(ProtocolError, ValueError):
@@ -112,11 +113,15 @@ def utc_day_start(ts_ms: int) -> int:
 
 
 def zone_day_start(zone: tzinfo) -> DayStart:
-    """A ``day_start`` giving local midnight in ``zone`` (23- and 25-hour days included)."""
+    """A ``day_start`` giving local midnight in ``zone`` (23- and 25-hour days included); midnight UTC for an
+    instant outside the years 1-9999, which a datetime cannot hold."""
 
     def day_start(ts_ms: int) -> int:
-        day = datetime.fromtimestamp(ts_ms // 1000, zone).date()
-        return int(datetime.combine(day, time(), zone).timestamp()) * 1000
+        try:
+            day = datetime.fromtimestamp(ts_ms // 1000, zone).date()
+            return int(datetime.combine(day, time(), zone).timestamp()) * 1000
+        except (OverflowError, OSError, ValueError):  # past the years a datetime holds (a feed's bad clock)
+            return utc_day_start(ts_ms)
 
     return day_start
 
@@ -370,6 +375,8 @@ class SymbolBars:
         volume = quote.volume
         last_volume = self._volume
         size: float = 0
+        if volume is not None and (volume < 0 or volume == _INF):  # a feed's nonsense: no volume at all
+            volume = None
         if volume is not None and last_volume is not None and volume > last_volume:
             size = volume - last_volume
         elif (

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from math import ceil, floor, log10
+from math import ceil, floor, isfinite, log10
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ticker.bars import Bar, DayStart, utc_day_start, zone_day_start
@@ -123,14 +123,13 @@ class DayStats:
             day.low = p
         day.last = p
         v = quote.volume
-        if v is not None:
+        if v is not None and v >= 0:  # a negative volume is a feed's nonsense: no volume
             base = day.base
             if base is not None and v > base:
                 size = v - base
                 day.pv += p * size
                 day.size += size
-                scale = day.scale
-                day.vwap = floor(day.pv / day.size * scale + 0.5) / scale
+                day.vwap = _rounded(day.pv / day.size, day.scale, day.vwap)
             day.base = v
         if quote.open is None:
             quote.open = day.open
@@ -186,8 +185,7 @@ class DayStats:
         if session.v > 0:
             day.pv += (session.h + session.l + session.c) / 3.0 * session.v
             day.size += session.v
-            scale = day.scale
-            day.vwap = floor(day.pv / day.size * scale + 0.5) / scale
+            day.vwap = _rounded(day.pv / day.size, day.scale, day.vwap)
 
     def _begin(self, quote: Quote, previous: _Day | None) -> _Day:
         """Start the session holding ``quote`` for its symbol, after ``previous`` (None: the first one)."""
@@ -202,6 +200,13 @@ class DayStats:
             del self._days[next(iter(self._days))]
         self._days[symbol] = day
         return day
+
+
+def _rounded(value: float, scale: float, fallback: float | None) -> float | None:
+    """``value`` rounded half up to ``1 / scale``; ``fallback`` past a float's range (absurd but finite
+    prices and volumes from a broken feed: the sums overflow)."""
+    x = value * scale + 0.5
+    return floor(x) / scale if isfinite(x) else fallback
 
 
 def _scale(price: float) -> float:

@@ -69,6 +69,8 @@ Command = Subscribe | Unsubscribe | Ping | Auth | SubscribeBars | UnsubscribeBar
 KNOWN_OPS = "subscribe, unsubscribe, subscribe_bars, unsubscribe_bars, ping, auth, refresh"
 
 MAX_TOKEN_CHARS = 8192  # a JWT longer than this is refused unread
+#: The largest ping ``id`` echoed, in bytes of compact JSON: a pong never costs more than its ping.
+MAX_PING_ID_BYTES = 256
 
 
 def split_symbols(raw: Iterable[object]) -> tuple[list[str], list[str]]:
@@ -105,9 +107,13 @@ def parse_client_message(data: str | bytes) -> Command:
     if op == "ping":
         ping_id = msg.get("id")
         try:
-            orjson.dumps(ping_id)
+            size = len(orjson.dumps(ping_id))
         except orjson.JSONEncodeError:
             raise ProtocolError(BAD_REQUEST, "ping id is nested too deeply to echo") from None
+        if size > MAX_PING_ID_BYTES:
+            raise ProtocolError(
+                BAD_REQUEST, f"ping id is {size} bytes of JSON; at most {MAX_PING_ID_BYTES} are echoed"
+            )
         return Ping(ping_id)
     if op in ("subscribe", "unsubscribe"):
         raw = msg.get("symbols")

@@ -89,10 +89,13 @@ def encode_entry(quote: Quote, seq: int | None = None) -> bytes:
     if v is not None:
         d["v"] = v
     if pc:  # rounded half up to 6 and 4 decimals (floor is a third of the cost of round)
-        if c is None:
-            c = _floor((p - pc) * 1e6 + 0.5) / 1e6
-        if cp is None:
-            cp = _floor(c / pc * 1e6 + 0.5) / 1e4
+        try:
+            if c is None:
+                c = _floor((p - pc) * 1e6 + 0.5) / 1e6
+            if cp is None:
+                cp = _floor(c / pc * 1e6 + 0.5) / 1e4
+        except OverflowError:  # finite numbers whose change is past a float's range: left underived
+            pass
     if c is not None:
         d["c"] = c
     if cp is not None:
@@ -155,13 +158,16 @@ def decode_entry(obj: Any, *, sequenced: bool = True) -> Quote:
         seq = _integer(obj, "q")
         if seq < 1:
             raise MalformedQuote("q", f"must be at least 1, got {seq}")
+    v = _number(obj, "v")
+    if v is not None and v < 0:
+        raise MalformedQuote("v", f"must not be negative, got {v}")
     return Quote(
         s,
         p,
         _integer(obj, "t"),
         _number(obj, "b"),
         _number(obj, "a"),
-        _number(obj, "v"),
+        v,
         _number(obj, "c"),
         _number(obj, "cp"),
         _number(obj, "pc"),

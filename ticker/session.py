@@ -53,6 +53,8 @@ from ticker.tokenbucket import TokenBucket
 S = TypeVar("S", bound=Hashable)
 
 RATE_LIMITED_TEXT = "too many messages; slow down (message dropped)"
+#: A message costs one token of the rate limit, plus one for every full this many characters (or bytes) it holds.
+BYTES_PER_TOKEN = 4096
 BINARY_TEXT = "binary frames are not supported; send JSON text frames"
 
 
@@ -221,9 +223,10 @@ def open_stream(hub: Hub[S], subscriber: S, keys: Sequence[str]) -> bytes:
 class Session(Generic[S]):
     """The protocol state of ``subscriber``, one connection: who it is, its rate limit, flood count and close decision.
 
-    Its symbol set is kept by ``hub`` (as hub keys). A message refused by the rate limit is dropped;
-    the first and every tenth in a row get a ``rate_limited`` error, and more than ``rate_burst`` in a
-    row close the connection (:data:`~ticker.errors.FLOOD`, 1008). With ``access.required`` and no
+    Its symbol set is kept by ``hub`` (as hub keys). Every input costs: a message one token plus one per
+    :data:`BYTES_PER_TOKEN`, a ping, pong or non-final fragment one token (:meth:`frame`). A message
+    refused by the rate limit is dropped; the first and every tenth in a row get a ``rate_limited``
+    error, and more than ``rate_burst`` in a row close the connection (:data:`~ticker.errors.FLOOD`, 1008). With ``access.required`` and no
     ``identity`` yet, only ``auth`` and ``ping`` are served. After a close decision, and after
     :meth:`release`, every input is ignored.
     """
@@ -311,14 +314,11 @@ class Session(Generic[S]):
         sub = self.subscriber
         if self.closed is not None or sub is None:
             return out
-        if not self.bucket.take(now):
-            self.violations += 1
-            if self.violations > self.flood_after:
-                self.closed = out.close = FLOOD
-            elif self.violations == 1 or self.violations % 10 == 0:
-                out.error(RATE_LIMITED, RATE_LIMITED_TEXT)
+        if not self._spend(now, out):
             return out
-        self.violations = 0
+        extra = len(message) // BYTES_PER_TOKEN
+        if extra:  # a big message is let in on one token and borrows the rest from the next ones
+            self.bucket.tokens -= extra
         if isinstance(message, bytes):
             out.error(BAD_REQUEST, BINARY_TEXT)
             return out
@@ -348,6 +348,28 @@ class Session(Generic[S]):
             self.bar_hub.drop(sub, cmd.symbol, cmd.interval)
             out.replies.append(protocol.bars_unsubscribed(cmd.symbol, cmd.interval))
         return out
+
+    def frame(self, now: float) -> Outcome:
+        """Charge a frame that is not a whole message: a ping, a pong, or a fragment that does not end its
+        message (Tornado answers pings and joins fragments itself). Each costs one token, as a message
+        does; refused ones count towards the flood close (1008) like dropped messages."""
+        out = Outcome()
+        if self.closed is None and self.subscriber is not None:
+            self._spend(now, out)
+        return out
+
+    def _spend(self, now: float, out: Outcome) -> bool:
+        """Take a token for one input; False (with a ``rate_limited`` error to the first and every tenth
+        refused in a row, and the flood close past ``rate_burst`` of them) when there is none."""
+        if self.bucket.take(now):
+            self.violations = 0
+            return True
+        self.violations += 1
+        if self.violations > self.flood_after:
+            self.closed = out.close = FLOOD
+        elif self.violations == 1 or self.violations % 10 == 0:
+            out.error(RATE_LIMITED, RATE_LIMITED_TEXT)
+        return False
 
     # -- tokens ------------------------------------------------------------------------------
     def authorize(self, identity: Identity) -> Outcome:

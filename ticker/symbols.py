@@ -46,11 +46,19 @@ DEFAULT_UNIVERSE: dict[str, float] = {
 }
 
 
+#: The whitespace a symbol may be padded with (ASCII only: a no-break space is not stripped).
+ASCII_SPACE = " \t\n\r\f\v"
+
+
 def valid_symbol(raw: object) -> str | None:
-    """``raw`` stripped and upper-cased if it is a valid symbol, else None (no exception is built)."""
-    if not isinstance(raw, str):
+    """``raw`` stripped and upper-cased if it is a valid symbol, else None (no exception is built).
+
+    Only ASCII is looked at: anything else is refused before case folding, so ``ﬁ`` never becomes
+    ``FI``, ``ß`` never ``SS``, and a no-break space is not stripped.
+    """
+    if not isinstance(raw, str) or not raw.isascii():
         return None
-    sym = raw.strip().upper()
+    sym = raw.strip(ASCII_SPACE).upper()
     return sym if SYMBOL_RE.match(sym) else None
 
 

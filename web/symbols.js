@@ -6,8 +6,10 @@ export const SYMBOL_RULE = "1–32 characters: letters A–Z, digits 0–9 and .
 
 /** The normalized symbol for `raw`, or null when it breaks the rule. */
 export function normalizeSymbol(raw) {
-  if (typeof raw !== "string") return null;
-  const sym = raw.trim().toUpperCase();
+  // ASCII only, checked before upper-casing (as the server does): "ﬁ" never becomes "FI", nor "ß" "SS",
+  // and a no-break space is not trimmed.
+  if (typeof raw !== "string" || !/^[\x00-\x7f]*$/.test(raw)) return null;
+  const sym = raw.replace(/^[ \t\n\r\f\v]+|[ \t\n\r\f\v]+$/g, "").toUpperCase();
   return SYMBOL_RE.test(sym) ? sym : null;
 }
 

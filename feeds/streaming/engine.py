@@ -12,7 +12,7 @@
 - control messages batched (``max_batch`` symbols per message, changes gathered for a moment) and
   paced to ``control_rate`` messages per second where the provider limits that;
 - malformed or unexpected messages counted through ``ctx.error(kind)`` and logged once in a while;
-- health: up/down with a reason in words (:mod:`feeds.reasons`: ``cannot reach HOST: DNS lookup failed``),
+- health: up/down with a reason in words (:mod:`feeds.reasons`: ``DNS lookup failed for HOST``),
   the time of the last data, symbols over the limit;
 - what it says of each symbol (:meth:`symbol_state`): ``unavailable`` over the limit or refused by the
   provider, ``halted`` while the provider reports a trading halt (:meth:`halt`, :meth:`resume`).

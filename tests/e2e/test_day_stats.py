@@ -42,7 +42,9 @@ async def test_the_simulated_market_s_quotes_carry_the_session_s_statistics() ->
         days = {}
         for sym in ("AAPL", "KO"):  # the session's 1d bar: the generated history, then the live trades
             async with httpx.AsyncClient() as http:
-                body = (await http.get(f"{srv.url}/api/bars", params={"symbol": sym, "interval": "1d"})).json()
+                body = (
+                    await http.get(f"{srv.url}/api/bars", params={"symbol": sym, "interval": "1d"})
+                ).json()
             days[sym] = body["bars"][-1]
     v = validator()
     v.validate({"type": "quotes", "data": got})

@@ -79,22 +79,23 @@ async def test_stalled_reader_is_conflated_then_closed_1013_others_unaffected():
 
 
 async def test_peer_that_sends_but_never_reads_is_closed_and_memory_stays_bounded():
-    args = ["--slow-bytes", "65536", "--slow-timeout", "1", "--rate-limit", "40", "--log-level", "warning"]
+    args = ["--slow-bytes", "65536", "--slow-timeout", "1", "--rate-limit", "2000", "--log-level", "warning"]
     with ServerProcess(args) as srv:
         rss_start = srv.rss_kib()
         sock = await asyncio.to_thread(stalled_client, srv.port, [])  # no quotes: only replies queue
-        frame = client_frame(0x1, b'{"op":"ping","id":"' + b"x" * 30_000 + b'"}')
+        # 50 pings with the largest id echoed (256 bytes of JSON): 50 pongs of about 280 bytes the peer never reads
+        frame = client_frame(0x1, b'{"op":"ping","id":"' + b"x" * 250 + b'"}') * 50
         sock.settimeout(0.5)
 
         async def ping_until_closed() -> bool:
-            """One more ping (a 30 KB pong the peer never reads); True once the server closed the peer."""
+            """50 more pings; True once the server closed the peer."""
             try:
                 sock.sendall(frame)
             except OSError:
                 return True
             return (await scrape_async(srv.url))["ticker_slow_consumer_disconnects_total"] >= 1
 
-        # About 30 pings a second (under --rate-limit 40), until the server gives up on the peer.
+        # About 1,500 pings a second (under --rate-limit 2000), until the server gives up on the peer.
         await eventually(ping_until_closed, 30.0, "a peer that never reads its replies to be closed", 1 / 30)
         sock.close()
         assert srv.rss_kib() - rss_start < 30_000

@@ -229,7 +229,7 @@ async def test_shutdown_ends_the_stream_cleanly():
 
 def _read_http_10_stream(port: int) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout(5)) as s:
-        s.sendall(b"GET /sse?symbols=AAPL HTTP/1.0\r\nHost: x\r\n\r\n")
+        s.sendall(f"GET /sse?symbols=AAPL HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         data = b""
         while data.count(b"event: quotes") < 3:
             chunk = s.recv(65536)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Self
 
 from tests.support.system import rss_kib
@@ -40,6 +40,8 @@ class TickerProcess:
     """``python -m ticker COMMAND ARGS`` in a subprocess, its log kept; ready once :meth:`_on_line` says so."""
 
     command = "serve"
+    #: Run in the child before ``python`` starts (e.g. ``resource.setrlimit`` for a low ``ulimit -n``).
+    preexec_fn: Callable[[], None] | None = None
 
     def __init__(
         self,
@@ -75,6 +77,7 @@ class TickerProcess:
             text=True,
             env=self.env,
             cwd=self.cwd,
+            preexec_fn=self.preexec_fn,
         )
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         if not self._ready.wait(timeout(within)):

@@ -1,7 +1,8 @@
-"""What the tests and the bench read from the local machine: free TCP ports, a port that accepts, memory."""
+"""What the tests and the bench read from the local machine: free TCP ports, a port that accepts, memory, CPU."""
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -44,3 +45,18 @@ def rss_kib(pids: list[int]) -> int:
         except OSError:
             pass
     return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process ``pid`` has used so far, in seconds (Linux ``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_files_limit(pid: int) -> tuple[int, int]:
+    """The soft and hard ``RLIMIT_NOFILE`` of the process ``pid`` (Linux ``/proc/PID/limits``)."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise RuntimeError(f"no open-files limit in /proc/{pid}/limits")

@@ -87,7 +87,14 @@ class Rig:
         self.bars: BarHub[Connection] = BarHub(3, delay)
         self.metrics = Metrics()
         self.fanout = Fanout(
-            self.hub, self.metrics, FLUSH, SLOW, 10.0, self.clock, self.sched, wall=lambda: self.wall_s
+            self.hub,
+            self.metrics,
+            FLUSH,
+            SLOW,
+            10.0,
+            clock=self.clock,
+            scheduler=self.sched,
+            wall=lambda: self.wall_s,
         )
         self.fanout.serve_bars(self.bars, self.book)
 

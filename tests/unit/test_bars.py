@@ -437,3 +437,11 @@ def test_a_backfill_of_the_bar_still_filling_keeps_the_trades_counted_here_since
         10,
     )  # its open, the wider range, our close and volume
     assert not s.is_final(T0)
+
+
+def test_a_negative_or_infinite_volume_counts_as_none() -> None:
+    bars = SymbolBars()
+    assert bars.on_quote(Quote("X", 10.0, T0, volume=100))
+    assert bars.on_quote(Quote("X", 11.0, T0 + 1, volume=-5))  # a trade (the price moved), of no size
+    assert bars.on_quote(Quote("X", 12.0, T0 + 2, volume=float("inf")))
+    assert all(b.v >= 0 and b.v != float("inf") for s in bars.series.values() for b in s.last(5))

@@ -52,7 +52,7 @@ class FakeSubscriber(Connection):
         return self.unsent
 
     def close_slow(self) -> None:
-        self.closed_slow = True
+        self.closed_slow = self.gone = True  # as a transport: nothing more is written after Close
 
     def close_going_away(self) -> None:
         raise AssertionError("not expected here")
@@ -78,7 +78,7 @@ class FakeSse(FakeSubscriber):
 
 
 class Rig:
-    def __init__(self) -> None:
+    def __init__(self, budget: int = 1 << 30) -> None:
         FakeSubscriber.framed, FakeSse.framed = [], []
         self.clock = ManualClock()
         self.sched = ManualScheduler(self.clock)
@@ -90,6 +90,7 @@ class Rig:
             flush_interval=FLUSH,
             slow_bytes=SLOW,
             slow_timeout=TIMEOUT,
+            max_buffered=budget,
             clock=self.clock,
             scheduler=self.sched,
         )
@@ -190,7 +191,9 @@ def test_a_conflated_connection_resumes_with_the_latest_values_once_below_half(r
     rig.sched.advance(SWEEP_INTERVAL)
     assert not rig.fanout.is_conflating(slow)
     assert [quotes(f) for f in slow.frames[1:]] == [("quotes", {"AAPL": 2.0, "MSFT": 3.0})]
-    assert rig.sched.waiting() == []  # nobody conflated: the sweep stops
+    slow.unsent = 0
+    rig.sched.advance(SWEEP_INTERVAL)
+    assert rig.sched.waiting() == []  # nobody conflated and nothing unsent: the sweep stops
     rig.publish("NVDA", 4.0)
     rig.sched.advance(FLUSH)
     assert quotes(slow.frames[-1]) == ("quotes", {"NVDA": 4.0})
@@ -222,6 +225,112 @@ def test_control_messages_over_the_bound_conflate_and_unsubscribed_symbols_are_n
     rig.hub.subscribe(c, ["AAPL"])  # the session answers this with a snapshot of AAPL itself
     rig.sched.advance(SWEEP_INTERVAL)
     assert [quotes(f)[1] for f in c.frames] == [{"MSFT": 2.0}]
+
+
+BUDGET = 2000  # three quarters of it: 1500
+
+
+def test_past_the_budget_the_slowest_is_conflated_then_closed_while_the_others_keep_receiving():
+    rig = Rig(BUDGET)
+    a, b, c = (rig.conn(n, ["AAPL"]) for n in "abc")
+    fast = rig.conn("fast", ["AAPL"])
+    a.unsent, b.unsent, c.unsent = 900, 700, 300  # 1900: under the budget, nobody is touched
+    rig.publish("AAPL", 1.0)
+    rig.sched.advance()
+    assert rig.fanout.buffered_total() == 1900 and rig.fanout.stats() == {"slow": 0}
+    b.unsent, c.unsent = 800, 600  # 2300: 800 over three quarters of the budget
+    rig.publish("AAPL", 2.0)
+    rig.sched.advance(FLUSH)
+    assert rig.fanout.is_conflating(a)  # the most unsent bytes: conflated first (900 covers the 800)
+    assert not (rig.fanout.is_conflating(b) or rig.fanout.is_conflating(c) or a.closed_slow)
+    rig.publish("AAPL", 3.0)
+    rig.sched.advance(SWEEP_INTERVAL)  # still over at the next check: the conflated one is closed
+    assert a.closed_slow and not (b.closed_slow or c.closed_slow)
+    assert rig.fanout.buffered_total() == 1400
+    assert rig.counter("ticker_buffer_budget_disconnects_total") == 1
+    assert rig.counter("ticker_slow_consumer_disconnects_total") == 1
+    assert [quotes(f)[1] for f in fast.frames] == [{"AAPL": 1.0}, {"AAPL": 2.0}, {"AAPL": 3.0}]
+    assert len(b.frames) == len(c.frames) == 3 and len(a.frames) == 2
+
+
+def test_shedding_goes_on_under_the_budget_until_three_quarters_and_starts_only_past_it():
+    rig = Rig(BUDGET)
+    a, b, c = (rig.conn(n, ["AAPL"]) for n in "abc")
+    a.unsent, b.unsent, c.unsent = 900, 800, 700  # 2400: a is conflated (its 900 cover the 900 over 1500)
+    rig.publish("AAPL", 1.0)
+    rig.sched.advance()
+    assert rig.fanout.is_conflating(a) and not rig.fanout.is_conflating(b)
+    b.unsent = 900  # 2500 at the sweep: a is closed, and b conflated for the 100 still over 1500
+    rig.sched.advance(SWEEP_INTERVAL)
+    assert a.closed_slow and rig.fanout.is_conflating(b) and not b.closed_slow
+    d = rig.conn("d", ["AAPL"])
+    d.unsent = 200
+    rig.fanout.replied(d, 200)
+    b.unsent, c.unsent = 450, 990  # 1640: under the budget, still over three quarters of it
+    rig.sched.advance(SWEEP_INTERVAL)
+    assert rig.fanout.is_conflating(b), "under half of --slow-bytes but not empty: not resumed while shedding"
+    assert rig.fanout.is_conflating(c) and not (b.closed_slow or c.closed_slow)
+    rig.sched.advance(SWEEP_INTERVAL)  # still 1640: the most unsent bytes go first
+    assert c.closed_slow and not b.closed_slow
+    assert rig.fanout.buffered_total() == 650
+    rig.sched.advance(SWEEP_INTERVAL)  # under three quarters: shedding ends
+    rig.sched.advance(SWEEP_INTERVAL)
+    assert not rig.fanout.is_conflating(b)  # resumed under half of --slow-bytes
+    e = rig.conn("e", ["AAPL"])
+    e.unsent = 990  # 1640 again, but shedding starts only past the budget
+    rig.publish("AAPL", 2.0)
+    rig.sched.advance(FLUSH)
+    rig.sched.advance(SWEEP_INTERVAL)
+    assert rig.fanout.buffered_total() == 1640
+    assert not any(rig.fanout.is_conflating(x) for x in (b, d, e))
+    assert rig.counter("ticker_buffer_budget_disconnects_total") == 2
+
+
+def test_replies_count_toward_the_budget_and_a_reader_that_never_takes_them_is_closed():
+    rig = Rig(BUDGET)
+    c = rig.conn("c", ["AAPL"])
+    rig.fanout.replied(c, 500)
+    assert rig.fanout.buffered_total() == 500 and not rig.fanout.is_conflating(c)
+    rig.fanout.replied(c, SLOW + 1)  # past --slow-bytes: conflated
+    assert rig.fanout.is_conflating(c) and not c.closed_slow
+    rig.fanout.replied(c, 4 * SLOW + 1)  # past four times it: closed at once
+    assert c.closed_slow and rig.fanout.buffered_total() == 0
+    others = [rig.conn(f"o{i}", ["AAPL"]) for i in range(3)]
+    for o in others:
+        rig.fanout.replied(o, 900)  # 2700: over the budget; checked at the end of this loop pass
+    assert not any(rig.fanout.is_conflating(o) for o in others)
+    rig.sched.advance()
+    assert sum(rig.fanout.is_conflating(o) for o in others) == 2  # 1200 over 1500: two of them
+    for o in others:
+        o.unsent = 900
+    rig.sched.advance(SWEEP_INTERVAL)
+    assert sum(o.closed_slow for o in others) == 2
+    rig.fanout.replied(others[0], -1)  # a reply to a closed connection changes nothing
+    assert rig.fanout.buffered_total() == 900
+
+
+def test_the_backlog_is_refreshed_by_the_sweep_and_forgotten_with_the_connection(rig: Rig):
+    c = rig.conn("c", ["AAPL"])
+    c.unsent = 300
+    rig.publish("AAPL", 1.0)
+    rig.sched.advance()
+    assert rig.fanout.buffered_total() == 300 and rig.sched.waiting() != []
+    c.unsent = 100
+    rig.sched.advance(SWEEP_INTERVAL)
+    assert rig.fanout.buffered_total() == 100
+    rig.hub.remove(c)
+    rig.fanout.remove(c)
+    assert rig.fanout.buffered_total() == 0
+    rig.sched.advance(SWEEP_INTERVAL)
+    assert rig.sched.waiting() == []
+    slow = rig.conn("slow", ["AAPL"])
+    rig.fanout.replied(slow, 4 * SLOW + 1)  # closed at once
+    assert slow.closed_slow and rig.fanout.buffered_total() == 0
+    assert rig.fanout.take_released() == 100  # what went away (when to trim the heap): c's bytes
+    rig.hub.remove(slow)
+    rig.fanout.remove(slow)  # the transport let go of the closed one's socket: its bytes are freed now
+    assert rig.fanout.take_released() == 4 * SLOW + 1
+    assert rig.fanout.take_released() == 0
 
 
 def test_resync_sends_one_snapshot_payload_per_symbol_set_and_marks_conflated_connections(rig: Rig):

@@ -300,6 +300,7 @@ def _with(**changes: Any) -> dict[str, Any]:
         *[(_with(**{k: False}), k) for k in OPTIONAL],
         *[(_with(**{k: [1]}), k) for k in OPTIONAL],
         *[(_with(**{k: float("-inf")}), k) for k in OPTIONAL],
+        (_with(v=-1), "v"),  # a volume is never negative
     ],
 )
 def test_malformed_entries_are_refused_naming_the_field(entry: Any, field: str | None) -> None:

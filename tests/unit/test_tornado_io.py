@@ -9,20 +9,24 @@ relies on, these tests fail with a message naming the Tornado version.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gzip
 import socket
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 import tornado
 import tornado.httpserver
 import tornado.iostream
+import tornado.tcpserver
 import tornado.web
 import tornado.websocket
 
+from tests.support.timing import eventually
 from ticker.frames import ws_text_frame
 from ticker.server import tornado_io
+from ticker.server.descriptors import AcceptGuard
 
 T = TypeVar("T")
 WAIT = 10.0  # seconds before a read that never completes fails the test
@@ -118,6 +122,27 @@ class Socket(tornado.websocket.WebSocketHandler):
         tornado_io.write_frame(stream, ws_text_frame(b"hi"), tornado_io.can_write_direct(stream))
 
 
+class Metered(tornado.websocket.WebSocketHandler):
+    """Records what the metered protocol reports: ``F`` a fragment, ``P`` a ping, ``p`` a pong, the messages."""
+
+    seen: ClassVar[list[str]] = []
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        return tornado_io.metered_protocol(self)
+
+    def on_fragment(self) -> None:
+        self.seen.append("F")
+
+    def on_ping(self, data: bytes) -> None:
+        self.seen.append("P")
+
+    def on_pong(self, data: bytes) -> None:
+        self.seen.append("p")
+
+    def on_message(self, message: str | bytes) -> None:
+        self.seen.append(f"m:{message!s}")
+
+
 class Events(tornado.web.RequestHandler):
     def prepare(self) -> None:
         if self.get_query_argument("gzip", "") != "yes":
@@ -142,7 +167,7 @@ class Refusing(tornado.web.RequestHandler):
 @pytest.fixture
 async def serve() -> AsyncIterator[Any]:
     app = tornado.web.Application(
-        [("/ws", Socket), ("/sse", Events), ("/err", Refusing)], compress_response=True
+        [("/ws", Socket), ("/sse", Events), ("/err", Refusing), ("/metered", Metered)], compress_response=True
     )
     server = tornado.httpserver.HTTPServer(app)
     clients: list[tornado.iostream.IOStream] = []
@@ -207,3 +232,121 @@ def test_error_reason_follows_send_error_for_reasons_tornado_rejects():
     assert tornado_io.error_reason(418, {}) == "I'm a Teapot"
     assert tornado_io.error_reason(599, {}) == "Unknown"
     assert tornado_io.error_reason(404, {"reason": "no such symbol"}) == "no such symbol"
+
+
+class ScriptedListener:
+    """A listening socket's stand-in: ``accept()`` follows a script; its descriptor is a real, readable one."""
+
+    def __init__(self, readable: socket.socket, script: list[Any]) -> None:
+        self.readable, self.script, self.calls = readable, script, 0
+
+    def fileno(self) -> int:
+        return self.readable.fileno()
+
+    def accept(self) -> Any:
+        self.calls += 1
+        item = self.script.pop(0) if self.script else OSError(errno.EMFILE, "Too many open files")
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.readable.close()
+
+
+class StreamTaker(tornado.tcpserver.TCPServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.streams: list[tornado.iostream.IOStream] = []
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: Any) -> None:
+        self.streams.append(stream)
+
+
+async def test_guarded_accepts_fill_tcpserver_internals_hand_over_pause_and_stop():
+    server = StreamTaker()
+    relied_on(
+        isinstance(getattr(server, "_sockets", None), dict)
+        and isinstance(getattr(server, "_handlers", None), dict),
+        "TCPServer has no _sockets/_handlers dicts (fd -> socket, fd -> remove handler)",
+    )
+    relied_on(callable(getattr(server, "_handle_connection", None)), "TCPServer has no _handle_connection")
+    a, b = socket.socketpair()
+    kept, kept_peer = socket.socketpair()
+    shed, shed_peer = socket.socketpair()
+    b.send(b"x")  # `a` stays readable: the event loop calls the accept handler until it pauses
+    counted: list[str] = []
+    listener = ScriptedListener(
+        a, [(kept, ("peer", 1)), OSError(errno.ECONNABORTED, "gone"), (shed, ("peer", 2))]
+    )
+    guard = AcceptGuard(counted.append, watermark=shed.fileno())  # `kept` (a lower number) is below it
+    (accept,) = tornado_io.accept_guarded(server, [listener], guard)  # type: ignore[list-item]
+    relied_on(server._handlers.get(a.fileno()) == accept.remove, "stop() would not find the accept handler")
+
+    await eventually(lambda: server.streams, what="the first connection handed to handle_stream")
+    relied_on(server.streams[0].socket is kept, "_handle_connection did not wrap the accepted socket")
+    await eventually(lambda: len(counted) >= 3, what="three pauses")  # 0.1 s, then 0.2 s
+    assert shed.fileno() == -1, "a connection over the watermark was not closed"
+    assert counted[0] == "reserve" and set(counted[1:]) == {"emfile"}
+    assert listener.calls == 2 + len(counted), "accept() was called again without a pause"
+
+    server.stop()
+    relied_on(accept.removed and not server._handlers, "TCPServer.stop() did not remove the guarded handler")
+    assert a.fileno() == -1
+    for s in (b, kept_peer, shed_peer):
+        s.close()
+    server.streams[0].close()
+
+
+def _frame(first: int, payload: bytes) -> bytes:
+    """A masked client frame with the first header byte ``first`` (FIN bit and opcode); zero mask."""
+    return bytes((first, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+async def test_fragments_that_end_no_message_are_reported_to_the_handler(serve):
+    Metered.seen = []
+    _ours, client, head = await serve(
+        "GET /metered HTTP/1.1\nHost: t\nUpgrade: websocket\nConnection: Upgrade\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\n"
+    )
+    assert head.startswith(b"HTTP/1.1 101 ")
+    frames = [
+        _frame(0x01, b"ab"),  # a text message begins (not final)
+        _frame(0x00, b""),  # two empty continuations
+        _frame(0x00, b""),
+        _frame(0x89, b"x"),  # a ping between fragments
+        _frame(0x80, b"c"),  # the final continuation: the message
+        _frame(0x8A, b""),  # an unsolicited pong
+        _frame(0x81, b"d"),  # a whole message
+    ]
+    await client.write(b"".join(frames))
+    await within(client.read_bytes(3))  # the pong Tornado answered the ping with
+
+    await within(client.write(_frame(0x89, b"end")))  # the server reads in order: its pong comes after all
+    await within(client.read_bytes(5))
+    relied_on(
+        Metered.seen == ["F", "F", "F", "P", "m:abc", "p", "m:d", "P"],
+        f"MeteredProtocol reported {Metered.seen}: WebSocketProtocol13._receive_frame, _handle_message or "
+        "_fragmented_message_buffer changed",
+    )
+
+
+def test_the_cross_origin_hook_strict_origin_replaces_is_where_tornado_calls_it():
+    import inspect
+
+    import tornado.websocket
+
+    from ticker.server.tornado_io import StrictOrigin
+
+    hook = getattr(tornado.web.RequestHandler, "_check_cross_origin", None)
+    relied_on(hook is not None, "RequestHandler._check_cross_origin is gone")
+    assert hook is not None
+    relied_on(
+        "_check_cross_origin(self.check_origin)" in inspect.getsource(tornado.websocket.WebSocketHandler.get),
+        "WebSocketHandler.get no longer calls self._check_cross_origin(self.check_origin)",
+    )
+    relied_on(
+        list(inspect.signature(hook).parameters)
+        == list(inspect.signature(StrictOrigin._check_cross_origin).parameters),
+        "RequestHandler._check_cross_origin takes other parameters",
+    )

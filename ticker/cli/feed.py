@@ -68,6 +68,9 @@ def run_feed(config: PublisherConfig) -> int:
     """Run the publisher until SIGINT/SIGTERM; returns the exit status."""
     import asyncio
 
+    from ticker.server.descriptors import raise_soft_limit
+
+    raise_soft_limit()  # its feeds, Redis and the ops listener's scrapes: the same hard limit as serve
     return asyncio.run(_run_feed_async(config))
 
 

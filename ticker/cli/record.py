@@ -13,6 +13,7 @@ from feeds.registry import feed_option
 from ticker.options import ProcessOptions, nested, option
 
 STOP_TIMEOUT = 5.0  # seconds the feeds get to stop before the file is closed
+NOTHING_RECORDED = 1  # the exit status when the run ended with no quote written (2: a bad option or file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ async def run_record(config: RecordConfig) -> int:
     """Record ``config.feeds`` for their ``--symbols`` into ``config.out``; returns the exit status.
 
     Runs for ``config.duration`` seconds (0: until SIGINT/SIGTERM). Progress and the summary go to stderr.
+    Exits 0 with at least one quote written, :data:`NOTHING_RECORDED` (1) with none, 2 for a bad option or file.
     """
     import asyncio
     import collections
@@ -95,4 +97,7 @@ async def run_record(config: RecordConfig) -> int:
         f"written to {out}{extra}{errs}",
         file=sys.stderr,
     )
+    if code == 0 and recorder.written == 0:  # an empty recording is a failure a script must see
+        print(f"ticker record: no quotes were recorded (exit status {NOTHING_RECORDED})", file=sys.stderr)
+        return NOTHING_RECORDED
     return code

@@ -54,6 +54,18 @@ class Metrics:
             ["transport", "reason"],
             registry=r,
         )
+        self.max_connections = Gauge(
+            "ticker_max_connections",
+            "Connections this process serves at most: --max-connections, lowered to fit its file descriptors.",
+            registry=r,
+        )
+        self.accept_errors = Counter(
+            "ticker_accept_errors",
+            "Times a listener stopped accepting for a moment: accept() failed (emfile, enfile, enobufs, "
+            "enomem, other) or a connection was closed at once to keep the last descriptors (reserve).",
+            ["reason"],
+            registry=r,
+        )
         self.subscriptions = Gauge(
             "ticker_subscriptions", "Symbol subscriptions over all connections.", registry=r
         )
@@ -83,6 +95,16 @@ class Metrics:
             "Connections closed with 1013 for staying over the unsent-bytes bound too long.",
             registry=r,
         )
+        self.buffered_bytes = Gauge(
+            "ticker_buffered_bytes",
+            "Unsent bytes (quotes and replies) held for all client connections, as last seen.",
+            registry=r,
+        )
+        self.budget_disconnects = Counter(
+            "ticker_buffer_budget_disconnects",
+            "Slow connections closed with 1013 because all unsent bytes passed --max-buffered-bytes.",
+            registry=r,
+        )
         self.client_errors = Counter(
             "ticker_client_errors", "Error messages sent to clients, by code.", ["code"], registry=r
         )
@@ -90,6 +112,13 @@ class Metrics:
             "ticker_auth_failures",
             "Requests and messages refused by --auth jwt, by transport and reason "
             "(missing, invalid, expired, forbidden_symbol, user_limit).",
+            ["transport", "reason"],
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "ticker_connections_refused",
+            "Connects (ws, sse) and requests (rest) refused before any data, by transport and reason "
+            "(max_connections, ip_limit, ip_rate, process_rate).",
             ["transport", "reason"],
             registry=r,
         )
@@ -191,6 +220,10 @@ class Metrics:
     def watch_feed_up(self, feed: str, probe: Callable[[], bool]) -> None:
         """``ticker_feed_up{feed}`` reads ``probe()`` at every scrape."""
         self.feed_up.labels(feed).set_function(lambda: 1.0 if probe() else 0.0)
+
+    def count_accept_error(self, reason: str) -> None:
+        """One accept() failure (or reserve shed) of a listener, by ``reason``."""
+        self.accept_errors.labels(reason).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -2,17 +2,47 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+import tornado.httputil
 import tornado.web
 
+from ticker.server.hosts import EXEMPT_PATHS, MISDIRECTED, HostPolicy, all_interfaces_warning
 from ticker.server.node import Node
-from ticker.server.ops import metrics_token, ops_routes
+from ticker.server.ops import JsonHandler, metrics_token, ops_routes
 from ticker.server.page import page_routes
 from ticker.server.peers import access_logger, redact_tornado_logs
 from ticker.server.rest import BarsHandler, QuotesHandler, SearchHandler, SymbolEntryHandler, SymbolsHandler
 from ticker.server.sse import sse_route
 from ticker.server.websocket import QuoteSocket
 
-__all__ = ["make_app"]
+__all__ = ["HostCheckedApplication", "MisdirectedHandler", "make_app"]
+
+log = logging.getLogger("ticker")
+
+
+class MisdirectedHandler(JsonHandler):
+    """A request naming a host this server does not answer for: 421 with ``host_not_allowed``, any method."""
+
+    def prepare(self) -> None:
+        self.send_json(MISDIRECTED, 421)
+
+
+class HostCheckedApplication(tornado.web.Application):
+    """The Application that checks ``Host`` before any route (:mod:`ticker.server.hosts`): a request naming
+    a host ``policy`` does not allow gets 421, on every path but :data:`~ticker.server.hosts.EXEMPT_PATHS`."""
+
+    def __init__(self, handlers: list[Any], policy: HostPolicy, **settings: Any) -> None:
+        super().__init__(handlers, **settings)
+        self.policy = policy
+
+    def find_handler(
+        self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any
+    ) -> tornado.web._HandlerDelegate:
+        if request.path not in EXEMPT_PATHS and not self.policy.request_ok(request):
+            return self.get_handler_delegate(request, MisdirectedHandler)
+        return super().find_handler(request, **kwargs)
 
 
 def make_app(server: Node) -> tornado.web.Application:
@@ -20,7 +50,10 @@ def make_app(server: Node) -> tornado.web.Application:
     cfg = server.config
     s = {"server": server}
     redact_tornado_logs()
-    return tornado.web.Application(
+    warning = all_interfaces_warning(cfg.host, cfg.allowed_hosts)
+    if warning is not None and cfg.worker_index == 0:  # once, not once per worker
+        log.warning("%s", warning)
+    return HostCheckedApplication(
         [
             (r"/ws", QuoteSocket, s),
             sse_route(server),
@@ -32,6 +65,7 @@ def make_app(server: Node) -> tornado.web.Application:
             *ops_routes(server.metrics, server.readiness, metrics_token(cfg.access.auth)),
             *page_routes(server),
         ],
+        cfg.host_policy,
         websocket_max_message_size=cfg.max_message_bytes,
         # No per-connection ping task: the server's heartbeat pings every connection (QuoteSocket.heartbeat).
         websocket_ping_interval=None,

@@ -9,6 +9,7 @@ from feeds.registry import feed_option
 from ticker.auth.options import AuthOptions
 from ticker.broker.options import broker_url, prefix_option
 from ticker.options import ProcessOptions, nested, option, optional_port, port, positive
+from ticker.server.hosts import HostPolicy, allowed_hosts, host_policy
 from ticker.server.peers import Network, trusted_networks
 
 LIMITS = "limits"
@@ -43,9 +44,19 @@ class Config:
     )
     allowed_origins: frozenset[str] = option(
         frozenset(),
-        "extra browser origins allowed to open /ws and /sse and to call /api/*, comma-separated (default: same host only)",
+        "extra browser origins allowed to open /ws and /sse and to call /api/*, comma-separated (default: same origin only)",
         env="ALLOWED_ORIGINS",
         parse=_origins,
+    )
+    allowed_hosts: frozenset[str] = option(
+        frozenset(),
+        "hosts the server answers for (host or host:port, comma-separated; * any); any other Host header"
+        " gets 421 (default: the --host address, plus localhost, 127.0.0.1 and [::1] on loopback; any host"
+        " on 0.0.0.0 or ::, with a warning)",
+        env="ALLOWED_HOSTS",
+        parse=allowed_hosts,
+        group=NETWORK,
+        metavar="HOSTS",
     )
     trusted_proxies: tuple[Network, ...] = option(
         (),
@@ -86,6 +97,55 @@ class Config:
         parse=positive(int),
         group=LIMITS,
     )
+    max_connections_per_ip: int = option(
+        1000,
+        "open /ws and /sse connections per client address (an IPv6 /64) before new ones get 429 (1000)",
+        env="MAX_CONNECTIONS_PER_IP",
+        parse=positive(int),
+        group=LIMITS,
+    )
+    connect_rate: float = option(
+        20.0,
+        "/ws and /sse connects per second per client address; more get 429 (20)",
+        env="CONNECT_RATE",
+        parse=positive(float),
+        group=LIMITS,
+    )
+    connect_burst: int = option(
+        100,
+        "connects per client address allowed in a burst (100)",
+        env="CONNECT_BURST",
+        parse=positive(int),
+        group=LIMITS,
+    )
+    process_connect_rate: float = option(
+        2000.0,
+        "/ws and /sse connects per second over all addresses (per process); more get 503 (2000)",
+        env="PROCESS_CONNECT_RATE",
+        parse=positive(float),
+        group=LIMITS,
+    )
+    process_connect_burst: int = option(
+        2000,
+        "connects over all addresses allowed in a burst (2000)",
+        env="PROCESS_CONNECT_BURST",
+        parse=positive(int),
+        group=LIMITS,
+    )
+    rest_rate: float = option(
+        20.0,
+        "/api/* requests per second per client address; more get 429 (20)",
+        env="REST_RATE",
+        parse=positive(float),
+        group=LIMITS,
+    )
+    rest_burst: int = option(
+        100,
+        "/api/* requests per client address allowed in a burst (100)",
+        env="REST_BURST",
+        parse=positive(int),
+        group=LIMITS,
+    )
     rate_limit: float = option(
         50.0,
         "client messages per second per connection (50)",
@@ -107,8 +167,8 @@ class Config:
         group=LIMITS,
     )
     slow_bytes: int = option(
-        1 << 20,
-        "unsent bytes after which a connection is conflated (1048576)",
+        256 << 10,
+        "unsent bytes after which a connection is conflated (262144)",
         env="SLOW_BYTES",
         parse=positive(int),
         group=LIMITS,
@@ -117,6 +177,28 @@ class Config:
         10.0,
         "seconds over --slow-bytes before closing with 1013 (10)",
         env="SLOW_TIMEOUT",
+        parse=positive(float),
+        group=LIMITS,
+    )
+    max_buffered_bytes: int = option(
+        256 << 20,
+        "unsent bytes of all connections together; past it the slowest readers are closed with 1013 (268435456)",
+        env="MAX_BUFFERED_BYTES",
+        parse=positive(int),
+        group=LIMITS,
+    )
+    header_timeout: float = option(
+        10.0,
+        "seconds a client has to send a request's headers, from the connect or the end of the previous"
+        " response: also how long an idle keep-alive connection stays open (10)",
+        env="HEADER_TIMEOUT",
+        parse=positive(float),
+        group=LIMITS,
+    )
+    body_timeout: float = option(
+        10.0,
+        "seconds a client has to send a request body once its headers are in (10)",
+        env="BODY_TIMEOUT",
         parse=positive(float),
         group=LIMITS,
     )
@@ -157,8 +239,13 @@ class Config:
     worker_index: int = 0
     #: The feeds this node runs: ``--feed`` without ``none``.
     feeds: list[str] = field(init=False)
+    #: What ``Host`` and browser ``Origin`` the server answers (from host, allowed_hosts, allowed_origins, trusted_proxies).
+    host_policy: HostPolicy = field(init=False)
 
     def __post_init__(self) -> None:
+        self.host_policy = host_policy(
+            self.host, self.allowed_hosts, self.allowed_origins, self.trusted_proxies
+        )
         redis = self.broker != "memory"
         names = self.feed if self.feed is not None else (["none"] if redis else ["simulated"])
         self.feeds = [] if names == ["none"] else list(names)

@@ -5,6 +5,14 @@ At most one frame per connection per flush interval. A connection whose unsent b
 changed; once it drains below half the bound it gets one frame with the latest value of
 each. A connection that stays over the bound longer than ``slow_timeout`` is closed (1013).
 
+A global budget (``max_buffered``, ``--max-buffered-bytes``) bounds the unsent bytes of all connections
+together, quotes and replies. The fan-out keeps the connections last seen with unsent bytes and how
+many (set on each write that leaves some, refreshed by the sweep), so a reader that keeps up costs
+one comparison per write. When the total passes the budget the slowest readers (most unsent bytes,
+then longest conflated) are conflated, and those still holding bytes at the next check are closed
+(1013) until the total is under three quarters of the budget. What closed connections held is counted
+for the node (:meth:`Fanout.take_released`), which then trims the heap (``ticker/server/heap.py``).
+
 Bar subscriptions (:class:`~ticker.barhub.BarHub`, once :meth:`Fanout.serve_bars` is called) go
 out in the same flush, after the quotes: one ``bar`` payload per changed (key, interval), framed
 once per transport. A conflated connection skips them and remembers the oldest bar it missed per
@@ -35,7 +43,8 @@ from ticker.quote import Quote
 
 log = logging.getLogger("ticker")
 
-SWEEP_INTERVAL = 0.05  # seconds between checks of conflated connections
+SWEEP_INTERVAL = 0.05  # seconds between checks of conflated and backlogged connections
+REPLY_FACTOR = 4  # a connection's replies may hold this many times ``slow_bytes`` before it is closed
 
 
 class Cancellable(Protocol):
@@ -118,8 +127,9 @@ class Fanout:
         hub: Hub[Connection],
         metrics: Metrics,
         flush_interval: float = 0.02,
-        slow_bytes: int = 1 << 20,
+        slow_bytes: int = 256 << 10,
         slow_timeout: float = 10.0,
+        max_buffered: int = 256 << 20,
         clock: Callable[[], float] = time.monotonic,
         scheduler: Scheduler | None = None,
         delay: DelayLine | None = None,
@@ -132,6 +142,14 @@ class Fanout:
         self.flush_interval = flush_interval
         self.slow_bytes = slow_bytes
         self.slow_timeout = slow_timeout
+        self.max_buffered = max_buffered
+        #: Connections last seen with unsent bytes, and how many; their sum is ``_total``.
+        self._backlog: dict[Connection, int] = {}
+        self._total = 0
+        self._released = 0  # unsent bytes of connections gone since take_released()
+        self._dropped: dict[Connection, int] = {}  # closed as slow, not yet gone: what they held
+        self._shedding = False  # over the budget, and not yet back under three quarters of it
+        self._budget_check: Cancellable | None = None
         self._clock = clock
         self._scheduler = scheduler
         self._conflated: dict[Connection, _Conflation] = {}
@@ -236,6 +254,9 @@ class Fanout:
     def remove(self, conn: Connection) -> None:
         """Forget a closed connection."""
         self._conflated.pop(conn, None)
+        held = self._backlog.pop(conn, 0)
+        self._total -= held
+        self._released += held + self._dropped.pop(conn, 0)
 
     def is_conflating(self, conn: Connection) -> bool:
         """Whether ``conn`` is over the unsent-bytes bound and only collects changed symbols."""
@@ -268,6 +289,7 @@ class Fanout:
         frames_sent = updates_sent = bytes_sent = conflated = 0
         slow_bytes = self.slow_bytes
         slow = self._conflated
+        backlog = self._backlog
         for payload, members, states in fl.batches:
             n = len(states)
             frame_of: dict[str, bytes] = {}  # this batch's frame per transport, built once
@@ -289,10 +311,15 @@ class Fanout:
                 frames_sent += 1
                 updates_sent += n
                 bytes_sent += len(frame)
-                if unsent > slow_bytes:
-                    self._start_conflating(conn, start)
+                if unsent:
+                    self._total += unsent - backlog.get(conn, 0)
+                    backlog[conn] = unsent
+                    if unsent > slow_bytes:
+                        self._start_conflating(conn, start)
         if bars:
             self._write_bars(bars, start)
+        if backlog:
+            self._backlogged(start)
         end = self._clock()
         m = self.metrics
         observe = m.fanout_latency.observe
@@ -326,8 +353,10 @@ class Fanout:
                     continue
                 frames_sent += 1
                 bytes_sent += len(frame)
-                if unsent > self.slow_bytes:
-                    self._start_conflating(conn, now)
+                if unsent:
+                    self._note(conn, unsent)
+                    if unsent > self.slow_bytes:
+                        self._start_conflating(conn, now)
         if frames_sent:
             self.metrics.frames_sent.inc(frames_sent)
             self.metrics.bytes_sent.inc(bytes_sent)
@@ -367,14 +396,99 @@ class Fanout:
         return sent
 
     # -- slow connections --------------------------------------------------------------------
+    def _note(self, conn: Connection, unsent: int) -> None:
+        """``conn`` was left with ``unsent`` (> 0) bytes after a write."""
+        self._total += unsent - self._backlog.get(conn, 0)
+        self._backlog[conn] = unsent
+
+    def _backlogged(self, now: float) -> None:
+        """After writes that left bytes unsent: keep the sweep running, and check the budget if passed."""
+        if self._sweeper is None and not self._closed:
+            self._sweeper = self._loop().call_later(SWEEP_INTERVAL, self._sweep)
+        if self._shedding or self._total > self.max_buffered:
+            self._check_budget(now)
+
+    def replied(self, conn: Connection, unsent: int) -> None:
+        """``conn`` was written outside a flush (a reply, a status) and has ``unsent`` bytes left (-1: gone).
+
+        Past ``slow_bytes`` it is conflated, past :data:`REPLY_FACTOR` times that closed (1013), so a
+        client that sends but never reads cannot make replies queue; over the global budget the slowest
+        readers are shed at the end of this loop pass.
+        """
+        if unsent <= 0:
+            return
+        self._note(conn, unsent)
+        if unsent > REPLY_FACTOR * self.slow_bytes:
+            self.drop_slow(conn)
+            return
+        if unsent > self.slow_bytes:
+            self.mark_slow(conn)
+        elif self._sweeper is None and not self._closed:
+            self._sweeper = self._loop().call_later(SWEEP_INTERVAL, self._sweep)
+        if self._total > self.max_buffered and self._budget_check is None and not self._closed:
+            self._budget_check = self._loop().call_soon(self._deferred_check)
+
+    def _deferred_check(self) -> None:
+        self._budget_check = None
+        self._check_budget(self._clock())
+
+    def buffered_total(self) -> int:
+        """Unsent bytes of every connection, as last seen (``ticker_buffered_bytes``)."""
+        return self._total
+
+    def take_released(self) -> int:
+        """Unsent bytes of the connections gone since the last call (when to trim the heap)."""
+        n, self._released = self._released, 0
+        return n
+
+    def _check_budget(self, now: float) -> None:
+        """Over ``max_buffered``: conflate the slowest readers, close (1013) those conflated before ``now``,
+        most unsent bytes first, until the total would be under three quarters of the budget."""
+        total, budget = self._total, self.max_buffered
+        low = budget - budget // 4
+        if total <= low or (total <= budget and not self._shedding):
+            if self._shedding:
+                self._shedding = False
+                log.info("unsent bytes back under the budget: %d of %d", total, budget)
+            return
+        if not self._shedding:
+            self._shedding = True
+            log.warning(
+                "unsent bytes %d over --max-buffered-bytes %d: closing the slowest readers (%d with a backlog)",
+                total,
+                budget,
+                len(self._backlog),
+            )
+        conflated = self._conflated
+
+        def slowest(item: tuple[Connection, int]) -> tuple[int, float]:
+            c = conflated.get(item[0])
+            return (-item[1], c.since if c is not None else now)
+
+        excess = total - low
+        for conn, unsent in sorted(self._backlog.items(), key=slowest):
+            if excess <= 0:
+                break
+            c = conflated.get(conn)
+            if c is None:
+                self._start_conflating(conn, now)
+            elif c.since < now:  # conflated at an earlier check and still holding bytes
+                self.metrics.budget_disconnects.inc()
+                self.drop_slow(conn)
+            excess -= unsent
+
     def mark_slow(self, conn: Connection) -> None:
         """``conn`` has passed the unsent-bytes bound outside a flush (control messages): conflate it."""
         if conn not in self._conflated:
             self._start_conflating(conn, self._clock())
 
     def drop_slow(self, conn: Connection) -> None:
-        """Close ``conn`` as a slow consumer (1013) and count it."""
+        """Close ``conn`` as a slow consumer (1013) and count it; its unsent bytes are no longer counted."""
         self._conflated.pop(conn, None)
+        held = self._backlog.pop(conn, 0)
+        self._total -= held
+        if held:  # freed once the transport lets go of the socket (remove)
+            self._dropped[conn] = held
         self.metrics.slow_disconnects.inc()
         conn.close_slow()
 
@@ -384,16 +498,29 @@ class Fanout:
             self._sweeper = self._loop().call_later(SWEEP_INTERVAL, self._sweep)
 
     def _sweep(self) -> None:
-        """Check conflated connections: resume those drained below half the bound; close (1013) those
-        that have not drained within ``slow_timeout`` of passing it."""
+        """Refresh the backlog; check conflated connections: resume those drained below half the bound
+        (while over the budget: drained entirely); close (1013) those that have not drained within
+        ``slow_timeout`` of passing it; then check the budget."""
         self._sweeper = None
         now = self._clock()
+        backlog = self._backlog
+        total = 0
+        for conn in list(backlog):
+            unsent = conn.buffered()
+            if unsent > 0:
+                backlog[conn] = unsent
+                total += unsent
+            else:
+                del backlog[conn]
+        self._total = total
+        resume_at = 0 if self._shedding else self.slow_bytes // 2
         for conn, c in list(self._conflated.items()):
-            if conn.buffered() <= self.slow_bytes // 2:
+            if conn.buffered() <= resume_at:
                 self._resume(conn, c)
             elif now - c.since > self.slow_timeout:
                 self.drop_slow(conn)
-        if self._conflated and not self._closed:
+        self._check_budget(now)
+        if (self._conflated or backlog) and not self._closed:
             self._sweeper = self._loop().call_later(SWEEP_INTERVAL, self._sweep)
 
     def _resume(self, conn: Connection, c: _Conflation) -> None:
@@ -419,10 +546,10 @@ class Fanout:
     def close(self) -> None:
         """Stop scheduling flushes and sweeps (server shutdown)."""
         self._closed = True
-        for h in (self._handle, self._sweeper, self._releaser):
+        for h in (self._handle, self._sweeper, self._releaser, self._budget_check):
             if h is not None:
                 h.cancel()
-        self._handle = self._sweeper = self._releaser = None
+        self._handle = self._sweeper = self._releaser = self._budget_check = None
 
     def stats(self) -> dict[str, Any]:
         """Numbers for logs and tests."""

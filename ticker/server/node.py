@@ -29,6 +29,8 @@ from ticker.entitlements import UserSlots
 from ticker.hub import Hub
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
+from ticker.server import heap
+from ticker.server.admission import Admission
 from ticker.server.config import Config
 from ticker.server.fanout import Connection, Fanout
 from ticker.server.history import WAIT as HISTORY_WAIT
@@ -55,6 +57,13 @@ class Node:
         jwt = acc.auth == "jwt"
         #: Who may connect: with ``--auth jwt`` a token, and at most the user's cap of connections.
         self.access = Access(jwt, UserSlots(acc.max_connections_per_user), acc.auth_timeout, acc.jwt_leeway)
+        #: Per-address limits: connections, connect and REST request rates; the process's connect rate.
+        self.admission = Admission(
+            config.max_connections_per_ip,
+            (config.connect_rate, config.connect_burst),
+            (config.process_connect_rate, config.process_connect_burst),
+            (config.rest_rate, config.rest_burst),
+        )
         #: Checks tokens; set by :class:`~ticker.server.service.Service` before it listens (``--auth jwt``).
         self.verifier: TokenVerifier | None = None
         #: The delayed tier (``--auth jwt`` only: without tokens everyone is real-time).
@@ -70,6 +79,7 @@ class Node:
             flush_interval=config.flush_ms / 1000.0,
             slow_bytes=config.slow_bytes,
             slow_timeout=config.slow_timeout,
+            max_buffered=config.max_buffered_bytes,
             delay=self.delay_line,
         )
         self.connections: set[Connection] = set()
@@ -121,11 +131,14 @@ class Node:
         self._demand_due = False
         self._drained = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._released = 0  # unsent bytes of closed slow readers not yet followed by a heap trim
+        self._trimming: asyncio.Future[bool] | None = None
         m = self.metrics
         m.subscriptions.set_function(lambda: self.hub.subscription_count)
         m.symbols_active.set_function(lambda: len(self.demand()))
         m.connections_delayed.set_function(lambda: sum(1 for c in self.connections if c.receives_delayed()))
         m.bar_symbols.set_function(lambda: len(self.bars))
+        m.buffered_bytes.set_function(self.fanout.buffered_total)
         m.bar_history_loading.set_function(self.history_loader.loading)
         line = self.delay_line
         if line is not None:
@@ -274,6 +287,11 @@ class Node:
             if self.delay_line is not None:  # end keeps past their deadline, even for symbols with no quote
                 self.delay_line.prune(time.monotonic())
             self.fanout.release_bars()  # delayed bar subscriptions: the bars that passed the horizon
+            self._released += self.fanout.take_released()
+            if self._released >= heap.TRIM_AFTER and self._trimming is None:  # slow readers went away
+                self._released = 0
+                self._trimming = asyncio.get_running_loop().run_in_executor(None, heap.trim)
+                self._trimming.add_done_callback(self._trimmed)
             self._check_sessions()
             try:
                 self.board.tick()
@@ -283,6 +301,9 @@ class Node:
                     self._board_failed_at = now
                     log.exception("symbol states not worked out")
             await asyncio.sleep(1.0)
+
+    def _trimmed(self, done: asyncio.Future[bool]) -> None:
+        self._trimming = None
 
     @property
     def directory(self) -> Directory:

@@ -18,7 +18,8 @@ import tornado.web
 from ticker.errors import UNAUTHORIZED
 from ticker.metrics.registry import Metrics
 from ticker.server import tornado_io
-from ticker.server.websocket import origin_allowed
+from ticker.server.descriptors import AcceptGuard
+from ticker.server.hosts import HostPolicy
 
 log = logging.getLogger("ticker")
 # Where the ops endpoints listen is printed whatever --log-level says: scripts and tests read it (port 0).
@@ -33,13 +34,13 @@ METRICS_TOKEN_ENV = "TICKER_METRICS_TOKEN"
 class JsonHandler(tornado.web.RequestHandler):
     """Base of the JSON endpoints: no sniffing, no caching, errors as ``{"error":{"code","message"}}``.
 
-    A handler that sets :attr:`allowed_origins` (the REST endpoints do, from ``--allowed-origins``) answers
-    CORS the way ``/sse`` decides origins: same host or listed. An allowed ``Origin`` gets
+    A handler that sets :attr:`cors` (the REST endpoints do) answers CORS the way ``/sse`` decides
+    origins: the same origin (scheme, host and port) or listed in ``--allowed-origins``. An allowed ``Origin`` gets
     ``Access-Control-Allow-Origin``; a preflight ``OPTIONS`` gets 204 (allowed) or 403 (not).
     """
 
-    #: Extra browser origins for CORS (see :func:`~ticker.server.websocket.origin_allowed`); None: no CORS.
-    allowed_origins: frozenset[str] | None = None
+    #: Which browser origins get CORS (:meth:`~ticker.server.hosts.HostPolicy.origin_allowed`); None: no CORS.
+    cors: HostPolicy | None = None
 
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
@@ -52,12 +53,12 @@ class JsonHandler(tornado.web.RequestHandler):
     def _cors_origin(self) -> str | None:
         """The request's ``Origin`` when CORS is on for this handler and the origin is allowed."""
         origin = self.request.headers.get("Origin")
-        if self.allowed_origins is None or origin is None:
+        if self.cors is None or origin is None:
             return None
-        return origin if origin_allowed(origin, self.request.host, self.allowed_origins) else None
+        return origin if self.cors.origin_allowed(origin, self.request) else None
 
     def _cors_headers(self) -> None:
-        if self.allowed_origins is None:
+        if self.cors is None:
             return
         self.set_header("Vary", "Origin")
         origin = self._cors_origin()
@@ -66,7 +67,7 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def options(self, *args: str, **kwargs: str) -> None:
         """CORS preflight: 204 with what may be asked for an allowed origin, 403 for any other."""
-        if self.allowed_origins is None:
+        if self.cors is None:
             raise tornado.web.HTTPError(405)
         if self._cors_origin() is None:
             self.send_json(
@@ -190,7 +191,10 @@ def listen_ops(
     """
     socks = bind(host, port)
     server = tornado.httpserver.HTTPServer(tornado.web.Application(ops_routes(metrics, readiness)))
-    server.add_sockets(socks)
+    # no watermark: the ops listener may take the descriptors the main listener keeps free
+    tornado_io.accept_guarded(
+        server, socks, AcceptGuard(metrics.count_accept_error, None, "the ops listener")
+    )
     bound = int(socks[0].getsockname()[1])
     announce.info(banner, host, bound)
     return server, bound

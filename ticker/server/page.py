@@ -59,6 +59,12 @@ class PageHandler(tornado.web.StaticFileHandler):
         super().initialize(*args, **kwargs)
         self.csp = csp or page_csp()
 
+    def parse_url_path(self, url_path: str) -> str:
+        """A path holding a NUL or another control character names no file: 404 (not a 500 from the OS)."""
+        if any(ord(c) < 0x20 or c == "\x7f" for c in url_path):
+            raise tornado.web.HTTPError(404)
+        return super().parse_url_path(url_path)
+
     def set_extra_headers(self, path: str) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Cache-Control", "no-cache")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
+from feeds.ratelimit import ThrottledLog
 from ticker.errors import OptionError
 
 if TYPE_CHECKING:
@@ -88,6 +89,16 @@ def client_address(request: tornado.httputil.HTTPServerRequest, trusted: tuple[N
     return str(addr if addr is not None else peer)
 
 
+def request_scheme(request: tornado.httputil.HTTPServerRequest, trusted: tuple[Network, ...]) -> str:
+    """``http`` or ``https`` as the client used it: the connection's own, unless the peer is in ``trusted``
+    and sends ``X-Forwarded-Proto`` (its right-most value, if that is ``http`` or ``https``)."""
+    values = [p.strip().lower() for v in request.headers.get_list("X-Forwarded-Proto") for p in v.split(",")]
+    if not trusted or not values or values[-1] not in ("http", "https"):
+        return request.protocol
+    peer = _address(request.remote_ip or "")
+    return values[-1] if peer is not None and _trusted(peer, trusted) else request.protocol
+
+
 def redact_uri(uri: str) -> str:
     """``uri`` with the value of every :data:`SECRET_PARAMS` query parameter replaced by ``***``.
 
@@ -133,10 +144,18 @@ def redact_tornado_logs() -> None:
             logger.addFilter(RedactTokens())
 
 
+#: Seconds between two access log lines of the same error status (a client can cause errors at will).
+ERROR_LINE_INTERVAL = 1.0
+
+
 def access_logger(trusted: tuple[Network, ...]) -> Callable[[tornado.web.RequestHandler], None]:
     """The Application's ``log_function``: Tornado's access log line (status, method, URI, client,
     duration) with the client address resolved by :func:`client_address` and secrets redacted.
+
+    Lines of 4xx and 5xx answers are sampled: at most one per status per :data:`ERROR_LINE_INTERVAL`,
+    the next one saying how many were left out (``(N similar suppressed)``).
     """
+    errors = ThrottledLog(access_log, interval=ERROR_LINE_INTERVAL)
 
     def log_request(handler: tornado.web.RequestHandler) -> None:
         status = handler.get_status()
@@ -144,14 +163,16 @@ def access_logger(trusted: tuple[Network, ...]) -> Callable[[tornado.web.Request
         if not access_log.isEnabledFor(level):
             return
         req = handler.request
-        access_log.log(
-            level,
-            "%d %s %s (%s) %.2fms",
+        args = (
             status,
             req.method,
             redact_uri(req.uri or ""),
             client_address(req, trusted),
             1000.0 * req.request_time(),
         )
+        if status < 400:
+            access_log.log(level, "%d %s %s (%s) %.2fms", *args)
+        else:
+            errors.log(level, str(status), "%d %s %s (%s) %.2fms", *args)
 
     return log_request

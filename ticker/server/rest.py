@@ -20,6 +20,7 @@ from ticker.entitlements import EVERYTHING, Entitlements, Identity, Tier
 from ticker.errors import BAD_REQUEST, ForbiddenSymbols, InvalidSymbol, ProtocolError, UnknownSymbols
 from ticker.search import Allow, search, suggest
 from ticker.server.access import Refused, forbidden, identify
+from ticker.server.gate import admit_request
 from ticker.server.ops import JsonHandler
 from ticker.session import hub_keys, query_symbols, suggestions_of, symbol_limit, visible_to
 from ticker.symbols import valid_symbol
@@ -33,7 +34,14 @@ TRANSPORT = "rest"  # the transport label of ticker_auth_failures_total
 class _Base(JsonHandler):
     def initialize(self, server: Node) -> None:
         self.server = server
-        self.allowed_origins = server.config.allowed_origins  # CORS as /sse (ops.JsonHandler)
+        self.cors = server.config.host_policy  # CORS as /sse (ops.JsonHandler)
+
+    def prepare(self) -> None:
+        super().prepare()
+        try:  # --rest-rate per client address, before any work
+            admit_request(self.server, self.request, TRANSPORT)
+        except Refused as exc:
+            self._refuse(exc)
 
     async def _identity(self) -> Identity | None:
         """The caller, or None after answering 401."""

@@ -16,6 +16,7 @@ import tornado.netutil
 
 from ticker.auth.options import KeyLoadError
 from ticker.server.config import Config
+from ticker.server.descriptors import size_to_descriptors
 from ticker.server.ops import ListenError
 from ticker.server.service import Service
 
@@ -61,6 +62,9 @@ async def _serve_async(config: Config, sockets: list[socket.socket] | None) -> N
 
 def serve(config: Config) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status."""
+    # Raised here, before any fork: every worker inherits the limit, and a lowered limit warns once.
+    budget = size_to_descriptors(config.max_connections, len(config.feeds))
+    config = dataclasses.replace(config, max_connections=budget.effective)
     if config.workers <= 1:
         asyncio.run(_serve_async(config, None))
         return 0

@@ -10,12 +10,18 @@ from collections.abc import Iterable
 import tornado.httpserver
 import tornado.netutil
 
+from ticker.server import tornado_io
 from ticker.server.app import make_app
+from ticker.server.bodies import BodyRefusal
 from ticker.server.config import Config
+from ticker.server.descriptors import AcceptGuard, soft_limit, watermark
 from ticker.server.node import Node
 from ticker.server.ops import ListenError, announce, bind, listen_ops
 
 log = logging.getLogger("ticker")
+
+MAX_BODY_BYTES = 1 << 20  # no route takes a body (BodyRefusal); Tornado's own bound, should one get through
+MAX_HEADER_BYTES = 64 * 1024  # a request's start line and headers
 
 
 class Service:
@@ -50,9 +56,18 @@ class Service:
             raise
         await node.start()
         self._http = tornado.httpserver.HTTPServer(
-            make_app(node), max_body_size=1 << 20, idle_connection_timeout=60, xheaders=False
+            BodyRefusal(make_app(node)),  # no route takes a body: refused before it is read
+            max_body_size=MAX_BODY_BYTES,
+            max_header_size=MAX_HEADER_BYTES,
+            # Tornado's header timeout: from the connect, or the end of the previous response, to the end of
+            # the headers; so also how long an idle keep-alive connection stays open.
+            idle_connection_timeout=cfg.header_timeout,
+            body_timeout=cfg.body_timeout,
+            xheaders=False,
         )
-        self._http.add_sockets(socks)
+        guard = AcceptGuard(node.metrics.count_accept_error, watermark(soft_limit()), "the listener")
+        tornado_io.accept_guarded(self._http, socks, guard)
+        node.metrics.max_connections.set(cfg.max_connections)
         self.port = socks[0].getsockname()[1]
         if cfg.metrics_port is not None:
             mport = cfg.metrics_port + cfg.worker_index if cfg.metrics_port else 0

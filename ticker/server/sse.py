@@ -45,7 +45,7 @@ from ticker.frames import sse_event
 from ticker.server import tornado_io
 from ticker.server.access import Refused, count_failure, forbidden, identify, over_cap
 from ticker.server.fanout import Connection
-from ticker.server.websocket import origin_allowed
+from ticker.server.gate import admit_connection, count_full
 from ticker.session import (
     hub_keys,
     open_stream,
@@ -130,6 +130,7 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self._identity: Identity | None = None
         self._holds_slot = False
         self._delayed = False
+        self._address: str | None = None  # the client address once admitted (a slot of its connections)
 
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
@@ -159,10 +160,17 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self._refuse(status_code, f"http_{status_code}", tornado_io.error_reason(status_code, kwargs))
 
     async def get(self) -> None:
+        try:
+            await self._serve()  # returns when the stream has ended
+        finally:
+            if self._address is not None:  # admitted: give its slot back
+                self.server.admission.release(self._address)
+
+    async def _serve(self) -> None:
         srv, cfg = self.server, self.server.config
         origin = self.request.headers.get("Origin")
         if origin is not None:
-            if not origin_allowed(origin, self.request.host, cfg.allowed_origins):
+            if not cfg.host_policy.origin_allowed(origin, self.request):  # scheme, host and port
                 log.info("refused origin %r for host %r", origin[:200], self.request.host)
                 self._refuse(403, "forbidden_origin", "this origin may not open the event stream")
                 return
@@ -172,9 +180,11 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
             self._refuse(503, "unavailable", "server shutting down")
             return
         if srv.connection_count() >= cfg.max_connections:
+            count_full(srv, self.transport)
             self._refuse(503, "unavailable", "too many connections")
             return
         try:
+            self._address = admit_connection(srv, self.request, self.transport)
             identity = await identify(srv, self.request, self.transport)
             assert identity is not None
             if self.request.connection is not None and tornado_io.request_stream(self).closed():
@@ -314,7 +324,7 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         # Written even while conflated (rare and small: a state change, a refusal), as WebSocket replies are;
         # the unsent-bytes bound still closes a reader that never drains.
         if self.registered:
-            self.write_frame(chunk(sse_event(kind, payload)))
+            self.server.fanout.replied(self, self.write_frame(chunk(sse_event(kind, payload))))
 
     def drop_symbols(self, symbols: list[str], refusal: ProtocolError) -> None:
         keys = symbols + [delayed_key(s) for s in symbols]

@@ -17,20 +17,45 @@ Tornado version, if an upgrade changes any of it):
   stream. Tornado offers no per-handler switch (``Content-Encoding: identity`` would work, but
   RFC 9110 says not to send it).
 
+- ``TCPServer._sockets``, ``TCPServer._handlers`` and ``TCPServer._handle_connection``: the listening
+  sockets and their accept handlers, which :func:`accept_guarded` fills in place of ``add_sockets``
+  (Tornado's own accept loop lets ``EMFILE`` escape to the event loop, which calls it again at once:
+  100 % CPU and a traceback per call), so that ``stop()`` still stops them; and the per-connection
+  set-up (the IOStream, TLS) that ``add_sockets`` would have run.
+
+- ``WebSocketProtocol13._receive_frame`` (one frame read and acted on), ``_handle_message`` (called for
+  every frame that ends a message and every control frame) and ``_fragmented_message_buffer`` (not None
+  while a fragmented message is being joined): :class:`MeteredProtocol` calls the handler's
+  ``on_fragment()`` for each data frame that does not end its message, which Tornado joins silently,
+  so that such frames cost a token of the rate limit as pings, pongs and messages do.
+
+- ``RequestHandler._check_cross_origin(check)`` (called by ``WebSocketHandler.get`` before the upgrade):
+  :class:`StrictOrigin` replaces it so that ``check_origin`` alone decides. Tornado 6.6's own version
+  accepts before asking ``check_origin`` when ``Sec-Fetch-Site`` is ``same-origin`` or ``none``, or when
+  the ``Origin``'s host:port equals the ``Host`` whatever its scheme (``chrome-extension://``, ``https://``
+  for an http server, a DNS-rebinding page).
+
 The reason phrase of an error is read the public way (:func:`error_reason`), not from ``_reason``.
 """
 
 from __future__ import annotations
 
 import re
+import socket
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import tornado
 import tornado.http1connection
 import tornado.httputil
+import tornado.ioloop
 import tornado.iostream
+import tornado.tcpserver
 import tornado.web
 import tornado.websocket
+
+from ticker.server.descriptors import RESERVE, AcceptGuard, reason_of
 
 _PHRASE = re.compile(
     r"[\t\x20-\x7e\x80-\xff]+"
@@ -56,7 +81,8 @@ def write_frame(stream: tornado.iostream.IOStream, frame: bytes | memoryview, di
             sent = 0  # let Tornado meet the error below and close the stream its own way
         if sent == len(frame):
             return 0
-        frame = frame[sent:]
+        if sent:
+            frame = memoryview(frame)[sent:]  # no copy of the rest
     try:
         stream.write(frame)
     except tornado.iostream.StreamClosedError:
@@ -102,3 +128,124 @@ def error_reason(status_code: int, kwargs: dict[str, Any]) -> str:
     if not isinstance(reason, str):
         return tornado.httputil.responses.get(status_code, "Unknown")
     return reason if _PHRASE.fullmatch(reason) and "<" not in reason else "Unknown"
+
+
+ACCEPT_BATCH = 128  # connections taken per wake-up at most, as Tornado's own accept loop (its backlog)
+
+
+class GuardedAccept:
+    """The accept handler of one listening socket: Tornado's loop, plus the :class:`AcceptGuard`'s back-off.
+
+    On ``EMFILE``, ``ENFILE``, ``ENOBUFS``, ``ENOMEM`` (or a connection accepted above the guard's
+    watermark, closed at once) the socket leaves the event loop for the guard's pause; the pending
+    connections wait in the kernel's backlog meanwhile.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        callback: Callable[[socket.socket, Any], None],
+        guard: AcceptGuard,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sock, self.callback, self.guard, self.clock = sock, callback, guard, clock
+        self.io_loop = tornado.ioloop.IOLoop.current()
+        self.fd = sock.fileno()
+        self.removed = False
+        self.paused: object | None = None  # the timeout that resumes accepting
+        self.io_loop.add_handler(self.fd, self.on_readable, tornado.ioloop.IOLoop.READ)
+
+    def on_readable(self, _fd: int, _events: int) -> None:
+        """Accept what is pending (at most :data:`ACCEPT_BATCH`); pause on the guard's word."""
+        for _ in range(ACCEPT_BATCH):
+            if self.removed or self.paused is not None:
+                return
+            try:
+                conn, address = self.sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                reason = reason_of(exc)
+                if reason is not None:
+                    self.pause(self.guard.failed(reason, self.clock()))
+                continue  # that pending connection is gone; the next one may be fine
+            if self.guard.over(conn.fileno()):
+                conn.close()
+                self.pause(self.guard.failed(RESERVE, self.clock()))
+                continue
+            self.guard.accepted()
+            self.callback(conn, address)
+
+    def pause(self, delay: float) -> None:
+        """Stop watching the socket for ``delay`` seconds."""
+        self.io_loop.remove_handler(self.fd)
+        self.paused = self.io_loop.call_later(delay, self.resume)
+
+    def resume(self) -> None:
+        """Watch the socket again (after a pause)."""
+        self.paused = None
+        if not self.removed:
+            self.io_loop.add_handler(self.fd, self.on_readable, tornado.ioloop.IOLoop.READ)
+
+    def remove(self) -> None:
+        """Stop accepting for good (``TCPServer.stop()`` calls it, then closes the socket)."""
+        if self.removed:
+            return
+        self.removed = True
+        if self.paused is not None:
+            self.io_loop.remove_timeout(self.paused)
+            self.paused = None
+        else:
+            self.io_loop.remove_handler(self.fd)
+
+
+def accept_guarded(
+    server: tornado.tcpserver.TCPServer, sockets: Iterable[socket.socket], guard: AcceptGuard
+) -> list[GuardedAccept]:
+    """``server.add_sockets(sockets)``, with accept errors and the descriptor reserve handled by ``guard``."""
+    handlers = []
+    for sock in sockets:
+        accept = GuardedAccept(sock, server._handle_connection, guard)
+        server._sockets[sock.fileno()] = sock
+        server._handlers[sock.fileno()] = accept.remove
+        handlers.append(accept)
+    return handlers
+
+
+class MeteredProtocol(tornado.websocket.WebSocketProtocol13):
+    """Tornado's RFC 6455 protocol, calling ``handler.on_fragment()`` after each data frame that does not end its message."""
+
+    _ended = False  # set by _handle_message: the frame just read ended a message or was a control frame
+
+    async def _receive_frame(self) -> None:
+        self._ended = False
+        await super()._receive_frame()
+        if not self._ended and self._fragmented_message_buffer is not None:
+            on_fragment = getattr(self.handler, "on_fragment", None)
+            if on_fragment is not None:
+                on_fragment()
+
+    def _handle_message(self, opcode: int, data: bytes) -> Any:
+        self._ended = True
+        return super()._handle_message(opcode, data)
+
+
+def metered_protocol(
+    handler: tornado.websocket.WebSocketHandler,
+) -> tornado.websocket.WebSocketProtocol | None:
+    """``handler.get_websocket_protocol()`` (call it from an override), as a :class:`MeteredProtocol`."""
+    base = tornado.websocket.WebSocketHandler.get_websocket_protocol(handler)
+    if type(base) is not tornado.websocket.WebSocketProtocol13:
+        return base
+    return MeteredProtocol(handler, False, base.params)
+
+
+class StrictOrigin:
+    """A WebSocket handler mixin: the handler's ``check_origin`` alone decides about a request's ``Origin``
+    (Tornado's cross-origin shortcuts are skipped; see the module docstring)."""
+
+    request: tornado.httputil.HTTPServerRequest
+
+    def _check_cross_origin(self, check: Callable[[str], bool]) -> str | None:
+        origin = self.request.headers.get("Origin")
+        return None if origin is None or check(origin) else f"Origin {origin[:200]!r} not allowed"

@@ -1,6 +1,6 @@
 """The WebSocket transport: Tornado's WebSocketHandler at the edge of the protocol and the hub.
 
-Control messages (subscribed, snapshot, pong, error, bars) go through ``write_message``; quote
+Control messages (subscribed, snapshot, pong, error, bars) are framed one by one; quote
 and bar frames are built once per batch by the fan-out and written as the same bytes to every
 connection, straight to the socket while Tornado's own buffer is empty. A ``subscribe_bars``
 waits for its symbol's history (a backfill, at most a few seconds) before its ``bars`` reply;
@@ -9,12 +9,11 @@ Tornado reads the connection's next message only after that.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
 
 import orjson
 import tornado.iostream
@@ -36,6 +35,7 @@ from ticker.frames import ws_text_frame
 from ticker.server import tornado_io
 from ticker.server.access import Refused, count_failure, identify, over_cap
 from ticker.server.fanout import Connection
+from ticker.server.gate import admit_connection, count_full
 from ticker.session import BarRequest, Outcome, Session
 
 if TYPE_CHECKING:
@@ -43,17 +43,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ticker.ws")
 
-PING_FRAME = b"\x89\x00"  # a final, empty ping control frame: the same two bytes for every connection
+PING_HEAD = b"\x89\x04"  # a final ping control frame with 4 bytes of payload: a fresh nonce per ping
 
 
-def origin_allowed(origin: str, host: str, allowed: frozenset[str]) -> bool:
-    """Same host as the request's Host header, or listed in ``allowed`` (``*`` allows every origin)."""
-    if "*" in allowed or origin.lower().rstrip("/") in allowed:
-        return True
-    return urlsplit(origin).netloc.lower() == host.lower()
-
-
-class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
+class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, Connection):
     """One client on ``/ws``."""
 
     transport: ClassVar[str] = "ws"
@@ -69,7 +62,7 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
 
     # -- handshake ---------------------------------------------------------------------------
     def check_origin(self, origin: str) -> bool:
-        ok = origin_allowed(origin, self.request.host, self.server.config.allowed_origins)
+        ok = self.server.config.host_policy.origin_allowed(origin, self.request)  # scheme, host and port
         if not ok:
             log.info("refused origin %r for host %r", origin[:200], self.request.host)
         return ok
@@ -78,8 +71,11 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
         if self.server.closing:
             raise tornado.web.HTTPError(503, reason="server shutting down")
         if self.server.connection_count() >= self.server.config.max_connections:
+            count_full(self.server, self.transport)
             raise tornado.web.HTTPError(503, reason="too many connections")
+        address: str | None = None  # once admitted: its slot is given back when the connection ends
         try:  # a header (or access_token) token is checked before the upgrade; without one, "auth" may follow
+            address = admit_connection(self.server, self.request, self.transport)
             self._identity = await identify(self.server, self.request, self.transport, optional=True)
             refused = (
                 None if self._identity is None else over_cap(self.server, self._identity, self.transport)
@@ -87,13 +83,22 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
             if refused is not None:
                 raise refused
         except Refused as exc:
+            if address is not None:
+                self.server.admission.release(address)
             self.set_status(exc.status)
             for name, value in exc.headers.items():
                 self.set_header(name, value)
             self.set_header("Content-Type", "application/json")
             self.finish(orjson.dumps(exc.body))
             return
-        await super().get(*args, **kwargs)
+        except BaseException:
+            if address is not None:
+                self.server.admission.release(address)
+            raise
+        try:
+            await super().get(*args, **kwargs)  # returns when the connection has ended
+        finally:
+            self.server.admission.release(address)
 
     def open(self, *args: str, **kwargs: str) -> None:
         cfg, now = self.server.config, time.monotonic()
@@ -112,14 +117,30 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
         stream = tornado_io.websocket_stream(self)
         self._stream: tornado.iostream.IOStream | None = stream
         self._direct = stream is not None and tornado_io.can_write_direct(stream)
-        self.alive_at = now  # the connect, then the last pong
+        self.alive_at = now  # the connect, then the last pong that answered our ping
         self.ping_sent: float | None = None
+        self.ping_nonce = b""  # the payload of our outstanding ping: only a pong echoing it proves liveness
         self.set_nodelay(True)
         self.server.register(self)
         self.registered = True
         self._deliver(session.open(self.get_query_argument("symbols", "")))
 
     # -- inbound -----------------------------------------------------------------------------
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        return tornado_io.metered_protocol(self)  # fragments that end no message call on_fragment()
+
+    def _charge(self) -> None:
+        """A ping, pong or fragment costs a token of the rate limit as a message does (a flood closes 1008)."""
+        session = self.session
+        if session is not None and not self._closing:
+            self._deliver(session.frame(time.monotonic()))
+
+    def on_fragment(self) -> None:
+        self._charge()
+
+    def on_ping(self, data: bytes) -> None:
+        self._charge()  # Tornado has answered it (at most one pong outstanding)
+
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
         session = self.session
         if session is not None and not self._closing:  # nothing more is answered once we sent Close
@@ -182,14 +203,11 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
     def _send(self, payload: bytes) -> None:
         if self._closing:
             return
-        with contextlib.suppress(tornado.websocket.WebSocketClosedError):
-            self.write_message(payload)
-        # A peer that sends but never reads must not make replies queue without bound either.
-        unsent, bound = self.buffered(), self.server.config.slow_bytes
-        if unsent > 4 * bound:
-            self.server.fanout.drop_slow(self)
-        elif unsent > bound:
-            self.server.fanout.mark_slow(self)
+        # Written as the fan-out writes: no Future, no task, so no exception is ever left unretrieved.
+        unsent = self.write_frame(ws_text_frame(payload))
+        # A peer that sends but never reads must not make replies queue without bound either (per
+        # connection and in the global budget: the fan-out decides).
+        self.server.fanout.replied(self, unsent)
 
     # -- fan-out side ------------------------------------------------------------------------
     def write_frame(self, frame: bytes) -> int:
@@ -229,12 +247,15 @@ class QuoteSocket(tornado.websocket.WebSocketHandler, Connection):
                 self.disconnect = PING_TIMEOUT
                 self.abort()  # a dead peer answers no close handshake either
         elif now - self.alive_at >= cfg.ping_interval:
-            self.write_frame(PING_FRAME)
+            self.ping_nonce = os.urandom(4)
+            self.write_frame(PING_HEAD + self.ping_nonce)
             self.ping_sent = now
 
     def on_pong(self, data: bytes) -> None:
-        self.alive_at = time.monotonic()
-        self.ping_sent = None
+        self._charge()
+        if self.ping_sent is not None and data == self.ping_nonce:  # unsolicited pongs prove nothing
+            self.alive_at = time.monotonic()
+            self.ping_sent = None
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         self._closing = True
