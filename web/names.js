@@ -6,6 +6,8 @@ const KEY = "ticker.names";
 const MAX_KEPT = 500; // names kept in localStorage (the oldest go first)
 const FRESH_MS = 86_400_000; // a saved name older than this is asked again (it is shown meanwhile)
 export const PARALLEL = 4; // name requests in flight at once
+const RATE_LIMITED_TRIES = 5; // a name refused for the request rate is asked again this many times
+const MAX_WAIT_S = 30; // the longest Retry-After waited for
 
 function storage() {
   try {
@@ -75,16 +77,26 @@ export class NameBook {
   }
 
   // True when the server answered (with a name or a refusal), false when it could not be asked.
+  // A 429 (the server's per-address rate of /api requests) is waited out as its Retry-After says, with
+  // a random share more so that the page's workers do not come back in step, and asked again.
   async _fetchOne(sym, headers) {
-    try {
-      const res = await fetch(`/api/symbols/${encodeURIComponent(sym)}`, { headers });
-      if (!res.ok) return res.status < 500 && res.status !== 401; // 404 unknown, 403 forbidden: no name
-      const body = await res.json();
-      if (body && body.s === sym) this.remember(sym, body.name);
-      return true;
-    } catch {
-      return false;
+    for (let attempt = 0; attempt < RATE_LIMITED_TRIES; attempt++) {
+      try {
+        const res = await fetch(`/api/symbols/${encodeURIComponent(sym)}`, { headers });
+        if (res.status === 429) {
+          const after = Math.min(MAX_WAIT_S, Number(res.headers.get("Retry-After")) || 1);
+          await new Promise((done) => setTimeout(done, after * 1000 * (1 + Math.random())));
+          continue;
+        }
+        if (!res.ok) return res.status < 500 && res.status !== 401; // 404 unknown, 403 forbidden: no name
+        const body = await res.json();
+        if (body && body.s === sym) this.remember(sym, body.name);
+        return true;
+      } catch {
+        return false;
+      }
     }
+    return false;
   }
 
   _save() {

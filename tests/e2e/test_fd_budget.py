@@ -51,7 +51,19 @@ class Ops:
 async def low() -> AsyncIterator[ServerProcess]:
     """A server started with soft/hard RLIMIT_NOFILE 64/128 and an ops listener."""
     srv = ServerProcess(
-        ["--host", "127.0.0.1", "--loop", "asyncio", "--metrics-port", "0", "--sim-rate", "5"]
+        # a kept-alive test connection idles through the waits for pause lines: a header timeout above them
+        [
+            "--host",
+            "127.0.0.1",
+            "--loop",
+            "asyncio",
+            "--metrics-port",
+            "0",
+            "--sim-rate",
+            "5",
+            "--header-timeout",
+            "60",
+        ]
     )
     srv.preexec_fn = _low_limit
     await asyncio.to_thread(srv.start, 20.0)

@@ -325,3 +325,23 @@ def test_the_pill_says_live_within_us_hours(page: Page) -> None:
         expect(pill).to_have_text("Live")
         expect(pill).to_have_attribute("data-feed", "live")
         expect(page.get_by_test_id("row-KO").get_by_test_id("row-state")).to_be_hidden()
+
+
+def test_names_refused_for_the_request_rate_are_asked_again(page: Page) -> None:
+    # A burst of 2 /api requests, then one every 2 s: most name requests get 429 first.
+    with ServerProcess([*SIM, "--rest-rate", "0.5", "--rest-burst", "2"]) as srv:
+        refused: list[int] = []
+        page.on("response", lambda res: refused.append(1) if res.status == 429 else None)
+        named = {
+            "AAPL": "Apple Inc.",
+            "KO": "The Coca-Cola Company",
+            "NVDA": "NVIDIA Corporation",
+            "DIS": "The Walt Disney Company",
+            "SPY": "SPDR S&P 500 ETF Trust",
+        }
+        open_page(page, srv, "?symbols=" + ",".join(named))
+        for sym, name in named.items():
+            expect(page.get_by_test_id(f"row-{sym}").get_by_test_id("row-name")).to_have_text(
+                name, timeout=ms(30)
+            )
+        assert refused  # the server did refuse some, and the page waited them out

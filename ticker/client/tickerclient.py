@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -419,10 +420,12 @@ class TickerClient:
         self._last_error = error
         self._attempt += 1
         delay = self._backoff.next_delay()
-        # The server's word on when to come back (429, 503: Retry-After) wins over a shorter backoff.
+        # The server's word on when to come back (429, 503: Retry-After) wins over a shorter backoff, with a
+        # random share more: clients refused together must not all come back in the same second.
         asked = error.retry_after if isinstance(error, TooManyConnectionsError) else _retry_after(error)
         if asked is not None:
-            delay = max(delay, min(asked, MAX_RETRY_AFTER))
+            asked = min(asked, MAX_RETRY_AFTER)
+            delay = max(delay, asked * (1.0 + random.random()))
         if self._ever_connected:
             self._set_state(State.RECONNECTING)
         self._emit(EventKind.RECONNECTING, delay=delay, error=error)

@@ -140,8 +140,8 @@ class Config:
         group=LIMITS,
     )
     rest_burst: int = option(
-        100,
-        "/api/* requests per client address allowed in a burst (100)",
+        600,
+        "/api/* requests per client address allowed in a burst (600: the page names a full watchlist at once)",
         env="REST_BURST",
         parse=positive(int),
         group=LIMITS,
