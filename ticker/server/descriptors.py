@@ -131,11 +131,13 @@ def soft_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
-def size_to_descriptors(requested: int, feeds: int) -> Fit:
-    """Raise the soft limit, fit ``requested`` connections into it; one warning when they do not fit."""
+def size_to_descriptors(requested: int, feeds: int, asked: bool = True) -> Fit:
+    """Raise the soft limit, fit ``requested`` connections into it; one warning when they do not fit and
+    ``asked`` (the operator set ``--max-connections``); the default is lowered quietly (a debug line: the
+    start's "listening" line and ``ticker_max_connections`` say what is in force)."""
     result = fit(requested, raise_soft_limit(), feeds)
     if result.lowered:
-        log.warning(
+        (log.warning if asked else log.debug)(
             "--max-connections %d does not fit in %d file descriptors (%d kept for feeds, Redis, health, "
             "metrics and logs): serving at most %d connections; raise the open-files limit "
             "(ulimit -n, LimitNOFILE=, --ulimit nofile=) to serve more",

@@ -63,7 +63,8 @@ async def _serve_async(config: Config, sockets: list[socket.socket] | None) -> N
 def serve(config: Config) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status."""
     # Raised here, before any fork: every worker inherits the limit, and a lowered limit warns once.
-    budget = size_to_descriptors(config.max_connections, len(config.feeds))
+    default = {f.name: f.default for f in dataclasses.fields(config)}["max_connections"]
+    budget = size_to_descriptors(config.max_connections, len(config.feeds), config.max_connections != default)
     config = dataclasses.replace(config, max_connections=budget.effective)
     if config.workers <= 1:
         asyncio.run(_serve_async(config, None))

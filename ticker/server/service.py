@@ -79,11 +79,12 @@ class Service:
                 await self.stop()
                 raise
         announce.info(
-            "ticker listening on http://%s:%d (feeds: %s, broker: %s)",
+            "ticker listening on http://%s:%d (feeds: %s, broker: %s, at most %d connections)",
             cfg.host,
             self.port,
             ",".join(f.name for f in node.feeds) or "none",
             node.broker.name,
+            cfg.max_connections,
         )
 
     async def stop(self) -> None:
