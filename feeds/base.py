@@ -103,6 +103,12 @@ class Feed(ABC):
         """The feed's current :class:`FeedHealth`."""
         return self._health
 
+    @property
+    def symbol_limit(self) -> int | None:
+        """Most symbols this feed holds upstream at once (a provider plan's limit); None: no limit. The node
+        shares these slots fairly between connections (:mod:`ticker.allocation`)."""
+        return None
+
     def _run_in_background(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run the feed's main loop as a task that :meth:`_stop_background` ends."""
         self._task = asyncio.get_running_loop().create_task(coro, name=f"feed-{self.name}")

@@ -8,7 +8,7 @@ enters the hub; a flush joins the encoded entries of a group's changed symbols i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -82,6 +82,9 @@ class Hub(Generic[S]):
         self._dirty: dict[str, SymbolState] = {}
         self._idle: dict[str, None] = {}  # symbols nobody wants, oldest first (bounded cache)
         self._wanted: set[str] = set()  # symbols with at least one subscriber, kept up to date
+        self._order: dict[S, tuple[str, ...]] = {}  # each subscriber's keys in the order it subscribed them
+        #: Bumped by every change of any subscriber's set (the node's allotment is worked out again).
+        self.changes = 0
         self.updates_in = 0
 
     # -- subscriptions -----------------------------------------------------------------------
@@ -111,6 +114,7 @@ class Hub(Generic[S]):
     def remove(self, sub: S) -> None:
         """Forget a subscriber and its subscriptions."""
         key = self._subs.pop(sub, None)
+        self._order.pop(sub, None)
         if key:
             self._move(sub, key, frozenset())
 
@@ -122,6 +126,11 @@ class Hub(Generic[S]):
     def symbols_of(self, sub: S) -> frozenset[str]:
         """The subscriber's current symbol set."""
         return self._subs.get(sub, frozenset())
+
+    def in_order(self) -> Iterator[tuple[S, tuple[str, ...]]]:
+        """Every subscriber, the first registered first, with its keys in the order it subscribed them."""
+        order = self._order
+        return ((sub, order.get(sub, ())) for sub in self._subs)
 
     def subscribe(self, sub: S, symbols: Iterable[str]) -> tuple[list[str], list[bytes]]:
         """Add ``symbols``; return (newly added symbols, encoded last values of those that have one).
@@ -136,6 +145,7 @@ class Hub(Generic[S]):
         if len(new) > self.max_symbols:
             raise TooManySymbols(self.max_symbols, len(new))
         self._subs[sub] = new
+        self._order[sub] = self._order.get(sub, ()) + tuple(added)
         self._move(sub, old, new)
         snap = [st.encoded for s in added if (st := self._symbols[s]).encoded is not None]
         return added, snap
@@ -147,10 +157,12 @@ class Hub(Generic[S]):
         if gone:
             new = old.difference(gone)
             self._subs[sub] = new
+            self._order[sub] = tuple(s for s in self._order.get(sub, ()) if s in new)
             self._move(sub, old, new)
         return gone
 
     def _move(self, sub: S, old: frozenset[str], new: frozenset[str]) -> None:
+        self.changes += 1
         changed = False
         if old:
             g = self._groups[old]

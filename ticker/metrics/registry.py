@@ -72,6 +72,11 @@ class Metrics:
         self.symbols_active = Gauge(
             "ticker_symbols_active", "Symbols with at least one subscriber.", registry=r
         )
+        self.symbols_unserved = Gauge(
+            "ticker_symbols_unserved",
+            "Demanded symbols not asked of the feeds: past --max-active-symbols or a feed's plan limit.",
+            registry=r,
+        )
         self.ready = Gauge("ticker_ready", "1 while /readyz answers 200, else 0.", registry=r)
         self.hub_updates = FastCounter(
             "ticker_hub_updates", "Quote updates that entered the hub.", registry=r

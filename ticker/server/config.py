@@ -76,6 +76,14 @@ class Config:
     max_symbols: int = option(
         500, "symbols per connection (500)", env="MAX_SYMBOLS", parse=positive(int), group=LIMITS
     )
+    max_active_symbols: int = option(
+        5000,
+        "symbols the node asks its feeds (or broker) for at once, over all connections; past it the symbols"
+        " are shared round-robin between connections and the rest are unavailable (5000)",
+        env="MAX_ACTIVE_SYMBOLS",
+        parse=positive(int),
+        group=LIMITS,
+    )
     max_bar_subscriptions: int = option(
         10,
         "bar subscriptions (symbol and interval pairs) per connection (10)",

@@ -31,6 +31,7 @@ from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
 from ticker.server import heap
 from ticker.server.admission import Admission
+from ticker.server.allotter import Allotter
 from ticker.server.config import Config
 from ticker.server.fanout import Connection, Fanout
 from ticker.server.history import WAIT as HISTORY_WAIT
@@ -121,7 +122,15 @@ class Node:
         self.day_stats = listed_day_stats(lambda: self.directory)
         self._fill_day = self.day_stats.apply
         #: What the node says of each symbol: unknown ones refused, states pushed (``--unknown-symbols``).
-        self.board = StatusBoard(self, config.stale_after, refuse_unknown=config.unknown_symbols == "refuse")
+        #: Which demanded symbols are served: all, until ``--max-active-symbols`` or a feed's plan limit is
+        #: reached; then a fair share per connection, the rest ``unavailable`` (:mod:`ticker.allocation`).
+        self.allotter = Allotter(self, config.max_active_symbols, self._schedule_push)
+        self.board = StatusBoard(
+            self,
+            config.stale_after,
+            refuse_unknown=config.unknown_symbols == "refuse",
+            unserved=self.allotter.unserved,
+        )
         self._board_failed_at = -math.inf
         if config.unknown_symbols == "allow":  # a lab: the simulated market makes up any demanded symbol
             for feed in self.feeds:
@@ -136,6 +145,7 @@ class Node:
         m = self.metrics
         m.subscriptions.set_function(lambda: self.hub.subscription_count)
         m.symbols_active.set_function(lambda: len(self.demand()))
+        m.symbols_unserved.set_function(lambda: self.allotter.current().unserved)
         m.connections_delayed.set_function(lambda: sum(1 for c in self.connections if c.receives_delayed()))
         m.bar_symbols.set_function(lambda: len(self.bars))
         m.buffered_bytes.set_function(self.fanout.buffered_total)
@@ -170,10 +180,18 @@ class Node:
 
     # -- data in -----------------------------------------------------------------------------
     def _on_demand(self, symbols: frozenset[str]) -> None:
+        self.allotter.demand_changed()
+        self._schedule_push()
+
+    def _schedule_push(self) -> None:
         # Subscription changes come one message at a time: tell feeds and broker once per loop pass.
         if not self._demand_due:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop yet: start() pushes the first demand
+                return
             self._demand_due = True
-            asyncio.get_running_loop().call_soon(self._push_demand)
+            loop.call_soon(self._push_demand)
 
     def demand(self) -> frozenset[str]:
         """The symbols someone receives, real-time or delayed, quotes or bars."""
@@ -181,9 +199,10 @@ class Node:
         return frozenset(rt | dl) | self.bar_hub.demand()
 
     def _push_demand(self) -> None:
+        self._demand_due = True  # a change of the served set found just now needs no other push
+        symbols = self.allotter.current().served  # within the budget and the feeds' plan limits
         self._demand_due = False
-        rt, dl = split_keys(self.hub.demand())
-        symbols = frozenset(rt | dl) | self.bar_hub.demand()
+        dl = split_keys(self.hub.demand())[1]
         self.runner.set_demand(symbols)
         self.broker.set_demand(symbols)
         if symbols != self._history_demand:  # a symbol first demanded gets its bar history
@@ -267,8 +286,11 @@ class Node:
         if self.closing:
             return False, "shutting down"
         if not self.broker.up:
-            return False, f"broker {self.broker.name} is down"
-        return self.runner.readiness()
+            ready, reason = False, f"broker {self.broker.name} is down"
+        else:
+            ready, reason = self.runner.readiness()
+        note = self.allotter.note()  # stays ready: the symbols it serves are fine
+        return ready, f"{reason}; {note}" if note else reason
 
     async def _heartbeat_loop(self) -> None:
         """One timer for every connection's keep-alive, instead of a task or timer per connection."""
@@ -294,6 +316,7 @@ class Node:
                 self._trimming.add_done_callback(self._trimmed)
             self._check_sessions()
             try:
+                self.allotter.tick(time.monotonic())
                 self.board.tick()
             except Exception:  # a feed's health or symbol_state that fails must not end readiness and pushes
                 now = time.monotonic()

@@ -61,10 +61,19 @@ class StatusBoard:
     differs, so answering a new subscriber or a REST read never hides a change from the others.
     """
 
-    def __init__(self, node: Watched, stale_after: float, refuse_unknown: bool = True) -> None:
+    def __init__(
+        self,
+        node: Watched,
+        stale_after: float,
+        refuse_unknown: bool = True,
+        unserved: Callable[[str], SymbolStatus | None] | None = None,
+    ) -> None:
+        """``unserved``: ``unavailable`` for a demanded symbol the node does not serve (its budget or a feed's
+        plan limit, :class:`~ticker.server.allotter.Allotter`), else None."""
         self.node = node
         self.stale_after = stale_after
         self.refuse_unknown = refuse_unknown
+        self.unserved = unserved
         self._last: dict[str, SymbolStatus] = {}
 
     @property
@@ -104,7 +113,10 @@ class StatusBoard:
     # -- working a state out ----------------------------------------------------------------
     def status(self, symbol: str) -> SymbolStatus:
         """The state of ``symbol`` now: its feed's health first (down wins over pending), then what the feed
-        says of the symbol (closed, halted, unavailable), then the directory (pending)."""
+        says of the symbol (closed, halted, unavailable), then the directory (pending). A symbol the node
+        does not serve (its budget or a feed's plan limit) is ``unavailable`` before all that."""
+        if self.unserved is not None and (over := self.unserved(symbol)) is not None:
+            return over
         node = self.node
         has_value = node.hub.last(symbol) is not None
         feed = owner(node.feeds, symbol, self.directory)
