@@ -9,9 +9,11 @@ descriptors it pauses accepting instead of spinning: low CPU, at most about one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import re
 import resource
+import selectors
 import socket
 import time
 import urllib.request
@@ -93,6 +95,22 @@ def open_raw(port: int, n: int, into: list[socket.socket]) -> None:
         into.append(s)
 
 
+def send_requests(port: int, socks: list[socket.socket], within: float) -> None:
+    """Send each of ``socks`` a request as soon as it is connected (within ``within`` s): a connection that
+    has sent one is not idle, so at the watermark the listener closes the newest connection and pauses
+    (idle ones it would close instead: tests/e2e/test_peer_sockets.py)."""
+    request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    deadline = time.monotonic() + timeout(within)
+    with selectors.DefaultSelector() as sel:
+        for s in socks:
+            sel.register(s, selectors.EVENT_WRITE)
+        while sel.get_map() and time.monotonic() < deadline:
+            for key, _ in sel.select(0.2):
+                with contextlib.suppress(OSError):
+                    key.fileobj.send(request)  # type: ignore[union-attr]
+                sel.unregister(key.fileobj)
+
+
 def get(conn: http.client.HTTPConnection, path: str) -> tuple[int, bytes]:
     """GET ``path`` on a kept-alive connection."""
     conn.request("GET", path)
@@ -149,6 +167,7 @@ async def test_a_low_limit_lowers_max_connections_and_a_flood_pauses_accepting_w
     assert (await asyncio.to_thread(get, kept, "/healthz"))[0] == 200
     before, since = pauses(srv), time.monotonic()
     open_raw(srv.port, FLOOD, flood)
+    await asyncio.to_thread(send_requests, srv.port, flood, 5)
     await eventually(lambda: pauses(srv) > before, 10, "a pause line")
     await assert_no_spin(srv, since, before, "only the last 16 file descriptors")
 

@@ -9,6 +9,7 @@ relies on, these tests fail with a message naming the Tornado version.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import gzip
 import socket
@@ -27,6 +28,7 @@ from tests.support.timing import eventually
 from ticker.frames import ws_text_frame
 from ticker.server import tornado_io
 from ticker.server.descriptors import AcceptGuard
+from ticker.server.peersockets import PeerSockets
 
 T = TypeVar("T")
 WAIT = 10.0  # seconds before a read that never completes fails the test
@@ -350,3 +352,141 @@ def test_the_cross_origin_hook_strict_origin_replaces_is_where_tornado_calls_it(
         == list(inspect.signature(StrictOrigin._check_cross_origin).parameters),
         "RequestHandler._check_cross_origin takes other parameters",
     )
+
+
+# -- sockets counted per peer address (ticker/server/peersockets.py) ------------------------------
+class FedListener:
+    """A listening socket's stand-in fed by the test: readable while connections wait in :meth:`give`."""
+
+    def __init__(self) -> None:
+        self.r, self.w = socket.socketpair()
+        self.r.setblocking(False)
+        self.queue: list[tuple[socket.socket, Any]] = []
+
+    def fileno(self) -> int:
+        return self.r.fileno()
+
+    def give(self, conn: socket.socket, ip: str) -> None:
+        self.queue.append((conn, (ip, 1)))
+        self.w.send(b"x")
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if not self.queue:
+            with contextlib.suppress(BlockingIOError):
+                self.r.recv(4096)
+            raise BlockingIOError
+        return self.queue.pop(0)
+
+    def close(self) -> None:
+        self.r.close()
+        self.w.close()
+
+
+class Hello(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write("ok")
+
+
+class Echo(tornado.websocket.WebSocketHandler):
+    pass
+
+
+@pytest.fixture
+async def counted() -> AsyncIterator[Any]:
+    """``start(cap, watermark)``: an HTTPServer behind FirstHeaders and accept_guarded with a PeerSockets table;
+    returns (listener, peers, what the guard and the table counted)."""
+    made: list[tuple[tornado.httpserver.HTTPServer, FedListener]] = []
+
+    def start(cap: int, watermark: int | None = None) -> tuple[FedListener, PeerSockets[Any], list[str]]:
+        seen: list[str] = []
+        peers: PeerSockets[Any] = PeerSockets(cap, refused=lambda: seen.append("ip_sockets"), grace=0.0)
+        app = tornado.web.Application([("/", Hello), ("/ws", Echo)])
+        server = tornado.httpserver.HTTPServer(tornado_io.FirstHeaders(app, peers))
+        listener = FedListener()
+        guard = AcceptGuard(seen.append, watermark=watermark)
+        tornado_io.accept_guarded(server, [listener], guard, peers)  # type: ignore[list-item]
+        made.append((server, listener))
+        return listener, peers, seen
+
+    yield start
+    for server, _listener in made:
+        server.stop()
+        await server.close_all_connections()
+
+
+def _client(sock: socket.socket) -> tornado.iostream.IOStream:
+    return tornado.iostream.IOStream(sock)
+
+
+async def _get(client: tornado.iostream.IOStream, path: str = "/") -> bytes:
+    """A request on a kept-alive connection: the response head (the body, ``ok``, is read and checked)."""
+    await within(client.write(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()))
+    head = await within(client.read_until(b"\r\n\r\n"))
+    assert await within(client.read_bytes(2)) == b"ok"
+    return head
+
+
+async def test_sockets_over_the_peer_cap_get_429_and_a_closed_websocket_gives_its_slot_back(counted):
+    listener, peers, seen = counted(1)
+    ws_s, ws_c = socket.socketpair()
+    over_s, over_c = socket.socketpair()
+    listener.give(ws_s, "10.0.0.1")
+    client = _client(ws_c)
+    await within(
+        client.write(
+            b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    )
+    assert (await within(client.read_until(b"\r\n\r\n"))).startswith(b"HTTP/1.1 101 ")
+    assert peers.open_from("10.0.0.1") == 1 and peers.idle() == 0, "the upgrade's headers made it not idle"
+
+    listener.give(over_s, "10.0.0.1")
+    refused = _client(over_c)
+    answer = await within(refused.read_until_close())
+    assert answer == tornado_io.IP_SOCKETS_ANSWER and seen == ["ip_sockets"]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]) == len(body)
+    assert over_s.fileno() == -1
+
+    client.close()  # the WebSocket ends: Tornado closes the stream, PeerStream.close_fd gives the slot back
+    await eventually(
+        lambda: peers.open_from("10.0.0.1") == 0,
+        what="IOStream.close_fd() called when a WebSocket's stream closes (PeerStream relies on it)",
+    )
+
+
+async def test_at_the_watermark_the_oldest_idle_connection_is_closed_and_not_one_that_sent_a_request(counted):
+    pairs = [socket.socketpair() for _ in range(4)]  # idle, busy, then two on higher descriptors
+    (idle_s, idle_c), (busy_s, busy_c), (high_s, high_c), (again_s, again_c) = pairs
+    listener, peers, seen = counted(10, watermark=high_s.fileno())
+    listener.give(idle_s, "10.0.0.1")
+    listener.give(busy_s, "10.0.0.2")
+    await eventually(lambda: peers.idle() == 2, what="two connections served")
+    busy = _client(busy_c)
+    assert (await _get(busy)).startswith(b"HTTP/1.1 200 ")
+    assert peers.idle() == 1, "FirstHeaders did not mark the connection whose headers came"
+
+    idle = _client(idle_c)
+    listener.give(high_s, "10.0.0.3")
+    assert await within(idle.read_until_close()) == b"", "the idle connection was not closed"
+    assert seen == ["reserve_idle"]
+    assert high_s.fileno() == -1, "the new connection was not moved off the descriptor above the watermark"
+    high = _client(high_c)
+    assert (await _get(high)).startswith(b"HTTP/1.1 200 "), "the moved connection is not served"
+    assert (await _get(busy)).startswith(b"HTTP/1.1 200 "), "the connection that sent a request was closed"
+    assert peers.open_from("10.0.0.1") == 0 and peers.open_from("10.0.0.3") == 1
+
+    listener.give(again_s, "10.0.0.4")  # no idle connection left: the newest is closed, the listener pauses
+    assert await within(_client(again_c).read_until_close()) == b""
+    assert seen == ["reserve_idle", "reserve"] and peers.open_from("10.0.0.4") == 0
+    for c in (busy, high):
+        c.close()
+
+
+def test_a_peer_stream_is_written_directly_like_a_plain_one():
+    a, b = socket.socketpair()
+    with b:
+        stream = tornado_io.PeerStream(a, PeerSockets(1), "")
+        assert tornado_io.can_write_direct(stream)
+        stream.close()

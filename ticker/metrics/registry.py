@@ -62,7 +62,9 @@ class Metrics:
         self.accept_errors = Counter(
             "ticker_accept_errors",
             "Times a listener stopped accepting for a moment: accept() failed (emfile, enfile, enobufs, "
-            "enomem, other) or a connection was closed at once to keep the last descriptors (reserve).",
+            "enomem, other) or a connection was closed at once to keep the last descriptors (reserve); "
+            "and times it closed the oldest connection that had sent no request to keep them (reserve_idle, "
+            "no pause).",
             ["reason"],
             registry=r,
         )
@@ -123,10 +125,20 @@ class Metrics:
         self.connections_refused = Counter(
             "ticker_connections_refused",
             "Connects (ws, sse) and requests (rest) refused before any data, by transport and reason "
-            "(max_connections, ip_limit, ip_rate, process_rate).",
+            "(max_connections, ip_limit, ip_rate, process_rate); tcp: connections over "
+            "--max-sockets-per-ip, refused at accept (ip_sockets).",
             ["transport", "reason"],
             registry=r,
         )
+        self.requests_refused = Counter(
+            "ticker_requests_refused",
+            "HTTP requests answered at their headers, before any route or body, by reason "
+            "(host: 421 for a Host not allowed; body: 405/413 for a body no route takes).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("host", "body"):  # both exposed from the start, at 0
+            self.requests_refused.labels(reason)
         self.connections_delayed = Gauge(
             "ticker_connections_delayed",
             "Open connections receiving at least one symbol delayed (the delayed tier).",
@@ -229,6 +241,10 @@ class Metrics:
     def count_accept_error(self, reason: str) -> None:
         """One accept() failure (or reserve shed) of a listener, by ``reason``."""
         self.accept_errors.labels(reason).inc()
+
+    def count_request_refused(self, reason: str) -> None:
+        """One HTTP request refused at its headers (``host`` or ``body``)."""
+        self.requests_refused.labels(reason).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -13,6 +13,7 @@ from ticker.server.node import Node
 from ticker.server.ops import JsonHandler, metrics_token, ops_routes
 from ticker.server.page import page_routes
 from ticker.server.peers import access_logger, redact_tornado_logs
+from ticker.server.refusals import HOST, RequestRefusals
 from ticker.server.rest import BarsHandler, QuotesHandler, SearchHandler, SymbolEntryHandler, SymbolsHandler
 from ticker.server.sse import sse_route
 from ticker.server.websocket import QuoteSocket
@@ -23,19 +24,33 @@ log = logging.getLogger("ticker")
 
 
 class MisdirectedHandler(JsonHandler):
-    """A request naming a host this server does not answer for: 421 with ``host_not_allowed``, any method."""
+    """A request naming a host this server does not answer for: 421 with ``host_not_allowed``, any method.
+
+    (Behind :class:`~ticker.server.bodies.BodyRefusal`, as served, such a request is answered before it
+    gets here.)"""
 
     def prepare(self) -> None:
+        refusals = getattr(self.application, "refusals", None)
+        if refusals is not None:
+            refusals.refused(HOST, 421, self.request)
         self.send_json(MISDIRECTED, 421)
 
 
 class HostCheckedApplication(tornado.web.Application):
     """The Application that checks ``Host`` before any route (:mod:`ticker.server.hosts`): a request naming
-    a host ``policy`` does not allow gets 421, on every path but :data:`~ticker.server.hosts.EXEMPT_PATHS`."""
+    a host ``policy`` does not allow gets 421, on every path but :data:`~ticker.server.hosts.EXEMPT_PATHS`;
+    ``refusals`` counts and logs them (and :class:`~ticker.server.bodies.BodyRefusal` its own refusals)."""
 
-    def __init__(self, handlers: list[Any], policy: HostPolicy, **settings: Any) -> None:
+    def __init__(
+        self,
+        handlers: list[Any],
+        policy: HostPolicy,
+        refusals: RequestRefusals | None = None,
+        **settings: Any,
+    ) -> None:
         super().__init__(handlers, **settings)
         self.policy = policy
+        self.refusals = refusals
 
     def find_handler(
         self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any
@@ -66,6 +81,7 @@ def make_app(server: Node) -> tornado.web.Application:
             *page_routes(server),
         ],
         cfg.host_policy,
+        RequestRefusals(server.metrics.count_request_refused, cfg.trusted_proxies),
         websocket_max_message_size=cfg.max_message_bytes,
         # No per-connection ping task: the server's heartbeat pings every connection (QuoteSocket.heartbeat).
         websocket_ping_interval=None,

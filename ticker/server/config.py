@@ -11,6 +11,7 @@ from ticker.broker.options import broker_url, prefix_option
 from ticker.options import ProcessOptions, nested, option, optional_port, port, positive
 from ticker.server.hosts import HostPolicy, allowed_hosts, host_policy
 from ticker.server.peers import Network, trusted_networks
+from ticker.server.peersockets import default_cap
 
 LIMITS = "limits"
 BROKER = "broker"
@@ -111,6 +112,16 @@ class Config:
         env="MAX_CONNECTIONS_PER_IP",
         parse=positive(int),
         group=LIMITS,
+    )
+    max_sockets_per_ip: int | None = option(
+        None,
+        "open TCP connections per peer address (an IPv6 /64; --trusted-proxies not counted), counted at"
+        " accept: /ws, /sse, REST keep-alives and connections that sent nothing yet; past it new ones get"
+        " 429 and are closed (default: --max-connections-per-ip plus a tenth, at least 100: 1100)",
+        env="MAX_SOCKETS_PER_IP",
+        parse=positive(int),
+        group=LIMITS,
+        metavar="N",
     )
     connect_rate: float = option(
         20.0,
@@ -249,6 +260,13 @@ class Config:
     feeds: list[str] = field(init=False)
     #: What ``Host`` and browser ``Origin`` the server answers (from host, allowed_hosts, allowed_origins, trusted_proxies).
     host_policy: HostPolicy = field(init=False)
+
+    @property
+    def sockets_per_ip(self) -> int:
+        """``--max-sockets-per-ip`` in force (the default follows ``--max-connections-per-ip``)."""
+        if self.max_sockets_per_ip is not None:
+            return self.max_sockets_per_ip
+        return default_cap(self.max_connections_per_ip)
 
     def __post_init__(self) -> None:
         self.host_policy = host_policy(

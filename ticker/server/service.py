@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Iterable
+from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
@@ -17,6 +18,7 @@ from ticker.server.config import Config
 from ticker.server.descriptors import AcceptGuard, soft_limit, watermark
 from ticker.server.node import Node
 from ticker.server.ops import ListenError, announce, bind, listen_ops
+from ticker.server.peersockets import IP_SOCKETS, TCP, PeerSockets
 
 log = logging.getLogger("ticker")
 
@@ -55,8 +57,15 @@ class Service:
             await self._close_verifier()
             raise
         await node.start()
+        # open sockets per peer address, counted at accept (see ticker/server/peersockets.py)
+        peers: PeerSockets[Any] = PeerSockets(
+            cfg.sockets_per_ip,
+            cfg.trusted_proxies,
+            node.metrics.connections_refused.labels(TCP, IP_SOCKETS).inc,
+        )
         self._http = tornado.httpserver.HTTPServer(
-            BodyRefusal(make_app(node)),  # no route takes a body: refused before it is read
+            # no route takes a body: refused before it is read; the first headers make a connection not idle
+            tornado_io.FirstHeaders(BodyRefusal(make_app(node)), peers),
             max_body_size=MAX_BODY_BYTES,
             max_header_size=MAX_HEADER_BYTES,
             # Tornado's header timeout: from the connect, or the end of the previous response, to the end of
@@ -66,7 +75,7 @@ class Service:
             xheaders=False,
         )
         guard = AcceptGuard(node.metrics.count_accept_error, watermark(soft_limit()), "the listener")
-        tornado_io.accept_guarded(self._http, socks, guard)
+        tornado_io.accept_guarded(self._http, socks, guard, peers)
         node.metrics.max_connections.set(cfg.max_connections)
         self.port = socks[0].getsockname()[1]
         if cfg.metrics_port is not None:

@@ -45,7 +45,7 @@ from ticker.frames import sse_event
 from ticker.server import tornado_io
 from ticker.server.access import Refused, count_failure, forbidden, identify, over_cap
 from ticker.server.fanout import Connection
-from ticker.server.gate import admit_connection, count_full
+from ticker.server.gate import admit_connection
 from ticker.session import (
     hub_keys,
     open_stream,
@@ -176,14 +176,7 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
                 return
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Vary", "Origin")
-        if srv.closing:
-            self._refuse(503, "unavailable", "server shutting down")
-            return
-        if srv.connection_count() >= cfg.max_connections:
-            count_full(srv, self.transport)
-            self._refuse(503, "unavailable", "too many connections")
-            return
-        try:
+        try:  # shutting down or full (503), then the address's limits (429/503): all with Retry-After
             self._address = admit_connection(srv, self.request, self.transport)
             identity = await identify(srv, self.request, self.transport)
             assert identity is not None

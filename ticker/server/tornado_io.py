@@ -35,27 +35,43 @@ Tornado version, if an upgrade changes any of it):
   the ``Origin``'s host:port equals the ``Host`` whatever its scheme (``chrome-extension://``, ``https://``
   for an http server, a DNS-rebinding page).
 
+- ``IOStream.close_fd()`` (called once, by ``close()``, after the stream left the event loop, to close the
+  socket) and ``TCPServer.max_buffer_size``/``read_chunk_size``: :class:`PeerStream` gives its peer
+  address's slot back in ``close_fd`` (a stream's close callback is taken by the HTTP connection and then
+  the WebSocket), and :func:`accept_guarded` with a :class:`~ticker.server.peersockets.PeerSockets` builds
+  the streams itself, as ``_handle_connection`` does (no TLS).
+
 The reason phrase of an error is read the public way (:func:`error_reason`), not from ``_reason``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import re
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import tornado
+import tornado.gen
 import tornado.http1connection
+import tornado.httpserver
 import tornado.httputil
 import tornado.ioloop
 import tornado.iostream
+import tornado.log
 import tornado.tcpserver
 import tornado.web
 import tornado.websocket
 
-from ticker.server.descriptors import RESERVE, AcceptGuard, reason_of
+from feeds.ratelimit import ThrottledLog
+from ticker.server.descriptors import KEEP_FREE, RESERVE, AcceptGuard, reason_of
+from ticker.server.peersockets import RESERVE_IDLE, PeerSockets
+
+log = logging.getLogger("ticker")
 
 _PHRASE = re.compile(
     r"[\t\x20-\x7e\x80-\xff]+"
@@ -64,7 +80,7 @@ _PHRASE = re.compile(
 
 def can_write_direct(stream: tornado.iostream.IOStream) -> bool:
     """Whether the direct path may be used: plain TCP streams only (TLS must go through Tornado)."""
-    return type(stream) is tornado.iostream.IOStream
+    return type(stream) in _PLAIN
 
 
 def write_frame(stream: tornado.iostream.IOStream, frame: bytes | memoryview, direct: bool) -> int:
@@ -131,32 +147,75 @@ def error_reason(status_code: int, kwargs: dict[str, Any]) -> str:
 
 
 ACCEPT_BATCH = 128  # connections taken per wake-up at most, as Tornado's own accept loop (its backlog)
+#: The answer to a socket over ``--max-sockets-per-ip``, sent without reading anything, then closed.
+IP_SOCKETS_ANSWER = (
+    b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: 85\r\n"
+    b"Retry-After: 10\r\nConnection: close\r\n\r\n"
+    b'{"error":{"code":"ip_limit","message":"too many open connections from this address"}}'
+)
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+
+class PeerStream(tornado.iostream.IOStream):
+    """A connection's ``IOStream`` that gives its slot in a :class:`PeerSockets` table back when it closes."""
+
+    def __init__(self, sock: socket.socket, peers: PeerSockets[Any], key: str, **kwargs: Any) -> None:
+        self.peer_table = peers
+        self.peer_key = key
+        super().__init__(sock, **kwargs)
+
+    def close_fd(self) -> None:
+        try:
+            super().close_fd()
+        finally:
+            self.peer_table.closed(self, self.peer_key)
+
+
+_PLAIN = (tornado.iostream.IOStream, PeerStream)  # the stream types written directly
+
+
+def refuse_socket(conn: socket.socket) -> None:
+    """Answer :data:`IP_SOCKETS_ANSWER` if the kernel takes it at once, and close."""
+    with contextlib.suppress(OSError):
+        if not _DONTWAIT:
+            conn.setblocking(False)
+        conn.send(IP_SOCKETS_ANSWER, _DONTWAIT)
+    conn.close()
 
 
 class GuardedAccept:
-    """The accept handler of one listening socket: Tornado's loop, plus the :class:`AcceptGuard`'s back-off.
+    """The accept handler of one listening socket: Tornado's loop, plus the :class:`AcceptGuard`'s back-off
+    and, with ``peers``, the per-address socket cap and the choice of what to close at the watermark.
 
     On ``EMFILE``, ``ENFILE``, ``ENOBUFS``, ``ENOMEM`` (or a connection accepted above the guard's
     watermark, closed at once) the socket leaves the event loop for the guard's pause; the pending
-    connections wait in the kernel's backlog meanwhile.
+    connections wait in the kernel's backlog meanwhile. With ``peers``, a connection over its address's cap
+    is answered 429 and closed (no pause), and one accepted above the watermark closes the oldest connection
+    that has not sent a request's headers in the table's grace and takes its descriptor (no pause); only when there is none
+    is the new connection closed and the listener paused. ``callback(conn, address, key)`` serves what is
+    kept (``key``: the peer's slot in ``peers``).
     """
 
     def __init__(
         self,
         sock: socket.socket,
-        callback: Callable[[socket.socket, Any], None],
+        callback: Callable[[socket.socket, Any, str], None],
         guard: AcceptGuard,
         clock: Callable[[], float] = time.monotonic,
+        peers: PeerSockets[Any] | None = None,
     ) -> None:
         self.sock, self.callback, self.guard, self.clock = sock, callback, guard, clock
+        self.peers = peers
         self.io_loop = tornado.ioloop.IOLoop.current()
         self.fd = sock.fileno()
         self.removed = False
         self.paused: object | None = None  # the timeout that resumes accepting
+        self._evicted = ThrottledLog(log, interval=1.0)
         self.io_loop.add_handler(self.fd, self.on_readable, tornado.ioloop.IOLoop.READ)
 
     def on_readable(self, _fd: int, _events: int) -> None:
         """Accept what is pending (at most :data:`ACCEPT_BATCH`); pause on the guard's word."""
+        peers = self.peers
         for _ in range(ACCEPT_BATCH):
             if self.removed or self.paused is not None:
                 return
@@ -169,12 +228,51 @@ class GuardedAccept:
                 if reason is not None:
                     self.pause(self.guard.failed(reason, self.clock()))
                 continue  # that pending connection is gone; the next one may be fine
+            key = ""
+            if peers is not None:
+                admitted = peers.admit(address[0] if isinstance(address, tuple) else "")
+                if admitted is None:
+                    refuse_socket(conn)
+                    continue
+                key = admitted
             if self.guard.over(conn.fileno()):
-                conn.close()
-                self.pause(self.guard.failed(RESERVE, self.clock()))
-                continue
+                kept = self.make_room(conn)
+                if kept is None:
+                    if peers is not None:
+                        peers.release(key)
+                    self.pause(self.guard.failed(RESERVE, self.clock()))
+                    continue
+                conn = kept
             self.guard.accepted()
-            self.callback(conn, address)
+            self.callback(conn, address, key)
+
+    def make_room(self, conn: socket.socket) -> socket.socket | None:
+        """``conn`` came on a descriptor above the watermark: close the oldest idle connection (idle for the
+        table's grace) and move ``conn`` to the descriptor that freed (the kernel gives the lowest); without
+        one, close ``conn`` and return None."""
+        victim = self.peers.oldest_idle(self.clock()) if self.peers is not None else None
+        if victim is None:
+            conn.close()
+            return None
+        victim.close()  # PeerStream.close_fd: its slot is given back, its descriptor free at once
+        try:
+            low = conn.dup()
+        except OSError:
+            low = None
+        conn.close()
+        if low is not None and self.guard.over(low.fileno()):
+            low.close()
+            low = None
+        if low is not None:
+            self.guard.count(RESERVE_IDLE)
+            self._evicted.warning(
+                RESERVE_IDLE,
+                "%s closed the oldest connection that had sent no request, to keep the last %d file "
+                "descriptors free",
+                self.guard.name,
+                KEEP_FREE,
+            )
+        return low
 
     def pause(self, delay: float) -> None:
         """Stop watching the socket for ``delay`` seconds."""
@@ -199,17 +297,105 @@ class GuardedAccept:
             self.io_loop.remove_handler(self.fd)
 
 
+def _serve_counted(
+    server: tornado.tcpserver.TCPServer,
+    peers: PeerSockets[Any],
+    conn: socket.socket,
+    address: Any,
+    key: str,
+) -> None:
+    """``server._handle_connection(conn, address)`` for plain TCP, with a :class:`PeerStream` (idle until
+    its first request's headers are in)."""
+    try:
+        stream = PeerStream(
+            conn, peers, key, max_buffer_size=server.max_buffer_size, read_chunk_size=server.read_chunk_size
+        )
+    except Exception:
+        peers.release(key)
+        conn.close()
+        tornado.log.app_log.error("Error in connection callback", exc_info=True)
+        return
+    peers.opened(stream, time.monotonic())
+    try:
+        future = server.handle_stream(stream, address)
+        if future is not None:
+            tornado.ioloop.IOLoop.current().add_future(
+                tornado.gen.convert_yielded(future), lambda f: f.result()
+            )
+    except Exception:
+        tornado.log.app_log.error("Error in connection callback", exc_info=True)
+
+
 def accept_guarded(
-    server: tornado.tcpserver.TCPServer, sockets: Iterable[socket.socket], guard: AcceptGuard
+    server: tornado.tcpserver.TCPServer,
+    sockets: Iterable[socket.socket],
+    guard: AcceptGuard,
+    peers: PeerSockets[Any] | None = None,
 ) -> list[GuardedAccept]:
-    """``server.add_sockets(sockets)``, with accept errors and the descriptor reserve handled by ``guard``."""
+    """``server.add_sockets(sockets)``, with accept errors and the descriptor reserve handled by ``guard``
+    and, with ``peers``, each connection counted against its peer address (plain TCP only)."""
+    serve: Callable[[socket.socket, Any, str], None]
+    if peers is None:
+        handle_connection = server._handle_connection
+        serve = lambda conn, address, _key: handle_connection(conn, address)  # noqa: E731
+    else:
+        if server.ssl_options is not None:
+            raise ValueError("counting sockets per peer works on plain TCP only")
+        serve = functools.partial(_serve_counted, server, peers)
     handlers = []
     for sock in sockets:
-        accept = GuardedAccept(sock, server._handle_connection, guard)
+        accept = GuardedAccept(sock, serve, guard, peers=peers)
         server._sockets[sock.fileno()] = sock
         server._handlers[sock.fileno()] = accept.remove
         handlers.append(accept)
     return handlers
+
+
+class FirstHeaders(tornado.httputil.HTTPServerConnectionDelegate):
+    """An ``HTTPServer``'s request callback: ``app``, telling ``peers`` when a connection's first request
+    headers are in (it is no longer idle). Only the first request of a connection is wrapped."""
+
+    def __init__(self, app: tornado.httputil.HTTPServerConnectionDelegate, peers: PeerSockets[Any]) -> None:
+        self.app = app
+        self.peers = peers
+
+    def start_request(
+        self, server_conn: object, request_conn: tornado.httputil.HTTPConnection
+    ) -> tornado.httputil.HTTPMessageDelegate:
+        inner = self.app.start_request(server_conn, request_conn)
+        stream = getattr(server_conn, "stream", None)
+        if stream is not None and self.peers.is_idle(stream):
+            return _HeadersIn(inner, self.peers, stream)
+        return inner
+
+    def on_close(self, server_conn: object) -> None:
+        self.app.on_close(server_conn)
+
+
+class _HeadersIn(tornado.httputil.HTTPMessageDelegate):
+    """The first request of a connection: marks it as no longer idle when its headers are in."""
+
+    def __init__(
+        self, inner: tornado.httputil.HTTPMessageDelegate, peers: PeerSockets[Any], stream: object
+    ) -> None:
+        self.inner, self.peers, self.stream = inner, peers, stream
+
+    def headers_received(
+        self,
+        start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
+        headers: tornado.httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        self.peers.requested(self.stream)
+        return self.inner.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        return self.inner.data_received(chunk)
+
+    def finish(self) -> None:
+        self.inner.finish()
+
+    def on_connection_close(self) -> None:
+        self.inner.on_connection_close()
 
 
 class MeteredProtocol(tornado.websocket.WebSocketProtocol13):

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 import tornado.iostream
-import tornado.web
 import tornado.websocket
 
 from ticker.entitlements import Identity
@@ -35,7 +34,7 @@ from ticker.frames import ws_text_frame
 from ticker.server import tornado_io
 from ticker.server.access import Refused, count_failure, identify, over_cap
 from ticker.server.fanout import Connection
-from ticker.server.gate import admit_connection, count_full
+from ticker.server.gate import admit_connection
 from ticker.session import BarRequest, Outcome, Session
 
 if TYPE_CHECKING:
@@ -68,13 +67,9 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
         return ok
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        if self.server.closing:
-            raise tornado.web.HTTPError(503, reason="server shutting down")
-        if self.server.connection_count() >= self.server.config.max_connections:
-            count_full(self.server, self.transport)
-            raise tornado.web.HTTPError(503, reason="too many connections")
         address: str | None = None  # once admitted: its slot is given back when the connection ends
         try:  # a header (or access_token) token is checked before the upgrade; without one, "auth" may follow
+            # shutting down or full (503), then the address's limits (429/503): all with Retry-After
             address = admit_connection(self.server, self.request, self.transport)
             self._identity = await identify(self.server, self.request, self.transport, optional=True)
             refused = (
