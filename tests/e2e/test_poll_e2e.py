@@ -12,6 +12,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import orjson
+import websockets
+
 from feeds.recording.format import Reader, encode, header, scan
 from tests.support.fakes.fake_finnhub_rest import FakeFinnhubRest
 from tests.support.fakes.fake_yahoo import FakeYahoo
@@ -73,12 +76,12 @@ async def test_finnhub_rest_bad_token_shows_in_readyz() -> None:
 
             async def not_ready() -> tuple[int, str] | None:
                 r = await asyncio.to_thread(http_get, srv.url + "/readyz")
-                if r[0] == 503:
-                    return r
-                await ws_quotes(srv.url, ["AAPL"], lambda e: True)  # demand AAPL
-                return None
+                return r if r[0] == 503 else None
 
-            r = await eventually(not_ready, 20.0, "/readyz to answer 503", interval=0.2)
+            # AAPL demanded for the whole wait (a poll must find it demanded to meet the 401)
+            async with websockets.connect(srv.url.replace("http", "ws", 1) + "/ws") as ws:
+                await ws.send(orjson.dumps({"op": "subscribe", "symbols": ["AAPL"]}).decode())
+                r = await eventually(not_ready, 20.0, "/readyz to answer 503", interval=0.2)
             assert "refused the credentials (HTTP 401; check FINNHUB_TOKEN)" in r[1]
         assert "wrong" not in srv.output()  # the token is never logged
 
