@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -62,3 +63,12 @@ def page(context: BrowserContext) -> Page:
     pg = context.new_page()
     scale_timeouts(pg, actions=10.0, assertions=5.0)
     return pg
+
+
+@pytest.fixture
+def flood() -> Iterator[list[socket.socket]]:
+    """Sockets a test opens (tests.support.system.open_idle_sockets); all closed at the end."""
+    socks: list[socket.socket] = []
+    yield socks
+    for s in socks:
+        s.close()

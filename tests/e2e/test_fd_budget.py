@@ -17,7 +17,7 @@ import selectors
 import socket
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import websockets
@@ -25,7 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.support.serverproc import ServerProcess, scrape_async
-from tests.support.system import cpu_seconds, open_files_limit
+from tests.support.system import cpu_seconds, open_files_limit, open_idle_sockets
 from tests.support.timing import eventually, timeout
 
 HARD = 128
@@ -75,24 +75,6 @@ async def low() -> AsyncIterator[ServerProcess]:
         yield srv
     finally:
         await asyncio.to_thread(srv.stop)
-
-
-@pytest.fixture
-def flood() -> Iterator[list[socket.socket]]:
-    """Sockets the test opens; all closed at the end."""
-    socks: list[socket.socket] = []
-    yield socks
-    for s in socks:
-        s.close()
-
-
-def open_raw(port: int, n: int, into: list[socket.socket]) -> None:
-    """Start ``n`` TCP connects to ``port`` that never send anything (the kernel queues what is not accepted)."""
-    for _ in range(n):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(("127.0.0.1", port))
-        into.append(s)
 
 
 def send_requests(port: int, socks: list[socket.socket], within: float) -> None:
@@ -166,7 +148,7 @@ async def test_a_low_limit_lowers_max_connections_and_a_flood_pauses_accepting_w
     kept = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout(5))
     assert (await asyncio.to_thread(get, kept, "/healthz"))[0] == 200
     before, since = pauses(srv), time.monotonic()
-    open_raw(srv.port, FLOOD, flood)
+    open_idle_sockets(srv.port, FLOOD, flood)
     await asyncio.to_thread(send_requests, srv.port, flood, 5)
     await eventually(lambda: pauses(srv) > before, 10, "a pause line")
     await assert_no_spin(srv, since, before, "only the last 16 file descriptors")
@@ -194,7 +176,7 @@ async def test_emfile_from_accept_pauses_counts_and_recovers(low, flood):
     resource.prlimit(srv.proc.pid, resource.RLIMIT_NOFILE, (48, HARD))
 
     before, since = pauses(srv), time.monotonic()
-    open_raw(srv.port, FLOOD, flood)
+    open_idle_sockets(srv.port, FLOOD, flood)
     await eventually(lambda: pauses(srv, "no file descriptor left") > 0, 10, "an EMFILE pause line")
     await assert_no_spin(srv, since, before, "no file descriptor left")
 

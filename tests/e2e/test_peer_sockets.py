@@ -17,7 +17,7 @@ import os
 import re
 import resource
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 
 import pytest
@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from tests.support.serverproc import ServerProcess, scrape_async
+from tests.support.system import open_idle_sockets
 from tests.support.timing import eventually, timeout
 from ticker.server.peersockets import IDLE_GRACE
 
@@ -63,24 +64,6 @@ async def low_server(*args: str) -> AsyncIterator[tuple[ServerProcess, str]]:
         yield srv, f"http://127.0.0.1:{m.group(1)}"
     finally:
         await asyncio.to_thread(srv.stop)
-
-
-@pytest.fixture
-def flood() -> Iterator[list[socket.socket]]:
-    """Sockets the test opens; all closed at the end."""
-    socks: list[socket.socket] = []
-    yield socks
-    for s in socks:
-        s.close()
-
-
-def open_idle(port: int, n: int, into: list[socket.socket]) -> None:
-    """Start ``n`` TCP connects from 127.0.0.1 that never send anything."""
-    for _ in range(n):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(("127.0.0.1", port))
-        into.append(s)
 
 
 def open_fds(pid: int) -> int:
@@ -156,10 +139,10 @@ async def test_sockets_over_the_per_address_cap_get_429_and_another_address_is_s
         assert srv.proc is not None
         pid = srv.proc.pid
         base = open_fds(pid)
-        open_idle(srv.port, CAP, flood)
+        open_idle_sockets(srv.port, CAP, flood)
         await eventually(lambda: open_fds(pid) >= base + CAP, 10, f"{CAP} connections accepted")
         for n in range(CAP, FLOOD, CAP):
-            open_idle(srv.port, CAP, flood)
+            open_idle_sockets(srv.port, CAP, flood)
             await eventually(partial(at_least, ops, REFUSED, n), 10, f"{n} sockets refused")
         assert await asyncio.to_thread(healthz_from, OTHER, srv.port) == 200
         ws = await ws_from(srv, OTHER)
@@ -196,7 +179,7 @@ async def test_at_the_watermark_idle_sockets_are_closed_oldest_first_and_the_con
             return open_fds(pid) - base + await value(ops, EVICTED) + await value(ops, SHED)
 
         for n in range(BATCH, FLOOD + 1, BATCH):  # batches the accept queue holds (see the test above)
-            open_idle(srv.port, BATCH, flood)
+            open_idle_sockets(srv.port, BATCH, flood)
             await eventually(partial(at_least_of, accepted, n), 15, f"{n} connections accepted")
         # While every idle connection is younger than the grace (1 s) the newest is shed; then the oldest go.
         await eventually(lambda: closed_by_server(flood[0]), 20, "the oldest idle connection closed")

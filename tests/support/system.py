@@ -60,3 +60,13 @@ def open_files_limit(pid: int) -> tuple[int, int]:
             soft, hard = line.split()[3:5]
             return int(soft), int(hard)
     raise RuntimeError(f"no open-files limit in /proc/{pid}/limits")
+
+
+def open_idle_sockets(port: int, n: int, into: list[socket.socket], host: str = "127.0.0.1") -> None:
+    """Start ``n`` TCP connects to ``port`` that never send anything (the kernel queues what is not
+    accepted), appending them to ``into`` (the ``flood`` fixture closes them)."""
+    for _ in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((host, port))
+        into.append(s)

@@ -53,6 +53,17 @@ class _Base(JsonHandler):
         assert identity is not None
         return identity
 
+    def _refuse_symbols(self, exc: ProtocolError) -> None:
+        """Answer a refused symbol request: ``unknown_symbol`` 400 with suggestions, ``forbidden_symbol`` 403,
+        any other protocol error 400."""
+        if isinstance(exc, ForbiddenSymbols):
+            self._refuse(forbidden(self.server, exc, TRANSPORT))
+            return
+        body: dict[str, object] = {"code": exc.code, "message": exc.message}
+        if isinstance(exc, UnknownSymbols):
+            body.update(symbols=exc.symbols, suggestions=suggestions_of(exc))
+        self.send_json({"error": body}, 400)
+
     def _refuse(self, exc: Refused) -> None:
         for name, value in exc.headers.items():
             self.set_header(name, value)
@@ -82,15 +93,8 @@ class QuotesHandler(_Base):
                 if refused is not None:
                     raise refused
                 keys, dl = hub_keys(symbols, ents)
-            except UnknownSymbols as exc:
-                body = {"code": exc.code, "message": exc.message, "symbols": exc.symbols}
-                self.send_json({"error": {**body, "suggestions": suggestions_of(exc)}}, 400)
-                return
-            except ForbiddenSymbols as exc:
-                self._refuse(forbidden(srv, exc, TRANSPORT))
-                return
-            except ProtocolError as exc:
-                self.send_json({"error": {"code": exc.code, "message": exc.message}}, 400)
+            except ProtocolError as exc:  # unknown (with suggestions), forbidden (403), malformed
+                self._refuse_symbols(exc)
                 return
         line = srv.delay_line
         if dl and line is not None:  # keep recording those the node carries, so that a later read has a value
@@ -276,15 +280,8 @@ class BarsHandler(_Base):
         except _BadQuery as exc:
             self.send_json({"error": {"code": BAD_REQUEST, "message": str(exc)}}, 400)
             return
-        except UnknownSymbols as exc:
-            body = {"code": exc.code, "message": exc.message, "symbols": exc.symbols}
-            self.send_json({"error": {**body, "suggestions": suggestions_of(exc)}}, 400)
-            return
-        except ForbiddenSymbols as exc:
-            self._refuse(forbidden(srv, exc, TRANSPORT))
-            return
-        except ProtocolError as exc:
-            self.send_json({"error": {"code": exc.code, "message": exc.message}}, 400)
+        except ProtocolError as exc:  # unknown (with suggestions), forbidden (403), malformed
+            self._refuse_symbols(exc)
             return
         await srv.history(symbol)  # a symbol nobody receives still has its history
         horizon = None
