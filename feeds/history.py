@@ -23,8 +23,9 @@ import aiohttp
 from yarl import URL
 
 from feeds import reasons, reference
-from feeds.errors import AuthFailed, RateLimited, UpstreamError
+from feeds.errors import AuthFailed, Malformed, RateLimited, UpstreamError
 from feeds.ratelimit import retry_after
+from feeds.wire import num
 from ticker.bars import Bar
 from ticker.tokenbucket import TokenBucket
 
@@ -60,6 +61,22 @@ def bar_of(t_ms: Any, o: Any, h: Any, l: Any, c: Any, v: Any = 0) -> Bar | None:
     if lo <= 0 or vol < 0 or lo > min(op, cl) or hi < max(op, cl):
         return None
     return Bar(int(t_ms), op, hi, lo, cl, vol)
+
+
+def stream_bar(t_ms: int, item: dict[str, Any], what: str) -> Bar:
+    """A provider's live bar (Polygon ``AM``, Alpaca ``b``/``u``) starting at ``t_ms`` from the item's ``o``,
+    ``h``, ``l``, ``c`` and ``v`` (absent: 0); :class:`~feeds.errors.Malformed` naming ``what`` when invalid."""
+    bar = bar_of(
+        t_ms,
+        num(item.get("o"), "o"),
+        num(item.get("h"), "h"),
+        num(item.get("l"), "l"),
+        num(item.get("c"), "c"),
+        num(item.get("v", 0), "v"),
+    )
+    if bar is None:
+        raise Malformed(f"{what}: low above open/close or high below them, or a negative volume")
+    return bar
 
 
 class BarRows:

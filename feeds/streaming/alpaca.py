@@ -49,7 +49,7 @@ from feeds.options import ALPACA_IEX_LIMIT, ALPACA_SOURCES, FeedOptions
 from feeds.reference import Rows, text_or
 from feeds.streaming.engine import StreamFeed
 from feeds.streaming.link import UpstreamLink
-from feeds.wire import book_fields, num, rfc3339_ms, text, trade_fields
+from feeds.wire import book_fields, rfc3339_ms, text, trade_fields
 from ticker.bars import Bar
 from ticker.directory import SymbolInfo
 from ticker.tokenbucket import TokenBucket
@@ -111,17 +111,7 @@ def parse_bars(data: Any, rows: history.BarRows) -> str | None:
 
 def stream_bar(item: dict[str, Any]) -> Bar:
     """A bar (``T: b``) or an updated bar (``T: u``) as a :class:`Bar`."""
-    bar = history.bar_of(
-        rfc3339_ms(item.get("t"), "t"),
-        num(item.get("o"), "o"),
-        num(item.get("h"), "h"),
-        num(item.get("l"), "l"),
-        num(item.get("c"), "c"),
-        num(item.get("v", 0), "v"),
-    )
-    if bar is None:
-        raise Malformed("bar: low above open/close or high below them, or a negative volume")
-    return bar
+    return history.stream_bar(rfc3339_ms(item.get("t"), "t"), item, "bar")
 
 
 class AlpacaFeed(StreamFeed):

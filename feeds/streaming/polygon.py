@@ -43,7 +43,7 @@ from feeds.ratelimit import wait_for_token
 from feeds.reference import Rows, asset_type, text_or
 from feeds.streaming.engine import StreamFeed
 from feeds.streaming.link import UpstreamLink
-from feeds.wire import book_fields, epoch_ms, num, text, trade_fields
+from feeds.wire import book_fields, epoch_ms, text, trade_fields
 from ticker.bars import Bar
 from ticker.directory import SymbolInfo
 from ticker.tokenbucket import TokenBucket
@@ -119,17 +119,7 @@ def aggs_next(next_url: str) -> tuple[str, dict[str, str]]:
 
 def minute_bar(item: dict[str, Any]) -> Bar:
     """An ``AM`` event as the minute's :class:`Bar` (its start ``s``)."""
-    bar = history.bar_of(
-        epoch_ms(item.get("s"), "s"),
-        num(item.get("o"), "o"),
-        num(item.get("h"), "h"),
-        num(item.get("l"), "l"),
-        num(item.get("c"), "c"),
-        num(item.get("v", 0), "v"),
-    )
-    if bar is None:
-        raise Malformed("AM: low above open/close or high below them, or a negative volume")
-    return bar
+    return history.stream_bar(epoch_ms(item.get("s"), "s"), item, "AM")
 
 
 def next_query(next_url: str) -> dict[str, str]:
