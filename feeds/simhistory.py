@@ -180,7 +180,7 @@ class SimulatedHistory:
             c = _on_grid(close, tick, digits)
             hi = _on_grid(max(o, c) * exp(walk.random() * INTRADAY_SD), tick, digits)
             lo = _on_grid(min(o, c) * exp(-walk.random() * INTRADAY_SD), tick, digits)
-            self._days.append(Bar(session.day_ms, o, hi, lo, c, round(self._volume * exp(noise), -2)))
+            self._days.append(Bar(session.day_ms, o, hi, lo, c, int(round(self._volume * exp(noise), -2))))
             close = prev
 
     def bars(self, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
@@ -233,13 +233,13 @@ def _minute_bars(
         hi, lo = (o, c) if o > c else (c, o)
         hi += int(hi * wick * rand())
         lo = lo - int(lo * wick * rand()) or 1
-        append(Bar(t0, o / scale, hi / scale, lo / scale, c / scale, round(per * weights[i - 1], -2)))
+        append(Bar(t0, o / scale, hi / scale, lo / scale, c / scale, int(round(per * weights[i - 1], -2))))
         t0 += MINUTE_MS
         o = c
     hi, lo = (o, close) if o > close else (close, o)
     hi += int(hi * wick * rand())
     lo = lo - int(lo * wick * rand()) or 1
-    append(Bar(t0, o / scale, hi / scale, lo / scale, close / scale, round(per * weights[-1], -2)))
+    append(Bar(t0, o / scale, hi / scale, lo / scale, close / scale, int(round(per * weights[-1], -2))))
     return bars
 
 
