@@ -60,6 +60,7 @@ TICK_INTERVAL = 0.005  # seconds between scheduler passes
 SIM_NOW_ENV = "TICKER_SIM_NOW"  # a test aid: the simulated market's wall clock starts at this instant
 VOLATILITY = 0.0006  # per-tick relative standard deviation of the price
 TICK_VOLUME = 1_000  # shares a tick on average
+DORMANT_MAX = 1_000  # markets of symbols nobody demands any more, kept to come back as they left
 HISTORY_CACHE = 8  # symbols' generated histories kept (a backfill asks each interval in turn)
 
 
@@ -143,6 +144,7 @@ class SimulatedFeed(Feed):
         self._salt = seed if seed is not None else random.getrandbits(64)  # history of an unseeded market
         self._histories: dict[tuple[str, HistoryAnchor], SimulatedHistory] = {}  # most recently asked last
         self._sims: dict[str, _SymbolSim] = {s: self._make(s) for s in self._universe}
+        self._dormant: dict[str, _SymbolSim] = {}  # markets of symbols left, oldest first (DORMANT_MAX)
         self._ctx: FeedContext | None = None
         # the session: open or not until the wall-clock time _until; _ticking follows it in tick()
         self._open = True
@@ -158,8 +160,9 @@ class SimulatedFeed(Feed):
         sim = _SymbolSim(symbol, self.seed, base, born)
         # The session's volume so far, at the pace the live market trades (TICK_VOLUME a tick, ``rate`` ticks
         # a second): the generated minutes of the history then look like the live ones on the chart.
+        # Whole minutes to the anchor's: a market made again within the same minute has the same history.
         session = self._sessions(sim.anchor.ms)[0]
-        minutes = max(0, min(born, session.close_ms) - session.open_ms) / 60_000
+        minutes = max(0, min(sim.anchor.ms, session.close_ms) - session.open_ms) // 60_000
         pace = random.Random(f"{self.seed}:{symbol}:volume").uniform(0.7, 1.3)
         sim.volume = max(100, int(round(TICK_VOLUME * self.rate * 60 * minutes * pace, -2)))
         sim.anchor = replace(sim.anchor, volume=sim.volume)
@@ -169,11 +172,14 @@ class SimulatedFeed(Feed):
         """The session's generated bars up to where ``symbol``'s live simulation started (or would start
         now), deterministic from ``--seed`` (:mod:`feeds.simhistory`); None for ``1s`` and for a symbol
         this market does not make."""
-        sim = self._sims.get(symbol)
+        sim = self._sims.get(symbol) or self._dormant.get(symbol)
         if sim is None:
             if not (self.invent or symbol in self._directory):
                 return None
-            sim = self._make(symbol)  # the market it would get if demanded now: the same first price
+            # the market it gets when demanded (kept for then: the history shown now stays its history)
+            sim = self._dormant[symbol] = self._make(symbol)
+            while len(self._dormant) > DORMANT_MAX:
+                del self._dormant[next(iter(self._dormant))]
         return self.history_of(symbol, sim.anchor).bars(interval, start_ms, end_ms)
 
     def history_of(self, symbol: str, anchor: HistoryAnchor) -> SimulatedHistory:
@@ -204,12 +210,17 @@ class SimulatedFeed(Feed):
         super().set_demand(symbols)
         for sym in symbols:
             if sym not in self._sims and (self.invent or sym in self._directory):
-                self._sims[sym] = self._make(sym)
+                # A symbol demanded again gets its market back as it left it (the same history, the same
+                # price): its past does not change because nobody watched it for a while.
+                dormant = self._dormant.pop(sym, None)
+                self._sims[sym] = dormant if dormant is not None else self._make(sym)
                 self._unquoted[sym] = None
         keep = set(self._universe) | symbols
         for sym in [s for s in self._sims if s not in keep]:
-            del self._sims[sym]
+            self._dormant[sym] = self._sims.pop(sym)
             self._unquoted.pop(sym, None)
+        while len(self._dormant) > DORMANT_MAX:  # the least recently left go for good
+            del self._dormant[next(iter(self._dormant))]
 
     def _market_open(self) -> bool:
         """Whether the session is open now; works the session out again when it may have changed."""

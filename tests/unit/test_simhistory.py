@@ -172,3 +172,16 @@ def test_a_full_session_of_minute_bars_for_100_symbols():
     feed = SimulatedFeed(symbols, rate=2, seed=1, clock=lambda: wall(2026, 3, 10, 23, 59, 30))
     n = sum(len(feed.history_of(s, feed._sims[s].anchor).minutes) for s in symbols)
     assert n == 100 * (1440 + 1439)  # its cost (about 1.7 µs a bar) is measured by the bench, not here
+
+
+async def test_a_symbol_demanded_again_gets_its_market_and_history_back():
+    now = [TUESDAY_NOON]
+    feed = SimulatedFeed(["AAPL"], rate=2, seed=1, clock=lambda: now[0])
+    shown = await feed.load_history("MSFT", "1m", 0, END)  # a read before anyone demands it
+    feed.set_demand(frozenset({"MSFT"}))
+    price = feed._sims["MSFT"].price
+    now[0] += 600  # ten minutes later: a market made now would have another history
+    assert await feed.load_history("MSFT", "1m", 0, END) == shown
+    feed.set_demand(frozenset())
+    feed.set_demand(frozenset({"MSFT"}))  # left and came back
+    assert feed._sims["MSFT"].price == price and await feed.load_history("MSFT", "1m", 0, END) == shown
