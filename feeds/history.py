@@ -20,11 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from yarl import URL
 
-from feeds import reasons, reference
-from feeds.errors import AuthFailed, Malformed, RateLimited, UpstreamError
-from feeds.ratelimit import retry_after
+from feeds import reference
+from feeds.errors import Malformed, RateLimited
 from feeds.wire import num
 from ticker.bars import Bar
 from ticker.tokenbucket import TokenBucket
@@ -143,30 +141,16 @@ async def get_json(
     missing: Collection[int] = (),
     max_body: int = MAX_BODY,
 ) -> Any:
-    """GET ``url`` and decode its JSON body, as :func:`feeds.reference.get_body` does (errors included);
-    a status in ``missing`` (a provider's "no such symbol") returns None instead."""
-    host = URL(url).host or "upstream"
-    try:
-        async with http.get(url, params=params, headers=headers, allow_redirects=False) as resp:
-            status = resp.status
-            ra = resp.headers.get("Retry-After")
-            ok = status == 200
-            body = await (reference._read_capped(resp, max_body, what) if ok else resp.content.read(4096))
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        within = None
-        if isinstance(exc, TimeoutError):
-            connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
-            within = http.timeout.sock_connect if connecting else http.timeout.total
-        kind = "timeout" if isinstance(exc, TimeoutError) else "connect"
-        raise UpstreamError(f"{what}: {reasons.connection_failed(host, exc, within=within)}", kind) from None
-    if status in missing:
-        return None
-    if status in (401, 403):
-        detail = reference._detail(body)
-        raise AuthFailed(f"{what}: {reasons.refused_credentials(host, status, credentials)}{detail}")
-    if status in (418, 429):
-        raise RateLimited(retry_after(ra))
-    if status != 200:
-        kind = "http_5xx" if status >= 500 else "http_status"
-        raise UpstreamError(f"{what}: {reasons.answered(host, status)}{reference._detail(body)}", kind)
-    return reference.decode(body, what)
+    """GET ``url`` and decode its JSON body (:func:`feeds.reference.get_body`, errors included); a status in
+    ``missing`` (a provider's "no such symbol") returns None instead."""
+    body = await reference.get_body(
+        http,
+        url,
+        what=what,
+        params=params,
+        headers=headers,
+        max_body=max_body,
+        credentials=credentials,
+        missing=missing,
+    )
+    return None if body is None else reference.decode(body, what)

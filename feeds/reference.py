@@ -17,7 +17,7 @@ import asyncio
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
@@ -131,9 +131,11 @@ async def get_body(
     headers: Mapping[str, str] | None = None,
     max_body: int = MAX_BODY,
     credentials: Sequence[str] = (),
-) -> bytes:
+    missing: Collection[int] = (),
+) -> bytes | None:
     """GET ``url`` and return its body (HTTP 200 only). ``what`` names the endpoint in errors (never the URL);
-    ``credentials`` names the variables to check when the host refuses them.
+    ``credentials`` names the variables to check when the host refuses them; a status in ``missing`` (a
+    provider's "no such symbol") returns None.
 
     Raises :class:`AuthFailed` (401, 403), :class:`RateLimited` (429, and Binance's 418 ban, with the
     ``Retry-After``), :class:`UpstreamError` (any other status, network failures and timeouts) or
@@ -157,6 +159,8 @@ async def get_body(
             within = http.timeout.sock_connect if connecting else http.timeout.total
         kind = "timeout" if isinstance(exc, TimeoutError) else "connect"
         raise UpstreamError(f"{what}: {reasons.connection_failed(host, exc, within=within)}", kind) from None
+    if status in missing:
+        return None
     if status in (401, 403):
         raise AuthFailed(f"{what}: {reasons.refused_credentials(host, status, credentials)}{_detail(body)}")
     if status in (418, 429):
@@ -192,6 +196,7 @@ async def fetch_rows(
     body = await get_body(
         http, url, what=what, params=params, headers=headers, max_body=max_body, credentials=credentials
     )
+    assert body is not None  # no status counts as missing here
     return await off_loop(rows, lambda: parse(decode(body, what), rows))
 
 
