@@ -4,15 +4,11 @@ symbols last, stability) and the node's allotter over real hubs (statuses, readi
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from feeds.base import Feed, FeedContext
-from feeds.runner import FeedRunner
+from tests.support.fakes.board import BoardNode
 from tests.support.fakes.feed import StubFeed
 from ticker.allocation import Allotment, allot, scarce
-from ticker.barhub import BarHub
-from ticker.delay import delayed_key, split_keys
-from ticker.directory import Directory
+from ticker.delay import delayed_key
 from ticker.hub import Hub
 from ticker.quote import Quote
 from ticker.server.allotter import Allotter
@@ -127,33 +123,8 @@ class LimitedFeed(StubFeed):
         return self.limit
 
 
-class Broker:
-    up = True
-    name = "memory"
-
-    def symbol_status(self, symbol: str) -> SymbolStatus | None:
-        return None
-
-
-class Node:
-    def __init__(self, feeds: list[Feed]) -> None:
-        self.hub: Hub[Any] = Hub()
-        self.bar_hub: BarHub[Any] = BarHub()
-        self.feeds = feeds
-        self.runner = FeedRunner(feeds, lambda f: FeedContext(emit=lambda q: None))
-        self.broker = Broker()
-
-    @property
-    def directory(self) -> Directory:
-        return self.runner.directory
-
-    def demand(self) -> frozenset[str]:
-        rt, dl = split_keys(self.hub.demand())
-        return frozenset(rt | dl | self.bar_hub.demand())
-
-
-def rig(budget: int, limit: int | None = None) -> tuple[Node, Allotter, list[int]]:
-    node = Node([LimitedFeed("prov", limit)])
+def rig(budget: int, limit: int | None = None) -> tuple[BoardNode, Allotter, list[int]]:
+    node = BoardNode([LimitedFeed("prov", limit)])
     pushes: list[int] = []
     allotter = Allotter(node, budget, lambda: pushes.append(1), silent_after=10.0)  # type: ignore[arg-type]
     return node, allotter, pushes

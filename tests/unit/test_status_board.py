@@ -8,14 +8,10 @@ from typing import Any
 
 import orjson
 
-from feeds.base import Feed, FeedContext
-from feeds.runner import FeedRunner
+from tests.support.fakes.board import BoardNode
 from tests.support.fakes.feed import StubFeed
-from ticker.barhub import BarHub
-from ticker.delay import split_keys
-from ticker.directory import Directory, SymbolInfo
+from ticker.directory import SymbolInfo
 from ticker.errors import ProtocolError
-from ticker.hub import Hub
 from ticker.quote import Quote
 from ticker.server.status_board import StatusBoard
 from ticker.status import SymbolStatus
@@ -38,33 +34,8 @@ class Conn:
         self.dropped.append((symbols, refusal.code))
 
 
-class Broker:
-    up = True
-    name = "memory"
-
-    def symbol_status(self, symbol: str) -> SymbolStatus | None:
-        return None
-
-
-class Node:
-    def __init__(self, feeds: list[Feed]) -> None:
-        self.hub: Hub[Any] = Hub()
-        self.bar_hub: BarHub[Any] = BarHub()
-        self.feeds = feeds
-        self.runner = FeedRunner(feeds, lambda f: FeedContext(emit=lambda q: None))
-        self.broker = Broker()
-
-    @property
-    def directory(self) -> Directory:
-        return self.runner.directory
-
-    def demand(self) -> frozenset[str]:
-        rt, dl = split_keys(self.hub.demand())  # as the node's: delayed keys stand for their symbols
-        return frozenset(rt | dl | self.bar_hub.demand())
-
-
-def rig(*feeds: StubFeed) -> tuple[Node, StatusBoard, Conn, Conn]:
-    node = Node(list(feeds) or [fake_feed("sim")])
+def rig(*feeds: StubFeed) -> tuple[BoardNode, StatusBoard, Conn, Conn]:
+    node = BoardNode(list(feeds) or [fake_feed("sim")])
     board = StatusBoard(node, stale_after=15.0)  # type: ignore[arg-type]
     a, b = Conn("a"), Conn("b")
     for c in (a, b):
