@@ -12,6 +12,7 @@ from heapq import heappop, heappush, heapreplace
 from math import ceil, floor, inf
 
 from ticker.quote import Quote
+from ticker.views import base_of
 
 _MARK = "~"  # never part of a valid symbol (ticker.symbols.SYMBOL_RE)
 
@@ -27,7 +28,8 @@ def is_delayed_key(key: str) -> bool:
 
 
 def symbol_of(key: str) -> str:
-    """The symbol a hub key carries."""
+    """The symbol a hub key carries (a view key's too: :mod:`ticker.views`)."""
+    key = base_of(key)
     return key[1:] if key[:1] == _MARK else key
 
 
@@ -36,6 +38,7 @@ def split_keys(keys: Iterable[str]) -> tuple[set[str], set[str]]:
     rt: set[str] = set()
     dl: set[str] = set()
     for k in keys:
+        k = base_of(k)
         if k[:1] == _MARK:
             dl.add(k[1:])
         else:

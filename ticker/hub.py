@@ -4,18 +4,27 @@ Subscribers with the same set of symbols share a *group*, so one flush builds on
 per group however many connections are in it. Each update is encoded once (``encode_entry``) when it
 enters the hub; a flush joins the encoded entries of a group's changed symbols into one
 ``quotes`` payload, holding only the latest value per symbol.
+
+A subscription with options (a maximum rate, selected fields, deltas: :mod:`ticker.views`) holds a *view
+key* (``AAPL@500000//d``), a :class:`ViewState` hanging off its base key's state. An update of the base marks
+its views due; a throttled view not yet allowed to send waits in one heap of timers (:attr:`Hub.wake_at` is
+the earliest), and a flush renders each due view once, from the base's entry, for all its subscribers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
+from heapq import heappop, heappush
+from itertools import count
+from math import inf
 from typing import Any, Generic, TypeVar
 
 from ticker import protocol
 from ticker.delay import delayed_key, is_delayed_key
 from ticker.errors import TooManySymbols
 from ticker.quote import Quote, encode_entry
+from ticker.views import ViewSpec, base_of, decode, render, spec_of
 
 DemandListener = Callable[[frozenset[str]], None]
 S = TypeVar("S", bound=Hashable)
@@ -29,7 +38,7 @@ class SymbolState:
     cache and seen again later keeps going up from above any ``q`` it had before.
     """
 
-    __slots__ = ("encoded", "groups", "pending_since", "quote", "seq", "symbol")
+    __slots__ = ("encoded", "groups", "pending_since", "quote", "seq", "symbol", "views")
 
     def __init__(self, symbol: str, seq: int) -> None:
         self.symbol = symbol
@@ -38,6 +47,36 @@ class SymbolState:
         self.encoded: bytes | None = None
         self.groups: set[_Group] = set()
         self.pending_since: float | None = None
+        self.views: list[ViewState] = []  # views of this key that someone holds
+
+    @property
+    def entry(self) -> bytes | None:
+        """The full entry of the last value, as a snapshot carries it."""
+        return self.encoded
+
+
+class ViewState(SymbolState):
+    """A view key's state: ``encoded`` is the entry its last flush sent (a delta for a delta view), ``full`` the
+    full entry of the same value; ``sent`` that value decoded, the base of the next delta; ``next_at`` the
+    earliest monotonic time a throttled view may send again; ``waiting`` while it sits in the hub's timers."""
+
+    __slots__ = ("base", "full", "interval", "next_at", "sent", "spec", "waiting")
+
+    def __init__(self, key: str, base: SymbolState) -> None:
+        super().__init__(key, base.seq)
+        self.base = base
+        self.spec: ViewSpec = spec_of(key)
+        self.interval = self.spec.interval_us / 1e6
+        self.next_at = -inf
+        self.waiting = False
+        self.sent: dict[str, Any] | None = None
+        self.full: bytes | None = None
+        if base.encoded is not None:
+            self.encoded, self.full, self.sent = render(self.spec, decode(base.encoded), None)
+
+    @property
+    def entry(self) -> bytes | None:
+        return self.full
 
 
 class _Group:
@@ -83,6 +122,11 @@ class Hub(Generic[S]):
         self._idle: dict[str, None] = {}  # symbols nobody wants, oldest first (bounded cache)
         self._wanted: set[str] = set()  # symbols with at least one subscriber, kept up to date
         self._order: dict[S, tuple[str, ...]] = {}  # each subscriber's keys in the order it subscribed them
+        self._dirty_views: list[ViewState] = []  # views due at the next flush (also in _dirty)
+        self._timers: list[tuple[float, int, ViewState]] = []  # throttled views waiting for their time
+        self._tick = count()
+        #: The earliest time a throttled view waits for (inf: none): the fan-out flushes then.
+        self.wake_at = inf
         #: Bumped by every change of any subscriber's set (the node's allotment is worked out again).
         self.changes = 0
         self.updates_in = 0
@@ -121,7 +165,9 @@ class Hub(Generic[S]):
     def members(self, key: str) -> list[S]:
         """The subscribers of hub key ``key`` (not the hot path: status pushes)."""
         st = self._symbols.get(key)
-        return [] if st is None else [m for g in st.groups for m in g.members]
+        if st is None:
+            return []
+        return [m for x in (st, *st.views) for g in x.groups for m in g.members]
 
     def symbols_of(self, sub: S) -> frozenset[str]:
         """The subscriber's current symbol set."""
@@ -132,22 +178,28 @@ class Hub(Generic[S]):
         order = self._order
         return ((sub, order.get(sub, ())) for sub in self._subs)
 
-    def subscribe(self, sub: S, symbols: Iterable[str]) -> tuple[list[str], list[bytes]]:
-        """Add ``symbols``; return (newly added symbols, encoded last values of those that have one).
+    def subscribe(
+        self, sub: S, symbols: Iterable[str], replacing: Iterable[str] = ()
+    ) -> tuple[list[str], list[bytes]]:
+        """Add ``symbols`` and drop the keys of ``replacing`` not among them, in one change (a symbol moving to
+        another view key is never out of demand on the way); return (newly added symbols, encoded last values of
+        those that have one).
 
-        Raises :class:`TooManySymbols` (subscribing nothing) when the cap would be passed.
+        Raises :class:`TooManySymbols` (changing nothing) when the cap would be passed.
         """
         old = self._subs.get(sub, frozenset())
-        added = [s for s in dict.fromkeys(symbols) if s not in old]
-        if not added:
+        wanted = dict.fromkeys(symbols)
+        added = [s for s in wanted if s not in old]
+        gone = [k for k in dict.fromkeys(replacing) if k in old and k not in wanted]
+        if not added and not gone:
             return [], []
-        new = old.union(added)
+        new = old.difference(gone).union(added)
         if len(new) > self.max_symbols:
             raise TooManySymbols(self.max_symbols, len(new))
         self._subs[sub] = new
-        self._order[sub] = self._order.get(sub, ()) + tuple(added)
+        self._order[sub] = tuple(s for s in self._order.get(sub, ()) if s in new) + tuple(added)
         self._move(sub, old, new)
-        snap = [st.encoded for s in added if (st := self._symbols[s]).encoded is not None]
+        snap = [e for s in added if (e := self._symbols[s].entry) is not None]
         return added, snap
 
     def unsubscribe(self, sub: S, symbols: Iterable[str]) -> list[str]:
@@ -164,6 +216,21 @@ class Hub(Generic[S]):
     def _move(self, sub: S, old: frozenset[str], new: frozenset[str]) -> None:
         self.changes += 1
         changed = False
+        # The new set first: a key in both never loses its last group on the way (a view keeps its state).
+        if new:
+            g2 = self._groups.get(new)
+            if g2 is None:
+                g2 = self._groups[new] = _Group(new)
+                for s in new:
+                    st2 = self._symbols.get(s)
+                    if st2 is None:
+                        st2 = self._symbols[s] = self._new_state(s)
+                    if not st2.groups:
+                        changed = True
+                        self._wanted.add(s)
+                        self._idle.pop(s, None)
+                    st2.groups.add(g2)
+            g2.members.add(sub)
         if old:
             g = self._groups[old]
             g.members.discard(sub)
@@ -175,28 +242,46 @@ class Hub(Generic[S]):
                     if not st.groups:
                         changed = True
                         self._wanted.discard(s)
-                        if st.encoded is None:  # never had data: nothing worth keeping
-                            del self._symbols[s]
-                        else:
-                            self._idle[s] = None
-        if new:
-            g2 = self._groups.get(new)
-            if g2 is None:
-                g2 = self._groups[new] = _Group(new)
-                for s in new:
-                    st2 = self._symbols.get(s)
-                    if st2 is None:
-                        st2 = self._symbols[s] = SymbolState(s, self.updates_in)
-                    if not st2.groups:
-                        changed = True
-                        self._wanted.add(s)
-                        self._idle.pop(s, None)
-                    st2.groups.add(g2)
-            g2.members.add(sub)
+                        if isinstance(st, ViewState):
+                            self._drop_view(st)
+                        elif not st.views:
+                            self._let_go(st)
         if changed:
             self._prune()
             if self.on_demand is not None:
                 self.on_demand(self.demand())
+
+    def _new_state(self, key: str) -> SymbolState:
+        """A new state for ``key``: a view hangs off its base key's state (made if need be)."""
+        base_key = base_of(key)
+        if base_key == key:
+            return SymbolState(key, self.updates_in)
+        base = self._symbols.get(base_key)
+        if base is None:
+            base = self._symbols[base_key] = SymbolState(base_key, self.updates_in)
+        self._idle.pop(base_key, None)  # a base with views is held, never evicted
+        view = ViewState(key, base)
+        base.views.append(view)
+        return view
+
+    def _drop_view(self, view: ViewState) -> None:
+        """Forget a view nobody holds any more (a timer it left in the heap finds it gone)."""
+        del self._symbols[view.symbol]
+        base = view.base
+        base.views.remove(view)
+        view.waiting = False
+        if view.pending_since is not None:
+            view.pending_since = None
+            self._dirty.pop(view.symbol, None)
+        if not base.views and not base.groups:
+            self._let_go(base)
+
+    def _let_go(self, st: SymbolState) -> None:
+        """``st`` has no subscribers left: keep its last value in the idle cache, or forget it if it has none."""
+        if st.encoded is None:  # never had data: nothing worth keeping
+            del self._symbols[st.symbol]
+        else:
+            self._idle[st.symbol] = None
 
     def _prune(self) -> None:
         # Keep last values of unwanted symbols for snapshots, but only the newest max_idle_symbols of them.
@@ -217,6 +302,10 @@ class Hub(Generic[S]):
         st.quote = quote
         st.encoded = encode_entry(quote, st.seq)
         # _take inlined: this runs once per update, the hot path's entry.
+        if st.views:
+            due = self._views_changed(st, now)
+            if not st.groups:
+                return due
         if not st.groups:
             if len(self._idle) > self.max_idle_symbols:
                 self._prune()
@@ -239,7 +328,57 @@ class Hub(Generic[S]):
         st.seq = seq
         st.quote = None
         st.encoded = encoded
+        if st.views:
+            due = self._views_changed(st, now)
+            return self._take(st, now) or due
         return self._take(st, now)
+
+    def _views_changed(self, base: SymbolState, now: float) -> bool:
+        """``base`` has a new value: mark its views due now, or, for a throttled view whose next entry is not
+        allowed yet, set its timer. Return True if any is due now."""
+        due = False
+        for v in base.views:
+            if v.pending_since is not None or v.waiting:
+                continue  # due or timed already: the flush takes the latest value then
+            if v.next_at <= now:
+                v.pending_since = now
+                self._dirty[v.symbol] = v
+                self._dirty_views.append(v)
+                due = True
+            else:
+                v.waiting = True
+                heappush(self._timers, (v.next_at, next(self._tick), v))
+                if v.next_at < self.wake_at:
+                    self.wake_at = v.next_at
+        return due
+
+    def flush_timers(self, now: float) -> None:
+        """Mark due the throttled views whose time has come (before :attr:`pending` is asked)."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            v = heappop(timers)[2]
+            if v.waiting:  # False: dropped meanwhile
+                v.waiting = False
+                v.pending_since = now
+                self._dirty[v.symbol] = v
+                self._dirty_views.append(v)
+        self.wake_at = timers[0][0] if timers else inf
+
+    def _render(self, now: float) -> None:
+        """Work out the entry of every due view once (its base decoded once), before the groups take them."""
+        decoded: dict[int, dict[str, Any]] = {}
+        for v in self._dirty_views:
+            base = v.base
+            if base.encoded is None:
+                continue
+            entry = decoded.get(id(base))
+            if entry is None:
+                entry = decoded[id(base)] = decode(base.encoded)
+            v.encoded, v.full, v.sent = render(v.spec, entry, v.sent)
+            v.seq = base.seq
+            if v.interval:
+                v.next_at = now + v.interval
+        self._dirty_views = []
 
     def _take(self, st: SymbolState, now: float) -> bool:
         """Mark ``st`` due for the next flush if anyone holds it (as :meth:`publish` does inline)."""
@@ -258,11 +397,26 @@ class Hub(Generic[S]):
 
     @property
     def pending(self) -> bool:
-        """Whether updates wait for a flush."""
+        """Whether updates wait for a flush (throttled views waiting for their time aside)."""
         return bool(self._dirty)
 
-    def flush(self) -> Flush[S]:
-        """Collect every group's changed symbols into one payload per group and reset the pending state."""
+    def throttled_count(self) -> int:
+        """How many (subscriber, key) subscriptions have a maximum rate (``ticker_throttled_subscriptions``)."""
+        symbols = self._symbols
+        n = 0
+        for g in self._groups.values():
+            k = sum(1 for key in g.key if isinstance(st := symbols[key], ViewState) and st.interval)
+            n += k * len(g.members)
+        return n
+
+    def flush(self, now: float = -inf) -> Flush[S]:
+        """Collect every group's changed symbols into one payload per group and reset the pending state.
+
+        ``now`` (monotonic) wakes the throttled views whose time has come and starts their next interval."""
+        if self.wake_at <= now:
+            self.flush_timers(now)
+        if self._dirty_views:
+            self._render(now)
         touched: list[_Group] = []
         since: list[float] = []
         for st in self._dirty.values():
@@ -294,10 +448,14 @@ class Hub(Generic[S]):
         out = []
         for s in symbols:
             st = self._symbols.get(s)
-            if st is not None and st.encoded is not None:
-                out.append(st.encoded)
+            if st is not None and (e := st.entry) is not None:
+                out.append(e)
         return out
 
     def cached_symbols(self) -> list[str]:
         """Every symbol with a last value (real-time: delayed keys are not symbols)."""
-        return [s for s, st in self._symbols.items() if st.encoded is not None and not is_delayed_key(s)]
+        return [
+            s
+            for s, st in self._symbols.items()
+            if st.encoded is not None and not is_delayed_key(s) and type(st) is SymbolState
+        ]

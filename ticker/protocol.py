@@ -15,14 +15,18 @@ import orjson
 from ticker.bars import DEFAULT_LIMIT, MAX_LIMIT, Bar, parse_interval
 from ticker.errors import BAD_JSON, BAD_REQUEST, UNKNOWN_OP, InvalidSymbol, ProtocolError
 from ticker.symbols import valid_symbol
+from ticker.views import FIELDS as FIELD_NAMES
+from ticker.views import MIN_HZ, canonical_fields, unknown_fields
 
 
 @dataclass(slots=True)
 class Subscribe:
-    """``{"op":"subscribe"}``: ``symbols`` are the valid, normalized ones; ``invalid`` the refused inputs."""
+    """``{"op":"subscribe"}``: ``symbols`` are the valid, normalized ones; ``invalid`` the refused inputs;
+    ``max_hz`` the rate asked for them (None: unthrottled)."""
 
     symbols: list[str]
     invalid: list[str] = field(default_factory=list)
+    max_hz: float | None = None
 
 
 @dataclass(slots=True)
@@ -65,8 +69,21 @@ class UnsubscribeBars:
     interval: str
 
 
-Command = Subscribe | Unsubscribe | Ping | Auth | SubscribeBars | UnsubscribeBars
-KNOWN_OPS = "subscribe, unsubscribe, subscribe_bars, unsubscribe_bars, ping, auth, refresh"
+#: An option an ``options`` message leaves as it is.
+UNCHANGED: Any = object()
+
+
+@dataclass(slots=True)
+class Options:
+    """``{"op":"options","fields":[...]|null,"delta":bool}``: ``fields`` (None: all) and ``delta``, each
+    :data:`UNCHANGED` when the message leaves it out."""
+
+    fields: Any = UNCHANGED
+    delta: Any = UNCHANGED
+
+
+Command = Subscribe | Unsubscribe | Ping | Auth | SubscribeBars | UnsubscribeBars | Options
+KNOWN_OPS = "subscribe, unsubscribe, subscribe_bars, unsubscribe_bars, options, ping, auth, refresh"
 
 MAX_TOKEN_CHARS = 8192  # a JWT longer than this is refused unread
 #: The largest ping ``id`` echoed, in bytes of compact JSON: a pong never costs more than its ping.
@@ -120,7 +137,11 @@ def parse_client_message(data: str | bytes) -> Command:
         if not isinstance(raw, list):
             raise ProtocolError(BAD_REQUEST, f'"{op}" needs "symbols": a list of symbol strings')
         valid, invalid = split_symbols(raw)
-        return Subscribe(valid, invalid) if op == "subscribe" else Unsubscribe(valid, invalid)
+        if op == "unsubscribe":
+            return Unsubscribe(valid, invalid)
+        return Subscribe(valid, invalid, parse_max_hz(msg["max_hz"]) if "max_hz" in msg else None)
+    if op == "options":
+        return _options(msg)
     if op in ("auth", "refresh"):
         token = msg.get("token")
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
@@ -131,6 +152,48 @@ def parse_client_message(data: str | bytes) -> Command:
     if op in ("subscribe_bars", "unsubscribe_bars"):
         return _bars_command(op, msg)
     raise ProtocolError(UNKNOWN_OP, f"unknown op {op[:64]!r} (known: {KNOWN_OPS})")
+
+
+def parse_max_hz(value: object) -> float:
+    """A ``max_hz`` value: a finite number of at least :data:`~ticker.views.MIN_HZ`; else ``bad_request``."""
+    if type(value) not in (int, float) or not MIN_HZ <= value < float("inf"):  # type: ignore[operator]
+        raise ProtocolError(
+            BAD_REQUEST, f'"max_hz" must be a number of entries per second, at least {MIN_HZ}'
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def parse_fields(value: object) -> tuple[str, ...] | None:
+    """A ``fields`` value: a non-empty list of field names (canonical order) or null (all fields)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(f, str) for f in value):
+        raise ProtocolError(BAD_REQUEST, '"fields" must be a non-empty list of field names, or null for all')
+    bad = unknown_fields(value)
+    if bad:
+        shown = ", ".join(f[:16] for f in bad[:10])
+        raise ProtocolError(BAD_REQUEST, f"unknown fields: {shown} (known: {', '.join(FIELD_NAMES)})")
+    return canonical_fields(value)
+
+
+def parse_delta(value: object) -> bool:
+    """A ``delta`` value: true or false."""
+    if not isinstance(value, bool):
+        raise ProtocolError(BAD_REQUEST, '"delta" must be true or false')
+    return value
+
+
+def _options(msg: dict[str, Any]) -> Options:
+    if "fields" not in msg and "delta" not in msg:
+        raise ProtocolError(
+            BAD_REQUEST, '"options" needs "fields" (a list of field names, or null) or "delta"'
+        )
+    out = Options()
+    if "fields" in msg:
+        out.fields = parse_fields(msg["fields"])
+    if "delta" in msg:
+        out.delta = parse_delta(msg["delta"])
+    return out
 
 
 def _bars_command(op: str, msg: dict[str, Any]) -> SubscribeBars | UnsubscribeBars:
@@ -160,10 +223,26 @@ QUOTES = b"quotes"
 SNAPSHOT = b"snapshot"
 
 
-def subscribed(symbols: Iterable[str], delayed: Iterable[str] = ()) -> bytes:
-    """``{"type":"subscribed","symbols":[...],"delayed":[...]}``: the connection's full current set, and
-    those of its symbols it receives delayed."""
-    return orjson.dumps({"type": "subscribed", "symbols": sorted(symbols), "delayed": sorted(delayed)})
+def subscribed(
+    symbols: Iterable[str], delayed: Iterable[str] = (), rates: dict[str, float] | None = None
+) -> bytes:
+    """``{"type":"subscribed","symbols":[...],"delayed":[...],"rates":{...}}``: the connection's full current set,
+    those of its symbols it receives delayed, and the granted maximum rate of those that have one."""
+    return orjson.dumps(
+        {
+            "type": "subscribed",
+            "symbols": sorted(symbols),
+            "delayed": sorted(delayed),
+            "rates": dict(sorted((rates or {}).items())),
+        }
+    )
+
+
+def options(fields: tuple[str, ...] | None, delta: bool) -> bytes:
+    """``{"type":"options","fields":[...]|null,"delta":bool}``: the connection's options in force."""
+    return orjson.dumps(
+        {"type": "options", "fields": None if fields is None else list(fields), "delta": delta}
+    )
 
 
 def authenticated(sub: str, exp: float) -> bytes:

@@ -49,6 +49,9 @@ from ticker.errors import (
 )
 from ticker.hub import Hub
 from ticker.tokenbucket import TokenBucket
+from ticker.views import ViewSpec, interval_of, is_view_key, spec_of
+
+PLAIN = ViewSpec()
 
 S = TypeVar("S", bound=Hashable)
 
@@ -114,6 +117,8 @@ class Access:
     auth_timeout: float = 10.0
     #: Seconds of clock skew allowed past ``exp`` (``--jwt-leeway``): a token admitted within it is not cut at once.
     leeway: float = 0.0
+    #: The highest rate a subscription may have: one entry per flush (1000 / ``--flush-ms``).
+    max_hz: float = 50.0
 
 
 class SymbolBook(Protocol):
@@ -213,6 +218,48 @@ def hub_keys(symbols: Sequence[str], entitlements: Entitlements) -> tuple[list[s
     return rt + [delayed_key(s) for s in dl], dl
 
 
+def interval_for(asked: float | None, cap: float | None, max_hz: float) -> int:
+    """Microseconds between a symbol's entries: the rate ``asked`` (None: unthrottled), lowered to the token's
+    ``cap`` and to the server's ``max_hz``; 0 when neither asked nor capped."""
+    rate = asked if cap is None else cap if asked is None else min(asked, cap)
+    return 0 if rate is None else max(interval_of(rate), interval_of(max_hz))
+
+
+def view_key(base: str, interval_us: int, view: ViewSpec) -> str:
+    """The hub key of hub key ``base`` at ``interval_us`` with the connection's field and delta ``view``."""
+    if not interval_us and view.plain:
+        return base
+    return ViewSpec(interval_us, view.fields, view.delta).key(base)
+
+
+def query_view(max_hz: str | None, fields: str | None, delta: str | None) -> tuple[float | None, ViewSpec]:
+    """The options of a URL (``?max_hz=2&fields=p,b,a&delta=1`` on /ws and /sse): (the rate asked, the view).
+    Raises ``bad_request`` (:class:`ProtocolError`) for a bad value, naming unknown fields."""
+    rate = None
+    if max_hz is not None:
+        try:
+            number = float(max_hz)
+        except ValueError:
+            number = math.nan
+        rate = protocol.parse_max_hz(number)
+    names = (
+        None if fields is None else protocol.parse_fields([f.strip() for f in fields.split(",") if f.strip()])
+    )
+    on = delta is not None and delta.lower() in ("1", "true", "yes", "on")
+    if delta is not None and not on and delta.lower() not in ("0", "false", "no", "off", ""):
+        raise ProtocolError(BAD_REQUEST, '"delta" must be 1 or 0 (true or false)')
+    return rate, ViewSpec(0, names, on)
+
+
+def stream_keys(
+    symbols: Sequence[str], entitlements: Entitlements, max_hz: float | None, view: ViewSpec, access: Access
+) -> tuple[list[str], list[str]]:
+    """(hub keys, delayed symbols) of ``/sse?symbols=...`` with its rate and view, as :func:`hub_keys`."""
+    keys, dl = hub_keys(symbols, entitlements)
+    interval = interval_for(max_hz, entitlements.max_hz, access.max_hz)
+    return [view_key(k, interval, view) for k in keys], dl
+
+
 def open_stream(hub: Hub[S], subscriber: S, keys: Sequence[str]) -> bytes:
     """Subscribe ``subscriber`` to the hub ``keys`` of ``/sse?symbols=...`` (see :func:`hub_keys`); return the
     opening ``snapshot`` payload. Raises :class:`TooManySymbols`, subscribing nothing, past the hub's cap."""
@@ -233,6 +280,7 @@ class Session(Generic[S]):
 
     __slots__ = (
         "access",
+        "asked",
         "bar_hub",
         "book",
         "bucket",
@@ -244,6 +292,7 @@ class Session(Generic[S]):
         "identity",
         "opened_at",
         "subscriber",
+        "view",
         "violations",
     )
 
@@ -277,6 +326,10 @@ class Session(Generic[S]):
         self.opened_at = now
         #: How many of the connection's symbols it receives delayed (the ``ticker_connections_delayed`` gauge).
         self.delayed = 0
+        #: The connection's fields and delta options (``options``; its interval is per symbol).
+        self.view = PLAIN
+        #: The ``max_hz`` asked per symbol, for the symbols subscribed with one (None: none ever was).
+        self.asked: dict[str, float] | None = None
 
     @property
     def symbols(self) -> frozenset[str]:
@@ -292,20 +345,30 @@ class Session(Generic[S]):
             self.holds_slot = False
             self.access.slots.give_back(self.identity.sub)
 
-    def open(self, query: str) -> Outcome:
-        """Admit a header token's bearer, then subscribe the symbols of ``/ws?symbols=...`` as a ``subscribe`` would."""
+    def open(
+        self, query: str, max_hz: str | None = None, fields: str | None = None, delta: str | None = None
+    ) -> Outcome:
+        """Admit a header token's bearer, then take the URL's options (``?fields=``, ``?delta=``) and subscribe the
+        symbols of ``/ws?symbols=...`` (at ``?max_hz=``) as a ``subscribe`` would. A bad option is a
+        ``bad_request`` error, and the URL's symbols are then not subscribed."""
         out = Outcome()
         sub = self.subscriber
         if sub is None:
             return out
         if self.access.required and self.identity is not None and not self._admit(self.identity, out):
             return out
+        try:
+            rate, view = query_view(max_hz, fields, delta)
+        except ProtocolError as exc:
+            out.error(exc.code, exc.message)
+            return out
+        self.view = PLAIN if view.plain else view
         if query:
             valid, invalid = protocol.split_symbols(_items(query))
             if self.identity is None:
                 self._unauthorized(out)
             else:
-                self._subscribe(sub, valid, invalid, out)
+                self._subscribe(sub, valid, invalid, out, rate)
         return out
 
     def receive(self, message: str | bytes, now: float) -> Outcome:
@@ -339,9 +402,11 @@ class Session(Generic[S]):
         elif self.identity is None:
             self._unauthorized(out)
         elif isinstance(cmd, protocol.Subscribe):
-            self._subscribe(sub, cmd.symbols, cmd.invalid, out)
+            self._subscribe(sub, cmd.symbols, cmd.invalid, out, cmd.max_hz)
         elif isinstance(cmd, protocol.Unsubscribe):
             self._unsubscribe(sub, cmd.symbols, cmd.invalid, out)
+        elif isinstance(cmd, protocol.Options):
+            self._options(sub, cmd, out)
         elif isinstance(cmd, protocol.SubscribeBars):
             self._subscribe_bars(sub, cmd, out)
         else:
@@ -433,7 +498,9 @@ class Session(Generic[S]):
         out.auth_failures.append("missing")
 
     # -- subscriptions -----------------------------------------------------------------------
-    def _subscribe(self, sub: S, symbols: list[str], invalid: list[str], out: Outcome) -> None:
+    def _subscribe(
+        self, sub: S, symbols: list[str], invalid: list[str], out: Outcome, max_hz: float | None = None
+    ) -> None:
         if invalid:
             out.error(INVALID_SYMBOL, invalid_symbols_message(invalid))
         hub, ents = self.hub, self._entitlements()
@@ -452,22 +519,76 @@ class Session(Generic[S]):
         rt, dl, no = ents.split(symbols)
         if no:
             out.forbidden(no)
-        added, snap = hub.subscribe(sub, rt + [delayed_key(s) for s in dl])
+        self._ask(rt + dl, max_hz)
+        keys = [self._key(s, Tier.REALTIME, ents) for s in rt] + [
+            self._key(s, Tier.DELAYED, ents) for s in dl
+        ]
+        moving = set(rt).union(dl)
+        before = {symbol_of(k): k for k in held}
+        replacing = [k for sym, k in before.items() if sym in moving]  # a symbol subscribed again: its rate
+        added, snap = hub.subscribe(sub, keys, replacing)
+        out.unsubscribed = [k for k in replacing if k not in keys]
         self._confirm(sub, out)
         if snap:
             out.replies.append(protocol.encode_quotes(protocol.SNAPSHOT, snap))
-        if added:
-            states = self.book.statuses(symbol_of(k) for k in added)
+        fresh = [sym for k in added if (sym := symbol_of(k)) not in before]
+        if fresh:
+            states = self.book.statuses(fresh)
             if states:
                 out.replies.append(protocol.status(states))
+
+    def _ask(self, symbols: list[str], max_hz: float | None) -> None:
+        """Remember the rate asked for ``symbols`` (None: unthrottled) until they are unsubscribed."""
+        asked = self.asked
+        if max_hz is not None:
+            if asked is None:
+                asked = self.asked = {}
+            asked.update(dict.fromkeys(symbols, max_hz))
+        elif asked:
+            for s in symbols:
+                asked.pop(s, None)
+
+    def _key(self, symbol: str, tier: Tier, ents: Entitlements) -> str:
+        """The hub key of ``symbol`` in ``tier`` for this connection: its rate (asked and capped) and view."""
+        base = delayed_key(symbol) if tier is Tier.DELAYED else symbol
+        asked = self.asked.get(symbol) if self.asked else None
+        if asked is None and ents.max_hz is None and self.view is PLAIN:
+            return base
+        return view_key(base, interval_for(asked, ents.max_hz, self.access.max_hz), self.view)
+
+    def _options(self, sub: S, cmd: protocol.Options, out: Outcome) -> None:
+        """Change the fields and delta options: every held symbol moves to its new key, then the ``options``
+        in force and a ``snapshot`` of every held symbol under them (full entries)."""
+        v = self.view
+        fields = v.fields if cmd.fields is protocol.UNCHANGED else cmd.fields
+        delta = v.delta if cmd.delta is protocol.UNCHANGED else cmd.delta
+        view = ViewSpec(0, fields, delta)
+        self.view = PLAIN if view.plain else view
+        ents, hub = self._entitlements(), self.hub
+        held = sorted(hub.symbols_of(sub))
+        keys = [
+            self._key(symbol_of(k), Tier.DELAYED if is_delayed_key(k) else Tier.REALTIME, ents) for k in held
+        ]
+        hub.subscribe(sub, keys, held)
+        out.unsubscribed = [k for k in held if k not in keys]
+        out.replies.append(protocol.options(fields, delta))
+        snap = hub.last_encoded(keys)
+        if snap:
+            out.replies.append(protocol.encode_quotes(protocol.SNAPSHOT, snap))
 
     def _unsubscribe(self, sub: S, symbols: list[str], invalid: list[str], out: Outcome) -> None:
         if invalid:
             out.error(INVALID_SYMBOL, invalid_symbols_message(invalid))
-        keys = symbols + [delayed_key(s) for s in symbols]
+        keys = self._held_keys(sub, symbols)
         self.hub.unsubscribe(sub, keys)
         out.unsubscribed = keys
+        self._ask(symbols, None)
         self._confirm(sub, out)
+
+    def _held_keys(self, sub: S, symbols: Iterable[str]) -> list[str]:
+        """The hub keys ``sub`` holds for ``symbols`` (in any tier, any view)."""
+        wanted = set(symbols)
+        return [k for k in self.hub.symbols_of(sub) if symbol_of(k) in wanted]
 
     def drop(self, symbols: list[str], refusal: ProtocolError) -> Outcome:
         """The node refuses ``symbols`` after the fact (a pending symbol the directory does not know): unsubscribe
@@ -477,11 +598,11 @@ class Session(Generic[S]):
         sub = self.subscriber
         if self.closed is not None or sub is None:
             return out
-        keys = symbols + [delayed_key(s) for s in symbols]
-        held = self.hub.symbols_of(sub)
-        if any(k in held for k in keys):
+        keys = self._held_keys(sub, symbols)
+        if keys:
             self.hub.unsubscribe(sub, keys)
             out.unsubscribed = keys
+            self._ask(symbols, None)
             self._confirm(sub, out)
         dropped = set(symbols)
         for symbol, interval in sorted(self.bar_hub.holds(sub)):  # bar subscriptions of them end too
@@ -500,13 +621,13 @@ class Session(Generic[S]):
         forbidden: list[str] = []
         for key in sorted(self.hub.symbols_of(sub)):
             sym = symbol_of(key)
-            want = ents.tier(sym).value
-            if want == "forbidden":
+            tier = ents.tier(sym)
+            if tier is Tier.FORBIDDEN:
                 forbidden.append(sym)
                 drop.append(key)
-            elif (want == "delayed") != is_delayed_key(key):
+            elif (new := self._key(sym, tier, ents)) != key:  # another tier, or another rate cap
                 drop.append(key)
-                add.append(delayed_key(sym) if want == "delayed" else sym)
+                add.append(new)
         keep = sorted(symbol_of(k) for k in self.hub.symbols_of(sub) if k not in drop) + [
             symbol_of(k) for k in add
         ]
@@ -521,9 +642,10 @@ class Session(Generic[S]):
             if forbidden:
                 out.forbidden(forbidden)
             return
-        self.hub.unsubscribe(sub, drop)
+        _added, snap = self.hub.subscribe(sub, add, drop)
         out.unsubscribed = drop
-        _added, snap = self.hub.subscribe(sub, add)
+        kept = {symbol_of(k) for k in add}
+        self._ask([sym for k in drop if (sym := symbol_of(k)) not in kept], None)
         self._confirm(sub, out)
         if snap:
             out.replies.append(protocol.encode_quotes(protocol.SNAPSHOT, snap))
@@ -575,10 +697,12 @@ class Session(Generic[S]):
         return forbidden
 
     def _confirm(self, sub: S, out: Outcome) -> None:
-        """Append ``subscribed`` with the connection's set and its delayed part."""
-        rt, dl = split_keys(self.hub.symbols_of(sub))
+        """Append ``subscribed`` with the connection's set, its delayed part and the rates granted."""
+        keys = self.hub.symbols_of(sub)
+        rt, dl = split_keys(keys)
         self.delayed = len(dl)
-        out.replies.append(protocol.subscribed(rt | dl, dl))
+        rates = {symbol_of(k): rate for k in keys if is_view_key(k) and (rate := spec_of(k).rate) is not None}
+        out.replies.append(protocol.subscribed(rt | dl, dl, rates))
 
     def _entitlements(self) -> Entitlements:
         ident = self.identity

@@ -69,7 +69,7 @@ async def test_header_query_and_first_message_tokens_all_admit(srv: InProcessSer
     tok = mint()
     async with connect(f"{srv.ws_url}?symbols=AAPL", additional_headers=bearer(tok)) as ws:
         msg = await recv(ws)
-        assert msg == {"type": "subscribed", "symbols": ["AAPL"], "delayed": []}
+        assert msg == {"type": "subscribed", "symbols": ["AAPL"], "delayed": [], "rates": {}}
     async with connect(f"{srv.ws_url}?access_token={tok}") as ws:
         await send(ws, {"op": "subscribe", "symbols": ["MSFT"]})
         assert (await recv(ws))["type"] == "subscribed"
@@ -99,6 +99,7 @@ async def test_header_query_and_first_message_tokens_all_admit(srv: InProcessSer
                     "type": "subscribed",
                     "symbols": ["AAPL"],
                     "delayed": [],
+                    "rates": {},
                 }
                 break
         for path in ("/", "/healthz", "/readyz", "/config.json"):
@@ -151,7 +152,12 @@ async def test_forbidden_symbols_on_every_transport(srv: InProcessServer):
         await send(ws, {"op": "subscribe", "symbols": ["AAPL", "MSFT", "KO", "NVDA"]})
         err = await recv(ws)
         assert err["code"] == "forbidden_symbol" and err["symbols"] == ["KO", "NVDA"]
-        assert await recv(ws) == {"type": "subscribed", "symbols": ["AAPL", "MSFT"], "delayed": ["MSFT"]}
+        assert await recv(ws) == {
+            "type": "subscribed",
+            "symbols": ["AAPL", "MSFT"],
+            "delayed": ["MSFT"],
+            "rates": {},
+        }
     async with httpx.AsyncClient() as http:
         r = await http.get(f"{srv.url}/api/quotes?symbols=AAPL,KO", headers=bearer(tok))
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden_symbol"
@@ -210,7 +216,7 @@ async def test_refresh_narrows_entitlements_without_reconnecting(srv: InProcessS
         auth = await recv_until(ws, lambda m: m["type"] == "authenticated")
         assert auth["exp"] > time.time() + 800
         sub = await recv_until(ws, lambda m: m["type"] == "subscribed")
-        assert sub == {"type": "subscribed", "symbols": ["AAPL", "MSFT"], "delayed": ["MSFT"]}
+        assert sub == {"type": "subscribed", "symbols": ["AAPL", "MSFT"], "delayed": ["MSFT"], "rates": {}}
         err = await recv_until(ws, lambda m: m["type"] == "error")
         assert err["code"] == "forbidden_symbol" and err["symbols"] == ["KO"]
         msg = await recv_until(

@@ -75,7 +75,7 @@ async def test_subscriber_receives_the_fake_providers_prices(stack):
     assert fake.symbols() == set(), "subscribed upstream before any client asked"
     async with connect(srv.ws_url) as ws:
         await send(ws, {"op": "subscribe", "symbols": [prov.symbol]})
-        assert await recv(ws) == {"type": "subscribed", "symbols": [prov.symbol], "delayed": []}
+        assert await recv(ws) == {"type": "subscribed", "symbols": [prov.symbol], "delayed": [], "rates": {}}
         await fake.wait_for(lambda: fake.symbols() == {prov.symbol}, what="upstream subscribe on demand")
         entry = await _quote_with(ws, fake, prov.symbol, 101.25)
         assert entry["t"] > 0 and entry["q"] >= 1

@@ -46,7 +46,7 @@ async def test_unknown_symbols_are_refused_on_every_transport_with_suggestions(s
         assert err["code"] == "unknown_symbol" and err["symbols"] == ["APPL"]
         assert err["message"].startswith("No symbol APPL — did you mean AAPL (Apple Inc.)")
         assert "AAPL" in err["suggestions"]["APPL"]
-        assert await recv(ws) == {"type": "subscribed", "symbols": ["AAPL"], "delayed": []}
+        assert await recv(ws) == {"type": "subscribed", "symbols": ["AAPL"], "delayed": [], "rates": {}}
     async with httpx.AsyncClient(timeout=timeout(5)) as http:
         r = await http.get(f"{srv.url}/api/quotes?symbols=AAPL,NOPEX")
         assert r.status_code == 400

@@ -78,7 +78,12 @@ async def test_a_provider_server_refuses_unknown_symbols_on_every_transport(coin
                 assert err["symbols"] == ["NOPE-USD", "BTC-UDS", "XYZ-USD"]
                 assert err["suggestions"]["BTC-UDS"][0] == "BTC-USD"
                 assert "BTC-UDS" in err["message"] and "BTC-USD" in err["message"]
-                assert await recv(ws) == {"type": "subscribed", "symbols": ["BTC-USD"], "delayed": []}
+                assert await recv(ws) == {
+                    "type": "subscribed",
+                    "symbols": ["BTC-USD"],
+                    "delayed": [],
+                    "rates": {},
+                }
                 # The known symbol reaches the provider; the unknown ones never reach the feed.
                 await eventually(lambda: "BTC-USD" in coinbase.symbols(), what="BTC-USD subscribed upstream")
                 assert coinbase.symbols() & {"NOPE-USD", "BTC-UDS", "XYZ-USD"} == set()

@@ -23,7 +23,12 @@ from tests.support.wsclient import collect_frames, collect_quotes, recv, recv_un
 async def test_subscribe_snapshot_updates_unsubscribe(inprocess: InProcessServer):
     async with connect(inprocess.ws_url) as ws:
         await send(ws, {"op": "subscribe", "symbols": ["aapl", "MSFT"]})
-        assert await recv(ws) == {"type": "subscribed", "symbols": ["AAPL", "MSFT"], "delayed": []}
+        assert await recv(ws) == {
+            "type": "subscribed",
+            "symbols": ["AAPL", "MSFT"],
+            "delayed": [],
+            "rates": {},
+        }
         snap = await recv(ws)
         assert snap["type"] == "snapshot"
         assert {e["s"] for e in snap["data"]} == {"AAPL", "MSFT"}
@@ -59,7 +64,12 @@ async def test_at_most_one_entry_per_symbol_per_frame(inprocess: InProcessServer
 
 async def test_query_subscribe_at_connect(inprocess: InProcessServer):
     async with connect(inprocess.ws_url + "?symbols=nvda,TSLA") as ws:
-        assert await recv(ws) == {"type": "subscribed", "symbols": ["NVDA", "TSLA"], "delayed": []}
+        assert await recv(ws) == {
+            "type": "subscribed",
+            "symbols": ["NVDA", "TSLA"],
+            "delayed": [],
+            "rates": {},
+        }
         assert (await recv(ws))["type"] == "snapshot"
 
 
@@ -100,7 +110,12 @@ async def test_invalid_symbol_is_named_and_valid_ones_still_subscribe(inprocess:
         await send(ws, {"op": "subscribe", "symbols": ["AAPL", "no good", "MSFT"]})
         err = await recv(ws)
         assert err["code"] == "invalid_symbol" and "'no good'" in err["message"]
-        assert await recv(ws) == {"type": "subscribed", "symbols": ["AAPL", "MSFT"], "delayed": []}
+        assert await recv(ws) == {
+            "type": "subscribed",
+            "symbols": ["AAPL", "MSFT"],
+            "delayed": [],
+            "rates": {},
+        }
 
 
 async def test_binary_frame_is_refused(inprocess: InProcessServer):

@@ -35,11 +35,12 @@ from ticker.errors import (
 from ticker.quote import Quote, decode_entry, encode_entry
 from ticker.session import query_bars, query_symbols
 from ticker.symbols import SYMBOL_RE, valid_symbol
+from ticker.views import FIELDS
 
 CLIENT_SCHEMA, SERVER_SCHEMA = protocol_schemas()
 CLIENT = jsonschema.Draft202012Validator(CLIENT_SCHEMA)
 SERVER = jsonschema.Draft202012Validator(SERVER_SCHEMA)
-OPS = ("subscribe", "unsubscribe", "subscribe_bars", "unsubscribe_bars", "ping", "auth", "refresh")
+OPS = ("subscribe", "unsubscribe", "subscribe_bars", "unsubscribe_bars", "options", "ping", "auth", "refresh")
 #: What the parser may refuse a frame with (docs/protocol.md, "Errors").
 PARSE_CODES = {BAD_JSON, BAD_REQUEST, UNKNOWN_OP, INVALID_SYMBOL}
 ASCII_SPACE = " \t\n\r\f\v"  # the padding a symbol may have (docs/protocol.md)
@@ -75,10 +76,20 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
         "op": draw(st.sampled_from(OPS) | st.sampled_from(["PING", "subscribe ", "", "bars"]) | json_values)
     }
     for key in draw(
-        st.sets(st.sampled_from(["symbols", "symbol", "interval", "history", "id", "token", "x"]))
+        st.sets(
+            st.sampled_from(
+                ["symbols", "symbol", "interval", "history", "id", "token", "max_hz", "fields", "delta", "x"]
+            )
+        )
     ):
         if key == "symbols":
             msg[key] = draw(st.lists(symbolish | json_values, max_size=6) | json_values)
+        elif key == "fields":
+            msg[key] = draw(st.lists(st.sampled_from(FIELDS) | st.text(max_size=4), max_size=4) | json_values)
+        elif key == "max_hz":
+            msg[key] = draw(
+                st.floats(allow_nan=True) | st.sampled_from([0.1, 0.09999, 2, 1e9, True]) | json_values
+            )
         elif key == "token":
             msg[key] = draw(st.text(max_size=20) | st.just("t" * 8193) | json_values)
         else:
@@ -96,6 +107,18 @@ valid_requests = (
             "symbols": st.lists(schema_symbols, max_size=5),
         },
         optional=extra,
+    )
+    | st.fixed_dictionaries(
+        {
+            "op": st.just("subscribe"),
+            "symbols": st.lists(schema_symbols, max_size=5),
+            "max_hz": st.floats(0.1, 1e6),
+        },
+        optional=extra,
+    )
+    | st.fixed_dictionaries(
+        {"op": st.just("options"), "delta": st.booleans()},
+        optional={"fields": st.none() | st.lists(st.sampled_from(FIELDS), min_size=1, max_size=4), **extra},
     )
     | st.fixed_dictionaries({"op": st.just("ping")}, optional={"id": json_values, **extra})
     | st.fixed_dictionaries(
@@ -145,6 +168,9 @@ def check_command(data: str | bytes, cmd: protocol.Command) -> None:
         assert SERVER.is_valid(pong) and pong["id"] == msg.get("id")
     elif isinstance(cmd, protocol.Auth):
         assert 1 <= len(cmd.token) <= protocol.MAX_TOKEN_CHARS and cmd.refresh == (msg["op"] == "refresh")
+    elif isinstance(cmd, protocol.Options):
+        assert cmd.fields is protocol.UNCHANGED or cmd.fields is None or set(cmd.fields) <= set(FIELDS)
+        assert cmd.delta in (True, False) or cmd.delta is protocol.UNCHANGED
     else:
         assert SYMBOL_RE.match(cmd.symbol) and cmd.interval in INTERVALS
         if isinstance(cmd, protocol.SubscribeBars):

@@ -59,12 +59,12 @@ def test_subscribe_answers_the_full_set_then_a_snapshot_of_symbols_with_a_value(
     hub.publish(Quote("AAPL", 1.0, 1), 0.0)
     out = s.receive('{"op":"subscribe","symbols":["aapl","MSFT","aapl"]}', 0.0)
     first, snap = msgs(out)
-    assert first == {"type": "subscribed", "symbols": ["AAPL", "MSFT"], "delayed": []}
+    assert first == {"type": "subscribed", "symbols": ["AAPL", "MSFT"], "delayed": [], "rates": {}}
     assert snap["type"] == "snapshot" and [(e["s"], e["q"]) for e in snap["data"]] == [("AAPL", 1)]
     assert s.symbols == {"AAPL", "MSFT"} == hub.symbols_of("c")
     # a symbol without a value yet gets no snapshot; the reply still holds the whole set, sorted
     assert msgs(s.receive('{"op":"subscribe","symbols":["KO"]}', 0.0)) == [
-        {"type": "subscribed", "symbols": ["AAPL", "KO", "MSFT"], "delayed": []}
+        {"type": "subscribed", "symbols": ["AAPL", "KO", "MSFT"], "delayed": [], "rates": {}}
     ]
 
 
@@ -72,8 +72,8 @@ def test_unsubscribe_answers_the_remaining_set_and_names_what_was_asked_for():
     _hub, s = make()
     s.receive('{"op":"subscribe","symbols":["AAPL","MSFT"]}', 0.0)
     out = s.receive('{"op":"unsubscribe","symbols":["aapl","NOPE"]}', 0.0)
-    assert out.replies == [b'{"type":"subscribed","symbols":["MSFT"],"delayed":[]}']
-    assert out.unsubscribed == ["AAPL", "NOPE", "~AAPL", "~NOPE"] and s.symbols == {"MSFT"}
+    assert out.replies == [b'{"type":"subscribed","symbols":["MSFT"],"delayed":[],"rates":{}}']
+    assert out.unsubscribed == ["AAPL"] and s.symbols == {"MSFT"}
     assert s.receive('{"op":"subscribe","symbols":["KO"]}', 0.0).unsubscribed == []
 
 
@@ -99,7 +99,7 @@ def test_unsubscribe_answers_the_remaining_set_and_names_what_was_asked_for():
         (
             '{"op":"dance"}',
             "unknown_op",
-            "unknown op 'dance' (known: subscribe, unsubscribe, subscribe_bars, unsubscribe_bars, ping, auth, refresh)",
+            "unknown op 'dance' (known: subscribe, unsubscribe, subscribe_bars, unsubscribe_bars, options, ping, auth, refresh)",
         ),
     ],
 )
@@ -116,7 +116,7 @@ def test_an_unknown_op_is_cut_to_64_characters():
     (msg,) = msgs(s.receive('{"op":"' + "x" * 100 + '"}', 0.0))
     assert (
         msg["message"]
-        == f"unknown op {'x' * 64!r} (known: subscribe, unsubscribe, subscribe_bars, unsubscribe_bars, ping, auth, refresh)"
+        == f"unknown op {'x' * 64!r} (known: subscribe, unsubscribe, subscribe_bars, unsubscribe_bars, options, ping, auth, refresh)"
     )
 
 
@@ -132,13 +132,13 @@ def test_invalid_symbols_are_named_and_the_valid_ones_still_apply():
     out = s.receive('{"op":"subscribe","symbols":["AAPL","no good",7,null,"MSFT"]}', 0.0)
     assert out.replies == [
         error("invalid_symbol", f"invalid symbol 'no good', '7', 'null': {RULE}"),
-        b'{"type":"subscribed","symbols":["AAPL","MSFT"],"delayed":[]}',
+        b'{"type":"subscribed","symbols":["AAPL","MSFT"],"delayed":[],"rates":{}}',
     ]
     assert out.errors == ["invalid_symbol"]
     out = s.receive('{"op":"unsubscribe","symbols":["AAPL","$"]}', 0.0)
     assert out.replies == [
         error("invalid_symbol", f"invalid symbol '$': {RULE}"),
-        b'{"type":"subscribed","symbols":["MSFT"],"delayed":[]}',
+        b'{"type":"subscribed","symbols":["MSFT"],"delayed":[],"rates":{}}',
     ]
 
 
@@ -158,7 +158,7 @@ def test_too_many_symbols_subscribes_nothing_of_that_request():
     ]
     assert out.errors == ["too_many_symbols"] and s.symbols == {"A", "B"}
     assert msgs(s.receive('{"op":"subscribe","symbols":["C"]}', 0.0)) == [
-        {"type": "subscribed", "symbols": ["A", "B", "C"], "delayed": []}
+        {"type": "subscribed", "symbols": ["A", "B", "C"], "delayed": [], "rates": {}}
     ]
 
 
@@ -176,7 +176,7 @@ def test_deeply_nested_json_is_refused_not_crashed_on():
     out = s.receive('{"op":"subscribe","symbols":[' + deep + ',"AAPL"]}', 0.0)
     assert out.replies == [
         error("invalid_symbol", f"invalid symbol '<nested value>': {RULE}"),
-        b'{"type":"subscribed","symbols":["AAPL"],"delayed":[]}',
+        b'{"type":"subscribed","symbols":["AAPL"],"delayed":[],"rates":{}}',
     ]
     too_deep = "[" * 100_000 + "]" * 100_000  # deeper than the JSON parser reads
     assert s.receive(too_deep, 0.0).errors == ["bad_json"]
@@ -234,7 +234,7 @@ def test_ws_query_subscribes_like_a_message():
     out = s.open("nvda,bad$,,TSLA,nvda")
     assert out.replies == [
         error("invalid_symbol", f"invalid symbol 'bad$': {RULE}"),
-        b'{"type":"subscribed","symbols":["NVDA","TSLA"],"delayed":[]}',
+        b'{"type":"subscribed","symbols":["NVDA","TSLA"],"delayed":[],"rates":{}}',
     ]
     assert out.errors == ["invalid_symbol"]
 
@@ -242,7 +242,9 @@ def test_ws_query_subscribes_like_a_message():
 def test_ws_query_without_symbols():
     _hub, s = make()
     assert s.open("") == Outcome()
-    assert s.open(",,").replies == [b'{"type":"subscribed","symbols":[],"delayed":[]}']  # named, but empty
+    assert s.open(",,").replies == [
+        b'{"type":"subscribed","symbols":[],"delayed":[],"rates":{}}'
+    ]  # named, but empty
 
 
 def test_ws_query_past_the_cap():

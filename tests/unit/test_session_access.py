@@ -97,6 +97,7 @@ def test_forbidden_symbols_are_refused_and_the_allowed_ones_applied_delayed_ones
         "type": "subscribed",
         "symbols": ["AAPL", "BINANCE:BTCUSDT"],
         "delayed": ["BINANCE:BTCUSDT"],
+        "rates": {},
     }
     assert out.auth_failures == ["forbidden_symbol"] and s.delayed == 1
     assert hub.symbols_of("c") == {"AAPL", "~BINANCE:BTCUSDT"}
@@ -135,7 +136,12 @@ def test_refresh_needs_the_same_sub_and_narrowing_drops_and_moves_symbols():
     out = login(s, narrowed, '{"op":"refresh","token":"t"}')
     kinds = [m["type"] for m in msgs(out)]
     assert kinds == ["authenticated", "subscribed", "error"]
-    assert msgs(out)[1] == {"type": "subscribed", "symbols": ["AAPL", "MSFT"], "delayed": ["MSFT"]}
+    assert msgs(out)[1] == {
+        "type": "subscribed",
+        "symbols": ["AAPL", "MSFT"],
+        "delayed": ["MSFT"],
+        "rates": {},
+    }
     assert msgs(out)[2]["code"] == "forbidden_symbol" and msgs(out)[2]["symbols"] == ["KO"]
     assert set(out.unsubscribed) == {"KO", "MSFT"}
     assert hub.symbols_of("c") == {"AAPL", "~MSFT"}
@@ -145,7 +151,7 @@ def test_unsubscribe_drops_either_tier():
     hub, s, _ = make(identity=who(AAPL_RT_REST_DELAYED))
     s.open("AAPL,MSFT")
     out = s.receive('{"op":"unsubscribe","symbols":["MSFT"]}', 0.0)
-    assert msgs(out) == [{"type": "subscribed", "symbols": ["AAPL"], "delayed": []}]
+    assert msgs(out) == [{"type": "subscribed", "symbols": ["AAPL"], "delayed": [], "rates": {}}]
     assert hub.symbols_of("c") == {"AAPL"} and s.delayed == 0
 
 

@@ -48,7 +48,7 @@ def test_unknown_symbols_are_refused_with_suggestions_and_the_known_ones_applied
     assert err["code"] == "unknown_symbol" and err["symbols"] == ["APPL", "ZZZZ"]
     assert err["message"] == "No symbol APPL — did you mean AAPL (Apple Inc.)? No symbol ZZZZ."
     assert err["suggestions"] == {"APPL": ["AAPL"]}
-    assert sub == {"type": "subscribed", "symbols": ["AAPL"], "delayed": []}
+    assert sub == {"type": "subscribed", "symbols": ["AAPL"], "delayed": [], "rates": {}}
     assert hub.demand() == {"AAPL"}  # never in the hub, the demand or anyone's suggestions
 
 

@@ -139,6 +139,11 @@ class Metrics:
         )
         for reason in ("host", "body"):  # both exposed from the start, at 0
             self.requests_refused.labels(reason)
+        self.throttled_subscriptions = Gauge(
+            "ticker_throttled_subscriptions",
+            "Subscriptions (connection, symbol) with a maximum rate in force (max_hz or a token's cap).",
+            registry=r,
+        )
         self.connections_delayed = Gauge(
             "ticker_connections_delayed",
             "Open connections receiving at least one symbol delayed (the delayed tier).",

@@ -40,6 +40,7 @@ from ticker.errors import ProtocolError
 from ticker.hub import Hub
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
+from ticker.views import is_delta_key
 
 log = logging.getLogger("ticker")
 
@@ -155,6 +156,10 @@ class Fanout:
         self._conflated: dict[Connection, _Conflation] = {}
         self._handle: Cancellable | None = None
         self._last_flush = 0.0
+        #: When the scheduled flush runs (0.0: on the next loop pass; inf: none is scheduled), and the
+        #: earliest a flush may run (the last one plus the interval). A due update needs a flush by then.
+        self._flush_at = math.inf
+        self._earliest = flush_interval
         self._sweeper: Cancellable | None = None
         self._closed = False
         self.delay = delay
@@ -178,12 +183,12 @@ class Fanout:
     def publish(self, quote: Quote) -> None:
         """Take one update into the hub and make sure a flush is scheduled."""
         now = self._clock()
-        if (
-            (self.hub.publish(quote, now) or quote.symbol in self._bar_symbols)
-            and self._handle is None
-            and not self._closed
-        ):
-            self._schedule_flush(now)
+        hub = self.hub
+        if hub.publish(quote, now) or quote.symbol in self._bar_symbols:
+            if self._flush_at > self._earliest and not self._closed:  # none scheduled, or only a later wake
+                self._schedule_flush(now)
+        elif hub.wake_at < self._flush_at and not self._closed:  # a throttled view waits for its time
+            self._schedule_wake(now)
         line = self.delay
         if line is not None and quote.symbol in line.recording:
             st = self.hub.state(quote.symbol)
@@ -192,11 +197,27 @@ class Fanout:
                 self._schedule_release(now)  # due before the release timer (or none is set)
 
     def _schedule_flush(self, now: float) -> None:
-        delay = self._last_flush + self.flush_interval - now
-        if delay > 0:
-            self._handle = self._loop().call_later(delay, self.flush)
+        """Flush as soon as the interval allows (replacing a wake scheduled for later)."""
+        if self._handle is not None:
+            self._handle.cancel()
+        at = self._earliest
+        if at > now:
+            self._handle = self._loop().call_later(at - now, self.flush)
+            self._flush_at = at
         else:  # quiet period: flush on the next loop pass, coalescing what arrives meanwhile
             self._handle = self._loop().call_soon(self.flush)
+            self._flush_at = 0.0
+
+    def _schedule_wake(self, now: float) -> None:
+        """Flush when the earliest throttled view may send (not before the interval allows), unless a flush
+        is scheduled by then."""
+        at = max(self.hub.wake_at, self._earliest)
+        if at >= self._flush_at:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop().call_later(max(0.0, at - now), self.flush)
+        self._flush_at = at
 
     def bars_changed(self) -> None:
         """A provider's bar was applied to the book: make sure a flush is scheduled if anyone gets bars."""
@@ -205,7 +226,7 @@ class Fanout:
             return
         if not hub.active:  # nobody receives bars: what changed is of no use, and must not pile up
             self._drop_bar_changes()
-        elif self._handle is None and not self._closed:
+        elif self._flush_at > self._earliest and not self._closed:
             self._schedule_flush(self._clock())
 
     def _drop_bar_changes(self) -> None:
@@ -218,7 +239,7 @@ class Fanout:
         hub = self.bar_hub
         if hub is not None and hub.has_delayed:
             hub.delayed_due = True
-            if self._handle is None and not self._closed:
+            if self._flush_at > self._earliest and not self._closed:
                 self._schedule_flush(self._clock())
 
     # -- the delayed tier --------------------------------------------------------------------
@@ -246,8 +267,12 @@ class Fanout:
         due = False
         for symbol, encoded, seq in line.due(now):
             due = hub.publish_delayed(symbol, encoded, seq, now) or due
-        if due and self._handle is None and not self._closed:
+        if self._closed:
+            pass
+        elif due and self._flush_at > self._earliest:
             self._schedule_flush(now)
+        elif hub.wake_at < self._flush_at:
+            self._schedule_wake(now)
         self._schedule_release(now)
 
     # -- connections -------------------------------------------------------------------------
@@ -273,7 +298,9 @@ class Fanout:
     def flush(self) -> None:
         """Write every pending update: one frame per batch, the same bytes to each of its members."""
         self._handle = None
+        self._flush_at = math.inf
         start = self._last_flush = self._clock()
+        self._earliest = start + self.flush_interval
         bar_hub = self.bar_hub
         bars = None
         if bar_hub is not None and bar_hub.active:
@@ -281,11 +308,16 @@ class Fanout:
             bars = bar_hub.flush(self.bar_book, int(self._wall() * 1000))
         else:  # the changes since the last flush are nobody's: forget them (a later subscriber starts afresh)
             self._drop_bar_changes()
-        if not self.hub.pending:
+        hub = self.hub
+        if hub.wake_at <= start:
+            hub.flush_timers(start)
+        if not hub.pending:
             if bars:
                 self._write_bars(bars, start)
+            if hub.wake_at < math.inf and not self._closed:
+                self._schedule_wake(start)
             return
-        fl = self.hub.flush()
+        fl = hub.flush(start)
         frames_sent = updates_sent = bytes_sent = conflated = 0
         slow_bytes = self.slow_bytes
         slow = self._conflated
@@ -332,6 +364,8 @@ class Fanout:
             m.bytes_sent.inc(bytes_sent)
         if conflated:
             m.updates_conflated.inc(conflated)
+        if hub.wake_at < math.inf and not self._closed:
+            self._schedule_wake(end)
 
     def _write_bars(self, batches: list[BarBatch[Connection]], now: float) -> None:
         """Write each ``bar`` payload to its subscribers, framed once per transport; conflated ones skip it."""
@@ -527,8 +561,9 @@ class Fanout:
         del self._conflated[conn]
         wanted = self.hub.symbols_of(conn)
         entries = self.hub.last_encoded(s for s in c.changed if s in wanted)
-        if entries:
-            frame = conn.framer(protocol.encode_quotes(protocol.QUOTES, entries))
+        if entries:  # a delta connection's catch-up is full entries: a snapshot, which it must not merge
+            kind = protocol.SNAPSHOT if any(map(is_delta_key, wanted)) else protocol.QUOTES
+            frame = conn.framer(protocol.encode_quotes(kind, entries))
             if conn.write_frame(frame) >= 0:
                 self.metrics.frames_sent.inc()
                 self.metrics.updates_sent.inc(len(entries))
@@ -550,6 +585,7 @@ class Fanout:
             if h is not None:
                 h.cancel()
         self._handle = self._sweeper = self._releaser = self._budget_check = None
+        self._flush_at = math.inf
 
     def stats(self) -> dict[str, Any]:
         """Numbers for logs and tests."""

@@ -57,7 +57,13 @@ class Node:
         acc = config.access
         jwt = acc.auth == "jwt"
         #: Who may connect: with ``--auth jwt`` a token, and at most the user's cap of connections.
-        self.access = Access(jwt, UserSlots(acc.max_connections_per_user), acc.auth_timeout, acc.jwt_leeway)
+        self.access = Access(
+            jwt,
+            UserSlots(acc.max_connections_per_user),
+            acc.auth_timeout,
+            acc.jwt_leeway,
+            max_hz=1000.0 / config.flush_ms,
+        )
         #: Per-address limits: connections, connect and REST request rates; the process's connect rate.
         self.admission = Admission(
             config.max_connections_per_ip,
@@ -146,6 +152,7 @@ class Node:
         m.subscriptions.set_function(lambda: self.hub.subscription_count)
         m.symbols_active.set_function(lambda: len(self.demand()))
         m.symbols_unserved.set_function(lambda: self.allotter.current().unserved)
+        m.throttled_subscriptions.set_function(self.hub.throttled_count)
         m.connections_delayed.set_function(lambda: sum(1 for c in self.connections if c.receives_delayed()))
         m.bar_symbols.set_function(lambda: len(self.bars))
         m.buffered_bytes.set_function(self.fanout.buffered_total)

@@ -27,7 +27,7 @@ import tornado.web
 
 from ticker import protocol
 from ticker.bars import DEFAULT_LIMIT, MAX_LIMIT
-from ticker.delay import delayed_key
+from ticker.delay import delayed_key, symbol_of
 from ticker.entitlements import Identity, Tier
 from ticker.errors import (
     BAD_REQUEST,
@@ -47,14 +47,16 @@ from ticker.server.access import Refused, count_failure, forbidden, identify, ov
 from ticker.server.fanout import Connection
 from ticker.server.gate import admit_connection
 from ticker.session import (
-    hub_keys,
     open_stream,
     query_bars,
     query_symbols,
+    query_view,
+    stream_keys,
     suggestions_of,
     symbol_limit,
     visible_to,
 )
+from ticker.views import spec_of
 
 if TYPE_CHECKING:
     from ticker.server.node import Node
@@ -202,7 +204,9 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
             unknown = srv.board.unknown(list(dict.fromkeys(symbols + [s for s, _ in pairs])), allow)
             if unknown is not None:
                 raise unknown
-            keys, delayed = hub_keys(symbols, identity.entitlements)
+            arg = self.get_query_argument
+            rate, view = query_view(arg("max_hz", None), arg("fields", None), arg("delta", None))
+            keys, delayed = stream_keys(symbols, identity.entitlements, rate, view, srv.access)
             bar_keys = _bar_keys(pairs, identity)
         except UnknownSymbols as exc:
             self._refuse_json(400, exc, suggestions_of(exc))
@@ -265,8 +269,9 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
             self._refuse(400, exc.code, exc.message)
             return False
         head = b"retry: %d\nid: %s\n" % (RETRY_MS, self.instance.encode())
-        if self.server.access.required:  # what the token grants: which symbols come delayed
-            head += sse_event("subscribed", protocol.subscribed(symbols, delayed))
+        rates = {symbol_of(k): r for k in keys if (r := spec_of(k).rate) is not None}
+        if self.server.access.required or rates:  # what the token grants (delayed symbols) and the rates
+            head += sse_event("subscribed", protocol.subscribed(symbols, delayed, rates))
         tail = b""
         states = self.server.board.statuses(symbols)
         if states:

@@ -118,7 +118,10 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
         self.set_nodelay(True)
         self.server.register(self)
         self.registered = True
-        self._deliver(session.open(self.get_query_argument("symbols", "")))
+        arg = self.get_query_argument
+        self._deliver(
+            session.open(arg("symbols", ""), arg("max_hz", None), arg("fields", None), arg("delta", None))
+        )
 
     # -- inbound -----------------------------------------------------------------------------
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
