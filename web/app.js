@@ -6,12 +6,16 @@
 // symbol the server says is not live, which the connection pill sums up (pill.js). A click or Enter on
 // a row opens its detail panel (detail.js): every field of the quote and a live chart of its bars, which
 // this module subscribes over the same socket (`subscribe_bars`) while the panel shows them.
+// The socket sends changed-fields deltas (`?delta=1`), merged into full quotes (deltas.js); rows on screen
+// get every update, rows out of view and a hidden tab's rows one a second (`max_hz`, rates.js).
 
 import { refreshDelay, TokenSource } from "./auth.js";
 import { backoffDelay, Connection, socketUrl } from "./connection.js";
+import { PageQuotes } from "./deltas.js";
 import { DetailPanel, HISTORY, readLocation } from "./detail.js";
 import { NameBook } from "./names.js";
 import { pillFor } from "./pill.js";
+import { RowRates } from "./rates.js";
 import { namesIt, SymbolSearch } from "./search.js";
 import { normalizeSymbol, parseSymbols, SYMBOL_RULE } from "./symbols.js";
 import { delayLabel, QuoteTable, STATE_BADGE } from "./table.js";
@@ -27,12 +31,15 @@ const emptyEl = $("empty");
 const summaryEl = $("summary");
 const signInEl = $("sign-in");
 
-/** Counters for the curious (and for the browser tests): frames rendered, quotes applied or ignored, live bars. */
-const stats = { frames: 0, applied: 0, ignored: 0, perSecond: 0, latencyMs: null, latencyMaxMs: null, bars: 0 };
+/**
+ * Counters for the curious (and for the browser tests): frames rendered, quotes applied or ignored, live
+ * bars, and how many symbols the server's last `subscribed` said it throttles (its `rates`).
+ */
+const stats = { frames: 0, applied: 0, ignored: 0, perSecond: 0, latencyMs: null, latencyMaxMs: null, bars: 0, throttled: 0 };
 window.tickerStats = stats;
 
-const pending = new Map(); // symbol → newest Q not yet on screen
-const lastSeq = new Map(); // symbol → highest `q` seen on this connection (since its last tier move)
+const pending = new Map(); // symbol → newest merged quote not yet on screen
+const book = new PageQuotes(); // symbol → merged quote on this connection (snapshots replace, deltas merge)
 let delayedSet = new Set(); // the symbols the server sends delayed, as its last `subscribed` said
 const symStates = new Map(); // symbol → {state, reason} of the subscribed symbols that are not live
 const adding = new Set(); // symbols asked for, whose row waits for the server to take them
@@ -50,6 +57,9 @@ const table = new QuoteTable($("rows"), document.querySelector("#watchlist thead
   },
   onOpen: (sym) => openDetail(sym),
 });
+
+// Rate changes (a row scrolled in or out of view, the tab hidden or shown): a subscribe per rate.
+const rates = new RowRates((symbols, rate) => sendOp("subscribe", symbols, "rate", {}, rate) !== null);
 
 function say(text, kind = "info", invalidInput = false) {
   message.textContent = text;
@@ -169,12 +179,16 @@ const detail = new DetailPanel($("detail"), {
   entryOf,
   onSubscribe: subscribeBars,
   onUnsubscribe: unsubscribeBars,
-  onClose: () => table.setOpen(null),
+  onClose: () => {
+    table.setOpen(null);
+    rates.pin(null);
+  },
 });
 
 function openDetail(sym, options = {}) {
   if (!table.has(sym)) return;
   table.setOpen(sym);
+  rates.pin(sym);
   detail.open(sym, { returnTo: table.rowElement(sym), ...options });
 }
 
@@ -186,6 +200,7 @@ function resubscribeBars() {
 
 function addRow(sym) {
   table.add(sym);
+  rates.observe(sym, table.rowElement(sym));
   table.setName(sym, names.get(sym));
   const st = symStates.get(sym);
   if (st) table.setState(sym, st.state, st.reason);
@@ -200,15 +215,24 @@ let outstanding = []; // ops awaiting their barrier pong, oldest first
 let serverSet = new Set();
 
 // Returns the op, or null when it could not be sent (the next resubscribe sends the whole list).
-function sendOp(op, symbols, kind, extra = {}) {
+// `maxHz`: a subscribe's rate (`max_hz`), null for the full rate.
+function sendOp(op, symbols, kind, extra = {}, maxHz = null) {
   if (!symbols.length || !conn || (authOn && !authed)) return null;
   opSeq += 1;
   const id = `op-${opSeq}`;
-  if (!conn.send({ op, symbols })) return null; // not connected: onOpen resubscribes the whole list
+  const msg = maxHz === null ? { op, symbols } : { op, symbols, max_hz: maxHz };
+  if (!conn.send(msg)) return null; // not connected: onOpen resubscribes the whole list
   conn.send({ op: "ping", id });
   const entry = { id, op, symbols, kind, errors: [], ...extra };
   outstanding.push(entry);
   return entry;
+}
+
+// Subscribe every row (after a connect or sign-in), one subscribe per rate: rows on screen first.
+function subscribeAll() {
+  for (const [rate, symbols] of rates.plan(table.symbols)) {
+    if (sendOp("subscribe", symbols, "resync", {}, rate)) rates.asked(symbols, rate);
+  }
 }
 
 // An add is settled: the symbols the server took have their rows (see `subscribed`), the others none.
@@ -218,6 +242,7 @@ function settleAdd(op) {
   for (const sym of op.symbols) adding.delete(sym);
   for (const sym of taken) if (!table.has(sym)) addRow(sym);
   for (const sym of refused) if (table.has(sym)) dropRow(sym);
+  for (const sym of refused) rates.forget(sym);
   persist();
   const unknown = op.errors.filter((e) => e.code === "unknown_symbol");
   const other = op.errors.filter((e) => e.code !== "unknown_symbol");
@@ -253,7 +278,7 @@ function settle(op) {
   if (op.kind === "bars-off") return; // nothing to say: the panel has moved on
   if (op.kind === "add") settleAdd(op);
   else if (op.errors.length) say(op.errors.map((e) => e.message || e.code).join(" "), "error");
-  if (op.op === "subscribe") fetchNames(op.symbols);
+  if (op.op === "subscribe" && op.kind !== "rate") fetchNames(op.symbols);
 }
 
 // Symbols the user may not see (`forbidden_symbol`, on a subscribe or after a refresh narrowed the
@@ -289,7 +314,7 @@ function onMessage(msg) {
   switch (msg.type) {
     case "quotes":
     case "snapshot":
-      receive(msg.data);
+      receive(msg.data, msg.type === "snapshot");
       break;
     case "subscribed":
       if (Array.isArray(msg.symbols)) {
@@ -301,6 +326,7 @@ function onMessage(msg) {
         if (taken.length) persist();
       }
       setDelayed(new Set(Array.isArray(msg.delayed) ? msg.delayed : []));
+      if (msg.rates && typeof msg.rates === "object") stats.throttled = Object.keys(msg.rates).length;
       break;
     case "status":
       applyStatus(msg.data);
@@ -342,11 +368,11 @@ function onMessage(msg) {
   }
 }
 
-// A symbol that moved between tiers (a refresh changed the entitlements) starts again from the next
-// snapshot: delayed entries keep their original `q`, below the real-time ones already applied.
+// A symbol that moved between tiers (a refresh changed the entitlements) takes its next entry whatever its
+// `q`: delayed entries keep their original `q`, below the real-time ones already applied.
 function setDelayed(delayed) {
-  for (const sym of delayedSet) if (!delayed.has(sym)) lastSeq.delete(sym);
-  for (const sym of delayed) if (!delayedSet.has(sym)) lastSeq.delete(sym);
+  for (const sym of delayedSet) if (!delayed.has(sym)) book.forgetSeq(sym);
+  for (const sym of delayed) if (!delayedSet.has(sym)) book.forgetSeq(sym);
   delayedSet = delayed;
   table.setDelayed(delayed, delayText);
   detail.refreshInfo();
@@ -354,7 +380,9 @@ function setDelayed(delayed) {
 
 function onOpen() {
   outstanding = [];
-  lastSeq.clear(); // a restarted server counts its sequences from scratch
+  book.clear(); // a fresh state: a restarted server counts its sequences from scratch, deltas start over
+  rates.reset();
+  stats.throttled = 0;
   delayedSet = new Set();
   refreshing = null;
   clearStates(); // the server says again which symbols are not live
@@ -364,7 +392,7 @@ function onOpen() {
     renderStatus();
     return;
   }
-  sendOp("subscribe", table.symbols, "resync");
+  subscribeAll();
   resubscribeBars();
 }
 
@@ -461,7 +489,7 @@ function onAuthenticated(msg) {
   refreshTimer = isNum(expMs) ? setTimeout(refreshToken, refreshDelay(expMs)) : 0;
   if (!first) return; // a refresh: entitlements may have narrowed (the server sends subscribed, then errors)
   renderStatus();
-  sendOp("subscribe", table.symbols, "resync");
+  subscribeAll();
   resubscribeBars();
 }
 
@@ -522,19 +550,18 @@ function isNum(x) {
   return typeof x === "number" && Number.isFinite(x);
 }
 
-function receive(data) {
+// A `snapshot`'s entries (`replace`) are full quotes and replace what the page holds; a `quotes` entry is
+// merged into it (see deltas.js). Rows show merged quotes only, and only those with a price.
+function receive(data, replace) {
   if (!Array.isArray(data)) return;
-  for (const q of data) {
-    if (!q || typeof q.s !== "string" || !isNum(q.p) || !table.has(q.s)) continue;
-    if (isNum(q.q)) {
-      const last = lastSeq.get(q.s);
-      if (last !== undefined && q.q <= last) {
-        stats.ignored += 1; // a repeat (snapshot after an update) or an out-of-date entry
-        continue;
-      }
-      lastSeq.set(q.s, q.q);
+  for (const entry of data) {
+    if (!entry || typeof entry.s !== "string" || !table.has(entry.s)) continue;
+    const q = book.apply(entry, replace);
+    if (q === null) {
+      stats.ignored += 1; // a repeat or an out-of-date entry
+      continue;
     }
-    pending.set(q.s, q);
+    if (isNum(q.p)) pending.set(q.s, q);
   }
   if (pending.size && !rafId) rafId = requestAnimationFrame(render);
 }
@@ -584,8 +611,9 @@ setInterval(() => {
 function dropRow(sym) {
   if (detail.symbol === sym) detail.close();
   table.remove(sym);
+  rates.forget(sym);
   pending.delete(sym);
-  lastSeq.delete(sym);
+  book.delete(sym);
   symStates.delete(sym);
 }
 
@@ -613,9 +641,13 @@ function addSymbols(symbols, invalid = [], typed = "") {
   }
   const after = [];
   if (already.length) after.push(`${already.join(", ")} ${already.length === 1 ? "is" : "are"} already in the watchlist.`);
-  const op = fresh.length ? sendOp("subscribe", fresh, "add", { before, after, invalid, typed }) : null;
+  // New rows go last (unless sorted by symbol): below the viewport when the last row is, so at its rate.
+  const last = table.sort?.key === "symbol" ? null : ($("rows").lastElementChild?.dataset.symbol ?? null);
+  const rate = rates.wantAfter(last);
+  const op = fresh.length ? sendOp("subscribe", fresh, "add", { before, after, invalid, typed }, rate) : null;
   if (op) {
     for (const sym of fresh) adding.add(sym);
+    rates.asked(fresh, rate);
     return;
   }
   for (const sym of fresh) addRow(sym);
@@ -708,13 +740,16 @@ async function start() {
       if (tokens?.signInRequired) retrySignIn(); // back from signing in in another tab
     });
   }
-  conn = new Connection(socketUrl(), handlers);
+  conn = new Connection(socketUrl(window.location, "delta=1"), handlers);
   conn.start();
 }
 
 const initial = loadWatchlist();
 table.setSymbols(initial.symbols);
-for (const sym of initial.symbols) table.setName(sym, names.get(sym));
+for (const sym of initial.symbols) {
+  table.setName(sym, names.get(sym));
+  rates.observe(sym, table.rowElement(sym));
+}
 table.setSort(loadSort());
 if (initial.rejected.length) {
   say(`Ignored from the link: ${initial.rejected.map((s) => `“${s}”`).join(", ")} (use ${SYMBOL_RULE}).`, "error");

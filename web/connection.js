@@ -15,9 +15,9 @@ export function backoffDelay(attempt, rand = Math.random) {
   return ceiling / 2 + rand() * (ceiling / 2);
 }
 
-/** The socket URL for this page: same host, ws or wss to match http or https. */
-export function socketUrl(loc = window.location) {
-  return `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/ws`;
+/** The socket URL for this page: same host, ws or wss to match http or https; `query` (e.g. "delta=1") if any. */
+export function socketUrl(loc = window.location, query = "") {
+  return `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/ws${query ? `?${query}` : ""}`;
 }
 
 export class Connection {
