@@ -179,11 +179,12 @@ class Hub(Generic[S]):
         return ((sub, order.get(sub, ())) for sub in self._subs)
 
     def subscribe(
-        self, sub: S, symbols: Iterable[str], replacing: Iterable[str] = ()
+        self, sub: S, symbols: Iterable[str], replacing: Iterable[str] = (), now: float = -inf
     ) -> tuple[list[str], list[bytes]]:
         """Add ``symbols`` and drop the keys of ``replacing`` not among them, in one change (a symbol moving to
         another view key is never out of demand on the way); return (newly added symbols, encoded last values of
-        those that have one).
+        those that have one). ``now`` (monotonic): a throttled view made now counts its snapshot as its first
+        entry, so its next one waits for its interval.
 
         Raises :class:`TooManySymbols` (changing nothing) when the cap would be passed.
         """
@@ -198,7 +199,7 @@ class Hub(Generic[S]):
             raise TooManySymbols(self.max_symbols, len(new))
         self._subs[sub] = new
         self._order[sub] = tuple(s for s in self._order.get(sub, ()) if s in new) + tuple(added)
-        self._move(sub, old, new)
+        self._move(sub, old, new, now)
         snap = [e for s in added if (e := self._symbols[s].entry) is not None]
         return added, snap
 
@@ -213,7 +214,7 @@ class Hub(Generic[S]):
             self._move(sub, old, new)
         return gone
 
-    def _move(self, sub: S, old: frozenset[str], new: frozenset[str]) -> None:
+    def _move(self, sub: S, old: frozenset[str], new: frozenset[str], now: float = -inf) -> None:
         self.changes += 1
         changed = False
         # The new set first: a key in both never loses its last group on the way (a view keeps its state).
@@ -224,7 +225,7 @@ class Hub(Generic[S]):
                 for s in new:
                     st2 = self._symbols.get(s)
                     if st2 is None:
-                        st2 = self._symbols[s] = self._new_state(s)
+                        st2 = self._symbols[s] = self._new_state(s, now)
                     if not st2.groups:
                         changed = True
                         self._wanted.add(s)
@@ -251,7 +252,7 @@ class Hub(Generic[S]):
             if self.on_demand is not None:
                 self.on_demand(self.demand())
 
-    def _new_state(self, key: str) -> SymbolState:
+    def _new_state(self, key: str, now: float) -> SymbolState:
         """A new state for ``key``: a view hangs off its base key's state (made if need be)."""
         base_key = base_of(key)
         if base_key == key:
@@ -261,6 +262,8 @@ class Hub(Generic[S]):
             base = self._symbols[base_key] = SymbolState(base_key, self.updates_in)
         self._idle.pop(base_key, None)  # a base with views is held, never evicted
         view = ViewState(key, base)
+        if view.full is not None:  # its first entry is the snapshot its first subscriber gets now
+            view.next_at = now + view.interval
         base.views.append(view)
         return view
 

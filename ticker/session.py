@@ -260,10 +260,11 @@ def stream_keys(
     return [view_key(k, interval, view) for k in keys], dl
 
 
-def open_stream(hub: Hub[S], subscriber: S, keys: Sequence[str]) -> bytes:
-    """Subscribe ``subscriber`` to the hub ``keys`` of ``/sse?symbols=...`` (see :func:`hub_keys`); return the
-    opening ``snapshot`` payload. Raises :class:`TooManySymbols`, subscribing nothing, past the hub's cap."""
-    _added, snap = hub.subscribe(subscriber, keys)
+def open_stream(hub: Hub[S], subscriber: S, keys: Sequence[str], now: float = -math.inf) -> bytes:
+    """Subscribe ``subscriber`` to the hub ``keys`` of ``/sse?symbols=...`` (see :func:`hub_keys`) at monotonic
+    ``now``; return the opening ``snapshot`` payload. Raises :class:`TooManySymbols`, subscribing nothing, past
+    the hub's cap."""
+    _added, snap = hub.subscribe(subscriber, keys, now=now)
     return protocol.encode_quotes(protocol.SNAPSHOT, snap)
 
 
@@ -346,7 +347,12 @@ class Session(Generic[S]):
             self.access.slots.give_back(self.identity.sub)
 
     def open(
-        self, query: str, max_hz: str | None = None, fields: str | None = None, delta: str | None = None
+        self,
+        query: str,
+        max_hz: str | None = None,
+        fields: str | None = None,
+        delta: str | None = None,
+        now: float = -math.inf,
     ) -> Outcome:
         """Admit a header token's bearer, then take the URL's options (``?fields=``, ``?delta=``) and subscribe the
         symbols of ``/ws?symbols=...`` (at ``?max_hz=``) as a ``subscribe`` would. A bad option is a
@@ -368,7 +374,7 @@ class Session(Generic[S]):
             if self.identity is None:
                 self._unauthorized(out)
             else:
-                self._subscribe(sub, valid, invalid, out, rate)
+                self._subscribe(sub, valid, invalid, out, rate, now)
         return out
 
     def receive(self, message: str | bytes, now: float) -> Outcome:
@@ -402,11 +408,11 @@ class Session(Generic[S]):
         elif self.identity is None:
             self._unauthorized(out)
         elif isinstance(cmd, protocol.Subscribe):
-            self._subscribe(sub, cmd.symbols, cmd.invalid, out, cmd.max_hz)
+            self._subscribe(sub, cmd.symbols, cmd.invalid, out, cmd.max_hz, now)
         elif isinstance(cmd, protocol.Unsubscribe):
             self._unsubscribe(sub, cmd.symbols, cmd.invalid, out)
         elif isinstance(cmd, protocol.Options):
-            self._options(sub, cmd, out)
+            self._options(sub, cmd, out, now)
         elif isinstance(cmd, protocol.SubscribeBars):
             self._subscribe_bars(sub, cmd, out)
         else:
@@ -499,7 +505,13 @@ class Session(Generic[S]):
 
     # -- subscriptions -----------------------------------------------------------------------
     def _subscribe(
-        self, sub: S, symbols: list[str], invalid: list[str], out: Outcome, max_hz: float | None = None
+        self,
+        sub: S,
+        symbols: list[str],
+        invalid: list[str],
+        out: Outcome,
+        max_hz: float | None = None,
+        now: float = -math.inf,
     ) -> None:
         if invalid:
             out.error(INVALID_SYMBOL, invalid_symbols_message(invalid))
@@ -526,7 +538,7 @@ class Session(Generic[S]):
         moving = set(rt).union(dl)
         before = {symbol_of(k): k for k in held}
         replacing = [k for sym, k in before.items() if sym in moving]  # a symbol subscribed again: its rate
-        added, snap = hub.subscribe(sub, keys, replacing)
+        added, snap = hub.subscribe(sub, keys, replacing, now)
         out.unsubscribed = [k for k in replacing if k not in keys]
         self._confirm(sub, out)
         if snap:
@@ -556,7 +568,7 @@ class Session(Generic[S]):
             return base
         return view_key(base, interval_for(asked, ents.max_hz, self.access.max_hz), self.view)
 
-    def _options(self, sub: S, cmd: protocol.Options, out: Outcome) -> None:
+    def _options(self, sub: S, cmd: protocol.Options, out: Outcome, now: float) -> None:
         """Change the fields and delta options: every held symbol moves to its new key, then the ``options``
         in force and a ``snapshot`` of every held symbol under them (full entries)."""
         v = self.view
@@ -569,7 +581,7 @@ class Session(Generic[S]):
         keys = [
             self._key(symbol_of(k), Tier.DELAYED if is_delayed_key(k) else Tier.REALTIME, ents) for k in held
         ]
-        hub.subscribe(sub, keys, held)
+        hub.subscribe(sub, keys, held, now)
         out.unsubscribed = [k for k in held if k not in keys]
         out.replies.append(protocol.options(fields, delta))
         snap = hub.last_encoded(keys)

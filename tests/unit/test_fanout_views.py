@@ -168,3 +168,17 @@ def test_views_of_a_symbol_nobody_holds_are_forgotten_and_its_timers_do_nothing(
     rig.sched.advance(1.0)
     assert rig.hub.state(HALF_HZ) is None and rig.hub.last("AAPL") is not None
     assert len(c.frames) == 1 and not rig.sched.waiting()
+
+
+def test_the_snapshot_of_a_new_throttled_view_counts_as_its_first_entry():
+    rig = Rig()
+    rig.conn("plain", ["AAPL"])
+    rig.publish("AAPL", 1.0)
+    rig.sched.advance(FLUSH)
+    c = FakeSubscriber("c")
+    rig.hub.add(c)
+    _added, snap = rig.hub.subscribe(c, [HALF_HZ], now=rig.clock.now)
+    assert [orjson.loads(e)["p"] for e in snap] == [1.0]
+    start = rig.clock.now
+    got = arrivals(rig, c, lambda: tick(rig, 1.0, 0.05, start=2.0))
+    assert got and got[0][0] - start >= 0.5 - 1e-9

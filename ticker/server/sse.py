@@ -263,7 +263,7 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self.server.register(self)
         self.registered = True
         try:
-            snapshot = open_stream(self.server.hub, self, keys)
+            snapshot = open_stream(self.server.hub, self, keys, time.monotonic())
         except TooManySymbols as exc:  # the hub has the last word on its cap; nothing is written yet
             self._end(CLIENT)
             self._refuse(400, exc.code, exc.message)

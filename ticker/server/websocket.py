@@ -120,7 +120,9 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
         self.registered = True
         arg = self.get_query_argument
         self._deliver(
-            session.open(arg("symbols", ""), arg("max_hz", None), arg("fields", None), arg("delta", None))
+            session.open(
+                arg("symbols", ""), arg("max_hz", None), arg("fields", None), arg("delta", None), now
+            )
         )
 
     # -- inbound -----------------------------------------------------------------------------
