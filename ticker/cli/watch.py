@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from math import isfinite
 from typing import TYPE_CHECKING
 
 from ticker.errors import InvalidSymbol, OptionError
 from ticker.options import LOG_LEVELS, option
 from ticker.symbols import normalize_symbol
+from ticker.views import FIELDS, MIN_HZ
 
 if TYPE_CHECKING:
     from ticker.cli.watch_view import JsonLines, TableView
@@ -34,6 +36,23 @@ def _count(text: str) -> int:
     return value
 
 
+def _max_hz(text: str) -> float:
+    value = float(text)
+    if not isfinite(value) or value < MIN_HZ:
+        raise OptionError(f"must be a number of at least {MIN_HZ}, got {text!r}")
+    return value
+
+
+def _fields(text: str) -> tuple[str, ...]:
+    names = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = sorted({f for f in names if f not in FIELDS})
+    if unknown:
+        raise OptionError(f"unknown fields: {', '.join(unknown)} (known: {','.join(FIELDS)})")
+    if "p" not in names:
+        raise OptionError("must include p (the price)")
+    return tuple(f for f in FIELDS if f in names)
+
+
 @dataclass(frozen=True, slots=True)
 class WatchConfig:
     """Everything ``ticker watch`` can be told, typed."""
@@ -52,6 +71,16 @@ class WatchConfig:
         False, 'print one JSON line per update (a Q object) and per state change ({"type":"status",...})'
     )
     count: int = option(0, "exit after this many updates (0: run until Ctrl-C)", parse=_count)
+    max_hz: float | None = option(
+        None,
+        "at most R updates per second per symbol, each the latest value (default: every update)",
+        parse=_max_hz,
+        metavar="R",
+    )
+    fields: tuple[str, ...] | None = option(
+        None, "ask only these fields, comma-separated, p included (e.g. p,b,a; default: all)", parse=_fields
+    )
+    delta: bool = option(False, "ask the server for changed-fields deltas (the output is the same)")
     connect_timeout: float = option(
         10.0, "seconds to wait for the first connection before giving up (10)", parse=float
     )
@@ -93,6 +122,9 @@ async def _main(config: WatchConfig) -> int:
             connect_timeout=config.connect_timeout,
             on_event=view.event,
             token=config.token or None,  # an empty TICKER_TOKEN means none
+            max_hz=config.max_hz,
+            fields=config.fields,
+            delta=config.delta,
         ) as client:
             return await _watch(client, view, config.symbols)
     except TickerError as exc:

@@ -1,9 +1,10 @@
 """The Python client's per-connection machinery: the subscription state and one protocol link.
 
-A request (subscribe, unsubscribe, subscribe_bars, unsubscribe_bars, refresh) is followed on the wire by a ``ping``; the server handles a
+A request (subscribe, unsubscribe, subscribe_bars, unsubscribe_bars, refresh, options) is followed on the wire by a ``ping``; the server handles a
 connection's messages in order, so everything it sends before the matching ``pong`` — the
 ``subscribed`` set, the snapshot, the ``status`` of symbols that are not live, a ``bars`` history,
-``authenticated``, any ``error`` — answers that request. One request is in flight at a time.
+``authenticated``, ``options``, any ``error`` — answers that request. One request is in flight at a time
+(a resubscription after a reconnect is one ``subscribe`` per rate, then one ``ping``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import aiohttp
 import orjson
 
 from ticker.client.barstream import BarKey, BarSubscription
+from ticker.client.merge import EntryMerger
 from ticker.client.models import (
     ConnectionLost,
+    ForbiddenSymbolError,
     QuoteBuffer,
     ServerError,
     UnknownSymbolError,
@@ -36,12 +39,24 @@ StatusChange = tuple[str, SymbolStatus]
 
 
 class Subscriptions:
-    """What the client follows and has applied: the symbol set, last ``q`` per symbol, latest values, the buffer,
-    which symbols the server sends delayed, the state of those that are not live, and the bar subscriptions."""
+    """What the client follows and has applied: the symbol set, the merged entries per symbol, latest values,
+    the buffer, which symbols the server sends delayed, the state of those that are not live, the rates asked
+    and granted, the connection options in force (``fields``, ``delta``), and the bar subscriptions."""
 
-    def __init__(self, symbols: Iterable[str], buffer_limit: int) -> None:
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        buffer_limit: int,
+        fields: tuple[str, ...] | None = None,
+        delta: bool = False,
+    ) -> None:
         self.symbols: dict[str, None] = dict.fromkeys(symbols)
-        self.last_q: dict[str, int] = {}
+        self.merger = EntryMerger(delta)
+        self.fields = fields  # the fields selected on the connection (None: all)
+        self.wanted_hz: dict[
+            str, float
+        ] = {}  # the max_hz asked for each throttled symbol (kept across reconnects)
+        self.rates: dict[str, float] = {}  # the rates granted: the last ``subscribed`` message's ``rates``
         self.latest: dict[str, Quote] = {}
         self.buffer = QuoteBuffer(buffer_limit)
         self.data = asyncio.Event()  # set when the buffer gets something
@@ -54,7 +69,8 @@ class Subscriptions:
     def new_connection(self) -> None:
         """Sequence numbers are per server process: the next snapshot wins whatever its ``q``. The states
         known so far hold until the new connection's subscription is answered (:meth:`settle`)."""
-        self.last_q.clear()
+        self.merger.clear()
+        self.rates = {}
         self.delayed = frozenset()
         self._unconfirmed = set(self.status)
 
@@ -98,33 +114,62 @@ class Subscriptions:
         return [(symbol, st)]
 
     def set_delayed(self, delayed: frozenset[str]) -> None:
-        """The server's ``delayed`` set. A symbol that moved between tiers starts again from the next
-        snapshot: delayed entries keep their original ``q``, below the real-time ones applied (and back)."""
-        for sym in self.delayed.symmetric_difference(delayed):
-            self.last_q.pop(sym, None)
+        """The server's ``delayed`` set. A symbol that moved between tiers starts again from the snapshot that
+        follows, which replaces what was held: delayed entries keep their original ``q``, below the real-time
+        ones applied (and back)."""
         self.delayed = delayed
+
+    @property
+    def delta(self) -> bool:
+        """Whether the connection's ``quotes`` entries are deltas."""
+        return self.merger.delta
+
+    def set_options(self, fields: tuple[str, ...] | None, delta: bool) -> None:
+        """The options in force (the server's ``options`` reply); the snapshot that follows replaces the states."""
+        self.fields = fields
+        self.merger.delta = delta
+
+    def want_rate(self, symbols: Iterable[str], max_hz: float | None) -> None:
+        """Record the rate asked for ``symbols`` (None: unthrottled), for the resubscription after a reconnect."""
+        wanted = self.wanted_hz
+        for s in symbols:
+            if max_hz is None:
+                wanted.pop(s, None)
+            else:
+                wanted[s] = max_hz
+
+    def set_rates(self, raw: Any, confirmed: frozenset[str]) -> None:
+        """The ``rates`` of a ``subscribed`` message: the granted rate of every throttled symbol held."""
+        rates: dict[str, float] = {}
+        if isinstance(raw, dict):
+            for s, hz in raw.items():
+                if s in confirmed and isinstance(hz, int | float) and not isinstance(hz, bool):
+                    rates[s] = float(hz)
+        self.rates = rates
 
     def confirm(self, symbols: frozenset[str]) -> None:
         """The server's ``subscribed`` set is authoritative: stop following what it does not hold."""
         self.forget([s for s in self.symbols if s not in symbols])
 
-    def apply(self, entries: Iterable[Any]) -> None:
-        """Apply the Q entries of a snapshot or quotes message: drop unknown symbols and old ``q``."""
-        symbols, last_q, latest, buf = self.symbols, self.last_q, self.latest, self.buffer
+    def apply(self, entries: Iterable[Any], snapshot: bool = False) -> None:
+        """Apply the Q entries of a ``snapshot`` (with ``snapshot``) or ``quotes`` message: merge them (deltas
+        included; :mod:`ticker.client.merge`), drop unfollowed symbols, old ``q`` and snapshot repeats."""
+        symbols, merge, latest, buf = self.symbols, self.merger.apply, self.latest, self.buffer
         pushed = False
         for e in entries:
+            if type(e) is dict and type(s := e.get("s")) is str and s not in symbols:
+                continue  # unsubscribed: a frame already on the wire
             try:
-                quote = decode_entry(e)
+                state = merge(e, snapshot)
+                if state is None:
+                    continue  # already applied (a snapshot entry repeated by the next frame)
+                quote = decode_entry(state)
             except ValueError as exc:
                 log.warning("ignoring %s", exc)
                 continue
             sym = quote.symbol
-            if sym not in symbols:
-                continue  # unsubscribed: a frame already on the wire
-            last = last_q.get(sym)
-            if last is not None and quote.seq <= last:
-                continue  # already applied (a snapshot entry repeated by the next frame)
-            last_q[sym] = quote.seq
+            if snapshot and latest.get(sym) == quote:
+                continue  # the value held (the snapshot of a symbol subscribed again at another rate)
             latest[sym] = quote
             buf.push(quote)
             pushed = True
@@ -136,10 +181,12 @@ class Subscriptions:
         gone = list(symbols)
         for s in gone:
             self.symbols.pop(s, None)
-            self.last_q.pop(s, None)
             self.latest.pop(s, None)
+            self.wanted_hz.pop(s, None)
+            self.rates.pop(s, None)
             self.status.pop(s, None)
             self._unconfirmed.discard(s)
+        self.merger.forget(gone)
         self.buffer.discard(gone)
         if self.delayed and not self.delayed.isdisjoint(gone):
             self.delayed = self.delayed.difference(gone)
@@ -163,6 +210,7 @@ class _Exchange:
     errors: list[ServerError] = field(default_factory=list)
     subscribed: frozenset[str] | None = None
     authenticated: bool = False
+    options: bool = False  # the server answered an ``options`` request
 
 
 class ServerLink:
@@ -215,11 +263,12 @@ class ServerLink:
             finally:
                 self._pings.pop(token, None)
 
-    async def exchange(self, op: str, symbols: list[str]) -> frozenset[str]:
+    async def exchange(self, op: str, symbols: list[str], max_hz: float | None = None) -> frozenset[str]:
         """Send one request and the ping that ends its answer; return the confirmed set or raise its error.
 
         New symbols of a subscribe are followed from the start (to take their snapshot) and
         dropped again unless the server confirms them; its ``subscribed`` set is authoritative.
+        A subscribe's ``max_hz`` (None: unthrottled) is the rate of its symbols, kept for later resubscriptions.
         The first error raises; any further one (``unknown_symbol`` then ``forbidden_symbol``) goes
         to ``on_error``.
         """
@@ -227,12 +276,40 @@ class ServerLink:
         async with self._lock:
             added = [s for s in symbols if s not in subs.symbols] if op == "subscribe" else []
             subs.symbols.update(dict.fromkeys(added))
-            ex = await self._exchange({"op": op, "symbols": symbols}, added, frozenset(symbols))
+            request = _symbols_request(op, symbols, max_hz)
+            ex = await self._exchange([request], added, frozenset(symbols))
+        if op == "subscribe" and (
+            not ex.errors or isinstance(ex.errors[0], UnknownSymbolError | ForbiddenSymbolError)
+        ):  # the symbols the server took have the new rate
+            subs.want_rate([s for s in symbols if s in subs.symbols], max_hz)
+        self._raise(ex)
+        return frozenset(subs.symbols)
+
+    async def resubscribe(self, groups: list[tuple[list[str], float | None]]) -> frozenset[str]:
+        """Subscribe the groups of symbols held, each at its rate (one ``subscribe`` each, then one ping);
+        return the confirmed set or raise the first error (any further one goes to ``on_error``)."""
+        requests = [_symbols_request("subscribe", symbols, max_hz) for symbols, max_hz in groups]
+        named = frozenset(s for symbols, _ in groups for s in symbols)
+        async with self._lock:
+            ex = await self._exchange(requests, [], named)
+        self._raise(ex)
+        return frozenset(self.subs.symbols)
+
+    async def options(self, request: dict[str, Any]) -> None:
+        """Send an ``{"op":"options"}`` request and wait for its answer: the ``options`` reply (applied to
+        :class:`Subscriptions`), then the snapshot under the new options. Raise its first error."""
+        async with self._lock:
+            ex = await self._exchange([request], [])
+        self._raise(ex)
+        if not ex.options:
+            log.warning("ticker client: the server did not answer the options request")
+
+    def _raise(self, ex: _Exchange) -> None:
+        """Raise the first error of an exchange; any further one goes to ``on_error``."""
         if ex.errors:
             for extra in ex.errors[1:]:
                 self.on_error(extra)
             raise ex.errors[0]
-        return frozenset(subs.symbols)
 
     async def bars_exchange(self, op: str, symbol: str, interval: str, history: int | None = None) -> None:
         """Send a ``subscribe_bars`` (with ``history``) or ``unsubscribe_bars`` and wait for its answer; raise
@@ -242,11 +319,8 @@ class ServerLink:
         if history is not None:
             request["history"] = history
         async with self._lock:
-            ex = await self._exchange(request, [], frozenset((symbol,)))
-        if ex.errors:
-            for extra in ex.errors[1:]:
-                self.on_error(extra)
-            raise ex.errors[0]
+            ex = await self._exchange([request], [], frozenset((symbol,)))
+        self._raise(ex)
 
     async def refresh(self, token: str) -> list[ServerError]:
         """Replace the connection's token (``{"op":"refresh"}``); return the errors that came with the answer.
@@ -256,27 +330,29 @@ class ServerLink:
         in force stays (the connection stays open): the caller keeps it and tries again.
         """
         async with self._lock:
-            ex = await self._exchange({"op": "refresh", "token": token}, [])
+            ex = await self._exchange([{"op": "refresh", "token": token}], [])
         if not ex.authenticated and not ex.errors:
             log.warning("ticker client: the server did not confirm the token refresh")
         return ex.errors
 
     async def _exchange(
-        self, request: dict[str, Any], added: list[str], symbols: frozenset[str] | None = None
+        self, requests: list[dict[str, Any]], added: list[str], symbols: frozenset[str] | None = None
     ) -> _Exchange:
-        """Send ``request`` and a ping; collect the answer until the pong. ``added``: symbols followed on trial;
-        ``symbols``: those the request names."""
+        """Send ``requests`` and a ping; collect the answer until the pong. ``added``: symbols followed on trial;
+        ``symbols``: those the requests name."""
         subs = self.subs
         ping_id = f"req-{next(self._ids)}"
         ex = self._current = _Exchange(ping_id, asyncio.get_running_loop().create_future(), symbols)
         done = False
         try:
-            await self._send(request)
+            for request in requests:
+                await self._send(request)
             await self._send({"op": "ping", "id": ping_id})
             try:
                 await asyncio.wait_for(ex.future, self.ping_timeout)
             except TimeoutError:
-                raise ConnectionLost(f"no answer to {request['op']} within {self.ping_timeout} s") from None
+                op = requests[0]["op"]
+                raise ConnectionLost(f"no answer to {op} within {self.ping_timeout} s") from None
             done = True
         finally:
             self._current = None
@@ -303,7 +379,7 @@ class ServerLink:
             for gone in ended:
                 gone.end(_ended(gone))
         if kind == "quotes" or kind == "snapshot":
-            self.subs.apply(msg.get("data") or ())
+            self.subs.apply(msg.get("data") or (), kind == "snapshot")
         elif kind == "bar":
             if (sub := self._bar_sub(msg)) is not None:
                 sub.update(msg.get("bar"))
@@ -329,6 +405,7 @@ class ServerLink:
         elif kind == "subscribed":
             confirmed = frozenset(msg.get("symbols") or ())
             self.subs.set_delayed(frozenset(msg.get("delayed") or ()) & confirmed)
+            self.subs.set_rates(msg.get("rates"), confirmed)
             if ex is not None:
                 ex.subscribed = confirmed
             else:
@@ -341,6 +418,14 @@ class ServerLink:
         elif kind == "authenticated":
             if ex is not None:
                 ex.authenticated = True
+        elif kind == "options":
+            fields, delta = msg.get("fields"), msg.get("delta")
+            if (fields is None or _strings(fields)) and isinstance(delta, bool):
+                self.subs.set_options(tuple(fields) if fields is not None else None, delta)
+                if ex is not None:
+                    ex.options = True
+            else:
+                log.warning("ignoring a malformed options message: %.200s", data)
         elif kind == "error":
             named = msg.get("symbols")
             symbols = [str(s) for s in named] if isinstance(named, list) else []
@@ -360,6 +445,18 @@ class ServerLink:
             return None
         bars = self.subs.bars
         return bars.pop((s, interval), None) if pop else bars.get((s, interval))
+
+
+def _symbols_request(op: str, symbols: list[str], max_hz: float | None) -> dict[str, Any]:
+    """A ``subscribe`` or ``unsubscribe`` request; ``max_hz`` (a subscribe's rate) when not None."""
+    request: dict[str, Any] = {"op": op, "symbols": symbols}
+    if max_hz is not None:
+        request["max_hz"] = max_hz
+    return request
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
 
 
 def _ended(sub: BarSubscription) -> ServerError:

@@ -15,20 +15,24 @@ With ``token=`` or ``token_provider=`` it presents a bearer token on every conne
 provider renews it over the live socket (``refresh``) before it expires.
 ``subscribe_bars`` gives a :class:`~ticker.client.barstream.BarSubscription` on the same connection: the
 history, then live bars, subscribed again (history included) after a reconnect.
+``max_hz`` (a default, and per ``subscribe``) caps each symbol's rate; ``fields`` and ``delta`` (at start, or
+``set_options``) narrow the entries: the client merges deltas and always yields full quotes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from ticker import protocol
 from ticker.backoff import Backoff
@@ -51,11 +55,21 @@ from ticker.client.models import (
     TokenProviderError,
     TooManyConnectionsError,
 )
+from ticker.client.streamopts import OWN_PARAMS, check_fields, check_max_hz, query_params, rate_groups
 from ticker.errors import UNAUTHORIZED, invalid_symbols_message
 from ticker.quote import Quote
 from ticker.status import SymbolStatus
 
 log = logging.getLogger("ticker.client")
+
+
+class _Unset(enum.Enum):
+    """Marks an argument left out (where None has a meaning of its own)."""
+
+    UNSET = "unset"
+
+
+UNSET = _Unset.UNSET
 
 
 @dataclass(slots=True)
@@ -83,18 +97,28 @@ class TickerClient:
         session: aiohttp.ClientSession | None = None,
         token: str | None = None,
         token_provider: Callable[[], Awaitable[str]] | None = None,
+        max_hz: float | None = None,
+        fields: Iterable[str] | str | None = None,
+        delta: bool = False,
     ) -> None:
         if token is not None and token_provider is not None:
             raise ValueError("pass either token= or token_provider=, not both")
         valid, invalid = protocol.split_symbols(symbols)
         if invalid:
             raise InvalidSymbolError(invalid_symbols_message(invalid), invalid)
+        own = [p for p in OWN_PARAMS if p in URL(url).query]
+        if own:
+            raise ValueError(f"pass {', '.join(own)} as arguments of the client, not in the URL")
+        if not isinstance(delta, bool):
+            raise BadRequestError(f"delta must be True or False, got {delta!r}")
+        self._max_hz = check_max_hz(max_hz)
         self.url = url
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.connect_timeout = connect_timeout
         self.handshake_timeout = handshake_timeout
-        self._subs = Subscriptions(valid, buffer_limit)
+        self._subs = Subscriptions(valid, buffer_limit, check_fields(fields), delta)
+        self._subs.want_rate(valid, self._max_hz)
         self._backoff = backoff or Backoff(base=0.5, cap=30.0)
         self._on_event = on_event
         self._headers = dict(headers or {})
@@ -146,6 +170,32 @@ class TickerClient:
         return self._subs.delayed
 
     @property
+    def max_hz(self) -> float | None:
+        """The rate ``subscribe`` asks when its call gives none (None: unthrottled); the initial symbols' rate."""
+        return self._max_hz
+
+    @max_hz.setter
+    def max_hz(self, value: float | None) -> None:
+        self._max_hz = check_max_hz(value)
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """The rate granted for each throttled symbol (entries per second), as the server's last ``subscribed``
+        said; unthrottled symbols are absent (a fresh dict)."""
+        return dict(self._subs.rates)
+
+    @property
+    def fields(self) -> tuple[str, ...] | None:
+        """The fields selected on the connection, in the Q entry's order (None: all); the others are None in
+        the quotes."""
+        return self._subs.fields
+
+    @property
+    def delta(self) -> bool:
+        """Whether the server sends changed-fields deltas (the client merges them: quotes are always full)."""
+        return self._subs.delta
+
+    @property
     def pending(self) -> int:
         """Quotes received and waiting for the consumer (at most the buffer limit plus one per symbol)."""
         return len(self._subs.buffer)
@@ -188,18 +238,23 @@ class TickerClient:
             await self.close()
             raise
 
-    async def subscribe(self, *symbols: str) -> frozenset[str]:
+    async def subscribe(self, *symbols: str, max_hz: float | _Unset | None = UNSET) -> frozenset[str]:
         """Add symbols; return the full set the server confirms. Waits while disconnected.
 
-        Raises :class:`InvalidSymbolError` (nothing is sent) for malformed symbols,
+        ``max_hz``: at most that many entries per second for each of these symbols, each the latest value
+        (None: unthrottled; left out: the client's :attr:`max_hz`). Subscribing a symbol again sets its rate
+        again; :attr:`rates` has what the server granted, and the rate is asked again after a reconnect.
+        Raises :class:`BadRequestError` for a ``max_hz`` under 0.1 and
+        :class:`InvalidSymbolError` (nothing is sent) for malformed symbols,
         :class:`~ticker.client.models.TooManySymbolsError` when the server's cap would be passed (nothing is
         subscribed), and :class:`~ticker.client.models.UnknownSymbolError` (or ``ForbiddenSymbolError``) naming
         the symbols the server refused; the other symbols of the call are subscribed all the same.
         """
+        rate = self._max_hz if max_hz is UNSET else check_max_hz(max_hz)
         valid, invalid = protocol.split_symbols(symbols)
         if invalid:
             raise InvalidSymbolError(invalid_symbols_message(invalid), invalid)
-        return await self._request("subscribe", valid)
+        return await self._request("subscribe", valid, rate)
 
     async def unsubscribe(self, *symbols: str) -> frozenset[str]:
         """Remove symbols; from the moment of the call no quote of theirs is yielded any more."""
@@ -208,6 +263,30 @@ class TickerClient:
             raise InvalidSymbolError(invalid_symbols_message(invalid), invalid)
         self._subs.forget(valid)
         return await self._request("unsubscribe", valid)
+
+    async def set_options(
+        self, *, fields: Iterable[str] | str | _Unset | None = UNSET, delta: bool | None = None
+    ) -> None:
+        """Change the connection options (``{"op":"options"}``): ``fields`` (None: all), ``delta``; an argument
+        left out keeps its value. Returns once the server's ``options`` reply and its snapshot under the new
+        options are in (:attr:`fields` and :attr:`delta` then say what is in force, also after reconnects).
+        Raises :class:`BadRequestError` (nothing is sent) for unknown fields or a selection without ``p``.
+        """
+        request: dict[str, Any] = {"op": "options"}
+        if fields is not UNSET:
+            chosen = check_fields(fields)
+            request["fields"] = list(chosen) if chosen is not None else None
+        if delta is not None:
+            if not isinstance(delta, bool):
+                raise BadRequestError(f"delta must be True or False, got {delta!r}")
+            request["delta"] = delta
+        if len(request) == 1:
+            raise BadRequestError("set_options needs fields= or delta=")
+
+        async def run(link: ServerLink) -> None:
+            await link.options(request)
+
+        await self._call(run)
 
     async def subscribe_bars(
         self, symbol: str, interval: str = "1m", *, history: int = DEFAULT_LIMIT
@@ -354,7 +433,12 @@ class TickerClient:
         headers = self._headers
         if self._tokens is not None:  # the header: no extra round trip, and no token in the URL
             headers = {**headers, "Authorization": f"Bearer {await self._tokens.current()}"}
-        return await self._session.ws_connect(self.url, headers=headers, autoping=True)
+        return await self._session.ws_connect(self._ws_url(), headers=headers, autoping=True)
+
+    def _ws_url(self) -> str:
+        """The URL to connect to: with the connection options in force (``fields``, ``delta``) in the query."""
+        params = query_params(self._subs.fields, self._subs.delta)
+        return str(URL(self.url).update_query(params)) if params else self.url
 
     def _auth_error(self, exc: BaseException) -> BaseException:
         """``exc`` as an auth error when it is one (HTTP 401/429, close 4001/4003/4029), else ``exc``."""
@@ -469,8 +553,8 @@ class TickerClient:
     async def _writer(self, link: ServerLink, resumed: bool) -> None:
         """Resubscribe the whole set, report the connection, then send the user's requests in order."""
         try:
-            if self._subs.symbols:
-                await link.exchange("subscribe", list(self._subs.symbols))
+            if self._subs.symbols:  # one subscribe per rate
+                await link.resubscribe(rate_groups(self._subs.symbols, self._subs.wanted_hz))
         except ServerError as exc:
             if exc.code == UNAUTHORIZED:
                 raise self._unauthorized() from None
@@ -581,9 +665,9 @@ class TickerClient:
         self._emit(EventKind.STATUS, symbol=symbol, status=status)
 
     # -- internals: helpers ------------------------------------------------------------------
-    async def _request(self, op: str, symbols: list[str]) -> frozenset[str]:
+    async def _request(self, op: str, symbols: list[str], max_hz: float | None = None) -> frozenset[str]:
         async def run(link: ServerLink) -> frozenset[str]:
-            return await link.exchange(op, symbols)
+            return await link.exchange(op, symbols, max_hz)
 
         result: frozenset[str] = await self._call(run)
         return result
