@@ -27,8 +27,12 @@ run: $(RUN_STAMP)
 system-deps:
 	bash .ci/system-deps.sh
 
+# The whole suite on TEST_WORKERS processes (pytest-xdist), each test file whole on one of them
+# (module fixtures are built once); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(ARGS)
 
 # The fast half: pure unit tests, no sockets and no processes (seconds).
 test-unit: $(STAMP)
