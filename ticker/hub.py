@@ -47,7 +47,7 @@ class SymbolState:
         self.encoded: bytes | None = None
         self.groups: set[_Group] = set()
         self.pending_since: float | None = None
-        self.views: list[ViewState] = []  # views of this key that someone holds
+        self.views: tuple[ViewState, ...] = ()  # views of this key that someone holds (rarely changes)
 
     @property
     def entry(self) -> bytes | None:
@@ -264,14 +264,14 @@ class Hub(Generic[S]):
         view = ViewState(key, base)
         if view.full is not None:  # its first entry is the snapshot its first subscriber gets now
             view.next_at = now + view.interval
-        base.views.append(view)
+        base.views = (*base.views, view)
         return view
 
     def _drop_view(self, view: ViewState) -> None:
         """Forget a view nobody holds any more (a timer it left in the heap finds it gone)."""
         del self._symbols[view.symbol]
         base = view.base
-        base.views.remove(view)
+        base.views = tuple(v for v in base.views if v is not view)
         view.waiting = False
         if view.pending_since is not None:
             view.pending_since = None
