@@ -60,6 +60,7 @@ class _Day:
     __slots__ = (
         "base",
         "end",
+        "first",
         "high",
         "last",
         "low",
@@ -73,9 +74,10 @@ class _Day:
         "vwap",
     )
 
-    def __init__(self, start: int, end: int, price: float) -> None:
+    def __init__(self, start: int, end: int, price: float, first: int) -> None:
         self.start = start
         self.end = end
+        self.first = first  # the timestamp of the session's first quote the server saw
         self.open = self.high = self.low = self.last = price
         self.pv = 0.0  # sum of price × size
         self.size = 0.0  # sum of sizes
@@ -144,8 +146,23 @@ class DayStats:
         return quote
 
     def forget(self, symbol: str) -> None:
-        """Drop ``symbol``'s session (its session days changed): the next quote starts it afresh."""
+        """Drop ``symbol``'s session: the next quote starts it afresh."""
         self._days.pop(symbol, None)
+
+    def resession(self, symbol: str, now_ms: int) -> None:
+        """``symbol``'s session days changed (its directory entry arrived): what the server saw stays the
+        session's when the new days put its first quote in the same session as ``now_ms``; otherwise the next
+        quote starts the session afresh."""
+        day = self._days.get(symbol)
+        if day is None:
+            return
+        start_of = self._session_of(symbol)
+        start = start_of(day.first)
+        if start != start_of(now_ms):
+            del self._days[symbol]
+            return
+        day.start = start
+        day.end = start_of(start + _NEXT_DAY_MS)
 
     def seed_days(self, symbol: str, days: Sequence[Bar], now_ms: int) -> None:
         """:meth:`seed` from ``symbol``'s newest ``1d`` bars (oldest first): the last is the session's, the one
@@ -170,7 +187,7 @@ class DayStats:
         if day is None or day.start != start:
             if day is None and len(self._days) >= self.max_symbols:
                 del self._days[next(iter(self._days))]
-            day = self._days[symbol] = _Day(start, start_of(start + _NEXT_DAY_MS), session.o)
+            day = self._days[symbol] = _Day(start, start_of(start + _NEXT_DAY_MS), session.o, start)
             day.last = session.c
         elif day.seeded:
             return
@@ -192,7 +209,7 @@ class DayStats:
         symbol = quote.symbol
         start_of = self._session_of(symbol)
         start = start_of(quote.ts_ms)
-        day = _Day(start, start_of(start + _NEXT_DAY_MS), quote.price)
+        day = _Day(start, start_of(start + _NEXT_DAY_MS), quote.price, quote.ts_ms)
         if previous is not None:
             day.prev_close = previous.last
             day.base = previous.base  # a volume that runs on over days: the growth is still this session's

@@ -206,3 +206,18 @@ def test_a_seed_of_another_session_is_ignored_and_a_fresh_symbol_starts_from_it(
         399.0,
         None,
     )
+
+
+def test_new_session_days_keep_what_was_seen_when_the_first_quote_stays_in_the_session() -> None:
+    ny = new_york_day_start()
+    assert ny is not None
+    days = {"AAPL": utc_day_start}
+    stats = DayStats(session_of=lambda s: days[s])
+    late = MIDNIGHT + 2 * 3_600_000  # 02:00 UTC: 21:00 or 22:00 the day before in New York
+    stats.apply(q(100.0, late))
+    stats.apply(q(101.0, late + 1))
+    days["AAPL"] = ny  # the directory says it trades New York days
+    stats.resession("AAPL", late + 2)
+    assert day(stats.apply(q(100.5, late + 3)))[:3] == (100.0, 101.0, 100.0)  # the same session: kept
+    stats.resession("AAPL", late + DAY)  # its first quote is not in the session of now: afresh
+    assert day(stats.apply(q(99.0, late + DAY + 1)))[:3] == (99.0, 99.0, 99.0)

@@ -267,7 +267,7 @@ class Node:
         self._sessions_seen = version
         for symbol in self.bars.symbols():
             if self.bars.resession(symbol):
-                self.day_stats.forget(symbol)
+                self.day_stats.resession(symbol, int(time.time() * 1000))
                 self.history_loader.ensure(symbol)
 
     def ensure_history(self, symbol: str) -> None:
