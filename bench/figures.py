@@ -39,6 +39,32 @@ def _latency(hist: dict[int, float]) -> dict[str, int | None]:
     }
 
 
+def wire_bytes_per_s(reports: list[dict[str, Any]]) -> float | None:
+    """Bytes per second the clients read off their sockets (None: a result from before they counted them)."""
+    if not reports or any("wire_bytes" not in r for r in reports):
+        return None
+    return sum(r["wire_bytes"] / r["wall"] for r in reports)
+
+
+def server_counters(raw: dict[str, Any]) -> dict[str, float | None]:
+    """ticker's own counts over the window from its /metrics (None each when not scraped or not exposed)."""
+    before, after = raw.get("metrics_before"), raw.get("metrics_after")
+    if not before or not after:
+        return dict.fromkeys(("conflated", "sent", "bytes_per_s", "throttled"), None)
+
+    def grown(name: str) -> float | None:
+        return after[name] - before[name] if name in after and name in before else None
+
+    sent_bytes = grown("ticker_bytes_sent_total")
+    return {
+        "conflated": grown("ticker_updates_conflated_total"),
+        "sent": grown("ticker_updates_sent_total"),
+        # the frames ticker handed to the sockets (quotes and bars; not replies or subscribe snapshots)
+        "bytes_per_s": sent_bytes / raw["window"] if sent_bytes is not None and sent_bytes > 0 else None,
+        "throttled": after.get("ticker_throttled_subscriptions"),  # a gauge: its value at the window's end
+    }
+
+
 def summarize(sc: Scenario, raw: dict[str, Any]) -> dict[str, Any]:
     """Figures of one run: rates at the clients, server CPU per update and frame, latency, memory, errors."""
     reports = raw["reports"]
@@ -59,12 +85,11 @@ def summarize(sc: Scenario, raw: dict[str, Any]) -> dict[str, Any]:
         "server_errors": sum(r["server_errors"] for r in reports),
         "server_died": 0 if raw["server_alive"] else 1,
     }
-    conflated = None
-    ours_sent = None
-    if raw.get("metrics_before") and raw.get("metrics_after"):
-        before, after = raw["metrics_before"], raw["metrics_after"]
-        conflated = int(after["ticker_updates_conflated_total"] - before["ticker_updates_conflated_total"])
-        ours_sent = int(after["ticker_updates_sent_total"] - before["ticker_updates_sent_total"])
+    counters = server_counters(raw)
+    conflated = None if counters["conflated"] is None else int(counters["conflated"])
+    ours_sent = None if counters["sent"] is None else int(counters["sent"])
+    throttled = None if counters["throttled"] is None else int(counters["throttled"])
+    wire = wire_bytes_per_s(reports)
     offered = sc.offered_per_second()
 
     def per(rate: float) -> float | None:
@@ -89,6 +114,11 @@ def summarize(sc: Scenario, raw: dict[str, Any]) -> dict[str, Any]:
         "messages_per_s": messages_per_s,
         "server_cpu_us_per_message": per(messages_per_s),
         "updates_per_server_cpu_s": updates_per_s / server_cores if server_cores > 0 else None,
+        # Issue 16: bytes on the wire (clients' count and ticker's ``ticker_bytes_sent_total``), throttling.
+        "wire_bytes_per_s": wire,
+        "wire_bytes_per_update": wire / updates_per_s if wire is not None and updates_per_s > 0 else None,
+        "server_bytes_per_s": counters["bytes_per_s"],
+        "throttled_subscriptions": throttled,
         "server_cpu_wait_ratio": raw.get("server_wait_seconds", 0.0) / raw["window"],
         "client_cpu_cores": client_cores,
         "client_cpu_wait_ratio": sum(r.get("cpu_wait", 0.0) / r["wall"] for r in reports) / len(reports),

@@ -9,7 +9,8 @@ For a scenario with ``auth`` "jwt" each connection presents its own token (``sub
 minted here with the HS256 secret in ``TICKER_JWT_SECRET``: without a ``ticker`` claim (everything
 real-time), or for the connections :meth:`Scenario.is_delayed` picks, with every symbol delayed.
 
-With ``bars`` each connection sends its ``subscribe_bars`` requests right after its ``subscribe``, counts
+With ``delta`` every connection opens ``/ws?delta=1``; with ``max_hz`` its ``subscribe`` carries ``"max_hz"``
+(issue 16). With ``bars`` each connection sends its ``subscribe_bars`` requests right after its ``subscribe``, counts
 as subscribed once it has every ``bars`` reply too, and counts ``bar`` messages apart from quote updates.
 
 Commands, one per line on stdin: ``subscribe`` (send every connection's requests), ``mark`` (zero the counters, start the window), ``report``
@@ -75,10 +76,20 @@ def token_for(sc: Scenario, conn: int, secret: str) -> str:
     return mint(f"bench-{conn}", TOKEN_TTL, key=secret)
 
 
+def split_url(url: str) -> tuple[str, int, str]:
+    """Host, port and request target (path with its query, e.g. ``/ws?delta=1``) of a ``ws://`` URL."""
+    parsed = urlsplit(url)
+    path = parsed.path or "/"
+    return (
+        parsed.hostname or "127.0.0.1",
+        parsed.port or 80,
+        f"{path}?{parsed.query}" if parsed.query else path,
+    )
+
+
 async def connect_all(url: str, sc: Scenario, first: int, count: int, stats: Stats) -> list[Subscriber]:
     """Open ``count`` connections (numbers ``first``..) with bounded concurrency, not yet subscribed."""
-    parsed = urlsplit(url)
-    host, port, path = parsed.hostname or "127.0.0.1", parsed.port or 80, parsed.path or "/"
+    host, port, path = split_url(url)
     sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
     conns: list[Subscriber] = []
     secret = os.environ.get(SECRET_ENV, "") if sc.auth == "jwt" else ""
@@ -87,7 +98,7 @@ async def connect_all(url: str, sc: Scenario, first: int, count: int, stats: Sta
     tokens = {i: token_for(sc, i, secret) for i in range(first, first + count)} if secret else {}
 
     async def one(i: int) -> None:
-        request = orjson.dumps({"op": "subscribe", "symbols": sc.symbols_for(i)})
+        request = orjson.dumps(sc.subscribe_request(i))
         bar_requests = tuple(
             orjson.dumps({"op": "subscribe_bars", "symbol": s, "interval": iv, "history": sc.bar_history})
             for s, iv in sc.bar_subscriptions(i)

@@ -7,6 +7,7 @@ existing result without running anything.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -120,6 +121,115 @@ def bars_table(by: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         "| quote latency p50 / p99 ms |",
         "|---|---:|---:|---:|---:|---:|---:|",
         *lines,
+    ]
+
+
+OPTIONS_LEGEND = (
+    "Deltas and maximum rates (issue 16): each variant beside the scenario it varies, ticker alone. *wire "
+    "KiB/s* is what the clients read off their sockets (WebSocket frames with their headers), *bytes/update* "
+    "that over the updates counted; *sent KiB/s* is ticker's own `ticker_bytes_sent_total` (quote and bar "
+    "frames, not replies or snapshots); *server cores* is the server's CPU-seconds per second; *throttled* "
+    "is `ticker_throttled_subscriptions` at the window's end. With `max_hz` 1 far fewer updates are "
+    "delivered, so read *µs CPU/update* (per delivered update) beside *server cores*."
+)
+
+
+def _options(sc: dict[str, Any]) -> str:
+    """Issue 16's options of a scenario, as the table shows them."""
+    out = []
+    if sc.get("delta"):
+        out.append("`?delta=1`")
+    if sc.get("max_hz") is not None:
+        out.append(f"`max_hz` {sc['max_hz']:g}")
+    return ", ".join(out) or "–"
+
+
+def _over(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def option_pairs(by: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str]]:
+    """(base, variant) names: each issue-16 variant ticker ran, beside the scenario it varies."""
+    out = []
+    for name, runs in by.items():
+        r = runs.get("ours")
+        if r is not None and "figures" in r:
+            base = Scenario(**r["scenario"]).base_name
+            if base is not None:
+                out.append((base, name))
+    return out
+
+
+def option_ratios(base: dict[str, Any], variant: dict[str, Any]) -> dict[str, float | None]:
+    """The variant's figures over its base's (None where either is missing)."""
+    keys = (
+        "wire_bytes_per_s",
+        "wire_bytes_per_update",
+        "server_bytes_per_s",
+        "updates_per_s",
+        "server_cpu_cores",
+        "server_cpu_us_per_update",
+    )
+    return {k: _over(variant.get(k), base.get(k)) for k in keys}
+
+
+def _times(ratios: dict[str, float | None], key: str) -> str:
+    v = ratios[key]
+    return "–" if v is None else f"{v:.2f}×"
+
+
+def _kib(v: float | None) -> str:
+    return _num(None if v is None else v / 1024)
+
+
+def options_table(by: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Deltas and maximum rates: each variant's row beside its base scenario's, then the ratios."""
+    rows: list[str] = []
+    notes: list[str] = []
+    shown: set[str] = set()
+    for base, name in option_pairs(by):
+        b = by.get(base, {}).get("ours")
+        for n in (base, name):
+            r = by[n]["ours"] if n == name else b
+            if n in shown or r is None or "figures" not in r:
+                continue
+            shown.add(n)
+            f, lat = r["figures"], r["figures"]["latency_ms"]
+            delivered = f["delivered_ratio"]
+            rows.append(
+                f"| {n} | {_options(r['scenario'])} | {_num(f['updates_per_s'])} "
+                f"| {_num(delivered * 100 if delivered else None)} % | {_kib(f.get('wire_bytes_per_s'))} "
+                f"| {_num(f.get('wire_bytes_per_update'), 1)} | {_kib(f.get('server_bytes_per_s'))} "
+                f"| {f['server_cpu_cores']:.3f} | {_num(f['server_cpu_us_per_update'], 2)} "
+                f"| {_num(f['server_cpu_us_per_frame'], 2)} | {_num(f.get('throttled_subscriptions'))} "
+                f"| {_ms(lat['p50'])} / {_ms(lat['p99'])} |"
+            )
+        if b is None or "figures" not in b:
+            notes.append(f"- {name}: {base} not run, no ratio.")
+            continue
+        q = option_ratios(b["figures"], by[name]["ours"]["figures"])
+        x = functools.partial(_times, q)
+        if by[name]["ours"]["scenario"].get("delta"):
+            notes.append(
+                f"- {name} against {base}: wire bytes/s {x('wire_bytes_per_s')}, bytes per update "
+                f"{x('wire_bytes_per_update')}, ticker's sent bytes/s {x('server_bytes_per_s')}; server CPU "
+                f"per update {x('server_cpu_us_per_update')}."
+            )
+        else:
+            notes.append(
+                f"- {name} against {base}: updates/s {x('updates_per_s')}, server cores "
+                f"{x('server_cpu_cores')}, server CPU per delivered update {x('server_cpu_us_per_update')}, "
+                f"wire bytes/s {x('wire_bytes_per_s')}."
+            )
+    if not rows:
+        return []
+    return [
+        "| scenario (ticker) | options | updates/s | delivered | wire KiB/s | bytes/update | sent KiB/s "
+        "| server cores | µs CPU/update | µs CPU/frame | throttled | latency p50 / p99 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        *notes,
     ]
 
 
@@ -242,6 +352,34 @@ def targets(by: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str, bo
                 None,
             )
         )
+    for base_name, name in option_pairs(by):
+        f, b = fig(name), fig(base_name)
+        assert f is not None
+        if by[name]["ours"]["scenario"].get("delta"):
+            what = (
+                f"{name} (`?delta=1`): bytes per second on the wire with deltas, against {base_name} without"
+            )
+            got = f"{_kib(f.get('wire_bytes_per_s'))} KiB/s, {_num(f.get('wire_bytes_per_update'), 1)} bytes/update"
+            if b:
+                q = option_ratios(b, f)
+                got += (
+                    f" against {_kib(b.get('wire_bytes_per_s'))} KiB/s, "
+                    f"{_num(b.get('wire_bytes_per_update'), 1)} bytes/update: "
+                    f"{_times(q, 'wire_bytes_per_s')} the bytes per second"
+                )
+        else:
+            hz = by[name]["ours"]["scenario"]["max_hz"]
+            what = f"{name} (`max_hz` {hz:g}): server CPU per delivered update stated"
+            got = (
+                f"{_num(f['server_cpu_us_per_update'], 2)} µs per update, {_num(f['updates_per_s'])} updates/s, "
+                f"{f['server_cpu_cores']:.3f} cores"
+            )
+            if b:
+                got += (
+                    f" ({base_name}: {_num(b['server_cpu_us_per_update'], 2)} µs, {_num(b['updates_per_s'])} "
+                    f"updates/s, {b['server_cpu_cores']:.3f} cores)"
+                )
+        out.append((what, got, None))
     f = fig("broad")
     if f:
         check("broad p99 tick→client ≤ 50 ms", f["latency_ms"]["p99"], 50, True, "ms", 0)
@@ -303,6 +441,9 @@ def render(result: dict[str, Any], json_name: str, chart: bool) -> str:
     bt = bars_table(by)
     if bt:
         lines += ["### Bars next to quotes", "", *bt, ""]
+    ot = options_table(by)
+    if ot:
+        lines += ["### Deltas and maximum rates", "", OPTIONS_LEGEND, "", *ot, ""]
     if peers:
         lines += [
             "### Updates per server CPU-second, ticker against the peers",

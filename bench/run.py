@@ -39,6 +39,8 @@ METRICS = (
     "ticker_updates_sent_total",
     "ticker_frames_sent_total",
     "ticker_bar_history_loading",
+    "ticker_bytes_sent_total",
+    "ticker_throttled_subscriptions",
 )
 HISTORY_WAIT = 60.0  # seconds a run waits for the server's bar history to load before its warmup
 
@@ -155,7 +157,7 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
                         "-m",
                         "bench.loadgen",
                         "--url",
-                        f"ws://127.0.0.1:{port}/ws",
+                        f"ws://127.0.0.1:{port}{sc.ws_path()}",
                         "--scenario",
                         spec,
                         "--first",
@@ -274,6 +276,10 @@ def brief(f: dict[str, Any]) -> str:
         f"{f['updates_per_s']:>12,.0f} upd/s  {'–' if us is None else f'{us:.2f}'} µs/upd  "
         f"p99 {f['latency_ms']['p99']} ms  RSS {f['rss_after_kib']:,} KiB  errors {f['errors']}"
     )
+    if f.get("wire_bytes_per_s") and f.get("wire_bytes_per_update"):
+        line += f"  wire {f['wire_bytes_per_s'] / 1024:,.0f} KiB/s ({f['wire_bytes_per_update']:.0f} B/upd)"
+    if f.get("throttled_subscriptions"):
+        line += f"  throttled {f['throttled_subscriptions']:,}"
     if f.get("bars_per_s"):
         line += f"  bars {f['bars_per_s']:,.0f}/s, {f['server_cpu_us_per_message']:.2f} µs/msg"
     if f.get("delayed"):

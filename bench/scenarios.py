@@ -13,6 +13,11 @@ A scenario with ``bars`` (issue 14) also subscribes each connection to that many
 ``subscribe_bars``: the intervals of :data:`BAR_INTERVALS` of its first symbols in turn (``bars=4``: the
 first two symbols at ``1s`` and at ``1m``), each asking for ``bar_history`` bars of history. Ours only:
 the peers have no bars.
+
+Issue 16's options, ours only too (the peers have neither): ``delta`` opens every connection at
+``/ws?delta=1`` (changed-fields deltas), ``max_hz`` adds ``"max_hz"`` to every ``subscribe`` (at most that
+many entries per second per symbol and connection); :meth:`Scenario.base_name` names the scenario a
+variant is compared with.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class Scenario:
     delay: float | None = None  # set: ``ticker serve --delay N``
     bars: int = 0  # bar subscriptions per connection (``subscribe_bars``), ours only
     bar_history: int = 0  # ``history`` asked for in each ``subscribe_bars``
+    delta: bool = False  # every connection at ``/ws?delta=1``: changed-fields deltas, ours only
+    max_hz: float | None = None  # set: ``"max_hz"`` in every ``subscribe``, ours only
     loadgens: int = 2  # load-generator processes
     warmup: float = 3.0  # seconds between "all subscribed" and the measured window
     window: float = 10.0  # measured window, seconds
@@ -55,7 +62,8 @@ class Scenario:
         if self.mode == "one":
             return [UNIVERSE[0]]
         if self.mode == "random":
-            return random.Random(f"{self.name}:{conn}").sample(UNIVERSE, self.per_conn)
+            # a variant (broad-delta) draws the same symbols as its base (broad): the runs compare
+            return random.Random(f"{self.base_name or self.name}:{conn}").sample(UNIVERSE, self.per_conn)
         raise ValueError(f"unknown mode {self.mode!r}")
 
     def bar_subscriptions(self, conn: int) -> list[tuple[str, str]]:
@@ -63,6 +71,22 @@ class Scenario:
         :data:`BAR_INTERVALS` of its first symbol, then of its second, ..., ``bars`` in all."""
         pairs = [(s, iv) for s in self.symbols_for(conn) for iv in BAR_INTERVALS]
         return pairs[: self.bars]
+
+    def subscribe_request(self, conn: int) -> dict[str, object]:
+        """The ``subscribe`` message connection number ``conn`` sends (with ``max_hz`` when set)."""
+        request: dict[str, object] = {"op": "subscribe", "symbols": self.symbols_for(conn)}
+        if self.max_hz is not None:
+            request["max_hz"] = self.max_hz
+        return request
+
+    def ws_path(self) -> str:
+        """The path every connection opens (``/ws``, with ``?delta=1`` for deltas)."""
+        return "/ws?delta=1" if self.delta else "/ws"
+
+    @property
+    def base_name(self) -> str | None:
+        """The scenario this one varies by issue 16's options (``broad-delta`` → ``broad``), None for others."""
+        return self.name.split("-")[0] if self.delta or self.max_hz is not None else None
 
     def is_delayed(self, conn: int) -> bool:
         """Whether connection number ``conn`` holds a delayed-only token (spread evenly over the numbers)."""
@@ -87,16 +111,32 @@ class Scenario:
                 f", each also subscribed to {len(pairs)} bar series (`subscribe_bars` {series}, "
                 f"`history` {self.bar_history})"
             )
+        if self.delta:
+            workers += ", every connection at `/ws?delta=1` (changed-fields deltas)"
+        if self.max_hz is not None:
+            workers += f', every `subscribe` with `"max_hz": {self.max_hz:g}`'
         return f"{self.conns:,} connections {self.description}, {self.rate:g} tick{'' if self.rate == 1 else 's'}/s per symbol{workers}"
 
     @property
     def ours_only(self) -> bool:
         """Whether only ticker runs this scenario (a ticker option, no peer equivalent)."""
-        return self.workers > 1 or self.flush_ms is not None or self.auth != "none" or self.bars > 0
+        return (
+            self.workers > 1
+            or self.flush_ms is not None
+            or self.auth != "none"
+            or self.bars > 0
+            or self.delta
+            or self.max_hz is not None
+        )
+
+    def tick_rate(self) -> float:
+        """Ticks per second per symbol a connection can get: the market's, capped at ``max_hz``."""
+        return self.rate if self.max_hz is None else min(self.rate, self.max_hz)
 
     def offered_per_second(self) -> float:
-        """Updates per second the clients would get if every tick reached every subscriber."""
-        return self.conns * len(self.symbols_for(0)) * self.rate
+        """Updates per second the clients would get if every tick reached every subscriber (at most
+        ``max_hz`` per symbol and connection)."""
+        return self.conns * len(self.symbols_for(0)) * self.tick_rate()
 
     def offered_bars_per_second(self) -> float:
         """``bar`` messages per second if every tick moved the current bar of each subscribed series (at
@@ -124,7 +164,14 @@ MULTI: list[Scenario] = [
     # Issue 14: the crowd with bars next to quotes, each connection following the bars of two of its
     # symbols at 1s and 1m: what bars add to the fan-out's CPU per update.
     replace(FULL[1], name="crowd-bars", bars=4),
+    # Issue 16: the bytes on the wire with changed-fields deltas (against broad), and the server's CPU per
+    # delivered update when every subscription asks for at most one entry per second (against crowd and
+    # firehose; crowd ticks once a second already, firehose a hundred times).
+    replace(FULL[2], name="broad-delta", delta=True),
+    replace(FULL[1], name="crowd-1hz", max_hz=1.0),
+    replace(FULL[0], name="firehose-1hz", max_hz=1.0),
 ]
+ISSUE16 = ("broad-delta", "crowd-1hz", "firehose-1hz")
 
 
 def _shrink(s: Scenario, conns: int, rate: float, warmup: float, window: float, loadgens: int) -> Scenario:
@@ -144,7 +191,8 @@ def scenarios(sizes: str = "full") -> list[Scenario]:
         return [
             _shrink(s, conns[s.name.split("-")[0]], max(s.rate, 1.0), 0.5, 2.0, 2)
             for s in base
-            if not s.ours_only or s.name in ("firehose-2w", "crowd-jwt", "crowd-delayed", "crowd-bars")
+            if not s.ours_only
+            or s.name in ("firehose-2w", "crowd-jwt", "crowd-delayed", "crowd-bars", *ISSUE16)
         ]
     if sizes == "smoke":
         conns = {"firehose": 4, "crowd": 50, "broad": 20, "idle": 50}
@@ -152,6 +200,6 @@ def scenarios(sizes: str = "full") -> list[Scenario]:
         return [
             _shrink(s, conns[s.name.split("-")[0]], rates[s.name.split("-")[0]], 0.3, 1.0, 1)
             for s in base
-            if not s.ours_only or s.name == "crowd-bars"
+            if not s.ours_only or s.name in ("crowd-bars", *ISSUE16)
         ]
     raise ValueError(f"unknown sizes {sizes!r}")

@@ -15,6 +15,10 @@ A connection may also send ``subscribe_bars`` requests right after its ``subscri
 acknowledged once it has ``subscribed`` and a ``bars`` reply for each, and its ``bar`` messages (one per
 frame) are counted apart from the quote updates (their ``"s":`` is taken off the updates, and their
 bar's ``"t":``, the bar's start, is never taken for a quote's in the latency samples).
+
+Every byte received is counted (``wire_bytes``: frames with their headers, as read from the socket), so
+runs with and without changed-fields deltas compare by the bytes on the wire; a delta entry (no ``"t":``
+when its time did not change) still counts as one update by its ``"s":``.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ class Stats:
         """Zero the window's counters."""
         self.frames = 0
         self.updates = 0
-        self.bytes = 0
+        self.bytes = 0  # of the chunks that held quotes (or bars)
+        self.wire_bytes = 0  # every byte received (WebSocket frames, headers included)
         self.snapshots = 0
         self.server_errors = 0
         self.disconnects = 0
@@ -133,6 +138,7 @@ class Subscriber(asyncio.Protocol):
         self.closed = True
 
     def data_received(self, data: bytes) -> None:
+        self.stats.wire_bytes += len(data)
         if self.buf:
             data = self.buf + data
             self.buf = b""
@@ -273,6 +279,7 @@ def as_event(stats: Stats) -> dict[str, Any]:
         "frames": stats.frames,
         "updates": stats.updates,
         "bytes": stats.bytes,
+        "wire_bytes": stats.wire_bytes,
         "snapshots": stats.snapshots,
         "server_errors": stats.server_errors,
         "disconnects": stats.disconnects,

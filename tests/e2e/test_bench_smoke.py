@@ -1,7 +1,8 @@
 """Smoke run of the benchmark harness (`make bench` in miniature): every figure is produced and sane.
 
 Tiny scenario sizes, a one-second window, ticker and the naive Tornado peer, and ticker alone with bar
-subscriptions next to the quotes (crowd-bars). It checks that the
+subscriptions next to the quotes (crowd-bars) and with changed-fields deltas (broad-delta, beside broad). It
+checks that the
 figures exist, are positive, ordered and error-free, and that the report keeps hand-written text;
 it asserts no timings (those belong to `make bench` only).
 """
@@ -24,7 +25,15 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     doc.write_text(
         f"# Performance\n\nIntro by hand.\n\n{BEGIN}\nstale table\n{END}\n\n## Analysis\n\nKept.\n"
     )
-    cmd = [sys.executable, "-m", "bench.run", "--sizes", "smoke", "--scenario", "firehose,idle,crowd-bars"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.run",
+        "--sizes",
+        "smoke",
+        "--scenario",
+        "firehose,idle,crowd-bars,broad,broad-delta",
+    ]
     cmd += ["--peers", "naive", "--out", str(tmp_path), "--doc", str(doc)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -37,7 +46,7 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     [result_file] = tmp_path.glob("*.json")
     result = json.loads(result_file.read_text())
     assert result["command"].startswith(
-        "python -m bench.run --sizes smoke --scenario firehose,idle,crowd-bars"
+        "python -m bench.run --sizes smoke --scenario firehose,idle,crowd-bars,broad,broad-delta"
     )
     runs = {(r["scenario"]["name"], r["server"]): r for r in result["runs"]}
     assert set(runs) == {
@@ -46,6 +55,9 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
         ("idle", "ours"),
         ("idle", "naive"),
         ("crowd-bars", "ours"),  # ours only: the peers have no bars
+        ("broad", "ours"),
+        ("broad", "naive"),
+        ("broad-delta", "ours"),  # ours only: the peers have no deltas
     }
 
     for (scenario, server), run in runs.items():
@@ -64,11 +76,13 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
         assert lat["weight"] > 0, where
         assert 0 <= lat["p50"] <= lat["p99"] <= lat["p999"] <= lat["max"], (where, lat)
         assert f["rss_before_kib"] > 0 and f["rss_after_kib"] > 0, where
+        assert f["wire_bytes_per_update"] > 20, where  # every byte read counted, frame headers too
         if server == "ours":
             assert f["conflated_updates"] == 0, where  # the counter was scraped from /metrics
             assert f["server_reported_updates_sent"] > 0, where
+            assert f["server_bytes_per_s"] > 0, where  # ticker_bytes_sent_total
         else:
-            assert f["conflated_updates"] is None, where
+            assert f["conflated_updates"] is None and f["server_bytes_per_s"] is None, where
         if run["scenario"]["bars"]:
             # bar messages counted apart, and the CPU per message spread over updates and bars
             assert 0 < f["bars_per_s"] <= 1.5 * f["offered_bars_per_s"], (where, f["bars_per_s"])
@@ -82,6 +96,9 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     # Coalescing: ticker packs many updates per frame where the naive peer sends one frame per update.
     assert runs[("firehose", "naive")]["figures"]["updates_per_frame"] == 1.0
     assert runs[("firehose", "ours")]["figures"]["updates_per_frame"] > 1.0
+    # Deltas carry only the changed fields of the same symbols' updates: fewer bytes per update.
+    delta, full = runs[("broad-delta", "ours")]["figures"], runs[("broad", "ours")]["figures"]
+    assert delta["wire_bytes_per_update"] < full["wire_bytes_per_update"]
 
     text = doc.read_text()
     assert text.startswith("# Performance\n\nIntro by hand.\n")
@@ -90,5 +107,6 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     assert "stale table" not in generated
     assert result_file.name in generated
     needles = ("### firehose", "### idle", "### crowd-bars", "### Bars next to quotes", "| bar msgs/s |")
-    for needle in (*needles, "| ticker |", "| naive Tornado |", "upd/CPU-s", "### Targets"):
+    deltas = ("### broad-delta", "### Deltas and maximum rates", "- broad-delta against broad: wire bytes/s")
+    for needle in (*needles, *deltas, "| ticker |", "| naive Tornado |", "upd/CPU-s", "### Targets"):
         assert needle in generated, needle
