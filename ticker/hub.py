@@ -76,7 +76,15 @@ class ViewState(SymbolState):
 
     @property
     def entry(self) -> bytes | None:
-        return self.full
+        """A delta or throttled view's snapshot is what its subscribers last received: the base of its next
+        delta, and an entry no closer than the interval to the next; an unthrottled view's is the symbol's
+        latest value with the view's fields."""
+        spec, base = self.spec, self.base
+        if spec.delta or spec.interval_us or base.encoded is None:
+            return self.full
+        if spec.fields is None:
+            return base.encoded
+        return render(spec, decode(base.encoded), None)[1]
 
 
 class _Group:
