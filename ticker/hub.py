@@ -135,6 +135,7 @@ class Hub(Generic[S]):
         self._tick = count()
         #: The earliest time a throttled view waits for (inf: none): the fan-out flushes then.
         self.wake_at = inf
+        self._view_count = 0  # views held now (the throttled count is 0 at once without any)
         #: Bumped by every change of any subscriber's set (the node's allotment is worked out again).
         self.changes = 0
         self.updates_in = 0
@@ -270,6 +271,7 @@ class Hub(Generic[S]):
             base = self._symbols[base_key] = SymbolState(base_key, self.updates_in)
         self._idle.pop(base_key, None)  # a base with views is held, never evicted
         view = ViewState(key, base)
+        self._view_count += 1
         if view.full is not None:  # its first entry is the snapshot its first subscriber gets now
             view.next_at = now + view.interval
         base.views = (*base.views, view)
@@ -278,6 +280,7 @@ class Hub(Generic[S]):
     def _drop_view(self, view: ViewState) -> None:
         """Forget a view nobody holds any more (a timer it left in the heap finds it gone)."""
         del self._symbols[view.symbol]
+        self._view_count -= 1
         base = view.base
         base.views = tuple(v for v in base.views if v is not view)
         view.waiting = False
@@ -413,6 +416,8 @@ class Hub(Generic[S]):
 
     def throttled_count(self) -> int:
         """How many (subscriber, key) subscriptions have a maximum rate (``ticker_throttled_subscriptions``)."""
+        if not self._view_count:
+            return 0
         symbols = self._symbols
         n = 0
         for g in self._groups.values():

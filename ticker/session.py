@@ -443,7 +443,7 @@ class Session(Generic[S]):
         return False
 
     # -- tokens ------------------------------------------------------------------------------
-    def authorize(self, identity: Identity) -> Outcome:
+    def authorize(self, identity: Identity, now: float = -math.inf) -> Outcome:
         """The token of :attr:`Outcome.verify` is good: admit its bearer, or replace the token in force."""
         out = Outcome()
         sub = self.subscriber
@@ -463,7 +463,7 @@ class Session(Generic[S]):
         out.replies.append(protocol.authenticated(identity.sub, identity.exp))
         if identity.entitlements != old.entitlements:
             gone = self._reassess_bars(sub, identity.entitlements, out)
-            self._reassess(sub, identity.entitlements, out, gone)
+            self._reassess(sub, identity.entitlements, out, gone, now)
         return out
 
     def reject(self, exc: TokenRejected) -> Outcome:
@@ -625,7 +625,9 @@ class Session(Generic[S]):
         out.error(refusal.code, refusal.message, symbols, extra)
         return out
 
-    def _reassess(self, sub: S, ents: Entitlements, out: Outcome, bars_forbidden: list[str]) -> None:
+    def _reassess(
+        self, sub: S, ents: Entitlements, out: Outcome, bars_forbidden: list[str], now: float = -math.inf
+    ) -> None:
         """A refreshed token changed the entitlements: move symbols between tiers, drop the forbidden ones
         (one ``forbidden_symbol`` naming them and ``bars_forbidden``, those of dropped bar subscriptions)."""
         drop: list[str] = []
@@ -654,7 +656,7 @@ class Session(Generic[S]):
             if forbidden:
                 out.forbidden(forbidden)
             return
-        _added, snap = self.hub.subscribe(sub, add, drop)
+        _added, snap = self.hub.subscribe(sub, add, drop, now)
         out.unsubscribed = drop
         kept = {symbol_of(k) for k in add}
         self._ask([sym for k in drop if (sym := symbol_of(k)) not in kept], None)

@@ -371,8 +371,8 @@ function onMessage(msg) {
 // A symbol that moved between tiers (a refresh changed the entitlements) takes its next entry whatever its
 // `q`: delayed entries keep their original `q`, below the real-time ones already applied.
 function setDelayed(delayed) {
-  for (const sym of delayedSet) if (!delayed.has(sym)) book.forgetSeq(sym);
-  for (const sym of delayed) if (!delayedSet.has(sym)) book.forgetSeq(sym);
+  for (const sym of delayedSet) if (!delayed.has(sym)) book.retier(sym);
+  for (const sym of delayed) if (!delayedSet.has(sym)) book.retier(sym);
   delayedSet = delayed;
   table.setDelayed(delayed, delayText);
   detail.refreshInfo();

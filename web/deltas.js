@@ -12,6 +12,7 @@ export class PageQuotes {
   constructor() {
     this.quotes = new Map(); // symbol → merged quote
     this.lastSeq = new Map(); // symbol → `q` of the entry applied last (forgotten on a tier move)
+    this.fresh = new Set(); // symbols moved between tiers: their next entry is full and replaces the quote
   }
 
   /**
@@ -26,7 +27,8 @@ export class PageQuotes {
       const last = this.lastSeq.get(sym);
       if (last !== undefined && seq <= last) return null;
     }
-    const next = replace || prev === undefined ? {} : { ...prev };
+    const next = replace || prev === undefined || this.fresh.has(sym) ? {} : { ...prev };
+    this.fresh.delete(sym);
     for (const key of Object.keys(entry)) {
       if (key === "__proto__") continue;
       const value = entry[key];
@@ -45,20 +47,24 @@ export class PageQuotes {
 
   /**
    * `sym` moved between tiers (real-time, delayed): its next entry is applied whatever its `q` (delayed
-   * entries keep their original, lower `q`), still merged into the quote held.
+   * entries keep their original, lower `q`) and replaces the quote held, which stays shown until then (the
+   * first entry of the new tier is full: the other tier's deltas are not of this tier's values).
    */
-  forgetSeq(sym) {
+  retier(sym) {
     this.lastSeq.delete(sym);
+    this.fresh.add(sym);
   }
 
   delete(sym) {
     this.quotes.delete(sym);
     this.lastSeq.delete(sym);
+    this.fresh.delete(sym);
   }
 
   /** A new connection: every symbol starts again from its snapshot. */
   clear() {
     this.quotes.clear();
     this.lastSeq.clear();
+    this.fresh.clear();
   }
 }

@@ -157,18 +157,19 @@ async def loading() -> AsyncIterator[InProcessServer]:
         yield srv
 
 
+@pytest.mark.parametrize("options", ["", "&max_hz=2", "&fields=p&delta=1"])  # views of the symbols too
 async def test_an_sse_stream_is_told_when_its_pending_symbol_turns_out_unknown(
-    loading: InProcessServer,
+    loading: InProcessServer, options: str
 ) -> None:
     srv = loading
     async with (
         httpx.AsyncClient(timeout=timeout(10)) as http,
-        aconnect_sse(http, "GET", f"{srv.url}/sse?symbols=AAPL,ZZZQ") as source,
+        aconnect_sse(http, "GET", f"{srv.url}/sse?symbols=AAPL,ZZZQ{options}") as source,
     ):
         assert source.response.status_code == 200
         events = source.aiter_sse()
         opening = await events_until(events, "status")
-        assert [e.event for e in opening] == ["snapshot", "status"]
+        assert [e.event for e in opening if e.event != "subscribed"] == ["snapshot", "status"]
         pending = {e["s"]: e["state"] for e in opening[-1].json()["data"]}
         assert pending == {"ZZZQ": "pending"}
         assert "ZZZQ" in srv.node.demand()
@@ -186,11 +187,14 @@ async def test_an_sse_stream_is_told_when_its_pending_symbol_turns_out_unknown(
         assert {q["s"] for q in quotes["data"]} == {"AAPL"}
 
 
-async def test_an_sse_stream_of_only_unknown_symbols_ends_after_saying_so(loading: InProcessServer) -> None:
+@pytest.mark.parametrize("options", ["", "&max_hz=2&delta=1"])
+async def test_an_sse_stream_of_only_unknown_symbols_ends_after_saying_so(
+    loading: InProcessServer, options: str
+) -> None:
     srv = loading
     async with (
         httpx.AsyncClient(timeout=timeout(10)) as http,
-        aconnect_sse(http, "GET", f"{srv.url}/sse?symbols=ZZZQ") as source,
+        aconnect_sse(http, "GET", f"{srv.url}/sse?symbols=ZZZQ{options}") as source,
     ):
         assert source.response.status_code == 200
         events = source.aiter_sse()

@@ -307,8 +307,9 @@ def test_the_pages_merge_rule(page: Page, server: ServerProcess) -> None:
           out.push(a, b, a === b, book.apply({s: 'X', q: 6, p: 99}, false), book.apply({s: 'X', q: 4, p: 99}, false));
           out.push(book.apply({s: 'X', q: 3, p: 7}, true));  // a snapshot replaces whatever its q
           out.push(book.apply({s: 'X', q: 3, a: 8}, false));  // ... and is the q to beat
-          book.forgetSeq('X');  // a tier move: the next entry counts whatever its q, merged into what is held
-          out.push(book.apply({s: 'X', q: 2, a: 8}, false));
+          book.retier('X');  // a tier move: the next entry counts whatever its q, and replaces what is held
+          out.push(book.get('X'));  // ... which stays shown until then
+          out.push(book.apply({s: 'X', q: 2, p: 7.5, a: 8}, false));
           out.push(book.apply({s: 'Y', q: 9, p: 1, v: null}, false));  // no quote yet: the entry is the quote
           book.clear();
           out.push(book.get('X') ?? 'none');
@@ -323,7 +324,8 @@ def test_the_pages_merge_rule(page: Page, server: ServerProcess) -> None:
         None,
         {"s": "X", "q": 3, "p": 7},
         None,
-        {"s": "X", "q": 2, "p": 7, "a": 8},
+        {"s": "X", "q": 3, "p": 7},
+        {"s": "X", "q": 2, "p": 7.5, "a": 8},
         {"s": "Y", "q": 9, "p": 1},
         "none",
     ]

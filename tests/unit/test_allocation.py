@@ -14,6 +14,7 @@ from ticker.quote import Quote
 from ticker.server.allotter import Allotter
 from ticker.server.status_board import StatusBoard
 from ticker.status import UNAVAILABLE, SymbolStatus
+from ticker.views import ViewSpec
 
 
 def syms(prefix: str, n: int) -> list[str]:
@@ -206,3 +207,18 @@ def test_a_quiet_feed_marks_nothing_silent() -> None:
     allotter.tick(t0)
     allotter.tick(t0 + 60)
     assert not allotter.silent and allotter.current().served == {"S1"}
+
+
+def test_views_of_a_symbol_count_once_as_that_symbol_upstream() -> None:
+    node, allotter, _pushes = rig(budget=4)
+    a, b = object(), object()
+    node.hub.add(a)
+    node.hub.add(b)
+    node.hub.subscribe(
+        a, [ViewSpec(500_000, None, True).key(s) for s in ("A1", "A2", "A3", "A4", "A5", "A6")]
+    )
+    node.hub.subscribe(b, ["B1", ViewSpec(0, ("p",)).key("A1")])
+    served = allotter.current().served
+    assert served == {"A1", "A2", "A3", "B1"} and all("@" not in s for s in served)
+    over = SymbolStatus(UNAVAILABLE, "the server carries its maximum of 4 symbols")
+    assert allotter.unserved("A4") == over and allotter.unserved("A1") is None

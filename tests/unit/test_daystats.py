@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
@@ -211,7 +212,7 @@ def test_a_seed_of_another_session_is_ignored_and_a_fresh_symbol_starts_from_it(
 def test_new_session_days_keep_what_was_seen_when_the_first_quote_stays_in_the_session() -> None:
     ny = new_york_day_start()
     assert ny is not None
-    days = {"AAPL": utc_day_start}
+    days: dict[str, Callable[[int], int]] = {"AAPL": utc_day_start}
     stats = DayStats(session_of=lambda s: days[s])
     late = MIDNIGHT + 2 * 3_600_000  # 02:00 UTC: 21:00 or 22:00 the day before in New York
     stats.apply(q(100.0, late))

@@ -114,9 +114,13 @@ class Subscriptions:
         return [(symbol, st)]
 
     def set_delayed(self, delayed: frozenset[str]) -> None:
-        """The server's ``delayed`` set. A symbol that moved between tiers starts again from the snapshot that
-        follows, which replaces what was held: delayed entries keep their original ``q``, below the real-time
-        ones applied (and back)."""
+        """The server's ``delayed`` set. A symbol that moved between tiers starts again from its next entry (a
+        snapshot, or the first entry of its new tier, which is full): delayed entries keep their original ``q``,
+        below the real-time ones applied (and back), and a delta connection's deltas of the new tier are not of
+        the old tier's state."""
+        moved = self.delayed ^ delayed
+        if moved:
+            self.merger.forget(moved)
         self.delayed = delayed
 
     @property
@@ -125,9 +129,11 @@ class Subscriptions:
         return self.merger.delta
 
     def set_options(self, fields: tuple[str, ...] | None, delta: bool) -> None:
-        """The options in force (the server's ``options`` reply); the snapshot that follows replaces the states."""
+        """The options in force (the server's ``options`` reply); the snapshot that follows replaces the states
+        (whatever their ``q``: the new options' entries start afresh)."""
         self.fields = fields
         self.merger.delta = delta
+        self.merger.clear()
 
     def want_rate(self, symbols: Iterable[str], max_hz: float | None) -> None:
         """Record the rate asked for ``symbols`` (None: unthrottled), for the resubscription after a reconnect."""
@@ -156,10 +162,12 @@ class Subscriptions:
         included; :mod:`ticker.client.merge`), drop unfollowed symbols, old ``q`` and snapshot repeats."""
         symbols, merge, latest, buf = self.symbols, self.merger.apply, self.latest, self.buffer
         pushed = False
+        held = self.merger.state
         for e in entries:
             if type(e) is dict and type(s := e.get("s")) is str and s not in symbols:
                 continue  # unsubscribed: a frame already on the wire
             try:
+                had = snapshot and type(e) is dict and held(e.get("s")) is not None  # type: ignore[arg-type]
                 state = merge(e, snapshot)
                 if state is None:
                     continue  # already applied (a snapshot entry repeated by the next frame)
@@ -168,8 +176,9 @@ class Subscriptions:
                 log.warning("ignoring %s", exc)
                 continue
             sym = quote.symbol
-            if snapshot and latest.get(sym) == quote:
-                continue  # the value held (the snapshot of a symbol subscribed again at another rate)
+            old = latest.get(sym)
+            if had and old is not None and (old == quote or quote.seq < old.seq):
+                continue  # re-rated into a shared stream: its snapshot is the stream's last entry, maybe older
             latest[sym] = quote
             buf.push(quote)
             pushed = True

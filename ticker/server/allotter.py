@@ -94,8 +94,8 @@ class Allotter:
         out: list[Sequence[str]] = []
         for sub, keys in node.hub.in_order():
             held = bars.holds(sub)
-            if any(k[:1] == "~" for k in keys):  # delayed keys: the same upstream symbol
-                keys = tuple(symbol_of(k) for k in keys)
+            if any(k[:1] == "~" or "@" in k for k in keys):  # delayed keys, views: the same upstream symbol
+                keys = tuple(dict.fromkeys(symbol_of(k) for k in keys))
             out.append(keys + tuple(s for s, _ in held) if held else keys)
         return out
 

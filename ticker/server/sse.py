@@ -325,7 +325,8 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
             self.server.fanout.replied(self, self.write_frame(chunk(sse_event(kind, payload))))
 
     def drop_symbols(self, symbols: list[str], refusal: ProtocolError) -> None:
-        keys = symbols + [delayed_key(s) for s in symbols]
+        dropping = set(symbols)  # in either tier, with any options of the URL
+        keys = [k for k in self.server.hub.symbols_of(self) if symbol_of(k) in dropping]
         self.server.hub.unsubscribe(self, keys)
         self.server.fanout.unsubscribed(self, keys)
         bar_hub, dropped = self.server.bar_hub, set(symbols)

@@ -162,7 +162,7 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
         except TokenRejected as exc:
             out = session.reject(exc)
         else:
-            out = session.authorize(identity)
+            out = session.authorize(identity, time.monotonic())
         if not self._closing:
             self._deliver(out)
             if out.bars:  # a refresh moved bar subscriptions between tiers
