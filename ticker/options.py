@@ -133,6 +133,13 @@ class ProcessOptions:
     """How a long-running command (``serve``, ``feed``, ``record``) logs and which event loop it runs."""
 
     log_level: str = option("info", env="LOG_LEVEL", parse=str.lower, choices=LOG_LEVELS)
+    log_format: str = option(
+        "text",
+        "log lines as text, or json: one object per line (text)",
+        env="LOG_FORMAT",
+        parse=str.lower,
+        choices=("text", "json"),
+    )
     loop: str = option(
         "auto",
         "event loop implementation (auto: uvloop when installed)",

@@ -147,3 +147,14 @@ def test_redact_filter_covers_tornado_error_lines():
     text = rec.getMessage()
     assert "abc.def" not in text and "xyz" not in text
     assert "/sse?access_token=*** (1.2.3.4)" in text and "uri='/sse?token=***&a=1'" in text
+
+
+@pytest.mark.parametrize(("path", "status", "level"), [("/metrics", 200, "DEBUG"), ("/metrics", 401, "WARNING"),
+                                                       ("/healthz", 200, "INFO")])  # fmt: skip
+def test_metrics_scrapes_are_logged_at_debug(
+    caplog: pytest.LogCaptureFixture, path: str, status: int, level: str
+):
+    with caplog.at_level(logging.DEBUG, logger="tornado.access"):
+        access_logger(PROXIES)(_Handler(status, request("10.0.0.5", uri=path)))  # type: ignore[arg-type]
+    (rec,) = caplog.records
+    assert rec.levelname == level and rec.getMessage().startswith(f"{status} GET {path} ")

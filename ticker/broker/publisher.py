@@ -11,6 +11,10 @@ report (:mod:`ticker.broker.redis_health`): its feeds' health and the carried sy
 so nodes tell their clients ``down``, ``closed`` or ``halted``, and that the publisher is gone once the report expires.
 It aggregates the bars of its carried symbols and keeps their bounded history in Redis for every edge node
 (:mod:`ticker.broker.publisher_bars`, :mod:`ticker.broker.redis_bars`).
+A publisher runs while its process holds the publisher lease (:mod:`ticker.broker.candidate`): every write an edge
+node could see (quotes and last values, hello, directory, health report, bars) is fenced by it
+(:mod:`ticker.broker.redis_lease`), so Redis refuses them once another publisher took over; each message says its
+lease epoch (``"e"``).
 Layout: ticker/broker/redis_layout.py.
 """
 
@@ -31,6 +35,7 @@ from ticker.broker import redis_directory as rd
 from ticker.broker import redis_health as rh
 from ticker.broker import redis_layout as rc
 from ticker.broker.publisher_bars import PublisherBars
+from ticker.broker.redis_lease import Fenced, Lease
 from ticker.daystats import listed_day_stats, listing_sessions, new_york_day_start
 from ticker.errors import InvalidSymbol
 from ticker.metrics.registry import Metrics
@@ -45,6 +50,7 @@ DEMAND_DEBOUNCE = 0.02  # seconds to gather notifications of several nodes into 
 MAX_PER_SYMBOL = 64  # quotes of one symbol kept per window; older ones are conflated away
 START_WAIT = 3.0
 DIRECTORY_POLL = 1.0  # seconds between checks whether the feeds' directory changed
+DIRECTORY_KEEP = 60.0  # seconds a complete directory in Redis is kept while this publisher's feeds load
 
 # Union of every live node's demand set; prunes nodes whose demand key expired. One round trip, atomic.
 _READ_DEMAND = """
@@ -71,20 +77,23 @@ class Publisher:
         url: str,
         feeds: list[Feed],
         metrics: Metrics,
+        *,
+        lease: Lease,
         symbols: frozenset[str] = frozenset(),
-        prefix: str = "ticker",
         window: float = 0.005,
         stale_after: float | None = 15.0,
     ) -> None:
+        """``lease``: this process's lease (held when the publisher starts); its layout names the prefix."""
         self.url = rc.check_url(url)
+        self.lease = lease
         self.metrics = metrics
         self.stale_after = stale_after
         self.runner = FeedRunner(feeds, metered(metrics, self._emit, bar=self._bar), stale_after=stale_after)
         #: The day statistics a feed leaves out, filled in here once for every edge node (ticker/daystats.py).
         self.day_stats = listed_day_stats(lambda: self.runner.directory)
         self.static = symbols
-        self.layout = rc.Layout(prefix)
-        self.id = rc.node_id()
+        self.layout = lease.layout
+        self.id = lease.publisher
         self._feeds_started = asyncio.Event()  # health reports and history loads begin once the feeds run
         #: The bars of the carried symbols, aggregated once here; their history lives in Redis.
         self.bars = PublisherBars(
@@ -95,6 +104,7 @@ class Publisher:
             can_load=self._feeds_started,
             settled=lambda s: self.runner.directory.complete or self.runner.directory.get(s) is not None,
             on_loaded=lambda s, now_ms: self.day_stats.seed_days(s, self.bars.book.last(s, "1d", 2), now_ms),
+            writes=lease.pipeline,
         )
         self.window = window
         self.carried: frozenset[str] = symbols
@@ -111,6 +121,7 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         self._last_flush = 0.0
         self._hello_due = False
+        self._restore_due = False  # republish every last value and say hello (the lease was retaken)
         self._client: Redis | None = None
         self._health_lock = asyncio.Lock()  # one report write at a time; stop() withdraws the report under it
         self._stopping = False
@@ -135,21 +146,27 @@ class Publisher:
         await self.runner.start(lambda: self.carried)
         self._feeds_started.set()
 
-    async def stop(self) -> None:
-        """Withdraw the health report (nodes say at once that the publisher is gone), stop the feeds,
-        publish what is buffered (briefly), disconnect."""
+    async def stop(self, withdraw_health: bool = True) -> None:
+        """Withdraw the health report (nodes say at once that the publisher is gone; not when a standby is to
+        take over), stop the feeds, publish what is buffered (briefly), disconnect."""
         self._stopping = True
-        with contextlib.suppress(Exception):  # best effort: the report expires anyway
-            await asyncio.wait_for(self._withdraw_health(), 1.0)
+        if withdraw_health:
+            with contextlib.suppress(Exception):  # best effort: the report expires anyway
+                await asyncio.wait_for(self._withdraw_health(), 1.0)
         await self.runner.stop(within=1.0)
         await self.bars.stop(within=1.0)
-        if self._up and self._buf:
+        if self._up and self._buf and self.lease.token is not None:
             self._flushed.clear()
             self._pending.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flushed.wait(), 1.0)
         await cancel_and_wait(self._task)
         self._set_up(False)
+
+    def retaken(self) -> None:
+        """The lease lapsed and is this publisher's again (new epoch): republish every last value, say hello."""
+        self._restore_due = True
+        self._pending.set()
 
     def _emit(self, quote: Quote) -> None:
         sym = quote.symbol
@@ -196,11 +213,7 @@ class Publisher:
             await pubsub.subscribe(self.layout.ctl)
             await self._update_demand(client, read_demand)
             if self._last:  # Redis may have restarted empty: restore every last value, then say hello
-                pipe = client.pipeline(transaction=False)
-                pipe.hset(self.layout.last, mapping=dict(self._last))  # type: ignore[arg-type]
-                pipe.publish(self.layout.ctl, rc.HELLO)
-                await pipe.execute()
-                self._hello_due = False
+                await self._restore(client)
             else:  # a fresh publisher says hello with its first data
                 self._hello_due = True
             self._buf = {}
@@ -232,33 +245,56 @@ class Publisher:
             await rc.end_session(tasks, pubsub, client, sub_client)
 
     # -- publishing --------------------------------------------------------------------------
+    async def _restore(self, client: Redis) -> None:
+        """Every last value into the hash, then hello (nodes re-read and resync), fenced; refused: the lease
+        decides (a vacant one is retaken, and :meth:`retaken` asks for this again)."""
+        self._restore_due = False
+        try:
+            await (
+                self.lease.pipeline(client)
+                .hset(self.layout.last, dict(self._last))
+                .publish(self.layout.ctl, rc.HELLO)
+                .execute()
+            )
+            self._hello_due = False
+        except Fenced as exc:
+            log.debug("last values not restored: %s", exc)
+
     async def _flusher(self, client: Redis) -> None:
-        """One pipelined round trip per window: the last-value hash and one PUBLISH per symbol."""
+        """One fenced round trip per window (one script call): the last-value hash and one PUBLISH per symbol."""
         m = self.metrics
+        qprefix = self.layout.channel("")
         while True:
             await self._pending.wait()
             delay = self._last_flush + self.window - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)  # gather the window's quotes
             self._pending.clear()
+            if self._restore_due:
+                await self._restore(client)
             buf, self._buf = self._buf, {}
             dropped, self._dropped = self._dropped, set()
             if not buf and not dropped:
                 continue
             pt = time.time() * 1000.0
-            pipe = client.pipeline(transaction=False)
-            if dropped:
-                pipe.hdel(self.layout.last, *dropped)
-            if buf:
-                pipe.hset(self.layout.last, mapping={s: e[-1] for s, e in buf.items()})
+            hello = self._hello_due and bool(buf)  # this publisher's first data: nodes re-read and resync
+            epoch = self.lease.epoch
+            args: list[object] = [
+                b"",
+                qprefix,
+                self.layout.ctl if hello else b"",
+                rc.HELLO,
+                len(dropped),
+                *dropped,
+            ]
             n = 0
             for sym, entries in buf.items():
-                pipe.publish(self.layout.channel(sym), rc.encode_message(entries, pt))
+                args += (sym, entries[-1], rc.encode_message(entries, pt, epoch))
                 n += len(entries)
-            hello = self._hello_due and bool(buf)
-            if hello:  # the first data of this publisher: nodes re-read and resync their clients
-                pipe.publish(self.layout.ctl, rc.HELLO)
-            await pipe.execute()
+            if (
+                await self.lease.flush(client, args) is None
+            ):  # refused: no longer (or not yet again) the holder
+                continue
             if hello:
                 self._hello_due = False
             self._flushed.set()
@@ -273,13 +309,25 @@ class Publisher:
 
     # -- the symbol directory ------------------------------------------------------------------
     async def _directory_loop(self, client: Redis) -> None:
-        """Write the directory now (Redis may have restarted empty) and whenever it changed."""
+        """Write the directory now (Redis may have restarted empty) and whenever it changed; but while its feeds
+        load, for at most :data:`DIRECTORY_KEEP` s, a complete directory in Redis (the publisher's it took over
+        from, of the same feeds) is kept rather than replaced by a loading one."""
         written: tuple[int, bool] | None = None
+        keep_until = time.monotonic() + DIRECTORY_KEEP
         while True:
             d = self.runner.directory
             state = (d.version, d.complete)
+            if state != written and not d.complete and time.monotonic() < keep_until:
+                if await self._complete_in_redis(client):
+                    await asyncio.sleep(DIRECTORY_POLL)
+                    continue
+                keep_until = 0.0  # none there: ours, loading, from now on
             if state != written:
-                meta = await rd.write(client, self.layout, self.id, d)
+                try:
+                    meta = await rd.write(client, self.layout, self.id, d, commit=self.lease.pipeline)
+                except Fenced:
+                    await asyncio.sleep(DIRECTORY_POLL)
+                    continue
                 written = (meta.version, meta.complete)
                 log.info(
                     "wrote the symbol directory: %d symbols%s",
@@ -287,6 +335,13 @@ class Publisher:
                     "" if meta.complete else " (loading: " + ", ".join(meta.loading) + ")",
                 )
             await asyncio.sleep(DIRECTORY_POLL)
+
+    async def _complete_in_redis(self, client: Redis) -> bool:
+        raw = await rd.read_meta(client, self.layout)
+        try:
+            return raw is not None and rd.DirectoryMeta.decode(raw).complete
+        except ValueError:
+            return False
 
     # -- the health report ---------------------------------------------------------------------
     def health_report(self) -> rh.HealthReport:
@@ -300,7 +355,7 @@ class Publisher:
         async with self._health_lock:  # after a write in flight, and none after this
             client = self._client
             if client is not None and self._up:
-                await client.delete(self.layout.health)
+                await self.lease.pipeline(client).delete(self.layout.health).execute()
 
     async def _health_loop(self, client: Redis) -> None:
         """Once the feeds run, set ``P:health`` every :data:`~ticker.broker.redis_health.EVERY` s with its TTL."""
@@ -308,7 +363,9 @@ class Publisher:
         while True:
             async with self._health_lock:
                 if not self._stopping:
-                    await client.set(self.layout.health, self.health_report().encode(), ex=rh.TTL)
+                    with contextlib.suppress(Fenced):
+                        report = self.health_report().encode()
+                        await self.lease.pipeline(client).set(self.layout.health, report, ex=rh.TTL).execute()
             await asyncio.sleep(rh.EVERY)
 
     # -- demand ------------------------------------------------------------------------------

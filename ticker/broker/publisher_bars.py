@@ -21,9 +21,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError
 
 from feeds.ratelimit import ThrottledLog
@@ -32,6 +32,7 @@ from ticker.barbook import BarBook, aggregate
 from ticker.bars import HISTORY, HISTORY_SPANS, INTERVALS, Bar, DayStart, history_start
 from ticker.broker import redis_bars as rb
 from ticker.broker import redis_layout as rc
+from ticker.broker.redis_lease import Fenced
 from ticker.quote import Quote
 from ticker.tasks import cancel_and_wait
 
@@ -63,12 +64,15 @@ class PublisherBars:
         settled: Callable[[str], bool] = lambda symbol: True,
         clock: Callable[[], float] = time.time,
         on_loaded: Callable[[str, int], None] | None = None,
+        writes: Callable[[Redis], Any] | None = None,
     ) -> None:
         """``on_loaded(symbol, now_ms)`` is called after a load that brought bars (the publisher seeds its day
-        statistics with the session so far)."""
+        statistics with the session so far). ``writes`` makes the pipeline of each write (default: a plain one;
+        the publisher's is fenced by its lease, ticker/broker/redis_lease.py)."""
         # the symbols carried keep their bars (past the bound only those nobody carries are forgotten)
         self.book = BarBook(session_of, keep=lambda s: s in self._ready or s in self._loading)
         self.on_loaded = on_loaded
+        self._writes = writes or (lambda client: client.pipeline(transaction=False))
         self.layout = layout
         self.publisher = publisher
         self._history = history
@@ -239,6 +243,8 @@ class PublisherBars:
                 continue
             try:
                 await self._write(client)
+            except Fenced:  # not the active publisher (any more): the lease says what happens next
+                pass
             except NoScriptError:  # the script cache was flushed under us: load it again
                 with contextlib.suppress(RedisError, OSError):
                     await client.script_load(rb.WRITE_SERIES)
@@ -285,7 +291,7 @@ class PublisherBars:
         book, layout = self.book, self.layout
         full = list(self._full)[:FULL_PER_PASS]
         dirty, self._dirty = self._dirty, {}
-        pipe = client.pipeline(transaction=False)
+        pipe = self._writes(client)
         written = 0
         messages: dict[str, dict[str, list[Bar]]] = {}
         for s in full:
@@ -334,7 +340,7 @@ class PublisherBars:
             self._refreshed = now
         self.written += written
 
-    def _script(self, pipe: Pipeline, symbol: str, interval: str, bars: list[Bar], replace: bool) -> None:
+    def _script(self, pipe: Any, symbol: str, interval: str, bars: list[Bar], replace: bool) -> None:
         args = rb.write_args(bars, HISTORY[interval], replace)
         pipe.evalsha(rb.WRITE_SERIES_SHA, 1, self.layout.bars(symbol, interval), *args)
 

@@ -34,20 +34,27 @@ BARS_TTL = 3600  # seconds a symbol's history outlives its last write or refresh
 TTL_REFRESH = 900.0  # seconds between two TTL refreshes of every carried symbol's history
 LOAD_WAIT = 5.0  # seconds an edge waits for the publisher to write a symbol's history before answering
 
+#: The Lua function writing one series (also run by the publisher's fenced writes, ticker/broker/redis_lease.py):
+#: ``key`` the series, its ``bound``, the ``ttl``, ``replace`` the whole series (else merge), then the ``t, bar``
+#: pairs in ``argv[first..last]``. Returns how many old bars the bound trimmed.
+SERIES_FUNCTION = """
+local function write_series(key, bound, ttl, replace, argv, first, last)
+  if replace then redis.call('DEL', key) end
+  for i = first, last, 2 do
+    if not replace then redis.call('ZREMRANGEBYSCORE', key, argv[i], argv[i]) end
+    redis.call('ZADD', key, argv[i], argv[i + 1])
+  end
+  local over = redis.call('ZCARD', key) - tonumber(bound)
+  if over > 0 then redis.call('ZREMRANGEBYRANK', key, 0, over - 1) end
+  if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
+  return math.max(over, 0)
+end
+"""
 #: One series' write, atomic: ``KEYS[1]`` the series; ``ARGV``: its bound, the TTL, ``1`` to replace the whole
 #: series (else merge), then ``t, bar`` pairs. Returns how many old bars the bound trimmed.
-WRITE_SERIES = """
-local key, replace = KEYS[1], ARGV[3] == '1'
-if replace then redis.call('DEL', key) end
-for i = 4, #ARGV, 2 do
-  if not replace then redis.call('ZREMRANGEBYSCORE', key, ARGV[i], ARGV[i]) end
-  redis.call('ZADD', key, ARGV[i], ARGV[i + 1])
-end
-local over = redis.call('ZCARD', key) - tonumber(ARGV[1])
-if over > 0 then redis.call('ZREMRANGEBYRANK', key, 0, over - 1) end
-if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ARGV[2]) end
-return math.max(over, 0)
-"""
+WRITE_SERIES = (
+    SERIES_FUNCTION + "return write_series(KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1', ARGV, 4, #ARGV)\n"
+)
 WRITE_SERIES_SHA = hashlib.sha1(WRITE_SERIES.encode()).hexdigest()
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,8 +123,15 @@ def build(meta: DirectoryMeta | None, entries: Iterable[SymbolInfo]) -> Director
     return d
 
 
-async def write(client: Redis, layout: rc.Layout, publisher: str, directory: Directory) -> DirectoryMeta:
-    """Write ``directory`` as ``publisher``'s (chunked, then swapped in atomically) and announce it."""
+async def write(
+    client: Redis,
+    layout: rc.Layout,
+    publisher: str,
+    directory: Directory,
+    commit: Callable[[Redis], Any] | None = None,
+) -> DirectoryMeta:
+    """Write ``directory`` as ``publisher``'s (chunked, then swapped in atomically) and announce it. ``commit``
+    makes the pipeline of the swap (default: a ``MULTI``; the publisher's is fenced by its lease)."""
     version, loading = directory.version, tuple(directory.loading())
     entries = list(directory.entries())  # a snapshot: the runner may replace entries while we await
     tmp, key = layout.directory_tmp(publisher), layout.directory
@@ -136,7 +143,7 @@ async def write(client: Redis, layout: rc.Layout, publisher: str, directory: Dir
         pipe.hset(tmp, mapping={e.symbol: encode_info(e) for e in chunk})
         pipe.expire(tmp, TMP_TTL)
         await pipe.execute()
-    pipe = client.pipeline(transaction=True)
+    pipe = client.pipeline(transaction=True) if commit is None else commit(client)
     if entries:
         pipe.rename(tmp, key)
         pipe.persist(key)

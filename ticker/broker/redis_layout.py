@@ -3,9 +3,9 @@
 Layout (``P`` is ``--broker-prefix``, default ``ticker``; Redis pub/sub ignores the DB number,
 so deployments sharing a Redis must use different prefixes):
 
-- ``P:q:SYMBOL`` — one pub/sub channel per symbol. A message is ``{"pt":publish_ms,"q":[Q,...]}``:
-  the publish time (epoch ms, fractional) and every quote of that symbol in one publish window,
-  oldest first. Q is the wire protocol's entry without ``q`` (the sequence is per edge node), as
+- ``P:q:SYMBOL`` — one pub/sub channel per symbol. A message is ``{"pt":publish_ms,"e":epoch,"q":[Q,...]}``:
+  the publish time (epoch ms, fractional), the publisher's lease epoch, and every quote of that symbol in
+  one publish window, oldest first. Q is the wire protocol's entry without ``q`` (the sequence is per edge node), as
   ``ticker.quote.encode_entry(quote)`` writes it and ``decode_entry(q, sequenced=False)`` reads it.
 - ``P:last`` — hash SYMBOL → Q: the last value of every carried symbol, for snapshots.
 - ``P:demand:NODE`` — set of the symbols node NODE's clients want, with a TTL the node refreshes.
@@ -20,6 +20,9 @@ so deployments sharing a Redis must use different prefixes):
 - ``P:b:SYMBOL`` — channel: the publisher's bar updates of one symbol; ``P:bars:SYMBOL:INTERVAL`` — sorted
   set, the bounded bar history (score ``t``); ``P:bars:SYMBOL`` — the publisher has written that symbol's
   history (codec and bounds: :mod:`ticker.broker.redis_bars`).
+- ``P:lease`` — the active publisher's token ``ID#EPOCH`` with a TTL (``--lease-ttl``); ``P:epoch`` — the
+  takeover counter; ``P:publishers`` — channel: ``release TOKEN`` when the active one stops (standbys
+  subscribe; :mod:`ticker.broker.redis_lease`).
 """
 
 from __future__ import annotations
@@ -168,14 +171,30 @@ class Layout:
         """Set once the publisher has written ``symbol``'s history (after its backfill)."""
         return f"{self.prefix}:bars:{symbol}"
 
+    @property
+    def lease(self) -> str:
+        return f"{self.prefix}:lease"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}:epoch"
+
+    @property
+    def publishers(self) -> bytes:
+        return f"{self.prefix}:publishers".encode()
+
     def directory_tmp(self, publisher: str) -> str:
         """Where ``publisher`` writes its next directory before renaming it into place."""
         return f"{self.prefix}:directory:tmp:{publisher}"
 
 
-def encode_message(entries: Iterable[bytes], publish_ms: float) -> bytes:
-    """A channel message from Q entries of one symbol, each encoded once with ``encode_entry(quote)`` (no ``q``)."""
-    return b'{"pt":' + repr(round(publish_ms, 3)).encode() + b',"q":[' + b",".join(entries) + b"]}"
+def encode_message(entries: Iterable[bytes], publish_ms: float, epoch: int | None = None) -> bytes:
+    """A channel message from Q entries of one symbol, each encoded once with ``encode_entry(quote)`` (no ``q``);
+    ``epoch``: the publisher's lease epoch (``"e"``), which names the term that published it."""
+    head = b'{"pt":' + repr(round(publish_ms, 3)).encode()
+    if epoch is not None:
+        head += b',"e":' + str(epoch).encode()
+    return head + b',"q":[' + b",".join(entries) + b"]}"
 
 
 def json_object(raw: bytes | str, what: str) -> dict[str, Any]:

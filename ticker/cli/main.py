@@ -79,14 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ticker.cli.token import run_token
 
         return run_token(config)
-    import logging
+    from ticker.server.logs import configure
 
-    level = config.log_level if isinstance(config, WatchConfig) else config.process.log_level
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if isinstance(config, WatchConfig):
+        configure(config.log_level)
+    else:
+        configure(config.process.log_level, config.process.log_format)
     if isinstance(config, WatchConfig):
         from ticker.cli.watch import run_watch
 

@@ -26,6 +26,9 @@ from ticker.quote import Quote
 
 disable_created_metrics()  # the *_created series only add noise to every scrape
 
+#: ``ticker_role`` values: ``ticker serve`` with its own feeds, ``ticker serve --broker redis``, ``ticker feed``.
+ROLES = ("single", "edge", "publisher")
+
 # Sub-millisecond to seconds.
 LATENCY_BUCKETS = (
     *(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075),
@@ -80,6 +83,12 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("ticker_ready", "1 while /readyz answers 200, else 0.", registry=r)
+        self.role = Gauge(
+            "ticker_role",
+            "1 for this process's role: single (its own feeds), edge (fed by a broker), publisher (ticker feed).",
+            ["role"],
+            registry=r,
+        )
         self.hub_updates = FastCounter(
             "ticker_hub_updates", "Quote updates that entered the hub.", registry=r
         )
@@ -216,6 +225,12 @@ class Metrics:
         self.broker_errors = Counter(
             "ticker_broker_errors", "Malformed messages from the broker, dropped.", registry=r
         )
+        self.publisher_active = Gauge(
+            "ticker_publisher_active",
+            "1 while this ticker feed holds the publisher lease and publishes, 0 while it stands by "
+            "(always 0 in ticker serve).",
+            registry=r,
+        )
 
     # -- what feeds report (the feed runner's FeedMeter) ---------------------------------------
     def count_feed(self, feed: str, publish: Callable[[Quote], None]) -> Callable[[Quote], None]:
@@ -242,6 +257,13 @@ class Metrics:
     def watch_feed_up(self, feed: str, probe: Callable[[], bool]) -> None:
         """``ticker_feed_up{feed}`` reads ``probe()`` at every scrape."""
         self.feed_up.labels(feed).set_function(lambda: 1.0 if probe() else 0.0)
+
+    def set_role(self, role: str) -> None:
+        """Expose ``ticker_role{role}`` = 1 (one of :data:`ROLES`), so rules tell a publisher from an edge node."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        self.role.clear()
+        self.role.labels(role).set(1)
 
     def count_accept_error(self, reason: str) -> None:
         """One accept() failure (or reserve shed) of a listener, by ``reason``."""

@@ -53,6 +53,7 @@ class Node:
     def __init__(self, config: Config, feeds: list[Feed] | None = None, broker: Broker | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.metrics.set_role("single" if config.broker == "memory" else "edge")
         self.hub: Hub[Connection] = Hub(max_symbols=config.max_symbols, on_demand=self._on_demand)
         acc = config.access
         jwt = acc.auth == "jwt"

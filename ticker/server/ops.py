@@ -20,6 +20,7 @@ from ticker.metrics.registry import Metrics
 from ticker.server import tornado_io
 from ticker.server.descriptors import AcceptGuard
 from ticker.server.hosts import HostPolicy
+from ticker.server.peers import access_logger
 
 log = logging.getLogger("ticker")
 # Where the ops endpoints listen is printed whatever --log-level says: scripts and tests read it (port 0).
@@ -190,7 +191,8 @@ def listen_ops(
     (given the host and the bound port); returns the server and the bound port. Raises :class:`ListenError`.
     """
     socks = bind(host, port)
-    server = tornado.httpserver.HTTPServer(tornado.web.Application(ops_routes(metrics, readiness)))
+    app = tornado.web.Application(ops_routes(metrics, readiness), log_function=access_logger(()))
+    server = tornado.httpserver.HTTPServer(app)
     # no watermark: the ops listener may take the descriptors the main listener keeps free
     tornado_io.accept_guarded(
         server, socks, AcceptGuard(metrics.count_accept_error, None, "the ops listener")

@@ -144,6 +144,9 @@ def redact_tornado_logs() -> None:
             logger.addFilter(RedactTokens())
 
 
+#: Paths whose successful answers the access log writes at DEBUG, not INFO (Prometheus scrapes).
+QUIET_PATHS = frozenset({"/metrics"})
+
 #: Seconds between two access log lines of the same error status (a client can cause errors at will).
 ERROR_LINE_INTERVAL = 1.0
 
@@ -153,13 +156,16 @@ def access_logger(trusted: tuple[Network, ...]) -> Callable[[tornado.web.Request
     duration) with the client address resolved by :func:`client_address` and secrets redacted.
 
     Lines of 4xx and 5xx answers are sampled: at most one per status per :data:`ERROR_LINE_INTERVAL`,
-    the next one saying how many were left out (``(N similar suppressed)``).
+    the next one saying how many were left out (``(N similar suppressed)``). Answered scrapes of
+    :data:`QUIET_PATHS` (``/metrics``) are logged at DEBUG: a scrape every few seconds is not news.
     """
     errors = ThrottledLog(access_log, interval=ERROR_LINE_INTERVAL)
 
     def log_request(handler: tornado.web.RequestHandler) -> None:
         status = handler.get_status()
         level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        if status < 400 and handler.request.path in QUIET_PATHS:
+            level = logging.DEBUG
         if not access_log.isEnabledFor(level):
             return
         req = handler.request

@@ -17,6 +17,7 @@ import tornado.netutil
 from ticker.auth.options import KeyLoadError
 from ticker.server.config import Config
 from ticker.server.descriptors import size_to_descriptors
+from ticker.server.logs import set_worker
 from ticker.server.ops import ListenError
 from ticker.server.service import Service
 
@@ -38,6 +39,8 @@ def _tune_gc() -> None:
 
 
 async def _serve_async(config: Config, sockets: list[socket.socket] | None) -> None:
+    if config.workers > 1:  # a --workers child: its log lines name it
+        set_worker(config.worker_index)
     server = Service(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
