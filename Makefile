@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-server
 ARGS   ?=
 
-.PHONY: install run test test-unit lint system-deps clean bench vendor
+.PHONY: install run test test-unit lint system-deps clean bench stress vendor
 
 # Tests and lint: the server and the dev tools. An edited setup.cfg or pyproject.toml reinstalls.
 $(STAMP): setup.cfg pyproject.toml
@@ -61,6 +61,14 @@ bench: $(BENCH_STAMP)
 	  (cd bench/node && npm ci --no-audit --no-fund --loglevel=error); } || \
 	  echo "npm unavailable: the Node ws peer will be skipped"
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# make stress [QUICK=1] [ATTACK=fd,slow-readers,...,soak,storm] [DOC=]: the attacks of issue 17 beside a canary
+# (about 40 minutes; QUICK=1 about 12): see docs/security.md, "Stress suite".
+STRESS_ARGS := $(if $(QUICK),--sizes quick) $(if $(ATTACK),--attack $(ATTACK)) \
+               $(if $(filter command line,$(origin DOC)),--doc '$(DOC)')
+
+stress: $(BENCH_STAMP)
+	$(PY) -m bench.stress $(STRESS_ARGS)
 
 # The page's charting library, committed in web/vendor/ (so pip install and make run need no npm):
 # rebuilt from web/vendor/package-lock.json with npm ci in build/ (tests/unit/test_web_vendor.py checks it).
