@@ -36,6 +36,11 @@ class TokenBucket:
             return True
         return False
 
+    def hold_off(self, now: float, seconds: float) -> None:
+        """No token for the next ``seconds`` (a penalty): the bucket owes what it would refill meanwhile."""
+        self._refill(now)
+        self.tokens = min(self.tokens, 1.0 - self.rate * seconds)
+
     def reserve(self, now: float) -> float:
         """Spend one token, due or not; return the seconds to wait before using it (0 when it was there)."""
         self._refill(now)

@@ -31,6 +31,19 @@ def _open_ws(port: int) -> socket.socket:
     return s
 
 
+def _upgrade_head(port: int) -> bytes:
+    """The response head to a /ws upgrade request."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout(10)) as s:
+        s.sendall(upgrade_request(f"127.0.0.1:{port}", "/ws"))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        return head
+
+
 def _close_code(s: socket.socket) -> int | None:
     """Read server frames until a Close frame (its code) or EOF (None)."""
     buf = b""
@@ -85,6 +98,12 @@ async def test_a_flood_of_control_or_continuation_frames_is_closed_1008(kind: st
             return (await scrape_async(srv.url)).get(key, 0) >= 1
 
         await eventually(counted, 10.0, f"the {kind} flood's close to be counted as flood")
+        # The flooder's address waits out its penalty before it connects again (the close also stopped
+        # reading its frames: nothing it sends costs more after it).
+        head = (await asyncio.to_thread(_upgrade_head, srv.port)).decode("latin-1").lower()
+        assert head.startswith("http/1.1 429"), head
+        wait = int(head.split("retry-after:")[1].split("\r\n")[0])
+        assert 1 <= wait <= 10
 
 
 async def test_unsolicited_pongs_do_not_keep_a_peer_that_never_answers_pings_alive():

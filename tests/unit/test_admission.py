@@ -149,15 +149,15 @@ def test_rest_requests_have_their_own_bucket() -> None:
 
 
 def test_a_rate_table_forgets_buckets_that_refilled() -> None:
-    table = RateTable(10.0, 5, max_keys=100)  # a bucket is full again 0.5 s after its last use
+    table = RateTable(10.0, 5, max_keys=100)  # a bucket that spent one token is full again 0.1 s later
     for i in range(50):
         table.take(f"10.0.0.{i}", 0.0)
     assert len(table) == 50
-    table.take("10.0.1.1", 0.4)  # not yet
+    table.take("10.0.1.1", 0.05)  # not yet
     assert len(table) == 51
-    table.take("10.0.1.2", 0.5)  # the first 50 refilled: forgotten
+    table.take("10.0.1.2", 0.1)  # the first 50 refilled: forgotten
     assert len(table) == 2
-    assert table.take("10.0.0.1", 0.5) == 0.0  # comes back full
+    assert table.take("10.0.0.1", 0.1) == 0.0  # comes back full
 
 
 def test_a_rate_table_holds_at_most_max_keys() -> None:
@@ -195,3 +195,16 @@ def test_memory_stays_bounded_under_a_spray_of_addresses() -> None:
 def test_bad_rates_are_refused(rate: float, burst: int) -> None:
     with pytest.raises(ValueError):
         RateTable(rate, burst)
+
+
+def test_a_flooder_waits_out_its_penalty_and_is_remembered_until_then() -> None:
+    a = _admission()
+    assert a.connect("10.0.0.9", 0.0) is None
+    a.release("10.0.0.9")
+    a.penalize("10.0.0.9", 1.0, 10.0)
+    refusal = a.connect("10.0.0.9", 5.0)
+    assert refusal is not None and refusal.status == 429 and refusal.retry_after == 6
+    for i in range(200):  # other addresses come and go: the penalized bucket is not forgotten early
+        assert a.connect(f"10.1.{i // 250}.{i % 250}", 8.0 + i / 1000) is None
+    assert a.connect("10.0.0.9", 10.5) is not None
+    assert a.connect("10.0.0.9", 11.01) is None and a.connect("10.0.0.10", 11.01) is None

@@ -23,6 +23,10 @@ IP_LIMIT_RETRY = (
     10  # Retry-After (s) of a refusal over --max-connections-per-ip: no one knows when a slot frees
 )
 
+#: Seconds an address waits before its next connection once one of its connections was closed for flooding
+#: (1008): a flooder that reconnects at once would have every frame it sends read and parsed again.
+FLOOD_PENALTY = 10.0
+
 IP_LIMIT = "ip_limit"  # reason (metric label) and error code: over --max-connections-per-ip
 IP_RATE = "ip_rate"  # reason: over --connect-rate/--connect-burst (or --rest-rate/--rest-burst) of an address
 PROCESS_RATE = "process_rate"  # reason: over --process-connect-rate/--process-connect-burst
@@ -74,7 +78,7 @@ class RateTable:
     the least recently touched key is dropped (it starts full when it comes back).
     """
 
-    __slots__ = ("_buckets", "_idle", "burst", "max_keys", "rate")
+    __slots__ = ("_buckets", "burst", "max_keys", "rate")
 
     def __init__(self, rate: float, burst: int, max_keys: int = MAX_TRACKED) -> None:
         if max_keys < 1:
@@ -83,7 +87,6 @@ class RateTable:
         self.rate = rate
         self.burst = burst
         self.max_keys = max_keys
-        self._idle = burst / rate
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()  # least recently touched first
 
     def __len__(self) -> int:
@@ -102,12 +105,24 @@ class RateTable:
             return 0.0
         return (1.0 - bucket.tokens) / bucket.rate
 
+    def hold_off(self, key: str, now: float, seconds: float) -> None:
+        """Give ``key`` no token for ``seconds`` (a penalty)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._forget(now)
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
+        else:
+            self._buckets.move_to_end(key)
+        bucket.hold_off(now, seconds)
+
     def _forget(self, now: float) -> None:
-        """Drop the keys whose buckets have refilled, and the oldest beyond ``max_keys - 1``."""
+        """Drop the keys whose buckets have refilled (a penalized one later), and the oldest beyond
+        ``max_keys - 1``."""
         buckets = self._buckets
         while buckets:
             oldest = next(iter(buckets.values()))
-            if now - oldest.updated < self._idle and len(buckets) < self.max_keys:
+            full = oldest.tokens + (now - oldest.updated) * oldest.rate >= oldest.burst
+            if not full and len(buckets) < self.max_keys:
                 break
             buckets.popitem(last=False)
 
@@ -153,6 +168,10 @@ class Admission:
             )
         self._open[key] = self._open.get(key, 0) + 1
         return None
+
+    def penalize(self, address: str, now: float, seconds: float = FLOOD_PENALTY) -> None:
+        """``address`` flooded: its next connection is refused (429, ``Retry-After``) for ``seconds``."""
+        self.connects.hold_off(address_key(address), now, seconds)
 
     def release(self, address: str) -> None:
         """A connection admitted from ``address`` ended."""

@@ -23,6 +23,7 @@ from ticker.entitlements import Identity
 from ticker.errors import (
     AUTH_FAILED,
     CLIENT,
+    FLOOD,
     PING_TIMEOUT,
     SHUTDOWN,
     SLOW_CONSUMER,
@@ -58,6 +59,7 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
         self._closing = False  # set once we sent Close (or dropped the stream): nothing more is written
         self.disconnect: Disconnect = CLIENT  # why the connection ended: close code and metric label
         self._identity: Identity | None = None  # a header token's bearer, checked before the upgrade
+        self._address: str | None = None  # the client address admitted (its slot and its connect rate)
 
     # -- handshake ---------------------------------------------------------------------------
     def check_origin(self, origin: str) -> bool:
@@ -70,7 +72,7 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
         address: str | None = None  # once admitted: its slot is given back when the connection ends
         try:  # a header (or access_token) token is checked before the upgrade; without one, "auth" may follow
             # shutting down or full (503), then the address's limits (429/503): all with Retry-After
-            address = admit_connection(self.server, self.request, self.transport)
+            address = self._address = admit_connection(self.server, self.request, self.transport)
             self._identity = await identify(self.server, self.request, self.transport, optional=True)
             refused = (
                 None if self._identity is None else over_cap(self.server, self._identity, self.transport)
@@ -199,6 +201,10 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
         if out.close is not None:
             self.disconnect = out.close
             self.close(out.close.code, out.close.text)
+            if out.close is FLOOD:  # its frames would still be read and parsed while we wait for its Close
+                self.abort()
+                if self._address is not None:  # and a flooder reconnecting at once floods again
+                    server.admission.penalize(self._address, time.monotonic())
 
     def _send(self, payload: bytes) -> None:
         if self._closing:
