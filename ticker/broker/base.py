@@ -7,7 +7,7 @@ Redis broker (:mod:`ticker.broker.redis_edge`) lets publisher processes and edge
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ticker.bars import Bar
 from ticker.directory import Directory
@@ -62,6 +62,11 @@ class Broker(ABC):
         """The bars of ``symbol`` at ``interval`` starting in ``[start_ms, end_ms)`` the broker holds (Redis:
         the publisher's history), oldest first; None: the node loads history from its own feeds. Raises
         ``ConnectionError`` when the broker cannot answer now (the node retries later)."""
+        return None
+
+    async def read_through(self, symbols: Sequence[str], within: float) -> None:
+        """Make the node's last values of ``symbols`` current though no client here receives them (REST reads
+        on an edge node: Redis), waiting at most ``within`` s; never raises. In-process feeds: nothing to do."""
         return None
 
     def directory(self) -> Directory | None:

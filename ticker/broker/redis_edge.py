@@ -17,6 +17,11 @@ bar channel and hands every bar update to ``bar_sink``; :meth:`RedisBroker.load_
 history from Redis (waiting briefly for a symbol whose history the publisher has not written yet). After a
 reconnect, a publisher's ``hello``, or a rewrite of a symbol's history, the node reads the bars it may have
 missed since its last update of that symbol and hands them on too (:mod:`ticker.broker.redis_bars`).
+
+Any node answers everything: a symbol whose quotes are read here though no client receives it
+(:meth:`RedisBroker.read_through`, REST) joins the demand and the subscriptions for :data:`READ_DEMAND` s after
+the last read, so its value is as fresh as a subscribed symbol's (its bars go on only to symbols clients
+receive, as before).
 Layout: ticker/broker/redis_layout.py.
 """
 
@@ -26,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import orjson
 from redis.asyncio import Redis
@@ -53,7 +58,10 @@ PUBSUB_PING_AFTER = 5.0  # idle seconds on the subscription before pinging it
 PUBSUB_DEAD_AFTER = 15.0  # idle seconds (pings unanswered) before the subscription counts as dead
 START_WAIT = 3.0  # seconds start() waits for the first connection before serving without it
 DIRECTORY_POLL = 60.0  # seconds between checks of the directory's meta (a notification may be missed)
-READ_DEMAND = 60.0  # seconds a symbol whose bars were read stays in the demand (its history kept fresh)
+READ_DEMAND = 60.0  # seconds a symbol read here (bars, REST quotes) stays in the demand after the read
+#: Symbols read through at once at most (REST quotes nobody here receives): past it, a read of another symbol is
+#: answered with what the node holds, so REST reads cannot make the publisher carry without bound.
+MAX_WATCHING = 1000
 #: Every symbol's state while no publisher reports (its report expired: the process is dead or stopped).
 NO_PUBLISHER = SymbolStatus(DOWN, f"the publisher is not running (no health report for more than {rh.TTL} s)")
 
@@ -113,7 +121,14 @@ class RedisBroker(Broker):
         #: Symbols whose history was read though no client here receives them → until when (monotonic) they
         #: stay in this node's demand, so the publisher carries them and writes their history.
         self._reading: dict[str, float] = {}
+        #: Symbols whose quotes were read (:meth:`read_through`) though no client here receives them → until
+        #: when (monotonic) they stay in the demand and subscribed, their values delivered to the hub.
+        self._watching: dict[str, float] = {}
         self._advertised: frozenset[str] = frozenset()
+        self._passes_begun = 0  # sync passes begun and done: a read waits for one begun after it asked
+        self._passes_done = 0
+        self._changed = asyncio.Event()  # replaced at each pass's end, each awaited quote and each up/down
+        self._awaited: dict[str, int] = {}  # symbol → read_through calls waiting for its value
 
     # -- Broker interface --------------------------------------------------------------------
     async def start(self, deliver: Deliver) -> None:
@@ -202,6 +217,46 @@ class RedisBroker(Broker):
             else:
                 self._bars_ready.pop(symbol, None)
 
+    async def read_through(self, symbols: Sequence[str], within: float) -> None:
+        """Bring the node's last values of ``symbols`` up to date from Redis: a symbol no client here receives
+        joins the demand and the subscriptions for :data:`READ_DEMAND` s (a later read extends it); waits at
+        most ``within`` s for the sync pass that HMGETs their last values (and for a first value of a symbol
+        the publisher starts carrying only now). Returns at once while Redis is down, never raises."""
+        now = time.monotonic()
+        watching = self._watching
+        reads = [s for s in dict.fromkeys(symbols) if s not in self._demand]
+        room = MAX_WATCHING - len(watching)
+        reads = [s for s in reads if s in watching or (room := room - 1) >= 0]
+        if not reads:
+            return
+        for s in reads:
+            watching[s] = now + READ_DEMAND
+        last = self._last
+        if all(s in self._subscribed and last(s) is not None for s in reads):
+            return  # already flowing in: the hub's values are current
+        target = self._passes_begun + 1  # the next pass begins after this read: it subscribes and fetches
+        self._wake.set()
+        deadline = now + within
+        for s in reads:
+            self._awaited[s] = self._awaited.get(s, 0) + 1
+        try:
+            while self._up and (self._passes_done < target or any(last(s) is None for s in reads)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), left)
+        finally:
+            for s in reads:
+                n = self._awaited.pop(s) - 1
+                if n:
+                    self._awaited[s] = n
+
+    def _notify(self) -> None:
+        """Wake the reads waiting in :meth:`read_through`."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
     def symbol_status(self, symbol: str) -> SymbolStatus | None:
         """What the publisher's last health report (read every second) says of ``symbol``: its state
         when not live; :data:`NO_PUBLISHER` (``down``) once no report is in Redis; None when live as far
@@ -216,6 +271,7 @@ class RedisBroker(Broker):
     def _set_up(self, up: bool) -> None:
         self._up = up
         self.metrics.broker_up.set(1 if up else 0)
+        self._notify()
         if up:
             self._up_event.set()
         else:
@@ -321,6 +377,8 @@ class RedisBroker(Broker):
         m.broker_lag.observe(max(0.0, time.time() - pt / 1000.0))
         for q in quotes:
             deliver(q)
+        if self._awaited and symbol in self._awaited:
+            self._notify()
 
     # -- bars ----------------------------------------------------------------------------------
     def _bad_bars(self, what: str) -> None:
@@ -349,6 +407,8 @@ class RedisBroker(Broker):
             if seen is not None:  # a rewritten history (Redis restarted): read what this node missed
                 self._bars_behind.setdefault(symbol, seen)
                 self._wake.set()
+        if symbol in self._watching and symbol not in self._demand:
+            return  # subscribed for a read (quotes): bars go to the symbols clients here receive
         self._bars_seen[symbol] = update.pt
         self._sink(symbol, update.bars)
 
@@ -447,10 +507,18 @@ class RedisBroker(Broker):
 
     # -- demand and last values --------------------------------------------------------------
     async def _sync(self, client: Redis, pubsub: PubSub, full: bool) -> None:
-        """Bring subscriptions in line with demand; fetch last values of new symbols (all when ``full``)."""
+        """Bring subscriptions in line with demand and the symbols read here; fetch last values of new symbols
+        (all when ``full``)."""
+        self._passes_begun += 1
+        begun = self._passes_begun
+        now = time.monotonic()
+        for held in (self._reading, self._watching):
+            for s in [s for s, until in held.items() if until <= now]:
+                del held[s]
         want = self._demand
-        add = [s for s in want if s not in self._subscribed]
-        drop = [s for s in self._subscribed if s not in want]
+        subs = want | frozenset(self._watching)
+        add = [s for s in subs if s not in self._subscribed]
+        drop = [s for s in self._subscribed if s not in subs]
         lay = self.layout
         if add:
             self._subscribed.update(add)  # before: the reader may see the first bar message within the await
@@ -460,24 +528,23 @@ class RedisBroker(Broker):
             self._subscribed.difference_update(drop)
             for s in drop:
                 self._bars_seen.pop(s, None)
+        for s in [s for s in self._bars_seen if s not in want]:  # left the demand (may stay subscribed, read)
+            del self._bars_seen[s]
         if full:
-            for s in [s for s in self._bars_seen if s not in want]:
-                del self._bars_seen[s]
             for s, seen in self._bars_seen.items():
                 self._bars_behind.setdefault(s, seen)
         if self._bars_behind:
             await self._catch_up(client)
-        fetch = sorted(want) if full else add
+        fetch = sorted(subs) if full else add
         if fetch:
             self._apply_last(fetch, await client.hmget(self.layout.last, fetch))
-        now = time.monotonic()
-        for s in [s for s, until in self._reading.items() if until <= now]:
-            del self._reading[s]
-        advertised = want | self._reading.keys()
+        advertised = subs | frozenset(self._reading)
         changed = bool(add or drop or full) or advertised != self._advertised
-        if changed or now >= self._refresh_due:
+        if changed or time.monotonic() >= self._refresh_due:
             await self._write_demand(client, advertised, announce=changed)
             self._advertised = advertised
+        self._passes_done = begun
+        self._notify()
 
     def _apply_last(self, symbols: list[str], values: list[bytes | str | None]) -> None:
         deliver = self._deliver

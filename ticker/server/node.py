@@ -343,10 +343,14 @@ class Node:
         return shared if shared is not None else self.runner.directory
 
     def known_symbols(self) -> list[str]:
-        """Symbols worth suggesting: what the feeds offer and what has a last value."""
+        """Symbols worth suggesting: what the feeds (on an edge node: the publisher's directory) offer and what
+        has a last value."""
         out: dict[str, None] = {}
         for f in self.feeds:
             out.update(dict.fromkeys(f.known_symbols()))
+        shared = self.broker.directory()
+        if shared is not None:
+            out.update(dict.fromkeys(shared.symbols()))
         out.update(dict.fromkeys(self.hub.cached_symbols()))
         return sorted(out)
 

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from ticker.server.node import Node
 
 TRANSPORT = "rest"  # the transport label of ticker_auth_failures_total
+#: Seconds /api/quotes waits at most for an edge node's read through from Redis (then answers what it has).
+READ_WAIT = 1.0
 
 
 class _Base(JsonHandler):
@@ -71,7 +73,8 @@ class _Base(JsonHandler):
 
 
 class QuotesHandler(_Base):
-    """``GET /api/quotes?symbols=A,B``: the last value of each symbol (all cached ones without ``symbols``)."""
+    """``GET /api/quotes?symbols=A,B``: the last value of each symbol (all cached ones without ``symbols``); on
+    an edge node current from Redis whether or not its clients receive them (``Broker.read_through``)."""
 
     async def get(self) -> None:
         srv = self.server
@@ -96,6 +99,8 @@ class QuotesHandler(_Base):
             except ProtocolError as exc:  # unknown (with suggestions), forbidden (403), malformed
                 self._refuse_symbols(exc)
                 return
+        if raw is not None:  # an edge node reads through from Redis the symbols no client here receives
+            await srv.broker.read_through([symbol_of(k) for k in keys], READ_WAIT)
         line = srv.delay_line
         if dl and line is not None:  # keep recording those the node carries, so that a later read has a value
             carried = [s for s in dl if srv.hub.last(s) is not None]
