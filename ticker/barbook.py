@@ -12,11 +12,15 @@ What moved is recorded for the fan-out, which takes it once per flush (:meth:`Ba
 the symbols whose current bars a trade moved (``changed``), and the particular bars applied
 (``changed_bars``: a provider's late or corrected bar need not be the current one).
 
-Memory: a symbol's five full series hold at most 5,058 bars, about 1.2 MB (:mod:`ticker.bars`). The book
-keeps at most ``max_symbols`` symbols (:data:`MAX_SYMBOLS` by default, so at most about 1.2 GB once every
-series is full); past it the least recently used symbol (the
+Memory: a symbol's five full series hold at most 5,058 bars, about 1.2 MB (:mod:`ticker.bars`); a symbol
+holds only what came to it (a newly demanded one its live bars and two day bars, about 6 KB at first,
+until someone reads its bars: :mod:`ticker.server.history`), and only ``unread_seconds`` ``1s`` bars until
+:meth:`BarBook.widen` (its bars are read); :meth:`BarBook.bars_held` counts them. The book keeps at
+most ``max_symbols`` symbols (:data:`MAX_SYMBOLS` by default); past it the least recently used symbol (the
 one whose last quote, bar or read is oldest) that nobody receives is forgotten, and starts afresh if it
-comes back. Demanded symbols are never forgotten: past the bound the book holds what is demanded.
+comes back. Demanded symbols are never forgotten: past the bound the book holds what is demanded. The
+node's history loader forgets a symbol nobody receives any more soon after (:meth:`BarBook.forget`), so
+the bound is a backstop.
 
 A delayed user's view (:meth:`BarBook.range` and :meth:`BarBook.last` with ``before_end``,
 :meth:`BarBook.completed`) holds only the bars that ended by a horizon (now minus ``--delay``): never a
@@ -29,7 +33,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from operator import attrgetter
 
-from ticker.bars import DAY, DEFAULT_LIMIT, INTERVALS, Bar, BarSeries, DayStart, SymbolBars, utc_day_start
+from ticker.bars import (
+    DAY,
+    DEFAULT_LIMIT,
+    HISTORY,
+    INTERVALS,
+    Bar,
+    BarSeries,
+    DayStart,
+    SymbolBars,
+    utc_day_start,
+)
 from ticker.quote import Quote
 
 #: Symbols a book keeps by default (about 1.2 GB at worst: every series of every symbol full).
@@ -55,16 +69,20 @@ class BarBook:
         session_of: Callable[[str], DayStart] = _utc_days,
         max_symbols: int = MAX_SYMBOLS,
         keep: Callable[[str], bool] = lambda symbol: False,
+        unread_seconds: int = HISTORY["1s"],
     ) -> None:
-        """``keep(symbol)``: whether a symbol is demanded (someone receives it): never forgotten to make room."""
-        if max_symbols < 1:
-            raise ValueError("a bar book holds at least one symbol")
+        """``keep(symbol)``: whether a symbol is demanded (someone receives it): never forgotten to make room.
+        ``unread_seconds``: the ``1s`` bars a symbol holds until :meth:`widen` (someone reads its bars)."""
+        if max_symbols < 1 or unread_seconds < 1:
+            raise ValueError("a bar book holds at least one symbol, and one bar of each")
         self.session_of = session_of
         self.max_symbols = max_symbols
         self.keep = keep
+        self._unread = {**HISTORY, "1s": min(unread_seconds, HISTORY["1s"])}
         self._symbols: OrderedDict[str, SymbolBars] = OrderedDict()
         self._days: dict[str, tuple[DayStart, int]] = {}  # each held symbol's session days and generation
         self._born = 0
+        self._scan_at = 0  # the size at which to look for symbols to forget again (see _create)
         #: Symbols whose current bars moved since :meth:`take_changes` (quotes that traded, backfills).
         self.changed: dict[str, None] = {}
         #: (symbol, interval) → starts of the bars :meth:`apply` stored since :meth:`take_changes`.
@@ -80,6 +98,13 @@ class BarBook:
         """The symbols held, least recently used first."""
         return list(self._symbols)
 
+    def bars_held(self, symbol: str | None = None) -> int:
+        """The bars held (at most 240 bytes each) of ``symbol``, or of every symbol (a look at every series)."""
+        if symbol is not None:
+            held = self._symbols.get(symbol)
+            return 0 if held is None else sum([len(s) for s in held.series.values()])
+        return sum([len(s) for held in self._symbols.values() for s in held.series.values()])
+
     # -- the symbols held --------------------------------------------------------------------
     def bars_of(self, symbol: str) -> SymbolBars:
         """``symbol``'s bars, created (with its session days) on first use; counts as a use."""
@@ -91,21 +116,31 @@ class BarBook:
 
     def _create(self, symbol: str) -> SymbolBars:
         symbols = self._symbols
-        while len(symbols) >= self.max_symbols:
+        while len(symbols) >= max(self.max_symbols, self._scan_at):
             victim = next((s for s in symbols if not self.keep(s)), None)
             if victim is None:  # every symbol held is demanded: the demand bounds the book
+                # Look again once it grew by an eighth (or lost one): not at each new symbol, which would
+                # cost a look at every demanded one each time.
+                self._scan_at = len(symbols) + 1 + len(symbols) // 8
                 break
             self.forget(victim)
         days = self.session_of(symbol)
         self._born += 1
         self._days[symbol] = (days, self._born)
-        held = symbols[symbol] = SymbolBars(days)
+        held = symbols[symbol] = SymbolBars(days, history=self._unread)
         return held
+
+    def widen(self, symbol: str) -> None:
+        """Someone reads ``symbol``'s bars: from now on its ``1s`` series holds its full history (15 minutes)."""
+        held = self._symbols.get(symbol)
+        if held is not None:
+            held.series["1s"].resize(HISTORY["1s"])
 
     def forget(self, symbol: str) -> None:
         """Drop ``symbol``'s bars and its pending changes."""
         if self._symbols.pop(symbol, None) is None:
             return
+        self._scan_at = 0
         del self._days[symbol]
         self.changed.pop(symbol, None)
         if self.changed_bars:

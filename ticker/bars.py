@@ -183,6 +183,17 @@ class BarSeries:
     def __len__(self) -> int:
         return len(self._bars)
 
+    def resize(self, maxlen: int) -> None:
+        """Hold at most ``maxlen`` bars from now on (fewer than held: the oldest go)."""
+        if maxlen < 1:
+            raise ValueError("a bar series holds at least one bar")
+        if maxlen != self.maxlen:
+            self.maxlen = maxlen
+            self._bars = deque(self._bars, maxlen=maxlen)
+            first = self._bars[0].t if self._bars else None
+            self._final = {t for t in self._final if first is not None and t >= first}
+            self._refresh()
+
     @property
     def current(self) -> Bar | None:
         """The newest bar (the one trades of now update), None while there is none."""

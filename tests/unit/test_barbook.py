@@ -210,3 +210,54 @@ def test_a_provider_minute_bar_makes_the_longer_bars_holding_it_again() -> None:
     book.apply("AAPL", "1m", Bar(b, 1.0, 1.0, 1.0, 1.0, 1))  # an edge's bar (no derive): 5m untouched
     five = book.current("AAPL", "5m")
     assert five is not None and five.o == 9.8
+
+
+def test_bars_held_counts_every_series_of_one_symbol_or_all() -> None:
+    book = BarBook()
+    assert book.bars_held() == 0 and book.bars_held("AAPL") == 0
+    book.on_quote(q("AAPL", 10.0, T0, 100))  # one bar in each of the five series
+    book.on_quote(q("AAPL", 11.0, T0 + S, 200))  # a second 1s bar
+    book.backfill("MSFT", "1d", [Bar(T0 - 86_400_000 * k, 1, 1, 1, 1) for k in (1, 2, 3)], T0)
+    assert book.bars_held("AAPL") == 6 and book.bars_held("MSFT") == 3 and book.bars_held() == 9
+    book.forget("AAPL")
+    assert book.bars_held() == 3
+
+
+def test_a_book_of_demanded_symbols_does_not_look_at_each_of_them_for_each_new_one() -> None:
+    looks = 0
+
+    def demanded(symbol: str) -> bool:
+        nonlocal looks
+        looks += 1
+        return symbol != "GONE"
+
+    book = BarBook(max_symbols=10, keep=demanded)
+    book.on_quote(q("GONE", 1.0, T0))
+    for i in range(2000):  # the demand past the bound: every one kept
+        book.on_quote(q(f"S{i}", 1.0, T0))
+    assert "GONE" not in book and len(book) == 2000
+    assert looks < 20 * 2000  # a look at every symbol for each new one would be about 2,000,000
+
+
+def test_a_symbol_keeps_a_short_window_of_seconds_until_its_bars_are_read() -> None:
+    book = BarBook(unread_seconds=3)
+    for k in range(5):  # five seconds of trades
+        book.on_quote(q("AAPL", 10.0 + k, T0 + k * S, 100 + k))
+    book.apply("AAPL", "1s", Bar(T0 + 3 * S, 1, 1, 1, 1), final=True)
+    assert [b.t for b in book.last("AAPL", "1s", 10)] == [T0 + 2 * S, T0 + 3 * S, T0 + 4 * S]
+    assert len(book.last("AAPL", "1m", 10)) == 1  # the other intervals as always
+    series = book.series("AAPL", "1s")
+    assert series is not None and series.is_final(T0 + 3 * S)
+    series.resize(1)  # fewer: the oldest go, with their marks
+    assert [b.t for b in book.last("AAPL", "1s", 10)] == [T0 + 4 * S] and not series.is_final(T0 + 3 * S)
+    assert row(book.current("AAPL", "1s")) == (T0 + 4 * S, 14.0, 14.0, 14.0, 14.0, 1)
+    book.widen("AAPL")
+    book.widen("MSFT")  # not held: nothing to do
+    for k in range(5, 1_000):
+        book.on_quote(q("AAPL", 10.0 + k % 7, T0 + k * S, 100 + k))
+    seconds = book.last("AAPL", "1s", 2_000)
+    assert len(seconds) == 900 and seconds[-1].t == T0 + 999 * S  # 15 minutes once read
+    with pytest.raises(ValueError):
+        series.resize(0)
+    with pytest.raises(ValueError):
+        BarBook(unread_seconds=0)

@@ -193,3 +193,94 @@ async def test_demand_loads_day_bars_one_symbol_at_a_time_and_a_read_the_whole_h
     assert [c[1] for c in src.calls[5:]] == ["1s", "1m", "5m", "1h", "1d"]
     assert [b.o for b in book.last("S0", "1m", 5)] == [0, 1, 2]
     await hl.stop()
+
+
+def days(n: int) -> list[Bar]:
+    """``n`` day bars ending today (UTC days), oldest first; the open counts the days back."""
+    today = NOW - NOW % 86_400_000
+    return [Bar(today - k * 86_400_000, k, k + 1, k - 1, k, 10) for k in range(n - 1, -1, -1)]
+
+
+async def test_a_newly_demanded_symbol_keeps_two_day_bars_and_a_read_brings_the_year() -> None:
+    src = Source({"1d": days(300)})
+    book = BarBook(unread_seconds=60)
+    hl = loader(book, src, demanded={"AAPL"})
+    hl.demand_changed(["AAPL"], [])
+    await eventually(lambda: hl.loading() == 0 and src.calls, within=2.0, what="the day load")
+    ((_, interval, start, _),) = src.calls
+    today = NOW - NOW % 86_400_000
+    assert interval == "1d" and start == today - history.DAY_LOOKBACK * 86_400_000  # not a year
+    assert [b.o for b in book.last("AAPL", "1d", 400)] == [1, 0]  # the previous session and this one
+    assert book.bars_held() == book.bars_held("AAPL") == history.DAY_BARS
+    seconds = book.series("AAPL", "1s")
+    assert seconds is not None and seconds.maxlen == 60  # a minute of seconds while nobody reads them
+    await hl.wait("AAPL")  # a bar read: the whole history, a year of day bars, 15 minutes of seconds
+    assert len(book.last("AAPL", "1d", 400)) == 300 and seconds.maxlen == 900
+    await hl.stop()
+
+
+async def test_bars_of_a_symbol_nobody_receives_any_more_go_after_the_linger() -> None:
+    src = Source({"1m": minutes(3), "1d": days(3)})
+    clock = Clock()
+    wanted = {"AAPL", "MSFT"}
+    book = BarBook()
+    hl = loader(book, src, demanded=wanted, clock=clock)
+    hl.demand_changed(["AAPL", "MSFT"], [])
+    await hl.wait("AAPL")
+    await hl.wait("MSFT")
+    held = book.bars_held("AAPL")
+    assert held > 0 and hl.sweep() == 0
+    wanted.clear()
+    hl.demand_changed([], ["AAPL", "MSFT"])
+    clock.now += history.LINGER - 1
+    assert hl.sweep() == 0 and "AAPL" in book  # still within the linger
+    wanted.add("MSFT")
+    hl.demand_changed(["MSFT"], [])  # back in time: kept and live, nothing to load
+    assert hl.loading() == 0
+    clock.now += 2
+    assert hl.sweep() == 1 and "AAPL" not in book and "MSFT" in book
+    assert hl.take_released() == history.SYMBOL_BYTES + history.BAR_BYTES * held
+    assert hl.take_released() == 0
+    clock.now += 100 * history.LINGER
+    assert hl.sweep() == 0 and "MSFT" in book  # a symbol someone receives is never dropped
+    calls = len(src.calls)
+    wanted.add("AAPL")
+    hl.demand_changed(["AAPL"], [])  # back after its bars went: day bars again, the whole history at a read
+    await eventually(lambda: hl.loading() == 0, within=2.0, what="the day load")
+    assert [c[1] for c in src.calls[calls:]] == ["1d"] and len(book.last("AAPL", "1d", 5)) == 2
+    await hl.wait("AAPL")
+    assert [c[1] for c in src.calls[calls + 1 :]] == ["1s", "1m", "5m", "1h", "1d"]
+    await hl.stop()
+
+
+async def test_bars_loaded_for_a_read_go_when_they_are_no_longer_fresh() -> None:
+    gate = asyncio.Event()
+    src = Source({"1m": minutes(3)}, gate=gate)
+    clock = Clock()
+    book = BarBook()
+    hl = loader(book, src, clock=clock)
+    task = hl.ensure("KO")  # a REST read of a symbol nobody receives
+    await eventually(lambda: src.running == 1, within=2.0, what="the load to start")
+    hl.demand_changed([], ["KO"])  # (as if it had been demanded and left meanwhile)
+    clock.now += history.LINGER + 1
+    assert hl.sweep() == 0 and "KO" in book  # loading: its load ends first
+    gate.set()
+    assert task is not None
+    await task
+    clock.now += history.FRESH_FOR - 1
+    assert hl.sweep() == 0 and len(book.last("KO", "1m", 5)) == 3  # served while fresh
+    clock.now += 2
+    assert hl.sweep() == 1 and "KO" not in book
+    assert hl.ensure("KO") is not None  # read again: loaded again
+    await hl.stop()
+
+
+async def test_the_sweep_runs_by_itself_while_bars_wait_to_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(history, "SWEEP_EVERY", 0.01)
+    monkeypatch.setattr(history, "LINGER", 0.0)
+    book = BarBook()
+    hl = HistoryLoader(book, (Source(),), lambda s: False)
+    book.bars_of("AAPL")
+    hl.demand_changed([], ["AAPL"])
+    await eventually(lambda: "AAPL" not in book, within=2.0, what="the sweep")
+    await hl.stop()

@@ -166,6 +166,11 @@ class Metrics:
             "Symbols whose OHLCV bars the node holds (bounded, least recently used out).",
             registry=r,
         )
+        self.bars = Gauge(
+            "ticker_bars",
+            "OHLCV bars the node holds, of every symbol (at most 240 bytes each).",
+            registry=r,
+        )
         self.bar_history_loading = Gauge(
             "ticker_bar_history_loading",
             "Symbols whose bar history is being loaded (a provider's history endpoint, Redis, the simulated market).",

@@ -3,20 +3,26 @@
 Two loads, each from the first source that has an interval (the broker's history, Redis, then the feeds'
 history endpoints):
 
-- **Day bars** when a symbol is first demanded (a quote subscription): ``1d`` for a year, which gives the
-  session so far to the day statistics and the day range. One symbol at a time, in the background: a
-  watchlist of hundreds costs one request each, paced, never a burst.
+- **Day bars** when a symbol is first demanded (a quote subscription): its last :data:`DAY_BARS` ``1d`` bars
+  (asked for :data:`DAY_LOOKBACK` days back, past a long weekend), the session so far and the previous
+  close for the day statistics and the day range; no more is kept until someone reads its bars. One
+  symbol at a time, in the background: a watchlist of hundreds costs one request each, paced, never a
+  burst.
 - **The whole history** at the first bar read (``subscribe_bars``, ``/sse?bars=``, ``/api/bars``), per
   symbol once (concurrent callers share one task), at most :data:`CONCURRENCY` symbols at a time: ``1m``
   and ``5m`` bars from the start of the session four days back (the current and the previous session,
   across a weekend or a holiday), ``1h`` for two weeks, ``1d`` for a year, ``1s`` for the last 15 minutes
   where a source has them (Redis: the publisher's); ``5m``, ``1h`` and ``1d`` are made of the ``1m`` bars
   where no source has them. The live bars since the symbol was demanded are kept (a provider's snapshot of
-  the bar still filling merges with them).
+  the bar still filling merges with them); of ``1s``, only the last :data:`UNREAD_SECONDS` until this load,
+  15 minutes from then on (:meth:`~ticker.barbook.BarBook.widen`).
 
-A symbol someone receives stays loaded: its live bars keep it whole. The history of a symbol nobody
-receives (a REST read) is reloaded when read again after :data:`FRESH_FOR` seconds; such loads are limited
-to :data:`COLD_RATE` a second (a burst of :data:`COLD_BURST`), past which a read gets what the node holds.
+A symbol someone receives stays loaded: its live bars keep it whole, and the book never drops them. The
+history of a symbol nobody receives (a REST read) is reloaded when read again after :data:`FRESH_FOR`
+seconds; such loads are limited to :data:`COLD_RATE` a second (a burst of :data:`COLD_BURST`), past which a
+read gets what the node holds. The bars of a symbol nobody receives any more are dropped :data:`LINGER`
+seconds after its demand ended (back within that time, it goes on as if it never left), those loaded for
+a read :data:`FRESH_FOR` seconds after the load (:meth:`HistoryLoader.sweep`, every :data:`SWEEP_EVERY` s).
 A failed load is logged (at most a line a minute) and retried after a backoff (by the next read, or by
 itself while the symbol is demanded), never in a tight loop.
 """
@@ -28,6 +34,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from operator import attrgetter
 
 from ticker.backoff import Backoff
 from ticker.barbook import BarBook, aggregate
@@ -49,8 +56,17 @@ COLD_BURST = 10.0
 RETRY_BASE = 5.0  # a failed load is retried after RETRY_BASE plus a backoff of up to RETRY_CAP seconds
 RETRY_CAP = 300.0
 LOG_EVERY = 60.0  # seconds between two log lines about failed loads
+DAY_BARS = 2  # day bars a newly demanded symbol gets: the session so far and the one before (its close)
+DAY_LOOKBACK = 10  # days back they are asked from (a weekend, a holiday, a provider's missing day)
+LINGER = 30.0  # seconds the bars of a symbol nobody receives any more are kept (a reload, a reconnect)
+SWEEP_EVERY = 5.0  # seconds between two looks for bars to drop
+UNREAD_SECONDS = 60  # 1s bars a symbol keeps until someone reads its bars (then 15 minutes' worth)
+BAR_BYTES = 240  # what a bar takes at most (ticker/bars.py)
+SYMBOL_BYTES = 6_000  # what a symbol's five empty series take (measured with tracemalloc)
+_DAY_MS = 86_400_000
 
 _DERIVED = ("5m", "1h", "1d")  # made of 1m bars where no source has them
+_start_of = attrgetter("t")
 
 
 class HistoryLoader:
@@ -85,6 +101,9 @@ class HistoryLoader:
         self._days_done: dict[str, int | None] = {}  # symbol → the book generation its day bars went into
         self._day_symbol: str | None = None  # the one whose day bars load now
         self._day_worker: asyncio.Task[None] | None = None
+        self._idle: dict[str, float] = {}  # symbols nobody receives → when their bars are dropped
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._released = 0  # bytes of the bars dropped since take_released, about
 
     def loading(self) -> int:
         """Symbols whose history is loading (or waiting for a slot), their day bars included."""
@@ -124,23 +143,62 @@ class HistoryLoader:
     def demand_changed(self, added: Iterable[str], removed: Iterable[str]) -> None:
         """Symbols someone now receives get their day bars (the session so far, for the day statistics and the
         day range; the rest of the history comes with the first bar read); those nobody receives any more
-        go stale."""
+        go stale, and their bars go :data:`LINGER` seconds later."""
         now = self._clock()
         for symbol in removed:
             self._days_due.pop(symbol, None)
             fresh = self._fresh.get(symbol)
             if fresh is not None and fresh[1] == math.inf:
                 self._fresh[symbol] = (fresh[0], now + FRESH_FOR)
+            self._idle[symbol] = now + LINGER
         for symbol in added:
+            self._idle.pop(symbol, None)
             fresh = self._fresh.get(symbol)
-            if fresh is not None and fresh[1] > now:  # bars kept within the last minute: live from here on
+            generation = self.bars.generation(symbol)
+            if fresh is not None and fresh[1] > now and fresh[0] == generation:
+                # its bars kept since it was last received: live from here on
                 self._fresh[symbol] = (fresh[0], math.inf)
-            elif symbol not in self._tasks and self._days_done.get(symbol, -1) != self.bars.generation(
-                symbol
-            ):
+            elif symbol not in self._tasks and self._days_done.get(symbol, -1) != generation:
                 self._days_due[symbol] = None
         if self._days_due and self._day_worker is None and not self._closed:
             self._day_worker = asyncio.get_running_loop().create_task(self._load_days(), name="history days")
+        self._arm()
+
+    def sweep(self) -> int:
+        """Drop the bars of the symbols nobody receives whose time is up (:data:`LINGER` after their demand
+        ended, :data:`FRESH_FOR` after a read's load); how many went. A loading symbol waits for its load."""
+        now = self._clock()
+        due = [s for s, at in self._idle.items() if at <= now]
+        dropped = 0
+        for symbol in due:
+            if symbol in self._tasks or symbol == self._day_symbol:
+                continue
+            del self._idle[symbol]
+            if self.demanded(symbol):
+                continue
+            self._fresh.pop(symbol, None)
+            self._days_done.pop(symbol, None)
+            if symbol in self.bars:
+                self._released += SYMBOL_BYTES + BAR_BYTES * self.bars.bars_held(symbol)
+                self.bars.forget(symbol)
+                dropped += 1
+        return dropped
+
+    def take_released(self) -> int:
+        """About how many bytes the bars dropped since the last call held (the node trims the heap after
+        enough were let go)."""
+        released, self._released = self._released, 0
+        return released
+
+    def _arm(self) -> None:
+        """Sweep in :data:`SWEEP_EVERY` seconds while some symbol's bars wait to be dropped."""
+        if self._idle and self._sweeper is None and not self._closed:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_EVERY, self._swept)
+
+    def _swept(self) -> None:
+        self._sweeper = None
+        self.sweep()
+        self._arm()
 
     async def _load_days(self) -> None:
         """Load the day bars of the demanded symbols one at a time (a watchlist of hundreds costs one request
@@ -154,7 +212,7 @@ class HistoryLoader:
                 self._day_symbol = symbol
                 try:
                     async with self._slots:
-                        await self._fill(symbol, ("1d",))
+                        await self._fill(symbol, ("1d",), DAY_BARS)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -172,6 +230,9 @@ class HistoryLoader:
     async def stop(self) -> None:
         """Stop loading (tasks cancelled and awaited)."""
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for task in [*self._tasks.values(), self._day_worker]:
             await cancel_and_wait(task)
 
@@ -189,19 +250,31 @@ class HistoryLoader:
                 raise
             except Exception as exc:  # a provider's failure: logged, retried later
                 self._failed(symbol, exc)
+                if not self.demanded(symbol):  # what it got goes as a read's load would
+                    self._idle.setdefault(symbol, self._clock() + FRESH_FOR)
+                    self._arm()
                 return
         self._retry.pop(symbol, None)
         if self.on_loaded is not None:
             self.on_loaded(symbol, int(self._wall() * 1000))
-        until = math.inf if self.demanded(symbol) else self._clock() + FRESH_FOR
+        if self.demanded(symbol):
+            until = math.inf
+        else:  # a read's load: served FRESH_FOR seconds, then dropped
+            until = self._idle[symbol] = self._clock() + FRESH_FOR
+            self._arm()
         self._fresh[symbol] = (self.bars.generation(symbol), until)
         self._prune()
 
-    async def _fill(self, symbol: str, intervals: Iterable[str] = HISTORY_SPANS) -> int | None:
-        """Load ``intervals`` of ``symbol`` into the book; the generation of its bars they went into."""
+    async def _fill(
+        self, symbol: str, intervals: Iterable[str] = HISTORY_SPANS, newest: int | None = None
+    ) -> int | None:
+        """Load ``intervals`` of ``symbol`` into the book; the generation of its bars they went into. With
+        ``newest`` (day bars of a newly demanded symbol): only the newest bars, of :data:`DAY_LOOKBACK` days."""
         book = self.bars
         book.resession(symbol)
         book.bars_of(symbol)  # held even when no source has bars: a read of it does not load again at once
+        if newest is None:  # its bars are read: all of them kept from now on
+            book.widen(symbol)
         generation = book.generation(symbol)
         days = book.session_of(symbol)
         now_ms = int(self._wall() * 1000)
@@ -209,6 +282,8 @@ class HistoryLoader:
         minutes: list[Bar] | None = None
         for interval in intervals:
             start = history_start(interval, now_ms, days)
+            if newest is not None:
+                start = max(start, days(now_ms - DAY_LOOKBACK * _DAY_MS))
             await asyncio.sleep(
                 0
             )  # a source that answers at once (the simulated market) still lets the loop run
@@ -217,6 +292,8 @@ class HistoryLoader:
                 minutes = got
             elif got is None and minutes and interval in _DERIVED:
                 got = aggregate((b for b in minutes if b.t >= start), interval, days)
+            if got and newest is not None:
+                got = sorted(got, key=_start_of)[-newest:]
             if got:
                 book.backfill(symbol, interval, got, now_ms)
         return generation
@@ -258,11 +335,13 @@ class HistoryLoader:
             self.ensure(symbol)
 
     def _prune(self) -> None:
-        """Forget what is known of symbols the book no longer holds (bounded by twice its symbols)."""
-        if len(self._fresh) > 2 * self.bars.max_symbols:
+        """Forget what is known of symbols the book no longer holds (bounded by twice its symbols, or its
+        bound: a look at every entry only once they doubled)."""
+        most = 2 * max(self.bars.max_symbols, len(self.bars))
+        if len(self._fresh) > most:
             gen = self.bars.generation
             self._fresh = {s: f for s, f in self._fresh.items() if f[0] is not None and f[0] == gen(s)}
-        if len(self._days_done) > 2 * self.bars.max_symbols:
+        if len(self._days_done) > most:
             gen = self.bars.generation
             self._days_done = {s: g for s, g in self._days_done.items() if g is not None and g == gen(s)}
         if len(self._retry) > 2 * self.bars.max_symbols:

@@ -34,8 +34,8 @@ from ticker.server.admission import Admission
 from ticker.server.allotter import Allotter
 from ticker.server.config import Config
 from ticker.server.fanout import Connection, Fanout
+from ticker.server.history import UNREAD_SECONDS, HistoryLoader
 from ticker.server.history import WAIT as HISTORY_WAIT
-from ticker.server.history import HistoryLoader
 from ticker.server.status_board import StatusBoard
 from ticker.session import Access
 
@@ -106,6 +106,7 @@ class Node:
             listing_sessions(lambda: self.directory, new_york_day_start()),
             MAX_BAR_SYMBOLS,
             keep=lambda s: s in self._history_demand,  # a symbol someone receives keeps its bars
+            unread_seconds=UNREAD_SECONDS,  # a minute of 1s bars until someone reads them
         )
         self._bar_quote = self.bars.on_quote if self.broker.aggregates_bars else None
         self.fanout.serve_bars(self.bar_hub, self.bars)
@@ -156,6 +157,7 @@ class Node:
         m.throttled_subscriptions.set_function(self.hub.throttled_count)
         m.connections_delayed.set_function(lambda: sum(1 for c in self.connections if c.receives_delayed()))
         m.bar_symbols.set_function(lambda: len(self.bars))
+        m.bars.set_function(self.bars.bars_held)
         m.buffered_bytes.set_function(self.fanout.buffered_total)
         m.bar_history_loading.set_function(self.history_loader.loading)
         line = self.delay_line
@@ -317,7 +319,7 @@ class Node:
             if self.delay_line is not None:  # end keeps past their deadline, even for symbols with no quote
                 self.delay_line.prune(time.monotonic())
             self.fanout.release_bars()  # delayed bar subscriptions: the bars that passed the horizon
-            self._released += self.fanout.take_released()
+            self._released += self.fanout.take_released() + self.history_loader.take_released()
             if self._released >= heap.TRIM_AFTER and self._trimming is None:  # slow readers went away
                 self._released = 0
                 self._trimming = asyncio.get_running_loop().run_in_executor(None, heap.trim)
