@@ -26,7 +26,19 @@ import orjson
 
 from ticker.errors import MalformedQuote
 
-_dumps = orjson.dumps
+_orjson_dumps = orjson.dumps
+
+
+def compact_dumps(obj: Any) -> bytes:
+    """``orjson.dumps`` as a right-sized copy, for JSON that is kept (a last value, a view's entry).
+
+    orjson's result keeps the buffer it was written in (4 KiB with orjson 3.13, 1 KiB before, however short
+    the JSON): 20,000 cached entries of 150 bytes would hold 80 MB. The copy costs about 0.13 µs.
+    """
+    return memoryview(_orjson_dumps(obj)).tobytes()
+
+
+_dumps = compact_dumps
 
 
 @dataclass(slots=True, unsafe_hash=True)

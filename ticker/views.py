@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from ticker.quote import compact_dumps
+
 #: The fields a subscriber may select, in the Q entry's order; ``s`` and ``q`` always travel.
 FIELDS = ("p", "b", "a", "v", "c", "cp", "o", "h", "l", "pc", "vw", "t")
 _ORDER = {f: i for i, f in enumerate(FIELDS)}
@@ -23,7 +25,7 @@ _ORDER = {f: i for i, f in enumerate(FIELDS)}
 MIN_HZ = 0.1
 _MARK = "@"  # never part of a valid symbol (ticker.symbols.SYMBOL_RE)
 _ALWAYS = frozenset(("s", "t", "q"))
-_dumps = orjson.dumps
+_dumps = compact_dumps  # a view keeps its entries
 _loads = orjson.loads
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from datetime import UTC, datetime
 from typing import Any
 
@@ -323,3 +324,18 @@ def test_the_good_entry_is_accepted_and_q_is_only_read_when_sequenced() -> None:
 def test_json_never_carries_non_finite_numbers(text: bytes) -> None:
     with pytest.raises(ValueError):
         recording.decode(text)
+
+
+def test_kept_entries_hold_their_length_not_the_encoders_buffer() -> None:
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        kept = [
+            encode_entry(Quote("AAPL", 100.0 + i, 1_700_000_000_000 + i, bid=99.0, ask=101.0), i + 1)
+            for i in range(1000)
+        ]
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    held = sum(d.size_diff for d in after.compare_to(before, "filename"))
+    assert len(kept) == 1000 and held < 200_000, held  # about 120 bytes each; orjson's buffers are 1-4 KiB
