@@ -29,6 +29,18 @@ Tornado version, if an upgrade changes any of it):
   ``on_fragment()`` for each data frame that does not end its message, which Tornado joins silently,
   so that such frames cost a token of the rate limit as pings, pongs and messages do.
 
+- ``WebSocketProtocol13._receive_frame_loop`` (awaited by ``_accept_connection`` right after ``open()``, until the
+  connection ends): :class:`MeteredProtocol` runs it on a task of its own instead, so that the handshake's
+  coroutines (``RequestHandler._execute``, ``get``, ``accept_connection``) end after ``open()`` with what they hold.
+  :func:`shed_handshake` then drops what the handler keeps of the upgrade: ``RequestHandler._headers`` (the
+  101's), ``ui``, ``_transforms``, ``path_args``/``path_kwargs``, ``WebSocketHandler.open_args``/``open_kwargs``
+  and, on its ``HTTPServerRequest``, ``headers``, ``connection``, ``server_connection`` and the arguments. Each is
+  replaced only if it exists; what Tornado still reads afterwards (the request's method, URI, version, client
+  address and host, for its logs) stays. On Python 3.11 an instance keeps its attributes in a small array only while
+  their names fit its class's shared keys (29 names at most; a dict of about 1.6 KB otherwise): ``MeteredProtocol``
+  adds its own as slots, since ``WebSocketProtocol13`` sets 29, and :func:`reserve_attributes` puts the names
+  Tornado gives a handler after its ``__init__`` (:data:`LATE_ATTRIBUTES`) into those keys at once.
+
 - ``RequestHandler._check_cross_origin(check)`` (called by ``WebSocketHandler.get`` before the upgrade):
   :class:`StrictOrigin` replaces it so that ``check_origin`` alone decides. Tornado 6.6's own version
   accepts before asking ``check_origin`` when ``Sec-Fetch-Site`` is ``same-origin`` or ``none``, or when
@@ -46,14 +58,17 @@ The reason phrase of an error is read the public way (:func:`error_reason`), not
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
 import re
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from types import MappingProxyType
+from typing import Any, cast
 
 import tornado
 import tornado.gen
@@ -399,9 +414,39 @@ class _HeadersIn(tornado.httputil.HTTPMessageDelegate):
 
 
 class MeteredProtocol(tornado.websocket.WebSocketProtocol13):
-    """Tornado's RFC 6455 protocol, calling ``handler.on_fragment()`` after each data frame that does not end its message."""
+    """Tornado's RFC 6455 protocol, calling ``handler.on_fragment()`` after each data frame that does not end its
+    message, and reading frames on a task of its own once the connection is open."""
 
-    _ended = False  # set by _handle_message: the frame just read ended a message or was a control frame
+    # Slots, not attributes: WebSocketProtocol13 sets 29, the most Python 3.11 keeps without a dict of their own.
+    __slots__ = ("_ended", "_reader")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Set by _handle_message: the frame just read ended a message or was a control frame.
+        self._ended = False
+        self._reader: asyncio.Task[None] | None = None  # the task reading the frames, once open
+        super().__init__(*args, **kwargs)
+
+    async def _receive_frame_loop(self) -> None:
+        """Start Tornado's loop on a task and return: ``_accept_connection`` and its callers end now."""
+        self._reader = asyncio.get_running_loop().create_task(self._read_frames(), name=READER_TASK)
+
+    async def _read_frames(self) -> None:
+        """Tornado's loop, with what ``accept_connection`` and ``RequestHandler._execute`` did with its errors."""
+        try:
+            await super()._receive_frame_loop()  # it calls on_ws_connection_close (on_close) when it ends
+        except asyncio.CancelledError:
+            self._abort()
+            raise
+        except ValueError:
+            tornado.log.gen_log.debug("Malformed WebSocket request received", exc_info=True)
+            self._abort()
+        except Exception:
+            self.handler.log_exception(*sys.exc_info())
+            self._abort()
+
+    def reading(self) -> bool:
+        """Whether frames are read on the task of :meth:`_receive_frame_loop` (its end calls ``on_close``)."""
+        return self._reader is not None and not self._reader.done()
 
     async def _receive_frame(self) -> None:
         self._ended = False
@@ -424,6 +469,111 @@ def metered_protocol(
     if type(base) is not tornado.websocket.WebSocketProtocol13:
         return base
     return MeteredProtocol(handler, False, base.params)
+
+
+#: The attributes Tornado gives a WebSocket handler after its ``__init__``: ``RequestHandler._execute``'s,
+#: ``WebSocketHandler.get``'s and ``_detach_stream``'s (the methods it replaces with one that raises).
+LATE_ATTRIBUTES = (
+    "_transforms",
+    "path_args",
+    "path_kwargs",
+    "open_args",
+    "open_kwargs",
+    "write",
+    "redirect",
+    "set_header",
+    "set_cookie",
+    "set_status",
+    "flush",
+    "finish",
+)
+_reserved: set[type] = set()
+
+
+def reserve_attributes(handler: tornado.web.RequestHandler) -> None:
+    """Call first thing in ``initialize()``: the first handler of its class sets and removes at once the
+    :data:`LATE_ATTRIBUTES` (none is an attribute of the instance yet).
+
+    On CPython 3.11 the room a class's shared keys leave for new attribute names shrinks by one with each instance
+    created. A burst of upgrades creates many handlers before the first reaches ``_execute``; without this, the late
+    names no longer fit and every handler from then on keeps a dict of its own (about 1.3 KB more each)."""
+    cls = type(handler)
+    if cls in _reserved:
+        return
+    _reserved.add(cls)
+    for name in LATE_ATTRIBUTES:
+        setattr(handler, name, None)
+        delattr(handler, name)
+
+
+#: One name for every connection's reading task (Python 3.11 makes a string per task otherwise).
+READER_TASK = "ws-reader"
+
+
+def reading(handler: tornado.websocket.WebSocketHandler) -> bool:
+    """Whether ``handler``'s frames are read on a task of their own (a :class:`MeteredProtocol` after ``open()``):
+    then ``get()`` has returned but the connection lives on, and its end calls ``on_close()``."""
+    protocol = handler.ws_connection
+    return isinstance(protocol, MeteredProtocol) and protocol.reading()
+
+
+class SpentHeaders(tornado.httputil.HTTPHeaders):
+    """No headers, and none can be added: what an open WebSocket keeps of its upgrade's (one, shared)."""
+
+    def add(self, name: str, value: str, *, _chars_are_bytes: bool = True) -> None:
+        raise TypeError("the headers of a spent request are read-only")
+
+    def __setitem__(self, name: str, value: str) -> None:
+        raise TypeError("the headers of a spent request are read-only")
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("the headers of a spent request are read-only")
+
+
+NO_HEADERS = SpentHeaders()
+NO_ARGUMENTS = cast(dict[str, list[bytes]], MappingProxyType({}))  # read-only, shared
+NO_FILES = cast(dict[str, list[tornado.httputil.HTTPFile]], MappingProxyType({}))
+NO_KWARGS = cast(dict[str, Any], MappingProxyType({}))
+
+#: What :func:`shed_handshake` replaces: (attribute, value), on the handler and on its request.
+_SHED_HANDLER: tuple[tuple[str, object], ...] = (
+    ("_headers", NO_HEADERS),  # the 101's headers, written
+    ("ui", None),  # as RequestHandler._break_cycles does (WebSocketHandler keeps it for render_string)
+    ("_transforms", ()),  # output transforms: nothing more goes through them
+    ("path_args", ()),
+    ("path_kwargs", NO_KWARGS),
+    ("open_args", ()),
+    ("open_kwargs", NO_KWARGS),
+)
+_SHED_REQUEST: tuple[tuple[str, object], ...] = (
+    ("headers", NO_HEADERS),
+    ("connection", None),  # the HTTP/1.1 connection, detached (RequestHandler.detach)
+    ("server_connection", None),  # the HTTP server's, with its finished task and context
+    ("arguments", NO_ARGUMENTS),
+    ("query_arguments", NO_ARGUMENTS),
+    ("body_arguments", NO_ARGUMENTS),
+    ("files", NO_FILES),
+)
+#: The request's strings that are the same on most connections: one copy of each (interned).
+_SHARED_STRINGS = ("method", "version", "protocol", "host", "host_name", "path")
+
+
+def shed_handshake(handler: tornado.websocket.WebSocketHandler) -> None:
+    """Drop what ``handler`` keeps of its HTTP upgrade once the WebSocket is open (call it at the end of ``open()``,
+    after the last look at the request's headers or arguments; not for a handler that renders templates). The
+    request keeps its method, URI, version, client address and host, which Tornado's logs of the handler read; its
+    headers and arguments read as empty and refuse writes."""
+    for name, value in _SHED_HANDLER:
+        if hasattr(handler, name):
+            setattr(handler, name, value)
+    request = handler.request
+    for name, value in _SHED_REQUEST:
+        if hasattr(request, name):
+            setattr(request, name, value)
+    for name in _SHARED_STRINGS:
+        value = getattr(request, name, None)
+        if type(value) is str:
+            setattr(request, name, sys.intern(value))
 
 
 class StrictOrigin:

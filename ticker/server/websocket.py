@@ -4,7 +4,9 @@ Control messages (subscribed, snapshot, pong, error, bars) are framed one by one
 and bar frames are built once per batch by the fan-out and written as the same bytes to every
 connection, straight to the socket while Tornado's own buffer is empty. A ``subscribe_bars``
 waits for its symbol's history (a backfill, at most a few seconds) before its ``bars`` reply;
-Tornado reads the connection's next message only after that.
+Tornado reads the connection's next message only after that. Once open, a connection keeps nothing of its HTTP
+upgrade and its frames are read on a task of its own (``tornado_io.shed_handshake``, ``MeteredProtocol``): an idle
+connection costs about 7.5 KiB (docs/performance.md, "idle").
 """
 
 from __future__ import annotations
@@ -51,8 +53,26 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
 
     transport: ClassVar[str] = "ws"
     framer = staticmethod(ws_text_frame)
+    # Ours as slots: Tornado's handler sets 27 attributes, and on Python 3.11 an instance whose class has more than 29
+    # attribute names keeps them in a dict of its own (about 1.6 KB instead of 0.3 KB).
+    __slots__ = (
+        "_address",
+        "_closing",
+        "_direct",
+        "_holds_address",
+        "_identity",
+        "_stream",
+        "alive_at",
+        "disconnect",
+        "ping_nonce",
+        "ping_sent",
+        "registered",
+        "server",
+        "session",
+    )
 
     def initialize(self, server: Node) -> None:
+        tornado_io.reserve_attributes(self)  # so that Tornado's later attributes need no dict per handler
         self.server = server
         self.registered = False
         self.session: Session[Connection] | None = None  # from open() until on_close() releases it
@@ -60,6 +80,7 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
         self.disconnect: Disconnect = CLIENT  # why the connection ended: close code and metric label
         self._identity: Identity | None = None  # a header token's bearer, checked before the upgrade
         self._address: str | None = None  # the client address admitted (its slot and its connect rate)
+        self._holds_address = False  # its slot is still ours to give back (_give_back_address)
 
     # -- handshake ---------------------------------------------------------------------------
     def check_origin(self, origin: str) -> bool:
@@ -69,10 +90,10 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
         return ok
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        address: str | None = None  # once admitted: its slot is given back when the connection ends
         try:  # a header (or access_token) token is checked before the upgrade; without one, "auth" may follow
             # shutting down or full (503), then the address's limits (429/503): all with Retry-After
-            address = self._address = admit_connection(self.server, self.request, self.transport)
+            self._address = admit_connection(self.server, self.request, self.transport)
+            self._holds_address = True  # given back when the connection ends (on_close) or fails to open
             self._identity = await identify(self.server, self.request, self.transport, optional=True)
             refused = (
                 None if self._identity is None else over_cap(self.server, self._identity, self.transport)
@@ -80,8 +101,7 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
             if refused is not None:
                 raise refused
         except Refused as exc:
-            if address is not None:
-                self.server.admission.release(address)
+            self._give_back_address()
             self.set_status(exc.status)
             for name, value in exc.headers.items():
                 self.set_header(name, value)
@@ -89,13 +109,21 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
             self.finish(orjson.dumps(exc.body))
             return
         except BaseException:
-            if address is not None:
-                self.server.admission.release(address)
+            self._give_back_address()
             raise
         try:
-            await super().get(*args, **kwargs)  # returns when the connection has ended
-        finally:
-            self.server.admission.release(address)
+            # Returns after open(): the connection's frames are read on a task of their own from then on, and the
+            # handshake's coroutines end here with what they hold (or when the connection ends, on an older Tornado).
+            await super().get(*args, **kwargs)
+        finally:  # never opened, or already ended: else on_close gives the slot back
+            if not tornado_io.reading(self):
+                self._give_back_address()
+
+    def _give_back_address(self) -> None:
+        """Give the admitted address's slot back, once."""
+        if self._holds_address and self._address is not None:
+            self._holds_address = False
+            self.server.admission.release(self._address)
 
     def open(self, *args: str, **kwargs: str) -> None:
         cfg, now = self.server.config, time.monotonic()
@@ -121,11 +149,11 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
         self.server.register(self)
         self.registered = True
         arg = self.get_query_argument
-        self._deliver(
-            session.open(
-                arg("symbols", ""), arg("max_hz", None), arg("fields", None), arg("delta", None), now
-            )
+        opened = session.open(
+            arg("symbols", ""), arg("max_hz", None), arg("fields", None), arg("delta", None), now
         )
+        tornado_io.shed_handshake(self)  # what an idle connection costs: nothing of the upgrade stays
+        self._deliver(opened)
 
     # -- inbound -----------------------------------------------------------------------------
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
@@ -281,6 +309,7 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
         self.close(SHUTDOWN.code, SHUTDOWN.text)
 
     def on_close(self) -> None:
+        self._give_back_address()
         if self.session is not None:  # break the handler <-> session cycle: no collector run needed
             self.session.release()
             self.session = None
