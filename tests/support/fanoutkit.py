@@ -10,7 +10,7 @@ from ticker.frames import ws_text_frame
 from ticker.hub import Hub
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
-from ticker.server.fanout import Connection, Fanout
+from ticker.server.fanout import DUTY, Connection, Fanout
 
 FLUSH = 0.02
 SLOW = 1000
@@ -34,6 +34,9 @@ class FakeSubscriber(Connection):
         self.unsent = 0
         self.gone = False
         self.closed_slow = False
+        #: Seconds each write takes on :attr:`clock` (set both to make flushes take time).
+        self.cost = 0.0
+        self.clock: ManualClock | None = None
 
     def __repr__(self) -> str:
         return f"<{self.name}>"
@@ -42,6 +45,8 @@ class FakeSubscriber(Connection):
         if self.gone:
             return -1
         self.frames.append(frame)
+        if self.clock is not None:
+            self.clock.now += self.cost
         return self.unsent
 
     def buffered(self) -> int:
@@ -74,7 +79,7 @@ class FakeSse(FakeSubscriber):
 
 
 class Rig:
-    def __init__(self, budget: int = 1 << 30) -> None:
+    def __init__(self, budget: int = 1 << 30, duty: float | None = DUTY) -> None:
         FakeSubscriber.framed, FakeSse.framed = [], []
         self.clock = ManualClock()
         self.sched = ManualScheduler(self.clock)
@@ -89,6 +94,7 @@ class Rig:
             max_buffered=budget,
             clock=self.clock,
             scheduler=self.sched,
+            duty=duty,
         )
 
     def conn(

@@ -11,7 +11,7 @@ from ticker.delay import DelayLine, delayed_key
 from ticker.hub import Hub
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
-from ticker.server.fanout import SWEEP_INTERVAL, Connection, Fanout
+from ticker.server.fanout import DUTY, SWEEP_INTERVAL, Connection, Fanout
 
 
 def quotes(frame: bytes) -> tuple[str, dict[str, float]]:
@@ -44,7 +44,55 @@ def test_every_member_of_a_batch_gets_the_same_bytes_object(rig: Rig):
     assert rig.counter("ticker_updates_sent_total") == 10
 
 
-def test_one_frame_per_flush_interval_with_the_latest_values(rig: Rig):
+def test_an_idle_server_writes_each_update_on_the_next_loop_pass(rig: Rig):
+    a = rig.conn("a", ["AAPL"])
+    rig.publish("AAPL", 1.0)
+    rig.publish("AAPL", 2.0)  # the same loop pass: one entry, the latest
+    rig.sched.advance()
+    rig.sched.advance(0.001)  # a millisecond later, far inside the flush interval
+    rig.publish("AAPL", 3.0)
+    rig.sched.advance()
+    assert [quotes(f)[1] for f in a.frames] == [{"AAPL": 2.0}, {"AAPL": 3.0}]
+
+
+def test_batches_grow_with_the_time_flushes_take(rig: Rig):
+    a = rig.conn("a", ["AAPL", "MSFT"])
+    a.clock, a.cost = rig.clock, 0.004  # each flush writes for 4 ms
+    rig.publish("AAPL", 1.0)
+    rig.sched.advance()
+    assert len(a.frames) == 1
+    rig.publish("AAPL", 2.0)  # came in while the flush wrote
+    rig.publish("MSFT", 5.0)
+    rig.sched.advance()
+    assert len(a.frames) == 1, "the next flush waits as long as the last one took (DUTY 1)"
+    rig.sched.advance(0.004 * DUTY - 0.0001)
+    rig.publish("AAPL", 3.0)
+    assert len(a.frames) == 1
+    rig.sched.advance(0.0001)
+    assert [quotes(f)[1] for f in a.frames] == [{"AAPL": 1.0}, {"AAPL": 3.0, "MSFT": 5.0}]
+
+
+def test_no_update_waits_longer_than_the_flush_interval_however_long_flushes_take(rig: Rig):
+    a = rig.conn("a", ["AAPL"])
+    a.clock, a.cost = rig.clock, FLUSH * 1.5  # a flush longer than the interval
+    rig.publish("AAPL", 1.0)
+    rig.sched.advance()
+    rig.publish("AAPL", 2.0)
+    rig.sched.advance()  # the interval since the last flush began is over: the next loop pass
+    assert len(a.frames) == 2
+    b = rig.conn("b", ["MSFT"])
+    b.clock, b.cost = rig.clock, FLUSH / 4  # flushes of b alone take 5 ms: the next waits 5 ms ...
+    rig.publish("MSFT", 1.0)
+    rig.sched.advance()
+    rig.publish("MSFT", 2.0)
+    rig.sched.advance(FLUSH / 4 - 0.0001)
+    assert len(b.frames) == 1
+    rig.sched.advance(0.0001)
+    assert len(b.frames) == 2
+
+
+def test_a_fixed_schedule_sends_one_frame_per_flush_interval_with_the_latest_values():
+    rig = Rig(duty=None)
     a = rig.conn("a", ["AAPL"])
     b = rig.conn("b", ["AAPL", "MSFT"])
     rig.publish("AAPL", 1.0)

@@ -39,7 +39,7 @@ class Config:
     access: AuthOptions = nested(AuthOptions)
     flush_ms: float = option(
         20.0,
-        "fan-out flush interval in ms: at most one frame per connection per interval (20)",
+        "longest wait in ms for the next fan-out flush after one began; idle servers flush at once (20)",
         env="FLUSH_MS",
         parse=positive(float),
     )

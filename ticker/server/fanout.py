@@ -1,6 +1,11 @@
 """Fan-out: turns hub flushes into frames and writes the same bytes to every subscriber.
 
-At most one frame per connection per flush interval. A connection whose unsent bytes pass
+At most one frame per connection per flush. The flush schedule adapts to load (:data:`DUTY`): after a
+flush that ran from ``start`` to ``end``, the next may run at ``min(start + flush_interval, end + DUTY *
+(end - start))``, and an update due at or past that time is flushed on the next loop pass. So an idle
+server writes an update in the loop pass after it came (with whatever else came in that pass); as flushes
+grow longer with load, updates gather for longer between them and batches grow by themselves; and no
+update waits longer than ``flush_interval`` (``--flush-ms``) after the previous flush began. A connection whose unsent bytes pass
 ``slow_bytes`` is *conflated*: it stops receiving frames and only remembers which symbols
 changed; once it drains below half the bound it gets one frame with the latest value of
 each. A connection that stays over the bound longer than ``slow_timeout`` is closed (1013).
@@ -45,6 +50,9 @@ from ticker.views import is_delta_key
 log = logging.getLogger("ticker")
 
 SWEEP_INTERVAL = 0.05  # seconds between checks of conflated and backlogged connections
+#: After a flush of ``d`` seconds the next waits at least ``DUTY * d`` (and at most until ``flush_interval``
+#: after the last began): the loop keeps at least that share of its time for reading input between flushes.
+DUTY = 1.0
 REPLY_FACTOR = 4  # a connection's replies may hold this many times ``slow_bytes`` before it is closed
 
 
@@ -135,12 +143,15 @@ class Fanout:
         scheduler: Scheduler | None = None,
         delay: DelayLine | None = None,
         wall: Callable[[], float] = time.time,
+        duty: float | None = DUTY,
     ) -> None:
         """``scheduler`` defaults to the running asyncio loop at the time of each call; ``delay`` is the
-        delayed tier's line (None: no delayed tier, ``--auth none``), ``wall`` the epoch clock it needs."""
+        delayed tier's line (None: no delayed tier, ``--auth none``), ``wall`` the epoch clock it needs;
+        ``duty`` None: flushes at most once per ``flush_interval`` however idle (the schedule before 2026-12)."""
         self.hub = hub
         self.metrics = metrics
         self.flush_interval = flush_interval
+        self.duty = duty
         self.slow_bytes = slow_bytes
         self.slow_timeout = slow_timeout
         self.max_buffered = max_buffered
@@ -157,7 +168,7 @@ class Fanout:
         self._handle: Cancellable | None = None
         self._last_flush = 0.0
         #: When the scheduled flush runs (0.0: on the next loop pass; inf: none is scheduled), and the
-        #: earliest a flush may run (the last one plus the interval). A due update needs a flush by then.
+        #: earliest a flush may run (see the module docstring). A due update needs a flush by then.
         self._flush_at = math.inf
         self._earliest = flush_interval
         self._sweeper: Cancellable | None = None
@@ -314,6 +325,8 @@ class Fanout:
         if not hub.pending:
             if bars:
                 self._write_bars(bars, start)
+            if self.duty is not None:
+                self._earliest = min(self._earliest, self._clock() * (1 + self.duty) - start * self.duty)
             if hub.wake_at < math.inf and not self._closed:
                 self._schedule_wake(start)
             return
@@ -364,6 +377,8 @@ class Fanout:
             m.bytes_sent.inc(bytes_sent)
         if conflated:
             m.updates_conflated.inc(conflated)
+        if self.duty is not None:
+            self._earliest = min(self._earliest, end + self.duty * (end - start))
         if hub.wake_at < math.inf and not self._closed:
             self._schedule_wake(end)
 
