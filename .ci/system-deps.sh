@@ -3,7 +3,7 @@
 set -euo pipefail
 need=()
 # Each entry: command that must exist, then the Debian package that provides it.
-for pair in "redis-server:redis-server" "chromium:chromium" "promtool:prometheus" "prometheus:prometheus" \
+for pair in "redis-server:redis-server" "redis-cli:redis-tools" "chromium:chromium" "promtool:prometheus" "prometheus:prometheus" \
             "systemd-analyze:systemd"; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")

@@ -231,6 +231,15 @@ class DelayLine:
         """Entries held now."""
         return self._held
 
+    def drop_held(self) -> int:
+        """Drop every entry held, keeping what is recorded (the source that numbered them is no longer the one:
+        released later, they would go out under the new epoch); return how many went."""
+        n = self._held
+        self._lines.clear()
+        self._heap.clear()
+        self._held = 0
+        return n
+
     def prune(self, now: float) -> None:
         """End the keeps whose deadline is past ``now``, forgetting symbols that hold nothing (the node
         calls this every second: :meth:`due` does it too, but runs only while entries are held)."""

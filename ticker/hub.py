@@ -139,6 +139,9 @@ class Hub(Generic[S]):
         #: Bumped by every change of any subscriber's set (the node's allotment is worked out again).
         self.changes = 0
         self.updates_in = 0
+        #: Names the source that numbers ``q`` (a snapshot's ``e``): this process, the ``--workers`` feed
+        #: process or the Redis publisher; set by the node (:func:`valid_epoch` text only).
+        self.epoch = "0"
 
     # -- subscriptions -----------------------------------------------------------------------
     @property
@@ -297,6 +300,32 @@ class Hub(Generic[S]):
         else:
             self._idle[st.symbol] = None
 
+    def forget_values(self) -> int:
+        """Drop every last value, subscribed or not, delayed keys and views too, and the updates waiting for a
+        flush: numbered by a source that is no longer the one, none may go out under the new epoch (a client
+        would take its ``q`` as the new source's and drop that source's next updates). The subscriptions stay;
+        each key holds nothing until its next update, and a view starts again from a full entry. Not on the
+        hot path (an epoch change). Returns how many values went."""
+        symbols = self._symbols
+        for s in self._idle:
+            del symbols[s]
+        n = len(self._idle)
+        self._idle.clear()
+        for st in symbols.values():
+            if st.encoded is not None and type(st) is SymbolState:
+                n += 1
+            st.quote = st.encoded = None
+            st.pending_since = None
+            if isinstance(st, ViewState):
+                st.full = st.sent = None
+                st.waiting = False
+                st.next_at = -inf
+        self._dirty.clear()
+        self._dirty_views = []
+        self._timers = []
+        self.wake_at = inf
+        return n
+
     def _prune(self) -> None:
         # Keep last values of unwanted symbols for snapshots, but only the newest max_idle_symbols of them.
         idle = self._idle
@@ -311,7 +340,8 @@ class Hub(Generic[S]):
         if st is None:
             st = self._symbols[quote.symbol] = SymbolState(quote.symbol, self.updates_in)
             self._idle[quote.symbol] = None
-        st.seq += 1
+        seq = quote.seq  # > 0: numbered at the source (a publisher, the --workers feed process), kept as is
+        st.seq = seq if seq else st.seq + 1
         self.updates_in += 1
         st.quote = quote
         st.encoded = encode_entry(quote, st.seq)

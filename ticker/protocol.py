@@ -6,6 +6,7 @@ The contract is written down in docs/protocol.md.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -221,6 +222,14 @@ def encode_quotes(kind: bytes, entries: Sequence[bytes]) -> bytes:
 
 QUOTES = b"quotes"
 SNAPSHOT = b"snapshot"
+#: What an epoch (a snapshot's ``e``, an SSE stream's ``id``) may be: 1 to 64 of these characters.
+EPOCH = re.compile(r"[A-Za-z0-9#:._-]{1,64}")
+
+
+def encode_snapshot(entries: Sequence[bytes], epoch: str) -> bytes:
+    """``{"type":"snapshot","e":epoch,"data":[...]}``: full entries, and the epoch of the source that numbered
+    their ``q`` (a client keeps deduplicating across reconnects while it stays the same)."""
+    return b'{"type":"snapshot","e":"' + epoch.encode() + b'","data":[' + b",".join(entries) + b"]}"
 
 
 def subscribed(

@@ -8,7 +8,8 @@ Its three uses differ only in whether ``q`` travels, so one encoder (:func:`enco
 decoder and validator (:func:`decode_entry`) serve them all:
 
 - to clients (hub, client's ``to_wire``): with the sequence number ``q``;
-- on Redis: without ``q`` (sequence numbers are per edge node);
+- on Redis: with the ``q`` the publisher numbered (every edge node gives the same ``q`` to the same update;
+  ``decode_entry(obj, sequenced="q" in obj)`` reads it, and an entry without one from an older publisher);
 - in recordings: without ``q`` (the file adds its own ``r``).
 
 Entries written before the day statistics (``o h l pc vw``) existed decode as they did: absent fields are ``None``.
@@ -48,8 +49,9 @@ class Quote:
     ``price`` is the last trade price (or the bid/ask mid-point while a feed has quotes but no
     trade yet); ``ts_ms`` is the feed's own timestamp in epoch milliseconds (``ts`` gives it as
     a datetime); ``prev_close`` (``pc``) lets the encoder derive change and change percent when
-    the feed does not send them; ``seq`` is the server's per-symbol sequence number on quotes a
-    client received (0 elsewhere: the hub numbers updates as they enter it). The day statistics
+    the feed does not send them; ``seq`` is the per-symbol sequence number ``q``, given once at the
+    source (the Redis publisher, the ``--workers`` feed process) or else by the hub as the update enters
+    it, and on quotes a client received (0 until numbered). The day statistics
     ``open``, ``high``, ``low`` (``o``, ``h``, ``l``) and ``vwap`` (``vw``) are the session's, as
     the feed supplies them or as the server works them out (:mod:`ticker.daystats`).
 

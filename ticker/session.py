@@ -265,7 +265,7 @@ def open_stream(hub: Hub[S], subscriber: S, keys: Sequence[str], now: float = -m
     ``now``; return the opening ``snapshot`` payload. Raises :class:`TooManySymbols`, subscribing nothing, past
     the hub's cap."""
     _added, snap = hub.subscribe(subscriber, keys, now=now)
-    return protocol.encode_quotes(protocol.SNAPSHOT, snap)
+    return protocol.encode_snapshot(snap, hub.epoch)
 
 
 class Session(Generic[S]):
@@ -293,6 +293,7 @@ class Session(Generic[S]):
         "identity",
         "opened_at",
         "subscriber",
+        "told",
         "view",
         "violations",
     )
@@ -331,6 +332,8 @@ class Session(Generic[S]):
         self.view = PLAIN
         #: The ``max_hz`` asked per symbol, for the symbols subscribed with one (None: none ever was).
         self.asked: dict[str, float] | None = None
+        #: Whether a snapshot told the connection its epoch: its first subscribe gets one even when empty.
+        self.told = False
 
     @property
     def symbols(self) -> frozenset[str]:
@@ -541,8 +544,9 @@ class Session(Generic[S]):
         added, snap = hub.subscribe(sub, keys, replacing, now)
         out.unsubscribed = [k for k in replacing if k not in keys]
         self._confirm(sub, out)
-        if snap:
-            out.replies.append(protocol.encode_quotes(protocol.SNAPSHOT, snap))
+        if snap or (added and not self.told):  # the epoch before the first entry, so a client can dedupe
+            self.told = True
+            out.replies.append(protocol.encode_snapshot(snap, hub.epoch))
         fresh = [sym for k in added if (sym := symbol_of(k)) not in before]
         if fresh:
             states = self.book.statuses(fresh)
@@ -586,7 +590,7 @@ class Session(Generic[S]):
         out.replies.append(protocol.options(fields, delta))
         snap = hub.last_encoded(keys)
         if snap:
-            out.replies.append(protocol.encode_quotes(protocol.SNAPSHOT, snap))
+            out.replies.append(protocol.encode_snapshot(snap, hub.epoch))
 
     def _unsubscribe(self, sub: S, symbols: list[str], invalid: list[str], out: Outcome) -> None:
         if invalid:
@@ -662,7 +666,7 @@ class Session(Generic[S]):
         self._ask([sym for k in drop if (sym := symbol_of(k)) not in kept], None)
         self._confirm(sub, out)
         if snap:
-            out.replies.append(protocol.encode_quotes(protocol.SNAPSHOT, snap))
+            out.replies.append(protocol.encode_snapshot(snap, self.hub.epoch))
         if forbidden:
             out.forbidden(forbidden)
         if trimmed:

@@ -33,9 +33,10 @@ const signInEl = $("sign-in");
 
 /**
  * Counters for the curious (and for the browser tests): frames rendered, quotes applied or ignored, live
- * bars, and how many symbols the server's last `subscribed` said it throttles (its `rates`).
+ * bars, how many symbols the server's last `subscribed` said it throttles (its `rates`), and the epoch of the
+ * `q` shown (the last snapshot's `e`).
  */
-const stats = { frames: 0, applied: 0, ignored: 0, perSecond: 0, latencyMs: null, latencyMaxMs: null, bars: 0, throttled: 0 };
+const stats = { frames: 0, applied: 0, ignored: 0, perSecond: 0, latencyMs: null, latencyMaxMs: null, bars: 0, throttled: 0, epoch: null };
 window.tickerStats = stats;
 
 const pending = new Map(); // symbol → newest merged quote not yet on screen
@@ -314,7 +315,7 @@ function onMessage(msg) {
   switch (msg.type) {
     case "quotes":
     case "snapshot":
-      receive(msg.data, msg.type === "snapshot");
+      receive(msg.data, msg.type === "snapshot", msg.e);
       break;
     case "subscribed":
       if (Array.isArray(msg.symbols)) {
@@ -380,7 +381,7 @@ function setDelayed(delayed) {
 
 function onOpen() {
   outstanding = [];
-  book.clear(); // a fresh state: a restarted server counts its sequences from scratch, deltas start over
+  book.newConnection(); // deltas start over; the snapshot's `e` says whether the `q` shown still count
   rates.reset();
   stats.throttled = 0;
   delayedSet = new Set();
@@ -551,8 +552,13 @@ function isNum(x) {
 }
 
 // A `snapshot`'s entries (`replace`) are full quotes and replace what the page holds; a `quotes` entry is
-// merged into it (see deltas.js). Rows show merged quotes only, and only those with a price.
-function receive(data, replace) {
+// merged into it (see deltas.js). Rows show merged quotes only, and only those with a price. `epoch`: the
+// snapshot's `e`; under the same one (a reconnect to any node) the page never shows an older `q` again.
+function receive(data, replace, epoch) {
+  if (replace) {
+    book.snapshot(epoch);
+    stats.epoch = book.epoch;
+  }
   if (!Array.isArray(data)) return;
   for (const entry of data) {
     if (!entry || typeof entry.s !== "string" || !table.has(entry.s)) continue;

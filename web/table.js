@@ -233,6 +233,7 @@ class Row {
     }
     setText(this.price, fmt.price.format(q.p));
     this.price.dataset.value = String(q.p);
+    if (isNum(q.q)) this.price.dataset.q = String(q.q); // the sequence number of the quote shown
     const dir = direction(isNum(q.c) ? q.c : q.cp);
     if (this.change.dataset.dir !== dir) {
       this.change.dataset.dir = dir;

@@ -227,7 +227,9 @@ def test_watch_with_a_token_prints_quotes_and_marks_delayed_ones(server: ServerP
         if not how:
             env["TICKER_TOKEN"] = token
         proc = subprocess.run(
-            [*WATCH, "AAPL", "MSFT", "--url", server.ws_url, "--json", "--count", "20", *how],
+            # 100 lines: AAPL ticks 20 times a second, and on a fresh server delayed MSFT comes only after
+            # --delay seconds (2 s: 40 lines of AAPL)
+            [*WATCH, "AAPL", "MSFT", "--url", server.ws_url, "--json", "--count", "100", *how],
             capture_output=True,
             text=True,
             env=env,
@@ -235,7 +237,7 @@ def test_watch_with_a_token_prints_quotes_and_marks_delayed_ones(server: ServerP
         )
         assert proc.returncode == 0, proc.stderr
         lines = [json.loads(line) for line in proc.stdout.splitlines()]
-        assert len(lines) == 20
+        assert len(lines) == 100
         assert {q["s"] for q in lines} == {"AAPL", "MSFT"}
         assert all(q.get("delayed") is (True if q["s"] == "MSFT" else None) for q in lines)
         assert token not in proc.stderr

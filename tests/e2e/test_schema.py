@@ -41,7 +41,9 @@ def test_the_q_schema_types_the_day_statistics() -> None:
     v = jsonschema.Draft202012Validator(protocol_schemas()[1])
     good = {"s": "AAPL", "p": 2.0, "o": 1.5, "h": 2.5, "l": 1.0, "pc": 1.9, "vw": 1.8, "t": 1, "q": 1}
     v.validate({"type": "quotes", "data": [good]})
-    v.validate({"type": "snapshot", "data": [{"s": "AAPL", "p": 2.0, "t": 1, "q": 1}]})  # each optional
+    v.validate({"type": "snapshot", "e": "9c41d07a2b5e#7", "data": [{"s": "AAPL", "p": 2.0, "t": 1, "q": 1}]})
+    with pytest.raises(jsonschema.ValidationError):  # a snapshot says its epoch
+        v.validate({"type": "snapshot", "data": [{"s": "AAPL", "p": 2.0, "t": 1, "q": 1}]})
     for key in ("o", "h", "l", "pc", "vw"):
         with pytest.raises(jsonschema.ValidationError):
             v.validate({"type": "quotes", "data": [{**good, key: "1.5"}]})

@@ -296,23 +296,32 @@ def test_deltas_are_merged_into_full_rows_and_panel(page: Page, server: ServerPr
 
 
 def test_the_pages_merge_rule(page: Page, server: ServerProcess) -> None:
-    """deltas.js by itself: snapshot replaces, quotes merge (null deletes, q <= last ignored), a new object each time."""
+    """deltas.js by itself: snapshot replaces, quotes merge (null deletes, q <= last ignored), a new object each
+    time; what is shown never goes back under one epoch, across connections too; another epoch starts again."""
     page.goto(f"{server.url}/?symbols=ROW00")
     got = page.evaluate(
         """async () => {
           const { PageQuotes } = await import('/static/deltas.js');
           const book = new PageQuotes(), out = [];
+          book.snapshot('e1');
           const a = book.apply({s: 'X', q: 5, p: 10, b: 9, a: 11, t: 1}, true);
           const b = book.apply({s: 'X', q: 6, p: 10.5, b: null}, false);
           out.push(a, b, a === b, book.apply({s: 'X', q: 6, p: 99}, false), book.apply({s: 'X', q: 4, p: 99}, false));
-          out.push(book.apply({s: 'X', q: 3, p: 7}, true));  // a snapshot replaces whatever its q
-          out.push(book.apply({s: 'X', q: 3, a: 8}, false));  // ... and is the q to beat
+          out.push(book.apply({s: 'X', q: 3, p: 7}, true));  // a snapshot replaces whatever its q, shown if newer
+          out.push(book.get('X'));  // ... the base of the next delta
+          out.push(book.apply({s: 'X', q: 3, a: 8}, false));  // ... and the q to beat
           book.retier('X');  // a tier move: the next entry counts whatever its q, and replaces what is held
           out.push(book.get('X'));  // ... which stays shown until then
           out.push(book.apply({s: 'X', q: 2, p: 7.5, a: 8}, false));
           out.push(book.apply({s: 'Y', q: 9, p: 1, v: null}, false));  // no quote yet: the entry is the quote
-          book.clear();
+          book.newConnection();
           out.push(book.get('X') ?? 'none');
+          book.snapshot('e1');  // another node of the same source, behind for Y
+          out.push(book.apply({s: 'Y', q: 8, p: 0.5}, true), book.apply({s: 'Y', q: 9, p: 1}, false));
+          out.push(book.apply({s: 'Y', q: 10, p: 2}, false));
+          book.newConnection();
+          book.snapshot('e2');  // another source: starts again
+          out.push(book.apply({s: 'Y', q: 1, p: 3}, true), book.epoch);
           return out;
         }"""
     )
@@ -322,10 +331,16 @@ def test_the_pages_merge_rule(page: Page, server: ServerProcess) -> None:
         False,
         None,
         None,
+        None,
         {"s": "X", "q": 3, "p": 7},
         None,
         {"s": "X", "q": 3, "p": 7},
         {"s": "X", "q": 2, "p": 7.5, "a": 8},
         {"s": "Y", "q": 9, "p": 1},
         "none",
+        None,
+        None,
+        {"s": "Y", "q": 10, "p": 2},
+        {"s": "Y", "q": 1, "p": 3},
+        "e2",
     ]

@@ -101,7 +101,8 @@ class RedisProcess:
             return c.execute_command(*args)
 
     def __enter__(self) -> RedisProcess:
-        return self.start()
+        running = self.proc is not None and self.proc.poll() is None
+        return self if running else self.start()  # ``with proc.start() as p`` starts it once
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()

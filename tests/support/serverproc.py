@@ -132,7 +132,8 @@ class TickerProcess:
         return kib
 
     def __enter__(self) -> Self:
-        return self.start()
+        running = self.proc is not None and self.proc.poll() is None
+        return self if running else self.start()  # ``with proc.start() as p`` starts it once
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()

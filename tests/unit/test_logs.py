@@ -80,3 +80,9 @@ def test_configure_writes_json_lines_to_the_stream() -> None:
     assert orjson.loads(line)["message"] == "hello there"
     with pytest.raises(ValueError):
         logs.formatter("xml")
+
+
+def test_the_feed_process_of_workers_says_feed() -> None:
+    logs.set_worker("feed")
+    assert f" [{os.getpid()} feed] WARNING ticker.publisher: " in logs.TextLogFormatter().format(_record())
+    assert orjson.loads(logs.JsonLogFormatter().format(_record()))["worker"] == "feed"

@@ -32,8 +32,14 @@ def make(
     max_symbols: int = 500, rate: float = 1000.0, burst: int = 1000, now: float = 0.0
 ) -> tuple[Hub[str], Session[str]]:
     hub: Hub[str] = Hub(max_symbols=max_symbols)
+    hub.epoch = EPOCH
     hub.add("c")
     return hub, Session(hub, "c", rate, burst, now)
+
+
+EPOCH = "5f2c9a1b77d0#3"
+#: A connection's first subscribe is answered with a snapshot even when no symbol has a value: it says the epoch.
+TOLD = b'{"type":"snapshot","e":"5f2c9a1b77d0#3","data":[]}'
 
 
 def msgs(out: Outcome) -> list[dict[str, Any]]:
@@ -61,11 +67,27 @@ def test_subscribe_answers_the_full_set_then_a_snapshot_of_symbols_with_a_value(
     first, snap = msgs(out)
     assert first == {"type": "subscribed", "symbols": ["AAPL", "MSFT"], "delayed": [], "rates": {}}
     assert snap["type"] == "snapshot" and [(e["s"], e["q"]) for e in snap["data"]] == [("AAPL", 1)]
+    assert snap["e"] == EPOCH  # the epoch of the source that numbered q
     assert s.symbols == {"AAPL", "MSFT"} == hub.symbols_of("c")
     # a symbol without a value yet gets no snapshot; the reply still holds the whole set, sorted
     assert msgs(s.receive('{"op":"subscribe","symbols":["KO"]}', 0.0)) == [
         {"type": "subscribed", "symbols": ["AAPL", "KO", "MSFT"], "delayed": [], "rates": {}}
     ]
+
+
+def test_the_first_subscribe_that_adds_symbols_says_the_epoch_even_without_values():
+    hub, s = make()
+    assert s.receive('{"op":"subscribe","symbols":[]}', 0.0).replies == [
+        b'{"type":"subscribed","symbols":[],"delayed":[],"rates":{}}'
+    ]  # nothing added: nothing to number yet
+    assert s.receive('{"op":"subscribe","symbols":["KO"]}', 0.0).replies == [
+        b'{"type":"subscribed","symbols":["KO"],"delayed":[],"rates":{}}',
+        TOLD,
+    ]
+    hub.epoch = "other"
+    assert s.receive('{"op":"subscribe","symbols":["PEP"]}', 0.0).replies == [
+        b'{"type":"subscribed","symbols":["KO","PEP"],"delayed":[],"rates":{}}'
+    ]  # told once; a new epoch reaches the connection by the node's resync
 
 
 def test_unsubscribe_answers_the_remaining_set_and_names_what_was_asked_for():
@@ -133,6 +155,7 @@ def test_invalid_symbols_are_named_and_the_valid_ones_still_apply():
     assert out.replies == [
         error("invalid_symbol", f"invalid symbol 'no good', '7', 'null': {RULE}"),
         b'{"type":"subscribed","symbols":["AAPL","MSFT"],"delayed":[],"rates":{}}',
+        TOLD,
     ]
     assert out.errors == ["invalid_symbol"]
     out = s.receive('{"op":"unsubscribe","symbols":["AAPL","$"]}', 0.0)
@@ -145,7 +168,9 @@ def test_invalid_symbols_are_named_and_the_valid_ones_still_apply():
 def test_more_than_ten_invalid_symbols_are_counted_not_listed():
     _hub, s = make()
     bad = [f"b${i}" for i in range(12)]
-    (err, _sub) = msgs(s.receive(orjson.dumps({"op": "subscribe", "symbols": [*bad, "KO"]}).decode(), 0.0))
+    (err, _sub, _told) = msgs(
+        s.receive(orjson.dumps({"op": "subscribe", "symbols": [*bad, "KO"]}).decode(), 0.0)
+    )
     assert err["message"] == "invalid symbol " + ", ".join(repr(b) for b in bad[:10]) + f" and 2 more: {RULE}"
 
 
@@ -177,6 +202,7 @@ def test_deeply_nested_json_is_refused_not_crashed_on():
     assert out.replies == [
         error("invalid_symbol", f"invalid symbol '<nested value>': {RULE}"),
         b'{"type":"subscribed","symbols":["AAPL"],"delayed":[],"rates":{}}',
+        TOLD,
     ]
     too_deep = "[" * 100_000 + "]" * 100_000  # deeper than the JSON parser reads
     assert s.receive(too_deep, 0.0).errors == ["bad_json"]
@@ -235,6 +261,7 @@ def test_ws_query_subscribes_like_a_message():
     assert out.replies == [
         error("invalid_symbol", f"invalid symbol 'bad$': {RULE}"),
         b'{"type":"subscribed","symbols":["NVDA","TSLA"],"delayed":[],"rates":{}}',
+        TOLD,
     ]
     assert out.errors == ["invalid_symbol"]
 
@@ -298,8 +325,9 @@ def test_stream_opens_with_a_snapshot_or_subscribes_nothing():
     assert many.value.message == "subscription would hold 3 symbols; the limit is 2 per connection"
     assert hub2.symbols_of("d") == frozenset() and hub2.demand() == frozenset()
     hub3: Hub[str] = Hub()
+    hub3.epoch = EPOCH
     hub3.add("e")
-    assert orjson.loads(open_stream(hub3, "e", ["KO"])) == {"type": "snapshot", "data": []}
+    assert orjson.loads(open_stream(hub3, "e", ["KO"])) == {"type": "snapshot", "e": EPOCH, "data": []}
 
 
 # -- the end of a connection ---------------------------------------------------------------------

@@ -86,13 +86,14 @@ def test_forbidden_symbols_are_refused_and_the_allowed_ones_applied_delayed_ones
     hub, s, _ = make(identity=who(Entitlements(realtime=("AAPL",), delayed=("BINANCE:*",))))
     s.open("")
     out = s.receive('{"op":"subscribe","symbols":["AAPL","BINANCE:BTCUSDT","MSFT"]}', 0.0)
-    first, second = msgs(out)
+    first, second, told = msgs(out)
     assert first == {
         "type": "error",
         "code": "forbidden_symbol",
         "message": "not entitled to MSFT",
         "symbols": ["MSFT"],
     }
+    assert told == {"type": "snapshot", "e": hub.epoch, "data": []}  # no values yet: the epoch only
     assert second == {
         "type": "subscribed",
         "symbols": ["AAPL", "BINANCE:BTCUSDT"],

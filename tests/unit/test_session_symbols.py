@@ -44,7 +44,8 @@ def msgs(raw: list[bytes]) -> list[dict[str, Any]]:
 def test_unknown_symbols_are_refused_with_suggestions_and_the_known_ones_applied():
     hub, s = make()
     replies = msgs(s.receive('{"op":"subscribe","symbols":["AAPL","APPL","ZZZZ"]}', 0.0).replies)
-    err, sub = replies
+    err, sub, told = replies
+    assert told == {"type": "snapshot", "e": hub.epoch, "data": []}
     assert err["code"] == "unknown_symbol" and err["symbols"] == ["APPL", "ZZZZ"]
     assert err["message"] == "No symbol APPL — did you mean AAPL (Apple Inc.)? No symbol ZZZZ."
     assert err["suggestions"] == {"APPL": ["AAPL"]}
@@ -64,6 +65,7 @@ def test_the_checks_run_in_order_syntax_cap_directory_entitlements():
         ("error", "unknown_symbol"),
         ("error", "forbidden_symbol"),
         ("subscribed", None),
+        ("snapshot", None),
     ]
     assert hub.symbols_of("c") == {"AAPL"}
 
@@ -71,8 +73,8 @@ def test_the_checks_run_in_order_syntax_cap_directory_entitlements():
 def test_new_symbols_that_are_not_live_get_a_status_after_subscribed():
     _hub, s = make()
     replies = msgs(s.receive('{"op":"subscribe","symbols":["CLOSEDCO","AAPL"]}', 0.0).replies)
-    assert [m["type"] for m in replies] == ["subscribed", "status"]
-    assert replies[1]["data"] == [{"s": "CLOSEDCO", "state": "closed", "reason": "market closed"}]
+    assert [m["type"] for m in replies] == ["subscribed", "snapshot", "status"]  # the snapshot: the epoch
+    assert replies[2]["data"] == [{"s": "CLOSEDCO", "state": "closed", "reason": "market closed"}]
     again = msgs(s.receive('{"op":"subscribe","symbols":["CLOSEDCO"]}', 0.0).replies)
     assert [m["type"] for m in again] == ["subscribed"]  # not new: no status again
 

@@ -21,10 +21,11 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ticker import lease as pure
 from ticker.backoff import Backoff
+from ticker.broker import redis_fence as rf
 from ticker.broker import redis_layout as rc
 from ticker.broker import redis_lease as rl
 from ticker.broker.publisher import Publisher
@@ -61,8 +62,8 @@ class Candidate:
         ttl: float = 3.0,
     ) -> None:
         self.url = rc.check_url(url)
-        self.layout = rc.Layout(prefix)
-        self.lease = rl.Lease(self.layout, rc.node_id(), ttl)
+        self.layout = rc.layout_of(self.url, prefix)
+        self.lease = rf.new_lease(self.layout, rc.node_id(), ttl)
         self.metrics = metrics
         self.publisher: Publisher | None = None
         self._make = make
@@ -149,8 +150,7 @@ class Candidate:
     async def _standbys(self, client: Redis) -> int:
         """How many standbys listen on ``P:publishers`` (0 when Redis cannot say)."""
         try:
-            got = await client.pubsub_numsub(self.layout.publishers)
-            return int(got[0][1]) if got else 0
+            return await rc.listeners(client, self.layout, self.layout.publishers)
         except (RedisError, OSError):
             return 0
 
@@ -286,27 +286,28 @@ class Candidate:
         Redis was away, or Redis restarted empty) makes the publisher republish its last values."""
         lease = self.lease
         backoff = Backoff(rc.BACKOFF_BASE, rc.BACKOFF_CAP)
-        while True:
-            client = rc.connect(self.url, f"ticker-publisher-lease:{self.id}")
-            try:
-                while not lease.lost.is_set():
-                    lease.renew_wanted.clear()
-                    status, _ = await lease.renew(client)
-                    backoff.reset()
-                    if status == rl.RETAKEN:
-                        log.warning(
-                            "publisher %s retook the lease (epoch %d): it had lapsed while Redis was away "
-                            "or restarted empty",
-                            self.id,
-                            lease.epoch,
-                        )
-                        pub.retaken()
-                    await _first(pure.renew_every(lease.ttl), lease.lost, lease.renew_wanted)
-            except (RedisError, OSError) as exc:  # the publisher's own session logs the loss of Redis
-                log.debug("could not renew the lease: %r", exc)
-            finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.aclose(), 1.0)
-            if lease.lost.is_set():
-                return lease.lost_reason
-            await _first(backoff.next_delay(), lease.lost)
+        client = rc.connect(self.url, f"ticker-publisher-lease:{self.id}")  # one for the term: it reconnects
+        try:
+            while True:
+                try:
+                    while not lease.lost.is_set():
+                        lease.renew_wanted.clear()
+                        status, _ = await lease.renew(client)
+                        backoff.reset()
+                        if status == rl.RETAKEN:
+                            log.warning(
+                                "publisher %s retook the lease (epoch %d): it had lapsed while Redis was away "
+                                "or restarted empty",
+                                self.id,
+                                lease.epoch,
+                            )
+                            pub.retaken()
+                        await _first(pure.renew_every(lease.ttl), lease.lost, lease.renew_wanted)
+                except (RedisError, OSError, RedisClusterException) as exc:  # the session logs a lost Redis
+                    log.debug("could not renew the lease: %r", exc)
+                if lease.lost.is_set():
+                    return lease.lost_reason
+                await _first(backoff.next_delay(), lease.lost)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), 1.0)

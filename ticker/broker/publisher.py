@@ -15,6 +15,10 @@ A publisher runs while its process holds the publisher lease (:mod:`ticker.broke
 node could see (quotes and last values, hello, directory, health report, bars) is fenced by it
 (:mod:`ticker.broker.redis_lease`), so Redis refuses them once another publisher took over; each message says its
 lease epoch (``"e"``).
+It numbers each symbol's quotes once, here (the ``q`` every edge node passes on), carrying on from the ``q`` of
+the last value in Redis where there is one (a publisher that took over), and names that numbering with its
+source epoch ``RANDOM#TERM`` (:attr:`Publisher.source`: ``P:source``, and each message's ``"src"``), which
+edge nodes give their clients as a snapshot's ``e`` (docs/protocol.md, "Ordering").
 Layout: ticker/broker/redis_layout.py.
 """
 
@@ -23,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
@@ -94,6 +100,10 @@ class Publisher:
         self.static = symbols
         self.layout = lease.layout
         self.id = lease.publisher
+        #: Names this publisher's numbering of ``q`` (its term): random, so no other deployment or term has it.
+        self.source = f"{secrets.token_hex(6)}#{lease.epoch}"
+        #: symbol → the last ``q`` given; kept when a symbol is dropped, so it goes on rising when carried again.
+        self._seq: dict[str, int] = {}
         self._feeds_started = asyncio.Event()  # health reports and history loads begin once the feeds run
         #: The bars of the carried symbols, aggregated once here; their history lives in Redis.
         self.bars = PublisherBars(
@@ -174,7 +184,9 @@ class Publisher:
             return
         quote = self.day_stats.apply(quote)
         self.bars.on_quote(quote)
-        enc = encode_entry(quote)
+        n = self._seq.get(sym, 0) + 1
+        self._seq[sym] = n
+        enc = encode_entry(quote, n)
         self._last[sym] = enc
         if not self._up:
             return
@@ -212,6 +224,8 @@ class Publisher:
             read_demand = client.register_script(_READ_DEMAND)
             await pubsub.subscribe(self.layout.ctl)
             await self._update_demand(client, read_demand)
+            await self._carry_on_numbering(client)
+            await self._announce(client)
             if self._last:  # Redis may have restarted empty: restore every last value, then say hello
                 await self._restore(client)
             else:  # a fresh publisher says hello with its first data
@@ -244,6 +258,35 @@ class Publisher:
             self.bars.detach()
             await rc.end_session(tasks, pubsub, client, sub_client)
 
+    # -- numbering -------------------------------------------------------------------------------
+    async def _carry_on_numbering(self, client: Redis) -> None:
+        """Go on from the ``q`` of each last value in Redis (an earlier publisher's) where it is above this one's:
+        the same update keeps its ``q`` and a later one gets a greater one, whichever publisher sent it. A value
+        numbered before (Redis unreachable at the start) is numbered again above it."""
+        seq, last = self._seq, self._last
+        for field, raw in (await rc.read_all_last(client, self.layout)).items():
+            try:
+                q = orjson.loads(raw).get("q")
+                sym = field.decode() if isinstance(field, bytes) else str(field)
+            except (orjson.JSONDecodeError, AttributeError, UnicodeDecodeError):
+                continue
+            if type(q) is not int or q <= seq.get(sym, 0):
+                continue
+            seq[sym] = q
+            enc = last.get(sym)
+            if enc is not None:
+                seq[sym] = q + 1
+                last[sym] = encode_entry(rc.decode_published(orjson.loads(enc)), q + 1)
+
+    async def _announce(self, client: Redis) -> None:
+        """Set ``P:source`` (fenced), so an edge node that starts or reconnects knows whose ``q`` it passes on."""
+        try:
+            await self.lease.pipeline(client).set(self.layout.source, self.source).execute()
+        except Fenced as exc:
+            log.debug("source epoch not announced: %s", exc)
+        else:
+            log.info("numbering quotes as source epoch %s", self.source)
+
     # -- publishing --------------------------------------------------------------------------
     async def _restore(self, client: Redis) -> None:
         """Every last value into the hash, then hello (nodes re-read and resync), fenced; refused: the lease
@@ -253,6 +296,7 @@ class Publisher:
             await (
                 self.lease.pipeline(client)
                 .hset(self.layout.last, dict(self._last))
+                .set(self.layout.source, self.source)
                 .publish(self.layout.ctl, rc.HELLO)
                 .execute()
             )
@@ -289,7 +333,7 @@ class Publisher:
             ]
             n = 0
             for sym, entries in buf.items():
-                args += (sym, entries[-1], rc.encode_message(entries, pt, epoch))
+                args += (sym, entries[-1], rc.encode_message(entries, pt, epoch, self.source))
                 n += len(entries)
             if (
                 await self.lease.flush(client, args) is None

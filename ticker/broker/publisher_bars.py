@@ -349,7 +349,7 @@ class PublisherBars:
         ready = sorted(self._ready)
         for i in range(0, len(ready), 1000):
             chunk = ready[i : i + 1000]
-            marks = await client.mget([self.layout.bars_ready(s) for s in chunk])
+            marks = await rc.mget(client, [self.layout.bars_ready(s) for s in chunk])
             for s, mark in zip(chunk, marks, strict=True):
                 if mark is None:
                     self._full[s] = None

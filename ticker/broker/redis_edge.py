@@ -18,6 +18,16 @@ history from Redis (waiting briefly for a symbol whose history the publisher has
 reconnect, a publisher's ``hello``, or a rewrite of a symbol's history, the node reads the bars it may have
 missed since its last update of that symbol and hands them on too (:mod:`ticker.broker.redis_bars`).
 
+The quotes carry the ``q`` the publisher gave them, so every edge node gives the same ``q`` to the same update;
+the publisher's source epoch (``P:source``, and each message's ``"src"``) names that numbering, and the node
+passes it on as its clients' ``e`` (``on_epoch``: ``Node.set_epoch``). A message of another source (a publisher
+took over, or a new one started) is held back (the latest per symbol), and makes the next loop pass read
+``P:source`` and every wanted symbol's last value again; once ``P:source`` names it, the node calls ``on_epoch``
+(which drops every value the old source numbered), then delivers the values read and the messages held, in the
+same loop pass, so the snapshot every connection gets under the new epoch holds the new source's values only;
+late messages of the source left behind are dropped. A message of a source ``P:source`` does not name (yet) is
+dropped, and checked again at most once per :data:`CHECK_INTERVAL`.
+
 Any node answers everything: a symbol whose quotes are read here though no client receives it
 (:meth:`RedisBroker.read_through`, REST) joins the demand and the subscriptions for :data:`READ_DEMAND` s after
 the last read, so its value is as fresh as a subscribed symbol's (its bars go on only to symbols clients
@@ -46,7 +56,7 @@ from ticker.broker import redis_layout as rc
 from ticker.broker.base import Broker, Deliver
 from ticker.directory import Directory
 from ticker.metrics.registry import Metrics
-from ticker.quote import Quote, decode_entry
+from ticker.quote import Quote
 from ticker.search import index_of
 from ticker.status import DOWN, SymbolStatus
 from ticker.tasks import cancel_and_wait
@@ -80,15 +90,24 @@ class RedisBroker(Broker):
         resync: Callable[[], object] | None = None,
         prefix: str = "ticker",
         demand_ttl: float = 15.0,
+        on_epoch: Callable[[str], object] | None = None,
     ) -> None:
+        """``on_epoch(source)``: the publisher's source epoch is now ``source`` (it resyncs every connection)."""
         super().__init__()
         self.url = rc.check_url(url)
         self.metrics = metrics
-        self.layout = rc.Layout(prefix)
+        self.layout = rc.layout_of(self.url, prefix)
         self.node = rc.node_id()
         self.demand_ttl = demand_ttl
         self._last = last
         self._resync = resync
+        self._on_epoch = on_epoch
+        self.source: str | None = None  # the publisher's source epoch in force here (None: none heard of yet)
+        self._left: str | None = None  # the one before: its late messages are dropped
+        self._heard: str | None = None  # the last other source a message named (its check is due or done)
+        self._heard_at = 0.0  # when its check was asked (monotonic)
+        #: The latest quote of each symbol from ``_heard``, held until the pass that switches to it delivers it.
+        self._held: dict[str, Quote] = {}
         self._demand: frozenset[str] = frozenset()
         self._subscribed: set[str] = set()
         self._wake = asyncio.Event()
@@ -148,7 +167,7 @@ class RedisBroker(Broker):
                 pipe = client.pipeline(transaction=True)
                 pipe.delete(self.layout.demand(self.node))
                 pipe.srem(self.layout.nodes, self.node)
-                pipe.publish(self.layout.ctl, rc.DEMAND)
+                rc.announce(pipe, self.layout, rc.DEMAND)
                 await asyncio.wait_for(pipe.execute(), 1.0)
         await cancel_and_wait(self._task)
         self._task = None
@@ -301,14 +320,15 @@ class RedisBroker(Broker):
             await self._read_health(client)  # before up: the states are known as soon as the node is
             health = asyncio.get_running_loop().create_task(self._health_loop(client), name="redis-health")
             reconnect = self._ever_up
-            await self._sync(client, pubsub, full=True)
+            resynced = await self._sync(client, pubsub, full=True)
             self._set_up(True)
             self._ever_up = True
             self._first_up.set()
             if reconnect:
                 self.metrics.broker_reconnects.inc()
                 log.info("Redis is back; resubscribed %d symbols", len(self._subscribed))
-                self._resync_clients()
+                if not resynced:
+                    self._resync_clients()
             else:
                 log.info("connected to Redis at %s as node %s", rc.redact(self.url), self.node)
             while True:
@@ -328,8 +348,8 @@ class RedisBroker(Broker):
                     health.result()  # raises the failed read's error
                     raise ConnectionError("health reader ended")
                 full, self._full = self._full, False
-                await self._sync(client, pubsub, full=full)
-                if full:
+                resynced = await self._sync(client, pubsub, full=full)
+                if full and not resynced:
                     self._resync_clients()
                 idle = time.monotonic() - self._last_rx
                 if idle > PUBSUB_DEAD_AFTER:
@@ -346,6 +366,9 @@ class RedisBroker(Broker):
         async for msg in pubsub.listen():
             self._last_rx = time.monotonic()
             if msg["type"] != "message":
+                if msg["type"] == rc.RESUBSCRIBED:  # a cluster master's channels, lost and subscribed again
+                    self._full = True
+                    self._wake.set()
                 continue
             channel = msg["channel"]
             if channel == ctl:
@@ -365,7 +388,7 @@ class RedisBroker(Broker):
             return
         m = self.metrics
         try:
-            pt, quotes = rc.decode_message(data)
+            pt, quotes, src = rc.decode_sourced(data)
             symbol = self.layout.symbol_of(channel)
             if any(q.symbol != symbol for q in quotes):
                 raise ValueError(f"quote for another symbol on {channel!r}")
@@ -373,8 +396,21 @@ class RedisBroker(Broker):
             m.broker_errors.inc()
             log.debug("dropped a message: %s", exc)
             return
+        if src is not None and src != self.source and src == self._left:
+            return  # sent before the takeover, read after it: numbered by the source left behind
         m.broker_messages.inc()
         m.broker_lag.observe(max(0.0, time.time() - pt / 1000.0))
+        if src is not None and src != self.source:
+            now = time.monotonic()
+            if src != self._heard or now - self._heard_at > CHECK_INTERVAL:  # read P:source and its values
+                if src != self._heard:
+                    self._held = {}
+                self._heard, self._heard_at = src, now
+                self._full = True
+                self._wake.set()
+            if quotes:  # not under the epoch in force: held until the switch, which delivers the latest
+                self._held[symbol] = quotes[-1]
+            return
         for q in quotes:
             deliver(q)
         if self._awaited and symbol in self._awaited:
@@ -506,9 +542,11 @@ class RedisBroker(Broker):
         self._health, self._health_raw = got, raw
 
     # -- demand and last values --------------------------------------------------------------
-    async def _sync(self, client: Redis, pubsub: PubSub, full: bool) -> None:
+    async def _sync(self, client: Redis, pubsub: PubSub, full: bool) -> bool:
         """Bring subscriptions in line with demand and the symbols read here; fetch last values of new symbols
-        (all when ``full``)."""
+        (all when ``full``, and the publisher's source epoch: when it changed, ``on_epoch`` comes first, then the
+        new source's values read and held, with no await between them). True when ``on_epoch`` resyncs the
+        clients."""
         self._passes_begun += 1
         begun = self._passes_begun
         now = time.monotonic()
@@ -536,8 +574,25 @@ class RedisBroker(Broker):
         if self._bars_behind:
             await self._catch_up(client)
         fetch = sorted(subs) if full else add
+        source: str | None = None
+        if full:
+            raw = await client.get(self.layout.source)
+            source = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        renumbered = source is not None and source != self.source
+        values = await rc.read_last(client, self.layout, fetch) if fetch else []
+        resynced = False
+        if renumbered:  # the epoch first (every value of the old source goes), then the new source's values
+            assert source is not None
+            self._left, self.source = self.source, source
+            log.info("the publisher's source epoch is %s (was %s)", source, self._left)
+            if self._on_epoch is not None:
+                resynced = bool(self._on_epoch(source))
         if fetch:
-            self._apply_last(fetch, await client.hmget(self.layout.last, fetch))
+            self._apply_last(fetch, values, renumbered)
+        if full:
+            early, self._held = self._held, {}
+            if self._heard == self.source:  # what came from it before the switch, where newer than the read
+                self._release(early)
         advertised = subs | frozenset(self._reading)
         changed = bool(add or drop or full) or advertised != self._advertised
         if changed or time.monotonic() >= self._refresh_due:
@@ -545,8 +600,14 @@ class RedisBroker(Broker):
             self._advertised = advertised
         self._passes_done = begun
         self._notify()
+        return resynced
 
-    def _apply_last(self, symbols: list[str], values: list[bytes | str | None]) -> None:
+    def _apply_last(
+        self, symbols: list[str], values: list[bytes | str | None], renumbered: bool = False
+    ) -> None:
+        """Deliver the last values read that are newer than the hub's (a greater ``q``; the time when either has
+        none). ``renumbered``: the source changed, so a ``q`` of the new numbering may be lower than the hub's
+        value of the old one: delivered too unless that value is newer in time (a message that overtook the read)."""
         deliver = self._deliver
         if deliver is None:
             return
@@ -554,14 +615,29 @@ class RedisBroker(Broker):
             if raw is None:
                 continue
             try:
-                q = decode_entry(orjson.loads(raw), sequenced=False)
+                q = rc.decode_published(orjson.loads(raw))
                 if q.symbol != symbol:
                     raise ValueError("symbol mismatch")
             except ValueError:  # not JSON, or a malformed Q (MalformedQuote)
                 self.metrics.broker_errors.inc()
                 continue
             cur = self._last(symbol)
-            if cur is None or q.ts_ms > cur.ts_ms:
+            if cur is None:
+                deliver(q)
+            elif q.seq and cur.seq:
+                if q.seq > cur.seq or (renumbered and q.seq < cur.seq and q.ts_ms >= cur.ts_ms):
+                    deliver(q)
+            elif q.ts_ms > cur.ts_ms:
+                deliver(q)
+
+    def _release(self, held: dict[str, Quote]) -> None:
+        """Deliver the quotes of the new source held back until the switch, those newer than the hub's value."""
+        deliver = self._deliver
+        if deliver is None:
+            return
+        for symbol, q in held.items():
+            cur = self._last(symbol)
+            if symbol in self._subscribed and (cur is None or q.seq > cur.seq):
                 deliver(q)
 
     async def _write_demand(self, client: Redis, want: frozenset[str], announce: bool) -> None:
@@ -574,7 +650,7 @@ class RedisBroker(Broker):
             pipe.sadd(key, *want)
             pipe.expire(key, max(1, round(self.demand_ttl)))
         if announce:
-            pipe.publish(self.layout.ctl, rc.DEMAND)
+            rc.announce(pipe, self.layout, rc.DEMAND)
         await pipe.execute()
         self._refresh_due = time.monotonic() + self.demand_ttl / 3
 

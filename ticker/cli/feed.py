@@ -34,7 +34,8 @@ class PublisherConfig:
     """Everything ``ticker feed`` can be told, typed."""
 
     broker: str = option(
-        help="redis://HOST:PORT/DB to publish to (password: in the URL or TICKER_REDIS_PASSWORD)",
+        help="redis://HOST:PORT/DB or redis+cluster://HOST:PORT[,HOST:PORT...] to publish to "
+        "(password: in the URL or TICKER_REDIS_PASSWORD)",
         env="BROKER",
         parse=redis_url,
     )

@@ -58,6 +58,11 @@ class Subscriptions:
         ] = {}  # the max_hz asked for each throttled symbol (kept across reconnects)
         self.rates: dict[str, float] = {}  # the rates granted: the last ``subscribed`` message's ``rates``
         self.latest: dict[str, Quote] = {}
+        #: The epoch of the source that numbered the ``q`` handed on (a snapshot's ``e``; None: not known), and
+        #: the last ``q`` handed on per symbol under it: kept across reconnects (docs/protocol.md, the epoch rule).
+        self.epoch: str | None = None
+        self.seen: dict[str, int] = {}
+        self._told = False  # whether this connection said its epoch (its first snapshot)
         self.buffer = QuoteBuffer(buffer_limit)
         self.data = asyncio.Event()  # set when the buffer gets something
         self.delayed: frozenset[str] = frozenset()
@@ -67,9 +72,11 @@ class Subscriptions:
         self.bars: dict[BarKey, BarSubscription] = {}
 
     def new_connection(self) -> None:
-        """Sequence numbers are per server process: the next snapshot wins whatever its ``q``. The states
-        known so far hold until the new connection's subscription is answered (:meth:`settle`)."""
+        """A new connection's deltas start from its snapshot; whether its ``q`` go on from those handed on so far
+        is for its snapshot's epoch to say (:meth:`apply`). The states known so far hold until the new
+        connection's subscription is answered (:meth:`settle`)."""
         self.merger.clear()
+        self._told = False
         self.rates = {}
         self.delayed = frozenset()
         self._unconfirmed = set(self.status)
@@ -121,6 +128,8 @@ class Subscriptions:
         moved = self.delayed ^ delayed
         if moved:
             self.merger.forget(moved)
+            for s in moved:
+                self.seen.pop(s, None)
         self.delayed = delayed
 
     @property
@@ -134,6 +143,7 @@ class Subscriptions:
         self.fields = fields
         self.merger.delta = delta
         self.merger.clear()
+        self.seen.clear()
 
     def want_rate(self, symbols: Iterable[str], max_hz: float | None) -> None:
         """Record the rate asked for ``symbols`` (None: unthrottled), for the resubscription after a reconnect."""
@@ -157,17 +167,29 @@ class Subscriptions:
         """The server's ``subscribed`` set is authoritative: stop following what it does not hold."""
         self.forget([s for s in self.symbols if s not in symbols])
 
-    def apply(self, entries: Iterable[Any], snapshot: bool = False) -> None:
-        """Apply the Q entries of a ``snapshot`` (with ``snapshot``) or ``quotes`` message: merge them (deltas
-        included; :mod:`ticker.client.merge`), drop unfollowed symbols, old ``q`` and snapshot repeats."""
-        symbols, merge, latest, buf = self.symbols, self.merger.apply, self.latest, self.buffer
+    def apply(self, entries: Iterable[Any], snapshot: bool = False, epoch: Any = None) -> None:
+        """Apply the Q entries of a ``snapshot`` (with ``snapshot``, and its ``e`` as ``epoch``) or ``quotes``
+        message: merge them (deltas included; :mod:`ticker.client.merge`), drop unfollowed symbols, and hand on
+        only entries whose ``q`` is above the last handed on under the same epoch (docs/protocol.md, the epoch
+        rule: a snapshot of another epoch starts again)."""
+        if snapshot:
+            self._epoch(epoch if type(epoch) is str else None)
+        elif (
+            not self._told
+        ):  # entries before any snapshot (a server that does not say its epoch): start again
+            self._restart(None)
+        symbols, merge, latest, buf, seen = (
+            self.symbols,
+            self.merger.apply,
+            self.latest,
+            self.buffer,
+            self.seen,
+        )
         pushed = False
-        held = self.merger.state
         for e in entries:
             if type(e) is dict and type(s := e.get("s")) is str and s not in symbols:
                 continue  # unsubscribed: a frame already on the wire
             try:
-                had = snapshot and type(e) is dict and held(e.get("s")) is not None  # type: ignore[arg-type]
                 state = merge(e, snapshot)
                 if state is None:
                     continue  # already applied (a snapshot entry repeated by the next frame)
@@ -176,20 +198,37 @@ class Subscriptions:
                 log.warning("ignoring %s", exc)
                 continue
             sym = quote.symbol
-            old = latest.get(sym)
-            if had and old is not None and (old == quote or quote.seq < old.seq):
-                continue  # re-rated into a shared stream: its snapshot is the stream's last entry, maybe older
+            if quote.seq <= seen.get(sym, 0):
+                continue  # handed on already, or older: a reconnect under the same epoch, a re-rate's snapshot
+            seen[sym] = quote.seq
             latest[sym] = quote
             buf.push(quote)
             pushed = True
         if pushed:
             self.data.set()
 
+    def _epoch(self, epoch: str | None) -> None:
+        """A snapshot says the connection's epoch: another than the one in force starts again (one that says none,
+        from an older server, does on each connection, whose numbering was its own)."""
+        if epoch != self.epoch or (epoch is None and not self._told):
+            self._restart(epoch)
+        self._told = True
+
+    def _restart(self, epoch: str | None) -> None:
+        """Another numbering: forget every ``q`` handed on; the merge states stay the deltas' bases."""
+        if epoch != self.epoch:
+            log.info("quotes are numbered by epoch %s now (was %s)", epoch, self.epoch)
+        self.epoch = epoch
+        self.seen.clear()
+        self.merger.restart()
+        self._told = True
+
     def forget(self, symbols: Iterable[str]) -> None:
         """Stop following ``symbols``: their latest values and waiting quotes go."""
         gone = list(symbols)
         for s in gone:
             self.symbols.pop(s, None)
+            self.seen.pop(s, None)
             self.latest.pop(s, None)
             self.wanted_hz.pop(s, None)
             self.rates.pop(s, None)
@@ -388,7 +427,7 @@ class ServerLink:
             for gone in ended:
                 gone.end(_ended(gone))
         if kind == "quotes" or kind == "snapshot":
-            self.subs.apply(msg.get("data") or (), kind == "snapshot")
+            self.subs.apply(msg.get("data") or (), kind == "snapshot", msg.get("e"))
         elif kind == "bar":
             if (sub := self._bar_sub(msg)) is not None:
                 sub.update(msg.get("bar"))

@@ -62,5 +62,11 @@ class EntryMerger:
             self._state.pop(s, None)
 
     def clear(self) -> None:
-        """Drop every state (a new connection: sequence numbers are per server process)."""
+        """Drop every state (a new connection: its deltas start from its snapshot)."""
         self._state.clear()
+
+    def restart(self) -> None:
+        """The ``q`` numbering started again (another epoch): keep each state, the base of the connection's next
+        delta, but take its next entry whatever its ``q``."""
+        for state in self._state.values():
+            state["q"] = 0

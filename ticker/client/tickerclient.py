@@ -7,7 +7,10 @@
             print(quote.symbol, quote.price)
 
 The client reconnects by itself (exponential backoff with full jitter), resubscribes its whole
-symbol set and applies the new snapshot, so the loop above keeps going across server restarts.
+symbol set and applies the new snapshot, so the loop above keeps going across server restarts. It keeps
+the epoch of the source that numbers ``q`` and the last ``q`` of each symbol across reconnects: under the same
+epoch (another node of the same source) it never yields an update again or an older one; another epoch
+starts again (docs/protocol.md, the epoch rule).
 It checks liveness with the protocol's ``ping``, keeps ``latest[symbol]`` and ``states[symbol]`` (live,
 pending, down, ...) up to date, and hands quotes to the loop through a bounded buffer that conflates per
 symbol when the loop falls behind.
@@ -152,6 +155,13 @@ class TickerClient:
     def latest(self) -> dict[str, Quote]:
         """The latest quote of every followed symbol (kept current even when the loop lags)."""
         return self._subs.latest
+
+    @property
+    def epoch(self) -> str | None:
+        """The epoch of the source that numbered the quotes' ``q`` (the last snapshot's ``e``; None before one).
+        While it stays the same, a reconnect, to this node or another, never yields a quote older than, or the
+        same as, one yielded before (docs/protocol.md, the epoch rule)."""
+        return self._subs.epoch
 
     @property
     def symbols(self) -> frozenset[str]:

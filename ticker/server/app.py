@@ -17,6 +17,7 @@ from ticker.server.refusals import HOST, RequestRefusals
 from ticker.server.rest import BarsHandler, QuotesHandler, SearchHandler, SymbolEntryHandler, SymbolsHandler
 from ticker.server.sse import sse_route
 from ticker.server.websocket import QuoteSocket
+from ticker.server.workerheader import WorkerHeader
 
 __all__ = ["HostCheckedApplication", "MisdirectedHandler", "make_app"]
 
@@ -68,7 +69,7 @@ def make_app(server: Node) -> tornado.web.Application:
     warning = all_interfaces_warning(cfg.host, cfg.allowed_hosts)
     if warning is not None and cfg.worker_index == 0:  # once, not once per worker
         log.warning("%s", warning)
-    return HostCheckedApplication(
+    app = HostCheckedApplication(
         [
             (r"/ws", QuoteSocket, s),
             sse_route(server),
@@ -89,3 +90,6 @@ def make_app(server: Node) -> tornado.web.Application:
         # The access log names the client behind --trusted-proxies and never shows an access_token.
         log_function=access_logger(cfg.trusted_proxies),
     )
+    if cfg.workers > 1:  # X-Ticker-Worker: which worker answered
+        app.add_transform(WorkerHeader)
+    return app

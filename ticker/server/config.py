@@ -239,10 +239,11 @@ class Config:
         parse=optional_port,
     )
     process: ProcessOptions = nested(ProcessOptions)
-    #: ``memory`` or ``redis://HOST:PORT/DB`` (an edge node fed by ``ticker feed``).
+    #: ``memory``, ``redis://HOST:PORT/DB`` or ``redis+cluster://HOST:PORT,...`` (an edge node fed by ``ticker feed``).
     broker: str = option(
         "memory",
-        "memory (in-process, default) or redis://HOST:PORT/DB: an edge node fed by `ticker feed`",
+        "memory (in-process, default), redis://HOST:PORT/DB or redis+cluster://HOST:PORT[,HOST:PORT...]: "
+        "an edge node fed by `ticker feed`",
         env="BROKER",
         parse=broker_url,
         group=BROKER,

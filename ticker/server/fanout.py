@@ -120,12 +120,13 @@ class _Conflation:
     """A conflated connection: the symbols that changed meanwhile, the oldest bar start it missed per bar
     subscription, and when it passed the bound."""
 
-    __slots__ = ("bars", "changed", "since")
+    __slots__ = ("bars", "changed", "epoch", "since")
 
-    def __init__(self, since: float) -> None:
+    def __init__(self, since: float, epoch: str) -> None:
         self.changed: dict[str, None] = {}
         self.bars: dict[BarKey, int] = {}
         self.since = since
+        self.epoch = epoch  # the hub's epoch when it began: another at the resume makes it a snapshot
 
 
 class Fanout:
@@ -410,8 +411,9 @@ class Fanout:
             self.metrics.frames_sent.inc(frames_sent)
             self.metrics.bytes_sent.inc(bytes_sent)
 
-    def resync(self, connections: Iterable[Connection]) -> int:
-        """Send each of ``connections`` a ``snapshot`` of its symbols' last values (after a broker resume).
+    def resync(self, connections: Iterable[Connection], empty: bool = False) -> int:
+        """Send each of ``connections`` a ``snapshot`` of its symbols' last values (after a broker resume;
+        ``empty``: an empty one too where none has a value, for a new epoch must reach every connection).
 
         One payload per distinct symbol set and one frame per transport, as in :meth:`flush`; a
         conflated connection instead gets every symbol marked, so it resumes with the latest values.
@@ -431,7 +433,7 @@ class Fanout:
                 continue
             if key not in payloads:
                 entries = hub.last_encoded(sorted(key))
-                payloads[key] = protocol.encode_quotes(protocol.SNAPSHOT, entries) if entries else None
+                payloads[key] = protocol.encode_snapshot(entries, hub.epoch) if entries or empty else None
             payload = payloads[key]
             if payload is None:
                 continue
@@ -542,7 +544,7 @@ class Fanout:
         conn.close_slow()
 
     def _start_conflating(self, conn: Connection, now: float) -> None:
-        self._conflated[conn] = _Conflation(now)
+        self._conflated[conn] = _Conflation(now, self.hub.epoch)
         if self._sweeper is None and not self._closed:
             self._sweeper = self._loop().call_later(SWEEP_INTERVAL, self._sweep)
 
@@ -576,9 +578,13 @@ class Fanout:
         del self._conflated[conn]
         wanted = self.hub.symbols_of(conn)
         entries = self.hub.last_encoded(s for s in c.changed if s in wanted)
-        if entries:  # a delta connection's catch-up is full entries: a snapshot, which it must not merge
-            kind = protocol.SNAPSHOT if any(map(is_delta_key, wanted)) else protocol.QUOTES
-            frame = conn.framer(protocol.encode_quotes(kind, entries))
+        epoch_changed = c.epoch != self.hub.epoch  # numbered by another source since: it starts again
+        if entries or epoch_changed:  # a delta connection's catch-up is full entries: a snapshot, not merged
+            if epoch_changed or any(map(is_delta_key, wanted)):
+                payload = protocol.encode_snapshot(entries, self.hub.epoch)
+            else:
+                payload = protocol.encode_quotes(protocol.QUOTES, entries)
+            frame = conn.framer(payload)
             if conn.write_frame(frame) >= 0:
                 self.metrics.frames_sent.inc()
                 self.metrics.updates_sent.inc(len(entries))

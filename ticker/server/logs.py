@@ -1,12 +1,12 @@
 """The log lines of a ticker process (``serve``, ``feed``, ``record``): text or JSON (``--log-format``).
 
-Every line names the process id and, in a ``--workers`` child, the worker index, so the lines of several
-workers sharing one stderr (or journal) can be told apart:
+Every line names the process id and, in a ``--workers`` child, the worker index (``feed`` in the feed
+process), so the lines of several workers sharing one stderr (or journal) can be told apart:
 
-- text: ``2026-12-01 02:28:43,123 [4242 w1] INFO ticker: message`` (``[4242]`` outside workers), a
-  traceback on the following lines;
+- text: ``2026-12-01 02:28:43,123 [4242 w1] INFO ticker: message`` (``[4242 feed]`` in the feed process,
+  ``[4242]`` outside workers), a traceback on the following lines;
 - json: one object per line, ``{"time","level","logger","message","pid","worker"}`` and ``"exception"``
-  (the formatted traceback) when there is one. ``worker`` is null outside workers.
+  (the formatted traceback) when there is one. ``worker`` is the index, ``"feed"``, or null outside workers.
 
 Only these fields are written: never a record's arguments or ``extra`` values, so nothing reaches the log
 but the message its logger formatted (secrets are redacted before that: ``ticker.server.peers``).
@@ -24,16 +24,17 @@ import orjson
 
 FORMATS = ("text", "json")
 
-_worker: int | None = None
+_worker: int | str | None = None
 
 
-def set_worker(index: int | None) -> None:
-    """Name this process worker ``index`` in its log lines from now on (None: not a worker)."""
+def set_worker(index: int | str | None) -> None:
+    """Name this process worker ``index`` in its log lines from now on (``"feed"``: the feed process of
+    ``--workers``; None: not a worker)."""
     global _worker
     _worker = index
 
 
-def current_worker() -> int | None:
+def current_worker() -> int | str | None:
     """The worker index this process logs under, or None."""
     return _worker
 
@@ -50,7 +51,8 @@ class TextLogFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         pid = _pid(record)
-        record.ticker_tag = str(pid) if _worker is None else f"{pid} w{_worker}"
+        w = _worker
+        record.ticker_tag = str(pid) if w is None else f"{pid} w{w}" if isinstance(w, int) else f"{pid} {w}"
         return super().format(record)
 
 

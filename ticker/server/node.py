@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import secrets
 import time
 from collections.abc import Iterable
 from functools import partial
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from feeds.base import Feed
 from feeds.registry import create_feeds
 from feeds.runner import FeedRunner, metered
+from ticker import protocol
 from ticker.barbook import MAX_SYMBOLS as MAX_BAR_SYMBOLS
 from ticker.barbook import BarBook
 from ticker.barhub import BarHub
@@ -47,6 +49,10 @@ log = logging.getLogger("ticker")
 SHUTDOWN_GRACE = 2.0  # seconds given to clients to answer the 1001 close
 
 
+def _as_is(quote: Quote) -> Quote:
+    return quote
+
+
 class Node:
     """One ticker node: owns the hub, the fan-out, the broker, the feeds and the connections."""
 
@@ -55,6 +61,8 @@ class Node:
         self.metrics = Metrics()
         self.metrics.set_role("single" if config.broker == "memory" else "edge")
         self.hub: Hub[Connection] = Hub(max_symbols=config.max_symbols, on_demand=self._on_demand)
+        # Until a source names itself (set_epoch), this process numbers q: an epoch of its own.
+        self.hub.epoch = secrets.token_hex(6)
         acc = config.access
         jwt = acc.auth == "jwt"
         #: Who may connect: with ``--auth jwt`` a token, and at most the user's cap of connections.
@@ -98,6 +106,7 @@ class Node:
             partial(self.fanout.resync, self.connections),
             prefix=config.broker_prefix,
             demand_ttl=config.demand_ttl,
+            on_epoch=self.set_epoch,
         )
         self.feeds = feeds if feeds is not None else create_feeds(config.feeds, config.feed_options)
         #: Every symbol's OHLCV bars: aggregated from delivered quotes (memory broker) or brought by the
@@ -129,6 +138,8 @@ class Node:
         #: as each quote enters the node, before the hub encodes it (through Redis the publisher did it).
         self.day_stats = listed_day_stats(lambda: self.directory)
         self._fill_day = self.day_stats.apply
+        if self.feeds and all(getattr(f, "completes_quotes", False) for f in self.feeds):
+            self._fill_day = _as_is  # the --workers feed process filled them in: every worker serves the same
         #: What the node says of each symbol: unknown ones refused, states pushed (``--unknown-symbols``).
         #: Which demanded symbols are served: all, until ``--max-active-symbols`` or a feed's plan limit is
         #: reached; then a fair share per connection, the rest ``unavailable`` (:mod:`ticker.allocation`).
@@ -189,6 +200,32 @@ class Node:
                 self._drained.set()
 
     # -- data in -----------------------------------------------------------------------------
+    def set_epoch(self, epoch: str) -> bool:
+        """The source that numbers ``q`` is now the one named ``epoch`` (a ``--workers`` feed process, the Redis
+        publisher of a term): snapshots carry it as ``e`` and SSE streams as their ``id``. Every value the old
+        source numbered goes (subscribed ones too, the views' state and the delayed tier's held entries): under
+        the new epoch a client would take its ``q`` as the new source's and drop that source's updates until
+        they pass it. The caller delivers the new source's values next, in the same loop pass (the edge's
+        re-read of the last values) or later (a worker's catch-up); on the next loop pass every connection gets
+        a snapshot under the new epoch of what is held then (an empty one too: the epoch must reach every
+        connection), so clients start deduplicating again. False: ``epoch`` is not a valid name (1 to 64 of
+        ``A-Z a-z 0-9 # : . _ -``) or is the one in force, and nothing changes."""
+        if epoch == self.hub.epoch or protocol.EPOCH.fullmatch(epoch) is None:
+            return False
+        log.info("quotes are now numbered by source epoch %s (was %s)", epoch, self.hub.epoch)
+        self.hub.epoch = epoch
+        self.hub.forget_values()
+        if self.delay_line is not None:
+            self.delay_line.drop_held()
+        try:
+            asyncio.get_running_loop().call_soon(self._resync_epoch)
+        except RuntimeError:  # no loop (not started): nobody is connected yet
+            self._resync_epoch()
+        return True
+
+    def _resync_epoch(self) -> None:
+        self.fanout.resync(self.connections, empty=True)
+
     def _on_demand(self, symbols: frozenset[str]) -> None:
         self.allotter.demand_changed()
         self._schedule_push()

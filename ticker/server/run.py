@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+from typing import NoReturn
 
 import tornado.netutil
 
@@ -19,7 +20,10 @@ from ticker.server.config import Config
 from ticker.server.descriptors import size_to_descriptors
 from ticker.server.logs import set_worker
 from ticker.server.ops import ListenError
+from ticker.server.relaynode import relayed_node
 from ticker.server.service import Service
+from ticker.server.sharedmarket import SharedMarket
+from ticker.server.supervision import end_with_parent, watch_parent
 
 log = logging.getLogger("ticker")
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -38,14 +42,23 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-async def _serve_async(config: Config, sockets: list[socket.socket] | None) -> None:
+async def _serve_async(
+    config: Config,
+    sockets: list[socket.socket] | None,
+    relay: str | None = None,
+    supervisor: int | None = None,
+    watch: bool = False,
+) -> None:
+    """Serve until SIGINT/SIGTERM; ``relay``: the feed process's socket (a --workers child's feeds run there);
+    ``supervisor``: a worker's supervisor, watched when ``watch`` (the kernel cannot signal its death)."""
     if config.workers > 1:  # a --workers child: its log lines name it
         set_worker(config.worker_index)
-    server = Service(config)
+    server = Service(config, relayed_node(config, relay) if relay is not None else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    orphaned = loop.create_task(watch_parent(supervisor, stop.set)) if watch and supervisor else None
     # The command line loads the server, and a worker is forked, with these signals blocked: one sent
     # before this point waits for us.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
@@ -59,6 +72,10 @@ async def _serve_async(config: Config, sockets: list[socket.socket] | None) -> N
         raise SystemExit(2) from None
     _tune_gc()
     await stop.wait()
+    if orphaned is not None:
+        orphaned.cancel()
+    if supervisor is not None and os.getppid() != supervisor:
+        log.warning("the supervisor (pid %d) is gone: shutting down", supervisor)
     log.info("shutting down")
     await server.stop()
 
@@ -111,9 +128,19 @@ def _serve_workers(config: Config) -> int:
         return 1
     port = reserved.getsockname()[1]
     config = dataclasses.replace(config, port=port)
+    market: SharedMarket | None = None
+    if config.broker == "memory" and config.feeds:  # one feed process for every worker (docs/scaling.md)
+        try:
+            market = SharedMarket(config)
+        except OSError as exc:
+            reserved.close()
+            log.error("cannot make the feed process's socket: %s", exc.strerror or exc)
+            return 1
     children: dict[int, int] = {}
 
     def forward(signum: int, _frame: object) -> None:
+        if market is not None:  # stopping: a feed process that ends now (the same signal) is not restarted
+            market.stopping = True
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
@@ -123,38 +150,78 @@ def _serve_workers(config: Config) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    for i in range(config.workers):
-        pid = os.fork()
-        if pid == 0:  # child: its own event loop, its own feeds (or a broker); signals stay blocked
-            for sig in STOP_SIGNALS:
-                signal.signal(sig, signal.SIG_DFL)
-            reserved.close()
+    supervisor = os.getpid()
+    status = 0
+    try:
+        for i in range(config.workers):
+            pid = os.fork()
+            if pid == 0:
+                _worker(dataclasses.replace(config, worker_index=i), supervisor, reserved, market)
+            children[pid] = i
+        if market is not None:
+            market.spawn()
+    except OSError as exc:  # fork failed: the workers forked so far stop, the directory goes
+        log.error("cannot fork: %s", exc.strerror or exc)
+        forward(signal.SIGTERM, None)
+        status = 1
+    reserved.close()
+    if not status:
+        log.info("ticker supervisor: %d workers on port %d", config.workers, port)
+    # A child's exit is taken with sigtimedwait (SIGCHLD blocked, so none is lost between two looks), at
+    # least every second while the feed process's watchdog runs.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    try:
+        while children:
             try:
-                sockets = tornado.netutil.bind_sockets(port, config.host, reuse_port=True)
-                asyncio.run(_serve_async(dataclasses.replace(config, worker_index=i), sockets))
-                code = 0
-            except SystemExit as exc:
-                code = int(exc.code or 0)
-            except BaseException:
-                log.exception("worker %d failed", i)
-                code = 1
+                pid, code = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:  # none has exited: wait for one, or for the watchdog's next look
+                if market is None:
+                    signal.sigwaitinfo({signal.SIGCHLD})
+                else:
+                    signal.sigtimedwait({signal.SIGCHLD}, market.watch())
+                continue
+            if market is not None and market.reaped(pid, code):  # the feed process: forked again
+                continue
+            if pid in children:
+                del children[pid]
+                rc = os.waitstatus_to_exitcode(code)
+                if rc != 0:
+                    status = 1
+                    log.error("worker exited with status %d", rc)
+    finally:
+        if market is not None:
+            market.stop()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+    return status
+
+
+def _worker(
+    config: Config, supervisor: int, reserved: socket.socket, market: SharedMarket | None
+) -> NoReturn:
+    """A forked worker's life (its own event loop, its own feeds or the feed process's relay, or a broker), to
+    its ``os._exit``; its stop signals stay blocked until its handlers are in place."""
+    code = 1
+    try:
+        # SIGTERM when the supervisor dies (killed outright): no orphan keeps the port
+        watch = not end_with_parent(supervisor)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        reserved.close()
+        if market is not None:
+            market.in_worker()
+        sockets = tornado.netutil.bind_sockets(config.port, config.host, reuse_port=True)
+        relay = market.path if market is not None else None
+        asyncio.run(_serve_async(config, sockets, relay, supervisor, watch))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    except BaseException:
+        log.exception("worker %d failed", config.worker_index)
+    finally:
+        with contextlib.suppress(BaseException):
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(code)
-        children[pid] = i
-    reserved.close()
-    log.info("ticker supervisor: %d workers on port %d", config.workers, port)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    status = 0
-    while children:
-        try:
-            pid, code = os.wait()
-        except ChildProcessError:
-            break
-        if pid in children:
-            del children[pid]
-            rc = os.waitstatus_to_exitcode(code)
-            if rc != 0:
-                status = 1
-                log.error("worker exited with status %d", rc)
-    return status
+        os._exit(code)

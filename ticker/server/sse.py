@@ -1,7 +1,7 @@
 """The Server-Sent Events transport: ``GET /sse?symbols=A,B`` as one more fan-out connection.
 
-The stream opens with ``retry:`` (the reconnect delay hint), ``id:`` (this server process's
-instance id) and a ``snapshot`` event; then ``quotes`` events carry the same JSON payloads as
+The stream opens with ``retry:`` (the reconnect delay hint), ``id:`` (the epoch of the source
+that numbers ``q``, the snapshot's ``e``) and a ``snapshot`` event; then ``quotes`` events carry the same JSON payloads as
 the WebSocket ``quotes`` frames, and ``: hb`` comments keep idle connections alive. Quote
 events are built once per batch by the fan-out, already wrapped as an HTTP/1.1 chunk, and
 written as the same bytes to every SSE connection, straight to the socket while its buffer
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -74,9 +73,17 @@ def chunk(data: bytes) -> bytes:
 _TYPE_PREFIX = b'{"type":"'
 
 
+_SNAPSHOT_PREFIX = b'{"type":"snapshot","e":"'  # protocol.encode_snapshot's
+
+
 def quotes_frame(payload: bytes) -> bytes:
     """The fan-out's framer: one batch as an event named by its ``type`` (``quotes``, or ``snapshot`` on a
-    resync), as a chunk shared by every SSE connection."""
+    resync), as a chunk shared by every SSE connection; a snapshot's event carries ``id:`` its epoch ``e``
+    (a new epoch's snapshot moves EventSource's ``lastEventId`` on)."""
+    if payload.startswith(_SNAPSHOT_PREFIX):
+        start = len(_SNAPSHOT_PREFIX)
+        epoch = payload[start : payload.index(b'"', start)]
+        return chunk(b"id: " + epoch + b"\n" + sse_event("snapshot", payload))
     start = len(_TYPE_PREFIX)
     kind = payload[start : payload.index(b'"', start)] if payload.startswith(_TYPE_PREFIX) else b"quotes"
     return chunk(sse_event(kind.decode(), payload))
@@ -109,8 +116,8 @@ def _bar_keys(pairs: list[tuple[str, str]], identity: Identity) -> list[str]:
 
 
 def sse_route(server: Node) -> tuple[str, type[QuoteStream], dict[str, Any]]:
-    """The ``/sse`` route of ``server``'s application, with a fresh instance id for its events."""
-    return (r"/sse", QuoteStream, {"server": server, "instance": secrets.token_hex(6)})
+    """The ``/sse`` route of ``server``'s application."""
+    return (r"/sse", QuoteStream, {"server": server})
 
 
 class QuoteStream(tornado.web.RequestHandler, Connection):
@@ -119,9 +126,8 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
     transport: ClassVar[str] = "sse"
     framer = staticmethod(quotes_frame)
 
-    def initialize(self, server: Node, instance: str) -> None:
+    def initialize(self, server: Node) -> None:
         self.server = server
-        self.instance = instance
         self.registered = False
         self.disconnect: Disconnect = CLIENT  # why the stream ended (its metric label)
         self._sse_done: asyncio.Future[None] | None = None
@@ -253,8 +259,8 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
         self.set_header("X-Accel-Buffering", "no")  # tell nginx not to buffer the stream
         last = self.request.headers.get("Last-Event-ID")
         if last is not None:
-            same = last == self.instance
-            log.debug("event stream resumed (%s instance)", "same" if same else "another")
+            same = last == self.server.hub.epoch
+            log.debug("event stream resumed (%s epoch)", "same" if same else "another")
         stream = tornado_io.request_stream(self)
         self._sse_stream = stream
         self._sse_direct = tornado_io.can_write_direct(stream)
@@ -268,7 +274,7 @@ class QuoteStream(tornado.web.RequestHandler, Connection):
             self._end(CLIENT)
             self._refuse(400, exc.code, exc.message)
             return False
-        head = b"retry: %d\nid: %s\n" % (RETRY_MS, self.instance.encode())
+        head = b"retry: %d\nid: %s\n" % (RETRY_MS, self.server.hub.epoch.encode())
         rates = {symbol_of(k): r for k in keys if (r := spec_of(k).rate) is not None}
         if self.server.access.required or rates:  # what the token grants (delayed symbols) and the rates
             head += sse_event("subscribed", protocol.subscribed(symbols, delayed, rates))
