@@ -49,16 +49,7 @@ class QuoteRecorder:
         return self
 
     async def _read(self, pubsub: Any) -> None:
-        try:
-            async for msg in pubsub.listen():
-                if msg["type"] != "pmessage":
-                    continue
-                at = time.monotonic()
-                body = orjson.loads(msg["data"])
-                for q in body["q"]:
-                    self.quotes.append(Published(at, body["e"], q["s"], q["t"], q["p"]))
-        finally:
-            await pubsub.aclose()
+        await record_published(pubsub, "pmessage", self.quotes)
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
@@ -85,6 +76,21 @@ class QuoteRecorder:
     def by_key(self) -> dict[tuple[str, int], Published]:
         """(symbol, feed time) → the quote published with it (one each: no two publishers interleave)."""
         return {(q.symbol, q.t): q for q in self.quotes}
+
+
+async def record_published(pubsub: Any, kind: str, into: list[Published]) -> None:
+    """Append each quote of the publisher's channel messages (``kind``: pmessage, smessage) read from ``pubsub``
+    to ``into`` with the time it came, until cancelled; then close ``pubsub``."""
+    try:
+        async for msg in pubsub.listen():
+            if msg["type"] != kind:
+                continue
+            at = time.monotonic()
+            body = orjson.loads(msg["data"])
+            for q in body["q"]:
+                into.append(Published(at, body["e"], q["s"], q["t"], q["p"]))
+    finally:
+        await pubsub.aclose()
 
 
 def active_of(pub: FeedProcess) -> float:

@@ -11,17 +11,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import pytest
 import redis
 from redis.asyncio import Redis
 
-from tests.support.leasekit import Published, QuoteRecorder
+from tests.support.leasekit import QuoteRecorder, record_published
 from tests.support.redisproc import FeedProcess, redis_server_path
 from tests.support.serverproc import ServerProcess
 from tests.support.system import free_port
@@ -333,16 +331,7 @@ class ShardQuoteRecorder(QuoteRecorder):
         return self
 
     async def _read_shard(self, pubsub: Any) -> None:
-        try:
-            async for msg in pubsub.listen():
-                if msg["type"] != "smessage":
-                    continue
-                at = time.monotonic()
-                body = orjson.loads(msg["data"])
-                for q in body["q"]:
-                    self.quotes.append(Published(at, body["e"], q["s"], q["t"], q["p"]))
-        finally:
-            await pubsub.aclose()
+        await record_published(pubsub, "smessage", self.quotes)
 
     async def __aexit__(self, *exc: object) -> None:
         for task in self._tasks:
