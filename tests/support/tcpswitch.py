@@ -8,9 +8,12 @@ import socket
 import threading
 from typing import Any
 
+from tests.support.serverproc import ServerUrls
 
-class TcpSwitch:
-    """Listens on ``127.0.0.1:port`` (an ephemeral port) and forwards each connection to ``127.0.0.1:target``."""
+
+class TcpSwitch(ServerUrls):
+    """Listens on ``127.0.0.1:port`` (an ephemeral port) and forwards each connection to ``127.0.0.1:target``
+    (its ``url`` and ``ws_url`` are a server's, as a load balancer in front of it)."""
 
     def __init__(self, target: int) -> None:
         self.target = target
@@ -21,14 +24,6 @@ class TcpSwitch:
         self._lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, name="tcpswitch", daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     def switch(self, target: int) -> None:
         """New connections go to ``target`` from now on; the open ones are cut."""
