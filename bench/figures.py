@@ -108,6 +108,10 @@ def summarize(sc: Scenario, raw: dict[str, Any]) -> dict[str, Any]:
         "server_cpu_cores": server_cores,
         "server_cpu_us_per_update": per(updates_per_s),
         "server_cpu_us_per_frame": per(frames_per_s),
+        # The interpreter's share of it (user time); the rest is the kernel's (each send's TCP work on loopback).
+        "server_user_share": raw["server_cpu_user_seconds"] / raw["server_cpu_seconds"]
+        if raw.get("server_cpu_user_seconds") is not None and raw["server_cpu_seconds"] > 0
+        else None,
         # Bars next to quotes (issue 14): the same CPU over quote updates plus ``bar`` messages.
         "bars_per_s": bars_per_s,
         "offered_bars_per_s": sc.offered_bars_per_second(),

@@ -30,6 +30,10 @@ def _ms(v: int | None) -> str:
     return "–" if v is None else f"{max(v, 0)}"
 
 
+def _pct(share: float | None) -> str:
+    return "–" if share is None else f"{share * 100:.0f} %"
+
+
 def _runs(result: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     """Runs by scenario name then server."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
@@ -47,17 +51,18 @@ def scenario_table(runs: dict[str, dict[str, Any]]) -> list[str]:
     """One markdown table: a row per server of one scenario (with bar columns when it has bars)."""
     bars = _has_bars(runs)
     lines = [
-        "| server | updates/s | frames/s | upd/frame | delivered | µs CPU/update | µs CPU/frame "
+        "| server | updates/s | frames/s | upd/frame | delivered | µs CPU/update | µs CPU/frame | user CPU "
         + ("| bar msgs/s | µs CPU/message (updates + bars) " if bars else "")
         + "| latency p50 / p99 / p99.9 ms | RSS KiB/conn | conflated | errors "
         "| CPU cores: server / clients / other | server run-queue wait |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if bars else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        + ("---:|---:|" if bars else ""),
     ]
     for server, r in runs.items():
         label = LABELS.get(server, server)
         if "figures" not in r:
             why = r.get("skipped") or f"failed: {r.get('failed')}"
-            lines.append(f"| {label} | {why} |" + " |" * (13 if bars else 11))
+            lines.append(f"| {label} | {why} |" + " |" * (14 if bars else 12))
             continue
         f = r["figures"]
         lat = f["latency_ms"]
@@ -70,6 +75,7 @@ def scenario_table(runs: dict[str, dict[str, Any]]) -> list[str]:
             f"| {label} | {_num(f['updates_per_s'])} | {_num(f['frames_per_s'])} "
             f"| {_num(f['updates_per_frame'], 1)} | {_num(delivered * 100 if delivered else None)} % "
             f"| {_num(f['server_cpu_us_per_update'], 2)} | {_num(f['server_cpu_us_per_frame'], 2)} "
+            f"| {_pct(f.get('server_user_share'))} "
             f"{bar_cells}"
             f"| {_ms(lat['p50'])} / {_ms(lat['p99'])} / {_ms(lat['p999'])} "
             f"| {_num(f['rss_per_conn_kib'], 1)} | {_num(f['conflated_updates'])} | {f['errors']} "
@@ -82,7 +88,8 @@ LEGEND = (
     "Columns: *updates/s* and *frames/s* as counted by the clients; *delivered* is updates/s over the "
     "offered rate (ticks × subscribers; ticker coalesces to the latest value per symbol per flush, the "
     "peers send every tick); *µs CPU* is the server's user+system CPU over the window divided by what "
-    "the clients received; latency is the client's clock minus the quote's `t` (1 ms resolution); "
+    "the clients received, *user CPU* the share of it spent in the process (the rest is the kernel's: on "
+    "loopback a send's TCP work and the reader's wake-up are system time); latency is the client's clock minus the quote's `t` (1 ms resolution); "
     "*RSS KiB/conn* is the server's VmRSS growth after connecting divided by the connections; "
     "*conflated* is ticker's `ticker_updates_conflated_total` over the window; *errors* counts failed "
     "connects, missing subscribe acknowledgements, disconnects and error frames; *CPU cores* splits "

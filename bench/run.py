@@ -188,7 +188,7 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
         time.sleep(sc.warmup)
         pids = procs.tree(srv.pid)
         send(gens, "mark")
-        cpu0, busy0, t0 = procs.cpu_seconds(pids), procs.machine_busy_seconds(), time.monotonic()
+        (user0, sys0), busy0, t0 = procs.cpu_split(pids), procs.machine_busy_seconds(), time.monotonic()
         wait0 = procs.run_wait_seconds(pids)
         m0 = scrape(port, token) if server == "ours" and sc.workers == 1 else None
         spy = (
@@ -200,7 +200,7 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
             read_event(g, 30)
         time.sleep(max(0.0, sc.window - (time.monotonic() - t0)))
         send(gens, "report")
-        cpu1, busy1, t1 = procs.cpu_seconds(pids), procs.machine_busy_seconds(), time.monotonic()
+        (user1, sys1), busy1, t1 = procs.cpu_split(pids), procs.machine_busy_seconds(), time.monotonic()
         wait1 = procs.run_wait_seconds(pids)
         reports = [read_event(g, 60) for g in gens]
         m1 = scrape(port, token) if m0 is not None else None
@@ -218,7 +218,8 @@ def measure(server: str, sc: Scenario, logs: Path, profile: str = "") -> dict[st
             "connect_seconds": connect_s,
             "subscribe_seconds": subscribe_s,
             "reports": reports,
-            "server_cpu_seconds": cpu1 - cpu0,
+            "server_cpu_seconds": user1 - user0 + sys1 - sys0,
+            "server_cpu_user_seconds": user1 - user0,
             "server_wait_seconds": wait1 - wait0,
             "machine_busy_seconds": busy1 - busy0,
             "window": t1 - t0,

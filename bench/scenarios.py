@@ -170,6 +170,9 @@ MULTI: list[Scenario] = [
     replace(FULL[2], name="broad-delta", delta=True),
     replace(FULL[1], name="crowd-1hz", max_hz=1.0),
     replace(FULL[0], name="firehose-1hz", max_hz=1.0),
+    # Issue 18: broad at 1,000 connections (at every size but smoke), the medium load where a flush finds only
+    # one or two updates per connection: what each frame costs.
+    replace(FULL[2], name="medium", conns=1_000),
 ]
 ISSUE16 = ("broad-delta", "crowd-1hz", "firehose-1hz")
 
@@ -186,7 +189,7 @@ def scenarios(sizes: str = "full") -> list[Scenario]:
     if sizes == "full":
         return base
     if sizes == "quick":
-        conns = {"firehose": 20, "crowd": 1_000, "broad": 200, "idle": 1_000}
+        conns = {"firehose": 20, "crowd": 1_000, "broad": 200, "idle": 1_000, "medium": 1_000}
         # A 2 s window needs the quiet symbol to tick at least once: 1 tick/s instead of 0.1.
         return [
             _shrink(s, conns[s.name.split("-")[0]], max(s.rate, 1.0), 0.5, 2.0, 2)
@@ -195,8 +198,8 @@ def scenarios(sizes: str = "full") -> list[Scenario]:
             or s.name in ("firehose-2w", "crowd-jwt", "crowd-delayed", "crowd-bars", *ISSUE16)
         ]
     if sizes == "smoke":
-        conns = {"firehose": 4, "crowd": 50, "broad": 20, "idle": 50}
-        rates = {"firehose": 20.0, "crowd": 2.0, "broad": 5.0, "idle": 2.0}
+        conns = {"firehose": 4, "crowd": 50, "broad": 20, "idle": 50, "medium": 20}
+        rates = {"firehose": 20.0, "crowd": 2.0, "broad": 5.0, "idle": 2.0, "medium": 5.0}
         return [
             _shrink(s, conns[s.name.split("-")[0]], rates[s.name.split("-")[0]], 0.3, 1.0, 1)
             for s in base

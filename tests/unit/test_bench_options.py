@@ -29,6 +29,7 @@ OLD_NAMES = [
     "crowd-bars",
 ]
 VARIANTS = ["broad-delta", "crowd-1hz", "firehose-1hz"]
+MEDIUM = ["medium"]  # issue 18: broad at 1,000 connections
 
 
 def by_name(sizes: str) -> dict[str, Scenario]:
@@ -36,10 +37,18 @@ def by_name(sizes: str) -> dict[str, Scenario]:
 
 
 def test_variants_come_after_the_old_scenarios_which_keep_their_names() -> None:
-    assert [s.name for s in scenarios("full")] == OLD_NAMES + VARIANTS
+    assert [s.name for s in scenarios("full")] == OLD_NAMES + VARIANTS + MEDIUM
     for sizes in ("quick", "smoke"):
         names = [s.name for s in scenarios(sizes)]
-        assert names[-3:] == VARIANTS, sizes
+        assert names[-4:] == VARIANTS + MEDIUM, sizes
+
+
+def test_medium_is_broad_at_a_thousand_connections_at_full_and_quick_sizes() -> None:
+    for sizes in ("full", "quick"):
+        sc = by_name(sizes)
+        assert sc["medium"].conns == 1_000 and sc["medium"].rate == 10.0, sizes
+        assert len(set(sc["medium"].symbols_for(3))) == 10, sizes
+        assert sc["medium"].base_name is None and not sc["medium"].ours_only, sizes
 
 
 @pytest.mark.parametrize("sizes", ["full", "quick", "smoke"])
