@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable
 
 from ticker.errors import InvalidSymbol
@@ -59,7 +60,8 @@ def valid_symbol(raw: object) -> str | None:
     if not isinstance(raw, str) or not raw.isascii():
         return None
     sym = raw.strip(ASCII_SPACE).upper()
-    return sym if SYMBOL_RE.match(sym) else None
+    # interned: a thousand connections of 500 symbols share 500 strings, not 500,000 (32 MB of small objects)
+    return sys.intern(sym) if SYMBOL_RE.match(sym) else None
 
 
 def normalize_symbol(raw: object) -> str:

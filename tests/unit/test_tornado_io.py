@@ -101,6 +101,79 @@ async def test_a_closed_stream_reports_minus_one_and_nothing_buffered(pair):
     assert tornado_io.buffered(None) == 0
 
 
+# -- frames held behind a backlog (PeerStream) ---------------------------------------------------
+@pytest.fixture
+async def peer_pair() -> AsyncIterator[tuple[tornado_io.PeerStream, socket.socket]]:
+    """A PeerStream (counted in a PeerSockets table) and the raw, non-blocking socket at the other end."""
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    peers: PeerSockets[Any] = PeerSockets(10)
+    key = peers.admit("10.0.0.1")
+    assert key is not None
+    stream = tornado_io.PeerStream(a, peers, key)
+    yield stream, b
+    stream.close()
+    b.close()
+
+
+async def _receive(peer: socket.socket, n: int) -> bytes:
+    got = bytearray()
+    while len(got) < n:
+        got += await within(asyncio.get_running_loop().sock_recv(peer, 1 << 16))
+    return bytes(got)
+
+
+async def test_frames_behind_a_backlog_are_held_large_by_reference_small_copied_and_go_out_in_order(
+    peer_pair,
+):
+    stream, peer = peer_pair
+    relied_on(
+        callable(getattr(stream, "_handle_write", None)) and isinstance(stream._total_write_index, int),
+        "IOStream has no _handle_write or integer _total_write_index",
+    )
+    big = b"x" * (8 << 20)
+    backlog = tornado_io.write_frame(stream, big, True)
+    relied_on(0 < backlog < len(big), f"an 8 MiB write left {backlog} bytes buffered")
+    frames = [ws_text_frame(b"%d" % i * n) for i, n in enumerate((3, 3000, 1, 2, 700))]
+    for frame in frames:
+        unsent = tornado_io.write_frame(stream, frame, True)
+    small, shared, small2, small3, shared2 = frames
+    held = stream.held
+    assert len(held) == 4 and held[1] is shared and held[3] is shared2, "large frames not held by reference"
+    assert type(held[0]) is bytearray and held[0] == small  # small ones copied, one after the other
+    assert type(held[2]) is bytearray and held[2] == small2 + small3
+    assert stream._write_buffer._size == backlog, "a held frame went into Tornado's buffer"
+    assert unsent == backlog + sum(map(len, frames)) == tornado_io.buffered(stream)
+    got = await _receive(
+        peer, len(big) + sum(map(len, frames))
+    )  # Tornado hands them on once it wrote its own
+    relied_on(got == big + b"".join(frames), "held frames went out of order or changed")
+    assert not stream.held and tornado_io.buffered(stream) == 0
+
+
+async def test_what_tornado_writes_itself_goes_after_the_held_frames(peer_pair):
+    stream, peer = peer_pair
+    big, held, later = b"x" * (8 << 20), ws_text_frame(b"held"), ws_text_frame(b"later")
+    tornado_io.write_frame(stream, big, True)
+    tornado_io.write_frame(stream, held, True)
+    stream.write(b"own")  # a pong or a Close that Tornado writes
+    assert not stream.held
+    tornado_io.write_frame(stream, later, True)  # held again: Tornado's buffer is not empty
+    assert stream.held == [later]
+    got = await _receive(peer, len(big) + len(held) + 3 + len(later))
+    assert got == big + held + b"own" + later
+
+
+async def test_a_closed_peer_stream_lets_go_of_what_it_held(peer_pair):
+    stream, _peer = peer_pair
+    tornado_io.write_frame(stream, b"x" * (8 << 20), True)
+    tornado_io.write_frame(stream, ws_text_frame(b"held"), True)
+    stream.close()
+    assert not stream.held and stream.held_bytes == 0
+    assert tornado_io.buffered(stream) == 0
+    assert tornado_io.write_frame(stream, b"late", True) == -1
+
+
 def test_only_plain_streams_are_written_directly():
     class Wrapped(tornado.iostream.IOStream):
         pass
@@ -331,6 +404,49 @@ async def test_fragments_that_end_no_message_are_reported_to_the_handler(serve):
         f"MeteredProtocol reported {Metered.seen}: WebSocketProtocol13._receive_frame, _handle_message or "
         "_fragmented_message_buffer changed",
     )
+
+
+BIG_FRAME = ws_text_frame(b"x" * (8 << 20))  # more than a socket pair's buffers take
+
+
+class ClosingBehind(tornado.websocket.WebSocketHandler):
+    """Leaves a backlog, holds one more frame behind it, then closes as the server does a slow reader."""
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        return tornado_io.metered_protocol(self)
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        stream = tornado_io.websocket_stream(self)
+        tornado_io.write_frame(stream, BIG_FRAME, True)
+        tornado_io.write_frame(stream, ws_text_frame(b"held"), True)
+        Seen.stream = stream
+        self.close(1013, "slow")
+
+
+async def test_a_websocket_close_follows_the_backlog_and_drops_the_frames_held_behind_it():
+    server = tornado.httpserver.HTTPServer(tornado.web.Application([("/ws", ClosingBehind)]))
+    a, b = socket.socketpair()
+    peers: PeerSockets[Any] = PeerSockets(10)
+    server.handle_stream(tornado_io.PeerStream(a, peers, peers.admit("10.0.0.1") or ""), ("10.0.0.1", 0))
+    client = tornado.iostream.IOStream(b)
+    try:
+        await within(
+            client.write(
+                b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+        )
+        assert (await within(client.read_until(b"\r\n\r\n"))).startswith(b"HTTP/1.1 101 ")
+        assert await within(client.read_bytes(len(BIG_FRAME))) == BIG_FRAME
+        close = await within(client.read_bytes(2))
+        relied_on(
+            close[0] == 0x88 and not Seen.stream.held,
+            f"after the backlog came {close!r}, not the Close frame (MeteredProtocol.close is not called "
+            "by WebSocketHandler.close)",
+        )
+    finally:
+        client.close()
+        await server.close_all_connections()
 
 
 def test_the_cross_origin_hook_strict_origin_replaces_is_where_tornado_calls_it():

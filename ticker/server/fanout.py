@@ -15,8 +15,9 @@ together, quotes and replies. The fan-out keeps the connections last seen with u
 many (set on each write that leaves some, refreshed by the sweep), so a reader that keeps up costs
 one comparison per write. When the total passes the budget the slowest readers (most unsent bytes,
 then longest conflated) are conflated, and those still holding bytes at the next check are closed
-(1013) until the total is under three quarters of the budget. What closed connections held is counted
-for the node (:meth:`Fanout.take_released`), which then trims the heap (``ticker/server/heap.py``).
+(1013) until the total is under three quarters of the budget. What closed connections held, and their own
+objects, is counted for the node (:meth:`Fanout.take_released`), which then trims the heap
+(``ticker/server/heap.py``).
 
 Bar subscriptions (:class:`~ticker.barhub.BarHub`, once :meth:`Fanout.serve_bars` is called) go
 out in the same flush, after the quotes: one ``bar`` payload per changed (key, interval), framed
@@ -45,6 +46,7 @@ from ticker.errors import ProtocolError
 from ticker.hub import Hub
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
+from ticker.server import heap
 from ticker.views import is_delta_key
 
 log = logging.getLogger("ticker")
@@ -159,7 +161,7 @@ class Fanout:
         #: Connections last seen with unsent bytes, and how many; their sum is ``_total``.
         self._backlog: dict[Connection, int] = {}
         self._total = 0
-        self._released = 0  # unsent bytes of connections gone since take_released()
+        self._released = 0  # bytes let go by connections gone since take_released() (unsent, their objects)
         self._dropped: dict[Connection, int] = {}  # closed as slow, not yet gone: what they held
         self._shedding = False  # over the budget, and not yet back under three quarters of it
         self._budget_check: Cancellable | None = None
@@ -293,7 +295,7 @@ class Fanout:
         self._conflated.pop(conn, None)
         held = self._backlog.pop(conn, 0)
         self._total -= held
-        self._released += held + self._dropped.pop(conn, 0)
+        self._released += held + self._dropped.pop(conn, 0) + heap.CONNECTION_BYTES
 
     def is_conflating(self, conn: Connection) -> bool:
         """Whether ``conn`` is over the unsent-bytes bound and only collects changed symbols."""
@@ -488,7 +490,8 @@ class Fanout:
         return self._total
 
     def take_released(self) -> int:
-        """Unsent bytes of the connections gone since the last call (when to trim the heap)."""
+        """About the bytes the connections gone since the last call let go: their unsent bytes and
+        :data:`~ticker.server.heap.CONNECTION_BYTES` each (when to trim the heap)."""
         n, self._released = self._released, 0
         return n
 

@@ -1,18 +1,33 @@
-"""Giving freed heap back to the system after slow readers go.
+"""Giving freed heap back to the system after slow readers and other connections go.
 
 glibc's ``free()`` returns memory to the system only from the top of the heap; the blocks a slow reader's
-backlog left in the middle stay in the process (RSS) until ``malloc_trim(0)`` releases their pages. The
-fan-out counts the unsent bytes of connections that went away (:meth:`Fanout.take_released`); past
-:data:`TRIM_AFTER` the node calls :func:`trim` off the event loop (ctypes lets go of the GIL meanwhile).
-Without glibc (musl, macOS) :func:`trim` does nothing.
+backlog and a closed connection's objects left in the middle stay in the process (RSS) until
+``malloc_trim(0)`` releases their pages. The fan-out counts what connections that went away let go (their
+unsent bytes plus :data:`CONNECTION_BYTES` each, :meth:`Fanout.take_released`); past :data:`TRIM_AFTER`
+the node calls :func:`trim` off the event loop (ctypes lets go of the GIL meanwhile), which trims once more
+:data:`SETTLE` seconds after its last call. A trim takes about 1 ms (up to 8 ms measured on a 90 MB heap),
+during which the event loop's own allocations may wait for the heap's lock. Without glibc (musl, macOS)
+:func:`trim` does nothing.
+
+What a trim cannot give back: Python keeps its small objects (512 bytes or less) in 1 MiB arenas of its
+own, freed only when wholly empty, and the long-lived objects made while connections were open (quotes,
+bars, the market's state) keep some of the arenas those connections filled. That memory is reused by the
+next connections rather than grown again (docs/operations.md, "Memory of slow readers").
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Callable
 
-TRIM_AFTER = 16 << 20  # bytes released by closed connections before the heap is trimmed
+TRIM_AFTER = 16 << 20  # bytes let go by closed connections before the heap is trimmed
+#: What a closed connection's own objects leave free besides its unsent bytes (an idle WebSocket holds about
+#: 19 KiB), so that 800 connections closing trim the heap even when none had a backlog.
+CONNECTION_BYTES = 20 << 10
+#: Seconds after the last trim before one more: what closing connections let go meanwhile (a close handshake
+#: waits up to 5 s), and the free pages the heap touched again.
+SETTLE = 6.0
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -26,11 +41,23 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 _TRIM = _malloc_trim()
+_lock = threading.Lock()
+_settle: threading.Timer | None = None  # the trim due ``SETTLE`` s after the last one
 
 
-def trim() -> bool:
-    """Release the free pages of the C heap (glibc ``malloc_trim(0)``); False where there is none."""
+def trim(settle: float = SETTLE) -> bool:
+    """Release the free pages of the C heap (glibc ``malloc_trim(0)``) now, in the calling thread (run it in
+    an executor), and once more ``settle`` seconds after the last call, in a daemon timer thread (it never
+    holds up the process's exit). False where there is no trim."""
+    global _settle
     if _TRIM is None:
         return False
     _TRIM(0)
+    if settle > 0:
+        with _lock:
+            if _settle is not None:
+                _settle.cancel()
+            _settle = threading.Timer(settle, _TRIM, (0,))
+            _settle.daemon = True
+            _settle.start()
     return True

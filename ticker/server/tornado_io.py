@@ -10,6 +10,12 @@ Tornado version, if an upgrade changes any of it):
 - ``IOStream._write_buffer._size``: the bytes accepted but not yet sent, and ``_write_buffer is None``
   once the stream is closed. The public ``IOStream.writing()`` only says *whether* bytes wait and costs
   two Python calls per write, which the hot path cannot afford; there is no public size.
+- ``IOStream._write_buffer.append``, ``IOStream._total_write_index`` and ``IOStream._handle_write`` (called
+  whenever the stream writes what it holds): a frame for a stream that already holds a backlog skips
+  ``write`` and its Future per call (a reader that never reads would keep one per frame, with its
+  callback and context, until it closed) and a ``send`` that would fail; a stream with a backlog is
+  already watched for writability. A :class:`PeerStream` holds such frames itself and hands them to its
+  buffer when ``_handle_write`` has emptied it.
 - ``WebSocketHandler.ws_connection.stream`` and ``HTTP1Connection.stream`` (via ``request.connection``):
   the connection's ``IOStream``. ``RequestHandler.detach()`` is public but takes the response away
   from the handler, which the event stream still writes and finishes.
@@ -94,16 +100,29 @@ _PHRASE = re.compile(
 
 
 def can_write_direct(stream: tornado.iostream.IOStream) -> bool:
-    """Whether the direct path may be used: plain TCP streams only (TLS must go through Tornado)."""
-    return type(stream) in _PLAIN
+    """Whether the direct path may be used: plain TCP streams only (TLS must go through Tornado), with no
+    ``max_write_buffer_size`` (a frame queued behind a backlog skips ``IOStream.write``'s check of it)."""
+    return type(stream) in _PLAIN and stream.max_write_buffer_size is None
 
 
 def write_frame(stream: tornado.iostream.IOStream, frame: bytes | memoryview, direct: bool) -> int:
-    """Write ``frame``; return the bytes still unsent afterwards, or -1 if the stream is closed."""
+    """Write ``frame``; return the bytes still unsent afterwards, or -1 if the stream is closed.
+
+    Behind a backlog (``direct`` streams) the frame is queued without ``IOStream.write``: no Future, done
+    callback and context per frame (about 1 KB of small objects that a reader who never reads would pin,
+    in a Python arena that outlives it), and no ``send`` that cannot succeed; the stream already waits to
+    be writable, and writes it in order. A :class:`PeerStream` holds it by reference (:meth:`PeerStream.hold`).
+    """
     buf = stream._write_buffer
     if buf is None:
         return -1
-    if direct and not buf._size and stream.socket is not None:
+    if direct and buf._size:
+        if type(stream) is PeerStream:
+            return stream.hold(frame)
+        buf.append(frame)
+        stream._total_write_index += len(frame)
+        return buf._size
+    if direct and stream.socket is not None:
         try:
             sent = stream.socket.send(frame)
         except (BlockingIOError, InterruptedError):
@@ -125,7 +144,9 @@ def write_frame(stream: tornado.iostream.IOStream, frame: bytes | memoryview, di
 def buffered(stream: tornado.iostream.IOStream | None) -> int:
     """Bytes accepted by ``stream`` but not yet handed to the kernel (0 once closed)."""
     buf = stream._write_buffer if stream is not None else None
-    return buf._size if buf is not None else 0
+    if buf is None:
+        return 0
+    return buf._size + stream.held_bytes if type(stream) is PeerStream else buf._size
 
 
 def websocket_stream(handler: tornado.websocket.WebSocketHandler) -> tornado.iostream.IOStream:
@@ -161,7 +182,10 @@ def error_reason(status_code: int, kwargs: dict[str, Any]) -> str:
     return reason if _PHRASE.fullmatch(reason) and "<" not in reason else "Unknown"
 
 
-ACCEPT_BATCH = 128  # connections taken per wake-up at most, as Tornado's own accept loop (its backlog)
+#: Connections taken per wake-up at most. Their handshakes come in the next loop pass: 16 keep that pass short
+#: (quotes keep flowing during a connect storm: 128, Tornado's own batch, let a canary wait 0.9 s behind 1,000
+#: subscribers of 500 symbols each), and an idle loop passes often enough to accept thousands a second.
+ACCEPT_BATCH = 16
 #: The answer to a socket over ``--max-sockets-per-ip``, sent without reading anything, then closed.
 IP_SOCKETS_ANSWER = (
     b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: 85\r\n"
@@ -169,21 +193,81 @@ IP_SOCKETS_ANSWER = (
     b'{"error":{"code":"ip_limit","message":"too many open connections from this address"}}'
 )
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+#: Held frames of this size or less are copied (Python's own allocator serves objects up to 512 bytes).
+SMALL_FRAME = 512
 
 
 class PeerStream(tornado.iostream.IOStream):
-    """A connection's ``IOStream`` that gives its slot in a :class:`PeerSockets` table back when it closes."""
+    """A connection's ``IOStream`` that gives its slot in a :class:`PeerSockets` table back when it closes,
+    and holds the frames written behind a backlog by reference (:meth:`hold`).
+
+    Tornado's buffer would wrap each such frame in a memoryview, a managed buffer and a tuple (about 350
+    bytes of small objects per frame), or copy it. A never-reading client's thousand frames would then
+    fill Python's object arenas, which go back to the system only once wholly empty: long-lived objects
+    made meanwhile keep most of them after the client is gone. Held frames cost a list slot each and stay
+    the bytes the fan-out shares between connections. A frame of :data:`SMALL_FRAME` bytes or less (a
+    reply, a quote or two), itself one of those small objects, is copied instead onto the end of a held
+    ``bytearray``, whose buffer grows in the C heap that a trim gives back. Invariant: frames are held
+    only while Tornado's buffer is not empty; when it empties (:meth:`_handle_write`) or Tornado writes
+    something itself (:meth:`write`: a pong, a close), the held frames go into it first, joined, so the
+    order is kept.
+    """
 
     def __init__(self, sock: socket.socket, peers: PeerSockets[Any], key: str, **kwargs: Any) -> None:
         self.peer_table = peers
         self.peer_key = key
+        self.held: list[bytes | bytearray | memoryview] = []
+        self.held_bytes = 0
         super().__init__(sock, **kwargs)
+
+    def hold(self, frame: bytes | memoryview) -> int:
+        """Queue ``frame`` behind Tornado's buffer (not empty); return the bytes now unsent."""
+        held = self.held
+        n = len(frame)
+        if n > SMALL_FRAME:
+            held.append(frame)
+        elif held and type(held[-1]) is bytearray:
+            held[-1] += frame
+        else:
+            held.append(bytearray(frame))
+        self.held_bytes += n
+        return self._write_buffer._size + self.held_bytes
+
+    def discard_held(self) -> None:
+        """Forget the held frames (the connection closes: they will never be sent)."""
+        self.held = []
+        self.held_bytes = 0
+
+    def _release_held(self) -> None:
+        held = self.held
+        data = held[0] if len(held) == 1 else b"".join(held)
+        self.discard_held()
+        self._write_buffer.append(data)
+        self._total_write_index += len(data)
+
+    def write(self, data: bytes | memoryview) -> asyncio.Future[None]:
+        if self.held and self._write_buffer is not None:  # Tornado's own write goes after what was held
+            self._release_held()
+        return super().write(data)
+
+    def _handle_write(self) -> None:
+        super()._handle_write()
+        while self.held and self._write_buffer is not None and not self._write_buffer._size:
+            self._release_held()  # written all it had: the held frames are next
+            super()._handle_write()
 
     def close_fd(self) -> None:
         try:
             super().close_fd()
         finally:
             self.peer_table.closed(self, self.peer_key)
+
+    def close(self, exc_info: Any = False) -> None:
+        super().close(exc_info)
+        self.discard_held()
+        err = self.error  # e.g. the reset of a peer that left with bytes unread
+        if err is not None:  # its traceback's frames hold this stream: a cycle only a full collection frees
+            err.__traceback__ = None
 
 
 _PLAIN = (tornado.iostream.IOStream, PeerStream)  # the stream types written directly
@@ -459,6 +543,13 @@ class MeteredProtocol(tornado.websocket.WebSocketProtocol13):
     def _handle_message(self, opcode: int, data: bytes) -> Any:
         self._ended = True
         return super()._handle_message(opcode, data)
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        stream = getattr(self, "stream", None)
+        # Close follows what Tornado holds; the frames that waited behind it are dropped
+        if isinstance(stream, PeerStream):
+            stream.discard_held()
+        super().close(code, reason)
 
 
 def metered_protocol(
