@@ -16,7 +16,10 @@ joins the live bars without a jump:
 - **1s**: none (only the live market has seconds).
 
 Everything is drawn from random streams seeded by ``(key, symbol's anchor day)``: the same seed, symbol
-and anchor give the same bars. Cost: about 2 µs per 1m bar (see tests/unit/test_simhistory.py).
+and anchor give the same bars, whatever is asked first. Each part is made when first asked: the day bars
+of a recent range (what a node asks of a newly demanded symbol) cost the two minute sessions' draws
+without their bar objects (about 1 µs a minute) and the older days walked back only as far as the range
+goes; the minute bars about 2 µs each.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -41,6 +44,7 @@ GAP_SD = 0.005
 MINUTE_SESSIONS = 2
 
 _NEXT_DAY_MS = 36 * 3_600_000  # from a day's start: past the longest day, short of the next one's end
+_TWOPI = 2.0 * math.pi  # as random.gauss has it
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,22 +127,54 @@ def minute_sigma(rate: float, volatility: float) -> float:
     return volatility * math.sqrt(max(1.0, 60.0 * rate))
 
 
-class SimulatedHistory:
-    """A symbol's generated bars, ending at ``anchor`` (see the module docstring): the minute bars at once,
-    the day bars on the first ask for them."""
+@dataclass(frozen=True, slots=True)
+class _MinuteSession:
+    """What makes one session's minute bars: ``n`` minutes from ``open_ms``, from ``open_`` to ``close`` (in
+    ticks), ``volume`` shares in all."""
 
-    __slots__ = ("_close", "_days", "_later", "_prev", "_volume", "_walk", "anchor", "minutes")
+    day_ms: int
+    open_ms: int
+    n: int
+    open_: int
+    close: int
+    volume: float
+
+
+class SimulatedHistory:
+    """A symbol's generated bars, ending at ``anchor`` (see the module docstring), each part made at the
+    first ask for it: the minute bars (``1m``, ``5m``, ``1h``); the day bars of the minute sessions (their
+    summary, without the minute bars); the older day bars, walked back only as far as asked (on from where
+    the last ask stopped: the same bars whatever order and ranges are asked)."""
+
+    __slots__ = (
+        "_close",
+        "_end_ms",
+        "_key",
+        "_later",
+        "_minutes",
+        "_older",
+        "_plans",
+        "_recent",
+        "_scale",
+        "_sigma",
+        "_volume",
+        "_walk",
+        "anchor",
+    )
 
     def __init__(self, key: str, anchor: HistoryAnchor, sessions: Sequence[SimSession], sigma: float) -> None:
         self.anchor = anchor
-        scale = round(1 / anchor.tick)
-        end_ms = anchor.ms - anchor.ms % MINUTE_MS  # the live bars start at the anchor's minute
+        self._key = key
+        self._sigma = sigma
+        scale = self._scale = round(1 / anchor.tick)
+        end_ms = self._end_ms = (
+            anchor.ms - anchor.ms % MINUTE_MS
+        )  # the live bars start at the anchor's minute
         walk = self._walk = _rng(key, "days", end_ms)
         close = round(anchor.price * scale)
         prev = anchor.prev_close
         volume = self._volume = max(anchor.volume, 100.0)
-        self.minutes: list[Bar] = []  # oldest first
-        days: list[Bar] = []  # newest first until read
+        plans: list[_MinuteSession] = []  # newest first
         for k, session in enumerate(sessions[:MINUTE_SESSIONS]):
             gap, ret, noise = walk.gauss(0.0, GAP_SD), walk.gauss(0.0, DAY_RETURN_SD), walk.gauss(0.0, 0.3)
             if k:  # the close before the previous session's is walked back from it
@@ -146,47 +182,83 @@ class SimulatedHistory:
             n = (min(session.close_ms, end_ms) - session.open_ms) // MINUTE_MS
             if n > 0:
                 total = volume if k == 0 else volume * math.exp(noise)
-                rng = _rng(key, "minutes", session.day_ms, end_ms)
                 open_ = max(1, round(prev * math.exp(gap) * scale))
-                bars = _minute_bars(rng, session.open_ms, n, open_, close, sigma, total, scale)
-                self.minutes[:0] = bars
-                days.append(_day_of(session.day_ms, bars))
+                plans.append(_MinuteSession(session.day_ms, session.open_ms, n, open_, close, total))
             close = max(1, round(prev * scale))
-        self._days = days
-        self._close = close / scale  # where the walk of the older days starts from
-        self._prev = prev
-        self._later: Sequence[SimSession] | None = sessions[MINUTE_SESSIONS:]
+        self._plans = plans
+        self._minutes: list[Bar] | None = None  # oldest first
+        self._recent: list[Bar] | None = None  # the minute sessions' day bars, newest first
+        self._older: list[Bar] = []  # the older day bars walked so far, newest first
+        self._close = close / scale  # where the walk of the older days goes on from
+        self._later: Sequence[SimSession] = sessions[MINUTE_SESSIONS:]
+
+    @property
+    def minutes(self) -> list[Bar]:
+        """The minute bars, oldest first."""
+        if self._minutes is None:
+            minutes: list[Bar] = []
+            days: list[Bar] = []
+            for plan in reversed(self._plans):
+                days.append(self._session(plan, minutes))
+            self._minutes = minutes
+            if self._recent is None:
+                self._recent = days[::-1]
+        return self._minutes
 
     @property
     def days(self) -> list[Bar]:
-        """The day bars, oldest first."""
-        if self._later is not None:
-            self._walk_days(self._later)
-            self._later = None
-            self._days.reverse()
-        return self._days
+        """The day bars, oldest first (all of them walked)."""
+        return self._days_from(-math.inf)
 
-    def _walk_days(self, sessions: Sequence[SimSession]) -> None:
-        """The days before the minute sessions, walked back from the last one's previous close."""
+    def _days_from(self, start_ms: float) -> list[Bar]:
+        """The day bars oldest first, from the first starting at ``start_ms`` or later (older ones may follow
+        walked before)."""
+        self._walk_back(start_ms)
+        if self._recent is None:
+            self._recent = [self._session(plan, None) for plan in self._plans]
+        return [*reversed(self._older), *reversed(self._recent)]
+
+    def _session(self, plan: _MinuteSession, out: list[Bar] | None) -> Bar:
+        """The day bar of a minute session (its minute bars appended to ``out`` when given)."""
+        rng = _rng(self._key, "minutes", plan.day_ms, self._end_ms)
+        scale = self._scale
+        hi, lo, volume = _minute_path(
+            rng, plan.open_ms, plan.n, plan.open_, plan.close, self._sigma, plan.volume, scale, out
+        )
+        return Bar(plan.day_ms, plan.open_ / scale, hi / scale, lo / scale, plan.close / scale, volume)
+
+    def _walk_back(self, start_ms: float) -> None:
+        """Walk the days before the minute sessions back from the last one's previous close, on from where the
+        last walk stopped, down to the first starting before ``start_ms``."""
+        later = self._later
+        first = len(self._older)
+        last = first
+        while last < len(later) and later[last].day_ms >= start_ms:
+            last += 1
+        if last == first:
+            return
         walk = self._walk
         tick = self.anchor.tick
         digits = max(0, round(-math.log10(tick)))
         close = self._close
         exp = math.exp
-        for session in sessions:
+        volume = self._volume
+        append = self._older.append
+        for k in range(first, last):
             gap, ret, noise = walk.gauss(0.0, GAP_SD), walk.gauss(0.0, DAY_RETURN_SD), walk.gauss(0.0, 0.3)
             prev = close * exp(-ret)
             o = _on_grid(prev * exp(gap), tick, digits)
             c = _on_grid(close, tick, digits)
             hi = _on_grid(max(o, c) * exp(walk.random() * INTRADAY_SD), tick, digits)
             lo = _on_grid(min(o, c) * exp(-walk.random() * INTRADAY_SD), tick, digits)
-            self._days.append(Bar(session.day_ms, o, hi, lo, c, int(round(self._volume * exp(noise), -2))))
+            append(Bar(later[k].day_ms, o, hi, lo, c, int(round(volume * exp(noise), -2))))
             close = prev
+        self._close = close
 
     def bars(self, interval: str, start_ms: int, end_ms: int) -> list[Bar] | None:
         """Fresh bars at ``interval`` starting in ``[start_ms, end_ms)``, oldest first; None for ``1s``."""
         if interval == DAY:
-            source = self.days
+            source = self._days_from(start_ms)
         elif interval == "1m":
             source = self.minutes
         elif interval in INTERVALS and INTERVALS[interval] > MINUTE_MS:
@@ -196,11 +268,20 @@ class SimulatedHistory:
         return [Bar(b.t, b.o, b.h, b.l, b.c, b.v) for b in source if start_ms <= b.t < end_ms]
 
 
+def hundreds(values: Iterable[float]) -> list[int]:
+    """``int(round(v, -2))`` of each of ``values`` (non-negative, below 2**53): to the nearest 100, ties to
+    even, in half the time (``v % 100`` and ``v - v % 100`` are exact)."""
+    return [
+        int(v - (r := v % 100.0)) + (100 if r > 50.0 or (r == 50.0 and (v - r) % 200.0) else 0)
+        for v in values
+    ]
+
+
 def _on_grid(price: float, tick: float, digits: int) -> float:
     return round(max(tick, round(price / tick) * tick), digits)
 
 
-def _minute_bars(
+def _minute_path(
     rng: random.Random,
     t0: int,
     n: int,
@@ -209,49 +290,49 @@ def _minute_bars(
     sigma: float,
     volume: float,
     scale: int,
-) -> list[Bar]:
-    """``n`` minute bars from ``t0``, from ``open_`` to ``close`` (in ticks, ``scale`` a unit), ``volume`` in all."""
+    out: list[Bar] | None,
+) -> tuple[int, int, int]:
+    """``n`` minute bars from ``t0``, from ``open_`` to ``close`` (in ticks, ``scale`` a unit), ``volume`` in
+    all, appended to ``out`` when given; their high and low (in ticks) and their volume.
+
+    The normal draws are :meth:`random.Random.gauss`'s (pairs of them from two uniforms), inlined: the same
+    numbers from the same seed (tests/unit/test_simhistory.py checks it), at a fraction of the cost."""
     phi = math.sqrt(max(0.0, 1.0 - (sigma / INTRADAY_SD) ** 2))  # mean reversion keeping the day's range
-    gauss = rng.gauss
     rand = rng.random
-    exp = math.exp
-    a = math.log(open_)
-    xs = [0.0] * (n + 1)
+    exp, log, sqrt, cos, sin = math.exp, math.log, math.sqrt, math.cos, math.sin
+    pairs = 2 * ((n + 1) // 2)  # uniforms of the normal draws; an odd n leaves one normal unused
+    u = [rand() for _ in range(pairs + 3 * n)]  # then a weight and two wicks a minute, in this order
+    xs = [0.0]
+    push = xs.append
     x = 0.0
-    for i in range(1, n + 1):
-        x = phi * x + sigma * gauss(0.0, 1.0)
-        xs[i] = x
-    slope = (math.log(close) - a - x) / n  # pins the path's end at the close
-    weights = [0.3 + rand() for _ in range(n)]
+    for j in range(0, pairs, 2):
+        angle = u[j] * _TWOPI
+        radius = sqrt(-2.0 * log(1.0 - u[j + 1]))
+        x = phi * x + sigma * (cos(angle) * radius)
+        push(x)
+        x = phi * x + sigma * (sin(angle) * radius)
+        push(x)
+    x = xs[n]
+    a = math.log(open_)
+    slope = (log(close) - a - x) / n  # pins the path's end at the close
+    weights = [0.3 + w for w in u[pairs : pairs + n]]
     per = volume / sum(weights)
     wick = sigma * 0.5
-    bars: list[Bar] = []
-    append = bars.append
-    o = open_
-    for i in range(1, n):
-        c = int(exp(a + xs[i] + slope * i) + 0.5) or 1
-        hi, lo = (o, c) if o > c else (c, o)
-        hi += int(hi * wick * rand())
-        lo = lo - int(lo * wick * rand()) or 1
-        append(Bar(t0, o / scale, hi / scale, lo / scale, c / scale, int(round(per * weights[i - 1], -2))))
-        t0 += MINUTE_MS
-        o = c
-    hi, lo = (o, close) if o > close else (close, o)
-    hi += int(hi * wick * rand())
-    lo = lo - int(lo * wick * rand()) or 1
-    append(Bar(t0, o / scale, hi / scale, lo / scale, close / scale, int(round(per * weights[-1], -2))))
-    return bars
-
-
-def _day_of(day_ms: int, minutes: list[Bar]) -> Bar:
-    return Bar(
-        day_ms,
-        minutes[0].o,
-        max(b.h for b in minutes),
-        min(b.l for b in minutes),
-        minutes[-1].c,
-        sum(b.v for b in minutes),
-    )
+    closes = [int(exp(a + xs[i] + slope * i) + 0.5) or 1 for i in range(1, n)]
+    closes.append(close)
+    opens = [open_, *closes[:-1]]
+    highs = [h + int(h * wick * r) for h, r in zip(map(max, opens, closes), u[pairs + n :: 2], strict=True)]
+    lows = [
+        lo - int(lo * wick * r) or 1
+        for lo, r in zip(map(min, opens, closes), u[pairs + n + 1 :: 2], strict=True)
+    ]
+    volumes = hundreds(map(per.__mul__, weights))
+    if out is not None:
+        out += [
+            Bar(t0 + k * MINUTE_MS, o / scale, h / scale, lo / scale, c / scale, v)
+            for k, (o, h, lo, c, v) in enumerate(zip(opens, highs, lows, closes, volumes, strict=True))
+        ]
+    return max(highs), min(lows), sum(volumes)
 
 
 def aggregate(minutes: list[Bar], ms: int, start_ms: int, end_ms: int) -> list[Bar]:

@@ -7,6 +7,8 @@ universe (``--symbols``). The universe always ticks (so snapshots are ready at o
 symbol of the directory a client demands joins the market and leaves when demand ends; a symbol
 outside the directory is never invented, unless :attr:`SimulatedFeed.invent` is set (the server's
 ``--unknown-symbols allow``): then any demanded symbol gets a generated market (never in the directory).
+Symbols join at most :data:`JOIN_PER_PASS` at a time: a demand of thousands at once gets its markets made
+and its first quotes over a few scheduler passes, not in one that would stall the server's loop.
 
 Every quote carries the symbol's previous close (``pc``; change and change percent are relative to
 it): at first its reference price (the listing's, or one generated from the seed), from which the
@@ -35,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
+from itertools import islice
 
 from feeds.base import Feed, FeedContext
 from feeds.errors import FeedConfigError
@@ -62,6 +65,7 @@ VOLATILITY = 0.0006  # per-tick relative standard deviation of the price
 TICK_VOLUME = 1_000  # shares a tick on average
 DORMANT_MAX = 1_000  # markets of symbols nobody demands any more, kept to come back as they left
 HISTORY_CACHE = 8  # symbols' generated histories kept (a backfill asks each interval in turn)
+JOIN_PER_PASS = 100  # markets made, and first quotes emitted, per scheduler pass (a burst is spread)
 
 
 class _SymbolSim:
@@ -152,6 +156,7 @@ class SimulatedFeed(Feed):
         self._closed = SymbolStatus(CLOSED)
         self._ticking = True
         self._unquoted: dict[str, None] = {}  # owed a quote at once (at the last close while closed)
+        self._unmade: dict[str, None] = {}  # demanded, their markets not made yet (JOIN_PER_PASS a pass)
         self._day_end_ms = -math.inf  # when the day of session "always" ends (epoch ms of the quotes)
 
     def _make(self, symbol: str) -> _SymbolSim:
@@ -173,6 +178,10 @@ class SimulatedFeed(Feed):
         now), deterministic from ``--seed`` (:mod:`feeds.simhistory`); None for ``1s`` and for a symbol
         this market does not make."""
         sim = self._sims.get(symbol) or self._dormant.get(symbol)
+        if sim is None and symbol in self._unmade:  # demanded, its market not made yet: made now
+            del self._unmade[symbol]
+            sim = self._sims[symbol] = self._make(symbol)
+            self._unquoted[symbol] = None
         if sim is None:
             if not (self.invent or symbol in self._directory):
                 return None
@@ -208,19 +217,36 @@ class SimulatedFeed(Feed):
 
     def set_demand(self, symbols: frozenset[str]) -> None:
         super().set_demand(symbols)
+        for sym in [s for s in self._unmade if s not in symbols]:
+            del self._unmade[sym]
         for sym in symbols:
             if sym not in self._sims and (self.invent or sym in self._directory):
                 # A symbol demanded again gets its market back as it left it (the same history, the same
                 # price): its past does not change because nobody watched it for a while.
                 dormant = self._dormant.pop(sym, None)
-                self._sims[sym] = dormant if dormant is not None else self._make(sym)
-                self._unquoted[sym] = None
+                if dormant is not None:
+                    self._sims[sym] = dormant
+                    self._unquoted[sym] = None
+                else:
+                    self._unmade[sym] = None
+        self._make_some()
         keep = set(self._universe) | symbols
         for sym in [s for s in self._sims if s not in keep]:
             self._dormant[sym] = self._sims.pop(sym)
             self._unquoted.pop(sym, None)
         while len(self._dormant) > DORMANT_MAX:  # the least recently left go for good
             del self._dormant[next(iter(self._dormant))]
+
+    def _make_some(self) -> None:
+        """Make the markets of the next :data:`JOIN_PER_PASS` demanded symbols that have none yet (a read of
+        one's history meanwhile made it already: it is the one taken)."""
+        unmade = self._unmade
+        for _ in range(min(JOIN_PER_PASS, len(unmade))):
+            sym = next(iter(unmade))
+            del unmade[sym]
+            dormant = self._dormant.pop(sym, None)
+            self._sims[sym] = dormant if dormant is not None else self._make(sym)
+            self._unquoted[sym] = None
 
     def _market_open(self) -> bool:
         """Whether the session is open now; works the session out again when it may have changed."""
@@ -241,7 +267,8 @@ class SimulatedFeed(Feed):
         self._mark_up()
         self._ticking = self.steady = self._market_open()
         self._unquoted = dict.fromkeys(self._sims)
-        self.tick(0.0, int(self._clock() * 1000))  # an opening (or closing) quote each: snapshots are ready
+        while self._unquoted:  # an opening (or closing) quote each: snapshots are ready
+            self.tick(0.0, int(self._clock() * 1000))
         self._run_in_background(self._run())
 
     async def stop(self) -> None:
@@ -250,8 +277,9 @@ class SimulatedFeed(Feed):
     def tick(self, elapsed: float, ts_ms: int) -> int:
         """Advance the market by ``elapsed`` seconds, emitting the quotes that fall due; returns their count.
 
-        In session, each symbol that has not had a quote yet gets one at once, then ``rate`` per second;
-        out of session, only symbols without a quote get one, stamped at the last close."""
+        In session, each symbol that has not had a quote yet gets one at once (the first
+        :data:`JOIN_PER_PASS` of them this pass, the next ones the next), then ``rate`` per second; out of
+        session, only symbols without a quote get one, stamped at the last close."""
         assert self._ctx is not None
         emit = self._ctx.emit
         if ts_ms >= self._day_end_ms and self.session == "always":
@@ -263,17 +291,20 @@ class SimulatedFeed(Feed):
                 for sim in self._sims.values():
                     sim.prev_close = sim.price
                 self._unquoted = dict.fromkeys(self._sims)
+        if self._unmade:
+            self._make_some()
         n = 0
-        if self._unquoted:
+        unquoted = self._unquoted
+        if unquoted:
             at_ms = (
                 ts_ms
                 if is_open
                 else int(last_close(datetime.fromtimestamp(self._clock(), UTC)).timestamp() * 1000)
             )
-            for sym in self._unquoted:
+            for sym in list(islice(unquoted, JOIN_PER_PASS)):
+                del unquoted[sym]
                 emit(self._sims[sym].step(at_ms))
                 n += 1
-            self._unquoted.clear()
         if is_open:
             due = self.rate * elapsed
             for sim in list(self._sims.values()):

@@ -284,3 +284,37 @@ async def test_the_sweep_runs_by_itself_while_bars_wait_to_go(monkeypatch: pytes
     hl.demand_changed([], ["AAPL"])
     await eventually(lambda: "AAPL" not in book, within=2.0, what="the sweep")
     await hl.stop()
+
+
+async def test_day_loading_pauses_as_long_as_each_symbol_took_and_a_bar_read_does_not() -> None:
+    clock = Clock()
+    events: list[tuple[str, object]] = []
+    costs = {"S0": 0.004, "S1": 0.25, "S2": 4 * history.DAY_PAUSE_MAX}  # seconds of the loop each load takes
+
+    async def source(symbol: str, interval: str, start: int, end: int) -> list[Bar] | None:
+        events.append(("load", symbol))
+        clock.now += costs[symbol]  # as a source that answers at once after working that long
+        return days(3) if interval == "1d" else None
+
+    async def sleep(seconds: float) -> None:
+        events.append(("pause", seconds))
+        clock.now += seconds
+        await asyncio.sleep(0)
+
+    book = BarBook()
+    hl = HistoryLoader(
+        book, (source,), set(costs).__contains__, clock=clock, wall=lambda: NOW / 1000, sleep=sleep
+    )
+    hl.demand_changed(sorted(costs), [])
+    await eventually(lambda: len(events) == 6, within=2.0, what="three day loads and their pauses")
+    assert [e[0] for e in events] == ["load", "pause"] * 3  # each load followed by its pause
+    pauses = [e[1] for e in events[1::2]]
+    assert pauses == [
+        pytest.approx(history.DAY_DUTY * costs["S0"]),
+        pytest.approx(history.DAY_DUTY * costs["S1"]),
+        history.DAY_PAUSE_MAX,  # a long load (mostly a provider's wait) pauses at most this
+    ]
+    assert len(book.last("S2", "1d", 5)) == history.DAY_BARS
+    await hl.wait("S0")  # a bar read: the whole history, not paced
+    assert [e[0] for e in events[6:]] == ["load"] * 5
+    await hl.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 from datetime import datetime, timedelta
 from itertools import pairwise
 
@@ -9,13 +11,14 @@ import pytest
 
 from feeds.base import FeedContext
 from feeds.sessions import new_york
-from feeds.simhistory import aggregate
-from feeds.simulated import SimulatedFeed
+from feeds.simhistory import INTRADAY_SD, SimulatedHistory, _minute_path, aggregate, hundreds, minute_sigma
+from feeds.simulated import VOLATILITY, SimulatedFeed
 from ticker.bars import Bar, zone_day_start
 from ticker.quote import Quote
 
 END = 2**62
 MIN = 60_000
+DAY_MS = 86_400_000
 
 
 def wall(y: int, mo: int, d: int, h: int, mi: int, s: int = 0) -> float:
@@ -185,3 +188,111 @@ async def test_a_symbol_demanded_again_gets_its_market_and_history_back():
     feed.set_demand(frozenset())
     feed.set_demand(frozenset({"MSFT"}))  # left and came back
     assert feed._sims["MSFT"].price == price and await feed.load_history("MSFT", "1m", 0, END) == shown
+
+
+def fresh_history(feed: SimulatedFeed, symbol: str) -> SimulatedHistory:
+    """A new history of ``symbol`` (not the feed's cached one), nothing asked of it yet."""
+    anchor = feed._sims[symbol].anchor
+    sigma = minute_sigma(feed.rate, VOLATILITY)
+    return SimulatedHistory(f"{feed._salt}:{symbol}", anchor, feed._sessions(anchor.ms), sigma)
+
+
+@pytest.mark.parametrize("session", ["always", "us-equities"])
+def test_recent_day_bars_walk_only_recent_days_and_any_order_of_asks_gives_the_same_year(session: str):
+    feed = feed_at(SATURDAY, session)
+    now_ms = int(SATURDAY * 1000)
+    piecewise = fresh_history(feed, "AAPL")
+    recent = piecewise.bars("1d", now_ms - 10 * DAY_MS, END)  # what a newly demanded symbol's node asks
+    assert recent is not None and 2 <= len(recent) <= 11
+    assert len(piecewise._older) <= 10  # not the whole year
+    middle = piecewise.bars("1d", now_ms - 100 * DAY_MS, now_ms - 50 * DAY_MS)
+    whole = piecewise.bars("1d", 0, END)
+    at_once = fresh_history(feed, "AAPL").bars("1d", 0, END)
+    assert whole is not None and at_once is not None and len(at_once) == 366
+    assert whole == at_once
+    assert recent == at_once[-len(recent) :]
+    assert middle == [b for b in at_once if now_ms - 100 * DAY_MS <= b.t < now_ms - 50 * DAY_MS] != []
+
+
+@pytest.mark.parametrize("at", [TUESDAY_NOON, SATURDAY])
+@pytest.mark.parametrize("session", ["always", "us-equities"])
+def test_day_bars_alone_equal_those_of_a_history_whose_minutes_were_made(session: str, at: float):
+    feed = feed_at(at, session)
+    only_days, full = fresh_history(feed, "AAPL"), fresh_history(feed, "AAPL")
+    minutes = full.bars("1m", 0, END)  # the minute bars first: the day bars come with them
+    days = only_days.bars("1d", 0, END)
+    assert days is not None and minutes is not None
+    assert only_days._minutes is None  # no minute bar made for them
+    assert days == full.bars("1d", 0, END)
+    for day in days[-2:]:  # the minute sessions' day bars summarise their minute bars
+        of_day = [b for b in minutes if day.t <= b.t < day.t + DAY_MS]
+        assert (day.o, day.c) == (of_day[0].o, of_day[-1].c)
+        assert (day.h, day.l, day.v) == (
+            max(b.h for b in of_day),
+            min(b.l for b in of_day),
+            sum(b.v for b in of_day),
+        )
+    assert only_days.bars("1m", 0, END) == minutes  # and minute bars asked afterwards are the same
+
+
+def reference_minute_bars(
+    rng: random.Random, t0: int, n: int, open_: int, close: int, sigma: float, volume: float, scale: int
+) -> list[Bar]:
+    """The minute bars as first written (rng.gauss, one bar at a time): what the fast path must reproduce."""
+    phi = math.sqrt(max(0.0, 1.0 - (sigma / INTRADAY_SD) ** 2))
+    a = math.log(open_)
+    xs = [0.0] * (n + 1)
+    x = 0.0
+    for i in range(1, n + 1):
+        x = phi * x + sigma * rng.gauss(0.0, 1.0)
+        xs[i] = x
+    slope = (math.log(close) - a - x) / n
+    weights = [0.3 + rng.random() for _ in range(n)]
+    per = volume / sum(weights)
+    wick = sigma * 0.5
+    bars: list[Bar] = []
+    o = open_
+    for i in range(1, n + 1):
+        c = (int(math.exp(a + xs[i] + slope * i) + 0.5) or 1) if i < n else close
+        hi, lo = (o, c) if o > c else (c, o)
+        hi += int(hi * wick * rng.random())
+        lo = lo - int(lo * wick * rng.random()) or 1
+        bars.append(
+            Bar(t0, o / scale, hi / scale, lo / scale, c / scale, int(round(per * weights[i - 1], -2)))
+        )
+        t0 += MIN
+        o = c
+    return bars
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 389, 390, 1440])
+def test_the_fast_minute_path_draws_and_rounds_as_the_reference_does(n: int):
+    for seed in range(20):
+        pick = random.Random(seed)
+        sigma = pick.choice([minute_sigma(2, VOLATILITY), minute_sigma(0.05, VOLATILITY), 0.009, 0.02])
+        open_, close, scale = pick.randrange(1, 90_000), pick.randrange(1, 90_000), pick.choice([100, 10_000])
+        volume = pick.uniform(100, 5e7)
+        want = reference_minute_bars(random.Random(seed), 60 * MIN, n, open_, close, sigma, volume, scale)
+        got: list[Bar] = []
+        hi, lo, v = _minute_path(random.Random(seed), 60 * MIN, n, open_, close, sigma, volume, scale, got)
+        assert got == want
+        assert (hi / scale, lo / scale, v) == (
+            max(b.h for b in want),
+            min(b.l for b in want),
+            sum(b.v for b in want),
+        )
+        assert _minute_path(random.Random(seed), 0, n, open_, close, sigma, volume, scale, None) == (
+            hi,
+            lo,
+            v,
+        )
+
+
+def test_hundreds_rounds_as_round_does_ties_to_even():
+    pick = random.Random(3)
+    values = [50.0, 150.0, 250.0, 49.99999999999999, 50.00000000000001, 0.0, 99.5, 1e15 + 50, 1e15 + 150]
+    values += [pick.uniform(0, 1e7) for _ in range(10_000)] + [
+        pick.randrange(0, 10**6) * 50.0 for _ in range(1000)
+    ]
+    assert hundreds(values) == [int(round(v, -2)) for v in values]
+    assert hundreds([50.0, 150.0, 250.0]) == [0, 200, 200]

@@ -13,7 +13,7 @@ from feeds.errors import FeedConfigError
 from feeds.listings import parse_listings, us_listings
 from feeds.options import FeedOptions
 from feeds.sessions import new_york
-from feeds.simulated import SimulatedFeed, create, running_from
+from feeds.simulated import JOIN_PER_PASS, SimulatedFeed, create, running_from
 from tests.support.clock import ManualClock
 from tests.support.fakes.sink import FeedSink
 from ticker.directory import ASSET_TYPES, SymbolInfo
@@ -275,3 +275,21 @@ def test_change_and_change_percent_are_relative_to_the_previous_close():
         assert entry["cp"] == pytest.approx((x.price - x.prev_close) / x.prev_close * 100, abs=1e-4)
     again = run(SimulatedFeed(["AAPL"], rate=20, seed=9), 1.0)  # the same seed, the same closes and prices
     assert [(x.price, x.prev_close) for x in again] == [(x.price, x.prev_close) for x in quotes]
+
+
+async def test_a_burst_of_demand_joins_a_pass_at_a_time_with_the_markets_it_would_get_at_once():
+    symbols = frozenset(f"Z{i:04d}" for i in range(5 * JOIN_PER_PASS + 7))
+    feed = SimulatedFeed(["AAPL"], rate=2, seed=1, clock=lambda: TUESDAY_MORNING, invent=True)
+    out: list[Quote] = []
+    feed._ctx = FeedContext(emit=out.append)
+    feed.set_demand(symbols)
+    assert len(feed._sims) == 1 + JOIN_PER_PASS  # the universe, and the first markets made at once
+    late = next(iter(feed._unmade))
+    history = await feed.load_history(late, "1m", 0, 2**62)  # read before its turn: made now, and kept
+    assert history is not None and feed._sims[late].price == history[-1].c
+    ms = int(TUESDAY_MORNING * 1000)
+    counts = [feed.tick(0.0, ms) for _ in range(7)]
+    assert counts == [JOIN_PER_PASS] * 5 + [7, 0]  # a pass's worth of first quotes at a time
+    assert sorted(q.symbol for q in out) == sorted(symbols)  # each its first quote, once
+    at_once = SimulatedFeed(["AAPL"], rate=2, seed=1, clock=lambda: TUESDAY_MORNING, invent=True)
+    assert all(q.price == at_once._make(q.symbol).step(ms).price for q in out)

@@ -7,7 +7,11 @@ history endpoints):
   (asked for :data:`DAY_LOOKBACK` days back, past a long weekend), the session so far and the previous
   close for the day statistics and the day range; no more is kept until someone reads its bars. One
   symbol at a time, in the background: a watchlist of hundreds costs one request each, paced, never a
-  burst.
+  burst. The pace is a duty cycle: after each symbol's day bars the loading pauses :data:`DAY_DUTY` times
+  as long as they took (at most :data:`DAY_PAUSE_MAX` s), so that it never takes more than half the loop,
+  however many symbols arrive at once (a source that answers at once, such as the simulated market
+  generating each symbol's history, costs CPU for every one; a provider's request mostly waits). A bar
+  read's load is not paced.
 - **The whole history** at the first bar read (``subscribe_bars``, ``/sse?bars=``, ``/api/bars``), per
   symbol once (concurrent callers share one task), at most :data:`CONCURRENCY` symbols at a time: ``1m``
   and ``5m`` bars from the start of the session four days back (the current and the previous session,
@@ -58,6 +62,8 @@ RETRY_CAP = 300.0
 LOG_EVERY = 60.0  # seconds between two log lines about failed loads
 DAY_BARS = 2  # day bars a newly demanded symbol gets: the session so far and the one before (its close)
 DAY_LOOKBACK = 10  # days back they are asked from (a weekend, a holiday, a provider's missing day)
+DAY_DUTY = 1.0  # after each symbol's day bars, a pause this many times as long as they took
+DAY_PAUSE_MAX = 1.0  # seconds such a pause lasts at most (a slow provider's answer is mostly waiting)
 LINGER = 30.0  # seconds the bars of a symbol nobody receives any more are kept (a reload, a reconnect)
 SWEEP_EVERY = 5.0  # seconds between two looks for bars to drop
 UNREAD_SECONDS = 60  # 1s bars a symbol keeps until someone reads its bars (then 15 minutes' worth)
@@ -81,14 +87,17 @@ class HistoryLoader:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         on_loaded: Callable[[str, int], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        """``on_loaded(symbol, now_ms)`` is called after each successful load (the node seeds its day statistics)."""
+        """``on_loaded(symbol, now_ms)`` is called after each successful load (the node seeds its day statistics);
+        ``sleep`` makes the pauses of the day loading (:data:`DAY_DUTY`), measured with ``clock``."""
         self.bars = bars
         self.on_loaded = on_loaded
         self.sources = tuple(sources)
         self.demanded = demanded
         self._clock = clock
         self._wall = wall
+        self._sleep = sleep
         self._slots = asyncio.Semaphore(concurrency)
         self._cold = TokenBucket(COLD_RATE, COLD_BURST, clock())
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -202,30 +211,38 @@ class HistoryLoader:
 
     async def _load_days(self) -> None:
         """Load the day bars of the demanded symbols one at a time (a watchlist of hundreds costs one request
-        each, in the background, and never more than one at once), failures left to a later bar read."""
+        each, in the background, and never more than one at once), each followed by a pause as long as it
+        took (:data:`DAY_DUTY`), failures left to a later bar read."""
         try:
             while self._days_due and not self._closed:
                 symbol = next(iter(self._days_due))
                 del self._days_due[symbol]
                 if symbol in self._tasks or not self.demanded(symbol):
                     continue
-                self._day_symbol = symbol
-                try:
-                    async with self._slots:
-                        await self._fill(symbol, ("1d",), DAY_BARS)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self._log_failure(symbol, exc, None)
-                    continue
-                finally:
-                    self._day_symbol = None
-                self._days_done[symbol] = self.bars.generation(symbol)
-                if self.on_loaded is not None:
-                    self.on_loaded(symbol, int(self._wall() * 1000))
-                self._prune()
+                began = self._clock()
+                await self._load_day(symbol)  # no yield of its own: a source that answers at once is all CPU
+                took = max(0.0, self._clock() - began)
+                await self._sleep(min(DAY_PAUSE_MAX, DAY_DUTY * took))
         finally:
             self._day_worker = None
+
+    async def _load_day(self, symbol: str) -> None:
+        """Load ``symbol``'s day bars (a failure logged)."""
+        self._day_symbol = symbol
+        try:
+            async with self._slots:
+                await self._fill(symbol, ("1d",), DAY_BARS)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._log_failure(symbol, exc, None)
+            return
+        finally:
+            self._day_symbol = None
+        self._days_done[symbol] = self.bars.generation(symbol)
+        if self.on_loaded is not None:
+            self.on_loaded(symbol, int(self._wall() * 1000))
+        self._prune()
 
     async def stop(self) -> None:
         """Stop loading (tasks cancelled and awaited)."""
@@ -284,9 +301,8 @@ class HistoryLoader:
             start = history_start(interval, now_ms, days)
             if newest is not None:
                 start = max(start, days(now_ms - DAY_LOOKBACK * _DAY_MS))
-            await asyncio.sleep(
-                0
-            )  # a source that answers at once (the simulated market) still lets the loop run
+            if newest is None:  # a source that answers at once (the simulated market) still lets the loop run
+                await asyncio.sleep(0)  # (the day loading yields by its pauses instead)
             got = await self._fetch(symbol, interval, start, end_ms)
             if interval == "1m":
                 minutes = got
