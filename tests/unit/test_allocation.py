@@ -3,10 +3,12 @@ symbols last, stability) and the node's allotter over real hubs (statuses, readi
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from tests.support.fakes.board import BoardNode
 from tests.support.fakes.feed import StubFeed
+from tests.support.timing import timeout
 from ticker.allocation import Allotment, allot, scarce
 from ticker.delay import delayed_key
 from ticker.hub import Hub
@@ -222,3 +224,55 @@ def test_views_of_a_symbol_count_once_as_that_symbol_upstream() -> None:
     assert served == {"A1", "A2", "A3", "B1"} and all("@" not in s for s in served)
     over = SymbolStatus(UNAVAILABLE, "the server carries its maximum of 4 symbols")
     assert allotter.unserved("A4") == over and allotter.unserved("A1") is None
+
+
+class SlowClock:
+    """Each reading is ``step`` seconds after the one before: every share-out seems to take ``step``."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_a_slow_share_out_is_worked_out_again_later_not_once_per_subscribe() -> None:
+    node = BoardNode([LimitedFeed("prov", None)])
+    pushes: list[int] = []
+    a, b = object(), object()
+
+    async def burst() -> None:
+        pushed = asyncio.Event()
+
+        def push() -> None:
+            pushes.append(1)
+            pushed.set()
+
+        clock = SlowClock(0.002)  # each share-out takes 2 ms: over SLOW_SHARE_OUT
+        allotter = Allotter(node, 2, push, duty=4.0, clock=clock)  # type: ignore[arg-type]
+        node.hub.add(a)
+        node.hub.subscribe(a, ["A1", "A2", "A3"])
+        assert allotter.current().served == {"A1", "A2"}  # the first one at once
+        node.hub.add(b)
+        node.hub.subscribe(b, ["B1"])
+        assert allotter.current().served == {"A1", "A2"}  # too soon after a slow one: the last one ...
+        assert allotter.unserved("B1") is None and len(pushes) == 1
+        pushed.clear()
+        async with asyncio.timeout(timeout(5)):
+            await pushed.wait()  # ... and worked out again on the loop, the change pushed
+        assert len(pushes) == 2
+        assert allotter.current().served == {"A1", "B1"}
+
+    asyncio.run(burst())
+
+
+def test_without_a_running_loop_a_slow_share_out_is_worked_out_at_once() -> None:
+    node = BoardNode([LimitedFeed("prov", None)])
+    allotter = Allotter(node, 2, lambda: None, duty=4.0, clock=SlowClock(0.002))  # type: ignore[arg-type]
+    a, b = object(), object()
+    for c, symbols in ((a, ["A1", "A2", "A3"]), (b, ["B1"])):
+        node.hub.add(c)
+        node.hub.subscribe(c, symbols)
+        allotter.current()
+    assert allotter.current().served == {"A1", "B1"}

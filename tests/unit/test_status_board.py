@@ -13,7 +13,7 @@ from tests.support.fakes.feed import StubFeed
 from ticker.directory import SymbolInfo
 from ticker.errors import ProtocolError
 from ticker.quote import Quote
-from ticker.server.status_board import StatusBoard
+from ticker.server.status_board import STEP, StatusBoard
 from ticker.status import SymbolStatus
 
 
@@ -110,3 +110,24 @@ def test_a_pending_symbol_that_turns_out_unknown_is_dropped_from_every_holder():
     board.tick()
     assert a.dropped == [(["NOPE"], "unknown_symbol")] and b.dropped == [(["NOPE"], "unknown_symbol")]
     assert bars_only.dropped == [(["NOPE"], "unknown_symbol")]
+
+
+def test_a_tick_over_a_large_demand_comes_in_steps_and_pushes_what_one_tick_would():
+    node, board, a, b = rig()
+    feed = node.feeds[0]
+    many = [f"S{i:05d}" for i in range(2 * STEP + 10)]
+    node.directory.replace("sim", [SymbolInfo(s, s) for s in many])
+    holders = [Conn(f"c{i}") for i in range(len(many) // 400 + 1)]  # 400 symbols each (a hub's limit: 500)
+    for i, c in enumerate(holders):
+        node.hub.add(c)
+        node.hub.subscribe(c, many[i * 400 : (i + 1) * 400])
+    node.hub.subscribe(b, many[:3])
+    board.tick()
+    feed._mark_down("cannot reach the upstream")
+    steps = board.ticking()
+    assert next(steps) is None and next(steps) is None  # a step per STEP symbols ...
+    assert all(c.sent == [] for c in holders) and b.sent == []  # ... and the pushes at the end
+    assert list(steps) == []
+    told = [e for c in holders for e in entries(c)]
+    assert sorted(told) == [(s, "down") for s in many] and a.sent == []
+    assert entries(b) == [(s, "down") for s in many[:3]]

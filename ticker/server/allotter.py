@@ -13,6 +13,9 @@ other, so they are the first to give their slots up.
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
 from collections.abc import Callable, Sequence
 
 from feeds.states import owner
@@ -22,6 +25,10 @@ from ticker.server.status_board import Watched
 from ticker.status import UNAVAILABLE, SymbolStatus
 
 SILENT_AFTER = 30.0  # seconds a served symbol may bring nothing while others flow before it is marked silent
+#: A share-out that took this long (seconds) or more is worked out again only :attr:`Allotter.duty` times its
+#: duration after it ended: a burst of subscribes over a large scarce demand (80 connections × 500 symbols:
+#: about 14 ms each) costs a share of the loop, not a share-out per subscribe in one pass.
+SLOW_SHARE_OUT = 0.001
 
 
 class Allotter:
@@ -34,12 +41,21 @@ class Allotter:
         budget: int,
         on_change: Callable[[], None],
         silent_after: float = SILENT_AFTER,
+        duty: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``on_change`` is called when the served set changes (the node tells feeds and broker)."""
+        """``on_change`` is called when the served set changes (the node tells feeds and broker). ``duty``: a
+        share-out of :data:`SLOW_SHARE_OUT` or more is not worked out again until ``duty`` times its duration
+        has passed; meanwhile :meth:`current` answers with the last one and works it out again then, on the
+        running loop (None: always at once)."""
         self.node = node
         self.budget = budget
         self.on_change = on_change
         self.silent_after = silent_after
+        self.duty = duty
+        self._clock = clock
+        self._next_at = -math.inf  # when a slow share-out may be worked out again
+        self._refresh: asyncio.TimerHandle | None = None
         self._demand_changes = 0
         self._stamp: tuple[object, ...] | None = None
         self._last = Allotment(frozenset())
@@ -69,6 +85,9 @@ class Allotter:
         )
         if stamp == self._stamp:
             return self._last
+        began = self._clock()
+        if began < self._next_at and self._later(self._next_at - began):
+            return self._last
         self._stamp = stamp
         self._pools = pools
         self._words = {f.name: getattr(f, "limit_words", "its limit") for f in node.feeds if f.name in pools}
@@ -83,9 +102,26 @@ class Allotter:
         if len(self._pool_cache) > 2 * len(demand) + 1000:
             self._pool_cache.clear()
         old, self._last = self._last, new
+        took = self._clock() - began
+        if self.duty is not None and took >= SLOW_SHARE_OUT:
+            self._next_at = began + took * (1 + self.duty)
         if new.served != old.served:
             self.on_change()
         return new
+
+    def _later(self, delay: float) -> bool:
+        """Work the share-out out again in ``delay`` seconds; False without a running loop (then: at once)."""
+        if self._refresh is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return False
+            self._refresh = loop.call_later(delay, self._refreshed)
+        return True
+
+    def _refreshed(self) -> None:
+        self._refresh = None
+        self.current()  # a change of the served set reaches feeds and broker (on_change), the board's next tick
 
     def _wants(self) -> list[Sequence[str]]:
         """Each connection's symbols (quotes in subscribe order, then its bar subscriptions), oldest first."""

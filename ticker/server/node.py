@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("ticker")
 
 SHUTDOWN_GRACE = 2.0  # seconds given to clients to answer the 1001 close
+#: A slow share-out of scarce symbols takes at most a fifth of the loop: it is worked out again no sooner than
+#: four times its duration after it ended (:class:`~ticker.server.allotter.Allotter`).
+SHARE_OUT_DUTY = 4.0
 
 
 def _as_is(quote: Quote) -> Quote:
@@ -143,7 +146,7 @@ class Node:
         #: What the node says of each symbol: unknown ones refused, states pushed (``--unknown-symbols``).
         #: Which demanded symbols are served: all, until ``--max-active-symbols`` or a feed's plan limit is
         #: reached; then a fair share per connection, the rest ``unavailable`` (:mod:`ticker.allocation`).
-        self.allotter = Allotter(self, config.max_active_symbols, self._schedule_push)
+        self.allotter = Allotter(self, config.max_active_symbols, self._schedule_push, duty=SHARE_OUT_DUTY)
         self.board = StatusBoard(
             self,
             config.stale_after,
@@ -364,7 +367,8 @@ class Node:
             self._check_sessions()
             try:
                 self.allotter.tick(time.monotonic())
-                self.board.tick()
+                for _ in self.board.ticking():  # a large demand: the loop runs between its steps
+                    await asyncio.sleep(0)
             except Exception:  # a feed's health or symbol_state that fails must not end readiness and pushes
                 now = time.monotonic()
                 if now - self._board_failed_at > 60.0:  # at most one traceback a minute
