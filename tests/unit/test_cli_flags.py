@@ -8,12 +8,14 @@ from dataclasses import dataclass
 import pytest
 
 from feeds.options import FeedOptions
+from tests.support.fakes.feed import StubFeed
 from ticker.cli.flags import Parser, add_flags, read_flags
 from ticker.cli.main import build_parser, parse
 from ticker.cli.record import RecordConfig
 from ticker.errors import OptionError
 from ticker.options import nested, option, port, positive
 from ticker.server.config import Config
+from ticker.server.node import Node
 
 
 def _even(text: str) -> int:
@@ -135,6 +137,21 @@ def test_serve_config_from_flags_and_env(monkeypatch: pytest.MonkeyPatch) -> Non
     assert config.port == 0 and config.max_symbols == 9 and config.feeds == ["simulated"]
     assert config.feed_options == FeedOptions(symbols=["AAPL", "MSFT"], sim_rate=7.0, replay_loop=True)
     assert config.process.log_level == "debug"
+
+
+def test_flush_duty_is_a_number_of_zero_or_more(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert Config().flush_duty == 1.0
+    monkeypatch.setenv("TICKER_FLUSH_DUTY", "3")
+    assert parse(["serve"]).flush_duty == 3.0  # type: ignore[union-attr]
+    assert parse(["serve", "--flush-duty", "0"]).flush_duty == 0.0  # type: ignore[union-attr]
+    for bad, why in (("-1", "must be 0 or more"), ("nan", "must be 0 or more"), ("x", "must be a number")):
+        with pytest.raises(SystemExit) as exc:
+            parse(["serve", "--flush-duty", bad])
+        assert exc.value.code == 2 and why in capsys.readouterr().err
+    node = Node(Config(host="127.0.0.1", port=0, flush_duty=2.5), feeds=[StubFeed("sim")])
+    assert node.fanout.duty == 2.5  # the fan-out's schedule takes it
 
 
 def test_serve_feed_defaults_follow_the_broker(capsys: pytest.CaptureFixture[str]) -> None:

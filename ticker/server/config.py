@@ -8,6 +8,7 @@ from feeds.options import FeedOptions
 from feeds.registry import feed_option
 from ticker.auth.options import AuthOptions
 from ticker.broker.options import broker_url, prefix_option
+from ticker.errors import OptionError
 from ticker.options import ProcessOptions, nested, option, optional_port, port, positive
 from ticker.server.hosts import HostPolicy, allowed_hosts, host_policy
 from ticker.server.peers import Network, trusted_networks
@@ -16,6 +17,16 @@ from ticker.server.peersockets import default_cap
 LIMITS = "limits"
 BROKER = "broker"
 NETWORK = "network"
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise OptionError(f"must be a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # NaN and infinity too
+        raise OptionError(f"must be 0 or more, got {text!r}")
+    return value
 
 
 def _origins(text: str) -> frozenset[str]:
@@ -42,6 +53,14 @@ class Config:
         "longest wait in ms for the next fan-out flush after one began; idle servers flush at once (20)",
         env="FLUSH_MS",
         parse=positive(float),
+    )
+    flush_duty: float = option(
+        1.0,
+        "after a flush that took T, the next begins no sooner than T times this after it ended (and at most "
+        "--flush-ms after it began): higher gathers more updates per frame for less CPU, 0 writes every "
+        "loop pass (1)",
+        env="FLUSH_DUTY",
+        parse=_non_negative,
     )
     allowed_origins: frozenset[str] = option(
         frozenset(),

@@ -96,6 +96,7 @@ class Node:
             self.hub,
             self.metrics,
             flush_interval=config.flush_ms / 1000.0,
+            duty=config.flush_duty,
             slow_bytes=config.slow_bytes,
             slow_timeout=config.slow_timeout,
             max_buffered=config.max_buffered_bytes,
