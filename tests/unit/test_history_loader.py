@@ -303,7 +303,13 @@ async def test_day_loading_pauses_as_long_as_each_symbol_took_and_a_bar_read_doe
 
     book = BarBook()
     hl = HistoryLoader(
-        book, (source,), set(costs).__contains__, clock=clock, wall=lambda: NOW / 1000, sleep=sleep
+        book,
+        (source,),
+        set(costs).__contains__,
+        clock=clock,
+        wall=lambda: NOW / 1000,
+        sleep=sleep,
+        cpu_clock=clock,
     )
     hl.demand_changed(sorted(costs), [])
     await eventually(lambda: len(events) == 6, within=2.0, what="three day loads and their pauses")

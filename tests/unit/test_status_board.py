@@ -131,3 +131,27 @@ def test_a_tick_over_a_large_demand_comes_in_steps_and_pushes_what_one_tick_woul
     told = [e for c in holders for e in entries(c)]
     assert sorted(told) == [(s, "down") for s in many] and a.sent == []
     assert entries(b) == [(s, "down") for s in many[:3]]
+
+
+def test_what_changed_between_the_steps_of_a_tick_is_respected():
+    node, board, a, _b = rig()
+    feed = node.feeds[0]
+    many = [f"S{i:05d}" for i in range(STEP + 10)]
+    node.directory.replace("sim", [SymbolInfo(s, s) for s in many])
+    holders = [Conn(f"c{i}") for i in range(len(many) // 400 + 1)]
+    for i, c in enumerate(holders):
+        node.hub.add(c)
+        node.hub.subscribe(c, many[i * 400 : (i + 1) * 400])
+    node.hub.subscribe(a, ["AAAA", many[-1]])  # AAAA: no feed knows it (yet); many[-1]: worked out last
+    board.tick()
+    assert a.dropped == [(["AAAA"], "unknown_symbol")]
+    node.hub.unsubscribe(a, ["AAAA"])  # as a connection does when told
+    node.hub.subscribe(a, ["AAAB"])
+    feed._mark_down("cannot reach the upstream")
+    steps = board.ticking()
+    next(steps)  # AAAB was found unknown; then, while the loop ran, ...
+    node.hub.publish(Quote("AAAB", 1.0, 1), 0.0)  # ... a first quote came: it exists after all
+    node.hub.unsubscribe(a, [many[-1]])  # ... and a left the symbol it had to be told about
+    assert list(steps) == []
+    assert a.dropped == [(["AAAA"], "unknown_symbol")] and a.sent == []
+    assert [e for c in holders for e in entries(c)][-1] == (many[-1], "down")

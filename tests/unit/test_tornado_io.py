@@ -24,14 +24,14 @@ import tornado.tcpserver
 import tornado.web
 import tornado.websocket
 
-from tests.support.timing import eventually
+from tests.support.timing import eventually, timeout
 from ticker.frames import ws_text_frame
 from ticker.server import tornado_io
 from ticker.server.descriptors import AcceptGuard
 from ticker.server.peersockets import PeerSockets
 
 T = TypeVar("T")
-WAIT = 10.0  # seconds before a read that never completes fails the test
+WAIT = timeout(10.0)  # seconds before a read that never completes fails the test
 
 
 def relied_on(ok: object, what: str) -> None:
@@ -410,7 +410,10 @@ BIG_FRAME = ws_text_frame(b"x" * (8 << 20))  # more than a socket pair's buffers
 
 
 class ClosingBehind(tornado.websocket.WebSocketHandler):
-    """Leaves a backlog, holds one more frame behind it, then closes as the server does a slow reader."""
+    """Leaves a backlog, holds one more frame behind it, then closes: as the server closes a slow reader
+    (``slow``: the held frames dropped first, as ``QuoteSocket.close_slow`` does), or any other way."""
+
+    slow = True
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
         return tornado_io.metered_protocol(self)
@@ -420,11 +423,25 @@ class ClosingBehind(tornado.websocket.WebSocketHandler):
         tornado_io.write_frame(stream, BIG_FRAME, True)
         tornado_io.write_frame(stream, ws_text_frame(b"held"), True)
         Seen.stream = stream
-        self.close(1013, "slow")
+        if self.slow:
+            tornado_io.drop_held(stream)
+        self.close(1013 if self.slow else 1001, "bye")
 
 
-async def test_a_websocket_close_follows_the_backlog_and_drops_the_frames_held_behind_it():
-    server = tornado.httpserver.HTTPServer(tornado.web.Application([("/ws", ClosingBehind)]))
+class ClosingAway(ClosingBehind):
+    slow = False
+
+
+async def test_a_slow_readers_close_follows_the_backlog_and_drops_the_frames_held_behind_it():
+    await _close_after_backlog(ClosingBehind, b"")
+
+
+async def test_any_other_close_sends_the_held_frames_first():
+    await _close_after_backlog(ClosingAway, ws_text_frame(b"held"))
+
+
+async def _close_after_backlog(handler: type[ClosingBehind], then: bytes) -> None:
+    server = tornado.httpserver.HTTPServer(tornado.web.Application([("/ws", handler)]))
     a, b = socket.socketpair()
     peers: PeerSockets[Any] = PeerSockets(10)
     server.handle_stream(tornado_io.PeerStream(a, peers, peers.admit("10.0.0.1") or ""), ("10.0.0.1", 0))
@@ -438,12 +455,10 @@ async def test_a_websocket_close_follows_the_backlog_and_drops_the_frames_held_b
         )
         assert (await within(client.read_until(b"\r\n\r\n"))).startswith(b"HTTP/1.1 101 ")
         assert await within(client.read_bytes(len(BIG_FRAME))) == BIG_FRAME
+        if then:
+            assert await within(client.read_bytes(len(then))) == then
         close = await within(client.read_bytes(2))
-        relied_on(
-            close[0] == 0x88 and not Seen.stream.held,
-            f"after the backlog came {close!r}, not the Close frame (MeteredProtocol.close is not called "
-            "by WebSocketHandler.close)",
-        )
+        assert close[0] == 0x88 and not Seen.stream.held, f"after the backlog came {close!r}, not the Close"
     finally:
         client.close()
         await server.close_all_connections()

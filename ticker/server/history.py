@@ -8,10 +8,11 @@ history endpoints):
   close for the day statistics and the day range; no more is kept until someone reads its bars. One
   symbol at a time, in the background: a watchlist of hundreds costs one request each, paced, never a
   burst. The pace is a duty cycle: after each symbol's day bars the loading pauses :data:`DAY_DUTY` times
-  as long as they took (at most :data:`DAY_PAUSE_MAX` s), so that it never takes more than half the loop,
-  however many symbols arrive at once (a source that answers at once, such as the simulated market
-  generating each symbol's history, costs CPU for every one; a provider's request mostly waits). A bar
-  read's load is not paced.
+  the CPU time the loop's thread spent meanwhile (at most :data:`DAY_PAUSE_MAX` s), so that it never takes
+  more than half the loop, however many symbols arrive at once (a source that answers at once, such as the
+  simulated market generating each symbol's history, costs CPU for every one; a provider's request mostly
+  waits, which does not count, while the loop's other work during it does: a busy server loads slower).
+  A bar read's load is not paced.
 - **The whole history** at the first bar read (``subscribe_bars``, ``/sse?bars=``, ``/api/bars``), per
   symbol once (concurrent callers share one task), at most :data:`CONCURRENCY` symbols at a time: ``1m``
   and ``5m`` bars from the start of the session four days back (the current and the previous session,
@@ -88,9 +89,11 @@ class HistoryLoader:
         wall: Callable[[], float] = time.time,
         on_loaded: Callable[[str, int], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         """``on_loaded(symbol, now_ms)`` is called after each successful load (the node seeds its day statistics);
-        ``sleep`` makes the pauses of the day loading (:data:`DAY_DUTY`), measured with ``clock``."""
+        ``sleep`` makes the pauses of the day loading (:data:`DAY_DUTY`), measured with ``cpu_clock``: the event
+        loop's thread's CPU time, so a provider's network wait does not count, the loop's other work meanwhile does."""
         self.bars = bars
         self.on_loaded = on_loaded
         self.sources = tuple(sources)
@@ -98,6 +101,7 @@ class HistoryLoader:
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
+        self._cpu = cpu_clock
         self._slots = asyncio.Semaphore(concurrency)
         self._cold = TokenBucket(COLD_RATE, COLD_BURST, clock())
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -219,9 +223,9 @@ class HistoryLoader:
                 del self._days_due[symbol]
                 if symbol in self._tasks or not self.demanded(symbol):
                     continue
-                began = self._clock()
+                began = self._cpu()
                 await self._load_day(symbol)  # no yield of its own: a source that answers at once is all CPU
-                took = max(0.0, self._clock() - began)
+                took = max(0.0, self._cpu() - began)
                 await self._sleep(min(DAY_PAUSE_MAX, DAY_DUTY * took))
         finally:
             self._day_worker = None

@@ -168,6 +168,12 @@ def ops_routes(
     ]
 
 
+#: Connections the kernel queues for accept() (capped by ``net.core.somaxconn``): a connect storm waits there
+#: while the listener takes 16 a loop pass (``tornado_io.ACCEPT_BATCH``), instead of clients' SYNs being
+#: dropped and retried 1, 3, 7 s later (Tornado's default is 128).
+LISTEN_BACKLOG = 1024
+
+
 class ListenError(OSError):
     """An address that cannot be listened on; the message names it and says why."""
 
@@ -175,7 +181,7 @@ class ListenError(OSError):
 def bind(host: str, port: int) -> list[socket.socket]:
     """Listening sockets on ``host``:``port`` (0 picks a free port); :class:`ListenError` when that fails."""
     try:
-        return tornado.netutil.bind_sockets(port, host)
+        return tornado.netutil.bind_sockets(port, host, backlog=LISTEN_BACKLOG)
     except OSError as exc:
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 

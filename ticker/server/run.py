@@ -19,7 +19,7 @@ from ticker.auth.options import KeyLoadError
 from ticker.server.config import Config
 from ticker.server.descriptors import size_to_descriptors
 from ticker.server.logs import set_worker
-from ticker.server.ops import ListenError
+from ticker.server.ops import LISTEN_BACKLOG, ListenError
 from ticker.server.relaynode import relayed_node
 from ticker.server.service import Service
 from ticker.server.sharedmarket import SharedMarket
@@ -212,7 +212,9 @@ def _worker(
         reserved.close()
         if market is not None:
             market.in_worker()
-        sockets = tornado.netutil.bind_sockets(config.port, config.host, reuse_port=True)
+        sockets = tornado.netutil.bind_sockets(
+            config.port, config.host, reuse_port=True, backlog=LISTEN_BACKLOG
+        )
         relay = market.path if market is not None else None
         asyncio.run(_serve_async(config, sockets, relay, supervisor, watch))
         code = 0

@@ -157,8 +157,10 @@ class StatusBoard:
             del self._last[gone]
         changed: dict[Connection, list[dict[str, str]]] = {}
         unknown: list[str] = []
+        stepped = False
         for i, symbol in enumerate(sorted(demanded)):
             if i and not i % STEP:
+                stepped = True
                 yield
             if (
                 self.refuse_unknown
@@ -175,10 +177,20 @@ class StatusBoard:
             for key in (symbol, delayed_key(symbol)):
                 for conn in node.hub.members(key):
                     changed.setdefault(conn, []).append(entry)
+        if stepped:  # the loop ran meanwhile: only what still holds, and only what is still unknown
+            changed = {c: e for c, e in ((c, self._held(c, e)) for c, e in changed.items()) if e}
+            unknown = [
+                s for s in unknown if self.directory.known(s) is Known.UNKNOWN and node.hub.last(s) is None
+            ]
         for conn, entries in changed.items():
             conn.send_message("status", protocol.status(entries))
         if unknown:
             self._drop(unknown)
+
+    def _held(self, conn: Connection, entries: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Those of ``entries`` whose symbol ``conn`` still holds (real-time or delayed)."""
+        keys = self.node.hub.symbols_of(conn)
+        return [e for e in entries if e["s"] in keys or delayed_key(e["s"]) in keys]
 
     def _drop(self, symbols: list[str]) -> None:
         # No suggestions here: they would go to every holder whatever its entitlements.

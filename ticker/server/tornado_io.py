@@ -141,6 +141,13 @@ def write_frame(stream: tornado.iostream.IOStream, frame: bytes | memoryview, di
     return buf._size if buf is not None else -1
 
 
+def drop_held(stream: tornado.iostream.IOStream | None) -> None:
+    """Forget the frames ``stream`` holds behind Tornado's buffer (:meth:`PeerStream.hold`): a Close written
+    next follows only what Tornado holds (a slow reader's close; other closes send the held frames first)."""
+    if type(stream) is PeerStream:
+        stream.discard_held()
+
+
 def buffered(stream: tornado.iostream.IOStream | None) -> int:
     """Bytes accepted by ``stream`` but not yet handed to the kernel (0 once closed)."""
     buf = stream._write_buffer if stream is not None else None
@@ -543,13 +550,6 @@ class MeteredProtocol(tornado.websocket.WebSocketProtocol13):
     def _handle_message(self, opcode: int, data: bytes) -> Any:
         self._ended = True
         return super()._handle_message(opcode, data)
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        stream = getattr(self, "stream", None)
-        # Close follows what Tornado holds; the frames that waited behind it are dropped
-        if isinstance(stream, PeerStream):
-            stream.discard_held()
-        super().close(code, reason)
 
 
 def metered_protocol(

@@ -302,6 +302,7 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
 
     def close_slow(self) -> None:
         self.disconnect = SLOW_CONSUMER
+        tornado_io.drop_held(self._stream)  # the reader is behind: its Close need not wait for more frames
         self.close(SLOW_CONSUMER.code, SLOW_CONSUMER.text)
 
     def close_going_away(self) -> None:
