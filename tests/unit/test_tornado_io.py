@@ -218,6 +218,17 @@ class Metered(tornado.websocket.WebSocketHandler):
         self.seen.append(f"m:{message!s}")
 
 
+class Aborting(Metered):
+    """Drops the connection at its first ping, as the server drops a flooder."""
+
+    seen: ClassVar[list[str]] = []
+
+    def on_ping(self, data: bytes) -> None:
+        self.seen.append("P")
+        tornado_io.stop_reading(self)
+        tornado_io.websocket_stream(self).close()
+
+
 class Events(tornado.web.RequestHandler):
     def prepare(self) -> None:
         if self.get_query_argument("gzip", "") != "yes":
@@ -242,7 +253,14 @@ class Refusing(tornado.web.RequestHandler):
 @pytest.fixture
 async def serve() -> AsyncIterator[Any]:
     app = tornado.web.Application(
-        [("/ws", Socket), ("/sse", Events), ("/err", Refusing), ("/metered", Metered)], compress_response=True
+        [
+            ("/ws", Socket),
+            ("/sse", Events),
+            ("/err", Refusing),
+            ("/metered", Metered),
+            ("/aborting", Aborting),
+        ],
+        compress_response=True,
     )
     server = tornado.httpserver.HTTPServer(app)
     clients: list[tornado.iostream.IOStream] = []
@@ -403,6 +421,23 @@ async def test_fragments_that_end_no_message_are_reported_to_the_handler(serve):
         Metered.seen == ["F", "F", "F", "P", "m:abc", "p", "m:d", "P"],
         f"MeteredProtocol reported {Metered.seen}: WebSocketProtocol13._receive_frame, _handle_message or "
         "_fragmented_message_buffer changed",
+    )
+
+
+async def test_a_dropped_flooder_s_frames_already_read_are_not_parsed(serve):
+    Aborting.seen = []
+    _ours, client, head = await serve(
+        "GET /aborting HTTP/1.1\nHost: t\nUpgrade: websocket\nConnection: Upgrade\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\n"
+    )
+    assert head.startswith(b"HTTP/1.1 101 ")
+    await within(client.write(_frame(0x89, b"") * 1000))  # one write: the server reads them in one chunk
+    with contextlib.suppress(tornado.iostream.StreamClosedError):
+        await within(client.read_until_close())
+    relied_on(
+        Aborting.seen == ["P"],
+        f"{len(Aborting.seen)} pings parsed after the stream was closed: the frame loop no longer ends at "
+        "WebSocketProtocol.client_terminated",
     )
 
 

@@ -35,6 +35,9 @@ Tornado version, if an upgrade changes any of it):
   ``on_fragment()`` for each data frame that does not end its message, which Tornado joins silently,
   so that such frames cost a token of the rate limit as pings, pongs and messages do.
 
+- ``WebSocketProtocol.client_terminated``: the frame loop reads until it is set; closing the stream alone
+  does not stop it, since ``IOStream.read_bytes`` still serves what the stream had read (a flooder's 64 KB
+  chunk is about 10,000 frames). :func:`stop_reading` sets it.
 - ``WebSocketProtocol13._receive_frame_loop`` (awaited by ``_accept_connection`` right after ``open()``, until the
   connection ends): :class:`MeteredProtocol` runs it on a task of its own instead, so that the handshake's
   coroutines (``RequestHandler._execute``, ``get``, ``accept_connection``) end after ``open()`` with what they hold.
@@ -139,6 +142,14 @@ def write_frame(stream: tornado.iostream.IOStream, frame: bytes | memoryview, di
         return -1
     buf = stream._write_buffer
     return buf._size if buf is not None else -1
+
+
+def stop_reading(handler: tornado.websocket.WebSocketHandler) -> None:
+    """Read no more frames of ``handler``'s WebSocket, not even those its stream has read already (call it
+    before closing the stream under a flooder: otherwise each buffered frame is still parsed)."""
+    protocol = handler.ws_connection
+    if protocol is not None:
+        protocol.client_terminated = True
 
 
 def drop_held(stream: tornado.iostream.IOStream | None) -> None:

@@ -297,6 +297,7 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
 
     def abort(self) -> None:
         self._closing = True
+        tornado_io.stop_reading(self)  # a flooder's frames already read are not parsed either
         if self._stream is not None:
             self._stream.close()
 
