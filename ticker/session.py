@@ -274,7 +274,8 @@ class Session(Generic[S]):
     Its symbol set is kept by ``hub`` (as hub keys). Every input costs: a message one token plus one per
     :data:`BYTES_PER_TOKEN`, a ping, pong or non-final fragment one token (:meth:`frame`). A message
     refused by the rate limit is dropped; the first and every tenth in a row get a ``rate_limited``
-    error, and more than ``rate_burst`` in a row close the connection (:data:`~ticker.errors.FLOOD`, 1008). With ``access.required`` and no
+    error, and more than ``rate_burst`` refused net of those accepted since close the connection
+    (:data:`~ticker.errors.FLOOD`, 1008). With ``access.required`` and no
     ``identity`` yet, only ``auth`` and ``ping`` are served. After a close decision, and after
     :meth:`release`, every input is ignored.
     """
@@ -292,6 +293,7 @@ class Session(Generic[S]):
         "hub",
         "identity",
         "opened_at",
+        "refused_run",
         "subscriber",
         "told",
         "view",
@@ -320,7 +322,8 @@ class Session(Generic[S]):
         self.subscriber: S | None = subscriber
         self.bucket = TokenBucket(rate_limit, rate_burst, now)
         self.flood_after = rate_burst
-        self.violations = 0  # messages dropped in a row by the rate limit
+        self.violations = 0  # inputs refused by the rate limit, less one for each accepted since
+        self.refused_run = 0  # inputs refused in a row (who is told rate_limited)
         self.closed: Disconnect | None = None
         self.access = access
         self.identity: Identity | None = identity if access.required else ANONYMOUS
@@ -433,15 +436,20 @@ class Session(Generic[S]):
         return out
 
     def _spend(self, now: float, out: Outcome) -> bool:
-        """Take a token for one input; False (with a ``rate_limited`` error to the first and every tenth
-        refused in a row, and the flood close past ``rate_burst`` of them) when there is none."""
+        """Take a token for one input; False when there is none, with a ``rate_limited`` error to the first
+        and every tenth refused in a row. Each refusal counts towards the flood close and each accepted input
+        takes one back, so past ``rate_burst`` refusals net the connection closes: also a flooder that gets
+        a token now and then (at more than twice the rate)."""
         if self.bucket.take(now):
-            self.violations = 0
+            if self.violations:
+                self.violations -= 1
+            self.refused_run = 0
             return True
         self.violations += 1
+        self.refused_run += 1
         if self.violations > self.flood_after:
             self.closed = out.close = FLOOD
-        elif self.violations == 1 or self.violations % 10 == 0:
+        elif self.refused_run == 1 or self.refused_run % 10 == 0:
             out.error(RATE_LIMITED, RATE_LIMITED_TEXT)
         return False
 

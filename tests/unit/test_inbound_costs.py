@@ -84,12 +84,25 @@ def test_a_refused_frame_counts_towards_the_flood_close():
     assert s.frame(0.0).close is None and s.receive('{"op":"ping"}', 9.0).replies == []  # closed: ignored
 
 
-def test_a_token_in_time_ends_a_run_of_refusals():
+def test_accepted_inputs_take_refusals_back_one_for_one():
     s = make(rate=10.0, burst=5)
     for _ in range(5 + 4):  # the burst, then four refused in a row
         s.frame(0.0)
-    assert s.frame(0.1).errors == [] and s.violations == 0  # one token back: the run is over
-    assert all(s.frame(0.1).close is None for _ in range(5))  # so five more refusals do not close yet
+    assert s.violations == 4
+    for k in range(4):  # within the rate again: each accepted input takes one refusal back
+        assert s.frame(0.1 * (k + 1)).errors == []
+    assert s.violations == 0
+    assert all(s.frame(0.4).close is None for _ in range(5))  # so five more refusals do not close yet
+
+
+def test_a_flooder_that_gets_a_token_now_and_then_is_still_closed():
+    s = make(rate=10.0, burst=5)
+    closed_at = None
+    for i in range(300):  # three frames per token: one accepted, two refused
+        if s.frame(i / 30).close == FLOOD:
+            closed_at = i / 30
+            break
+    assert closed_at is not None and closed_at < 1.0, closed_at
 
 
 def test_bytes_cost_one_token_per_block_borrowed_from_the_next_messages():
