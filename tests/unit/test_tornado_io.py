@@ -280,11 +280,16 @@ async def serve() -> AsyncIterator[Any]:
     await server.close_all_connections()
 
 
-async def test_the_stream_under_a_websocket_is_found_and_written_directly(serve):
-    ours, client, head = await serve(
-        "GET /ws HTTP/1.1\nHost: t\nUpgrade: websocket\nConnection: Upgrade\n"
+def upgrade(path: str) -> str:
+    """The head of a WebSocket upgrade request for ``path`` (what ``serve`` sends)."""
+    return (
+        f"GET {path} HTTP/1.1\nHost: t\nUpgrade: websocket\nConnection: Upgrade\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\n"
     )
+
+
+async def test_the_stream_under_a_websocket_is_found_and_written_directly(serve):
+    ours, client, head = await serve(upgrade("/ws"))
     assert head.startswith(b"HTTP/1.1 101 ")
     relied_on(Seen.stream is ours, "WebSocketHandler.ws_connection.stream is not the connection's IOStream")
     assert await within(client.read_bytes(4)) == b"\x81\x02hi"
@@ -398,10 +403,7 @@ def _frame(first: int, payload: bytes) -> bytes:
 
 async def test_fragments_that_end_no_message_are_reported_to_the_handler(serve):
     Metered.seen = []
-    _ours, client, head = await serve(
-        "GET /metered HTTP/1.1\nHost: t\nUpgrade: websocket\nConnection: Upgrade\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\n"
-    )
+    _ours, client, head = await serve(upgrade("/metered"))
     assert head.startswith(b"HTTP/1.1 101 ")
     frames = [
         _frame(0x01, b"ab"),  # a text message begins (not final)
@@ -426,10 +428,7 @@ async def test_fragments_that_end_no_message_are_reported_to_the_handler(serve):
 
 async def test_a_dropped_flooder_s_frames_already_read_are_not_parsed(serve):
     Aborting.seen = []
-    _ours, client, head = await serve(
-        "GET /aborting HTTP/1.1\nHost: t\nUpgrade: websocket\nConnection: Upgrade\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\n"
-    )
+    _ours, client, head = await serve(upgrade("/aborting"))
     assert head.startswith(b"HTTP/1.1 101 ")
     await within(client.write(_frame(0x89, b"") * 1000))  # one write: the server reads them in one chunk
     with contextlib.suppress(tornado.iostream.StreamClosedError):
