@@ -20,7 +20,7 @@ import redis
 from redis.asyncio import Redis
 
 from tests.support.leasekit import QuoteRecorder, record_published
-from tests.support.redisproc import FeedProcess, redis_server_path
+from tests.support.redisproc import FeedProcess, local_client, local_command, redis_server_path
 from tests.support.serverproc import ServerProcess
 from tests.support.system import free_port
 from tests.support.timing import eventually_sync, timeout
@@ -89,11 +89,10 @@ class ClusterNodeProcess:
 
     def client(self) -> redis.Redis:
         """A plain client of this node alone (decoded replies; no redirections followed)."""
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=timeout(2))
+        return local_client(self.port)
 
     def command(self, *args: Any) -> Any:
-        with self.client() as c:
-            return c.execute_command(*args)
+        return local_command(self.port, *args)
 
     def pings(self) -> bool:
         """Whether it answers PING now."""

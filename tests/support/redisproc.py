@@ -26,6 +26,17 @@ def redis_server_path() -> str:
     return path
 
 
+def local_client(port: int) -> redis.Redis:
+    """A synchronous redis-py client (decoded replies, no redirections followed) of the server on ``port``."""
+    return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=timeout(2))
+
+
+def local_command(port: int, *args: Any) -> Any:
+    """Run one command on the server on ``port`` over a fresh connection; the decoded reply."""
+    with local_client(port) as c:
+        return c.execute_command(*args)
+
+
 class RedisProcess:
     """``redis-server --port P --save '' --appendonly no``: no persistence, so a restart loses every key."""
 
@@ -93,12 +104,11 @@ class RedisProcess:
 
     def client(self) -> redis.Redis:
         """A synchronous redis-py client (decoded replies) for inspecting the server."""
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=timeout(2))
+        return local_client(self.port)
 
     def command(self, *args: str) -> Any:
         """Run one command over a fresh connection and return the decoded reply."""
-        with self.client() as c:
-            return c.execute_command(*args)
+        return local_command(self.port, *args)
 
     def __enter__(self) -> RedisProcess:
         running = self.proc is not None and self.proc.poll() is None
