@@ -66,10 +66,24 @@ TICK_VOLUME = 1_000  # shares a tick on average
 DORMANT_MAX = 1_000  # markets of symbols nobody demands any more, kept to come back as they left
 HISTORY_CACHE = 8  # symbols' generated histories kept (a backfill asks each interval in turn)
 JOIN_PER_PASS = 100  # markets made, and first quotes emitted, per scheduler pass (a burst is spread)
+_DRIFT = 0.5 * VOLATILITY * VOLATILITY  # Itô's correction: a tick leaves the expected price as it was
+_TWOPI = 2.0 * math.pi  # as random.gauss has it
+_exp, _log, _sqrt, _cos, _sin = math.exp, math.log, math.sqrt, math.cos, math.sin
 
 
 class _SymbolSim:
-    __slots__ = ("acc", "anchor", "prev_close", "price", "rng", "symbol", "tick_size", "volume")
+    __slots__ = (
+        "acc",
+        "anchor",
+        "prev_close",
+        "price",
+        "rng",
+        "scale",
+        "spare",
+        "symbol",
+        "tick_size",
+        "volume",
+    )
 
     def __init__(self, symbol: str, seed: int | None, base: float | None, born_ms: int = 0) -> None:
         digest = hashlib.sha256(f"{seed}:{symbol}".encode()).digest()
@@ -78,33 +92,64 @@ class _SymbolSim:
             base = round(math.exp(self.rng.uniform(math.log(5), math.log(800))), 2)
         self.symbol = symbol
         self.prev_close = base
-        self.price = round(base * math.exp(self.rng.gauss(0.0, 0.01)), 2)
+        z, spare = _normal_pair(self.rng)
+        self.spare: float | None = spare  # the second normal of the last pair drawn, for the next step
+        self.price = round(base * math.exp(0.0 + z * 0.01), 2)  # rng.gauss(0.0, 0.01)
         self.volume = self.rng.randrange(100_000, 5_000_000, 100)
         self.acc = self.rng.random()  # stagger first ticks across symbols
         self.tick_size = 0.01 if base >= 1 else 0.0001
+        self.scale = 100 if base >= 1 else 10_000  # ticks per unit: prices are whole ticks over it
         #: where this symbol's generated history ends (:mod:`feeds.simhistory`): its start
         self.anchor = HistoryAnchor(
             born_ms - born_ms % 60_000, self.price, self.prev_close, self.volume, self.tick_size
         )
 
     def step(self, ts_ms: int) -> Quote:
-        z = self.rng.gauss(0.0, 1.0)
-        raw = self.price * math.exp(VOLATILITY * z - 0.5 * VOLATILITY * VOLATILITY)
-        digits = 2 if self.tick_size >= 0.01 else 4
+        """The next quote, at ``ts_ms``: a move of the price, on the tick grid, and a trade's volume.
+
+        The hot path of the simulated market. The numbers are those of ``rng.gauss(0.0, 1.0)`` and
+        ``rng.randrange(100, 2_000, 100)`` with ``round(x, digits)`` of the tick grid, inlined: ``n / scale`` is
+        the float nearest ``n`` ticks, as ``round(n * tick_size, digits)`` is (tests/unit/test_simulated.py
+        checks the two agree)."""
+        z = self.spare
+        if z is None:
+            z, self.spare = _normal_pair(self.rng)
+        else:
+            self.spare = None
+        tick = self.tick_size
+        scale = self.scale
         # on the tick grid, as shown: the previous close is a price that was quoted
-        price = round(max(self.tick_size, round(raw / self.tick_size) * self.tick_size), digits)
-        self.price = price
-        half = max(1, round(price * 0.0001 / self.tick_size)) * self.tick_size
-        self.volume += self.rng.randrange(100, 2_000, 100)  # TICK_VOLUME on average
+        n = round(self.price * _exp(VOLATILITY * z - _DRIFT) / tick)
+        if n < 1:
+            n = 1
+        price = self.price = n / scale
+        x = price * 0.0001 / tick
+        half = 1 if x < 1.5 else round(x)  # the half spread in ticks: at least one
+        bits = self.rng.getrandbits
+        r = bits(5)
+        while r >= 19:  # randrange(100, 2_000, 100): one of 19 sizes, TICK_VOLUME on average
+            r = bits(5)
+        volume = self.volume = self.volume + 100 + 100 * r
         return Quote(
-            symbol=self.symbol,
-            price=price,
-            ts_ms=ts_ms,
-            bid=round(price - half, digits),
-            ask=round(price + half, digits),
-            volume=self.volume,
-            prev_close=self.prev_close,
+            self.symbol,
+            price,
+            ts_ms,
+            (n - half) / scale,
+            (n + half) / scale,
+            volume,
+            None,
+            None,
+            self.prev_close,
         )
+
+
+def _normal_pair(rng: random.Random) -> tuple[float, float]:
+    """Two standard normal draws from two uniforms of ``rng``: those :meth:`random.Random.gauss` gives (the
+    second one is what its next call returns)."""
+    rand = rng.random
+    angle = rand() * _TWOPI
+    radius = _sqrt(-2.0 * _log(1.0 - rand()))
+    return _cos(angle) * radius, _sin(angle) * radius
 
 
 class SimulatedFeed(Feed):
@@ -308,9 +353,9 @@ class SimulatedFeed(Feed):
         if is_open:
             due = self.rate * elapsed
             for sim in list(self._sims.values()):
-                sim.acc += due
-                while sim.acc >= 1.0:
-                    sim.acc -= 1.0
+                acc = sim.acc = sim.acc + due
+                while acc >= 1.0:
+                    acc = sim.acc = acc - 1.0
                     emit(sim.step(ts_ms))
                     n += 1
         if n:

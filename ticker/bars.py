@@ -149,6 +149,19 @@ class Bar:
 _NO_BAR = Bar(0, 0.0, 0.0, 0.0, 0.0)  # the current bar of an empty series: never in range, never changed
 
 
+class _Span:
+    """When a trade updates the current bar of every series of a :class:`SymbolBars` alike: in ``[start, end)``,
+    where each series' current bar holds it and none is a provider's final word; ``bars`` are those bars. A
+    series whose current bar changes (or becomes final) empties it (``end`` 0) until the next quote works it out
+    again (:meth:`SymbolBars.on_quote`, the fast path: the same result as each series' ``add_trade``)."""
+
+    __slots__ = ("bars", "end", "start")
+
+    def __init__(self) -> None:
+        self.start = self.end = 0
+        self.bars: tuple[Bar, ...] = ()
+
+
 class BarSeries:
     """The bars of one symbol at one interval, oldest first, at most ``maxlen`` (see the module docstring)."""
 
@@ -161,6 +174,7 @@ class BarSeries:
         "_end",
         "_final",
         "_ms",
+        "_span",
         "_start",
         "interval",
         "maxlen",
@@ -179,6 +193,7 @@ class BarSeries:
         self._cur = _NO_BAR
         self._start = self._end = 0  # the current bar's interval [start, end): empty while no bar
         self._cur_final = False
+        self._span: _Span | None = None  # its owner's, which a change of the current bar empties
 
     def __len__(self) -> int:
         return len(self._bars)
@@ -346,6 +361,8 @@ class BarSeries:
         return True
 
     def _refresh(self) -> None:
+        if self._span is not None:
+            self._span.end = 0
         if not self._bars:
             self._cur, self._start, self._end, self._cur_final = _NO_BAR, 0, 0, False
             return
@@ -358,7 +375,7 @@ class BarSeries:
 class SymbolBars:
     """One symbol's series at every interval, fed by its quotes (:meth:`on_quote`) or its trades."""
 
-    __slots__ = ("_all", "_price", "_volume", "rolling_volume", "series")
+    __slots__ = ("_all", "_price", "_span", "_volume", "rolling_volume", "series")
 
     def __init__(
         self,
@@ -371,6 +388,9 @@ class SymbolBars:
         bounds = HISTORY if history is None else history
         self.series = {i: BarSeries(i, bounds.get(i), day_start) for i in intervals}
         self._all = tuple(self.series.values())
+        self._span = _Span()
+        for s in self._all:
+            s._span = self._span
         self.rolling_volume = rolling_volume
         self._price: float | None = None
         self._volume: float | None = None
@@ -405,6 +425,22 @@ class SymbolBars:
         if volume is not None:
             self._volume = volume
         ts_ms = quote.ts_ms
-        for s in self._all:
+        span = self._span
+        if span.start <= ts_ms < span.end:  # the hot path: every current bar, no call per series
+            for bar in span.bars:
+                if price > bar.h:
+                    bar.h = price
+                elif price < bar.l:
+                    bar.l = price
+                bar.c = price
+                if size:
+                    bar.v += size
+            return True
+        series = self._all
+        for s in series:
             s.add_trade(ts_ms, price, size)
+        if series and not any([s._cur_final for s in series]):  # work out the span of the bars now current
+            span.start = max([s._start for s in series])
+            span.end = min([s._end for s in series])
+            span.bars = tuple([s._cur for s in series])
         return True

@@ -129,9 +129,12 @@ class DayStats:
             base = day.base
             if base is not None and v > base:
                 size = v - base
-                day.pv += p * size
-                day.size += size
-                day.vwap = _rounded(day.pv / day.size, day.scale, day.vwap)
+                pv = day.pv = day.pv + p * size
+                total = day.size = day.size + size
+                scale = day.scale
+                x = pv / total * scale + 0.5  # _rounded(pv / total, scale, day.vwap), inlined
+                if isfinite(x):
+                    day.vwap = floor(x) / scale
             day.base = v
         if quote.open is None:
             quote.open = day.open

@@ -445,3 +445,50 @@ def test_a_negative_or_infinite_volume_counts_as_none() -> None:
     assert bars.on_quote(Quote("X", 11.0, T0 + 1, volume=-5))  # a trade (the price moved), of no size
     assert bars.on_quote(Quote("X", 12.0, T0 + 2, volume=float("inf")))
     assert all(b.v >= 0 and b.v != float("inf") for s in bars.series.values() for b in s.last(5))
+
+
+@pytest.mark.parametrize("days", ["utc", "new_york"])
+def test_quotes_move_every_series_as_its_own_add_trade_would_whatever_comes_between(days):
+    """The quote path updates the current bars of all five series at once while they all hold the trade: the
+    same bars as each series' add_trade, across bar rollovers, late trades, provider bars (final or not),
+    backfills and resizes in between."""
+    day_start = zone_day_start(NY) if days == "new_york" else utc_day_start
+    small = {"1s": 3, "1m": 2, "5m": 4, "1h": 2, "1d": 2}
+    bars = SymbolBars(day_start, history=small)
+    model = {i: BarSeries(i, small[i], day_start) for i in INTERVALS}
+    pick = random.Random(days)
+    t, price, volume = T0, 100.0, 1_000
+    assert bars.on_quote(Quote("X", price, t, volume=volume))  # the first: a trade of no known size
+    for s in model.values():
+        s.add_trade(t, price, 0)
+    for _ in range(6_000):
+        r = pick.random()
+        if r < 0.85:
+            t += pick.choice([0, 10, 400, 1_000, 40_000, 600_000, 5_000_000, -50, -2_000, -70_000])
+            size = pick.choice([0, 100, 700])
+            volume += size
+            new_price = pick.choice([price, round(price + pick.uniform(-1, 1), 2)])
+            traded = size > 0 or new_price != price
+            price = new_price
+            assert bars.on_quote(Quote("X", price, t, volume=volume)) is traded
+            if traded:
+                for s in model.values():
+                    s.add_trade(t, price, size)
+        else:
+            interval = pick.choice(list(INTERVALS))
+            at = t + pick.choice([0, -1_000, -M, 1_000, M, 3_600_000])
+            if r < 0.93:
+                final = pick.random() < 0.5
+                for s in (bars.series[interval], model[interval]):
+                    s.apply_bar(Bar(at, price, price + 1, price - 1, price, 5), final)
+            elif r < 0.97:
+                now = pick.choice([None, t])
+                for s in (bars.series[interval], model[interval]):
+                    s.backfill([Bar(at, price, price + 2, price - 2, price, 7)], now)
+            else:
+                n = pick.randrange(1, 6)
+                for s in (bars.series[interval], model[interval]):
+                    s.resize(n)
+        for interval, s in model.items():
+            got = bars.series[interval]
+            assert [ohlcv(b) for b in got.last(10)] == [ohlcv(b) for b in s.last(10)], interval

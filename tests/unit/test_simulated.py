@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
+import random
 import time
 from datetime import datetime
 
@@ -13,7 +16,7 @@ from feeds.errors import FeedConfigError
 from feeds.listings import parse_listings, us_listings
 from feeds.options import FeedOptions
 from feeds.sessions import new_york
-from feeds.simulated import JOIN_PER_PASS, SimulatedFeed, create, running_from
+from feeds.simulated import JOIN_PER_PASS, SimulatedFeed, _SymbolSim, create, running_from
 from tests.support.clock import ManualClock
 from tests.support.fakes.sink import FeedSink
 from ticker.directory import ASSET_TYPES, SymbolInfo
@@ -293,3 +296,45 @@ async def test_a_burst_of_demand_joins_a_pass_at_a_time_with_the_markets_it_woul
     assert sorted(q.symbol for q in out) == sorted(symbols)  # each its first quote, once
     at_once = SimulatedFeed(["AAPL"], rate=2, seed=1, clock=lambda: TUESDAY_MORNING, invent=True)
     assert all(q.price == at_once._make(q.symbol).step(ms).price for q in out)
+
+
+def _step_as_first_written(sim: _SymbolSim, rng: random.Random, ts_ms: int) -> Quote:
+    """A simulated quote as first written (``rng.gauss``, ``rng.randrange``, ``round``): what the inlined
+    draws and tick-grid arithmetic of ``_SymbolSim.step`` must reproduce, number for number."""
+    z = rng.gauss(0.0, 1.0)
+    raw = sim.price * math.exp(0.0006 * z - 0.5 * 0.0006 * 0.0006)
+    digits = 2 if sim.tick_size >= 0.01 else 4
+    price = round(max(sim.tick_size, round(raw / sim.tick_size) * sim.tick_size), digits)
+    sim.price = price
+    half = max(1, round(price * 0.0001 / sim.tick_size)) * sim.tick_size
+    sim.volume += rng.randrange(100, 2_000, 100)
+    return Quote(
+        symbol=sim.symbol,
+        price=price,
+        ts_ms=ts_ms,
+        bid=round(price - half, digits),
+        ask=round(price + half, digits),
+        volume=sim.volume,
+        prev_close=sim.prev_close,
+    )
+
+
+@pytest.mark.parametrize("base", [None, 0.0123, 0.9999, 1.0, 150.0, 155.0, 912.5, 40_000.0])
+def test_a_step_gives_the_numbers_of_the_random_module_and_round_from_the_same_seed(base):
+    fast = _SymbolSim("XYZ", 7, base, 1_700_000_000_000)
+    model = _SymbolSim("XYZ", 7, base, 1_700_000_000_000)
+    rng = random.Random(int.from_bytes(hashlib.sha256(b"7:XYZ").digest()[:8], "big"))
+    if base is None:
+        base = round(math.exp(rng.uniform(math.log(5), math.log(800))), 2)
+    birth = (
+        round(base * math.exp(rng.gauss(0.0, 0.01)), 2),
+        rng.randrange(100_000, 5_000_000, 100),
+        rng.random(),
+    )
+    assert (fast.price, fast.volume, fast.acc) == birth
+    for i in range(20_000):
+        if i % 5_000 == 4_999:  # a new day: the last price is the previous close
+            fast.prev_close = fast.price
+            model.prev_close = model.price
+        got, want = fast.step(i), _step_as_first_written(model, rng, i)
+        assert repr(got) == repr(want), i
