@@ -8,6 +8,11 @@ for pair in "redis-server:redis-server" "redis-cli:redis-tools" "chromium:chromi
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
+# Libraries: the soname that must be found, then its package (the server runs on jemalloc where installed).
+for pair in "libjemalloc.so.2:libjemalloc2"; do
+  lib=${pair%%:*}; pkg=${pair#*:}
+  ldconfig -p 2>/dev/null | grep -q "$lib" || need+=("$pkg")
+done
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${need[*]} (run as root or: sudo apt-get install ${need[*]})" >&2

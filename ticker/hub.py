@@ -21,7 +21,7 @@ from math import inf
 from typing import Any, Generic, TypeVar
 
 from ticker import protocol
-from ticker.delay import delayed_key, is_delayed_key
+from ticker.delay import delayed_key, is_delayed_key, symbol_of
 from ticker.errors import TooManySymbols
 from ticker.quote import Quote, encode_entry
 from ticker.views import ViewSpec, base_of, decode, render, spec_of
@@ -101,6 +101,17 @@ class _Group:
 Batch = tuple[bytes, set[S], list[SymbolState]]
 
 _QUOTES_HEAD = b'{"type":"' + protocol.QUOTES + b'","data":['
+#: Last values of keys nobody receives kept for the next subscriber's snapshot (about 2.6 KB each with their
+#: day statistics): past it, those updated least recently are forgotten.
+MAX_IDLE_SYMBOLS = 2_000
+#: Seconds a last value nobody receives is kept once no update reaches it (:meth:`Hub.expire_idle`), as a
+#: symbol's bars are (``ticker/server/history.py``, ``LINGER``).
+IDLE_SECONDS = 30.0
+_UNSEEN = -inf  # an idle key's time before expire_idle first saw it
+
+
+def _no(symbol: str) -> bool:
+    return False
 
 
 @dataclass(slots=True)
@@ -118,16 +129,21 @@ class Hub(Generic[S]):
         self,
         max_symbols: int = 500,
         on_demand: DemandListener | None = None,
-        max_idle_symbols: int = 20_000,
+        max_idle_symbols: int = MAX_IDLE_SYMBOLS,
+        on_forget: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_forget(key)``: told each key whose last value the idle bound dropped (its day statistics go too)."""
         self.max_symbols = max_symbols
         self.max_idle_symbols = max_idle_symbols
         self.on_demand = on_demand
+        self.on_forget = on_forget
         self._symbols: dict[str, SymbolState] = {}
         self._groups: dict[frozenset[str], _Group] = {}
         self._subs: dict[S, frozenset[str]] = {}
         self._dirty: dict[str, SymbolState] = {}
-        self._idle: dict[str, None] = {}  # symbols nobody wants, oldest first (bounded cache)
+        # keys nobody wants → when an update last reached them (_UNSEEN: let go, stamped by expire_idle),
+        # least recently updated first (a bounded cache)
+        self._idle: dict[str, float] = {}
         self._wanted: set[str] = set()  # symbols with at least one subscriber, kept up to date
         self._order: dict[S, tuple[str, ...]] = {}  # each subscriber's keys in the order it subscribed them
         self._dirty_views: list[ViewState] = []  # views due at the next flush (also in _dirty)
@@ -298,7 +314,7 @@ class Hub(Generic[S]):
         if st.encoded is None:  # never had data: nothing worth keeping
             del self._symbols[st.symbol]
         else:
-            self._idle[st.symbol] = None
+            self._idle[st.symbol] = _UNSEEN
 
     def forget_values(self) -> int:
         """Drop every last value, subscribed or not, delayed keys and views too, and the updates waiting for a
@@ -327,11 +343,33 @@ class Hub(Generic[S]):
         return n
 
     def _prune(self) -> None:
-        # Keep last values of unwanted symbols for snapshots, but only the newest max_idle_symbols of them.
+        # Keep last values of unwanted symbols for snapshots, but only the max_idle_symbols updated last.
         idle = self._idle
+        forget = self.on_forget
         while len(idle) > self.max_idle_symbols:
             s = next(iter(idle))
             del idle[s], self._symbols[s]
+            if forget is not None:
+                forget(s)
+
+    def expire_idle(self, now: float, after: float = IDLE_SECONDS, keep: Callable[[str], bool] = _no) -> int:
+        """Forget the last values nobody receives that no update reached for ``after`` seconds by monotonic
+        ``now`` (:attr:`on_forget` is told each), except those of the symbols ``keep`` names (a market the feed
+        carries whatever the demand, even while closed); how many went. A key let go starts its time at the
+        first call after. Not on the hot path: a look at each idle key, every few seconds."""
+        idle = self._idle
+        gone = []
+        for key, at in idle.items():
+            if at == _UNSEEN:
+                idle[key] = now
+            elif now - at >= after and not keep(symbol_of(key)):
+                gone.append(key)
+        forget = self.on_forget
+        for key in gone:
+            del idle[key], self._symbols[key]
+            if forget is not None:
+                forget(key)
+        return len(gone)
 
     # -- updates -----------------------------------------------------------------------------
     def publish(self, quote: Quote, now: float) -> bool:
@@ -339,7 +377,7 @@ class Hub(Generic[S]):
         st = self._symbols.get(quote.symbol)
         if st is None:
             st = self._symbols[quote.symbol] = SymbolState(quote.symbol, self.updates_in)
-            self._idle[quote.symbol] = None
+            self._idle[quote.symbol] = now
         seq = quote.seq  # > 0: numbered at the source (a publisher, the --workers feed process), kept as is
         st.seq = seq if seq else st.seq + 1
         self.updates_in += 1
@@ -351,7 +389,10 @@ class Hub(Generic[S]):
             if not st.groups:
                 return due
         if not st.groups:
-            if len(self._idle) > self.max_idle_symbols:
+            idle = self._idle
+            if idle.pop(quote.symbol, None) is not None:  # held idle: now the most recently updated
+                idle[quote.symbol] = now
+            if len(idle) > self.max_idle_symbols:
                 self._prune()
             return False
         if st.pending_since is None:
@@ -368,7 +409,7 @@ class Hub(Generic[S]):
         st = self._symbols.get(key)
         if st is None:
             st = self._symbols[key] = SymbolState(key, seq)
-            self._idle[key] = None
+            self._idle[key] = now
         st.seq = seq
         st.quote = None
         st.encoded = encoded
@@ -427,7 +468,10 @@ class Hub(Generic[S]):
     def _take(self, st: SymbolState, now: float) -> bool:
         """Mark ``st`` due for the next flush if anyone holds it (as :meth:`publish` does inline)."""
         if not st.groups:
-            if len(self._idle) > self.max_idle_symbols:
+            idle = self._idle
+            if idle.pop(st.symbol, None) is not None:  # held idle: now the most recently updated
+                idle[st.symbol] = now
+            if len(idle) > self.max_idle_symbols:
                 self._prune()
             return False
         if st.pending_since is None:

@@ -146,3 +146,11 @@ class ProcessOptions:
         env="LOOP",
         choices=("auto", "uvloop", "asyncio"),
     )
+    allocator: str = option(
+        "auto",
+        "memory allocator: jemalloc gives memory freed after a burst of connections back to the system "
+        "(auto: jemalloc when libjemalloc is installed, else pymalloc, Python's own)",
+        env="ALLOCATOR",
+        parse=str.lower,
+        choices=("auto", "jemalloc", "pymalloc"),
+    )

@@ -79,6 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ticker.cli.token import run_token
 
         return run_token(config)
+    if not isinstance(config, WatchConfig):  # a long-running command: on its allocator from the start
+        from ticker.cli.allocator import AllocatorError, prepare
+
+        try:
+            prepare(config.process.allocator, entry=argv is None)
+        except AllocatorError as exc:
+            return _fail(exc)
     from ticker.server.logs import configure
 
     if isinstance(config, WatchConfig):

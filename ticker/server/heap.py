@@ -9,17 +9,22 @@ the node calls :func:`trim` off the event loop (ctypes lets go of the GIL meanwh
 during which the event loop's own allocations may wait for the heap's lock. Without glibc (musl, macOS)
 :func:`trim` does nothing.
 
-What a trim cannot give back: Python keeps its small objects (512 bytes or less) in 1 MiB arenas of its
-own, freed only when wholly empty, and the long-lived objects made while connections were open (quotes,
-bars, the market's state) keep some of the arenas those connections filled. That memory is reused by the
-next connections rather than grown again (docs/operations.md, "Memory of slow readers").
+On jemalloc (``--allocator``, :mod:`ticker.cli.allocator`) a trim purges every jemalloc arena's free pages
+(``mallctl("arena.<all>.purge")``) instead: Python's objects live there too (``PYTHONMALLOC=malloc``), so
+what closed connections held goes back whole. On Python's own allocator, a trim cannot give back its small
+objects (512 bytes or less): they sit in 1 MiB arenas of its own, freed only when wholly empty, and the
+long-lived objects made while connections were open (quotes, bars, the market's state) keep some of the
+arenas those connections filled. That memory is reused by the next connections rather than grown again
+(docs/operations.md, "Memory of slow readers").
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from collections.abc import Callable
+from typing import Any
 
 TRIM_AFTER = 16 << 20  # bytes let go by closed connections before the heap is trimmed
 #: What a closed connection's own objects leave free besides its unsent bytes (an idle WebSocket holds about
@@ -30,23 +35,52 @@ CONNECTION_BYTES = 20 << 10
 SETTLE = 6.0
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
+_ARENAS_ALL = 4096  # jemalloc's MALLCTL_ARENAS_ALL: "arena.4096.purge" purges every arena
+
+
+def _symbol(name: str) -> Any:
     try:
-        fn = ctypes.CDLL(None).malloc_trim  # the symbols of the running process, libc among them
+        return getattr(ctypes.CDLL(None), name)  # the symbols of the running process, libc among them
     except (OSError, AttributeError):
+        return None
+
+
+def allocator() -> str:
+    """Where this process's memory comes from: ``jemalloc`` (loaded, Python's objects on it too),
+    ``malloc`` (the C library's, ``PYTHONMALLOC=malloc``) or ``pymalloc`` (Python's small-object arenas)."""
+    if os.environ.get("PYTHONMALLOC", "") not in ("malloc", "malloc_debug"):
+        return "pymalloc"
+    return "jemalloc" if _symbol("mallctl") is not None else "malloc"
+
+
+def _trimmer() -> Callable[[int], int] | None:
+    mallctl = _symbol("mallctl")
+    if mallctl is not None:  # jemalloc: purge the free pages of every arena
+        mallctl.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+        ]
+        mallctl.restype = ctypes.c_int
+        name = f"arena.{_ARENAS_ALL}.purge".encode()
+        return lambda pad: int(mallctl(name, None, None, None, 0))
+    fn = _symbol("malloc_trim")
+    if fn is None:
         return None
     fn.argtypes = [ctypes.c_size_t]
     fn.restype = ctypes.c_int
     return fn
 
 
-_TRIM = _malloc_trim()
+_TRIM = _trimmer()
 _lock = threading.Lock()
 _settle: threading.Timer | None = None  # the trim due ``SETTLE`` s after the last one
 
 
 def trim(settle: float = SETTLE) -> bool:
-    """Release the free pages of the C heap (glibc ``malloc_trim(0)``) now, in the calling thread (run it in
+    """Release the free pages of the C heap (glibc ``malloc_trim(0)``, jemalloc's purge) now, in the calling thread (run it in
     an executor), and once more ``settle`` seconds after the last call, in a daemon timer thread (it never
     holds up the process's exit). False where there is no trim."""
     global _settle

@@ -177,6 +177,11 @@ class HistoryLoader:
             self._day_worker = asyncio.get_running_loop().create_task(self._load_days(), name="history days")
         self._arm()
 
+    def stats_forgotten(self, symbol: str) -> None:
+        """``symbol``'s day statistics were dropped: its day bars are loaded again (and seed them) when it is
+        next demanded."""
+        self._days_done.pop(symbol, None)
+
     def sweep(self) -> int:
         """Drop the bars of the symbols nobody receives whose time is up (:data:`LINGER` after their demand
         ended, :data:`FRESH_FOR` after a read's load); how many went. A loading symbol waits for its load."""

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ticker")
 
 SHUTDOWN_GRACE = 2.0  # seconds given to clients to answer the 1001 close
+#: Seconds between looks for the last values nobody receives that stopped updating (Hub.expire_idle).
+IDLE_SWEEP = 5.0
 #: A slow share-out of scarce symbols takes at most a fifth of the loop: it is worked out again no sooner than
 #: four times its duration after it ended (:class:`~ticker.server.allotter.Allotter`).
 SHARE_OUT_DUTY = 4.0
@@ -142,6 +144,7 @@ class Node:
         #: as each quote enters the node, before the hub encodes it (through Redis the publisher did it).
         self.day_stats = listed_day_stats(lambda: self.directory)
         self._fill_day = self.day_stats.apply
+        self.hub.on_forget = self._forget_day
         if self.feeds and all(getattr(f, "completes_quotes", False) for f in self.feeds):
             self._fill_day = _as_is  # the --workers feed process filled them in: every worker serves the same
         #: What the node says of each symbol: unknown ones refused, states pushed (``--unknown-symbols``).
@@ -155,6 +158,7 @@ class Node:
             unserved=self.allotter.unserved,
         )
         self._board_failed_at = -math.inf
+        self._idle_sweep_at = 0.0
         if config.unknown_symbols == "allow":  # a lab: the simulated market makes up any demanded symbol
             for feed in self.feeds:
                 if hasattr(feed, "invent"):
@@ -276,6 +280,12 @@ class Node:
             self._bar_quote(quote)
         self.fanout.publish(quote)
 
+    def _forget_day(self, key: str) -> None:
+        """The hub dropped ``key``'s last value (nobody receives it, and others were updated since): its day
+        statistics go too, seeded again from its day bars when it is next demanded."""
+        self.day_stats.forget(key)
+        self.history_loader.stats_forgotten(key)
+
     def _apply_bar(self, symbol: str, interval: str, bar: Bar, final: bool = True) -> None:
         """The Redis edge's bar: into the book, and a flush for its bar subscribers."""
         self.bars.apply(symbol, interval, bar, final)
@@ -367,7 +377,12 @@ class Node:
                 self._trimming.add_done_callback(self._trimmed)
             self._check_sessions()
             try:
-                self.allotter.tick(time.monotonic())
+                now = time.monotonic()
+                if now >= self._idle_sweep_at:  # last values of symbols nobody receives that stopped updating
+                    self._idle_sweep_at = now + IDLE_SWEEP
+                    carried = {s for f in self.feeds for s in f.known_symbols()}
+                    self.hub.expire_idle(now, keep=carried.__contains__)
+                self.allotter.tick(now)
                 for _ in self.board.ticking():  # a large demand: the loop runs between its steps
                     await asyncio.sleep(0)
             except Exception:  # a feed's health or symbol_state that fails must not end readiness and pushes

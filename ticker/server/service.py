@@ -11,7 +11,7 @@ from typing import Any
 import tornado.httpserver
 import tornado.netutil
 
-from ticker.server import tornado_io
+from ticker.server import heap, tornado_io
 from ticker.server.app import make_app
 from ticker.server.bodies import BodyRefusal
 from ticker.server.config import Config
@@ -88,12 +88,13 @@ class Service:
                 await self.stop()
                 raise
         announce.info(
-            "ticker listening on http://%s:%d (feeds: %s, broker: %s, at most %d connections)",
+            "ticker listening on http://%s:%d (feeds: %s, broker: %s, at most %d connections, memory: %s)",
             cfg.host,
             self.port,
             ",".join(f.name for f in node.feeds) or "none",
             node.broker.name,
             cfg.max_connections,
+            heap.allocator(),
         )
 
     async def stop(self) -> None:

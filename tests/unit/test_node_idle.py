@@ -1,0 +1,25 @@
+"""What a node keeps of symbols nobody receives: the hub's idle bound takes their day statistics along, and
+their day bars seed them again on the next demand (ticker/server/node.py). No sockets."""
+
+from __future__ import annotations
+
+from tests.support.fakes.feed import StubFeed
+from ticker.quote import Quote
+from ticker.server.config import Config
+from ticker.server.node import Node
+
+
+def test_a_last_value_the_idle_bound_drops_takes_its_day_statistics_along() -> None:
+    node = Node(Config(host="127.0.0.1", port=0), feeds=[StubFeed("sim")])
+    node.hub.max_idle_symbols = 2
+    node.history_loader._days_done["OLD"] = 0  # its day bars went in once
+    node._deliver(Quote("OLD", 10.0, 1_000, volume=100))
+    node._deliver(Quote("OLD", 12.0, 2_000, volume=200))
+    assert node.hub.last("OLD").high == 12.0  # type: ignore[union-attr]
+    for s in ("B", "C"):  # two symbols updated since: OLD is the least recently updated of three
+        node._deliver(Quote(s, 1.0, 3_000, volume=100))
+    assert node.hub.last("OLD") is None and "OLD" not in node.day_stats._days
+    assert "OLD" not in node.history_loader._days_done  # loaded (and seeded) again when next demanded
+    node._deliver(Quote("OLD", 11.0, 4_000, volume=300))
+    assert node.hub.last("OLD").high == 11.0  # type: ignore[union-attr]  # a session afresh, not a stale high
+    assert node.hub.last("B") is None and node.day_stats._days.keys() == {"C", "OLD"}  # B: now the oldest
