@@ -45,6 +45,24 @@ def test_every_member_of_a_batch_gets_the_same_bytes_object(rig: Rig):
     assert rig.counter("ticker_updates_sent_total") == 10
 
 
+def test_a_batch_of_mixed_transports_is_framed_once_per_transport_and_every_frame_counted(rig: Rig):
+    conns = [rig.conn(f"c{i}", ["AAPL", "MSFT"], FakeSse if i % 2 else FakeSubscriber) for i in range(40)]
+    conns[3].gone = conns[4].gone = True  # one of each transport: not written, not counted
+    rig.publish("AAPL", 1.0)
+    rig.publish("MSFT", 2.0)
+    rig.sched.advance()
+    assert len(FakeSubscriber.framed) == 1 and len(FakeSse.framed) == 1
+    written = [f for c in conns for f in c.frames]
+    assert len(written) == 38 and {len(f) for f in written} == {
+        len(conns[0].frames[0]),
+        len(conns[1].frames[0]),
+    }
+    assert all(c.frames[0] is conns[i % 2].frames[0] for i, c in enumerate(conns) if not c.gone)
+    assert rig.counter("ticker_frames_sent_total") == 38
+    assert rig.counter("ticker_updates_sent_total") == 76
+    assert rig.counter("ticker_bytes_sent_total") == sum(map(len, written))
+
+
 def test_an_idle_server_writes_each_update_on_the_next_loop_pass(rig: Rig):
     a = rig.conn("a", ["AAPL"])
     rig.publish("AAPL", 1.0)

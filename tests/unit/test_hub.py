@@ -59,6 +59,22 @@ def test_flush_gives_each_subscriber_exactly_its_symbols_latest_value_once():
     assert not hub.pending and hub.flush().batches == []
 
 
+def test_a_payload_joins_its_entries_in_the_order_they_came_one_entry_or_several():
+    hub: Hub[str] = Hub()
+    hub.add("a")
+    hub.subscribe("a", ["AAPL", "MSFT", "NVDA"])
+    for sym, price in (("NVDA", 1.0), ("AAPL", 2.0), ("MSFT", 3.0), ("AAPL", 4.0)):
+        hub.publish(q(sym, price), 0.0)
+    entries = [hub.state(s).encoded for s in ("NVDA", "AAPL", "MSFT")]  # type: ignore[union-attr]
+    ((payload, members, states),) = hub.flush().batches
+    assert payload == b'{"type":"quotes","data":[' + b",".join(entries) + b"]}"  # type: ignore[arg-type]
+    assert members == {"a"} and [st.symbol for st in states] == ["NVDA", "AAPL", "MSFT"]
+    hub.publish(q("MSFT", 5.0), 1.0)
+    ((payload, _members, _states),) = hub.flush().batches
+    assert payload == b'{"type":"quotes","data":[' + hub.state("MSFT").encoded + b"]}"  # type: ignore[operator,union-attr]
+    assert orjson.loads(payload)["data"][0]["p"] == 5.0
+
+
 def test_unsubscribe_and_remove_update_groups_and_demand():
     seen: list[frozenset[str]] = []
     hub: Hub[str] = Hub(on_demand=seen.append)

@@ -7,7 +7,7 @@ import pytest
 
 from ticker import protocol
 from ticker.errors import InvalidSymbol, ProtocolError, invalid_symbols_message
-from ticker.frames import sse_event, ws_text_frame
+from ticker.frames import HEAD_TABLE, sse_event, ws_text_frame
 from ticker.protocol import parse_client_message
 from ticker.symbols import normalize_symbol, parse_symbol_list, valid_symbol
 
@@ -97,6 +97,12 @@ def test_ws_text_frame_lengths(n):
         assert frame[1] == 126 and int.from_bytes(frame[2:4], "big") == n and frame[4:] == payload
     else:
         assert frame[1] == 127 and int.from_bytes(frame[2:10], "big") == n and frame[10:] == payload
+
+
+def test_ws_text_frame_headers_from_the_table_are_those_rfc_6455_gives():
+    for n in (*range(0, 300), HEAD_TABLE - 1, HEAD_TABLE, HEAD_TABLE + 1):
+        head = bytes((0x81, n)) if n < 126 else bytes((0x81, 126)) + n.to_bytes(2, "big")
+        assert ws_text_frame(b"y" * n) == head + b"y" * n, n
 
 
 def test_sse_event():

@@ -174,6 +174,26 @@ async def test_a_closed_peer_stream_lets_go_of_what_it_held(peer_pair):
     assert tornado_io.write_frame(stream, b"late", True) == -1
 
 
+async def test_frames_go_by_send_frame_only_to_a_peer_stream_written_directly(
+    peer_pair: tuple[tornado_io.PeerStream, socket.socket],
+    pair: tuple[tornado.iostream.IOStream, socket.socket],
+) -> None:
+    stream, peer = peer_pair
+    assert tornado_io.frame_stream(stream) is stream
+    assert tornado_io.frame_stream(pair[0]) is None  # a plain IOStream: write_frame
+    stream.max_write_buffer_size = 1 << 20
+    assert tornado_io.frame_stream(stream) is None  # write's own check of the bound must run
+    stream.max_write_buffer_size = None
+    small, big = ws_text_frame(b'{"a":1}'), b"x" * (8 << 20)
+    assert stream.send_frame(small) == 0
+    backlog = stream.send_frame(big)
+    assert 0 < backlog == tornado_io.buffered(stream) and not stream.held
+    assert stream.send_frame(small) == backlog + len(small) and stream.held == [small]
+    assert await _receive(peer, len(small) * 2 + len(big)) == small + big + small
+    stream.close()
+    assert stream.send_frame(small) == -1
+
+
 def test_only_plain_streams_are_written_directly():
     class Wrapped(tornado.iostream.IOStream):
         pass

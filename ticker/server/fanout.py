@@ -338,9 +338,14 @@ class Fanout:
         slow_bytes = self.slow_bytes
         slow = self._conflated
         backlog = self._backlog
+        # Once per frame where each connection has a symbol set of its own (its own batch): the batch's frame is
+        # built for the first connection's transport and kept in locals (a dict only for a second transport), and
+        # the counts are kept per batch.
         for payload, members, states in fl.batches:
-            n = len(states)
-            frame_of: dict[str, bytes] = {}  # this batch's frame per transport, built once
+            kind: str | None = None  # the transport ``frame`` is built for
+            frame = b""
+            frame_of: dict[str, bytes] | None = None  # other transports' frames (a batch of mixed transports)
+            written = 0  # frames written in this batch
             for conn in members:
                 if slow and conn in slow:  # no lookup at all while nobody is conflated
                     changed = slow[conn].changed
@@ -350,20 +355,32 @@ class Fanout:
                         else:
                             changed[st.symbol] = None
                     continue
-                frame = frame_of.get(conn.transport)
-                if frame is None:
-                    frame = frame_of[conn.transport] = conn.framer(payload)
+                if conn.transport is not kind:
+                    if kind is None:
+                        kind, frame = conn.transport, conn.framer(payload)
+                    else:
+                        bytes_sent += written * len(frame)
+                        frames_sent += written
+                        updates_sent += written * len(states)
+                        written = 0
+                        if frame_of is None:
+                            frame_of = {}
+                        frame_of[kind] = frame
+                        kind = conn.transport
+                        frame = frame_of.get(kind) or conn.framer(payload)
                 unsent = conn.write_frame(frame)
-                if unsent < 0:
-                    continue
-                frames_sent += 1
-                updates_sent += n
-                bytes_sent += len(frame)
                 if unsent:
+                    if unsent < 0:
+                        continue
                     self._total += unsent - backlog.get(conn, 0)
                     backlog[conn] = unsent
                     if unsent > slow_bytes:
                         self._start_conflating(conn, start)
+                written += 1
+            if written:
+                bytes_sent += written * len(frame)
+                frames_sent += written
+                updates_sent += written * len(states)
         if bars:
             self._write_bars(bars, start)
         if backlog:

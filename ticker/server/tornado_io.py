@@ -116,32 +116,45 @@ def write_frame(stream: tornado.iostream.IOStream, frame: bytes | memoryview, di
     in a Python arena that outlives it), and no ``send`` that cannot succeed; the stream already waits to
     be writable, and writes it in order. A :class:`PeerStream` holds it by reference (:meth:`PeerStream.hold`).
     """
+    if direct and type(stream) is PeerStream:
+        return stream.send_frame(frame)
     buf = stream._write_buffer
     if buf is None:
         return -1
     if direct and buf._size:
-        if type(stream) is PeerStream:
-            return stream.hold(frame)
         buf.append(frame)
         stream._total_write_index += len(frame)
         return buf._size
-    if direct and stream.socket is not None:
+    sent = 0
+    sock = stream.socket
+    if direct and sock is not None:
         try:
-            sent = stream.socket.send(frame)
+            sent = sock.send(frame)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
             sent = 0  # let Tornado meet the error below and close the stream its own way
         if sent == len(frame):
             return 0
-        if sent:
-            frame = memoryview(frame)[sent:]  # no copy of the rest
+    return _write_rest(stream, frame, sent)
+
+
+def _write_rest(stream: tornado.iostream.IOStream, frame: bytes | memoryview, sent: int) -> int:
+    """Hand what the socket did not take of ``frame`` (all but its first ``sent`` bytes) to Tornado's buffer."""
+    if sent:
+        frame = memoryview(frame)[sent:]  # no copy of the rest
     try:
         stream.write(frame)
     except tornado.iostream.StreamClosedError:
         return -1
     buf = stream._write_buffer
     return buf._size if buf is not None else -1
+
+
+def frame_stream(stream: tornado.iostream.IOStream) -> PeerStream | None:
+    """``stream`` if frames may go to it by :meth:`PeerStream.send_frame` (the same as :func:`write_frame` with
+    ``direct``, in one call), else None."""
+    return stream if type(stream) is PeerStream and can_write_direct(stream) else None
 
 
 def stop_reading(handler: tornado.websocket.WebSocketHandler) -> None:
@@ -237,6 +250,26 @@ class PeerStream(tornado.iostream.IOStream):
         self.held: list[bytes | bytearray | memoryview] = []
         self.held_bytes = 0
         super().__init__(sock, **kwargs)
+
+    def send_frame(self, frame: bytes | memoryview) -> int:
+        """:func:`write_frame` with ``direct`` (:func:`can_write_direct` must hold): the fan-out's per-frame path."""
+        buf = self._write_buffer
+        if buf is None:
+            return -1
+        if buf._size:
+            return self.hold(frame)
+        sock = self.socket
+        if sock is None:
+            return _write_rest(self, frame, 0)
+        try:
+            sent = sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            sent = 0  # let Tornado meet the error in write and close the stream its own way
+        if sent == len(frame):
+            return 0
+        return _write_rest(self, frame, sent)
 
     def hold(self, frame: bytes | memoryview) -> int:
         """Queue ``frame`` behind Tornado's buffer (not empty); return the bytes now unsent."""

@@ -58,7 +58,7 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
     __slots__ = (
         "_address",
         "_closing",
-        "_direct",
+        "_frame_stream",
         "_holds_address",
         "_identity",
         "_stream",
@@ -141,7 +141,7 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
         )
         stream = tornado_io.websocket_stream(self)
         self._stream: tornado.iostream.IOStream | None = stream
-        self._direct = stream is not None and tornado_io.can_write_direct(stream)
+        self._frame_stream = tornado_io.frame_stream(stream)  # the stream if frames go to its socket directly
         self.alive_at = now  # the connect, then the last pong that answered our ping
         self.ping_sent: float | None = None
         self.ping_nonce = b""  # the payload of our outstanding ping: only a pong echoing it proves liveness
@@ -245,10 +245,15 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
 
     # -- fan-out side ------------------------------------------------------------------------
     def write_frame(self, frame: bytes) -> int:
-        stream = self._stream
-        if stream is None or self._closing:  # nothing may follow our Close frame (RFC 6455 5.5.1)
+        if self._closing:  # nothing may follow our Close frame (RFC 6455 5.5.1)
             return -1
-        return tornado_io.write_frame(stream, frame, self._direct)
+        direct = self._frame_stream
+        if direct is not None:  # the fan-out's path: one call per frame below this one
+            return direct.send_frame(frame)
+        stream = self._stream
+        if stream is None:
+            return -1
+        return tornado_io.write_frame(stream, frame, tornado_io.can_write_direct(stream))
 
     def buffered(self) -> int:
         return tornado_io.buffered(self._stream)
