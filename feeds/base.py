@@ -82,6 +82,11 @@ class Feed(ABC):
         """Symbols this feed can offer for suggestions (``/api/symbols``); may be empty."""
         return []
 
+    def carried_symbols(self) -> list[str]:
+        """Symbols this feed brings whatever the demand (a simulated universe, a recording's symbols): their
+        last values stay while nobody receives them, even when no update comes (a closed market)."""
+        return []
+
     async def load_reference(self) -> list[SymbolInfo] | None:
         """The symbols this feed can carry with their reference data (a provider's reference endpoint, a
         bundled directory, a recording's symbols); None: this feed cannot tell (its symbols stay

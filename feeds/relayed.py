@@ -84,6 +84,10 @@ class RelayedFeed(Feed):
     def known_symbols(self) -> list[str]:
         return self._link.known[self._index]
 
+    def carried_symbols(self) -> list[str]:
+        # what the feed process's feed offers: a simulated market's universe, a recording's symbols
+        return self._link.known[self._index]
+
     @property
     def symbol_limit(self) -> int | None:
         state = self._link.states[self._index]

@@ -63,7 +63,9 @@ TICK_INTERVAL = 0.005  # seconds between scheduler passes
 SIM_NOW_ENV = "TICKER_SIM_NOW"  # a test aid: the simulated market's wall clock starts at this instant
 VOLATILITY = 0.0006  # per-tick relative standard deviation of the price
 TICK_VOLUME = 1_000  # shares a tick on average
-DORMANT_MAX = 200  # markets of symbols nobody demands any more, kept to come back as they left
+DORMANT_MAX = (
+    200  # markets of symbols nobody demands any more, kept to come back as they left (about 3 KB each)
+)
 HISTORY_CACHE = 8  # symbols' generated histories kept (a backfill asks each interval in turn)
 JOIN_PER_PASS = 100  # markets made, and first quotes emitted, per scheduler pass (a burst is spread)
 _DRIFT = 0.5 * VOLATILITY * VOLATILITY  # Itô's correction: a tick leaves the expected price as it was
@@ -252,6 +254,9 @@ class SimulatedFeed(Feed):
 
     def known_symbols(self) -> list[str]:
         return list(self._universe)
+
+    def carried_symbols(self) -> list[str]:
+        return list(self._universe)  # it always ticks
 
     async def load_reference(self) -> list[SymbolInfo]:
         """The bundled US directory and the ``--symbols`` universe (a symbol not in it is named after itself)."""

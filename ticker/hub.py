@@ -133,11 +133,14 @@ class Hub(Generic[S]):
         max_idle_symbols: int = MAX_IDLE_SYMBOLS,
         on_forget: Callable[[str], None] | None = None,
     ) -> None:
-        """``on_forget(key)``: told each key whose last value the idle bound dropped (its day statistics go too)."""
+        """``on_forget(key)``: told each key whose last value the idle cache dropped (its day statistics go too)."""
         self.max_symbols = max_symbols
         self.max_idle_symbols = max_idle_symbols
         self.on_demand = on_demand
         self.on_forget = on_forget
+        #: Symbols whose last values the idle cache keeps whatever their age (a feed carries them whatever
+        #: the demand, such as the simulated market's universe, even while its market is closed).
+        self.keep: Callable[[str], bool] = _no
         self._symbols: dict[str, SymbolState] = {}
         self._groups: dict[frozenset[str], _Group] = {}
         self._subs: dict[S, frozenset[str]] = {}
@@ -344,21 +347,30 @@ class Hub(Generic[S]):
         return n
 
     def _prune(self) -> None:
-        # Keep last values of unwanted symbols for snapshots, but only the max_idle_symbols updated last.
+        # Keep last values of unwanted symbols for snapshots, but only the max_idle_symbols updated last; those
+        # kept (self.keep) go to the back instead, at most once each per call.
         idle = self._idle
         forget = self.on_forget
-        while len(idle) > self.max_idle_symbols:
+        keep = self.keep
+        for _ in range(len(idle)):
+            if len(idle) <= self.max_idle_symbols:
+                return
             s = next(iter(idle))
-            del idle[s], self._symbols[s]
+            at = idle.pop(s)
+            if keep(symbol_of(s)):
+                idle[s] = at
+                continue
+            del self._symbols[s]
             if forget is not None:
                 forget(s)
 
-    def expire_idle(self, now: float, after: float = IDLE_SECONDS, keep: Callable[[str], bool] = _no) -> int:
+    def expire_idle(self, now: float, after: float = IDLE_SECONDS) -> int:
         """Forget the last values nobody receives that no update reached for ``after`` seconds by monotonic
-        ``now`` (:attr:`on_forget` is told each), except those of the symbols ``keep`` names (a market the feed
-        carries whatever the demand, even while closed); how many went. A key let go starts its time at the
-        first call after. Not on the hot path: a look at each idle key, every few seconds."""
+        ``now`` (:attr:`on_forget` is told each), except those of the symbols :attr:`keep` names; how many went.
+        A key let go starts its time at the first call after. Not on the hot path: a look at each idle key,
+        every few seconds."""
         idle = self._idle
+        keep = self.keep
         gone = []
         for key, at in idle.items():
             if at == _UNSEEN:
@@ -378,7 +390,6 @@ class Hub(Generic[S]):
         st = self._symbols.get(quote.symbol)
         if st is None:
             st = self._symbols[quote.symbol] = SymbolState(quote.symbol, self.updates_in)
-            self._idle[quote.symbol] = now
         seq = quote.seq  # > 0: numbered at the source (a publisher, the --workers feed process), kept as is
         st.seq = seq if seq else st.seq + 1
         self.updates_in += 1
@@ -391,8 +402,8 @@ class Hub(Generic[S]):
                 return due
         if not st.groups:
             idle = self._idle
-            if idle.pop(quote.symbol, None) is not None:  # held idle: now the most recently updated
-                idle[quote.symbol] = now
+            idle.pop(quote.symbol, None)  # nobody holds it: idle, the most recently updated (the last to go)
+            idle[quote.symbol] = now
             if len(idle) > self.max_idle_symbols:
                 self._prune()
             return False
@@ -410,7 +421,6 @@ class Hub(Generic[S]):
         st = self._symbols.get(key)
         if st is None:
             st = self._symbols[key] = SymbolState(key, seq)
-            self._idle[key] = now
         st.seq = seq
         st.quote = None
         st.encoded = encoded
@@ -470,7 +480,8 @@ class Hub(Generic[S]):
         """Mark ``st`` due for the next flush if anyone holds it (as :meth:`publish` does inline)."""
         if not st.groups:
             idle = self._idle
-            if idle.pop(st.symbol, None) is not None:  # held idle: now the most recently updated
+            if not st.views:  # nobody holds it: idle, the most recently updated (the last to go)
+                idle.pop(st.symbol, None)
                 idle[st.symbol] = now
             if len(idle) > self.max_idle_symbols:
                 self._prune()

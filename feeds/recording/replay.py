@@ -67,6 +67,9 @@ class ReplayFeed(Feed):
     def known_symbols(self) -> list[str]:
         return list(self.summary.symbols) if self.summary else []
 
+    def carried_symbols(self) -> list[str]:
+        return self.known_symbols()  # every recorded symbol is played, whatever the demand
+
     async def load_reference(self) -> list[SymbolInfo] | None:
         """The recorded symbols (None before :meth:`start` has scanned the file: cannot tell yet)."""
         if self.summary is None:

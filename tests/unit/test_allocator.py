@@ -39,9 +39,7 @@ def test_auto_executes_the_command_again_on_jemalloc(plain: pytest.MonkeyPatch) 
     with pytest.raises(Executed) as caught:
         allocator.prepare("auto", entry=True)
     ex = caught.value
-    assert ex.path == sys.executable and ex.argv == list(
-        sys.orig_argv
-    )  # the same command, the same arguments
+    assert ex.path == sys.executable and ex.argv == [sys.executable, *sys.orig_argv[1:]]  # the same command
     assert ex.env["LD_PRELOAD"] == "libjemalloc.so.2:libother.so"  # the operator's preload stays
     assert ex.env["PYTHONMALLOC"] == "malloc" and ex.env[allocator.EXEC_MARK] == "1"
     assert ex.env["MALLOC_CONF"] == "background_thread:true"
@@ -55,10 +53,17 @@ def test_the_operators_malloc_conf_stands(plain: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("choice", ["auto", "jemalloc"])
-def test_the_command_is_executed_again_once_only(plain: pytest.MonkeyPatch, choice: str) -> None:
+def test_the_command_is_executed_again_once_only(
+    plain: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], choice: str
+) -> None:
     plain.setenv(allocator.EXEC_MARK, "1")  # executed already, and jemalloc did not load
     if choice == "auto":
-        allocator.prepare(choice, entry=True)  # runs on Python's allocator rather than looping
+        allocator.prepare(
+            choice, entry=True
+        )  # runs on the C library's malloc rather than looping, and says so
+        assert capsys.readouterr().err == (
+            "ticker: warning: libjemalloc.so.2 did not load; running on the C library's malloc\n"
+        )
     else:
         with pytest.raises(allocator.AllocatorError, match="failed to load"):
             allocator.prepare(choice, entry=True)
@@ -83,6 +88,23 @@ def test_main_called_as_a_function_never_executes_anything(plain: pytest.MonkeyP
     allocator.prepare("auto", entry=False)
     with pytest.raises(allocator.AllocatorError, match="the ticker command itself"):
         allocator.prepare("jemalloc", entry=False)
+
+
+def test_under_python_e_nothing_is_executed(plain: pytest.MonkeyPatch) -> None:
+    plain.setattr(allocator.sys, "flags", type("Flags", (), {"ignore_environment": 1})())
+    allocator.prepare("auto", entry=True)  # PYTHONMALLOC would be ignored
+    with pytest.raises(allocator.AllocatorError, match="-E or -I"):
+        allocator.prepare("jemalloc", entry=True)
+
+
+def test_a_failed_exec_keeps_the_allocator_under_auto(plain: pytest.MonkeyPatch) -> None:
+    def refused(path: str, argv: list[str], env: dict[str, str]) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    plain.setattr(allocator.os, "execve", refused)
+    allocator.prepare("auto", entry=True)
+    with pytest.raises(allocator.AllocatorError, match="could not start again"):
+        allocator.prepare("jemalloc", entry=True)
 
 
 def test_off_linux_auto_does_nothing(plain: pytest.MonkeyPatch) -> None:
@@ -138,3 +160,24 @@ def test_on_jemalloc_a_trim_purges_every_arena(monkeypatch: pytest.MonkeyPatch) 
     assert trim is malloc_trim  # glibc without jemalloc
     monkeypatch.setattr(heap, "_symbol", {}.get)
     assert heap._trimmer() is None  # musl, macOS: nothing to trim with
+
+
+def test_a_forked_child_starts_jemallocs_background_thread_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[bytes, bool]] = []
+    parent_ran_one = False
+
+    def mallctl(name: bytes, oldp: Any, oldlenp: Any, newp: Any, newlen: int) -> int:
+        if name == b"opt.background_thread":
+            oldp._obj.value = parent_ran_one
+        else:
+            calls.append((name, newp._obj.value))
+        return 0
+
+    monkeypatch.setattr(heap, "_symbol", {"mallctl": mallctl}.get)
+    heap.after_fork()
+    assert calls == []
+    parent_ran_one = True
+    heap.after_fork()
+    assert calls == [(b"background_thread", True)]
+    monkeypatch.setattr(heap, "_symbol", {}.get)
+    heap.after_fork()  # no jemalloc: nothing to do

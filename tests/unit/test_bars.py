@@ -448,7 +448,7 @@ def test_a_negative_or_infinite_volume_counts_as_none() -> None:
 
 
 @pytest.mark.parametrize("days", ["utc", "new_york"])
-def test_quotes_move_every_series_as_its_own_add_trade_would_whatever_comes_between(days):
+def test_quotes_move_every_series_as_its_own_add_trade_would_whatever_comes_between(days: str) -> None:
     """The quote path updates the current bars of all five series at once while they all hold the trade: the
     same bars as each series' add_trade, across bar rollovers, late trades, provider bars (final or not),
     backfills and resizes in between."""

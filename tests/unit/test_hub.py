@@ -142,12 +142,21 @@ def test_the_idle_bound_drops_the_least_recently_updated_and_says_so():
     hub.publish(q("A", 2.0), 0.0)  # A still ticks (the universe): B is now the least recently updated
     hub.add("a")
     hub.subscribe("a", ["C"])
-    hub.unsubscribe("a", ["C"])  # C let go: idle again, as recent as its last update
+    hub.unsubscribe("a", ["C"])  # C let go: idle again, the most recent
     hub.publish(q("D", 1.0), 0.0)
     assert forgotten == ["B"] and sorted(hub.cached_symbols()) == ["A", "C", "D"]
     hub.publish(q("A", 3.0), 0.0)
     hub.publish(q("E", 1.0), 0.0)
     assert forgotten == ["B", "C"] and hub.last("A") is not None
+
+
+def test_the_idle_bound_passes_over_the_symbols_kept() -> None:
+    forgotten: list[str] = []
+    hub: Hub[str] = Hub(max_idle_symbols=3, on_forget=forgotten.append)  # one value + the two kept
+    hub.keep = {"U1", "U2"}.__contains__  # a universe, its market closed: no update reaches it
+    for s in ("U1", "U2", "A", "B"):
+        hub.publish(q(s, 1.0), 0.0)
+    assert forgotten == ["A"] and sorted(hub.cached_symbols()) == ["B", "U1", "U2"]
 
 
 def test_idle_last_values_that_stopped_updating_expire_but_those_kept_stay():
@@ -160,13 +169,13 @@ def test_idle_last_values_that_stopped_updating_expire_but_those_kept_stay():
     hub.publish(q("LEFT", 1.0), 0.0)
     hub.publish(q("HELD", 1.0), 0.0)
     hub.unsubscribe("a", ["LEFT"])  # let go at 0: its time starts at the next look
-    keep = {"CLOSED"}.__contains__  # a market the feed carries, even while closed
-    assert hub.expire_idle(20.0, 30.0, keep) == 0
+    hub.keep = {"CLOSED"}.__contains__  # a market the feed carries, even while closed
+    assert hub.expire_idle(20.0, 30.0) == 0
     hub.publish(q("TICKS", 2.0), 25.0)
-    assert hub.expire_idle(35.0, 30.0, keep) == 1 and forgotten == ["GONE"]
+    assert hub.expire_idle(35.0, 30.0) == 1 and forgotten == ["GONE"]
     # LEFT: 30 s after the look at 20
-    assert hub.expire_idle(50.0, 30.0, keep) == 1 and forgotten == ["GONE", "LEFT"]
-    assert hub.expire_idle(55.0, 30.0, keep) == 1 and forgotten[-1] == "TICKS"
+    assert hub.expire_idle(50.0, 30.0) == 1 and forgotten == ["GONE", "LEFT"]
+    assert hub.expire_idle(55.0, 30.0) == 1 and forgotten[-1] == "TICKS"
     assert sorted(hub.cached_symbols()) == ["CLOSED", "HELD"]  # kept, and subscribed: never expire
 
 

@@ -3,6 +3,8 @@ their day bars seed them again on the next demand (ticker/server/node.py). No so
 
 from __future__ import annotations
 
+import time
+
 from tests.support.fakes.feed import StubFeed
 from ticker.quote import Quote
 from ticker.server.config import Config
@@ -23,3 +25,19 @@ def test_a_last_value_the_idle_bound_drops_takes_its_day_statistics_along() -> N
     node._deliver(Quote("OLD", 11.0, 4_000, volume=300))
     assert node.hub.last("OLD").high == 11.0  # type: ignore[union-attr]  # a session afresh, not a stale high
     assert node.hub.last("B") is None and node.day_stats._days.keys() == {"C", "OLD"}  # B: now the oldest
+
+
+def test_day_statistics_stay_while_anyone_receives_the_symbol_or_a_feed_carries_it() -> None:
+    node = Node(Config(host="127.0.0.1", port=0), feeds=[StubFeed("sim")])
+    node._history_demand = frozenset({"DELAYED"})  # received delayed (or as bars): its real-time key is idle
+    node._carried = frozenset({"UNIVERSE"})
+    for s in ("DELAYED", "UNIVERSE", "GONE"):
+        node._deliver(Quote(s, 10.0, 1_000, volume=100))
+        node._deliver(Quote(s, 12.0, 2_000, volume=200))
+    now = time.monotonic()  # the node's clock of updates
+    assert node.hub.expire_idle(now) == 0
+    assert node.hub.expire_idle(now + 60.0) == 2  # DELAYED and GONE: no update for 30 s; UNIVERSE is kept
+    assert node.hub.last("UNIVERSE") is not None and node.hub.last("DELAYED") is None
+    assert "GONE" not in node.day_stats._days
+    node._deliver(Quote("DELAYED", 11.0, 3_000, volume=300))
+    assert node.hub.last("DELAYED").high == 12.0  # type: ignore[union-attr]  # the session's, not a new one

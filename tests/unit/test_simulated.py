@@ -16,7 +16,7 @@ from feeds.errors import FeedConfigError
 from feeds.listings import parse_listings, us_listings
 from feeds.options import FeedOptions
 from feeds.sessions import new_york
-from feeds.simulated import JOIN_PER_PASS, SimulatedFeed, _SymbolSim, create, running_from
+from feeds.simulated import JOIN_PER_PASS, VOLATILITY, SimulatedFeed, _SymbolSim, create, running_from
 from tests.support.clock import ManualClock
 from tests.support.fakes.sink import FeedSink
 from ticker.directory import ASSET_TYPES, SymbolInfo
@@ -302,7 +302,7 @@ def _step_as_first_written(sim: _SymbolSim, rng: random.Random, ts_ms: int) -> Q
     """A simulated quote as first written (``rng.gauss``, ``rng.randrange``, ``round``): what the inlined
     draws and tick-grid arithmetic of ``_SymbolSim.step`` must reproduce, number for number."""
     z = rng.gauss(0.0, 1.0)
-    raw = sim.price * math.exp(0.0006 * z - 0.5 * 0.0006 * 0.0006)
+    raw = sim.price * math.exp(VOLATILITY * z - 0.5 * VOLATILITY * VOLATILITY)
     digits = 2 if sim.tick_size >= 0.01 else 4
     price = round(max(sim.tick_size, round(raw / sim.tick_size) * sim.tick_size), digits)
     sim.price = price
@@ -320,7 +320,9 @@ def _step_as_first_written(sim: _SymbolSim, rng: random.Random, ts_ms: int) -> Q
 
 
 @pytest.mark.parametrize("base", [None, 0.0123, 0.9999, 1.0, 150.0, 155.0, 912.5, 40_000.0])
-def test_a_step_gives_the_numbers_of_the_random_module_and_round_from_the_same_seed(base):
+def test_a_step_gives_the_numbers_of_the_random_module_and_round_from_the_same_seed(
+    base: float | None,
+) -> None:
     fast = _SymbolSim("XYZ", 7, base, 1_700_000_000_000)
     model = _SymbolSim("XYZ", 7, base, 1_700_000_000_000)
     rng = random.Random(int.from_bytes(hashlib.sha256(b"7:XYZ").digest()[:8], "big"))

@@ -10,11 +10,14 @@ or at once when the server trims after connections leave, :mod:`ticker.server.he
 same run, at the same CPU per update in ``make bench``.
 
 ``auto`` (the default) runs on jemalloc when ``libjemalloc`` is installed (Debian: ``libjemalloc2``) and on
-Python's own allocator otherwise (or on what ``PYTHONMALLOC`` says, when the operator set it); ``jemalloc`` requires it; ``pymalloc`` keeps Python's. Both settings act
-before the interpreter starts, so the command executes itself again at once, with the same process id and
-arguments, ``LD_PRELOAD`` naming the library and ``PYTHONMALLOC=malloc``; once only
-(:data:`EXEC_MARK`), only on Linux, and never when ``main`` is called as a function. Processes the command
-starts (``--workers``) inherit the setting. ``MALLOC_CONF`` is :data:`MALLOC_CONF` unless the operator set it.
+Python's own allocator otherwise (or on what ``PYTHONMALLOC`` says, when the operator set it); ``jemalloc``
+requires it; ``pymalloc`` keeps Python's. Both settings act before the interpreter starts, so the command
+executes itself again at once, with the same process id and arguments, ``LD_PRELOAD`` naming the library
+and ``PYTHONMALLOC=malloc``: once only (:data:`EXEC_MARK`), only on Linux, never under ``python -E``/``-I``,
+and never when ``main`` is called as a function. Should the library not load even so, the process runs on
+the C library's malloc and says so in one line. Processes the command starts inherit the setting (forked
+ones turn jemalloc's background thread on again: :func:`ticker.server.heap.after_fork`). ``MALLOC_CONF`` is
+:data:`MALLOC_CONF` unless the operator set it.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ def prepare(choice: str, entry: bool) -> None:
         return
     if choice == "auto" and os.environ.get("PYTHONMALLOC"):  # the operator's own choice stands
         return
+    if sys.flags.ignore_environment:  # python -E or -I: PYTHONMALLOC would not be read
+        if choice == "jemalloc":
+            raise AllocatorError(
+                "--allocator jemalloc cannot act under python -E or -I (PYTHONMALLOC is ignored)"
+            )
+        return
     library = ctypes.util.find_library("jemalloc") if sys.platform == "linux" else None
     if library is None or os.environ.get(EXEC_MARK):
         if choice == "jemalloc":
@@ -60,6 +69,8 @@ def prepare(choice: str, entry: bool) -> None:
                 else "failed to load"
             )
             raise AllocatorError(f"--allocator jemalloc, but libjemalloc {why}")
+        if library is not None:  # executed again, and the library did not load: say so once
+            sys.stderr.write(f"ticker: warning: {library} did not load; running on the C library's malloc\n")
         return
     env = dict(os.environ)
     preload = env.get("LD_PRELOAD", "")
@@ -67,6 +78,11 @@ def prepare(choice: str, entry: bool) -> None:
     env["PYTHONMALLOC"] = "malloc"
     env.setdefault("MALLOC_CONF", MALLOC_CONF)
     env[EXEC_MARK] = "1"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, list(sys.orig_argv), env)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    except OSError as exc:
+        if choice == "jemalloc":
+            raise AllocatorError(f"--allocator jemalloc: could not start again ({exc.strerror})") from None

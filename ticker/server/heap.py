@@ -75,6 +75,20 @@ def _trimmer() -> Callable[[int], int] | None:
 
 
 _TRIM = _trimmer()
+
+
+def after_fork() -> None:
+    """In a forked child (``--workers``, the shared feed process): jemalloc stops its background thread in a
+    child; start it again when the parent ran one (``opt.background_thread``). Nothing elsewhere."""
+    mallctl = _symbol("mallctl")
+    if mallctl is None:
+        return
+    opt, size = ctypes.c_bool(False), ctypes.c_size_t(ctypes.sizeof(ctypes.c_bool))
+    if mallctl(b"opt.background_thread", ctypes.byref(opt), ctypes.byref(size), None, 0) == 0 and opt.value:
+        on = ctypes.c_bool(True)
+        mallctl(b"background_thread", None, None, ctypes.byref(on), ctypes.sizeof(on))
+
+
 _lock = threading.Lock()
 _settle: threading.Timer | None = None  # the trim due ``SETTLE`` s after the last one
 

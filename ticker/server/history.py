@@ -179,8 +179,9 @@ class HistoryLoader:
 
     def stats_forgotten(self, symbol: str) -> None:
         """``symbol``'s day statistics were dropped: its day bars are loaded again (and seed them) when it is
-        next demanded."""
+        next demanded (even within FRESH_FOR of a read's load, whose bars would otherwise be taken as they are)."""
         self._days_done.pop(symbol, None)
+        self._fresh.pop(symbol, None)
 
     def sweep(self) -> int:
         """Drop the bars of the symbols nobody receives whose time is up (:data:`LINGER` after their demand

@@ -25,10 +25,10 @@ from ticker.bars import Bar
 from ticker.broker import create_broker
 from ticker.broker.base import Broker
 from ticker.daystats import listed_day_stats, listing_sessions, new_york_day_start
-from ticker.delay import DelayLine, split_keys
+from ticker.delay import DelayLine, is_delayed_key, split_keys
 from ticker.directory import Directory
 from ticker.entitlements import UserSlots
-from ticker.hub import Hub
+from ticker.hub import MAX_IDLE_SYMBOLS, Hub
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
 from ticker.server import heap
@@ -145,6 +145,8 @@ class Node:
         self.day_stats = listed_day_stats(lambda: self.directory)
         self._fill_day = self.day_stats.apply
         self.hub.on_forget = self._forget_day
+        self.hub.keep = self._carries
+        self._carried: frozenset[str] = frozenset()  # symbols a feed carries whatever the demand
         if self.feeds and all(getattr(f, "completes_quotes", False) for f in self.feeds):
             self._fill_day = _as_is  # the --workers feed process filled them in: every worker serves the same
         #: What the node says of each symbol: unknown ones refused, states pushed (``--unknown-symbols``).
@@ -281,10 +283,16 @@ class Node:
         self.fanout.publish(quote)
 
     def _forget_day(self, key: str) -> None:
-        """The hub dropped ``key``'s last value (nobody receives it, and others were updated since): its day
-        statistics go too, seeded again from its day bars when it is next demanded."""
+        """The hub dropped ``key``'s last value (nobody receives it real-time): its day statistics go too,
+        seeded again from its day bars when it is next demanded; not while anyone receives the symbol (delayed,
+        or its bars) or a feed carries it whatever the demand."""
+        if is_delayed_key(key) or key in self._history_demand or self.hub.keep(key):
+            return
         self.day_stats.forget(key)
         self.history_loader.stats_forgotten(key)
+
+    def _carries(self, symbol: str) -> bool:
+        return symbol in self._carried
 
     def _apply_bar(self, symbol: str, interval: str, bar: Bar, final: bool = True) -> None:
         """The Redis edge's bar: into the book, and a flush for its bar subscribers."""
@@ -378,13 +386,14 @@ class Node:
             self._check_sessions()
             try:
                 now = time.monotonic()
-                if now >= self._idle_sweep_at:  # last values of symbols nobody receives that stopped updating
-                    self._idle_sweep_at = now + IDLE_SWEEP
-                    carried = {s for f in self.feeds for s in f.known_symbols()}
-                    self.hub.expire_idle(now, keep=carried.__contains__)
                 self.allotter.tick(now)
                 for _ in self.board.ticking():  # a large demand: the loop runs between its steps
                     await asyncio.sleep(0)
+                if now >= self._idle_sweep_at:  # last values of symbols nobody receives that stopped updating
+                    self._idle_sweep_at = now + IDLE_SWEEP
+                    self._carried = frozenset(s for f in self.feeds for s in f.carried_symbols())
+                    self.hub.max_idle_symbols = MAX_IDLE_SYMBOLS + len(self._carried)
+                    self.hub.expire_idle(now)
             except Exception:  # a feed's health or symbol_state that fails must not end readiness and pushes
                 now = time.monotonic()
                 if now - self._board_failed_at > 60.0:  # at most one traceback a minute

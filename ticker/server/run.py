@@ -16,6 +16,7 @@ from typing import NoReturn
 import tornado.netutil
 
 from ticker.auth.options import KeyLoadError
+from ticker.server import heap
 from ticker.server.config import Config
 from ticker.server.descriptors import size_to_descriptors
 from ticker.server.logs import set_worker
@@ -205,6 +206,7 @@ def _worker(
     its ``os._exit``; its stop signals stay blocked until its handlers are in place."""
     code = 1
     try:
+        heap.after_fork()
         # SIGTERM when the supervisor dies (killed outright): no orphan keeps the port
         watch = not end_with_parent(supervisor)
         for sig in STOP_SIGNALS:

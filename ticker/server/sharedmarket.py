@@ -27,6 +27,7 @@ from typing import NoReturn
 
 from feeds.relaylink import SILENCE
 from ticker.backoff import Backoff
+from ticker.server import heap
 from ticker.server.config import Config
 from ticker.server.feedhost import run_feed_process
 from ticker.server.supervision import end_with_parent
@@ -95,6 +96,7 @@ class SharedMarket:
         """The forked feed process's life, to its ``os._exit``."""
         code = 1
         try:
+            heap.after_fork()
             end_with_parent(supervisor)  # SIGTERM (blocked until its handler is in place) if it dies
             os.close(beats)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})  # the supervisor's wait blocks it

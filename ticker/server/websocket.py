@@ -58,6 +58,7 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
     __slots__ = (
         "_address",
         "_closing",
+        "_direct",
         "_frame_stream",
         "_holds_address",
         "_identity",
@@ -142,6 +143,7 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
         stream = tornado_io.websocket_stream(self)
         self._stream: tornado.iostream.IOStream | None = stream
         self._frame_stream = tornado_io.frame_stream(stream)  # the stream if frames go to its socket directly
+        self._direct = stream is not None and tornado_io.can_write_direct(stream)
         self.alive_at = now  # the connect, then the last pong that answered our ping
         self.ping_sent: float | None = None
         self.ping_nonce = b""  # the payload of our outstanding ping: only a pong echoing it proves liveness
@@ -253,7 +255,7 @@ class QuoteSocket(tornado_io.StrictOrigin, tornado.websocket.WebSocketHandler, C
         stream = self._stream
         if stream is None:
             return -1
-        return tornado_io.write_frame(stream, frame, tornado_io.can_write_direct(stream))
+        return tornado_io.write_frame(stream, frame, self._direct)
 
     def buffered(self) -> int:
         return tornado_io.buffered(self._stream)
