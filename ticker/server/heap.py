@@ -94,9 +94,9 @@ _settle: threading.Timer | None = None  # the trim due ``SETTLE`` s after the la
 
 
 def trim(settle: float = SETTLE) -> bool:
-    """Release the free pages of the C heap (glibc ``malloc_trim(0)``, jemalloc's purge) now, in the calling thread (run it in
-    an executor), and once more ``settle`` seconds after the last call, in a daemon timer thread (it never
-    holds up the process's exit). False where there is no trim."""
+    """Release the free pages of the C heap (glibc ``malloc_trim(0)``, jemalloc's purge) now, in the calling
+    thread (run it in an executor), and once more ``settle`` seconds after the last call, in a daemon timer
+    thread (it never holds up the process's exit). False where there is no trim."""
     global _settle
     if _TRIM is None:
         return False

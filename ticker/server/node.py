@@ -25,7 +25,7 @@ from ticker.bars import Bar
 from ticker.broker import create_broker
 from ticker.broker.base import Broker
 from ticker.daystats import listed_day_stats, listing_sessions, new_york_day_start
-from ticker.delay import DelayLine, is_delayed_key, split_keys
+from ticker.delay import DelayLine, split_keys
 from ticker.directory import Directory
 from ticker.entitlements import UserSlots
 from ticker.hub import MAX_IDLE_SYMBOLS, Hub
@@ -283,10 +283,10 @@ class Node:
         self.fanout.publish(quote)
 
     def _forget_day(self, key: str) -> None:
-        """The hub dropped ``key``'s last value (nobody receives it real-time): its day statistics go too,
-        seeded again from its day bars when it is next demanded; not while anyone receives the symbol (delayed,
-        or its bars) or a feed carries it whatever the demand."""
-        if is_delayed_key(key) or key in self._history_demand or self.hub.keep(key):
+        """The hub dropped ``key``'s last value (nobody receives it real-time; the hub never drops what
+        :attr:`Hub.keep` names): its day statistics go too, seeded again from its day bars when it is next
+        demanded; not while anyone receives the symbol delayed or its bars (a delayed key has none of its own)."""
+        if key in self._history_demand:
             return
         self.day_stats.forget(key)
         self.history_loader.stats_forgotten(key)
