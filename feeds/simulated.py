@@ -58,6 +58,7 @@ from ticker.directory import SymbolInfo
 from ticker.quote import Quote
 from ticker.status import CLOSED, SymbolStatus
 from ticker.symbols import DEFAULT_UNIVERSE
+from ticker.tables import compact_all
 
 TICK_INTERVAL = 0.005  # seconds between scheduler passes
 SIM_NOW_ENV = "TICKER_SIM_NOW"  # a test aid: the simulated market's wall clock starts at this instant
@@ -66,6 +67,9 @@ TICK_VOLUME = 1_000  # shares a tick on average
 DORMANT_MAX = (
     200  # markets of symbols nobody demands any more, kept to come back as they left (about 3 KB each)
 )
+#: Seconds a dormant market is kept (as long as the hub keeps a last value nobody receives): after a burst of
+#: demand, what it made goes within a minute instead of holding memory the burst's pages would keep.
+DORMANT_SECONDS = 30.0
 HISTORY_CACHE = 8  # symbols' generated histories kept (a backfill asks each interval in turn)
 JOIN_PER_PASS = 100  # markets made, and first quotes emitted, per scheduler pass (a burst is spread)
 _DRIFT = 0.5 * VOLATILITY * VOLATILITY  # Itô's correction: a tick leaves the expected price as it was
@@ -196,6 +200,7 @@ class SimulatedFeed(Feed):
         self._histories: dict[tuple[str, HistoryAnchor], SimulatedHistory] = {}  # most recently asked last
         self._sims: dict[str, _SymbolSim] = {s: self._make(s) for s in self._universe}
         self._dormant: dict[str, _SymbolSim] = {}  # markets of symbols left, oldest first (DORMANT_MAX)
+        self._left: dict[str, float] = {}  # when each dormant market was left (the market's clock)
         self._ctx: FeedContext | None = None
         # the session: open or not until the wall-clock time _until; _ticking follows it in tick()
         self._open = True
@@ -205,6 +210,7 @@ class SimulatedFeed(Feed):
         self._unquoted: dict[str, None] = {}  # owed a quote at once (at the last close while closed)
         self._unmade: dict[str, None] = {}  # demanded, their markets not made yet (JOIN_PER_PASS a pass)
         self._day_end_ms = -math.inf  # when the day of session "always" ends (epoch ms of the quotes)
+        self._sweep_at = 0.0  # when dormant markets and tables are looked at next (the clock's); 0: nothing to
 
     def _make(self, symbol: str) -> _SymbolSim:
         base = DEFAULT_UNIVERSE.get(symbol) or self._prices.get(symbol)
@@ -233,9 +239,8 @@ class SimulatedFeed(Feed):
             if not (self.invent or symbol in self._directory):
                 return None
             # the market it gets when demanded (kept for then: the history shown now stays its history)
-            sim = self._dormant[symbol] = self._make(symbol)
-            while len(self._dormant) > DORMANT_MAX:
-                del self._dormant[next(iter(self._dormant))]
+            sim = self._make(symbol)
+            self._rest(symbol, sim)
         return self.history_of(symbol, sim.anchor).bars(interval, start_ms, end_ms)
 
     def history_of(self, symbol: str, anchor: HistoryAnchor) -> SimulatedHistory:
@@ -273,7 +278,7 @@ class SimulatedFeed(Feed):
             if sym not in self._sims and (self.invent or sym in self._directory):
                 # A symbol demanded again gets its market back as it left it (the same history, the same
                 # price): its past does not change because nobody watched it for a while.
-                dormant = self._dormant.pop(sym, None)
+                dormant = self._wake(sym)
                 if dormant is not None:
                     self._sims[sym] = dormant
                     self._unquoted[sym] = None
@@ -282,10 +287,40 @@ class SimulatedFeed(Feed):
         self._make_some()
         keep = set(self._universe) | symbols
         for sym in [s for s in self._sims if s not in keep]:
-            self._dormant[sym] = self._sims.pop(sym)
+            self._rest(sym, self._sims.pop(sym))
             self._unquoted.pop(sym, None)
+
+    def _rest(self, symbol: str, sim: _SymbolSim) -> None:
+        """Keep ``symbol``'s market dormant: the most recently left :data:`DORMANT_MAX`, for
+        :data:`DORMANT_SECONDS`."""
+        self._wake(symbol)  # (the newest left, last)
+        self._dormant[symbol] = sim
+        self._left[symbol] = self._clock()
         while len(self._dormant) > DORMANT_MAX:  # the least recently left go for good
-            del self._dormant[next(iter(self._dormant))]
+            oldest = next(iter(self._dormant))
+            del self._dormant[oldest], self._left[oldest]
+
+    def _wake(self, symbol: str) -> _SymbolSim | None:
+        """``symbol``'s dormant market, taken out of the dormant ones; None when it has none."""
+        self._left.pop(symbol, None)
+        return self._dormant.pop(symbol, None)
+
+    def _sweep(self) -> None:
+        """Once a second while markets are dormant, and once after: let those dormant for
+        :data:`DORMANT_SECONDS` go, and give back the tables a burst of demand sized."""
+        now = self._clock()
+        if now < self._sweep_at:
+            return
+        left = self._left
+        limit = now - DORMANT_SECONDS
+        while left:
+            sym = next(iter(left))
+            if left[sym] > limit:
+                break
+            del left[sym]
+            self._dormant.pop(sym, None)
+        compact_all(self._sims, self._dormant, left, self._unquoted, self._unmade)
+        self._sweep_at = now + 1.0 if left else 0.0
 
     def _make_some(self) -> None:
         """Make the markets of the next :data:`JOIN_PER_PASS` demanded symbols that have none yet (a read of
@@ -294,7 +329,7 @@ class SimulatedFeed(Feed):
         for _ in range(min(JOIN_PER_PASS, len(unmade))):
             sym = next(iter(unmade))
             del unmade[sym]
-            dormant = self._dormant.pop(sym, None)
+            dormant = self._wake(sym)
             self._sims[sym] = dormant if dormant is not None else self._make(sym)
             self._unquoted[sym] = None
 
@@ -343,6 +378,8 @@ class SimulatedFeed(Feed):
                 self._unquoted = dict.fromkeys(self._sims)
         if self._unmade:
             self._make_some()
+        if self._left or self._sweep_at:
+            self._sweep()
         n = 0
         unquoted = self._unquoted
         if unquoted:

@@ -208,3 +208,22 @@ def test_a_flooder_waits_out_its_penalty_and_is_remembered_until_then() -> None:
         assert a.connect(f"10.1.{i // 250}.{i % 250}", 8.0 + i / 1000) is None
     assert a.connect("10.0.0.9", 10.5) is not None
     assert a.connect("10.0.0.9", 11.01) is None and a.connect("10.0.0.10", 11.01) is None
+
+
+def test_refilled_buckets_are_forgotten_without_a_new_address() -> None:
+    table = RateTable(10.0, 5, max_keys=100)
+    for i in range(50):
+        table.take(f"10.0.0.{i}", 0.0)
+    table.forget_refilled(0.05)
+    assert len(table) == 50  # not refilled yet
+    table.forget_refilled(0.1)
+    assert len(table) == 0  # after an attack, its addresses go by themselves
+
+
+def test_a_penalized_address_is_not_forgotten_before_its_penalty_ends() -> None:
+    adm = Admission(10, (10.0, 5), (1000.0, 1000), (10.0, 5))
+    adm.penalize("10.0.0.1", 0.0, seconds=5.0)
+    adm.forget_refilled(1.0)
+    assert adm.connect("10.0.0.1", 1.0) is not None  # still refused
+    adm.forget_refilled(6.0)
+    assert adm.tracked() == 0

@@ -3,6 +3,7 @@ their day bars seed them again on the next demand (ticker/server/node.py). No so
 
 from __future__ import annotations
 
+import sys
 import time
 
 from tests.support.fakes.feed import StubFeed
@@ -41,3 +42,19 @@ def test_day_statistics_stay_while_anyone_receives_the_symbol_or_a_feed_carries_
     assert "GONE" not in node.day_stats._days
     node._deliver(Quote("DELAYED", 11.0, 3_000, volume=300))
     assert node.hub.last("DELAYED").high == 12.0  # type: ignore[union-attr]  # the session's, not a new one
+
+
+def test_after_a_burst_the_tables_it_sized_and_the_refilled_address_buckets_go() -> None:
+    node = Node(Config(host="127.0.0.1", port=0), feeds=[StubFeed("sim")])
+    for i in range(20_000):  # a burst of demand: 20,000 last values, then the hub lets them go
+        node._deliver(Quote(f"Z{i:05d}", 10.0, 1_000, volume=100))
+    node.admission.connect("10.0.0.1", 0.0)
+    node.admission.release("10.0.0.1")
+    now = time.monotonic()
+    node.hub.expire_idle(now)
+    node.hub.expire_idle(now + 60.0)
+    peak = sys.getsizeof(node.hub._symbols)
+    assert len(node.hub._symbols) == 0 and peak > 100_000  # a dict keeps the size of its peak
+    node._compact_tables(now + 60.0)
+    assert sys.getsizeof(node.hub._symbols) < 1_000 and sys.getsizeof(node.day_stats._days) < 1_000
+    assert node.admission.tracked() == 0

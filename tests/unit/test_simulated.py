@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import sys
 import time
 from datetime import datetime
 
@@ -16,7 +17,16 @@ from feeds.errors import FeedConfigError
 from feeds.listings import parse_listings, us_listings
 from feeds.options import FeedOptions
 from feeds.sessions import new_york
-from feeds.simulated import JOIN_PER_PASS, VOLATILITY, SimulatedFeed, _SymbolSim, create, running_from
+from feeds.simulated import (
+    DORMANT_MAX,
+    DORMANT_SECONDS,
+    JOIN_PER_PASS,
+    VOLATILITY,
+    SimulatedFeed,
+    _SymbolSim,
+    create,
+    running_from,
+)
 from tests.support.clock import ManualClock
 from tests.support.fakes.sink import FeedSink
 from ticker.directory import ASSET_TYPES, SymbolInfo
@@ -340,3 +350,41 @@ def test_a_step_gives_the_numbers_of_the_random_module_and_round_from_the_same_s
             model.prev_close = model.price
         got, want = fast.step(i), _step_as_first_written(model, rng, i)
         assert repr(got) == repr(want), i
+
+
+def test_a_market_left_comes_back_as_it_left_within_the_dormant_time_and_is_gone_after():
+    clock = ManualClock(TUESDAY_MORNING)
+    feed = SimulatedFeed(["AAPL"], rate=20, seed=1, clock=clock, invent=True)
+    feed.set_demand(frozenset({"ZZZ"}))
+    run(feed, 1.0)
+    market = feed._sims["ZZZ"]
+    feed.set_demand(frozenset())
+    clock.now += DORMANT_SECONDS - 1
+    run(feed, 0.1)
+    feed.set_demand(frozenset({"ZZZ"}))
+    assert feed._sims["ZZZ"] is market  # its price and its history as it left them
+    feed.set_demand(frozenset())
+    clock.now += DORMANT_SECONDS - 1  # its time starts again when it is left again
+    run(feed, 0.1)
+    assert "ZZZ" in feed._dormant
+    clock.now += 1
+    run(feed, 0.1)
+    assert "ZZZ" not in feed._dormant and not feed._left
+    feed.set_demand(frozenset({"ZZZ"}))
+    assert feed._sims["ZZZ"] is not market  # a new market (the seed's: the same start)
+
+
+def test_a_burst_of_demand_leaves_no_markets_and_no_tables_sized_for_it():
+    clock = ManualClock(TUESDAY_MORNING)
+    feed = SimulatedFeed(["AAPL"], rate=2, seed=1, clock=clock, invent=True)
+    empty = sys.getsizeof(feed._sims)
+    burst = frozenset(f"Z{i:04d}" for i in range(5_000))
+    feed.set_demand(burst)
+    run(feed, 0.6)  # a pass makes JOIN_PER_PASS markets
+    assert len(feed._sims) == 5_001
+    feed.set_demand(frozenset())
+    assert len(feed._dormant) == DORMANT_MAX  # the most recently left
+    clock.now += DORMANT_SECONDS
+    run(feed, 0.1)
+    assert not feed._dormant and list(feed._sims) == ["AAPL"]
+    assert sys.getsizeof(feed._sims) == empty  # rebuilt at its size (a dict never shrinks by itself)

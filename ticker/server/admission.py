@@ -115,14 +115,20 @@ class RateTable:
             self._buckets.move_to_end(key)
         bucket.hold_off(now, seconds)
 
-    def _forget(self, now: float) -> None:
+    def forget_refilled(self, now: float) -> None:
+        """Drop the least recently touched keys whose buckets have refilled (a key without a bucket has a
+        full one), up to the first that has not."""
+        self._forget(now, self.max_keys + 1)
+
+    def _forget(self, now: float, most: int | None = None) -> None:
         """Drop the keys whose buckets have refilled (a penalized one later), and the oldest beyond
-        ``max_keys - 1``."""
+        ``most - 1`` (default ``max_keys - 1``: room for one more)."""
         buckets = self._buckets
+        most = self.max_keys if most is None else most
         while buckets:
             oldest = next(iter(buckets.values()))
             full = oldest.tokens + (now - oldest.updated) * oldest.rate >= oldest.burst
-            if not full and len(buckets) < self.max_keys:
+            if not full and len(buckets) < most:
                 break
             buckets.popitem(last=False)
 
@@ -168,6 +174,11 @@ class Admission:
             )
         self._open[key] = self._open.get(key, 0) + 1
         return None
+
+    def forget_refilled(self, now: float) -> None:
+        """Drop the addresses whose rate buckets have refilled (see :meth:`RateTable.forget_refilled`)."""
+        self.connects.forget_refilled(now)
+        self.requests.forget_refilled(now)
 
     def penalize(self, address: str, now: float, seconds: float = FLOOD_PENALTY) -> None:
         """``address`` flooded: its next connection is refused (429, ``Retry-After``) for ``seconds``."""

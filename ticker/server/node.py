@@ -40,6 +40,7 @@ from ticker.server.history import UNREAD_SECONDS, HistoryLoader
 from ticker.server.history import WAIT as HISTORY_WAIT
 from ticker.server.status_board import StatusBoard
 from ticker.session import Access
+from ticker.tables import compact, compact_held
 
 if TYPE_CHECKING:
     from ticker.auth.verifier import TokenVerifier
@@ -394,12 +395,20 @@ class Node:
                     self._carried = frozenset(s for f in self.feeds for s in f.carried_symbols())
                     self.hub.max_idle_symbols = MAX_IDLE_SYMBOLS + len(self._carried)
                     self.hub.expire_idle(now)
+                    self._compact_tables(now)
             except Exception:  # a feed's health or symbol_state that fails must not end readiness and pushes
                 now = time.monotonic()
                 if now - self._board_failed_at > 60.0:  # at most one traceback a minute
                     self._board_failed_at = now
                     log.exception("symbol states not worked out")
             await asyncio.sleep(1.0)
+
+    def _compact_tables(self, now: float) -> None:
+        """After a burst of connections or demand: the refilled per-address buckets go, and the tables the burst
+        sized are rebuilt at what they hold now (:mod:`ticker.tables`), so that the memory goes back."""
+        self.admission.forget_refilled(now)
+        compact(self.connections)
+        compact_held(self.hub, self.fanout, self.bars, self.day_stats, self.history_loader, self.admission)
 
     def _trimmed(self, done: asyncio.Future[bool]) -> None:
         self._trimming = None
