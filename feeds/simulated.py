@@ -210,7 +210,7 @@ class SimulatedFeed(Feed):
         self._unquoted: dict[str, None] = {}  # owed a quote at once (at the last close while closed)
         self._unmade: dict[str, None] = {}  # demanded, their markets not made yet (JOIN_PER_PASS a pass)
         self._day_end_ms = -math.inf  # when the day of session "always" ends (epoch ms of the quotes)
-        self._sweep_at = 0.0  # when dormant markets and tables are looked at next (the clock's); 0: nothing to
+        self._sweep_at = 0.0  # next look at dormant markets and tables (the clock's); 0: none due
 
     def _make(self, symbol: str) -> _SymbolSim:
         base = DEFAULT_UNIVERSE.get(symbol) or self._prices.get(symbol)

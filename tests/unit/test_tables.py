@@ -62,6 +62,7 @@ def test_other_mappings_are_left_alone() -> None:
 def test_compact_held_rebuilds_the_tables_of_attributes_and_slots() -> None:
     class Slotted:
         __slots__ = ("names", "unset")
+        names: dict[str, int]
 
     class Plain:
         def __init__(self) -> None:
