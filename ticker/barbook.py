@@ -12,8 +12,8 @@ What moved is recorded for the fan-out, which takes it once per flush (:meth:`Ba
 the symbols whose current bars a trade moved (``changed``), and the particular bars applied
 (``changed_bars``: a provider's late or corrected bar need not be the current one).
 
-Memory: a symbol's five full series hold at most 5,058 bars, about 1.2 MB (:mod:`ticker.bars`); a symbol
-holds only what came to it (a newly demanded one its live bars and two day bars, about 6 KB at first,
+Memory: a symbol's five full series hold at most 5,058 bars, about 0.3 MB (:mod:`ticker.bars`); a symbol
+holds only what came to it (a newly demanded one its live bars and two day bars, about 4 KB at first,
 until someone reads its bars: :mod:`ticker.server.history`), and only ``unread_seconds`` ``1s`` bars until
 :meth:`BarBook.widen` (its bars are read); :meth:`BarBook.bars_held` counts them. The book keeps at
 most ``max_symbols`` symbols (:data:`MAX_SYMBOLS` by default); past it the least recently used symbol (the
@@ -46,7 +46,7 @@ from ticker.bars import (
 )
 from ticker.quote import Quote
 
-#: Symbols a book keeps by default (about 1.2 GB at worst: every series of every symbol full).
+#: Symbols a book keeps by default (about 0.3 GB at worst: every series of every symbol full).
 MAX_SYMBOLS = 1_000
 
 _start_of = attrgetter("t")
@@ -99,7 +99,7 @@ class BarBook:
         return list(self._symbols)
 
     def bars_held(self, symbol: str | None = None) -> int:
-        """The bars held (at most 240 bytes each) of ``symbol``, or of every symbol (a look at every series)."""
+        """The bars held (at most 64 bytes each) of ``symbol``, or of every symbol (a look at every series)."""
         if symbol is not None:
             held = self._symbols.get(symbol)
             return 0 if held is None else sum([len(s) for s in held.series.values()])

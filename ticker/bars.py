@@ -33,23 +33,26 @@ then means nothing and the size is the growth only (an approximation: a feed wit
 :meth:`SymbolBars.add_trade` instead).
 
 Bounds (:data:`HISTORY`, bars per series): 900 × 1s (15 min), 2,880 × 1m (the current and the previous
-24-hour session), 576 × 5m (two days), 336 × 1h (two weeks), 366 × 1d. A bar costs at most 240 bytes
-(measured with tracemalloc in tests/unit/test_bars.py: the object, its six numbers and its deque slot),
-so a symbol's five full series hold at most 5,058 bars, about 1.2 MB, of which 1m is 0.7 MB.
+24-hour session), 576 × 5m (two days), 336 × 1h (two weeks), 366 × 1d. A series keeps only its current
+bar as a :class:`Bar` object; the older ones are packed in arrays, 49 bytes a bar (no object each, so no
+long-lived small allocations: they would pin the allocator's pages, and the garbage collector would walk
+them). A bar costs at most 64 bytes (measured with tracemalloc in tests/unit/test_bars.py, the arrays'
+spare room included; a ``Bar`` object each took about 225), so a symbol's five full series hold at most
+5,058 bars, about 0.3 MB, of which 1m is 0.16 MB.
 
 Bars are mutable and owned by their series: encode one (:meth:`Bar.encode`) when it is read, do not
-keep it. ``orjson.dumps`` takes a ``Bar``, or a list of them, as is.
+keep it. A read gives the current bar itself (trades go on changing it) and new copies of past ones (a
+change to a copy does not reach the series); an ``int`` number is read back as an ``int``. ``orjson.dumps``
+takes a ``Bar``, or a list of them, as is.
 """
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableSequence, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, tzinfo
-from itertools import islice
-from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -87,7 +90,6 @@ def history_start(interval: str, now_ms: int, day_start: DayStart) -> int:
 
 _DAY_MS = 86_400_000
 _NEXT_DAY_MS = 36 * 3_600_000  # past the longest day (25 h), short of the end of the next (>= 23 h later)
-_start_of = attrgetter("t")
 _INF = float("inf")
 
 
@@ -148,6 +150,27 @@ class Bar:
 
 _NO_BAR = Bar(0, 0.0, 0.0, 0.0, 0.0)  # the current bar of an empty series: never in range, never changed
 
+_EXACT = 2**53  # an int of at most this size is exact in a double
+_T_MIN, _T_MAX = -(2**63), 2**63 - 1  # what an array('q') holds
+_ANY = 32  # in _flags: a number a double does not hold exactly (a bool, a huge int, another type)
+
+
+def _flags(b: Bar) -> int:
+    """Which of ``b``'s o, h, l, c, v are ints (bits 1, 2, 4, 8, 16: they are read back as ints), plus
+    :data:`_ANY` when one is neither a float nor an int a double holds exactly."""
+    o, h, l, c, v = b.o, b.h, b.l, b.c, b.v  # noqa: E741
+    if type(o) is float and type(h) is float and type(l) is float and type(c) is float:
+        if type(v) is float:
+            return 0
+        if type(v) is int and -_EXACT <= v <= _EXACT:  # a feed with whole volumes
+            return 16
+    f, bit = 0, 1
+    for x in (o, h, l, c, v):
+        if type(x) is not float:
+            f |= bit if type(x) is int and -_EXACT <= x <= _EXACT else _ANY
+        bit <<= 1
+    return f
+
 
 class _Span:
     """When a trade updates the current bar of every series of a :class:`SymbolBars` alike: in ``[start, end)``,
@@ -163,19 +186,28 @@ class _Span:
 
 
 class BarSeries:
-    """The bars of one symbol at one interval, oldest first, at most ``maxlen`` (see the module docstring)."""
+    """The bars of one symbol at one interval, oldest first, at most ``maxlen`` (see the module docstring).
+
+    The current bar is a :class:`Bar` (``_cur``); the older ones are packed: their starts in ``_t``, their
+    o, h, l, c, v in ``_x`` (five a bar), which of those are ints in ``_k``, from index ``_head`` on (the
+    oldest go by moving ``_head``; the arrays drop their dead front now and then). A start or a number an
+    array cannot hold exactly turns that array into a list.
+    """
 
     __slots__ = (
-        "_bars",
         "_cur",
         "_cur_final",
         "_daily",
         "_day_start",
         "_end",
         "_final",
+        "_head",
+        "_k",
         "_ms",
         "_span",
         "_start",
+        "_t",
+        "_x",
         "interval",
         "maxlen",
     )
@@ -188,7 +220,10 @@ class BarSeries:
         self._ms = INTERVALS[interval]
         self._daily = interval == DAY
         self._day_start = day_start
-        self._bars: deque[Bar] = deque(maxlen=self.maxlen)
+        self._t: MutableSequence[int] = array("q")
+        self._x: MutableSequence[float] = array("d")
+        self._k = array("B")
+        self._head = 0
         self._final: set[int] = set()  # starts of the held bars a provider made authoritative
         self._cur = _NO_BAR
         self._start = self._end = 0  # the current bar's interval [start, end): empty while no bar
@@ -196,7 +231,7 @@ class BarSeries:
         self._span: _Span | None = None  # its owner's, which a change of the current bar empties
 
     def __len__(self) -> int:
-        return len(self._bars)
+        return len(self._t) - self._head + (self._cur is not _NO_BAR)
 
     def resize(self, maxlen: int) -> None:
         """Hold at most ``maxlen`` bars from now on (fewer than held: the oldest go)."""
@@ -204,15 +239,19 @@ class BarSeries:
             raise ValueError("a bar series holds at least one bar")
         if maxlen != self.maxlen:
             self.maxlen = maxlen
-            self._bars = deque(self._bars, maxlen=maxlen)
-            first = self._bars[0].t if self._bars else None
+            excess = len(self) - maxlen  # at most the packed bars: the current one stays
+            if excess > 0:
+                self._cut(self._head + excess)
+            ts = self._t
+            first = ts[self._head] if len(ts) > self._head else None if self._cur is _NO_BAR else self._cur.t
             self._final = {t for t in self._final if first is not None and t >= first}
             self._refresh()
 
     @property
     def current(self) -> Bar | None:
         """The newest bar (the one trades of now update), None while there is none."""
-        return self._bars[-1] if self._bars else None
+        cur = self._cur
+        return None if cur is _NO_BAR else cur
 
     def is_final(self, t: int) -> bool:
         """Whether the bar starting at ``t`` is a provider's final word (trades no longer change it)."""
@@ -227,7 +266,8 @@ class BarSeries:
         return self._day_start(start + _NEXT_DAY_MS) if self._daily else start + self._ms
 
     def add_trade(self, ts_ms: int, price: float, size: float = 0) -> Bar | None:
-        """Count one trade; return the bar it changed (``current`` or a past one), None when none changed."""
+        """Count one trade; return the bar it changed (``current``, or a copy of a past one), None when none
+        changed."""
         if self._start <= ts_ms < self._end:  # the common case: the current bar, no allocation
             if self._cur_final:
                 return None
@@ -248,44 +288,49 @@ class BarSeries:
 
     def _late_trade(self, ts_ms: int, price: float, size: float) -> Bar | None:
         start = self.align(ts_ms)
-        bars = self._bars
-        i = bisect_left(bars, start, key=_start_of)
-        if i < len(bars) and bars[i].t == start:
+        if self._cur is _NO_BAR:  # the series is empty (a trade before the epoch)
+            bar = Bar(start, price, price, price, price, size)
+            self._append(bar)
+            return bar
+        t = self._t
+        i = bisect_left(t, start, self._head)
+        if i < len(t) and t[i] == start:
             if start in self._final:
                 return None
-            bar = bars[i]
+            bar = self._get(i)
             if price > bar.h:
                 bar.h = price
             elif price < bar.l:
                 bar.l = price
             if size:
                 bar.v += size
+            self._put(i, bar)
             return bar
         bar = Bar(start, price, price, price, price, size)
-        if not self._insert(i, bar):
-            return None
-        if len(bars) == 1:  # the series was empty (a trade before the epoch)
-            self._refresh()
-        return bar
+        return bar if self._insert(i, bar) else None
 
     def apply_bar(self, bar: Bar, final: bool = True) -> Bar | None:
         """Put a provider's bar in place of the one of the same start (its start aligned to this interval).
 
-        Returns the stored copy, or None for a bar older than a full history. ``final``: trades of its
-        interval are ignored from now on; otherwise they keep updating it.
+        Returns the stored copy (a past bar: a copy of it), or None for a bar older than a full history.
+        ``final``: trades of its interval are ignored from now on; otherwise they keep updating it.
         """
         start = self.align(bar.t)
         new = Bar(start, bar.o, bar.h, bar.l, bar.c, bar.v)
-        bars = self._bars
-        if not bars or start > bars[-1].t:
+        cur = self._cur
+        if cur is _NO_BAR or start > cur.t:
             self._mark(start, final)
             self._append(new)
             return new
-        i = bisect_left(bars, start, key=_start_of)
-        if bars[i].t == start:
-            bars[i] = new
-        elif not self._insert(i, new):
-            return None
+        if start == cur.t:
+            self._cur = new
+        else:
+            t = self._t
+            i = bisect_left(t, start, self._head)
+            if i < len(t) and t[i] == start:
+                self._put(i, new)
+            elif not self._insert(i, new):
+                return None
         self._mark(start, final)
         self._refresh()
         return new
@@ -295,7 +340,9 @@ class BarSeries:
 
         ``now_ms`` None: every bar given has ended. The newest ``maxlen`` bars are kept.
         """
-        merged = {b.t: b for b in self._bars}
+        merged = {b.t: b for b in self._read(self._head, len(self._t))}
+        if self._cur is not _NO_BAR:
+            merged[self._cur.t] = self._cur
         final = self._final
         for b in bars:
             start = self.align(b.t)
@@ -307,15 +354,21 @@ class BarSeries:
                 merged[start] = Bar(start, b.o, b.h, b.l, b.c, b.v)
             self._mark(start, ended)
         keep = sorted(merged)[-self.maxlen :]
-        self._bars.clear()
-        self._bars.extend(merged[t] for t in keep)
+        self._load([merged[t] for t in keep[:-1]])
+        self._cur = merged[keep[-1]] if keep else _NO_BAR
         self._final = {t for t in final if t >= keep[0]} if keep else set()
         self._refresh()
 
     def last(self, n: int) -> list[Bar]:
         """The newest ``n`` bars, oldest first."""
-        bars = self._bars
-        return list(islice(bars, max(0, len(bars) - n), None)) if n > 0 else []
+        cur = self._cur
+        if n < 1 or cur is _NO_BAR:
+            return []
+        hi = len(self._t)
+        lo = max(self._head, hi - n + 1)
+        out = self._read(lo, hi) if hi > lo else []
+        out.append(cur)
+        return out
 
     def range(
         self, from_ms: int | None = None, to_ms: int | None = None, limit: int = DEFAULT_LIMIT
@@ -327,15 +380,152 @@ class BarSeries:
         """
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        bars = self._bars
-        lo = 0 if from_ms is None else bisect_left(bars, from_ms, key=_start_of)
-        hi = len(bars) if to_ms is None else bisect_left(bars, to_ms, key=_start_of)
+        cur = self._cur
+        if cur is _NO_BAR:
+            return []
+        packed = len(self._t)  # the current bar's index, past the packed ones
+        lo = self._head if from_ms is None else self._index(from_ms)
+        hi = packed + 1 if to_ms is None else self._index(to_ms)
         if hi - lo > limit:
             if from_ms is not None and to_ms is None:
                 hi = lo + limit
             else:
                 lo = hi - limit
-        return list(islice(bars, lo, hi)) if hi > lo else []
+        if hi <= lo:
+            return []
+        if hi <= packed:
+            return self._read(lo, hi)
+        out = self._read(lo, packed) if packed > lo else []
+        out.append(cur)
+        return out
+
+    def _index(self, start: int) -> int:
+        """Where the first bar starting at or after ``start`` is (the packed ones, then the current one)."""
+        t = self._t
+        i = bisect_left(t, start, self._head)
+        return i + 1 if i == len(t) and self._cur.t < start else i
+
+    def _read(self, lo: int, hi: int) -> list[Bar]:
+        """New :class:`Bar` objects of the packed bars from index ``lo`` to ``hi``."""
+        if hi - lo == 1:
+            return [self._get(lo)]
+        x = self._x[5 * lo : 5 * hi]
+        cols: list[Sequence[float]] = [x[0::5], x[1::5], x[2::5], x[3::5], x[4::5]]
+        k = self._k[lo:hi]
+        if k.count(0) != len(k):  # some numbers were ints: they are read back as ints
+            every, some = 31, 0
+            for f in set(k):
+                every &= f
+                some |= f
+            for j in range(5):
+                bit = 1 << j
+                if every & bit:
+                    cols[j] = list(map(int, cols[j]))
+                elif some & bit:
+                    cols[j] = [int(v) if f & bit else v for v, f in zip(cols[j], k, strict=True)]
+        return list(map(Bar, self._t[lo:hi], *cols))
+
+    def _get(self, i: int) -> Bar:
+        """A new :class:`Bar` of the packed bar at index ``i``."""
+        x, j, f = self._x, 5 * i, self._k[i]
+        if not f:
+            return Bar(self._t[i], x[j], x[j + 1], x[j + 2], x[j + 3], x[j + 4])
+        o, h, l, c, v = (int(n) if f & (1 << b) else n for b, n in enumerate(x[j : j + 5]))  # noqa: E741
+        return Bar(self._t[i], o, h, l, c, v)
+
+    def _fit(self, bar: Bar) -> int:
+        """``bar``'s :func:`_flags`, after turning an array that cannot hold its numbers exactly into a list."""
+        f = _flags(bar)
+        if f & _ANY:
+            if not isinstance(self._x, list):
+                self._x = list(self._x)
+            f -= _ANY
+        t = bar.t
+        if (type(t) is not int or not _T_MIN <= t <= _T_MAX) and not isinstance(self._t, list):
+            self._t = list(self._t)
+        return f
+
+    def _pack(self, bar: Bar) -> None:
+        """Append ``bar``'s numbers to the packed bars (it was the current one)."""
+        f = self._fit(bar)
+        self._t.append(bar.t)
+        self._x.extend((bar.o, bar.h, bar.l, bar.c, bar.v))
+        self._k.append(f)
+
+    def _put(self, i: int, bar: Bar) -> None:
+        """Write ``bar``'s numbers over those of the packed bar at index ``i`` (of the same start)."""
+        f = self._fit(bar)
+        x, j = self._x, 5 * i
+        x[j], x[j + 1], x[j + 2], x[j + 3], x[j + 4] = bar.o, bar.h, bar.l, bar.c, bar.v
+        self._k[i] = f
+
+    def _insert(self, i: int, bar: Bar) -> bool:
+        """Insert a past bar at index ``i`` (below the current one), making room; False when it is below a full
+        history."""
+        if len(self) == self.maxlen:
+            if i == self._head:
+                return False
+            i -= self._head + 1
+            self._drop()
+            i += self._head
+        f = self._fit(bar)
+        self._t.insert(i, bar.t)
+        x, j = self._x, 5 * i
+        numbers = (bar.o, bar.h, bar.l, bar.c, bar.v)
+        x[j:j] = numbers if isinstance(x, list) else array("d", numbers)
+        self._k.insert(i, f)
+        return True
+
+    def _load(self, bars: list[Bar]) -> None:
+        """Make ``bars`` (sorted) the packed ones."""
+        ts = [b.t for b in bars]
+        fit = not ts or (set(map(type, ts)) == {int} and min(ts) >= _T_MIN and max(ts) <= _T_MAX)
+        self._t = array("q", ts) if fit else ts
+        self._head = 0
+        cols = (
+            [b.o for b in bars],
+            [b.h for b in bars],
+            [b.l for b in bars],
+            [b.c for b in bars],
+            [b.v for b in bars],
+        )
+        ints = 0  # the columns of ints only (a double holds each exactly)
+        for j, col in enumerate(cols):
+            kinds = set(map(type, col))
+            if kinds == {int} and min(col) >= -_EXACT and max(col) <= _EXACT:
+                ints |= 1 << j
+            elif kinds - {float}:  # ints among floats, or other numbers: bar by bar
+                flags = [_flags(b) for b in bars]
+                if any(f & _ANY for f in flags):
+                    self._x = [x for b in bars for x in (b.o, b.h, b.l, b.c, b.v)]
+                    flags = [f & ~_ANY for f in flags]
+                else:
+                    self._x = array("d", [x for b in bars for x in (b.o, b.h, b.l, b.c, b.v)])
+                self._k = array("B", flags)
+                return
+        x = array("d", bytes(40 * len(bars)))
+        for j, col in enumerate(cols):
+            x[j::5] = array("d", col)
+        self._x = x
+        self._k = array("B", [ints]) * len(bars)
+
+    def _drop(self) -> None:
+        """Drop the oldest packed bar (and its mark); now and then the arrays' dead front with it."""
+        t = self._t
+        head = self._head
+        self._final.discard(t[head])
+        head += 1
+        if head > 8 + (len(t) >> 4):  # amortized: a move of the held bars every len/16 drops
+            self._cut(head)
+        else:
+            self._head = head
+
+    def _cut(self, head: int) -> None:
+        """Remove the packed bars below index ``head`` from the arrays."""
+        del self._t[:head]
+        del self._x[: 5 * head]
+        del self._k[:head]
+        self._head = 0
 
     def _mark(self, start: int, final: bool) -> None:
         if final:
@@ -344,29 +534,27 @@ class BarSeries:
             self._final.discard(start)
 
     def _append(self, bar: Bar) -> None:
-        if len(self._bars) == self.maxlen:
-            self._final.discard(self._bars[0].t)
-        self._bars.append(bar)
+        """Make ``bar`` the current one: the current one before it is packed; the oldest goes past ``maxlen``."""
+        cur = self._cur
+        if cur is not _NO_BAR:
+            if len(self) == self.maxlen:
+                if len(self._t) > self._head:
+                    self._drop()
+                else:  # maxlen 1: the current bar is the oldest
+                    self._final.discard(cur.t)
+                    cur = _NO_BAR
+            if cur is not _NO_BAR:
+                self._pack(cur)
+        self._cur = bar
         self._refresh()
-
-    def _insert(self, i: int, bar: Bar) -> bool:
-        """Insert a past bar at ``i`` (below the current one), making room; False when it is below a full history."""
-        bars = self._bars
-        if len(bars) == self.maxlen:
-            if i == 0:
-                return False
-            self._final.discard(bars.popleft().t)
-            i -= 1
-        bars.insert(i, bar)
-        return True
 
     def _refresh(self) -> None:
         if self._span is not None:
             self._span.end = 0
-        if not self._bars:
-            self._cur, self._start, self._end, self._cur_final = _NO_BAR, 0, 0, False
+        cur = self._cur
+        if cur is _NO_BAR:
+            self._start, self._end, self._cur_final = 0, 0, False
             return
-        cur = self._cur = self._bars[-1]
         self._start = cur.t
         self._end = self.end_of(cur.t)
         self._cur_final = cur.t in self._final

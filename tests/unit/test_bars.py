@@ -5,7 +5,11 @@ from __future__ import annotations
 import gc
 import random
 import tracemalloc
+from bisect import bisect_left
+from collections import deque
 from datetime import UTC, datetime, tzinfo
+from itertools import islice
+from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -16,6 +20,7 @@ from ticker.bars import (
     INTERVALS,
     Bar,
     BarSeries,
+    DayStart,
     InvalidInterval,
     SymbolBars,
     parse_interval,
@@ -107,12 +112,13 @@ def test_trades_without_size_give_bars_with_zero_volume():
 
 def test_a_late_trade_updates_its_own_bar_but_not_its_open_or_close():
     s = BarSeries("1m")
-    past = s.add_trade(T0 + 10_000, 100.0, 1)
+    s.add_trade(T0 + 10_000, 100.0, 1)
     s.add_trade(T0 + 50_000, 101.0, 1)
     cur = s.add_trade(T0 + M + 1, 102.0, 1)
-    assert s.add_trade(T0 + 55_000, 110.0, 7) is past  # late: arrives after the next bar opened
-    assert s.add_trade(T0 + 56_000, 90.0, 2) is past
-    assert ohlcv(past) == (T0, 100.0, 110.0, 90.0, 101.0, 11)
+    late = s.add_trade(T0 + 55_000, 110.0, 7)  # late: arrives after the next bar opened
+    assert ohlcv(late) == (T0, 100.0, 110.0, 100.0, 101.0, 9)  # a copy of the (packed) past bar
+    late = s.add_trade(T0 + 56_000, 90.0, 2)
+    assert ohlcv(late) == (T0, 100.0, 110.0, 90.0, 101.0, 11) == ohlcv(s.last(2)[0])
     assert ohlcv(cur) == (T0 + M, 102.0, 102.0, 102.0, 102.0, 1) and s.current is cur
 
 
@@ -165,7 +171,7 @@ def test_late_repeated_and_corrected_provider_bars_win():
     assert len(s) == 2
     fixed = s.apply_bar(Bar(T0, 9.0, 10.7, 8.5, 10.3, 320))  # an "updated bar": the last word wins
     assert [ohlcv(b) for b in s.last(5)] == [(T0, 9.0, 10.7, 8.5, 10.3, 320), ohlcv(cur)]
-    assert s.last(2)[0] is fixed
+    assert s.last(2)[0] == fixed
     assert s.add_trade(T0 + 30_000, 99.0, 5) is None  # a late trade of a published bar is ignored
     assert ohlcv(s.last(2)[0]) == (T0, 9.0, 10.7, 8.5, 10.3, 320)
 
@@ -368,22 +374,33 @@ def test_history_is_bounded_under_a_long_stream():
 
 
 def test_bytes_per_bar_stay_within_the_stated_bound():
-    """Four trades a bar, their prices and sizes made while tracing: a bar keeps its own numbers alive."""
+    """Every series of a symbol filled and then rolled on by a third (the oldest dropped, the arrays' dead
+    front cut now and then), four trades a bar, their prices and sizes made while tracing: at most 64 bytes
+    a bar at any time, as the module docstring states (a ``Bar`` object a bar took about 225)."""
     rng = random.Random(7)
-    s = BarSeries("1m")
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for i in range(2_880):
-            for k in range(4):
-                s.add_trade(T0 + i * M + k * 1_000, rng.uniform(100, 200), rng.randrange(1, 10**6))
+        bars = SymbolBars()
+        worst = 0.0
+        for interval, s in bars.series.items():
+            start = tracemalloc.get_traced_memory()[0]
+            n = s.maxlen
+            for i in range(n + n // 3):
+                for k in range(4):
+                    s.add_trade(
+                        T0 + i * INTERVALS[interval] + k, rng.uniform(100, 200), rng.randrange(1, 10**6)
+                    )
+                if i >= n and i % 4 == 0:
+                    worst = max(worst, (tracemalloc.get_traced_memory()[0] - start) / len(s))
         gc.collect()
-        per_bar = (tracemalloc.get_traced_memory()[0] - before) / len(s)
+        full = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert len(s) == 2_880
-    assert 100 < per_bar <= 240, per_bar  # the module docstring states 240
+    assert [len(s) for s in bars.series.values()] == list(HISTORY.values()) and sum(HISTORY.values()) == 5_058
+    assert 49 <= full / 5_058 <= worst <= 64, (full / 5_058, worst)  # 49: a bar's numbers in the arrays
+    assert full <= 0.33e6  # the module docstring's "about 0.3 MB"
 
 
 # --- reading ---
@@ -492,3 +509,356 @@ def test_quotes_move_every_series_as_its_own_add_trade_would_whatever_comes_betw
         for interval, s in model.items():
             got = bars.series[interval]
             assert [ohlcv(b) for b in got.last(10)] == [ohlcv(b) for b in s.last(10)], interval
+
+
+# --- the packed past bars ---
+
+
+def wire(bars: list[Bar]) -> list[bytes]:
+    """The bars' wire forms: their numbers and whether each is an int or a float."""
+    return [b.encode() for b in bars]
+
+
+def test_the_oldest_bars_go_one_by_one_across_the_cuts_of_the_arrays_front():
+    s = BarSeries("1m", maxlen=20)
+    heads = []
+    for i in range(300):
+        s.add_trade(T0 + i * M, float(i), i)
+        if i % 3 == 0:
+            s.apply_bar(
+                Bar(T0 + i * M, float(i), i + 0.5, float(i), float(i), i)
+            )  # a mark on every third bar
+        heads.append(s._head)
+        first = max(0, i - 19)
+        assert [b.t for b in s.last(25)] == [T0 + j * M for j in range(first, i + 1)]
+        assert [(type(b.v), b.v) for b in s.range(limit=25)] == [(int, j) for j in range(first, i + 1)]
+        assert s._final == {T0 + j * M for j in range(first, i + 1) if j % 3 == 0}
+    assert max(heads) > 0 and heads.count(0) > 20  # the front was cut again and again (amortized moves)
+    assert len(s) == 20 and len(s._t) <= 20 + 9
+
+
+def test_late_trades_and_provider_bars_go_into_the_packed_bars():
+    s = BarSeries("1m", maxlen=6)
+    for i in (0, 1, 3, 4):
+        s.add_trade(T0 + i * M, 10.0 + i, 1)
+    cur = s.current
+    assert ohlcv(s.add_trade(T0 + M + 5, 12.5, 2)) == (T0 + M, 11.0, 12.5, 11.0, 11.0, 3)  # late: h, v
+    assert ohlcv(s.add_trade(T0 + M + 6, 10.5, 2)) == (T0 + M, 11.0, 12.5, 10.5, 11.0, 5)  # late: l, v
+    assert ohlcv(s.add_trade(T0 + 2 * M + 9, 9.0, 4)) == (T0 + 2 * M, 9.0, 9.0, 9.0, 9.0, 4)  # a quiet minute
+    assert [b.t for b in s.last(9)] == [T0 + i * M for i in range(5)] and s.current is cur
+    got = s.apply_bar(Bar(T0 + 3 * M, 13.0, 14.0, 12.0, 13.5, 70))  # a provider's final word on a past bar
+    assert ohlcv(got) == (T0 + 3 * M, 13.0, 14.0, 12.0, 13.5, 70) and s.is_final(T0 + 3 * M)
+    assert s.add_trade(T0 + 3 * M + 1, 99.0, 1) is None and ohlcv(s.last(2)[0]) == ohlcv(got)
+    s.apply_bar(Bar(T0 + 2 * M, 9.0, 9.5, 8.5, 9.2, 5), final=False)  # still filling: trades go on
+    assert ohlcv(s.add_trade(T0 + 2 * M + 1, 9.9, 1)) == (T0 + 2 * M, 9.0, 9.9, 8.5, 9.2, 6)
+    s.apply_bar(Bar(T0 + 5 * M + M // 2, 1.0, 1.0, 1.0, 1.0))  # a new current bar; the series is full
+    assert len(s) == 6 and s.current is not cur and s.current is not None and s.current.t == T0 + 5 * M
+    assert s.add_trade(T0 - M, 5.0) is None and s.apply_bar(Bar(T0 - M, 5.0, 5.0, 5.0, 5.0)) is None
+    # a quiet minute inside a full history: the oldest bar makes room, then it is the oldest that is refused
+    s.backfill([Bar(T0 + 7 * M, 2.0, 2.0, 2.0, 2.0)])
+    assert [b.t for b in s.last(9)] == [T0 + i * M for i in (1, 2, 3, 4, 5, 7)]
+    assert ohlcv(s.add_trade(T0 + 6 * M, 6.0, 1)) == (T0 + 6 * M, 6.0, 6.0, 6.0, 6.0, 1)
+    assert [b.t for b in s.last(9)] == [T0 + i * M for i in (2, 3, 4, 5, 6, 7)]
+    assert s.add_trade(T0 + M + 1, 1.0) is None and s.apply_bar(Bar(T0 + M, 1.0, 1.0, 1.0, 1.0)) is None
+    assert not s.is_final(T0 + M) and len(s._final) == 3  # 3m, 5m (applied final) and 7m (history)
+
+
+def test_resize_shrinks_and_grows_the_packed_bars():
+    s = BarSeries("1s", maxlen=10)
+    for i in range(10):
+        s.add_trade(T0 + i * 1_000, float(i), i)
+    s.apply_bar(Bar(T0 + 2_000, 2.0, 2.0, 2.0, 2.0, 2))
+    s.apply_bar(Bar(T0 + 8_000, 8.0, 8.0, 8.0, 8.0, 8))
+    cur = s.current
+    s.resize(4)
+    assert [b.v for b in s.last(10)] == [6, 7, 8, 9] and s.current is cur and s._final == {T0 + 8_000}
+    assert (
+        s.add_trade(T0 + 9_500, 9.5, 1) is cur and cur is not None and cur.v == 10
+    )  # the current bar still takes trades
+    s.resize(8)
+    for i in range(10, 16):
+        s.add_trade(T0 + i * 1_000, float(i), i)
+    assert [b.v for b in s.last(10)] == [8, 10, 10, 11, 12, 13, 14, 15]  # 9s took the trade above
+    s.resize(1)
+    assert wire(s.last(5)) == wire([Bar(T0 + 15_000, 15.0, 15.0, 15.0, 15.0, 15)]) and not s._final
+    s.apply_bar(Bar(T0 + 15_000, 1.0, 1.0, 1.0, 1.0))
+    nxt = s.add_trade(T0 + 16_000, 16.0)
+    assert s.last(5) == [nxt] and s.current is nxt and not s._final and len(s._t) == 0
+    assert s.add_trade(T0 + 15_500, 1.0) is None  # the only bar is the current one: no room below it
+
+
+def test_backfill_merges_the_packed_bars_the_current_one_and_the_history():
+    s = BarSeries("1m", maxlen=5)
+    for i in (1, 2, 4):
+        s.add_trade(T0 + i * M + 1, 10.0 + i, 100)
+    cur = s.current
+    s.backfill([Bar(T0, 1.0, 1.5, 0.5, 1.25, 7), Bar(T0 + 2 * M, 2.0, 20.0, 2.0, 3.0, 9.5)])
+    assert wire(s.last(9)) == wire(
+        [
+            Bar(T0, 1.0, 1.5, 0.5, 1.25, 7),
+            Bar(T0 + M, 11.0, 11.0, 11.0, 11.0, 100),
+            Bar(T0 + 2 * M, 2.0, 20.0, 2.0, 3.0, 9.5),
+            Bar(T0 + 4 * M, 14.0, 14.0, 14.0, 14.0, 100),
+        ]
+    )
+    assert s.current is cur and s.add_trade(T0 + 4 * M + 2, 15.0, 1) is cur  # not in the history: kept as is
+    s.backfill([Bar(T0 + 4 * M, 13.0, 13.5, 13.0, 13.2, 50), Bar(T0 + 3 * M, 3.0, 3.0, 3.0, 3.0)], T0 + 4 * M)
+    assert ohlcv(s.current) == (T0 + 4 * M, 13.0, 15.0, 13.0, 15.0, 101) and s.current is not cur
+    assert [b.t for b in s.last(9)] == [T0 + i * M for i in range(5)] and not s.is_final(T0 + 4 * M)
+    s.backfill([Bar(T0 + 6 * M, 6.0, 6.0, 6.0, 6.0)])
+    assert [b.t for b in s.last(9)] == [T0 + i * M for i in (1, 2, 3, 4, 6)] and s.is_final(T0 + 6 * M)
+    assert s.add_trade(T0 + 6 * M + 1, 7.0) is None and len(s) == 5
+
+
+def test_range_and_last_at_the_edge_of_the_packed_bars_and_the_current_one():
+    s = BarSeries("1m")
+    for i in range(5):
+        s.add_trade(T0 + i * M, float(i), 1)
+    cur = s.current
+    assert cur is not None and s.last(1) == [cur] and s.last(1)[0] is cur and s.last(2)[1] is cur
+    assert [b.t for b in s.last(2)] == [T0 + 3 * M, T0 + 4 * M]
+    assert [b.t for b in s.range(to_ms=T0 + 4 * M)] == [T0 + i * M for i in range(4)]  # without the current
+    assert s.range(T0 + 4 * M)[0] is cur and len(s.range(T0 + 4 * M)) == 1
+    assert [b.t for b in s.range(T0 + 3 * M, limit=2)] == [T0 + 3 * M, T0 + 4 * M]
+    assert [b.t for b in s.range(T0 + 3 * M + 1, T0 + 4 * M + 1)] == [T0 + 4 * M]
+    assert [b.t for b in s.range(T0 + 3 * M, T0 + 4 * M)] == [T0 + 3 * M]
+    assert [b.t for b in s.range(limit=1)] == [T0 + 4 * M] and s.range(limit=1)[0] is cur
+    assert [b.t for b in s.range(to_ms=T0 + 4 * M, limit=1)] == [T0 + 3 * M]
+    assert s.range(T0 + 4 * M + 1) == [] and s.range(T0 + 9 * M, T0 + 10 * M) == []
+    past = s.last(2)[0]
+    past.h = 1e9  # a copy: the series keeps its own numbers
+    assert s.last(2)[0].h == 3.0
+
+
+def test_numbers_a_double_does_not_hold_stay_exact():
+    s = BarSeries("1s", maxlen=4)
+    s.add_trade(T0, 1.0, 2**60 + 1)  # a volume past a double's 53 bits
+    s.add_trade(T0 + 1_000, 2.0, True)  # a bool, as is
+    s.add_trade(T0 + 2_000, 3.0, 5)
+    s.add_trade(2**64 - 1, 4.0, 0.5)  # a start past an int64 (a feed's bad clock)
+    s.add_trade(2**64 + 5_000, 5.0, 6)
+    assert [(type(b.v), b.v) for b in s.last(9)] == [(bool, True), (int, 5), (float, 0.5), (int, 6)]
+    assert [b.t for b in s.last(9)] == [
+        s.align(t) for t in (T0 + 1_000, T0 + 2_000, 2**64 - 1, 2**64 + 5_000)
+    ]
+    s.resize(5)
+    s.add_trade(T0 + 500, 0.5, 1)  # a late trade into the listed numbers
+    assert [(b.t, type(b.v), b.v) for b in s.last(9)[:3]] == [
+        (T0, int, 1),
+        (T0 + 1_000, bool, True),
+        (T0 + 2_000, int, 5),
+    ]
+    s.backfill([Bar(T0, 1.0, 1.0, 1.0, 1.0, 2**60 + 3)])
+    assert [(type(b.v), b.v) for b in s.last(9)] == [
+        (int, 2**60 + 3),
+        (bool, True),
+        (int, 5),
+        (float, 0.5),
+        (int, 6),
+    ]
+
+
+class DequeSeries:
+    """The oracle: a series as it was before its past bars were packed (a deque of Bar objects), same rules."""
+
+    def __init__(self, interval: str, maxlen: int, day_start: DayStart) -> None:
+        self.maxlen, self._ms, self._daily, self._day_start = (
+            maxlen,
+            INTERVALS[interval],
+            interval == "1d",
+            day_start,
+        )
+        self._bars: deque[Bar] = deque(maxlen=maxlen)
+        self._final: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._bars)
+
+    def resize(self, maxlen: int) -> None:
+        if maxlen != self.maxlen:
+            self.maxlen = maxlen
+            self._bars = deque(self._bars, maxlen=maxlen)
+            first = self._bars[0].t if self._bars else None
+            self._final = {t for t in self._final if first is not None and t >= first}
+
+    @property
+    def current(self) -> Bar | None:
+        return self._bars[-1] if self._bars else None
+
+    def align(self, ts_ms: int) -> int:
+        return self._day_start(ts_ms) if self._daily else ts_ms - ts_ms % self._ms
+
+    def end_of(self, start: int) -> int:
+        return self._day_start(start + 36 * 3_600_000) if self._daily else start + self._ms
+
+    def add_trade(self, ts_ms: int, price: float, size: float = 0) -> Bar | None:
+        cur = self.current
+        if cur is not None and cur.t <= ts_ms < self.end_of(cur.t):
+            if cur.t in self._final:
+                return None
+            if price > cur.h:
+                cur.h = price
+            elif price < cur.l:
+                cur.l = price
+            cur.c = price
+            if size:
+                cur.v += size
+            return cur
+        if (cur is None and ts_ms >= 0) or (cur is not None and ts_ms >= self.end_of(cur.t)):
+            bar = Bar(self.align(ts_ms), price, price, price, price, size)
+            self._append(bar)
+            return bar
+        start = self.align(ts_ms)
+        bars = self._bars
+        i = bisect_left(bars, start, key=attrgetter("t"))
+        if i < len(bars) and bars[i].t == start:
+            if start in self._final:
+                return None
+            bar = bars[i]
+            if price > bar.h:
+                bar.h = price
+            elif price < bar.l:
+                bar.l = price
+            if size:
+                bar.v += size
+            return bar
+        bar = Bar(start, price, price, price, price, size)
+        return bar if self._insert(i, bar) else None
+
+    def apply_bar(self, bar: Bar, final: bool = True) -> Bar | None:
+        start = self.align(bar.t)
+        new = Bar(start, bar.o, bar.h, bar.l, bar.c, bar.v)
+        bars = self._bars
+        if not bars or start > bars[-1].t:
+            self._mark(start, final)
+            self._append(new)
+            return new
+        i = bisect_left(bars, start, key=attrgetter("t"))
+        if bars[i].t == start:
+            bars[i] = new
+        elif not self._insert(i, new):
+            return None
+        self._mark(start, final)
+        return new
+
+    def backfill(self, bars: list[Bar], now_ms: int | None = None) -> None:
+        merged = {b.t: b for b in self._bars}
+        final = self._final
+        for b in bars:
+            start = self.align(b.t)
+            ended = now_ms is None or self.end_of(start) <= now_ms
+            held = merged.get(start)
+            if held is not None and not ended:
+                merged[start] = Bar(start, b.o, max(b.h, held.h), min(b.l, held.l), held.c, max(b.v, held.v))
+            else:
+                merged[start] = Bar(start, b.o, b.h, b.l, b.c, b.v)
+            self._mark(start, ended)
+        keep = sorted(merged)[-self.maxlen :]
+        self._bars.clear()
+        self._bars.extend(merged[t] for t in keep)
+        self._final = {t for t in final if t >= keep[0]} if keep else set()
+
+    def last(self, n: int) -> list[Bar]:
+        bars = self._bars
+        return list(islice(bars, max(0, len(bars) - n), None)) if n > 0 else []
+
+    def range(self, from_ms: int | None = None, to_ms: int | None = None, limit: int = 500) -> list[Bar]:
+        bars = self._bars
+        lo = 0 if from_ms is None else bisect_left(bars, from_ms, key=attrgetter("t"))
+        hi = len(bars) if to_ms is None else bisect_left(bars, to_ms, key=attrgetter("t"))
+        if hi - lo > limit:
+            if from_ms is not None and to_ms is None:
+                hi = lo + limit
+            else:
+                lo = hi - limit
+        return list(islice(bars, lo, hi)) if hi > lo else []
+
+    def _mark(self, start: int, final: bool) -> None:
+        if final:
+            self._final.add(start)
+        else:
+            self._final.discard(start)
+
+    def _append(self, bar: Bar) -> None:
+        if len(self._bars) == self.maxlen:
+            self._final.discard(self._bars[0].t)
+        self._bars.append(bar)
+
+    def _insert(self, i: int, bar: Bar) -> bool:
+        bars = self._bars
+        if len(bars) == self.maxlen:
+            if i == 0:
+                return False
+            self._final.discard(bars.popleft().t)
+            i -= 1
+        bars.insert(i, bar)
+        return True
+
+
+def shown(bar: Bar | None) -> bytes | None:
+    return None if bar is None else bar.encode()
+
+
+@pytest.mark.parametrize(
+    ("interval", "maxlen", "days"),
+    [
+        ("1s", 1, "utc"),
+        ("1s", 3, "utc"),
+        ("1m", 7, "utc"),
+        ("1m", 40, "utc"),
+        ("5m", 120, "utc"),
+        ("1d", 9, "ny"),
+    ],
+)
+def test_packed_series_do_what_the_deque_of_bar_objects_did(interval: str, maxlen: int, days: str) -> None:
+    """Random trades (current, late, into quiet intervals, older than the history), provider bars, backfills,
+    resizes and reads, the same on the packed series and on the old deque of ``Bar`` objects: the same bars
+    (their wire forms: an int stays an int), the same marks and the same answers, after every step."""
+    day_start = zone_day_start(NY) if days == "ny" else utc_day_start
+    got, want = BarSeries(interval, maxlen, day_start), DequeSeries(interval, maxlen, day_start)
+    pick = random.Random(f"{interval}/{maxlen}/{days}")
+    ms_ = INTERVALS[interval]
+    now = T0
+
+    def number() -> float:
+        return pick.choice([round(pick.uniform(1, 200), 2), pick.randrange(1, 200), 0, 0.0])
+
+    def some_bar(at: int) -> Bar:
+        lo, hi = sorted((number(), number()))
+        return Bar(at, pick.choice([lo, hi]), hi, lo, pick.choice([lo, hi]), pick.choice([0, 7, 2.5, 10**6]))
+
+    for step in range(2_500):
+        r = pick.random()
+        at = now + pick.choice(
+            [0, 1, -1, ms_ // 2, -ms_, -3 * ms_, -maxlen * ms_, -10 * maxlen * ms_, 5 * ms_]
+        )
+        if r < 0.6:
+            now += pick.choice([0, 0, 1, ms_ // 3, ms_, 2 * ms_, 9 * ms_])
+            ts = now if r < 0.4 else at
+            price, size = number(), pick.choice([0, 1, 100, 0.5, 2.25])
+            assert shown(got.add_trade(ts, price, size)) == shown(want.add_trade(ts, price, size)), step
+        elif r < 0.8:
+            bar, final = some_bar(at), pick.random() < 0.6
+            assert shown(got.apply_bar(bar, final)) == shown(want.apply_bar(bar, final)), step
+        elif r < 0.88:
+            history = [
+                some_bar(now - pick.randrange(-2, 3 * maxlen + 3) * ms_) for _ in range(pick.randrange(7))
+            ]
+            cut = pick.choice([None, now, now - ms_])
+            got.backfill(history, cut)
+            want.backfill(history, cut)
+        elif r < 0.92:
+            n = pick.choice([1, 2, maxlen, maxlen + 5, max(1, maxlen // 2)])
+            got.resize(n)
+            want.resize(n)
+        else:
+            lo = pick.choice([None, now, at, now - maxlen * ms_ // 2, now + 1])
+            hi = pick.choice([None, now, at + 1, now - ms_, now + ms_])
+            limit = pick.choice([1, 2, 3, maxlen, 500])
+            assert wire(got.range(lo, hi, limit)) == wire(want.range(lo, hi, limit)), step
+        n = pick.choice([1, 2, 5, maxlen, maxlen + 3])
+        assert len(got) == len(want) and wire(got.last(n)) == wire(want.last(n)), step
+        assert shown(got.current) == shown(want.current) and got._final == want._final, step
+        if got.current is not None:
+            assert got.last(1)[0] is got.current and got.range(got.current.t)[0] is got.current
+    assert wire(got.last(maxlen + 10)) == wire(want.last(maxlen + 10))

@@ -168,7 +168,7 @@ class Metrics:
         )
         self.bars = Gauge(
             "ticker_bars",
-            "OHLCV bars the node holds, of every symbol (at most 240 bytes each).",
+            "OHLCV bars the node holds, of every symbol (at most 64 bytes each).",
             registry=r,
         )
         self.bar_history_loading = Gauge(
