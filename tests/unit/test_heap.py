@@ -73,3 +73,54 @@ def test_every_connection_shares_one_string_per_symbol():
     assert a == "AAPL" and a is b
     assert normalize_symbols(["msft", "".join(["MS", "FT"])]) == ["MSFT"]
     assert normalize_symbols(["msft"])[0] is valid_symbol("MSFT ")
+
+
+def test_a_burst_is_collected_once_it_is_over_and_trimmed_after() -> None:
+    after = heap.Aftermath()
+    per_second = [heap.COLLECT_AFTER] * 5  # a burst of closes, second after second
+    assert [after.tick(n) for n in per_second] == [
+        (False, False),
+        (False, False),
+        (False, False),
+        (False, True),
+        (False, False),
+    ]
+    # the trims came at TRIM_AFTER let go; no collection while the burst goes on
+    quiet = [after.tick(0) for _ in range(heap.QUIET_SECONDS)]
+    assert quiet[:-1] == [(False, False)] * (heap.QUIET_SECONDS - 1)
+    assert quiet[-1] == (True, True)  # over: one collection, and a trim for what was let go since the last
+    assert [after.tick(0) for _ in range(10)] == [(False, False)] * 10  # once
+
+
+def test_a_trickle_of_closes_never_costs_a_collection() -> None:
+    after = heap.Aftermath()
+    ticks = [after.tick(heap.CONNECTION_BYTES) for _ in range(150)]  # one connection a second
+    assert not any(collect for collect, _ in ticks[: heap.COLLECT_AFTER // heap.CONNECTION_BYTES - 1])
+    assert sum(collect for collect, _ in ticks) <= 1  # at most one per COLLECT_AFTER let go
+
+
+def test_a_collection_finds_the_cycles_a_closed_connection_leaves() -> None:
+    class Handler:
+        def __init__(self) -> None:
+            self.stream = {"owner": self}  # a reference cycle, as Tornado's handler and stream make
+
+    gc_was = heap.gc.isenabled()
+    heap.gc.disable()
+    try:
+        for _ in range(100):
+            Handler()
+        assert heap.collect() >= 200
+    finally:
+        if gc_was:
+            heap.gc.enable()
+
+
+def test_no_collection_while_the_connections_left_open_hold_more_than_went() -> None:
+    after = heap.Aftermath()
+    went = 10 * heap.COLLECT_AFTER
+    after.tick(went, live=20 * heap.COLLECT_AFTER)  # an attack holds 20 of its 30 shares open
+    held = [after.tick(0, live=20 * heap.COLLECT_AFTER) for _ in range(heap.QUIET_SECONDS + 5)]
+    assert not any(collect for collect, _ in held)  # a collection now would walk every open connection
+    after.tick(20 * heap.COLLECT_AFTER, live=0)  # they went
+    gone = [after.tick(0, live=0) for _ in range(heap.QUIET_SECONDS)]
+    assert [collect for collect, _ in gone] == [False] * (heap.QUIET_SECONDS - 1) + [True]

@@ -170,7 +170,9 @@ class Node:
         self._demand_due = False
         self._drained = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._released = 0  # unsent bytes of closed slow readers not yet followed by a heap trim
+        #: the HTTP server's, the event loop's and others whose dicts and sets a burst of connections sizes
+        self.io_tables: list[object] = []
+        self._aftermath = heap.Aftermath()  # what closed connections and dropped bars let go: collect, trim
         self._trimming: asyncio.Future[bool] | None = None
         m = self.metrics
         m.subscriptions.set_function(lambda: self.hub.subscription_count)
@@ -379,9 +381,11 @@ class Node:
             if self.delay_line is not None:  # end keeps past their deadline, even for symbols with no quote
                 self.delay_line.prune(time.monotonic())
             self.fanout.release_bars()  # delayed bar subscriptions: the bars that passed the horizon
-            self._released += self.fanout.take_released() + self.history_loader.take_released()
-            if self._released >= heap.TRIM_AFTER and self._trimming is None:  # slow readers went away
-                self._released = 0
+            released = self.fanout.take_released() + self.history_loader.take_released()
+            collect, trim = self._aftermath.tick(released, len(self.connections) * heap.CONNECTION_BYTES)
+            if collect:  # a burst of connections or symbols went: the cycles they left, then their pages
+                heap.collect()
+            if trim and self._trimming is None:
                 self._trimming = asyncio.get_running_loop().run_in_executor(None, heap.trim)
                 self._trimming.add_done_callback(self._trimmed)
             self._check_sessions()
@@ -408,7 +412,16 @@ class Node:
         sized are rebuilt at what they hold now (:mod:`ticker.tables`), so that the memory goes back."""
         self.admission.forget_refilled(now)
         compact(self.connections)
-        compact_held(self.hub, self.fanout, self.bars, self.day_stats, self.history_loader, self.admission)
+        compact_held(
+            self.hub,
+            self.fanout,
+            self.bars,
+            self.day_stats,
+            self.history_loader,
+            self.admission,
+            self.allotter,
+        )
+        compact_held(*[t for t in self.io_tables if t is not None])
 
     def _trimmed(self, done: asyncio.Future[bool]) -> None:
         self._trimming = None

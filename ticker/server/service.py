@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import tornado.httpserver
+import tornado.ioloop
 import tornado.netutil
 
 from ticker.server import heap, tornado_io
@@ -74,6 +75,14 @@ class Service:
             body_timeout=cfg.body_timeout,
             xheaders=False,
         )
+        # tables an attack's connections size, rebuilt smaller once they went (Node._compact_tables)
+        loop = asyncio.get_running_loop()
+        node.io_tables += [
+            self._http,
+            peers,
+            tornado.ioloop.IOLoop.current(),
+            getattr(loop, "_selector", None),
+        ]
         guard = AcceptGuard(node.metrics.count_accept_error, watermark(soft_limit()), "the listener")
         tornado_io.accept_guarded(self._http, socks, guard, peers)
         node.metrics.max_connections.set(cfg.max_connections)
