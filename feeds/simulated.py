@@ -55,6 +55,7 @@ from feeds.simhistory import (
 from ticker.bars import DAY, HISTORY, Bar, utc_day_start
 from ticker.daystats import new_york_day_start
 from ticker.directory import SymbolInfo
+from ticker.hub import IDLE_SECONDS, IDLE_SWEEP_SECONDS
 from ticker.quote import Quote
 from ticker.status import CLOSED, SymbolStatus
 from ticker.symbols import DEFAULT_UNIVERSE
@@ -67,9 +68,10 @@ TICK_VOLUME = 1_000  # shares a tick on average
 DORMANT_MAX = (
     200  # markets of symbols nobody demands any more, kept to come back as they left (about 3 KB each)
 )
-#: Seconds a dormant market is kept (as long as the hub keeps a last value nobody receives): after a burst of
-#: demand, what it made goes within a minute instead of holding memory the burst's pages would keep.
-DORMANT_SECONDS = 30.0
+#: Seconds a dormant market is kept: as long as the hub may keep its last value (``IDLE_SECONDS`` after the
+#: sweep that first saw it idle, found by the next sweep), so that a symbol demanded again meanwhile goes on
+#: from the price it showed; after a burst of demand, what it made goes within a minute.
+DORMANT_SECONDS = IDLE_SECONDS + 2 * IDLE_SWEEP_SECONDS
 HISTORY_CACHE = 8  # symbols' generated histories kept (a backfill asks each interval in turn)
 JOIN_PER_PASS = 100  # markets made, and first quotes emitted, per scheduler pass (a burst is spread)
 _DRIFT = 0.5 * VOLATILITY * VOLATILITY  # Itô's correction: a tick leaves the expected price as it was

@@ -191,7 +191,8 @@ class BarSeries:
     The current bar is a :class:`Bar` (``_cur``); the older ones are packed: their starts in ``_t``, their
     o, h, l, c, v in ``_x`` (five a bar), which of those are ints in ``_k``, from index ``_head`` on (the
     oldest go by moving ``_head``; the arrays drop their dead front now and then). A start or a number an
-    array cannot hold exactly turns that array into a list.
+    array cannot hold exactly (a bool, an int past 2**53: no feed sends one) turns that array into a list,
+    one object a number again, until the next backfill.
     """
 
     __slots__ = (

@@ -24,6 +24,7 @@ from ticker import protocol
 from ticker.delay import delayed_key, is_delayed_key, symbol_of
 from ticker.errors import TooManySymbols
 from ticker.quote import Quote, encode_entry
+from ticker.tables import compact_all, compact_held
 from ticker.views import ViewSpec, base_of, decode, render, spec_of
 
 DemandListener = Callable[[frozenset[str]], None]
@@ -108,6 +109,8 @@ MAX_IDLE_SYMBOLS = 2_000
 #: Seconds a last value nobody receives is kept once no update reaches it (:meth:`Hub.expire_idle`), as a
 #: symbol's bars are (``ticker/server/history.py``, ``LINGER``).
 IDLE_SECONDS = 30.0
+#: Seconds between the node's looks for such values (and for tables a burst left sparse: :meth:`Hub.compact`).
+IDLE_SWEEP_SECONDS = 5.0
 _UNSEEN = -inf  # an idle key's time before expire_idle first saw it
 
 
@@ -363,6 +366,11 @@ class Hub(Generic[S]):
             del self._symbols[s]
             if forget is not None:
                 forget(s)
+
+    def compact(self) -> int:
+        """Rebuild the tables a burst left sparse, the hub's and each group's members (:mod:`ticker.tables`);
+        the bytes let go."""
+        return compact_held(self) + compact_all(*[g.members for g in self._groups.values()])
 
     def expire_idle(self, now: float, after: float = IDLE_SECONDS) -> int:
         """Forget the last values nobody receives that no update reached for ``after`` seconds by monotonic

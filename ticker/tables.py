@@ -24,11 +24,12 @@ def sparse(table: dict[Any, Any] | set[Any]) -> bool:
     return size >= MIN_BYTES and size > SPARSE_BYTES * len(table)
 
 
-def compact(table: dict[Any, Any] | set[Any]) -> bool:
-    """Rebuild ``table`` in place at the size its entries need, keeping their order, if it is sparse;
-    whether it was. Dicts, ordered and default dicts and sets only (others are left alone)."""
+def compact(table: dict[Any, Any] | set[Any]) -> int:
+    """Rebuild ``table`` in place at the size its entries need, keeping their order, if it is sparse; the
+    bytes let go (0: left alone). Dicts, ordered and default dicts and sets only (others are left alone)."""
     if not sparse(table):
-        return False
+        return 0
+    before = sys.getsizeof(table)
     kind = type(table)
     if kind is set:
         assert isinstance(table, set)
@@ -46,26 +47,28 @@ def compact(table: dict[Any, Any] | set[Any]) -> bool:
         table.clear()
         table.update(items)
     else:
-        return False
-    return True
+        return 0
+    return max(0, before - sys.getsizeof(table))
 
 
 def compact_all(*tables: dict[Any, Any] | set[Any]) -> int:
-    """:func:`compact` each of ``tables``; how many were rebuilt."""
+    """:func:`compact` each of ``tables``; the bytes let go."""
     return sum(compact(t) for t in tables)
 
 
 def compact_held(*owners: object) -> int:
     """:func:`compact` every dict and set held in an attribute of each of ``owners`` (``__dict__`` and
-    ``__slots__``); how many were rebuilt. Only for owners none of whose tables an iterator spans a pause
-    of the event loop (a rebuilt table would be walked from the wrong place)."""
-    rebuilt = 0
+    ``__slots__``; a name-mangled slot is not looked at); the bytes let go. Only for owners none of whose
+    tables an iterator spans a pause of the event loop (a rebuilt table would be walked from the wrong
+    place): each caller names its owners, never a whole object graph."""
+    freed = 0
     for owner in owners:
         values = list(getattr(owner, "__dict__", {}).values())
         for cls in type(owner).__mro__:
-            for name in getattr(cls, "__slots__", ()):
+            slots = getattr(cls, "__slots__", ())
+            for name in (slots,) if isinstance(slots, str) else slots:
                 value = getattr(owner, name, None)
                 if value is not None:
                     values.append(value)
-        rebuilt += sum(compact(v) for v in values if isinstance(v, (dict, set)))
-    return rebuilt
+        freed += sum(compact(v) for v in values if isinstance(v, (dict, set)))
+    return freed

@@ -48,8 +48,12 @@ def test_after_a_burst_the_tables_it_sized_and_the_refilled_address_buckets_go()
     node = Node(Config(host="127.0.0.1", port=0), feeds=[StubFeed("sim")])
     for i in range(20_000):  # a burst of demand: 20,000 last values, then the hub lets them go
         node._deliver(Quote(f"Z{i:05d}", 10.0, 1_000, volume=100))
-    node.admission.connect("10.0.0.1", 0.0)
-    node.admission.release("10.0.0.1")
+    for i in range(20_000):  # and of addresses
+        address = f"10.{i // 65_536}.{i // 256 % 256}.{i % 256}"
+        node.admission.connect(address, 0.0)
+        node.admission.release(address)
+    buckets = node.admission.connects._buckets
+    assert sys.getsizeof(buckets) > 100_000
     now = time.monotonic()
     node.hub.expire_idle(now)
     node.hub.expire_idle(now + 60.0)
@@ -57,4 +61,5 @@ def test_after_a_burst_the_tables_it_sized_and_the_refilled_address_buckets_go()
     assert len(node.hub._symbols) == 0 and peak > 100_000  # a dict keeps the size of its peak
     node._compact_tables(now + 60.0)
     assert sys.getsizeof(node.hub._symbols) < 1_000 and sys.getsizeof(node.day_stats._days) < 1_000
-    assert node.admission.tracked() == 0
+    assert node.admission.tracked() == 0 and sys.getsizeof(buckets) < 1_000
+    assert node._compacted > 500_000  # told to the next trim

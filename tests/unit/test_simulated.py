@@ -388,3 +388,19 @@ def test_a_burst_of_demand_leaves_no_markets_and_no_tables_sized_for_it():
     run(feed, 0.1)
     assert not feed._dormant and list(feed._sims) == ["AAPL"]
     assert sys.getsizeof(feed._sims) == empty  # rebuilt at its size (a dict never shrinks by itself)
+
+
+async def test_a_market_made_for_a_history_read_is_dormant_and_goes_like_the_others():
+    clock = ManualClock(TUESDAY_MORNING)
+    feed = SimulatedFeed(["AAPL"], rate=2, seed=1, clock=clock, invent=True)
+    history = await feed.load_history("ZZZ", "1m", 0, 2**62)
+    assert history and "ZZZ" in feed._dormant  # kept for its demand: the history shown stays its history
+    market = feed._dormant["ZZZ"]
+    run(feed, 0.1)
+    assert feed._sweep_at > 0  # looked at once a second while a market is dormant
+    feed.set_demand(frozenset({"ZZZ"}))
+    assert feed._sims["ZZZ"] is market and not feed._left
+    feed.set_demand(frozenset())
+    clock.now += DORMANT_SECONDS
+    run(feed, 0.1)
+    assert not feed._dormant and feed._sweep_at == 0  # gone, and no more looks

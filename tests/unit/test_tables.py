@@ -73,6 +73,18 @@ def test_compact_held_rebuilds_the_tables_of_attributes_and_slots() -> None:
 
     plain, slotted = Plain(), Slotted()
     slotted.names = _drained({})
-    assert compact_held(plain, slotted) == 3
+    before = sum(map(sys.getsizeof, (plain.by_name, plain.members, slotted.names)))
+    freed = compact_held(plain, slotted)
+    assert freed == before - sum(map(sys.getsizeof, (plain.by_name, plain.members, slotted.names))) > 0
     assert sys.getsizeof(plain.by_name) < MIN_BYTES and sys.getsizeof(slotted.names) < MIN_BYTES
     assert plain.members == set(range(30)) and plain.steady == {1: 2}
+
+
+def test_a_single_string_slot_is_one_attribute() -> None:
+    class One:
+        __slots__ = "names"
+        names: dict[str, int]
+
+    one = One()
+    one.names = _drained({})
+    assert compact_held(one) > 0 and sys.getsizeof(one.names) < MIN_BYTES

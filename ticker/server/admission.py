@@ -16,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ticker.errors import RATE_LIMITED
+from ticker.tables import compact
 from ticker.tokenbucket import TokenBucket
 
 MAX_TRACKED = 65_536  # addresses each rate table remembers at most (about 200 bytes each)
@@ -115,22 +116,27 @@ class RateTable:
             self._buckets.move_to_end(key)
         bucket.hold_off(now, seconds)
 
-    def forget_refilled(self, now: float) -> None:
+    def forget_refilled(self, now: float) -> int:
         """Drop the least recently touched keys whose buckets have refilled (a key without a bucket has a
-        full one), up to the first that has not."""
-        self._forget(now, self.max_keys + 1)
-
-    def _forget(self, now: float, most: int | None = None) -> None:
-        """Drop the keys whose buckets have refilled (a penalized one later), and the oldest beyond
-        ``most - 1`` (default ``max_keys - 1``: room for one more)."""
+        full one), up to the first that has not; then rebuild the table if a burst left it sparse (the bytes
+        let go)."""
         buckets = self._buckets
-        most = self.max_keys if most is None else most
+        while buckets and _refilled(next(iter(buckets.values())), now):
+            buckets.popitem(last=False)
+        return compact(buckets)
+
+    def _forget(self, now: float) -> None:
+        """Drop the keys whose buckets have refilled (a penalized one later), and the oldest beyond
+        ``max_keys - 1`` (room for one more)."""
+        buckets = self._buckets
         while buckets:
-            oldest = next(iter(buckets.values()))
-            full = oldest.tokens + (now - oldest.updated) * oldest.rate >= oldest.burst
-            if not full and len(buckets) < most:
+            if not _refilled(next(iter(buckets.values())), now) and len(buckets) < self.max_keys:
                 break
             buckets.popitem(last=False)
+
+
+def _refilled(bucket: TokenBucket, now: float) -> bool:
+    return bucket.tokens + (now - bucket.updated) * bucket.rate >= bucket.burst
 
 
 class Admission:
@@ -175,10 +181,10 @@ class Admission:
         self._open[key] = self._open.get(key, 0) + 1
         return None
 
-    def forget_refilled(self, now: float) -> None:
-        """Drop the addresses whose rate buckets have refilled (see :meth:`RateTable.forget_refilled`)."""
-        self.connects.forget_refilled(now)
-        self.requests.forget_refilled(now)
+    def forget_refilled(self, now: float) -> int:
+        """Drop the addresses whose rate buckets have refilled (see :meth:`RateTable.forget_refilled`), and
+        rebuild the address tables a burst left sparse (:mod:`ticker.tables`); the bytes let go."""
+        return self.connects.forget_refilled(now) + self.requests.forget_refilled(now) + compact(self._open)
 
     def penalize(self, address: str, now: float, seconds: float = FLOOD_PENALTY) -> None:
         """``address`` flooded: its next connection is refused (429, ``Retry-After``) for ``seconds``."""

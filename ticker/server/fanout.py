@@ -162,6 +162,7 @@ class Fanout:
         self._backlog: dict[Connection, int] = {}
         self._total = 0
         self._released = 0  # bytes let go by connections gone since take_released() (unsent, their objects)
+        self.closed = 0  # connections removed since the start (the node collects after a burst of them)
         self._dropped: dict[Connection, int] = {}  # closed as slow, not yet gone: what they held
         self._shedding = False  # over the budget, and not yet back under three quarters of it
         self._budget_check: Cancellable | None = None
@@ -296,6 +297,7 @@ class Fanout:
         held = self._backlog.pop(conn, 0)
         self._total -= held
         self._released += held + self._dropped.pop(conn, 0) + heap.CONNECTION_BYTES
+        self.closed += 1
 
     def is_conflating(self, conn: Connection) -> bool:
         """Whether ``conn`` is over the unsent-bytes bound and only collects changed symbols."""

@@ -16,6 +16,10 @@ objects (512 bytes or less): they sit in 1 MiB arenas of its own, freed only whe
 long-lived objects made while connections were open (quotes, bars, the market's state) keep some of the
 arenas those connections filled. That memory is reused by the next connections rather than grown again
 (docs/operations.md, "Memory of slow readers").
+
+Pages come back only once nothing alive is left on them. Closed connections leave reference cycles that
+Python's oldest generation keeps for a long while: :class:`Aftermath` tells the node when a burst of closes
+is over, for one full collection (:func:`collect`) before the trim (docs/operations.md, "After a burst").
 """
 
 from __future__ import annotations
@@ -90,14 +94,14 @@ def after_fork() -> None:
         mallctl(b"background_thread", None, None, ctypes.byref(on), ctypes.sizeof(on))
 
 
-#: A full garbage collection follows a burst that let go this many bytes (:data:`CONNECTION_BYTES` per closed
-#: connection, the bars of symbols dropped) once :data:`QUIET_SECONDS` passed with less than
-#: :data:`QUIET_BYTES` let go in each: a closed connection's objects hold reference cycles (Tornado's handler,
-#: stream and callbacks), and by then they sit in the oldest generation, which Python collects only after it
-#: grew by a quarter. Left there, they keep the pages of the burst (measured: 20 MB of 60 after 15,000
-#: WebSockets went). A collection takes about 10 ms per 100,000 objects alive, so none runs while the burst goes
-#: on, nor while the connections still open hold more than went (:meth:`Aftermath.tick`).
-COLLECT_AFTER = 4 << 20
+#: A full garbage collection follows a burst of at least this many closed connections, once it is over
+#: (:data:`QUIET_SECONDS` in a row letting go less than :data:`QUIET_BYTES` each) and only if at least as many
+#: went as are still open: closed connections leave reference cycles (Tornado's handlers, streams and
+#: callbacks) in the oldest generation, which Python collects only after it grew by a quarter, and left there
+#: they keep the burst's pages (measured: 20 MB of 60 after 15,000 WebSockets went). A collection takes about
+#: 10 ms per 100,000 objects alive (24 ms after those 15,000 went): none runs while a burst goes on, nor while
+#: the connections still open outnumber those that went, nor for a trickle of closes (:meth:`Aftermath.tick`).
+COLLECT_AFTER = 200
 QUIET_BYTES = 1 << 20
 QUIET_SECONDS = 3
 
@@ -106,24 +110,26 @@ class Aftermath:
     """When to collect and trim after connections and symbols went: feed it what was let go each second
     (:meth:`tick`), it says whether a full collection is due now (the burst is over) and whether a trim is."""
 
-    __slots__ = ("garbage", "quiet", "released")
+    __slots__ = ("closed", "quiet", "released")
 
     def __init__(self) -> None:
-        self.released = 0  # let go since the last trim
-        self.garbage = 0  # let go since the last collection
+        self.released = 0  # bytes let go since the last trim
+        self.closed = 0  # connections closed in the burst going on
         self.quiet = 0  # seconds in a row that let go less than QUIET_BYTES
 
-    def tick(self, released: int, live: int = 0) -> tuple[bool, bool]:
-        """One second's worth: ``released`` bytes let go, ``live`` bytes the open connections hold; (collect
-        now, trim now). A collection waits until what went is at least what is left (its cost follows the
-        objects alive: none runs while an attack's connections are still open)."""
+    def tick(self, released: int, closed: int, open_now: int, can_trim: bool = True) -> tuple[bool, bool]:
+        """One second's worth: ``released`` bytes let go (unsent bytes, closed connections, dropped bars, tables
+        rebuilt), ``closed`` connections closed, ``open_now`` still open; (collect now, trim now). Whether to
+        collect is decided once, as a quiet spell begins; closes during one (a trickle) never count. A trim
+        waits while ``can_trim`` is false (one is running), what it is for kept."""
         self.released += released
-        self.garbage += released
+        self.closed += closed
         self.quiet = self.quiet + 1 if released < QUIET_BYTES else 0
-        collect = self.garbage >= max(COLLECT_AFTER, live) and self.quiet >= QUIET_SECONDS
-        if collect:
-            self.garbage = 0
-        trim = self.released >= TRIM_AFTER or (collect and self.released > 0)
+        collect = False
+        if self.quiet >= QUIET_SECONDS:
+            collect = self.quiet == QUIET_SECONDS and self.closed >= max(COLLECT_AFTER, open_now)
+            self.closed = 0
+        trim = can_trim and (self.released >= TRIM_AFTER or (collect and self.released > 0))
         if trim:
             self.released = 0
         return collect, trim

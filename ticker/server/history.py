@@ -69,7 +69,7 @@ LINGER = 30.0  # seconds the bars of a symbol nobody receives any more are kept 
 SWEEP_EVERY = 5.0  # seconds between two looks for bars to drop
 UNREAD_SECONDS = 60  # 1s bars a symbol keeps until someone reads its bars (then 15 minutes' worth)
 BAR_BYTES = 64  # what a bar takes at most (ticker/bars.py)
-SYMBOL_BYTES = 4_000  # what a symbol's five empty series take (measured with tracemalloc)
+SYMBOL_BYTES = 4_000  # what a symbol's five series take at first (4.4 KB measured with tracemalloc)
 _DAY_MS = 86_400_000
 
 _DERIVED = ("5m", "1h", "1d")  # made of 1m bars where no source has them

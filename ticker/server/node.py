@@ -28,7 +28,7 @@ from ticker.daystats import listed_day_stats, listing_sessions, new_york_day_sta
 from ticker.delay import DelayLine, split_keys
 from ticker.directory import Directory
 from ticker.entitlements import UserSlots
-from ticker.hub import MAX_IDLE_SYMBOLS, Hub
+from ticker.hub import IDLE_SWEEP_SECONDS, MAX_IDLE_SYMBOLS, Hub
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
 from ticker.server import heap
@@ -40,7 +40,7 @@ from ticker.server.history import UNREAD_SECONDS, HistoryLoader
 from ticker.server.history import WAIT as HISTORY_WAIT
 from ticker.server.status_board import StatusBoard
 from ticker.session import Access
-from ticker.tables import compact, compact_held
+from ticker.tables import compact, compact_all, compact_held
 
 if TYPE_CHECKING:
     from ticker.auth.verifier import TokenVerifier
@@ -48,8 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("ticker")
 
 SHUTDOWN_GRACE = 2.0  # seconds given to clients to answer the 1001 close
-#: Seconds between looks for the last values nobody receives that stopped updating (Hub.expire_idle).
-IDLE_SWEEP = 5.0
 #: A slow share-out of scarce symbols takes at most a fifth of the loop: it is worked out again no sooner than
 #: four times its duration after it ended (:class:`~ticker.server.allotter.Allotter`).
 SHARE_OUT_DUTY = 4.0
@@ -170,9 +168,10 @@ class Node:
         self._demand_due = False
         self._drained = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        #: the HTTP server's, the event loop's and others whose dicts and sets a burst of connections sizes
-        self.io_tables: list[object] = []
-        self._aftermath = heap.Aftermath()  # what closed connections and dropped bars let go: collect, trim
+        self._io_owners: list[object] = []  # the HTTP server's, the event loop's (:meth:`compact_also`)
+        self._aftermath = heap.Aftermath()
+        self._closed = 0  # fanout.closed at the last look
+        self._compacted = 0  # bytes the last compaction let go, not yet followed by a trim  # what closed connections and dropped bars let go: collect, trim
         self._trimming: asyncio.Future[bool] | None = None
         m = self.metrics
         m.subscriptions.set_function(lambda: self.hub.subscription_count)
@@ -381,11 +380,15 @@ class Node:
             if self.delay_line is not None:  # end keeps past their deadline, even for symbols with no quote
                 self.delay_line.prune(time.monotonic())
             self.fanout.release_bars()  # delayed bar subscriptions: the bars that passed the horizon
-            released = self.fanout.take_released() + self.history_loader.take_released()
-            collect, trim = self._aftermath.tick(released, len(self.connections) * heap.CONNECTION_BYTES)
-            if collect:  # a burst of connections or symbols went: the cycles they left, then their pages
+            released = self.fanout.take_released() + self.history_loader.take_released() + self._compacted
+            closed, self._closed = self.fanout.closed - self._closed, self.fanout.closed
+            self._compacted = 0
+            collect, trim = self._aftermath.tick(
+                released, closed, len(self.connections), can_trim=self._trimming is None
+            )
+            if collect:  # a burst of connections went: the cycles they left, then their pages
                 heap.collect()
-            if trim and self._trimming is None:
+            if trim:
                 self._trimming = asyncio.get_running_loop().run_in_executor(None, heap.trim)
                 self._trimming.add_done_callback(self._trimmed)
             self._check_sessions()
@@ -395,7 +398,7 @@ class Node:
                 for _ in self.board.ticking():  # a large demand: the loop runs between its steps
                     await asyncio.sleep(0)
                 if now >= self._idle_sweep_at:  # last values of symbols nobody receives that stopped updating
-                    self._idle_sweep_at = now + IDLE_SWEEP
+                    self._idle_sweep_at = now + IDLE_SWEEP_SECONDS
                     self._carried = frozenset(s for f in self.feeds for s in f.carried_symbols())
                     self.hub.max_idle_symbols = MAX_IDLE_SYMBOLS + len(self._carried)
                     self.hub.expire_idle(now)
@@ -410,18 +413,20 @@ class Node:
     def _compact_tables(self, now: float) -> None:
         """After a burst of connections or demand: the refilled per-address buckets go, and the tables the burst
         sized are rebuilt at what they hold now (:mod:`ticker.tables`), so that the memory goes back."""
-        self.admission.forget_refilled(now)
-        compact(self.connections)
-        compact_held(
-            self.hub,
-            self.fanout,
-            self.bars,
-            self.day_stats,
-            self.history_loader,
-            self.admission,
-            self.allotter,
+        owners = (self.fanout, self.bars, self.day_stats, self.history_loader, self.allotter, self.board)
+        self._compacted += (
+            self.admission.forget_refilled(now)
+            + compact(self.connections)
+            + self.hub.compact()
+            + compact_held(self.bar_hub)
+            + compact_all(*self.bar_hub.members.values(), *self.bar_hub.realtime.values())
+            + compact_held(*owners, *self._io_owners)
         )
-        compact_held(*[t for t in self.io_tables if t is not None])
+
+    def compact_also(self, *owners: object) -> None:
+        """Rebuild the dicts and sets of ``owners`` too when a burst left them sized at its peak (the HTTP
+        server's, the event loop's: see :func:`ticker.tables.compact_held` for which owners may be given)."""
+        self._io_owners += [o for o in owners if o is not None]
 
     def _trimmed(self, done: asyncio.Future[bool]) -> None:
         self._trimming = None

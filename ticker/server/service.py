@@ -77,12 +77,9 @@ class Service:
         )
         # tables an attack's connections size, rebuilt smaller once they went (Node._compact_tables)
         loop = asyncio.get_running_loop()
-        node.io_tables += [
-            self._http,
-            peers,
-            tornado.ioloop.IOLoop.current(),
-            getattr(loop, "_selector", None),
-        ]
+        node.compact_also(
+            self._http, peers, tornado.ioloop.IOLoop.current(), getattr(loop, "_selector", None)
+        )
         guard = AcceptGuard(node.metrics.count_accept_error, watermark(soft_limit()), "the listener")
         tornado_io.accept_guarded(self._http, socks, guard, peers)
         node.metrics.max_connections.set(cfg.max_connections)
