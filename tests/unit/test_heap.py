@@ -77,20 +77,30 @@ def test_every_connection_shares_one_string_per_symbol():
 
 def test_a_burst_is_collected_once_it_is_over_and_trimmed_after() -> None:
     after = heap.Aftermath()
-    burst = 1_000  # connections closed a second, 20 KiB each
-    ticks = [after.tick(burst * heap.CONNECTION_BYTES, burst, 10) for _ in range(3)]
+    burst = 1_000 * heap.CONNECTION_BYTES  # connections closed a second
+    ticks = [after.tick(burst, burst, 10 * heap.CONNECTION_BYTES) for _ in range(3)]
     assert [collect for collect, _ in ticks] == [False] * 3  # never while the burst goes on
     assert [trim for _, trim in ticks] == [True] * 3  # (each second let go more than TRIM_AFTER)
-    quiet = [after.tick(0, 0, 10) for _ in range(heap.QUIET_SECONDS)]
+    quiet = [after.tick(0, 0, 10 * heap.CONNECTION_BYTES) for _ in range(heap.QUIET_SECONDS)]
     assert quiet == [(False, False)] * (heap.QUIET_SECONDS - 1) + [(True, False)]  # over: one collection
-    assert [after.tick(0, 0, 10) for _ in range(100)] == [(False, False)] * 100  # once
+    assert [after.tick(0, 0, 10 * heap.CONNECTION_BYTES) for _ in range(100)] == [
+        (False, False)
+    ] * 100  # once
 
 
 def test_a_collection_is_followed_by_a_trim_of_what_went_since_the_last() -> None:
     after = heap.Aftermath()
-    after.tick(heap.QUIET_BYTES, heap.COLLECT_AFTER, 0)  # under TRIM_AFTER: no trim yet
+    after.tick(heap.COLLECT_AFTER, heap.COLLECT_AFTER, 0)  # under TRIM_AFTER: no trim yet
     quiet = [after.tick(0, 0, 0) for _ in range(heap.QUIET_SECONDS)]
     assert quiet[-1] == (True, True)
+
+
+def test_unsent_bytes_let_go_are_trimmed_but_never_collected() -> None:
+    after = heap.Aftermath()
+    assert after.tick(heap.TRIM_AFTER, 0, 0) == (False, True)  # a slow reader's backlog: no objects
+    assert [after.tick(0, 0, 0) for _ in range(heap.QUIET_SECONDS + 2)] == [(False, False)] * (
+        heap.QUIET_SECONDS + 2
+    )
 
 
 def test_a_trim_waits_while_one_runs_and_is_not_lost() -> None:
@@ -99,9 +109,12 @@ def test_a_trim_waits_while_one_runs_and_is_not_lost() -> None:
     assert after.tick(0, 0, 0, can_trim=True) == (False, True)
 
 
-def test_a_trickle_of_closes_never_costs_a_collection() -> None:
+def test_a_trickle_never_costs_a_collection() -> None:
     after = heap.Aftermath()
-    ticks = [after.tick(heap.CONNECTION_BYTES, 1, 100) for _ in range(10 * heap.COLLECT_AFTER)]
+    ticks = [
+        after.tick(heap.CONNECTION_BYTES, heap.CONNECTION_BYTES, 100 * heap.CONNECTION_BYTES)
+        for _ in range(10_000)
+    ]
     assert not any(collect for collect, _ in ticks)  # one close a second, however long
 
 
@@ -121,12 +134,15 @@ def test_a_collection_finds_the_cycles_a_closed_connection_leaves() -> None:
             heap.gc.enable()
 
 
-def test_no_collection_while_the_connections_left_open_outnumber_those_that_went() -> None:
+def test_no_collection_while_the_connections_left_open_weigh_more_than_what_went() -> None:
     after = heap.Aftermath()
-    went, left = 10 * heap.COLLECT_AFTER, 20 * heap.COLLECT_AFTER  # an attack holds two thirds open
-    after.tick(went * heap.CONNECTION_BYTES, went, left)
+    went, left = (
+        2_000 * heap.CONNECTION_BYTES,
+        4_000 * heap.CONNECTION_BYTES,
+    )  # an attack holds two thirds open
+    after.tick(went, went, left)
     held = [after.tick(0, 0, left) for _ in range(heap.QUIET_SECONDS + 5)]
     assert not any(collect for collect, _ in held)  # a collection now would walk every open connection
-    after.tick(left * heap.CONNECTION_BYTES, left, 0)  # they went
+    after.tick(left, left, 0)  # they went
     gone = [after.tick(0, 0, 0) for _ in range(heap.QUIET_SECONDS)]
     assert [collect for collect, _ in gone] == [False] * (heap.QUIET_SECONDS - 1) + [True]

@@ -94,14 +94,17 @@ def after_fork() -> None:
         mallctl(b"background_thread", None, None, ctypes.byref(on), ctypes.sizeof(on))
 
 
-#: A full garbage collection follows a burst of at least this many closed connections, once it is over
-#: (:data:`QUIET_SECONDS` in a row letting go less than :data:`QUIET_BYTES` each) and only if at least as many
-#: went as are still open: closed connections leave reference cycles (Tornado's handlers, streams and
-#: callbacks) in the oldest generation, which Python collects only after it grew by a quarter, and left there
-#: they keep the burst's pages (measured: 20 MB of 60 after 15,000 WebSockets went). A collection takes about
-#: 10 ms per 100,000 objects alive (24 ms after those 15,000 went): none runs while a burst goes on, nor while
-#: the connections still open outnumber those that went, nor for a trickle of closes (:meth:`Aftermath.tick`).
-COLLECT_AFTER = 200
+#: A full garbage collection follows a burst that let go objects of at least this many bytes (closed
+#: connections, :data:`CONNECTION_BYTES` each; dropped bars; rebuilt tables), once it is over
+#: (:data:`QUIET_SECONDS` in a row letting go less than :data:`QUIET_BYTES` each) and only if they weigh at
+#: least what the connections still open do. Closed connections leave reference cycles (Tornado's handlers,
+#: streams and callbacks) in the oldest generation, which Python collects only after it grew by a quarter;
+#: and only a full collection empties the interpreter's free lists (tuples, floats, dicts), whose spare
+#: objects, made during the burst, sit on its pages. Left there, both keep those pages (measured: 20 MB of 60
+#: after 15,000 WebSockets went; 8 MB of 57 after a demand of 40,000 symbols). A collection takes about 10 ms
+#: per 100,000 objects alive (24 ms after those 15,000 went): none runs while a burst goes on, nor while the
+#: connections still open weigh more, nor for a trickle (:meth:`Aftermath.tick`).
+COLLECT_AFTER = 4 << 20
 QUIET_BYTES = 1 << 20
 QUIET_SECONDS = 3
 
@@ -110,25 +113,25 @@ class Aftermath:
     """When to collect and trim after connections and symbols went: feed it what was let go each second
     (:meth:`tick`), it says whether a full collection is due now (the burst is over) and whether a trim is."""
 
-    __slots__ = ("closed", "quiet", "released")
+    __slots__ = ("objects", "quiet", "released")
 
     def __init__(self) -> None:
         self.released = 0  # bytes let go since the last trim
-        self.closed = 0  # connections closed in the burst going on
+        self.objects = 0  # bytes of objects let go in the burst going on
         self.quiet = 0  # seconds in a row that let go less than QUIET_BYTES
 
-    def tick(self, released: int, closed: int, open_now: int, can_trim: bool = True) -> tuple[bool, bool]:
-        """One second's worth: ``released`` bytes let go (unsent bytes, closed connections, dropped bars, tables
-        rebuilt), ``closed`` connections closed, ``open_now`` still open; (collect now, trim now). Whether to
-        collect is decided once, as a quiet spell begins; closes during one (a trickle) never count. A trim
-        waits while ``can_trim`` is false (one is running), what it is for kept."""
+    def tick(self, released: int, objects: int, live: int, can_trim: bool = True) -> tuple[bool, bool]:
+        """One second's worth: ``released`` bytes let go (unsent bytes too), ``objects`` of them objects (closed
+        connections, dropped bars, rebuilt tables), ``live`` bytes the open connections hold; (collect now, trim
+        now). Whether to collect is decided once, as a quiet spell begins; what goes during one (a trickle)
+        never counts. A trim waits while ``can_trim`` is false (one is running), what it is for kept."""
         self.released += released
-        self.closed += closed
+        self.objects += objects
         self.quiet = self.quiet + 1 if released < QUIET_BYTES else 0
         collect = False
         if self.quiet >= QUIET_SECONDS:
-            collect = self.quiet == QUIET_SECONDS and self.closed >= max(COLLECT_AFTER, open_now)
-            self.closed = 0
+            collect = self.quiet == QUIET_SECONDS and self.objects >= max(COLLECT_AFTER, live)
+            self.objects = 0
         trim = can_trim and (self.released >= TRIM_AFTER or (collect and self.released > 0))
         if trim:
             self.released = 0

@@ -380,13 +380,14 @@ class Node:
             if self.delay_line is not None:  # end keeps past their deadline, even for symbols with no quote
                 self.delay_line.prune(time.monotonic())
             self.fanout.release_bars()  # delayed bar subscriptions: the bars that passed the horizon
-            released = self.fanout.take_released() + self.history_loader.take_released() + self._compacted
             closed, self._closed = self.fanout.closed - self._closed, self.fanout.closed
-            self._compacted = 0
+            dropped, self._compacted = self.history_loader.take_released() + self._compacted, 0
+            released = self.fanout.take_released() + dropped  # (the fan-out's: unsent bytes too)
+            objects = closed * heap.CONNECTION_BYTES + dropped  # closed connections, bars, rebuilt tables
             collect, trim = self._aftermath.tick(
-                released, closed, len(self.connections), can_trim=self._trimming is None
+                released, objects, len(self.connections) * heap.CONNECTION_BYTES, self._trimming is None
             )
-            if collect:  # a burst of connections went: the cycles they left, then their pages
+            if collect:  # a burst of connections or demand went: its cycles and free lists, then its pages
                 heap.collect()
             if trim:
                 self._trimming = asyncio.get_running_loop().run_in_executor(None, heap.trim)
