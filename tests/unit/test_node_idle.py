@@ -44,6 +44,21 @@ def test_day_statistics_stay_while_anyone_receives_the_symbol_or_a_feed_carries_
     assert node.hub.last("DELAYED").high == 12.0  # type: ignore[union-attr]  # the session's, not a new one
 
 
+async def test_day_statistics_the_idle_bound_kept_for_a_demanded_symbol_go_with_the_demand() -> None:
+    """A burst of demand ends: its symbols go idle at once, past the hub's bound, while the node still counts them
+    as demanded (the demand is pushed after); their day statistics go when it is, not at the next bound."""
+    node = Node(Config(host="127.0.0.1", port=0), feeds=[StubFeed("sim")])
+    node.hub.max_idle_symbols = 1
+    node._history_demand = frozenset({"A", "B", "C"})
+    for s in ("A", "B", "C"):  # nobody holds them in the hub: idle, and two over the bound
+        node._deliver(Quote(s, 10.0, 1_000, volume=100))
+    assert node.hub.last("A") is None and node.hub.last("B") is None and node.hub.last("C") is not None
+    assert node.day_stats._days.keys() == {"A", "B", "C"}  # still demanded when the bound dropped them
+    node._push_demand()  # nobody receives any of them
+    assert node._history_demand == frozenset()
+    assert node.day_stats._days.keys() == {"C"}  # C's last value is kept: its day statistics with it
+
+
 def test_after_a_burst_the_tables_it_sized_and_the_refilled_address_buckets_go() -> None:
     node = Node(Config(host="127.0.0.1", port=0), feeds=[StubFeed("sim")])
     for i in range(20_000):  # a burst of demand: 20,000 last values, then the hub lets them go

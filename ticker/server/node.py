@@ -268,6 +268,9 @@ class Node:
             added, removed = symbols - self._history_demand, self._history_demand - symbols
             self._history_demand = symbols
             self.history_loader.demand_changed(added, removed)
+            for symbol in removed:  # the idle bound dropped its last value while it was still demanded
+                if self.hub.state(symbol) is None:
+                    self._forget_day(symbol)
         line = self.delay_line
         if (
             line is not None
