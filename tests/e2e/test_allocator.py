@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from tests.support.serverproc import ServerProcess
 from tests.support.timing import eventually_sync
+from ticker.cli import allocator
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="jemalloc is preloaded on Linux only"),
@@ -38,8 +40,44 @@ def test_a_served_process_runs_on_jemalloc_by_default() -> None:
         pid = srv.proc.pid  # the process started is the one that listens: executed again in place
         assert "libjemalloc" in libraries(pid)
         env = environment(pid)
-        assert env["PYTHONMALLOC"] == "malloc" and env["MALLOC_CONF"] == "background_thread:true"
+        assert env["PYTHONMALLOC"] == "malloc" and env["MALLOC_CONF"] == allocator.MALLOC_CONF
         assert "memory: jemalloc)" in srv.output()
+        assert "<jemalloc>" not in srv.output()  # jemalloc says so on stderr when it rejects a setting
+
+
+SLABS = """
+import ctypes
+lib = ctypes.CDLL(None)
+def read(name, kind):
+    value, size = kind(0), ctypes.c_size_t(ctypes.sizeof(kind))
+    assert lib.mallctl(name.encode(), ctypes.byref(value), ctypes.byref(size), None, 0) == 0, name
+    return value.value
+page = read("arenas.page", ctypes.c_size_t)
+for i in range(read("arenas.nbins", ctypes.c_uint)):
+    size, slab = read(f"arenas.bin.{i}.size", ctypes.c_size_t), read(f"arenas.bin.{i}.slab_size", ctypes.c_size_t)
+    print(size, slab // page)
+"""
+
+
+def test_small_objects_come_from_one_page_slabs() -> None:
+    """The default ``MALLOC_CONF`` takes effect: every size class up to 512 bytes on slabs of one page (jemalloc's
+    own choice is up to seven pages: one object outliving a burst would keep them all from going back)."""
+    env = {**os.environ, "LD_PRELOAD": str(ctypes.util.find_library("jemalloc")), "PYTHONMALLOC": "malloc"}
+    pages: dict[str, dict[int, int]] = {}
+    for conf in ("", allocator.MALLOC_CONF):
+        out = subprocess.run(
+            [sys.executable, "-c", SLABS],
+            env={**env, "MALLOC_CONF": conf},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "<jemalloc>" not in out.stderr
+        pages[conf] = {int(size): int(n) for size, n in (line.split() for line in out.stdout.splitlines())}
+    small = [size for size in pages[""] if size <= 512]
+    assert max(pages[""][size] for size in small) > 1  # jemalloc's own choice: several pages
+    assert {pages[allocator.MALLOC_CONF][size] for size in small} == {1}
+    assert all(pages[allocator.MALLOC_CONF][size] == pages[""][size] for size in pages[""] if size > 512)
 
 
 def test_pymalloc_keeps_pythons_own_allocator() -> None:

@@ -42,7 +42,7 @@ def test_auto_executes_the_command_again_on_jemalloc(plain: pytest.MonkeyPatch) 
     assert ex.path == sys.executable and ex.argv == [sys.executable, *sys.orig_argv[1:]]  # the same command
     assert ex.env["LD_PRELOAD"] == "libjemalloc.so.2:libother.so"  # the operator's preload stays
     assert ex.env["PYTHONMALLOC"] == "malloc" and ex.env[allocator.EXEC_MARK] == "1"
-    assert ex.env["MALLOC_CONF"] == "background_thread:true"
+    assert ex.env["MALLOC_CONF"] == "background_thread:true,slab_sizes:1-512:1"
 
 
 def test_the_operators_malloc_conf_stands(plain: pytest.MonkeyPatch) -> None:
