@@ -148,9 +148,9 @@ class DayStats:
             quote.prev_close = day.prev_close
         return quote
 
-    def forget(self, symbol: str) -> None:
-        """Drop ``symbol``'s session: the next quote starts it afresh."""
-        self._days.pop(symbol, None)
+    def forget(self, symbol: str) -> bool:
+        """Drop ``symbol``'s session: the next quote starts it afresh. Whether it had one."""
+        return self._days.pop(symbol, None) is not None
 
     def resession(self, symbol: str, now_ms: int) -> None:
         """``symbol``'s session days changed (its directory entry arrived): what the server saw stays the

@@ -330,8 +330,11 @@ class Hub(Generic[S]):
         each key holds nothing until its next update, and a view starts again from a full entry. Not on the
         hot path (an epoch change). Returns how many values went."""
         symbols = self._symbols
+        forget = self.on_forget
         for s in self._idle:
             del symbols[s]
+            if forget is not None:
+                forget(s)
         n = len(self._idle)
         self._idle.clear()
         for st in symbols.values():

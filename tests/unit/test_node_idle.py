@@ -7,6 +7,7 @@ import sys
 import time
 
 from tests.support.fakes.feed import StubFeed
+from ticker.allocation import Allotment
 from ticker.quote import Quote
 from ticker.server.config import Config
 from ticker.server.node import Node
@@ -49,14 +50,31 @@ async def test_day_statistics_the_idle_bound_kept_for_a_demanded_symbol_go_with_
     as demanded (the demand is pushed after); their day statistics go when it is, not at the next bound."""
     node = Node(Config(host="127.0.0.1", port=0), feeds=[StubFeed("sim")])
     node.hub.max_idle_symbols = 1
-    node._history_demand = frozenset({"A", "B", "C"})
+    node._history_demand = frozenset({"A", "B", "C", "NEVER"})
+    node.history_loader._days_done.update(A=0, NEVER=0)  # their day bars went in once
     for s in ("A", "B", "C"):  # nobody holds them in the hub: idle, and two over the bound
         node._deliver(Quote(s, 10.0, 1_000, volume=100))
     assert node.hub.last("A") is None and node.hub.last("B") is None and node.hub.last("C") is not None
     assert node.day_stats._days.keys() == {"A", "B", "C"}  # still demanded when the bound dropped them
-    node._push_demand()  # nobody receives any of them
-    assert node._history_demand == frozenset()
-    assert node.day_stats._days.keys() == {"C"}  # C's last value is kept: its day statistics with it
+    node.allotter.current = lambda: Allotment(served=frozenset({"B"}))  # type: ignore[method-assign]
+    node._push_demand()  # B is still received; nobody receives A, C, NEVER
+    assert node._history_demand == frozenset({"B"})
+    assert node.day_stats._days.keys() == {"B", "C"}  # C's last value is kept: its day statistics with it
+    assert "A" not in node.history_loader._days_done  # its day bars seed them again when next demanded
+    assert "NEVER" in node.history_loader._days_done  # never quoted, had no statistics: its load stands
+
+
+def test_day_statistics_a_load_seeded_go_with_the_bars_unless_the_hub_holds_the_last_value() -> None:
+    """A REST read's load (or one that ended after the demand) seeds the day statistics of a symbol nobody
+    receives: they go when the sweep drops its bars, unless the hub keeps its last value (they go with that)."""
+    node = Node(Config(host="127.0.0.1", port=0), feeds=[StubFeed("sim")])
+    node.day_stats.apply(Quote("READ", 10.0, 1_000, volume=100))  # as a seed would: no hub state
+    node._deliver(Quote("HELD", 10.0, 1_000, volume=100))  # idle in the hub
+    loader = node.history_loader
+    loader._idle.update(READ=0.0, HELD=0.0)  # both due
+    loader.sweep()
+    assert node.day_stats._days.keys() == {"HELD"}
+    assert node.hub.expire_idle(time.monotonic() + 60.0) == 1 and not node.day_stats._days
 
 
 def test_after_a_burst_the_tables_it_sized_and_the_refilled_address_buckets_go() -> None:

@@ -159,7 +159,8 @@ def test_the_edges_read_of_last_values_follows_the_new_numbering():
 
 # -- the hub and the fan-out ------------------------------------------------------------------------------
 def test_the_hub_forgets_every_value_of_the_old_source():
-    hub: Hub[str] = Hub()
+    forgotten: list[str] = []
+    hub: Hub[str] = Hub(on_forget=forgotten.append)
     hub.add("c")
     hub.subscribe("c", ["AAPL"])
     hub.publish(Quote("AAPL", 1.0, 1, seq=7), 0.0)
@@ -168,6 +169,7 @@ def test_the_hub_forgets_every_value_of_the_old_source():
         hub.publish(Quote(s, 1.0, 1, seq=7), 0.0)
     assert hub.pending
     assert hub.forget_values() == 3  # subscribed or not (test_epoch_change.py: views, the delayed tier)
+    assert sorted(forgotten) == ["KO", "MSFT"]  # the idle ones' day statistics go too (AAPL's stay: received)
     assert hub.cached_symbols() == [] and hub.last("AAPL") is None and not hub.pending
     assert hub.symbols_of("c") == {"AAPL"}  # the subscription stays
     hub.publish(Quote("AAPL", 2.0, 2, seq=1), 0.0)  # the new source's first: held and due

@@ -88,14 +88,17 @@ class HistoryLoader:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         on_loaded: Callable[[str, int], None] | None = None,
+        on_dropped: Callable[[str], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
-        """``on_loaded(symbol, now_ms)`` is called after each successful load (the node seeds its day statistics);
+        """``on_loaded(symbol, now_ms)`` is called after each successful load (the node seeds its day statistics),
+        ``on_dropped(symbol)`` when the sweep lets a symbol nobody receives go (its seeded statistics may go too);
         ``sleep`` makes the pauses of the day loading (:data:`DAY_DUTY`), measured with ``cpu_clock``: the event
         loop's thread's CPU time, so a provider's network wait does not count, the loop's other work meanwhile does."""
         self.bars = bars
         self.on_loaded = on_loaded
+        self.on_dropped = on_dropped
         self.sources = tuple(sources)
         self.demanded = demanded
         self._clock = clock
@@ -197,6 +200,8 @@ class HistoryLoader:
                 continue
             self._fresh.pop(symbol, None)
             self._days_done.pop(symbol, None)
+            if self.on_dropped is not None:
+                self.on_dropped(symbol)
             if symbol in self.bars:
                 self._released += SYMBOL_BYTES + BAR_BYTES * self.bars.bars_held(symbol)
                 self.bars.forget(symbol)

@@ -138,6 +138,7 @@ class Node:
             (self.broker.load_bars, self.runner.history),
             lambda s: s in self._history_demand,
             on_loaded=self._history_loaded,
+            on_dropped=self._history_dropped,
         )
         #: The session's open, high, low, VWAP and previous close, where a feed leaves them out: filled in
         #: as each quote enters the node, before the hub encodes it (through Redis the publisher did it).
@@ -293,8 +294,8 @@ class Node:
         demanded; not while anyone receives the symbol delayed or its bars (a delayed key has none of its own)."""
         if key in self._history_demand:
             return
-        self.day_stats.forget(key)
-        self.history_loader.stats_forgotten(key)
+        if self.day_stats.forget(key):  # none (never quoted, a delayed key): its day bars' load still stands
+            self.history_loader.stats_forgotten(key)
 
     def _carries(self, symbol: str) -> bool:
         return symbol in self._carried
@@ -316,6 +317,12 @@ class Node:
         if self.broker.aggregates_bars:  # through Redis the publisher does it
             self.day_stats.seed_days(symbol, self.bars.last(symbol, "1d", 2), now_ms)
         self._resend_bars(symbol, now_ms)
+
+    def _history_dropped(self, symbol: str) -> None:
+        """The bars of ``symbol`` went (nobody receives it): the day statistics its load seeded go too (a REST
+        read's load, one that ended after the demand), unless the hub holds its last value (they go with it)."""
+        if self.hub.state(symbol) is None:
+            self._forget_day(symbol)
 
     def _resend_bars(self, symbol: str, now_ms: int) -> None:
         """History that came after a subscriber's first ``bars`` (the read waited :data:`HISTORY_WAIT` s at
