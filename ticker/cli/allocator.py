@@ -31,8 +31,9 @@ from ticker.server.heap import allocator
 #: jemalloc's settings unless the operator gave some: a background thread gives freed pages back on time (its
 #: decay, 10 s), not only when the process next allocates; objects of up to 512 bytes (nearly every Python
 #: object) come from slabs of one page each instead of up to seven, so that one object outliving a burst keeps
-#: 4 KiB from going back instead of up to 28 (60 s after 80 connections × 500 symbols left, in-process: RSS
-#: 1.16× its baseline before, 1.04× after; the CPU per update in ``make bench`` is the same).
+#: one page (4 KiB on x86-64) from going back instead of up to seven (60 s after 80 connections × 500 symbols
+#: left, in-process: RSS 1.16× its baseline before, 1.04× after; the CPU per update in ``make bench`` is the
+#: same). ``slab_sizes`` needs jemalloc 5.2 or later.
 MALLOC_CONF = "background_thread:true,slab_sizes:1-512:1"
 #: Set in the environment of the command executed again: it never tries a second time (a library that
 #: failed to load would otherwise loop).

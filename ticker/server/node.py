@@ -138,7 +138,7 @@ class Node:
             (self.broker.load_bars, self.runner.history),
             lambda s: s in self._history_demand,
             on_loaded=self._history_loaded,
-            on_dropped=self._history_dropped,
+            on_dropped=self._forget_unheld_day,  # statistics a REST read's load seeded, or one after the demand
         )
         #: The session's open, high, low, VWAP and previous close, where a feed leaves them out: filled in
         #: as each quote enters the node, before the hub encodes it (through Redis the publisher did it).
@@ -269,9 +269,8 @@ class Node:
             added, removed = symbols - self._history_demand, self._history_demand - symbols
             self._history_demand = symbols
             self.history_loader.demand_changed(added, removed)
-            for symbol in removed:  # the idle bound dropped its last value while it was still demanded
-                if self.hub.state(symbol) is None:
-                    self._forget_day(symbol)
+            for symbol in removed:  # the idle bound may have dropped it while it was still demanded
+                self._forget_unheld_day(symbol)
         line = self.delay_line
         if (
             line is not None
@@ -318,9 +317,9 @@ class Node:
             self.day_stats.seed_days(symbol, self.bars.last(symbol, "1d", 2), now_ms)
         self._resend_bars(symbol, now_ms)
 
-    def _history_dropped(self, symbol: str) -> None:
-        """The bars of ``symbol`` went (nobody receives it): the day statistics its load seeded go too (a REST
-        read's load, one that ended after the demand), unless the hub holds its last value (they go with it)."""
+    def _forget_unheld_day(self, symbol: str) -> None:
+        """Nobody receives ``symbol`` any more (its demand went, or its bars): its day statistics go now unless
+        the hub holds its last value (they go with that, :meth:`_forget_day`)."""
         if self.hub.state(symbol) is None:
             self._forget_day(symbol)
 
