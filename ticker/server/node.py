@@ -172,7 +172,7 @@ class Node:
         self._io_owners: list[object] = []  # the HTTP server's, the event loop's (:meth:`compact_also`)
         self._aftermath = heap.Aftermath()
         self._closed = 0  # fanout.closed at the last look
-        self._compacted = 0  # bytes the last compaction let go, not yet followed by a trim  # what closed connections and dropped bars let go: collect, trim
+        self._compacted = 0  # bytes the last compaction let go, not yet told to the Aftermath
         self._trimming: asyncio.Future[bool] | None = None
         m = self.metrics
         m.subscriptions.set_function(lambda: self.hub.subscription_count)
