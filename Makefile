@@ -56,7 +56,8 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[server,dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
+# The server runs on jemalloc where installed (--allocator auto): the bench and the stress suite measure that.
+bench: $(BENCH_STAMP) system-deps
 	@test -d bench/node/node_modules/ws || { command -v npm >/dev/null && \
 	  (cd bench/node && npm ci --no-audit --no-fund --loglevel=error); } || \
 	  echo "npm unavailable: the Node ws peer will be skipped"
@@ -67,7 +68,7 @@ bench: $(BENCH_STAMP)
 STRESS_ARGS := $(if $(QUICK),--sizes quick) $(if $(ATTACK),--attack $(ATTACK)) \
                $(if $(filter command line,$(origin DOC)),--doc '$(DOC)')
 
-stress: $(BENCH_STAMP)
+stress: $(BENCH_STAMP) system-deps
 	$(PY) -m bench.stress $(STRESS_ARGS)
 
 # The page's charting library, committed in web/vendor/ (so pip install and make run need no npm):
