@@ -34,9 +34,10 @@ def compact_dumps(obj: Any) -> bytes:
     """``orjson.dumps`` as a right-sized copy, for JSON that is kept (a last value, a view's entry).
 
     orjson's result keeps the buffer it was written in (4 KiB with orjson 3.13, 1 KiB before, however short
-    the JSON): 20,000 cached entries of 150 bytes would hold 80 MB. The copy costs about 0.13 µs.
+    the JSON): 20,000 cached entries of 150 bytes would hold 80 MB. ``b"%s" % raw`` copies it into a bytes
+    object of its own size (a third of the cost of ``memoryview(raw).tobytes()``).
     """
-    return memoryview(_orjson_dumps(obj)).tobytes()
+    return b"%s" % _orjson_dumps(obj)
 
 
 _dumps = compact_dumps
@@ -95,13 +96,6 @@ def encode_entry(quote: Quote, seq: int | None = None) -> bytes:
     s, p, t, b, a, v = quote.symbol, quote.price, quote.ts_ms, quote.bid, quote.ask, quote.volume
     c, cp, pc = quote.change, quote.change_percent, quote.prev_close
     o, h, lo, vw = quote.open, quote.high, quote.low, quote.vwap
-    d: dict[str, Any] = {"s": s, "p": p}
-    if b is not None:
-        d["b"] = b
-    if a is not None:
-        d["a"] = a
-    if v is not None:
-        d["v"] = v
     if pc:  # rounded half up to 6 and 4 decimals (floor is a third of the cost of round)
         try:
             if c is None:
@@ -110,6 +104,34 @@ def encode_entry(quote: Quote, seq: int | None = None) -> bytes:
                 cp = _floor(c / pc * 1e6 + 0.5) / 1e4
         except OverflowError:  # finite numbers whose change is past a float's range: left underived
             pass
+    if not (
+        b is None or a is None or v is None or c is None or cp is None or o is None or h is None or lo is None
+    ) and not (pc is None or vw is None):  # every field (a trade with its day statistics): one dict display
+        full = {
+            "s": s,
+            "p": p,
+            "b": b,
+            "a": a,
+            "v": v,
+            "c": c,
+            "cp": cp,
+            "o": o,
+            "h": h,
+            "l": lo,
+            "pc": pc,
+            "vw": vw,
+            "t": t,
+        }
+        if seq is not None:
+            full["q"] = seq
+        return _dumps(full)
+    d: dict[str, Any] = {"s": s, "p": p}
+    if b is not None:
+        d["b"] = b
+    if a is not None:
+        d["a"] = a
+    if v is not None:
+        d["v"] = v
     if c is not None:
         d["c"] = c
     if cp is not None:

@@ -339,3 +339,31 @@ def test_kept_entries_hold_their_length_not_the_encoders_buffer() -> None:
         tracemalloc.stop()
     held = sum(d.size_diff for d in after.compare_to(before, "filename"))
     assert len(kept) == 1000 and held < 200_000, held  # about 120 bytes each; orjson's buffers are 1-4 KiB
+
+
+def test_every_combination_of_fields_encodes_in_the_entry_order_with_only_what_is_there() -> None:
+    """The hub form's two paths (every field present: one dict display; else field by field) give the same bytes
+    as the entry order of docs/protocol.md filled from what the quote has, for each of the 2**10 combinations."""
+    values: dict[str, Any] = {
+        "bid": 99.5,
+        "ask": 100.5,
+        "volume": 1200,
+        "change": 0.25,
+        "change_percent": 0.5,
+    }
+    values |= {"open": 99.0, "high": 101.0, "low": 98.5, "prev_close": 99.75, "vwap": 100.1}
+    wire = {"bid": "b", "ask": "a", "volume": "v", "change": "c", "change_percent": "cp"}
+    wire |= {"open": "o", "high": "h", "low": "l", "prev_close": "pc", "vwap": "vw"}
+    order = ("s", "p", "b", "a", "v", "c", "cp", "o", "h", "l", "pc", "vw", "t", "q")
+    names = list(values)
+    for mask in range(1 << len(names)):
+        given = {n: values[n] for i, n in enumerate(names) if mask >> i & 1}
+        q = Quote("MSFT", 100.0, 1_700_000_000_000, **given)
+        fields: dict[str, Any] = {"s": "MSFT", "p": 100.0, "t": 1_700_000_000_000, "q": 7}
+        fields |= {wire[n]: v for n, v in given.items()}
+        if "prev_close" in given:  # derived where the feed left them out: (100 - 99.75) and its percent
+            fields.setdefault("c", 0.25)
+            fields.setdefault("cp", 0.2506)
+        expected = orjson.dumps({k: fields[k] for k in order if k in fields})
+        assert encode_entry(q, 7) == expected, given
+        assert encode_entry(q) == orjson.dumps({k: fields[k] for k in order if k in fields and k != "q"})
