@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from ticker.metrics.fast import FastCounter, FastHistogram
-from ticker.metrics.registry import LATENCY_BUCKETS
+from ticker.metrics.registry import LATENCY_BUCKETS, Metrics
+from ticker.quote import Quote
 
 
 def samples(registry: CollectorRegistry) -> list[str]:
@@ -44,3 +46,35 @@ def test_unlabelled_histogram_and_counters_match():
     assert samples(ours) == samples(
         theirs
     )  # ticker.metrics.registry turned the *_created series off for both
+
+
+def test_a_counter_read_from_a_count_kept_elsewhere_shows_its_value_at_each_scrape():
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    kept = {"hub": 0, "feed": 0}
+    hub = FastCounter("u", "doc", registry=ours)
+    hub.count_from(lambda: float(kept["hub"]))
+    feeds = FastCounter("f", "doc", ["feed"], registry=ours)
+    feeds.count_from(lambda: float(kept["feed"]), "sim")
+    ref_hub = Counter("u", "doc", registry=theirs)
+    ref_feed = Counter("f", "doc", ["feed"], registry=theirs).labels("sim")
+    for n in (3, 7):
+        kept["hub"] += n
+        kept["feed"] += 2 * n
+        ref_hub.inc(n)
+        ref_feed.inc(2 * n)
+        assert samples(ours) == [s for s in samples(theirs) if "_created" not in s]
+    with pytest.raises(AttributeError):  # counted elsewhere: nothing may add to it as well
+        hub.inc()
+
+
+def test_the_feed_count_is_the_number_of_lags_observed():
+    m = Metrics()
+    got: list[Quote] = []
+    emit = m.count_feed("sim", got.append)
+    for ts in (1_000, 2_000, 10**15):  # the last one from the future: a lag of 0
+        emit(Quote("A", 1.0, ts))
+    text = generate_latest(m.registry).decode()
+    assert 'ticker_feed_updates_total{feed="sim"} 3.0' in text
+    assert 'ticker_feed_lag_seconds_count{feed="sim"} 3.0' in text
+    assert 'ticker_feed_lag_seconds_bucket{feed="sim",le="0.001"} 1.0' in text
+    assert len(got) == 3

@@ -10,7 +10,7 @@ registry. They are not thread-safe: everything that touches them runs on the ser
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -37,6 +37,19 @@ class _CountChild:
 
     def inc(self, amount: float = 1.0) -> None:
         self.value += amount
+
+
+class _ReadChild:
+    """A counter child whose value something else keeps (read at scrape time: nothing to add per event)."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, read: Callable[[], float]) -> None:
+        self.read = read
+
+    @property
+    def value(self) -> float:
+        return self.read()
 
 
 class _Family(Collector):
@@ -117,6 +130,13 @@ class FastCounter(_Family):
         """The child for these label values."""
         return self._child(tuple(values))
 
+    def count_from(self, read: Callable[[], float], *values: str) -> None:
+        """The child for these label values reads ``read()`` at scrape time (a count kept elsewhere, monotonic)
+        instead of counting by :meth:`inc`."""
+        child = self._children[tuple(values)] = _ReadChild(read)
+        if not values and self.labelnames == ():
+            self._default = child  # type: ignore[assignment]  # inc() now raises: nothing may count it twice
+
     def inc(self, amount: float = 1.0) -> None:
         """Add to the unlabelled counter."""
         self._default.value += amount
@@ -124,6 +144,6 @@ class FastCounter(_Family):
     def collect(self) -> Iterator[Metric]:
         fam = CounterMetricFamily(self.name, self.doc, labels=self.labelnames)
         for values, child in self._children.items():
-            assert isinstance(child, _CountChild)
+            assert isinstance(child, _CountChild | _ReadChild)
             fam.add_metric(list(values), child.value)
         yield fam

@@ -7,6 +7,7 @@ feed names, error codes and close reasons; never a connection or a symbol.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -240,13 +241,17 @@ class Metrics:
     # -- what feeds report (the feed runner's FeedMeter) ---------------------------------------
     def count_feed(self, feed: str, publish: Callable[[Quote], None]) -> Callable[[Quote], None]:
         """``publish`` wrapped to record each quote's lag and count for the feed named ``feed``."""
-        lag = self.feed_lag.labels(feed).observe
-        count = self.feed_updates.labels(feed).inc
+        lag = self.feed_lag.labels(feed)  # observed inline: this runs once per quote
+        counts, bounds = lag.counts, lag.bounds
+        self.feed_updates.count_from(lambda: float(sum(counts)), feed)  # one per lag observed
         now = time.time
 
         def emit(quote: Quote) -> None:
-            lag(max(0.0, now() - quote.ts_ms / 1000.0))
-            count()
+            seconds = now() - quote.ts_ms / 1000.0
+            if seconds < 0.0:
+                seconds = 0.0
+            counts[bisect_left(bounds, seconds)] += 1
+            lag.sum += seconds
             publish(quote)
 
         return emit

@@ -65,6 +65,8 @@ class Node:
         self.metrics = Metrics()
         self.metrics.set_role("single" if config.broker == "memory" else "edge")
         self.hub: Hub[Connection] = Hub(max_symbols=config.max_symbols, on_demand=self._on_demand)
+        hub = self.hub
+        self.metrics.hub_updates.count_from(lambda: float(hub.updates_in))  # the hub counts what enters it
         # Until a source names itself (set_epoch), this process numbers q: an epoch of its own.
         self.hub.epoch = secrets.token_hex(6)
         acc = config.access
@@ -281,7 +283,6 @@ class Node:
             self._delayed_demand = delayed
 
     def _deliver(self, quote: Quote) -> None:
-        self.metrics.hub_updates.inc()
         quote = self._fill_day(quote)
         if self._bar_quote is not None:  # the memory broker: this node aggregates the bars
             self._bar_quote(quote)
