@@ -44,6 +44,10 @@ class FeedContext:
     error: Callable[[str], None] = field(default=lambda kind: None)
     reconnected: Callable[[], None] = field(default=lambda: None)
     bar: BarSink = field(default=lambda symbol, interval, bar, final: None)
+    #: Several quotes at once, in the order they came (a simulated market's pass, a provider's message of many
+    #: trades): what ``emit`` of each would do, in one call (the list is the receiver's from then on). None:
+    #: ``emit`` each.
+    emit_many: Callable[[list[Quote]], None] | None = None
 
 
 class Feed(ABC):

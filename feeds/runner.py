@@ -31,6 +31,7 @@ from ticker.tasks import cancel_and_wait
 log = logging.getLogger("ticker.feeds")
 
 Publish = Callable[[Quote], None]
+PublishMany = Callable[[list[Quote]], None]
 ContextFor = Callable[[Feed], FeedContext]
 
 
@@ -39,6 +40,9 @@ class FeedMeter(Protocol):
 
     def count_feed(self, feed: str, publish: Publish) -> Publish:
         """``publish`` wrapped to count each quote of ``feed`` (and its lag) on the way."""
+
+    def count_feed_many(self, feed: str, publish: PublishMany) -> PublishMany:
+        """:meth:`count_feed` for a list of quotes at once (``publish`` takes them all)."""
 
     def count_feed_error(self, feed: str, kind: str) -> None:
         """One malformed or unexpected upstream message of ``kind``."""
@@ -50,15 +54,18 @@ class FeedMeter(Protocol):
         """Report ``probe()`` (the feed is up) whenever the metrics are read."""
 
 
-def metered(meter: FeedMeter, publish: Publish, bar: BarSink | None = None) -> ContextFor:
-    """Contexts that count every feed's quotes, errors, reconnects and health in ``meter``, then ``publish``;
-    a provider's own bars go to ``bar`` (None: dropped)."""
+def metered(
+    meter: FeedMeter, publish: Publish, bar: BarSink | None = None, publish_many: PublishMany | None = None
+) -> ContextFor:
+    """Contexts that count every feed's quotes, errors, reconnects and health in ``meter``, then ``publish``
+    (several at once: ``publish_many``, where given); a provider's own bars go to ``bar`` (None: dropped)."""
 
     def context(feed: Feed) -> FeedContext:
         name = feed.name
         meter.watch_feed_up(name, lambda: feed.health().up)
         return FeedContext(
             emit=meter.count_feed(name, publish),
+            emit_many=None if publish_many is None else meter.count_feed_many(name, publish_many),
             error=partial(meter.count_feed_error, name),
             reconnected=partial(meter.count_feed_reconnect, name),
             **({} if bar is None else {"bar": bar}),

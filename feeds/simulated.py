@@ -368,7 +368,9 @@ class SimulatedFeed(Feed):
         :data:`JOIN_PER_PASS` of them this pass, the next ones the next), then ``rate`` per second; out of
         session, only symbols without a quote get one, stamped at the last close."""
         assert self._ctx is not None
-        emit = self._ctx.emit
+        emit_many = self._ctx.emit_many
+        passed: list[Quote] = []  # the pass's quotes, emitted at once where the context takes several
+        emit = self._ctx.emit if emit_many is None else passed.append
         if ts_ms >= self._day_end_ms and self.session == "always":
             self._new_day(ts_ms)
         is_open = self._market_open()
@@ -403,6 +405,9 @@ class SimulatedFeed(Feed):
                     emit(sim.step(ts_ms))
                     n += 1
         if n:
+            if passed:
+                assert emit_many is not None
+                emit_many(passed)
             self._mark_data()
         return n
 

@@ -443,3 +443,47 @@ def test_a_quote_stamped_ahead_does_not_hold_back_the_other_delayed_symbols():
     sched.advance(0.1 + FLUSH)
     assert [quotes(f)[1] for f in late.frames] == [{"AAPL": 2.0}, {"MSFT": 1.0}]
     assert line.held() == 0 and sched.waiting() == []
+
+
+def test_several_quotes_at_once_do_what_publishing_each_would():
+    one_by_one, at_once = Rig(), Rig()
+    batch = [("AAPL", 1.0), ("MSFT", 2.0), ("AAPL", 3.0), ("IBM", 4.0), ("TSLA", 5.0)]  # TSLA: nobody's
+    conns = []
+    for r in (one_by_one, at_once):
+        conns.append((r.conn("a", ["AAPL", "MSFT"]), r.conn("b", ["IBM"]), r.conn("c", ["AAPL"])))
+    for symbol, price in batch:
+        one_by_one.publish(symbol, price)
+    at_once.fanout.publish_many([Quote(s, p, 1) for s, p in batch])
+    assert [h.when for h in at_once.sched.waiting()] == [h.when for h in one_by_one.sched.waiting()]
+    assert [h.when for h in at_once.sched.waiting()] == [at_once.clock.now]  # one flush, on the next pass
+    for r in (one_by_one, at_once):
+        r.sched.advance()
+    (a1, b1, c1), (a2, b2, c2) = conns
+    assert quotes(a2.frames[0]) == ("quotes", {"AAPL": 3.0, "MSFT": 2.0})  # the latest of each symbol
+    assert (a2.frames, b2.frames, c2.frames) == (
+        a1.frames,
+        b1.frames,
+        c1.frames,
+    )  # the same bytes, q included
+    for symbol in ("AAPL", "MSFT", "IBM", "TSLA"):
+        assert at_once.hub.state(symbol).seq == one_by_one.hub.state(symbol).seq  # type: ignore[union-attr]
+    assert (
+        at_once.counter("ticker_updates_sent_total") == one_by_one.counter("ticker_updates_sent_total") == 4
+    )
+
+
+def test_several_quotes_at_once_each_go_on_the_delay_line():
+    clock, sched, hub, line, fanout = delayed_fanout(3.0)
+    late = FakeSubscriber("late")
+    hub.add(late)
+    hub.subscribe(late, [delayed_key("AAPL")])
+    line.keep(["AAPL", "MSFT"], float("inf"))
+    t = stamp(clock)
+    # the second AAPL stamped 1.5 s ahead: released 1.5 s after the first, so the line holds both
+    fanout.publish_many([Quote("AAPL", 1.0, t), Quote("MSFT", 2.0, t), Quote("AAPL", 3.0, t + 1500)])
+    assert line.held() == 3  # each one recorded with the entry the hub made of it, not only the last
+    sched.advance(3.1)
+    sched.advance(1.5)
+    got = [orjson.loads(f[2:])["data"][0] for f in late.frames]
+    assert [(e["p"], e["t"]) for e in got] == [(1.0, t), (3.0, t + 1500)]
+    assert got[1]["q"] == got[0]["q"] + 1 == hub.state("AAPL").seq  # type: ignore[union-attr]

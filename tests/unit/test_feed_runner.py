@@ -150,6 +150,15 @@ class FakeMeter:
 
         return emit
 
+    def count_feed_many(
+        self, feed: str, publish: Callable[[list[Quote]], None]
+    ) -> Callable[[list[Quote]], None]:
+        def emit_many(quotes: list[Quote]) -> None:
+            self.counted.extend((feed, q.symbol) for q in quotes)
+            publish(quotes)
+
+        return emit_many
+
     def count_feed_error(self, feed: str, kind: str) -> None:
         self.errors[feed, kind] += 1
 
@@ -173,8 +182,21 @@ async def test_metered_contexts_count_then_publish() -> None:
     assert published == [quote] and meter.counted == [("a", "AAPL")]
     assert meter.errors == {("b", "bad_json"): 1} and meter.reconnects == {"b": 1}
     assert meter.probes["a"]() is True
+    assert a.ctx.emit_many is None  # without a publish_many a feed emits each
     await runner.stop()
     assert meter.probes["a"]() is False and meter.probes["b"]() is False
+
+
+async def test_metered_contexts_count_several_quotes_then_publish_them_at_once() -> None:
+    meter, batches = FakeMeter(), list[list[Quote]]()
+    feed = StubFeed("a")
+    runner = FeedRunner([feed], metered(meter, lambda q: batches.append([q]), publish_many=batches.append))
+    await runner.start()
+    assert feed.ctx is not None and feed.ctx.emit_many is not None
+    quotes = [Quote(symbol=s, price=1.0, ts_ms=1) for s in ("AAPL", "MSFT", "AAPL")]
+    feed.ctx.emit_many(quotes)
+    assert batches == [quotes] and meter.counted == [("a", "AAPL"), ("a", "MSFT"), ("a", "AAPL")]
+    await runner.stop()
 
 
 class ListingFeed(StubFeed):

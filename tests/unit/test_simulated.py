@@ -45,6 +45,21 @@ def run(feed: SimulatedFeed, seconds: float, step: float = 0.01) -> list[Quote]:
     return out
 
 
+def test_a_context_taking_several_quotes_gets_each_pass_at_once_and_the_same_quotes():
+    one_by_one = run(SimulatedFeed(["AAPL", "MSFT", "IBM"], rate=50, seed=7), 2.0)
+    passes: list[list[Quote]] = []
+    feed = SimulatedFeed(["AAPL", "MSFT", "IBM"], rate=50, seed=7)
+    feed._ctx = FeedContext(emit=lambda q: pytest.fail("emitted alone"), emit_many=passes.append)
+    t, counts = 0.0, []
+    while t < 2.0:
+        counts.append(feed.tick(0.01, int(t * 1000)))
+        t += 0.01
+    assert [len(p) for p in passes] == [
+        n for n in counts if n
+    ]  # one call per pass that had quotes, none empty
+    assert [q for p in passes for q in p] == one_by_one
+
+
 def test_same_seed_same_prices_whatever_else_is_simulated():
     a = run(SimulatedFeed(["AAPL", "MSFT"], rate=10, seed=42), 2.0)
     b = run(SimulatedFeed(["AAPL"], rate=10, seed=42), 2.0)

@@ -15,6 +15,7 @@ from ticker.quote import Quote
 from ticker.status import SymbolStatus
 
 Deliver = Callable[[Quote], None]
+DeliverMany = Callable[[list[Quote]], None]
 #: Where an edge broker hands the publisher's bars: ``(symbol, interval, bar)``, the bar as it now stands.
 DeliverBar = Callable[[str, str, Bar], None]
 
@@ -31,6 +32,8 @@ class Broker(ABC):
         self._deliver: Deliver | None = None
         #: Set by the node before :meth:`start` where the broker brings bars (``aggregates_bars`` False).
         self.bar_sink: DeliverBar | None = None
+        #: Set by the node before :meth:`start`: takes a list of quotes as ``deliver`` takes each (None: one by one).
+        self.deliver_many: DeliverMany | None = None
 
     @abstractmethod
     async def start(self, deliver: Deliver) -> None:
@@ -44,6 +47,17 @@ class Broker(ABC):
         """Feed side: pass one normalized quote of an in-process feed on (to this node only)."""
         if self._deliver is not None:
             self._deliver(quote)
+
+    def publish_many(self, quotes: list[Quote]) -> None:
+        """:meth:`publish` of each of ``quotes``, in order, in one call where the node takes several."""
+        deliver = self._deliver
+        if deliver is None:
+            return
+        if self.deliver_many is not None:
+            self.deliver_many(quotes)
+            return
+        for quote in quotes:
+            deliver(quote)
 
     @abstractmethod
     def set_demand(self, symbols: frozenset[str]) -> None:

@@ -256,6 +256,29 @@ class Metrics:
 
         return emit
 
+    def count_feed_many(
+        self, feed: str, publish: Callable[[list[Quote]], None]
+    ) -> Callable[[list[Quote]], None]:
+        """:meth:`count_feed` for several quotes at once: ``publish`` takes the list after they are counted."""
+        lag = self.feed_lag.labels(feed)
+        counts, bounds = lag.counts, lag.bounds
+        self.feed_updates.count_from(lambda: float(sum(counts)), feed)
+        now = time.time
+
+        def emit_many(quotes: list[Quote]) -> None:
+            t = now()
+            total = 0.0
+            for quote in quotes:
+                seconds = t - quote.ts_ms / 1000.0
+                if seconds < 0.0:
+                    seconds = 0.0
+                counts[bisect_left(bounds, seconds)] += 1
+                total += seconds
+            lag.sum += total
+            publish(quotes)
+
+        return emit_many
+
     def count_feed_error(self, feed: str, kind: str) -> None:
         """One malformed or unexpected upstream message of ``kind`` from ``feed``."""
         self.feed_errors.labels(feed, kind).inc()

@@ -206,10 +206,38 @@ class Fanout:
             self._schedule_wake(now)
         line = self.delay
         if line is not None and quote.symbol in line.recording:
-            st = self.hub.state(quote.symbol)
-            assert st is not None and st.encoded is not None  # the hub has just taken it
-            if line.record(quote, st.encoded, st.seq, now, self._wall()) < self._release_at:
-                self._schedule_release(now)  # due before the release timer (or none is set)
+            self._record_delayed(quote, now)
+
+    def publish_many(self, quotes: list[Quote]) -> None:
+        """:meth:`publish` of each of ``quotes``, in order, with one clock reading and one scheduling for all."""
+        now = self._clock()
+        hub = self.hub
+        take = hub.publish
+        bar_symbols = self._bar_symbols
+        line = self.delay
+        recording = line.recording if line is not None else None
+        due = False
+        for quote in quotes:
+            if take(quote, now) or quote.symbol in bar_symbols:
+                due = True
+            if recording and quote.symbol in recording:
+                self._record_delayed(quote, now)
+        if self._closed:
+            return
+        if due:
+            if self._flush_at > self._earliest:  # none scheduled, or only a later wake
+                self._schedule_flush(now)
+        elif hub.wake_at < self._flush_at:  # a throttled view waits for its time
+            self._schedule_wake(now)
+
+    def _record_delayed(self, quote: Quote, now: float) -> None:
+        """Keep ``quote``, just taken by the hub, on the delayed tier's line (its symbol is recorded)."""
+        line = self.delay
+        assert line is not None
+        st = self.hub.state(quote.symbol)
+        assert st is not None and st.encoded is not None  # the hub has just taken it
+        if line.record(quote, st.encoded, st.seq, now, self._wall()) < self._release_at:
+            self._schedule_release(now)  # due before the release timer (or none is set)
 
     def _schedule_flush(self, now: float) -> None:
         """Flush as soon as the interval allows (replacing a wake scheduled for later)."""

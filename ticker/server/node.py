@@ -130,7 +130,12 @@ class Node:
             self.broker.bar_sink = lambda s, i, b: self._apply_bar(s, i, b, False)
         self.runner = FeedRunner(
             self.feeds,
-            metered(self.metrics, self.broker.publish, bar=self._provider_bar),
+            metered(
+                self.metrics,
+                self.broker.publish,
+                bar=self._provider_bar,
+                publish_many=self.broker.publish_many,
+            ),
             stale_after=config.stale_after,
         )
         self._history_demand: frozenset[str] = frozenset()
@@ -287,6 +292,19 @@ class Node:
         if self._bar_quote is not None:  # the memory broker: this node aggregates the bars
             self._bar_quote(quote)
         self.fanout.publish(quote)
+
+    def _deliver_many(self, quotes: list[Quote]) -> None:
+        """:meth:`_deliver` of each, in order: the day statistics and bars of all, then the hub takes them all."""
+        fill = self._fill_day  # fills each quote in place (DayStats.apply, or leaves it as it is)
+        bar = self._bar_quote
+        if bar is None:
+            for quote in quotes:
+                fill(quote)
+        else:
+            for quote in quotes:
+                fill(quote)
+                bar(quote)
+        self.fanout.publish_many(quotes)
 
     def _forget_day(self, key: str) -> None:
         """The hub dropped ``key``'s last value (nobody receives it real-time; the hub never drops what
@@ -463,6 +481,7 @@ class Node:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         """Start broker and feeds, push the first demand and start the keep-alive and health loops."""
+        self.broker.deliver_many = self._deliver_many
         await self.broker.start(self._deliver)
         await self.runner.start()
         self._push_demand()
