@@ -266,6 +266,9 @@ class FeedProcessLink:
         if ctx is None:
             return
         self.last_data[msg.feed] = time.monotonic()
+        if ctx.emit_many is not None:  # the message's quotes, decoded for this call alone, in one
+            ctx.emit_many(quotes)
+            return
         emit = ctx.emit
         for q in quotes:
             emit(q)

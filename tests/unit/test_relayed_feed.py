@@ -105,6 +105,16 @@ def test_quotes_bars_and_events_reach_their_feed_s_context_and_a_catch_up_its_si
     assert link.top == 42 and link.last_data[0] is not None  # the join's floor; the feeds' last data
 
 
+def test_a_message_of_several_quotes_reaches_a_context_that_takes_several_in_one_call() -> None:
+    link, _ = linked()
+    batches: list[list[Quote]] = []
+    link._contexts[0] = FeedContext(emit=lambda q: pytest.fail("emitted alone"), emit_many=batches.append)
+    quotes = [Quote("AAPL", 228.5, 1, seq=7), Quote("MSFT", 410.0, 1, seq=8), Quote("AAPL", 228.6, 2, seq=9)]
+    for f in relay.quotes(0, [encode_entry(q, q.seq) for q in quotes]):
+        link._dispatch(relay.decode(f[relay.HEADER :]))
+    assert [q for batch in batches for q in batch] == quotes and link.top == 9
+
+
 def test_a_report_of_other_feeds_or_a_worker_s_message_is_malformed() -> None:
     link, _ = linked()
     with pytest.raises(relay.RelayError, match="1 feeds"):
