@@ -6,6 +6,7 @@ from itertools import pairwise
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.support.fanoutkit import FLUSH, SLOW, FakeSubscriber, Rig
 from ticker.hub import Hub
@@ -182,3 +183,49 @@ def test_the_snapshot_of_a_new_throttled_view_counts_as_its_first_entry():
     start = rig.clock.now
     got = arrivals(rig, c, lambda: tick(rig, 1.0, 0.05, start=2.0))
     assert got and got[0][0] - start >= 0.5 - 1e-9
+
+
+def test_several_quotes_at_once_wake_a_throttled_view_when_publishing_each_would():
+    rigs = (Rig(), Rig())
+    subs = []
+    for rig in rigs:
+        c = FakeSubscriber("c")
+        rig.hub.add(c)
+        rig.hub.subscribe(c, [HALF_HZ], now=rig.clock.now)
+        rig.publish("AAPL", 1.0)
+        rig.sched.advance(FLUSH)  # the first entry goes at once; the next waits half a second
+        subs.append(c)
+    one_by_one, at_once = rigs
+    for p in (2.0, 3.0):
+        one_by_one.publish("AAPL", p)
+    at_once.fanout.publish_many([Quote("AAPL", 2.0, 1), Quote("AAPL", 3.0, 1)])
+    waits = [sorted(h.when for h in r.sched.waiting()) for r in rigs]
+    assert waits[0] == waits[1] and len(waits[0]) == 1 and waits[0][0] > at_once.clock.now  # a wake, later
+    for rig in rigs:
+        rig.sched.advance(0.5)
+    assert [e["p"] for e in entries(subs[1])] == [e["p"] for e in entries(subs[0])] == [1.0, 3.0]
+
+
+def test_several_quotes_at_once_flush_for_bar_subscribers_stop_when_closed_and_keep_what_was_taken():
+    rig = Rig()
+    rig.fanout._bar_symbols = {"AAPL": {}}  # someone receives AAPL's real-time bars, nobody its quotes
+    rig.fanout.publish_many([Quote("AAPL", 1.0, 1)])
+    assert [h.when for h in rig.sched.waiting()] == [rig.clock.now]  # the bars' flush, on the next pass
+    rig.sched.advance()
+
+    c = rig.conn("c", ["MSFT"])
+    boom = RuntimeError("a bad quote")
+
+    def prepare(q: Quote) -> None:
+        if q.price < 0:
+            raise boom
+
+    with pytest.raises(RuntimeError) as raised:
+        rig.fanout.publish_many([Quote("MSFT", 2.0, 1), Quote("MSFT", -1.0, 1)], prepare)
+    assert raised.value is boom
+    rig.sched.advance()
+    assert [e["p"] for e in entries(c)] == [2.0]  # what the hub took before the error is flushed all the same
+
+    rig.fanout.close()
+    rig.fanout.publish_many([Quote("MSFT", 3.0, 1)])
+    assert rig.sched.waiting() == []

@@ -96,3 +96,33 @@ def test_after_a_burst_the_tables_it_sized_and_the_refilled_address_buckets_go()
     assert sys.getsizeof(node.hub._symbols) < 1_000 and sys.getsizeof(node.day_stats._days) < 1_000
     assert node.admission.tracked() == 0 and sys.getsizeof(buckets) < 1_000
     assert node._compacted > 500_000  # told to the next trim
+
+
+def test_several_quotes_at_once_do_what_delivering_each_would_the_idle_bound_included() -> None:
+    """A batch (a simulated pass, a relayed message) fills, aggregates and hands each quote to the hub in turn:
+    a symbol the idle bound dropped earlier in the batch starts its session afresh later in it."""
+    batch = [
+        Quote("OLD", 10.0, 1_000, volume=100),
+        Quote("OLD", 12.0, 2_000, volume=200),
+        Quote("B", 1.0, 3_000, volume=100),
+        Quote("C", 1.0, 3_000, volume=100),  # OLD goes: the least recently updated of three
+        Quote("OLD", 11.0, 4_000, volume=300),
+    ]
+    nodes = []
+    for at_once in (False, True):
+        node = Node(Config(host="127.0.0.1", port=0), feeds=[StubFeed("sim")])
+        node.hub.max_idle_symbols = 2
+        quotes = [Quote(q.symbol, q.price, q.ts_ms, volume=q.volume) for q in batch]
+        if at_once:
+            node._deliver_many(quotes)
+        else:
+            for q in quotes:
+                node._deliver(q)
+        nodes.append(node)
+    each, many = nodes
+    assert many.hub.last("OLD").high == 11.0  # type: ignore[union-attr]  # a session afresh, not a stale high
+    assert many.day_stats._days.keys() == each.day_stats._days.keys() == {"C", "OLD"}
+    for s in ("OLD", "C"):
+        assert many.hub.state(s).encoded == each.hub.state(s).encoded  # type: ignore[union-attr]
+        assert many.bars.bars_of(s).series["1m"].last(5) == each.bars.bars_of(s).series["1m"].last(5) != []
+    assert many.hub.updates_in == each.hub.updates_in == 5

@@ -208,8 +208,9 @@ class Fanout:
         if line is not None and quote.symbol in line.recording:
             self._record_delayed(quote, now)
 
-    def publish_many(self, quotes: list[Quote]) -> None:
-        """:meth:`publish` of each of ``quotes``, in order, with one clock reading and one scheduling for all."""
+    def publish_many(self, quotes: list[Quote], prepare: Callable[[Quote], object] | None = None) -> None:
+        """:meth:`publish` of each of ``quotes``, in order, with one clock reading and one scheduling for all;
+        ``prepare(quote)`` first, for each in turn (what the node does to a quote before the hub takes it)."""
         now = self._clock()
         hub = self.hub
         take = hub.publish
@@ -217,18 +218,21 @@ class Fanout:
         line = self.delay
         recording = line.recording if line is not None else None
         due = False
-        for quote in quotes:
-            if take(quote, now) or quote.symbol in bar_symbols:
-                due = True
-            if recording and quote.symbol in recording:
-                self._record_delayed(quote, now)
-        if self._closed:
-            return
-        if due:
-            if self._flush_at > self._earliest:  # none scheduled, or only a later wake
-                self._schedule_flush(now)
-        elif hub.wake_at < self._flush_at:  # a throttled view waits for its time
-            self._schedule_wake(now)
+        try:
+            for quote in quotes:
+                if prepare is not None:
+                    prepare(quote)
+                if take(quote, now) or quote.symbol in bar_symbols:
+                    due = True
+                if recording and quote.symbol in recording:
+                    self._record_delayed(quote, now)
+        finally:  # what the hub took before anything raised is flushed all the same
+            if not self._closed:
+                if due:
+                    if self._flush_at > self._earliest:  # none scheduled, or only a later wake
+                        self._schedule_flush(now)
+                elif hub.wake_at < self._flush_at:  # a throttled view waits for its time
+                    self._schedule_wake(now)
 
     def _record_delayed(self, quote: Quote, now: float) -> None:
         """Keep ``quote``, just taken by the hub, on the delayed tier's line (its symbol is recorded)."""

@@ -150,7 +150,7 @@ class Node:
         #: The session's open, high, low, VWAP and previous close, where a feed leaves them out: filled in
         #: as each quote enters the node, before the hub encodes it (through Redis the publisher did it).
         self.day_stats = listed_day_stats(lambda: self.directory)
-        self._fill_day = self.day_stats.apply
+        self._fill_day = self.day_stats.apply  # in place: the quote it returns is the one it was given
         self.hub.on_forget = self._forget_day
         self.hub.keep = self._carries
         self._carried: frozenset[str] = frozenset()  # symbols a feed carries whatever the demand
@@ -294,17 +294,19 @@ class Node:
         self.fanout.publish(quote)
 
     def _deliver_many(self, quotes: list[Quote]) -> None:
-        """:meth:`_deliver` of each, in order: the day statistics and bars of all, then the hub takes them all."""
-        fill = self._fill_day  # fills each quote in place (DayStats.apply, or leaves it as it is)
+        """:meth:`_deliver` of each, in order (the hub takes each before the next is filled in: a symbol the idle
+        bound drops meanwhile starts its session afresh), with one call into the fan-out for them all."""
+        fill = self._fill_day  # fills the quote in place (DayStats.apply, or leaves it as it is)
         bar = self._bar_quote
         if bar is None:
-            for quote in quotes:
-                fill(quote)
-        else:
-            for quote in quotes:
-                fill(quote)
-                bar(quote)
-        self.fanout.publish_many(quotes)
+            self.fanout.publish_many(quotes, fill)
+            return
+
+        def prepare(quote: Quote) -> None:
+            fill(quote)
+            bar(quote)
+
+        self.fanout.publish_many(quotes, prepare)
 
     def _forget_day(self, key: str) -> None:
         """The hub dropped ``key``'s last value (nobody receives it real-time; the hub never drops what
