@@ -78,3 +78,39 @@ def test_the_feed_count_is_the_number_of_lags_observed():
     assert 'ticker_feed_lag_seconds_count{feed="sim"} 3.0' in text
     assert 'ticker_feed_lag_seconds_bucket{feed="sim",le="0.001"} 1.0' in text
     assert len(got) == 3
+
+
+def test_several_quotes_at_once_are_counted_as_each_would_be_into_the_same_series():
+    one_by_one, at_once = Metrics(), Metrics()
+    quotes = [Quote("A", 1.0, ts) for ts in (1_000, 2_000, 10**15)]
+    got: list[list[Quote]] = []
+    emit = one_by_one.count_feed("sim", lambda q: None)
+    for q in quotes:
+        emit(q)
+    at_once.count_feed_many("sim", got.append)(quotes)
+    at_once.count_feed("sim", lambda q: None)(quotes[-1])  # a feed emitting one alone: the same series
+    emit(quotes[-1])
+
+    def feed_series(m: Metrics) -> list[str]:  # the lag's sum aside: two readings of the clock
+        return [
+            s
+            for s in samples(m.registry)
+            if s.startswith(("ticker_feed_lag", "ticker_feed_updates")) and "_sum" not in s
+        ]
+
+    lines = feed_series(at_once)
+    assert lines == feed_series(one_by_one)
+    assert 'ticker_feed_updates_total{feed="sim"} 4.0' in lines and got == [quotes]
+
+
+def test_a_read_counter_refuses_to_be_added_to_and_to_replace_a_count_already_made():
+    registry = CollectorRegistry()
+    c = FastCounter("f", "doc", ["feed"], registry=registry)
+    c.count_from(lambda: 1.0, "a")
+    with pytest.raises(TypeError, match="kept elsewhere"):
+        c.labels("a").inc()
+    c.labels("b").inc()
+    with pytest.raises(ValueError, match="counted by inc"):
+        c.count_from(lambda: 1.0, "b")
+    c.count_from(lambda: 2.0, "a")  # a restarted source: its read replaces the last
+    assert samples(registry) == ['f_total{feed="a"} 2.0', 'f_total{feed="b"} 1.0']

@@ -2,7 +2,8 @@
 
 ``prometheus_client``'s ``Counter.inc`` takes a lock and ``Histogram.observe`` walks its buckets in
 Python: a few microseconds per call, paid per tick. These classes keep the same call shape
-(``.labels(...).inc()`` / ``.observe(v)``) but only bump integers (a C ``bisect`` picks the bucket);
+(``.labels(...).inc()`` / ``.observe(v)``) but only bump integers (a C ``bisect`` picks the bucket), or read
+a count something else keeps already (``FastCounter.count_from``: nothing to add per event);
 their ``collect`` builds the usual ``_total`` / ``_bucket`` / ``_sum`` / ``_count`` series for the
 registry. They are not thread-safe: everything that touches them runs on the server's event loop.
 """
@@ -123,7 +124,10 @@ class FastCounter(_Family):
         child = self._children.get(values)
         if child is None:
             child = self._children[values] = _CountChild()
-        assert isinstance(child, _CountChild)
+        if not isinstance(child, _CountChild):
+            raise TypeError(
+                f"{self.name}{list(values)} is read from a count kept elsewhere: nothing may add to it"
+            )
         return child
 
     def labels(self, *values: str) -> _CountChild:
@@ -132,7 +136,12 @@ class FastCounter(_Family):
 
     def count_from(self, read: Callable[[], float], *values: str) -> None:
         """The child for these label values reads ``read()`` at scrape time (a count kept elsewhere, monotonic)
-        instead of counting by :meth:`inc`."""
+        instead of counting by :meth:`inc` (again, for a restarted source: the read replaces the last one)."""
+        counted = self._children.get(tuple(values))
+        if isinstance(counted, _CountChild) and counted.value:
+            raise ValueError(
+                f"{self.name}{list(values)} was counted by inc() already: its count would be lost"
+            )
         child = self._children[tuple(values)] = _ReadChild(read)
         if not values and self.labelnames == ():
             self._default = child  # type: ignore[assignment]  # inc() now raises: nothing may count it twice
