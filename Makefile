@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-server
 ARGS   ?=
 
-.PHONY: install run test test-unit lint system-deps clean bench stress vendor
+.PHONY: install run test test-unit lint system-deps jemalloc clean bench stress vendor
 
 # Tests and lint: the server and the dev tools. An edited setup.cfg or pyproject.toml reinstalls.
 $(STAMP): setup.cfg pyproject.toml
@@ -56,8 +56,15 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[server,dev,bench]'
 	touch $(BENCH_STAMP)
 
-# The server runs on jemalloc where installed (--allocator auto): the bench and the stress suite measure that.
-bench: $(BENCH_STAMP) system-deps
+# The server runs on jemalloc where installed (--allocator auto): the bench and the stress suite measure that, and
+# install it first where they can (as root); without it they measure the server on pymalloc, and say so.
+jemalloc:
+	@ldconfig -p 2>/dev/null | grep -q libjemalloc.so.2 || \
+	  { [ "$$(id -u)" -eq 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libjemalloc2 >/dev/null; } || \
+	  echo "libjemalloc2 is not installed (apt-get install libjemalloc2): the server measured runs on pymalloc"
+
+bench: $(BENCH_STAMP) jemalloc
 	@test -d bench/node/node_modules/ws || { command -v npm >/dev/null && \
 	  (cd bench/node && npm ci --no-audit --no-fund --loglevel=error); } || \
 	  echo "npm unavailable: the Node ws peer will be skipped"
@@ -68,7 +75,7 @@ bench: $(BENCH_STAMP) system-deps
 STRESS_ARGS := $(if $(QUICK),--sizes quick) $(if $(ATTACK),--attack $(ATTACK)) \
                $(if $(filter command line,$(origin DOC)),--doc '$(DOC)')
 
-stress: $(BENCH_STAMP) system-deps
+stress: $(BENCH_STAMP) jemalloc
 	$(PY) -m bench.stress $(STRESS_ARGS)
 
 # The page's charting library, committed in web/vendor/ (so pip install and make run need no npm):
