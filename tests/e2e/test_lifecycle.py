@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.serverproc import ServerProcess, scrape
-from tests.support.timing import timeout
+from tests.support.timing import eventually_sync, timeout
 from tests.support.wsclient import collect_quotes, recv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,8 +125,40 @@ async def test_workers_share_the_port_and_stop_together():
         srv.stop()
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.5, 0.8])  # after imports: during the forks and start-up
-def test_sigterm_during_worker_start_still_exits_0(delay: float):
+def _sigterm_taken(pid: int) -> bool:
+    """Whether ``pid`` catches SIGTERM, or blocks it while it loads (past its imports: it will end cleanly), from
+    /proc/PID/status. A mask of (nearly) every signal is not that: a fork (the allocator's look for jemalloc) or a
+    thread being created blocks them all for a moment, then unblocks them."""
+    bit = 1 << (signal.SIGTERM - 1)
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    masks = dict(line.split(":", 1) for line in status.splitlines() if line.startswith(("SigBlk", "SigCgt")))
+    blocked, caught = (int(masks.get(name, "0").strip(), 16) for name in ("SigBlk", "SigCgt"))
+    return bool(caught & bit) or bool(blocked & bit and bin(blocked).count("1") <= 4)
+
+
+def _children(pid: int) -> int:
+    """How many processes ``pid`` has forked and not yet reaped (from any of its threads)."""
+    try:
+        tasks = [t.name for t in Path(f"/proc/{pid}/task").iterdir()]
+        return sum(len(Path(f"/proc/{pid}/task/{t}/children").read_text().split()) for t in tasks)
+    except OSError:
+        return 0
+
+
+#: The moments of start-up SIGTERM comes at, each an observable event: the server has taken SIGTERM (blocked while
+#: it loads, then caught), it has forked its first process, and every one (a feed process and two workers).
+START_STAGES = {
+    "loading": lambda pid: _sigterm_taken(pid),
+    "forking": lambda pid: _sigterm_taken(pid) and _children(pid) >= 1,
+    "forked": lambda pid: _sigterm_taken(pid) and _children(pid) >= 3,
+}
+
+
+@pytest.mark.parametrize("stage", list(START_STAGES))
+def test_sigterm_during_worker_start_still_exits_0(stage: str):
     proc = subprocess.Popen(
         [sys.executable, "-m", "ticker", "serve", "--port", "0", "--workers", "2", "--log-level", "warning"],
         stdin=subprocess.DEVNULL,
@@ -134,7 +166,13 @@ def test_sigterm_during_worker_start_still_exits_0(delay: float):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(delay)  # the scenario: SIGTERM at this moment of start-up; then wait for the exit
-    proc.send_signal(signal.SIGTERM)
+    reached = START_STAGES[stage]
+    eventually_sync(
+        lambda: reached(proc.pid) or proc.poll() is not None, 15.0, f"start-up {stage}", interval=0.005
+    )
+    assert proc.poll() is None, "the server ended before SIGTERM"
+    proc.send_signal(
+        signal.SIGTERM
+    )  # the scenario: SIGTERM at this moment of start-up; then wait for the exit
     _, err = proc.communicate(timeout=timeout(15))
     assert proc.returncode == 0, err

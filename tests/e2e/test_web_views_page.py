@@ -160,6 +160,8 @@ def test_rows_out_of_view_and_a_hidden_tab_are_throttled_on_the_server(
     # An added row goes below the last one, out of view: it starts at 1 Hz. A removed one is no longer held.
     bottom_before = view(page, 0)
     assert bottom_before["off"][-1] == listed[-1]
+    # the scroll back to the top is answered first (the rows it brought into view at the full rate again)
+    server_throttles(page, server, frames, bottom_before["off"], "the rows below the window throttled again")
     sent = len(frames.sent)
     page.get_by_test_id("symbol-input").fill(extra)
     page.get_by_test_id("symbol-input").press("Enter")
