@@ -8,15 +8,19 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.serverproc import ServerProcess, serving
-from tests.support.timing import eventually
+from tests.support.timing import eventually, eventually_sync
 from tests.support.workerskit import epochs, feed_pid, get_json, one_per_worker, ops_ports
 from tests.support.wsclient import Inbox
 from ticker.server.sharedmarket import WATCHDOG
+from ticker.server.supervision import parent_gone
 
 ARGS = ("--workers", "2", "--metrics-port", "0", "--symbols", "AAPL,MSFT", "--sim-rate", "5")
 
@@ -170,3 +174,19 @@ async def test_workers_and_the_feed_process_end_with_a_killed_supervisor() -> No
                 await eventually(lambda: srv.output().count(gone) == 2, 5, "each worker saying why it stops")
             finally:
                 await close_all(inboxes)
+
+
+def test_a_parent_is_gone_once_adopted_or_while_it_is_a_zombie(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a worker and the feed process ask when SIGTERM comes: a killed supervisor's main thread (the one that
+    forked them) ends first and sends it, while its other threads still make it the parent (a zombie leader)."""
+    assert not parent_gone(os.getppid())
+    assert parent_gone(os.getpid())  # not our parent at all
+    child = subprocess.Popen(["true"])
+    try:  # not reaped: a zombie until waited for, with its pid standing as our "parent"
+        eventually_sync(
+            lambda: Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        )
+        monkeypatch.setattr(os, "getppid", lambda: child.pid)
+        assert parent_gone(child.pid)
+    finally:
+        child.wait()

@@ -24,7 +24,7 @@ from ticker.server.ops import LISTEN_BACKLOG, ListenError
 from ticker.server.relaynode import relayed_node
 from ticker.server.service import Service
 from ticker.server.sharedmarket import SharedMarket
-from ticker.server.supervision import end_with_parent, watch_parent
+from ticker.server.supervision import end_with_parent, parent_gone, watch_parent
 
 log = logging.getLogger("ticker")
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -75,7 +75,7 @@ async def _serve_async(
     await stop.wait()
     if orphaned is not None:
         orphaned.cancel()
-    if supervisor is not None and os.getppid() != supervisor:
+    if supervisor is not None and parent_gone(supervisor):
         log.warning("the supervisor (pid %d) is gone: shutting down", supervisor)
     log.info("shutting down")
     await server.stop()

@@ -30,7 +30,7 @@ from ticker.backoff import Backoff
 from ticker.server import heap
 from ticker.server.config import Config
 from ticker.server.feedhost import run_feed_process
-from ticker.server.supervision import end_with_parent
+from ticker.server.supervision import end_with_parent, parent_gone
 
 log = logging.getLogger("ticker")
 
@@ -109,7 +109,7 @@ class SharedMarket:
             log.exception("the feed process failed")
         finally:
             with contextlib.suppress(BaseException):
-                if os.getppid() != supervisor:  # it was killed outright: nobody else removes the directory
+                if parent_gone(supervisor):  # it was killed outright: nobody else removes the directory
                     shutil.rmtree(self.directory, ignore_errors=True)
                 sys.stdout.flush()
                 sys.stderr.flush()

@@ -4,6 +4,7 @@
   reads (:class:`~ticker.server.sharedmarket.SharedMarket` kills one that stays silent: a hung process).
 - :func:`end_with_parent`: right after ``fork()``, a child asks the kernel for SIGTERM when the supervisor
   dies (Linux ``PR_SET_PDEATHSIG``); :func:`watch_parent` is the fallback where that is unavailable.
+- :func:`parent_gone`: whether the supervisor died (the child is adopted, or it is dying).
 """
 
 from __future__ import annotations
@@ -48,6 +49,22 @@ def heartbeat(fd: int | None, every: float = BEAT_EVERY) -> Callable[[], None]:
 
     beat()
     return stop
+
+
+def parent_gone(parent: int) -> bool:
+    """Whether ``parent`` (this process's supervisor) died: this process was adopted, or ``parent`` is dying.
+
+    ``PR_SET_PDEATHSIG`` comes when the *thread* that forked this process ends: a killed supervisor's main thread
+    ends before its other threads (jemalloc's background thread, say), and until the last one has ended this
+    process's parent is still ``parent``, whose main thread is then a zombie (``/proc/PID/stat``)."""
+    if os.getppid() != parent:
+        return True
+    try:
+        with open(f"/proc/{parent}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:  # no /proc: the parent pid alone says it
+        return False
+    return stat.rsplit(b")", 1)[-1].split()[:1] in ([b"Z"], [b"X"])
 
 
 def end_with_parent(parent: int, sig: int = signal.SIGTERM) -> bool:
