@@ -76,6 +76,15 @@ async def test_both_workers_serve_the_same_simulated_market() -> None:
 async def test_rest_never_goes_back_on_a_worker_and_gives_one_price_per_update_on_both() -> None:
     async with serving("--workers", "2", "--symbols", "AAPL", "--sim-rate", "2") as srv:
         await eventually(lambda: linked(srv), 15, "both workers linked to the feed process")
+        valued: set[str] = set()  # the workers that answered with a value (the catch-up follows the link)
+
+        async def both_valued() -> bool:
+            status, headers, body = await asyncio.to_thread(get_json, srv.port, "/api/quotes?symbols=AAPL")
+            if status == 200 and body["data"]:
+                valued.add(headers[WORKER_HEADER])
+            return valued == {"0", "1"}
+
+        await eventually(both_valued, 15, "a value of AAPL on both workers")
         answers: list[tuple[str, dict[str, Any]]] = []
         for _ in range(40):  # each on a new connection: the kernel picks the worker
             status, headers, body = await asyncio.to_thread(get_json, srv.port, "/api/quotes?symbols=AAPL")
