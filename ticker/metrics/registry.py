@@ -21,7 +21,7 @@ from prometheus_client import (
 )
 
 from ticker import __version__
-from ticker.metrics.fast import FastCounter, FastHistogram
+from ticker.metrics.fast import FastCounter, FastHistogram, _HistChild
 from ticker.quote import Quote
 
 disable_created_metrics()  # the *_created series only add noise to every scrape
@@ -240,9 +240,8 @@ class Metrics:
     # -- what feeds report (the feed runner's FeedMeter) ---------------------------------------
     def count_feed(self, feed: str, publish: Callable[[Quote], None]) -> Callable[[Quote], None]:
         """``publish`` wrapped to record each quote's lag and count for the feed named ``feed``."""
-        lag = self.feed_lag.labels(feed)  # observed inline: this runs once per quote
+        lag = self._feed_lag(feed)  # observed inline: this runs once per quote
         counts, bounds = lag.counts, lag.bounds
-        self.feed_updates.count_from(lambda: float(sum(counts)), feed)  # one per lag observed
         now = time.time
 
         def emit(quote: Quote) -> None:
@@ -255,13 +254,19 @@ class Metrics:
 
         return emit
 
+    def _feed_lag(self, feed: str) -> _HistChild:
+        """``feed``'s lag histogram; its count of observations is ``ticker_feed_updates_total{feed}``."""
+        lag = self.feed_lag.labels(feed)
+        counts = lag.counts
+        self.feed_updates.count_from(lambda: float(sum(counts)), feed)  # one per lag observed
+        return lag
+
     def count_feed_many(
         self, feed: str, publish: Callable[[list[Quote]], None]
     ) -> Callable[[list[Quote]], None]:
         """:meth:`count_feed` for several quotes at once: ``publish`` takes the list after they are counted."""
-        lag = self.feed_lag.labels(feed)
+        lag = self._feed_lag(feed)
         counts, bounds = lag.counts, lag.bounds
-        self.feed_updates.count_from(lambda: float(sum(counts)), feed)
         now = time.time
 
         def emit_many(quotes: list[Quote]) -> None:

@@ -197,20 +197,12 @@ class Fanout:
     # -- input -------------------------------------------------------------------------------
     def publish(self, quote: Quote) -> None:
         """Take one update into the hub and make sure a flush is scheduled."""
-        now = self._clock()
-        hub = self.hub
-        if hub.publish(quote, now) or quote.symbol in self._bar_symbols:
-            if self._flush_at > self._earliest and not self._closed:  # none scheduled, or only a later wake
-                self._schedule_flush(now)
-        elif hub.wake_at < self._flush_at and not self._closed:  # a throttled view waits for its time
-            self._schedule_wake(now)
-        line = self.delay
-        if line is not None and quote.symbol in line.recording:
-            self._record_delayed(quote, now)
+        self.publish_many([quote])
 
     def publish_many(self, quotes: list[Quote], prepare: Callable[[Quote], object] | None = None) -> None:
-        """:meth:`publish` of each of ``quotes``, in order, with one clock reading and one scheduling for all;
-        ``prepare(quote)`` first, for each in turn (what the node does to a quote before the hub takes it)."""
+        """Take ``quotes`` into the hub, in order, with one clock reading, and make sure a flush is scheduled (or
+        a throttled view's wake); ``prepare(quote)`` first, for each in turn (what the node does to a quote
+        before the hub takes it). The delayed tier's line records each as the hub took it."""
         now = self._clock()
         hub = self.hub
         take = hub.publish
