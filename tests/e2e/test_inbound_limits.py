@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import struct
 import time
 
 import pytest
@@ -15,20 +14,8 @@ import pytest
 from tests.support.serverproc import ServerProcess, run_cli, scrape_async
 from tests.support.system import free_port
 from tests.support.timing import eventually, timeout
+from tests.support.wsclient import frames_until_close, open_raw_ws
 from tests.support.wsframes import client_frame, upgrade_request
-
-
-def _open_ws(port: int) -> socket.socket:
-    """A raw /ws client past the handshake (blocking, with a scaled timeout)."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout(10))
-    s.sendall(upgrade_request(f"127.0.0.1:{port}", "/ws"))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = s.recv(1)
-        assert chunk, head
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return s
 
 
 def _upgrade_head(port: int) -> bytes:
@@ -44,38 +31,12 @@ def _upgrade_head(port: int) -> bytes:
         return head
 
 
-def _close_code(s: socket.socket) -> int | None:
-    """Read server frames until a Close frame (its code) or EOF (None)."""
-    buf = b""
-    while True:
-        while len(buf) >= 2:
-            op, n = buf[0] & 0x0F, buf[1] & 0x7F
-            at = 2
-            if n == 126:
-                if len(buf) < 4:
-                    break
-                n, at = struct.unpack("!H", buf[2:4])[0], 4
-            elif n == 127:
-                if len(buf) < 10:
-                    break
-                n, at = struct.unpack("!Q", buf[2:10])[0], 10
-            if len(buf) < at + n:
-                break
-            if op == 0x8:
-                return int(struct.unpack("!H", buf[at : at + 2])[0]) if n >= 2 else None
-            buf = buf[at + n :]
-        chunk = s.recv(1 << 16)
-        if not chunk:
-            return None
-        buf += chunk
-
-
 def _flood(port: int, unit: bytes, opening: bytes = b"") -> int | None:
     """Send ``opening`` then ``unit`` 2,000 times as fast as the socket takes them; the close code."""
-    with _open_ws(port) as s:
+    with open_raw_ws(port) as s:
         with contextlib.suppress(OSError):  # the server may close before taking it all
             s.sendall(opening + unit * 2000)
-        return _close_code(s)
+        return frames_until_close(s)[1]
 
 
 FLOODS = {
@@ -109,7 +70,7 @@ async def test_a_flood_of_control_or_continuation_frames_is_closed_1008(kind: st
 async def test_unsolicited_pongs_do_not_keep_a_peer_that_never_answers_pings_alive():
     args = ["--ping-interval", "0.5", "--ping-timeout", "0.5", "--log-level", "warning"]
     with ServerProcess(args) as srv:
-        s = await asyncio.to_thread(_open_ws, srv.port)
+        s = await asyncio.to_thread(open_raw_ws, srv.port)
         s.setblocking(False)
         wrong = client_frame(0xA, b"\0\0\0\0")  # empty or guessed payloads: never the ping's nonce
         empty = client_frame(0xA, b"")

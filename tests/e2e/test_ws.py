@@ -10,6 +10,7 @@ import weakref
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -17,7 +18,17 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.support.inprocess import InProcessServer, serve_in_process
 from tests.support.serverproc import ServerProcess, scrape_async
 from tests.support.timing import eventually, timeout
-from tests.support.wsclient import collect_frames, collect_quotes, recv, recv_until, send, stalled_client
+from tests.support.wsclient import (
+    collect_frames,
+    collect_quotes,
+    frames_until_close,
+    open_raw_ws,
+    recv,
+    recv_until,
+    send,
+    stalled_client,
+)
+from tests.support.wsframes import client_frame
 
 
 async def test_subscribe_snapshot_updates_unsubscribe(inprocess: InProcessServer):
@@ -187,17 +198,20 @@ async def test_frame_at_the_limit_is_accepted(inprocess: InProcessServer):
 
 
 async def test_flood_is_rate_limited_then_closed(inprocess: InProcessServer):
-    async with connect(inprocess.ws_url) as ws:
-        for i in range(400):
-            await send(ws, {"op": "ping", "id": i})
-        codes = []
-        with pytest.raises(ConnectionClosed):
-            while True:
-                m = await recv(ws)
-                if m["type"] == "error":
-                    codes.append(m["code"])
-        assert "rate_limited" in codes
-        assert ws.close_code == 1008
+    """400 pings in one write (a raw socket: a client still writing when the server resets the connection
+    would lose what it had not read yet): ``rate_limited`` errors, then a Close 1008."""
+    pings = b"".join(client_frame(0x1, orjson.dumps({"op": "ping", "id": i})) for i in range(400))
+
+    def flood() -> tuple[list[tuple[int, bytes]], int | None]:
+        with open_raw_ws(inprocess.port) as s:
+            s.sendall(pings)
+            return frames_until_close(s)
+
+    frames, code = await asyncio.to_thread(flood)
+    msgs = [orjson.loads(payload) for op, payload in frames if op == 0x1]
+    assert "rate_limited" in [m["code"] for m in msgs if m["type"] == "error"]
+    assert {m["type"] for m in msgs} == {"pong", "error"}
+    assert code == 1008
 
 
 async def test_foreign_origin_refused_same_host_allowed(inprocess: InProcessServer):

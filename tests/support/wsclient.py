@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.timing import eventually, timeout
-from tests.support.wsframes import upgrade_request
+from tests.support.wsframes import server_frames, upgrade_request
 
 
 async def _next(ws: ClientConnection, seconds: float) -> dict[str, Any]:
@@ -119,6 +119,40 @@ class Inbox:
     async def wait(self, pred: Callable[..., object], within: float = 5.0, what: str = "messages") -> None:
         """Wait until ``pred()`` is truthy; fail after ``within`` seconds (scaled)."""
         await eventually(pred, within, what)
+
+
+def open_raw_ws(port: int, path: str = "/ws") -> socket.socket:
+    """A raw client socket past the handshake of ``path`` (blocking, with a scaled timeout)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout(10))
+    s.sendall(upgrade_request(f"127.0.0.1:{port}", path))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        byte = s.recv(1)
+        assert byte, f"closed during the handshake: {head!r}"
+        head += byte
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def frames_until_close(s: socket.socket) -> tuple[list[tuple[int, bytes]], int | None]:
+    """Read server frames until a Close frame, EOF or a reset: the frames before it, and its code (None: no
+    Close frame). What the kernel received before a reset is still read: a server that closes with our
+    frames unread resets the connection, but the frames it sent first arrive."""
+    got: list[tuple[int, bytes]] = []
+    buf = b""
+    while True:
+        frames, buf = server_frames(buf)
+        for op, payload in frames:
+            if op == 0x8:
+                return got, int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+            got.append((op, payload))
+        try:
+            chunk = s.recv(1 << 16)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return got, None
+        buf += chunk
 
 
 def stalled_client(port: int, symbols: list[str]) -> socket.socket:

@@ -33,3 +33,23 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
     key = (mask * (n // 4 + 1))[:n]
     masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
     return header + mask + masked
+
+
+def server_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The whole (unmasked) server frames at the start of ``buf`` as (opcode, payload), and the rest."""
+    frames: list[tuple[int, bytes]] = []
+    while len(buf) >= 2:
+        op, n, at = buf[0] & 0x0F, buf[1] & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                break
+            n, at = int.from_bytes(buf[2:4], "big"), 4
+        elif n == 127:
+            if len(buf) < 10:
+                break
+            n, at = int.from_bytes(buf[2:10], "big"), 10
+        if len(buf) < at + n:
+            break
+        frames.append((op, buf[at : at + n]))
+        buf = buf[at + n :]
+    return frames, buf
