@@ -413,7 +413,8 @@ async def lose_a_master(
         assert lease_home.command("GET", LAYOUT.lease) == token  # never lapsed: the same term throughout
         assert "retook the lease" not in d.pubs[0].output() and "stands by" not in d.pubs[0].output()
         for p in [*d.pubs, *d.edges]:  # no session started again: only the lost shard's channels and writes
-            assert "Redis is back" not in p.output() and "lost Redis" not in p.output()
+            out = p.output()
+            assert "Redis is back" not in out and "lost Redis" not in out, out
         undisturbed(d)
     if freeze:  # it came back as its replica's replica: the cluster is whole again for the next tests
         await eventually(lambda: asyncio.to_thread(cluster.healthy), 20.0, "the frozen master to rejoin")

@@ -8,12 +8,14 @@ from typing import Any
 
 import orjson
 import pytest
+from redis.exceptions import ResponseError
 
 from tests.support.timing import eventually
 from ticker.bars import HISTORY, INTERVALS, Bar
 from ticker.broker import redis_bars as rb
 from ticker.broker import redis_layout as rc
 from ticker.broker.publisher_bars import PublisherBars
+from ticker.broker.redis_cluster import ClusterClient
 from ticker.broker.redis_edge import RedisBroker
 from ticker.metrics.registry import Metrics
 from ticker.quote import Quote
@@ -348,3 +350,60 @@ async def test_a_restarted_publisher_starts_from_the_history_in_redis_and_a_drop
     n = len(redis.trips)
     await bars._write(redis)  # type: ignore[arg-type]
     assert len(redis.trips) == n
+
+
+class _Shards:
+    """A cluster client whose ``per_master`` answers bar reads from ``stored`` (key → members), except those
+    of the symbols whose master is ``lost``."""
+
+    def __init__(self, layout: rc.Layout, lost: set[str], stored: dict[str, list[bytes]]) -> None:
+        self.owner = {layout.bars(s, i): s for s in ("AAPL", "AMZN") for i in INTERVALS}
+        self.lost, self.stored = lost, stored
+
+    async def per_master(self, calls: list[tuple[int, tuple[Any, ...]]]) -> list[Any]:
+        return [
+            ConnectionError("refused") if self.owner[args[1]] in self.lost else self.stored.get(args[1], [])
+            for _slot, args in calls
+        ]
+
+
+async def test_a_lost_master_keeps_only_its_symbols_behind_for_the_next_pass():
+    broker, got = edge()
+    broker.layout = layout = rc.Layout("tk", cluster=True)
+    broker._subscribed = {"AAPL", "AMZN"}
+    a = Bar(T0, 1, 2, 1, 2, 3)
+    shards = _Shards(layout, {"AMZN"}, {layout.bars("AAPL", "1m"): [a.encode()]})
+    broker._bars_behind = {"AAPL": float(T0), "AMZN": float(T0)}
+    await broker._catch_up(shards)  # type: ignore[arg-type]
+    assert got == [("AAPL", "1m", a)]  # AAPL's master answered
+    assert broker._bars_behind == {"AMZN": float(T0)}  # read again on the next pass, from where it was
+    shards.lost = {"AAPL", "AMZN"}
+    with pytest.raises(ConnectionError):  # every master lost: the session's error
+        await broker._catch_up(shards)  # type: ignore[arg-type]
+    assert broker._bars_behind == {"AMZN": float(T0)}
+    shards.lost = set()
+    await broker._catch_up(shards)  # type: ignore[arg-type]
+    assert broker._bars_behind == {} and len(got) == 1
+
+
+async def test_an_error_answer_is_counted_not_read_again():
+    broker, got = edge()
+    broker.layout = rc.Layout("tk", cluster=True)
+
+    class Wrong(_Shards):
+        async def per_master(self, calls: list[tuple[int, tuple[Any, ...]]]) -> list[Any]:
+            return [ResponseError("WRONGTYPE")] * len(calls)
+
+    broker._bars_behind = {"AAPL": float(T0)}
+    await broker._catch_up(Wrong(broker.layout, set(), {}))  # type: ignore[arg-type]
+    assert broker._bars_behind == {} and got == []
+    assert broker.metrics.broker_errors._value.get() == len(INTERVALS)
+
+
+def test_channels_moved_make_the_command_client_learn_the_slot_map_again():
+    client = rc.connect("redis+cluster://127.0.0.1:1", "t")
+    assert isinstance(client, ClusterClient)
+    client._initialize = False
+    rc.topology_changed(client)
+    assert client._initialize
+    rc.topology_changed(None)  # no session: nothing to do

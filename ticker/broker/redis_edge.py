@@ -367,6 +367,7 @@ class RedisBroker(Broker):
             self._last_rx = time.monotonic()
             if msg["type"] != "message":
                 if msg["type"] == rc.RESUBSCRIBED:  # a cluster master's channels, lost and subscribed again
+                    rc.topology_changed(self._client)  # on the master that took them over
                     self._full = True
                     self._wake.set()
                 continue
@@ -457,21 +458,36 @@ class RedisBroker(Broker):
                 sink(symbol, interval, bar)
 
     async def _catch_up(self, client: Redis) -> None:
-        """Read the bars of the symbols behind (since their last update, less two intervals) and hand them on."""
+        """Read the bars of the symbols behind (since their last update, less two intervals) and hand them on.
+        A symbol whose master fails stays behind for the next pass (only every master failing raises)."""
         behind, self._bars_behind = self._bars_behind, {}
         symbols = [s for s in behind if s in self._subscribed]
         if not symbols or self.bar_sink is None:
             return
-        pipe = client.pipeline(transaction=False)
+        calls = [
+            ("ZRANGEBYSCORE", self.layout.bars(s, interval), int(behind[s]) - 2 * ms, "+inf")
+            for s in symbols
+            for interval, ms in INTERVALS.items()
+        ]
+        got = await rc.run_keyed(client, self.layout, calls)
+        lost = [r for r in got if rc.lost(r)]
+        if lost and len(lost) == len(got):
+            self._bars_behind.update(behind)
+            raise lost[0]
+        replies = iter(got)
         for s in symbols:
-            since = int(behind[s])
-            for interval, ms in INTERVALS.items():
-                pipe.zrangebyscore(self.layout.bars(s, interval), since - 2 * ms, "+inf")
-        got = iter(await pipe.execute())
-        for s in symbols:
+            each = [next(replies) for _ in INTERVALS]
+            if any(rc.lost(r) for r in each):
+                self._bars_behind.setdefault(s, behind[s])
+                continue
             caught: dict[str, list[Bar]] = {}
-            for interval in INTERVALS:
-                bars, bad = rb.decode_history(next(got))
+            for interval, raw in zip(INTERVALS, each, strict=True):
+                if isinstance(
+                    raw, BaseException
+                ):  # an answer (not a lost node): reading again would not help
+                    self._bad_bars(f"the bars of {s} {interval}: {raw}")
+                    continue
+                bars, bad = rb.decode_history(raw)
                 if bad:
                     self._bad_bars(f"{bad} malformed bars of {s} {interval} in Redis")
                 caught[interval] = bars

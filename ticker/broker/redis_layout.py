@@ -66,7 +66,7 @@ from redis.retry import Retry
 from ticker.backoff import Backoff
 from ticker.broker import redis_slots as slots
 from ticker.broker.redis_cluster import RESUBSCRIBED as RESUBSCRIBED  # a subscription item (redis_edge.py)
-from ticker.broker.redis_cluster import ClusterClient, is_cluster, parse_url, shard_listeners
+from ticker.broker.redis_cluster import ClusterClient, is_cluster, node_lost, parse_url, shard_listeners
 from ticker.quote import Quote, decode_entry
 
 log = logging.getLogger("ticker.redis")
@@ -180,6 +180,30 @@ async def read_last(client: Redis, layout: Layout, symbols: list[str]) -> list[b
         if not isinstance(values, BaseException):  # else None: its master's resubscription re-reads them
             got.update(zip(group, values, strict=True))
     return [got.get(s) for s in symbols]
+
+
+async def run_keyed(client: Redis, layout: Layout, calls: list[tuple[Any, ...]]) -> list[Any]:
+    """Run commands whose second item is their key: each one's reply, or its error. In a cluster one pipeline
+    per master, concurrently (a master that fails fails its own commands only); else one pipeline (a lost
+    server raises)."""
+    if not layout.cluster:
+        pipe = client.pipeline(transaction=False)
+        for args in calls:
+            pipe.execute_command(*args)
+        return list(await pipe.execute(raise_on_error=False))
+    return await cast(ClusterClient, client).per_master([(slots.slot_of(args[1]), args) for args in calls])
+
+
+def lost(result: object) -> bool:
+    """Whether ``result`` (of :func:`run_keyed`) says its node was lost, not that the command failed there."""
+    return node_lost(result)
+
+
+def topology_changed(client: Redis | None) -> None:
+    """A cluster master's channels moved (:data:`RESUBSCRIBED`): ``client``'s next command learns the slot map
+    again, rather than finding the lost master first."""
+    if isinstance(client, ClusterClient):
+        client.forget_slots()
 
 
 async def read_all_last(client: Redis, layout: Layout) -> dict[bytes, bytes]:
