@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, TryAgainError
 
 from tests.support.timing import eventually
 from ticker.bars import HISTORY, INTERVALS, Bar
@@ -204,7 +204,7 @@ class FakePipeline:
     def __getattr__(self, name: str) -> Any:
         return lambda *args, **kw: self.cmds.append((name, *args))
 
-    async def execute(self) -> list[Any]:
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
         if self.redis.fail:
             self.redis.fail = False
             raise ConnectionError("lost")
@@ -354,23 +354,31 @@ async def test_a_restarted_publisher_starts_from_the_history_in_redis_and_a_drop
 
 class _Shards:
     """A cluster client whose ``per_master`` answers bar reads from ``stored`` (key → members), except those
-    of the symbols whose master is ``lost``."""
+    of the symbols whose master is ``lost`` and the keys that answer an error in ``wrong``."""
 
     def __init__(self, layout: rc.Layout, lost: set[str], stored: dict[str, list[bytes]]) -> None:
         self.owner = {layout.bars(s, i): s for s in ("AAPL", "AMZN") for i in INTERVALS}
         self.lost, self.stored = lost, stored
+        self.wrong: dict[str, BaseException] = {}
 
     async def per_master(self, calls: list[tuple[int, tuple[Any, ...]]]) -> list[Any]:
         return [
-            ConnectionError("refused") if self.owner[args[1]] in self.lost else self.stored.get(args[1], [])
+            ConnectionError("refused")
+            if self.owner[args[1]] in self.lost
+            else self.wrong.get(args[1]) or self.stored.get(args[1], [])
             for _slot, args in calls
         ]
 
 
-async def test_a_lost_master_keeps_only_its_symbols_behind_for_the_next_pass():
+def _cluster_edge() -> tuple[RedisBroker, list[tuple[str, str, Bar]], rc.Layout]:
     broker, got = edge()
     broker.layout = layout = rc.Layout("tk", cluster=True)
     broker._subscribed = {"AAPL", "AMZN"}
+    return broker, got, layout
+
+
+async def test_a_lost_master_keeps_only_its_symbols_behind_for_the_next_pass():
+    broker, got, layout = _cluster_edge()
     a = Bar(T0, 1, 2, 1, 2, 3)
     shards = _Shards(layout, {"AMZN"}, {layout.bars("AAPL", "1m"): [a.encode()]})
     broker._bars_behind = {"AAPL": float(T0), "AMZN": float(T0)}
@@ -378,32 +386,63 @@ async def test_a_lost_master_keeps_only_its_symbols_behind_for_the_next_pass():
     assert got == [("AAPL", "1m", a)]  # AAPL's master answered
     assert broker._bars_behind == {"AMZN": float(T0)}  # read again on the next pass, from where it was
     shards.lost = {"AAPL", "AMZN"}
-    with pytest.raises(ConnectionError):  # every master lost: the session's error
-        await broker._catch_up(shards)  # type: ignore[arg-type]
-    assert broker._bars_behind == {"AMZN": float(T0)}
+    broker._bars_behind["AAPL"] = float(T0 + 5_000)
+    await broker._catch_up(shards)  # type: ignore[arg-type]  # every one lost: the session goes on
+    assert broker._bars_behind == {"AAPL": float(T0 + 5_000), "AMZN": float(T0)}
     shards.lost = set()
     await broker._catch_up(shards)  # type: ignore[arg-type]
-    assert broker._bars_behind == {} and len(got) == 1
+    assert broker._bars_behind == {} and len(got) == 2
 
 
-async def test_an_error_answer_is_counted_not_read_again():
+async def test_a_plain_error_answer_is_counted_a_moving_slot_read_again():
+    broker, got, layout = _cluster_edge()
+    a = Bar(T0, 1, 2, 1, 2, 3)
+    shards = _Shards(layout, set(), {layout.bars("AAPL", "1m"): [a.encode()]})
+    shards.wrong[layout.bars("AAPL", "1h")] = ResponseError(
+        "WRONGTYPE"
+    )  # comes again: counted, not read again
+    shards.wrong[layout.bars("AMZN", "1m")] = TryAgainError("TRYAGAIN")  # a slot moving: read again
+    broker._bars_behind = {"AAPL": float(T0), "AMZN": float(T0)}
+    await broker._catch_up(shards)  # type: ignore[arg-type]
+    assert got == [("AAPL", "1m", a)]  # its other intervals are handed on
+    assert broker.metrics.broker_errors._value.get() == 1
+    assert broker._bars_behind == {"AMZN": float(T0)}
+
+
+async def test_redis_lost_during_a_catch_up_keeps_every_symbol_behind_from_the_earlier_time(
+    monkeypatch: pytest.MonkeyPatch,
+):
     broker, got = edge()
-    broker.layout = rc.Layout("tk", cluster=True)
+    broker._subscribed = {"AAPL", "AMZN"}
+    redis = FakeRedis()
+    redis.fail = True
+    broker._bars_behind = {"AAPL": float(T0), "AMZN": float(T0)}
 
-    class Wrong(_Shards):
-        async def per_master(self, calls: list[tuple[int, tuple[Any, ...]]]) -> list[Any]:
-            return [ResponseError("WRONGTYPE")] * len(calls)
+    async def noted_meanwhile(*args: Any) -> Any:  # an update noted during the read, at a later time
+        broker._bars_behind["AAPL"] = float(T0 + 9_000)
+        raise ConnectionError("lost")
 
-    broker._bars_behind = {"AAPL": float(T0)}
-    await broker._catch_up(Wrong(broker.layout, set(), {}))  # type: ignore[arg-type]
-    assert broker._bars_behind == {} and got == []
-    assert broker.metrics.broker_errors._value.get() == len(INTERVALS)
+    with pytest.raises(ConnectionError):
+        await broker._catch_up(redis)  # type: ignore[arg-type]
+    assert broker._bars_behind == {"AAPL": float(T0), "AMZN": float(T0)}
+    monkeypatch.setattr(rc, "run_keyed", noted_meanwhile)
+    with pytest.raises(ConnectionError):
+        await broker._catch_up(redis)  # type: ignore[arg-type]
+    assert broker._bars_behind == {"AAPL": float(T0), "AMZN": float(T0)} and got == []
 
 
-def test_channels_moved_make_the_command_client_learn_the_slot_map_again():
+async def test_channels_moved_make_the_command_client_learn_the_slot_map_again():
     client = rc.connect("redis+cluster://127.0.0.1:1", "t")
     assert isinstance(client, ClusterClient)
     client._initialize = False
-    rc.topology_changed(client)
-    assert client._initialize
-    rc.topology_changed(None)  # no session: nothing to do
+    broker, _ = edge()
+    broker._client = client
+
+    class Moved:
+        async def listen(self) -> Any:
+            yield {"type": rc.RESUBSCRIBED, "data": [b"tk:q:{0}:AAPL"]}
+
+    await broker._read(Moved())
+    assert client._initialize and broker._full
+    broker._client = None
+    await broker._read(Moved())  # no session: nothing to do

@@ -156,7 +156,7 @@ async def _first_to_answer(nodes: list[ClusterNode]) -> ClusterNode | None:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-def node_lost(result: object) -> bool:
+def _lost(result: object) -> bool:
     """Whether ``result`` says its node is lost or the cluster is down (not a node's answer to the command)."""
     return isinstance(result, (*_DOWN, ClusterDownError, SlotNotCoveredError))
 
@@ -387,7 +387,7 @@ class ClusterClient(RedisCluster):
                 got = [exc] * len(commands)
             if any(isinstance(r, _DOWN) for r in got):
                 self.suspect(node.name)
-            if any(node_lost(r) for r in got):
+            if any(_lost(r) for r in got):
                 self.forget_slots()
             down = any(isinstance(r, (ClusterDownError, SlotNotCoveredError)) for r in got)
             if not down or time.monotonic() >= deadline:
@@ -433,7 +433,7 @@ class _Pipeline(ClusterPipeline):
         except (*_DOWN, ClusterDownError, SlotNotCoveredError):
             client._initialize = True
             raise
-        if any(node_lost(r) for r in got):
+        if any(_lost(r) for r in got):
             client._initialize = True
         return got
 

@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ticker.bars import INTERVALS, Bar
 from ticker.broker import redis_bars as rb
@@ -459,7 +459,8 @@ class RedisBroker(Broker):
 
     async def _catch_up(self, client: Redis) -> None:
         """Read the bars of the symbols behind (since their last update, less two intervals) and hand them on.
-        A symbol whose master fails stays behind for the next pass (only every master failing raises)."""
+        A symbol whose read fails for want of its master (or of Redis) stays behind for a later pass; an error
+        answer that would come again (``WRONGTYPE``) is counted instead."""
         behind, self._bars_behind = self._bars_behind, {}
         symbols = [s for s in behind if s in self._subscribed]
         if not symbols or self.bar_sink is None:
@@ -469,22 +470,21 @@ class RedisBroker(Broker):
             for s in symbols
             for interval, ms in INTERVALS.items()
         ]
-        got = await rc.run_keyed(client, self.layout, calls)
-        lost = [r for r in got if rc.lost(r)]
-        if lost and len(lost) == len(got):
-            self._bars_behind.update(behind)
-            raise lost[0]
+        try:
+            got = await rc.run_keyed(client, self.layout, calls)
+        except BaseException:  # Redis lost (one server), or the session ends: the next one reads them
+            for s in symbols:
+                self._still_behind(s, behind[s])
+            raise
         replies = iter(got)
         for s in symbols:
             each = [next(replies) for _ in INTERVALS]
-            if any(rc.lost(r) for r in each):
-                self._bars_behind.setdefault(s, behind[s])
+            if any(isinstance(r, BaseException) and type(r) is not ResponseError for r in each):
+                self._still_behind(s, behind[s])  # its master lost, moving or loading: read it again
                 continue
             caught: dict[str, list[Bar]] = {}
             for interval, raw in zip(INTERVALS, each, strict=True):
-                if isinstance(
-                    raw, BaseException
-                ):  # an answer (not a lost node): reading again would not help
+                if isinstance(raw, BaseException):  # a plain error answer: reading again would not help
                     self._bad_bars(f"the bars of {s} {interval}: {raw}")
                     continue
                 bars, bad = rb.decode_history(raw)
@@ -492,6 +492,12 @@ class RedisBroker(Broker):
                     self._bad_bars(f"{bad} malformed bars of {s} {interval} in Redis")
                 caught[interval] = bars
             self._sink(s, caught)
+
+    def _still_behind(self, symbol: str, since: float) -> None:
+        """Keep ``symbol`` behind from ``since``, or from an earlier time noted meanwhile."""
+        noted = self._bars_behind.get(symbol)
+        if noted is None or since < noted:
+            self._bars_behind[symbol] = since
 
     # -- the symbol directory ------------------------------------------------------------------
     async def _directory_loop(self, client: Redis) -> None:

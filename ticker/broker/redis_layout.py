@@ -66,7 +66,7 @@ from redis.retry import Retry
 from ticker.backoff import Backoff
 from ticker.broker import redis_slots as slots
 from ticker.broker.redis_cluster import RESUBSCRIBED as RESUBSCRIBED  # a subscription item (redis_edge.py)
-from ticker.broker.redis_cluster import ClusterClient, is_cluster, node_lost, parse_url, shard_listeners
+from ticker.broker.redis_cluster import ClusterClient, is_cluster, parse_url, shard_listeners
 from ticker.quote import Quote, decode_entry
 
 log = logging.getLogger("ticker.redis")
@@ -192,11 +192,6 @@ async def run_keyed(client: Redis, layout: Layout, calls: list[tuple[Any, ...]])
             pipe.execute_command(*args)
         return list(await pipe.execute(raise_on_error=False))
     return await cast(ClusterClient, client).per_master([(slots.slot_of(args[1]), args) for args in calls])
-
-
-def lost(result: object) -> bool:
-    """Whether ``result`` (of :func:`run_keyed`) says its node was lost, not that the command failed there."""
-    return node_lost(result)
 
 
 def topology_changed(client: Redis | None) -> None:
