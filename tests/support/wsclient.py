@@ -121,9 +121,9 @@ class Inbox:
         await eventually(pred, within, what)
 
 
-def open_raw_ws(port: int, path: str = "/ws") -> socket.socket:
-    """A raw client socket past the handshake of ``path`` (blocking, with a scaled timeout)."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout(10))
+def _upgrade(s: socket.socket, port: int, path: str) -> None:
+    """Send the upgrade request of ``path`` on ``s`` and read the response head, byte by byte (no frame is
+    read with it): it must be a 101."""
     s.sendall(upgrade_request(f"127.0.0.1:{port}", path))
     head = b""
     while b"\r\n\r\n" not in head:
@@ -131,6 +131,12 @@ def open_raw_ws(port: int, path: str = "/ws") -> socket.socket:
         assert byte, f"closed during the handshake: {head!r}"
         head += byte
     assert head.startswith(b"HTTP/1.1 101"), head
+
+
+def open_raw_ws(port: int, path: str = "/ws") -> socket.socket:
+    """A raw client socket past the handshake of ``path`` (blocking, with a scaled timeout)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout(10))
+    _upgrade(s, port, path)
     return s
 
 
@@ -161,12 +167,6 @@ def stalled_client(port: int, symbols: list[str]) -> socket.socket:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(timeout(5))
     s.connect(("127.0.0.1", port))
-    s.sendall(upgrade_request(f"127.0.0.1:{port}", f"/ws?symbols={','.join(symbols)}"))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        byte = s.recv(1)
-        assert byte, f"closed during the handshake: {head!r}"
-        head += byte
-    assert head.startswith(b"HTTP/1.1 101"), head
+    _upgrade(s, port, f"/ws?symbols={','.join(symbols)}")
     s.settimeout(None)
     return s
