@@ -21,6 +21,7 @@ from websockets.exceptions import InvalidStatus
 
 from tests.support.serverproc import ServerProcess, scrape, scrape_async, serving
 from tests.support.timing import eventually, eventually_sync, timeout
+from tests.support.wsclient import frames_until_close
 from tests.support.wsframes import upgrade_request
 
 EVIL = "evil.example"
@@ -214,21 +215,6 @@ async def test_a_full_server_answers_503_with_retry_after_and_a_json_body_on_ws_
         assert metrics['ticker_connections_refused_total{reason="max_connections",transport="ws"}'] == 2
 
 
-def _close_frame(sock: socket.socket) -> bytes:
-    """Read server frames until a Close frame arrives; its payload (the Close is never answered)."""
-    buf = b""
-    while True:
-        while len(buf) >= 2 and len(buf) >= 2 + (buf[1] & 0x7F):  # the server's frames here are small
-            n = buf[1] & 0x7F
-            assert n < 126, buf[:16]
-            if buf[0] & 0x0F == 0x8:
-                return buf[2 : 2 + n]
-            buf = buf[2 + n :]
-        chunk = sock.recv(65536)
-        assert chunk, "EOF before a Close frame"
-        buf += chunk
-
-
 def test_a_server_shutting_down_answers_503_with_retry_after_on_ws_and_sse() -> None:
     with ServerProcess(["--host", "127.0.0.1", "--log-level", "warning"]) as srv:
         host = f"127.0.0.1:{srv.port}"
@@ -243,7 +229,7 @@ def test_a_server_shutting_down_answers_503_with_retry_after_on_ws_and_sse() -> 
             idle.append(sock)
         srv.signal(signal.SIGTERM)
         # The server is closing once it sends the 1001 Close; it waits up to 2 s for the answer, never sent.
-        assert _close_frame(ws)[:2] == (1001).to_bytes(2, "big")
+        assert frames_until_close(ws)[1] == 1001
         idle[0].sendall(upgrade_request(host, "/ws"))
         status, headers, body = _read_response(idle[0])
         _unavailable(status, headers["retry-after"], body, "server shutting down", 1, 3)

@@ -17,7 +17,9 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector, CollectorRegistry
 
 
-class _HistChild:
+class HistogramChild:
+    """One label set of a :class:`FastHistogram`: a count per bucket (its upper bound in ``bounds``) and the sum."""
+
     __slots__ = ("bounds", "counts", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
@@ -82,14 +84,14 @@ class FastHistogram(_Family):
         if not labelnames:
             self._default = self._child(())
 
-    def _child(self, values: tuple[str, ...]) -> _HistChild:
+    def _child(self, values: tuple[str, ...]) -> HistogramChild:
         child = self._children.get(values)
         if child is None:
-            child = self._children[values] = _HistChild(self.bounds)
-        assert isinstance(child, _HistChild)
+            child = self._children[values] = HistogramChild(self.bounds)
+        assert isinstance(child, HistogramChild)
         return child
 
-    def labels(self, *values: str) -> _HistChild:
+    def labels(self, *values: str) -> HistogramChild:
         """The child for these label values (keep it: looking it up is the slow part)."""
         return self._child(tuple(values))
 
@@ -100,7 +102,7 @@ class FastHistogram(_Family):
     def collect(self) -> Iterator[Metric]:
         fam = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
         for values, child in self._children.items():
-            assert isinstance(child, _HistChild)
+            assert isinstance(child, HistogramChild)
             cumulative = 0
             buckets = []
             for bound, n in zip((*self.bounds, float("inf")), child.counts, strict=True):

@@ -21,7 +21,7 @@ from prometheus_client import (
 )
 
 from ticker import __version__
-from ticker.metrics.fast import FastCounter, FastHistogram, _HistChild
+from ticker.metrics.fast import FastCounter, FastHistogram, HistogramChild
 from ticker.quote import Quote
 
 disable_created_metrics()  # the *_created series only add noise to every scrape
@@ -254,7 +254,7 @@ class Metrics:
 
         return emit
 
-    def _feed_lag(self, feed: str) -> _HistChild:
+    def _feed_lag(self, feed: str) -> HistogramChild:
         """``feed``'s lag histogram; its count of observations is ``ticker_feed_updates_total{feed}``."""
         lag = self.feed_lag.labels(feed)
         counts = lag.counts
